@@ -1,0 +1,300 @@
+"""Beatq: the application — settings, task registry, and sending task messages."""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta, tzinfo
+from typing import Any
+
+from . import timeutils
+from .brokers import Backend, Outgoing, connect
+from .canvas import Signature, as_signatures
+from .conf import Settings
+from .exceptions import BrokerError, ConfigurationError, NotRegistered
+from .messages import Message
+from .result import AsyncResult
+from .task import Task
+
+_current: list[Beatq] = []
+
+
+def current_app() -> Beatq:
+    """The most recently created app (what `AsyncResult(id)` uses without `app=`)."""
+    if not _current:
+        raise ConfigurationError("no beatq app exists yet; create one with Beatq('proj')")
+    return _current[-1]
+
+
+class Beatq:
+    """A beatq application.
+
+    >>> app = Beatq("proj", broker="redis://localhost:6379/0")
+    >>> app.conf.update(timezone="Asia/Shanghai")
+    >>> @app.task
+    ... def add(x, y): return x + y
+    """
+
+    def __init__(
+        self,
+        main: str | None = None,
+        broker: str | None = None,
+        backend: str | None = None,
+        include: Iterable[str] | None = None,
+        **settings: Any,
+    ) -> None:
+        self.main = main
+        self.conf = Settings(settings)
+        if broker:
+            self.conf.broker_url = broker
+        if backend:
+            self.conf.result_backend = backend
+        if include:
+            self.conf.include = tuple(include)
+        self.tasks: dict[str, Task] = {}
+        self._backends: dict[str, tuple[int, Backend]] = {}
+        self._lock = threading.Lock()
+        _current.append(self)
+
+    # -- settings ------------------------------------------------------------------------
+    def config_from_object(self, obj: Any) -> None:
+        """Load settings from a module, a dotted path to one, or any object."""
+        if isinstance(obj, str):
+            try:
+                obj = importlib.import_module(obj)
+            except ImportError as exc:
+                raise ConfigurationError(f"cannot import config module {obj!r}: {exc}") from exc
+        self.conf.from_object(obj)
+        self._backends.clear()
+
+    @property
+    def timezone(self) -> tzinfo:
+        return timeutils.get_zone(self.conf.timezone)
+
+    def now(self) -> datetime:
+        """The current time in the app's time zone."""
+        return datetime.now(self.timezone)
+
+    # -- backends (one per URL, per process) ---------------------------------------------------
+    def _backend_for(self, url: str) -> Backend:
+        pid = os.getpid()
+        entry = self._backends.get(url)
+        if entry is None or entry[0] != pid:
+            with self._lock:
+                entry = self._backends.get(url)
+                if entry is None or entry[0] != pid:
+                    backend = connect(url, self.conf.broker_transport_options)
+                    entry = (pid, backend)
+                    self._backends[url] = entry
+        return entry[1]
+
+    @property
+    def broker(self) -> Backend:
+        """The backend that holds queues, delayed messages, dead letters and leases."""
+        return self._backend_for(self.conf.broker_url)
+
+    @property
+    def result_store(self) -> Backend:
+        """The backend that holds results: `result_backend`, or the broker when unset."""
+        return self._backend_for(self.conf.result_backend or self.conf.broker_url)
+
+    def close(self) -> None:
+        for _, backend in self._backends.values():
+            backend.close()
+        self._backends.clear()
+
+    # -- tasks -----------------------------------------------------------------------------
+    def task(self, *args: Any, **options: Any) -> Any:
+        """Register a function as a task: `@app.task` or `@app.task(bind=True, ...)`."""
+
+        def register(fun: Callable[..., Any]) -> Task:
+            name = options.pop("name", None) or self.gen_task_name(fun)
+            base = options.pop("base", None) or Task
+            task = base(self, fun, name, **options)
+            self.tasks[name] = task
+            return task
+
+        if len(args) == 1 and callable(args[0]) and not options:
+            return register(args[0])
+        if args:
+            raise TypeError("use @app.task or @app.task(option=value, ...)")
+        return register
+
+    def gen_task_name(self, fun: Callable[..., Any]) -> str:
+        module = fun.__module__
+        if module == "__main__" and self.main:
+            module = self.main
+        return f"{module}.{fun.__qualname__}"
+
+    def import_modules(self) -> None:
+        """Import the modules named by `include` and `imports` so their tasks register."""
+        for name in (*self.conf.imports, *self.conf.include):
+            try:
+                importlib.import_module(name)
+            except ImportError as exc:
+                raise ConfigurationError(
+                    f"cannot import {name!r} listed in include/imports: {exc}"
+                ) from exc
+
+    def get_task(self, name: str) -> Task:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise NotRegistered(name, list(self.tasks)) from None
+
+    def signature(self, name: str, *args: Any, **kwargs: Any) -> Signature:
+        return Signature(name, *args, app=self, **kwargs)
+
+    def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 (Celery's name)
+        return AsyncResult(task_id, app=self)
+
+    # -- sending ---------------------------------------------------------------------------
+    def route(self, name: str, args: Any, kwargs: Any, task: Task | None) -> str:
+        """The queue for a call with no explicit `queue=`: task's own, task_routes, default."""
+        if task is not None and task.option("queue"):
+            return task.option("queue")
+        routes = self.conf.task_routes
+        for router in routes if isinstance(routes, (list, tuple)) else [routes]:
+            found = _lookup_route(router, name, args, kwargs)
+            if found:
+                return found
+        return self.conf.task_default_queue
+
+    def build_message(
+        self,
+        name: str,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        task: Task | None = None,
+        **options: Any,
+    ) -> tuple[Message, bytes]:
+        """The message for a call, and its encoded body."""
+        if task is None:
+            task = self.tasks.get(name)
+        opt = task.option if task is not None else (lambda key: None)
+        args = list(args or ())
+        kwargs = dict(kwargs or {})
+        zone = self.timezone
+        eta = options.pop("eta", None)
+        countdown = options.pop("countdown", None)
+        if eta is not None:
+            eta_ts = timeutils.to_timestamp(eta, zone) if isinstance(eta, datetime) else float(eta)
+        elif countdown is not None:
+            eta_ts = time.time() + _seconds(countdown)
+        else:
+            eta_ts = None
+        expires = options.pop("expires", opt("expires"))
+        queue = options.pop("queue", None) or self.route(name, args, kwargs, task)
+        serializer = options.pop("serializer", None) or opt("serializer")
+        compression = options.pop("compression", None) or opt("compression")
+        task_id = options.pop("task_id", None) or str(uuid.uuid4())
+        for key in ("retry", "retry_policy", "routing_key", "exchange", "shadow", "headers"):
+            options.pop(key, None)
+        exec_options = {k: v for k, v in options.items() if v is not None}
+        for key in ("link", "link_error"):
+            if key in exec_options:
+                exec_options[key] = as_signatures(exec_options[key], self)
+        message = Message(
+            id=task_id,
+            task=name,
+            args=args,
+            kwargs=kwargs,
+            options=exec_options,
+            queue=queue,
+            eta=eta_ts,
+            expires=timeutils.expiry_timestamp(expires, zone),
+            retries=int(exec_options.pop("retries", 0)),
+            parent=exec_options.pop("parent_id", None),
+            root=exec_options.pop("root_id", None),
+            group=exec_options.pop("group_id", None),
+            priority=exec_options.pop("priority", opt("priority")),
+        )
+        body = message.encode(
+            serializer or self.conf.task_serializer,
+            compression or self.conf.task_compression,
+        )
+        return message, body
+
+    def send_task(
+        self,
+        name: str,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        task: Task | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Send a message for task `name` (registered here or not) and return its result."""
+        retry = options.get("retry", self.conf.task_publish_retry)
+        policy = options.get("retry_policy") or self.conf.task_publish_retry_policy
+        message, body = self.build_message(name, args, kwargs, task, **options)
+        outgoing = Outgoing(message.queue, message.id, body, message.eta)
+        self.publish([outgoing], retry, policy)
+        return AsyncResult(message.id, app=self, task_name=name)
+
+    def send_many(
+        self,
+        task: Task,
+        calls: Sequence[tuple[Iterable[Any], Mapping[str, Any]]],
+        **options: Any,
+    ) -> list[AsyncResult]:
+        """Send many calls of one task in one round trip (see `Task.apply_many`)."""
+        outgoing = []
+        for args, kwargs in calls:
+            message, body = self.build_message(task.name, args, kwargs, task, **options)
+            outgoing.append(Outgoing(message.queue, message.id, body, message.eta))
+        self.publish(outgoing, options.get("retry", True), options.get("retry_policy"))
+        return [AsyncResult(o.id, app=self, task_name=task.name) for o in outgoing]
+
+    def publish(
+        self,
+        outgoing: Sequence[Outgoing],
+        retry: bool = True,
+        policy: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Hand encoded messages to the broker, retrying a lost connection per `policy`."""
+        policy = {**self.conf.task_publish_retry_policy, **(policy or {})}
+        attempts = 1 + (int(policy.get("max_retries") or 0) if retry else 0)
+        delay = float(policy.get("interval_start", 0.0))
+        for attempt in range(attempts):
+            try:
+                self.broker.send(outgoing)
+                return
+            except BrokerError:
+                if attempt + 1 >= attempts:
+                    raise
+                time.sleep(delay)
+                delay = min(
+                    delay + float(policy.get("interval_step", 0.2)),
+                    float(policy.get("interval_max", 0.2)),
+                )
+
+    def __repr__(self) -> str:
+        return f"<Beatq {self.main or '__main__'}>"
+
+
+def _seconds(value: float | timedelta) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _lookup_route(router: Any, name: str, args: Any, kwargs: Any) -> str | None:
+    if callable(router):
+        route = router(name, args, kwargs, {})
+    elif isinstance(router, Mapping):
+        route = router.get(name)
+        if route is None:
+            for pattern, value in router.items():
+                if any(c in pattern for c in "*?[") and fnmatch.fnmatchcase(name, pattern):
+                    route = value
+                    break
+    else:
+        route = None
+    if isinstance(route, str):
+        return route
+    if isinstance(route, Mapping):
+        return route.get("queue")
+    return None

@@ -1,0 +1,199 @@
+"""The backend interface: broker, result store, dead letters, leases and worker registry.
+
+Bytes in, bytes out: serialization lives above this layer (messages.py, result.py). A
+backend is chosen by URL scheme (see `beatq.brokers.connect`); the worker, the app and
+the CLI only ever talk to this interface.
+
+Delivery model. A message is *ready* (in its queue), *delayed* (until its eta) or
+*claimed* by a worker until a deadline. `claim` moves ready messages to claimed,
+`renew` pushes the deadline of live claims forward, `ack` forgets a message for good,
+`release` puts claimed or aborted messages back at the head of their queue. A claim
+whose deadline passes (its worker died) goes back to its queue by itself: that is the
+visibility timeout. Due delayed messages become ready by themselves too. Every method
+that changes more than one thing does it atomically.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A message as a worker holds it: its broker id, its queue and its body."""
+
+    id: str
+    queue: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message to send: queue, id, body and optional eta (POSIX seconds)."""
+
+    queue: str
+    id: str
+    body: bytes
+    eta: float | None = None
+
+
+@dataclass(frozen=True)
+class ResultWrite:
+    """A task state to store. `final` states (SUCCESS, FAILURE, REVOKED) wake waiters."""
+
+    task_id: str
+    meta: bytes
+    ttl: float
+    final: bool = True
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What `claim` returns: the claims, and the eta of the earliest delayed message."""
+
+    claims: list[Claim]
+    next_eta: float | None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: str
+    queue: str
+    reason: str
+    time: float
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Lease:
+    holder: str
+    token: int
+    remaining: float  # seconds left before it expires
+
+
+class Backend(abc.ABC):
+    """One broker URL's storage. Methods raise `BrokerError` when the store is unreachable."""
+
+    url: str
+
+    # -- queue ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def send(self, messages: Sequence[Outgoing]) -> None:
+        """Add messages, atomically and in order, in one round trip.
+
+        A message with an eta in the future is delayed until then; the others are ready
+        at once at the tail of their queue. Sending an id that is already stored replaces
+        its body (a retry keeps its task id).
+        """
+
+    @abc.abstractmethod
+    def claim(self, queues: Sequence[str], count: int, visibility: float) -> Claimed:
+        """Take up to `count` ready messages, draining `queues` in the order given.
+
+        Each is claimed until now + `visibility` seconds. Before taking, due delayed
+        messages become ready and expired claims go back to their queue. Never blocks.
+        """
+
+    @abc.abstractmethod
+    def wait(self, queues: Sequence[str], timeout: float) -> bool:
+        """Block up to `timeout` seconds until one of `queues` may have ready messages.
+
+        True means "try `claim`"; a spurious True is allowed, a missed wake-up is not.
+        """
+
+    @abc.abstractmethod
+    def renew(self, ids: Sequence[str], visibility: float) -> None:
+        """Extend the claims on `ids` to now + `visibility`. Ids no longer claimed are skipped."""
+
+    @abc.abstractmethod
+    def release(self, claims: Sequence[Claim]) -> None:
+        """Put messages back at the head of their queue, claimed or already acknowledged."""
+
+    @abc.abstractmethod
+    def queue_length(self, queue: str) -> int:
+        """How many ready messages `queue` holds."""
+
+    @abc.abstractmethod
+    def scheduled(self, limit: int = 100) -> list[tuple[float, Claim]]:
+        """The delayed messages, earliest eta first, as (eta, message)."""
+
+    # -- acknowledging, finishing ----------------------------------------------------------
+    @abc.abstractmethod
+    def finish(
+        self,
+        ack: Sequence[Claim] = (),
+        result: ResultWrite | None = None,
+        send: Sequence[Outgoing] = (),
+    ) -> None:
+        """In one atomic step and in this order: acknowledge `ack` (the messages are gone
+        for good), store `result`, send `send`. Any part may be empty. Idempotent for
+        ack and result; a final result wakes every `wait_result` on its task id.
+        """
+
+    # -- results ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def get_result(self, task_id: str) -> bytes | None:
+        """The stored state of `task_id` (final if there is one), or None."""
+
+    @abc.abstractmethod
+    def wait_result(self, task_id: str, timeout: float | None) -> bytes | None:
+        """Block until `task_id` has a final state and return it; None after `timeout`."""
+
+    @abc.abstractmethod
+    def forget(self, task_id: str) -> None:
+        """Delete every state stored for `task_id`."""
+
+    # -- dead letters ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def dead_letter(self, claim: Claim, reason: str) -> None:
+        """Move a claimed message to the dead letters, atomically, with the reason."""
+
+    @abc.abstractmethod
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The dead letters, oldest first."""
+
+    @abc.abstractmethod
+    def requeue_dead(self, ids: Sequence[str] | None = None) -> list[str]:
+        """Send dead letters (all when `ids` is None) back to their queue; the ids moved."""
+
+    # -- leases (the beat's leader lock) ---------------------------------------------------
+    @abc.abstractmethod
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
+        """Take lease `name` for `ttl` seconds if it is free; its new fencing token, or None.
+
+        Tokens grow strictly with every acquisition of the same lease.
+        """
+
+    @abc.abstractmethod
+    def renew_lease(self, name: str, holder: str, token: int, ttl: float) -> bool:
+        """Extend the lease if `holder` still holds it with `token`; False if it was lost."""
+
+    @abc.abstractmethod
+    def release_lease(self, name: str, holder: str, token: int) -> None:
+        """Give the lease up at once if held with `token`; otherwise do nothing."""
+
+    @abc.abstractmethod
+    def get_lease(self, name: str) -> Lease | None:
+        """Who holds lease `name` now, or None."""
+
+    # -- workers ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def heartbeat(self, worker: str, info: bytes, ttl: float) -> None:
+        """Record that `worker` is alive for `ttl` seconds, with its current `info`."""
+
+    @abc.abstractmethod
+    def unregister(self, worker: str) -> None:
+        """Forget `worker` at once (clean shutdown)."""
+
+    @abc.abstractmethod
+    def workers(self) -> dict[str, bytes]:
+        """The live workers and their last info."""
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def ping(self) -> None:
+        """Raise BrokerError if the store cannot be reached."""
+
+    def close(self) -> None:
+        """Release connections; the backend may not be used afterwards."""

@@ -1,0 +1,314 @@
+"""The Redis backend: every multi-step change is one Lua script, loaded once.
+
+Keys (prefix `beatq`, or the transport option `global_keyprefix`):
+
+    {p}:q:{queue}   list    ready message ids; sent at the left, taken from the right
+    {p}:w:{queue}   list    at most one wake-up token for workers blocked on the queue
+    {p}:msg         hash    id -> "queue\\nbody" for every message not yet acknowledged
+    {p}:delayed     zset    id by eta
+    {p}:unacked     zset    claimed id by claim deadline (the visibility timeout)
+    {p}:r:{id}      list    the final result of a task (one element; waiters BLMOVE on it)
+    {p}:s:{id}      string  the latest non-final state (STARTED, RETRY)
+    {p}:dead        hash    id -> "queue\\nbody" of dead letters
+    {p}:dead:why    hash    id -> reason
+    {p}:dead:idx    zset    id by time of death
+    {p}:lease:{n}   string  "holder|token" with the lease's expiry
+    {p}:fence:{n}   string  the last fencing token handed out for lease n
+    {p}:worker:{n}  string  a worker's last heartbeat info, expiring
+    {p}:workers     zset    worker name by heartbeat expiry
+
+Round trips: sending a message is one EVALSHA (`send`); a worker takes a batch of
+messages with one EVALSHA (`claim`); finishing a task (ack, store result, send its
+callbacks) is one EVALSHA (`finish`); an early ack at task start is one more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from importlib import resources
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..exceptions import BrokerError
+from .base import Backend, Claim, Claimed, DeadLetter, Lease, Outgoing, ResultWrite
+
+
+class RedisKeys:
+    """Every Redis key beatq uses, built in one place (lua/lib.lua mirrors the per-id ones)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.msgs = f"{prefix}:msg"
+        self.delayed = f"{prefix}:delayed"
+        self.unacked = f"{prefix}:unacked"
+        self.dead = f"{prefix}:dead"
+        self.dead_reason = f"{prefix}:dead:why"
+        self.dead_index = f"{prefix}:dead:idx"
+        self.workers = f"{prefix}:workers"
+
+    def queue(self, name: str) -> str:
+        return f"{self.prefix}:q:{name}"
+
+    def wake(self, name: str) -> str:
+        return f"{self.prefix}:w:{name}"
+
+    def result(self, task_id: str) -> str:
+        return f"{self.prefix}:r:{task_id}"
+
+    def state(self, task_id: str) -> str:
+        return f"{self.prefix}:s:{task_id}"
+
+    def lease(self, name: str) -> str:
+        return f"{self.prefix}:lease:{name}"
+
+    def fence(self, name: str) -> str:
+        return f"{self.prefix}:fence:{name}"
+
+    def worker(self, name: str) -> str:
+        return f"{self.prefix}:worker:{name}"
+
+
+def _load(name: str) -> str:
+    folder = resources.files("beatq.brokers") / "lua"
+    return (folder / "lib.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+
+
+@contextlib.contextmanager
+def _errors(url: str) -> Iterator[None]:
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise BrokerError(f"Redis at {url} is unreachable: {exc}") from exc
+
+
+def _split(stored: bytes) -> tuple[str, bytes]:
+    queue, _, body = stored.partition(b"\n")
+    return queue.decode(), body
+
+
+def _flatten(messages: Sequence[Outgoing]) -> list[Any]:
+    args: list[Any] = []
+    for m in messages:
+        args += [m.queue, m.id, m.body, "" if m.eta is None else repr(float(m.eta))]
+    return args
+
+
+class RedisBackend(Backend):
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        options = dict(options or {})
+        self.url = url
+        self.keys = RedisKeys(options.pop("global_keyprefix", None) or "beatq")
+        # No socket timeout: blocking reads (BLPOP, BLMOVE) carry their own. Our callers
+        # reconnect with backoff, so redis-py itself retries only briefly.
+        self.client = redis.Redis.from_url(
+            url,
+            socket_timeout=None,
+            socket_connect_timeout=options.pop("socket_connect_timeout", 5.0),
+            retry=redis.Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+            socket_keepalive=True,
+            health_check_interval=options.pop("health_check_interval", 30),
+        )
+        self._scripts = {
+            name: self.client.register_script(_load(name))
+            for name in ("send", "claim", "renew", "release", "finish", "requeue_dead", "lease")
+        }
+
+    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        with _errors(self.url):
+            return self._scripts[name](keys=keys, args=args)
+
+    # -- queue ---------------------------------------------------------------------------
+    def send(self, messages: Sequence[Outgoing]) -> None:
+        if messages:
+            k = self.keys
+            self._run("send", [k.msgs, k.delayed], [k.prefix, *_flatten(messages)])
+
+    def claim(self, queues: Sequence[str], count: int, visibility: float) -> Claimed:
+        k = self.keys
+        reply = self._run(
+            "claim",
+            [k.msgs, k.delayed, k.unacked],
+            [k.prefix, count, visibility, *queues],
+        )
+        next_eta = float(reply[0]) if reply[0] else None
+        claims = []
+        for i in range(1, len(reply), 2):
+            queue, body = _split(reply[i + 1])
+            claims.append(Claim(reply[i].decode(), queue, body))
+        return Claimed(claims, next_eta)
+
+    def wait(self, queues: Sequence[str], timeout: float) -> bool:
+        keys = [self.keys.wake(q) for q in queues]
+        with _errors(self.url):
+            return self.client.blpop(keys, timeout=max(timeout, 0.01)) is not None
+
+    def renew(self, ids: Sequence[str], visibility: float) -> None:
+        if ids:
+            self._run("renew", [self.keys.unacked], [visibility, *ids])
+
+    def release(self, claims: Sequence[Claim]) -> None:
+        if claims:
+            k = self.keys
+            args: list[Any] = [k.prefix]
+            for c in claims:
+                args += [c.queue, c.id, c.body]
+            self._run("release", [k.msgs, k.unacked, k.delayed], args)
+
+    def queue_length(self, queue: str) -> int:
+        with _errors(self.url):
+            return int(self.client.llen(self.keys.queue(queue)))
+
+    def scheduled(self, limit: int = 100) -> list[tuple[float, Claim]]:
+        with _errors(self.url):
+            pairs = self.client.zrange(self.keys.delayed, 0, limit - 1, withscores=True)
+            if not pairs:
+                return []
+            stored = self.client.hmget(self.keys.msgs, [i for i, _ in pairs])
+        out = []
+        for (id_, eta), value in zip(pairs, stored):
+            if value is not None:
+                queue, body = _split(value)
+                out.append((float(eta), Claim(id_.decode(), queue, body)))
+        return out
+
+    # -- finishing -------------------------------------------------------------------------
+    def finish(
+        self,
+        ack: Sequence[Claim] = (),
+        result: ResultWrite | None = None,
+        send: Sequence[Outgoing] = (),
+    ) -> None:
+        k = self.keys
+        args: list[Any] = [k.prefix, len(ack), *(c.id for c in ack)]
+        if result is None:
+            args += ["", "", "", 0]
+        else:
+            kind = "final" if result.final else "state"
+            args += [kind, result.task_id, result.meta, max(1, int(result.ttl * 1000))]
+        args += _flatten(send)
+        self._run("finish", [k.msgs, k.unacked, k.delayed], args)
+
+    # -- results ---------------------------------------------------------------------------
+    def get_result(self, task_id: str) -> bytes | None:
+        with _errors(self.url):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.lindex(self.keys.result(task_id), 0)
+            pipe.get(self.keys.state(task_id))
+            final, state = pipe.execute()
+        return final if final is not None else state
+
+    def wait_result(self, task_id: str, timeout: float | None) -> bytes | None:
+        key = self.keys.result(task_id)
+        # Rotating the one-element list onto itself blocks until the result exists and
+        # leaves it in place, so every waiter on the same id wakes.
+        block = 0 if timeout is None else max(timeout, 0.001)
+        with _errors(self.url):
+            return self.client.blmove(key, key, block, "RIGHT", "LEFT")
+
+    def forget(self, task_id: str) -> None:
+        with _errors(self.url):
+            self.client.delete(self.keys.result(task_id), self.keys.state(task_id))
+
+    # -- dead letters ----------------------------------------------------------------------
+    def dead_letter(self, claim: Claim, reason: str) -> None:
+        k = self.keys
+        with _errors(self.url):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.zrem(k.unacked, claim.id)
+            pipe.hdel(k.msgs, claim.id)
+            pipe.hset(k.dead, claim.id, claim.queue.encode() + b"\n" + claim.body)
+            pipe.hset(k.dead_reason, claim.id, reason)
+            pipe.zadd(k.dead_index, {claim.id: time.time()})
+            pipe.execute()
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        k = self.keys
+        with _errors(self.url):
+            pairs = self.client.zrange(k.dead_index, 0, limit - 1, withscores=True)
+            if not pairs:
+                return []
+            ids = [i for i, _ in pairs]
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hmget(k.dead, ids)
+            pipe.hmget(k.dead_reason, ids)
+            stored, reasons = pipe.execute()
+        out = []
+        for (id_, when), value, reason in zip(pairs, stored, reasons):
+            if value is not None:
+                queue, body = _split(value)
+                why = (reason or b"").decode()
+                out.append(DeadLetter(id_.decode(), queue, why, float(when), body))
+        return out
+
+    def requeue_dead(self, ids: Sequence[str] | None = None) -> list[str]:
+        k = self.keys
+        moved = self._run(
+            "requeue_dead",
+            [k.dead, k.dead_reason, k.dead_index, k.msgs, k.delayed],
+            [k.prefix, *(ids or ())],
+        )
+        return [m.decode() for m in moved]
+
+    # -- leases ----------------------------------------------------------------------------
+    def _lease(self, op: str, name: str, holder: str, token: int, ttl: float) -> Any:
+        keys = [self.keys.lease(name), self.keys.fence(name)]
+        return self._run("lease", keys, [op, holder, token, max(1, int(ttl * 1000))])
+
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
+        token = self._lease("acquire", name, holder, 0, ttl)
+        return int(token) if token else None
+
+    def renew_lease(self, name: str, holder: str, token: int, ttl: float) -> bool:
+        return bool(self._lease("renew", name, holder, token, ttl))
+
+    def release_lease(self, name: str, holder: str, token: int) -> None:
+        self._lease("release", name, holder, token, 1)
+
+    def get_lease(self, name: str) -> Lease | None:
+        with _errors(self.url):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.get(self.keys.lease(name))
+            pipe.pttl(self.keys.lease(name))
+            value, pttl = pipe.execute()
+        if value is None:
+            return None
+        holder, _, token = value.decode().rpartition("|")
+        return Lease(holder, int(token), max(pttl, 0) / 1000)
+
+    # -- workers ---------------------------------------------------------------------------
+    def heartbeat(self, worker: str, info: bytes, ttl: float) -> None:
+        with _errors(self.url):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(self.keys.worker(worker), info, px=max(1, int(ttl * 1000)))
+            pipe.zadd(self.keys.workers, {worker: time.time() + ttl})
+            pipe.execute()
+
+    def unregister(self, worker: str) -> None:
+        with _errors(self.url):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.delete(self.keys.worker(worker))
+            pipe.zrem(self.keys.workers, worker)
+            pipe.execute()
+
+    def workers(self) -> dict[str, bytes]:
+        with _errors(self.url):
+            self.client.zremrangebyscore(self.keys.workers, "-inf", time.time())
+            names = [n.decode() for n in self.client.zrange(self.keys.workers, 0, -1)]
+            if not names:
+                return {}
+            infos = self.client.mget([self.keys.worker(n) for n in names])
+        return {n: i for n, i in zip(names, infos) if i is not None}
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def ping(self) -> None:
+        with _errors(self.url):
+            self.client.ping()
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,113 @@
+"""The errors beatq raises.
+
+    BeatqError
+    ├─ ConfigurationError        bad setting, URL or app path
+    │  └─ ScheduleError          bad YAML/Python schedule (file, line, entry)
+    ├─ BrokerError               backend unreachable or misbehaving
+    ├─ LeaseLost                 the leader's lease expired or was taken
+    ├─ TaskError
+    │  ├─ NotRegistered          a task name no worker knows
+    │  ├─ Retry                  raised by Task.retry to ask for another run
+    │  ├─ Reject                 raised by a task to refuse its message
+    │  ├─ MaxRetriesExceededError a retry was asked for past max_retries
+    │  ├─ TaskRevokedError       the task was revoked or expired before it ran
+    │  ├─ WorkerLostError        the process running the task died
+    │  ├─ SoftTimeLimitExceeded  raised inside a task at its soft time limit
+    │  └─ TimeLimitExceeded      the task ran past its hard time limit
+    └─ TimeoutError              AsyncResult.get ran out of time
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+from datetime import datetime
+
+
+class BeatqError(Exception):
+    """Base of every error beatq raises."""
+
+
+class ConfigurationError(BeatqError, ValueError):
+    """A setting, a URL or an app path is wrong."""
+
+
+class ScheduleError(ConfigurationError):
+    """A schedule file or entry is wrong; the message names the file, line and entry."""
+
+
+class BrokerError(BeatqError, ConnectionError):
+    """The backend cannot be reached or answered something unexpected."""
+
+
+class LeaseLost(BeatqError):
+    """The beat's lease expired or another beat holds it."""
+
+
+class TaskError(BeatqError):
+    """Base of the errors about a task."""
+
+
+class NotRegistered(TaskError, LookupError):
+    """No task of this name is registered."""
+
+    def __init__(self, name: str, registered: list[str] | None = None) -> None:
+        self.name = name
+        msg = f"task {name!r} is not registered"
+        if registered is not None:
+            shown = ", ".join(sorted(registered)[:10]) or "(none)"
+            msg += f"; registered: {shown}"
+        super().__init__(msg)
+
+    def __reduce__(self):  # keep pickling/re-raising simple
+        return (NotRegistered, (self.name,))
+
+
+class Retry(TaskError):
+    """Raised by `Task.retry`: the worker re-sends the task and marks it RETRY."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        exc: BaseException | None = None,
+        when: float | datetime | None = None,
+    ) -> None:
+        self.exc = exc
+        self.when = when
+        self.sig: Any = None  # the call to make again (a Signature), set by Task.retry
+        if message is None:
+            message = "Retry" if when is None else f"Retry in {when}"
+        super().__init__(message)
+
+
+class Reject(TaskError):
+    """Raised by a task to refuse its message; with requeue=True it goes back to its queue."""
+
+    def __init__(self, reason: str = "", requeue: bool = False) -> None:
+        self.reason = reason
+        self.requeue = requeue
+        super().__init__(reason)
+
+
+class MaxRetriesExceededError(TaskError):
+    """`Task.retry` was called after `max_retries` retries."""
+
+
+class TaskRevokedError(TaskError):
+    """The task was revoked, or expired, before it ran."""
+
+
+class WorkerLostError(TaskError):
+    """The process running the task died before it finished."""
+
+
+class SoftTimeLimitExceeded(TaskError):
+    """Raised inside a task when it reaches its soft time limit."""
+
+
+class TimeLimitExceeded(TaskError):
+    """The task ran past its hard time limit and was stopped."""
+
+
+class TimeoutError(BeatqError, builtins.TimeoutError):
+    """`AsyncResult.get` waited longer than its timeout."""

@@ -1,0 +1,138 @@
+"""The task message: the only thing that crosses a broker.
+
+Wire format (version 1). A message body is two parts joined by one newline byte::
+
+    <header: compact JSON object, one line, always JSON>\\n<payload: bytes>
+
+The header is readable without trusting the payload, so a worker can dead-letter a
+message of a content type it does not accept, and `inspect` can show any message:
+
+    v         1                                protocol version
+    id        "5f0c…"                          task id (also the result key)
+    task      "proj.tasks.add"                 registered task name
+    ct        "application/json"               content type of the payload
+    ce        null | "zlib" | "gzip" | ...     compression of the payload
+    eta       null | 1732465801.5              POSIX seconds (UTC) before which it must not run
+    expires   null | 1732465861.5              POSIX seconds (UTC) after which it is not run
+    retries   0                                how many times it has been retried
+    parent    null | "…"                       id of the task that sent it
+    root      null | "…"                       id of the first task of the workflow
+    group     null | "…"                       id of the group it belongs to
+    queue     "celery"                         queue it was routed to
+    priority  null | 0..9                      kept for routing; queues give the order
+    sent      1732465798.2                     POSIX seconds when it was sent
+
+The payload, serialized with the content type and compressed with the encoding, is
+`[args, kwargs, options]` where options is a dict holding `link` and `link_error`
+(lists of signature dicts, see canvas.py) and any other per-call execution options
+(`time_limit`, `soft_time_limit`, `acks_late`, `ignore_result`, `chord`, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import serializers
+
+VERSION = 1
+
+_HEADER_FIELDS = (
+    "id",
+    "task",
+    "eta",
+    "expires",
+    "retries",
+    "parent",
+    "root",
+    "group",
+    "queue",
+    "priority",
+    "sent",
+)
+
+
+class MessageError(ValueError):
+    """The body is not a beatq message (corrupt header or wrong version)."""
+
+
+@dataclass
+class Message:
+    id: str
+    task: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    queue: str = "celery"
+    eta: float | None = None
+    expires: float | None = None
+    retries: int = 0
+    parent: str | None = None
+    root: str | None = None
+    group: str | None = None
+    priority: int | None = None
+    sent: float = 0.0
+    content_type: str = "application/json"
+    content_encoding: str | None = None
+
+    def header(self) -> dict[str, Any]:
+        head = {name: getattr(self, name) for name in _HEADER_FIELDS}
+        head["v"] = VERSION
+        head["ct"] = self.content_type
+        head["ce"] = self.content_encoding
+        return head
+
+    def encode(self, serializer: str = "json", compression: str | None = None) -> bytes:
+        """Serialize once: the body that goes to the broker."""
+        if not self.sent:
+            self.sent = time.time()
+        ct, ce, payload = serializers.encode(
+            [self.args, self.kwargs, self.options], serializer, compression
+        )
+        self.content_type, self.content_encoding = ct, ce
+        head = json.dumps(self.header(), separators=(",", ":")).encode()
+        return head + b"\n" + payload
+
+
+def read_header(body: bytes) -> dict[str, Any]:
+    """The header of a body, without touching its payload; MessageError if it is not one."""
+    head, sep, _ = body.partition(b"\n")
+    try:
+        header = json.loads(head)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MessageError(f"corrupt message header: {exc}") from None
+    if not sep or not isinstance(header, dict) or header.get("v") != VERSION:
+        raise MessageError("not a beatq message (no version 1 header)")
+    if not isinstance(header.get("id"), str) or not isinstance(header.get("task"), str):
+        raise MessageError("message header lacks its id or task name")
+    return header
+
+
+def decode(body: bytes, accept: list[str] | None) -> Message:
+    """The Message in `body`.
+
+    Raises MessageError for a corrupt header, serializers.ContentDisallowed for a content
+    type not in `accept`, serializers.DecodeError for a corrupt payload.
+    """
+    header = read_header(body)
+    payload = body[body.index(b"\n") + 1 :]
+    data = serializers.decode(payload, header["ct"], header.get("ce"), accept)
+    try:
+        args, kwargs, options = data
+        args, kwargs, options = list(args), dict(kwargs), dict(options or {})
+    except (TypeError, ValueError):
+        raise serializers.DecodeError("message payload is not [args, kwargs, options]") from None
+    fields = {name: header.get(name) for name in _HEADER_FIELDS}
+    fields["retries"] = int(fields["retries"] or 0)
+    fields["sent"] = float(fields["sent"] or 0.0)
+    fields["queue"] = fields["queue"] or "celery"
+    return Message(
+        args=args,
+        kwargs=kwargs,
+        options=options,
+        content_type=header["ct"],
+        content_encoding=header.get("ce"),
+        **fields,
+    )

@@ -1,0 +1,285 @@
+"""Results: what a task's state looks like in the store, and AsyncResult to read it.
+
+A stored state is `<content type>;<encoding>\\n<payload>`, the payload being a dict
+serialized with `result_serializer`:
+
+    status      one of states.ALL_STATES
+    result      the return value, or for an exception {exc_type, exc_module, exc_message}
+    traceback   the formatted traceback text, or None
+    date_done   POSIX seconds (UTC) when the state was stored
+    task_id     the task's id
+    name        the task's name
+"""
+
+from __future__ import annotations
+
+import builtins
+import sys
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from . import serializers, states
+from .exceptions import BrokerError, TimeoutError
+
+if TYPE_CHECKING:
+    from .app import Beatq
+
+
+# -- exceptions in results --------------------------------------------------------------
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return repr(value)
+
+
+def exception_to_dict(exc: BaseException) -> dict[str, Any]:
+    cls = type(exc)
+    return {
+        "exc_type": cls.__qualname__,
+        "exc_module": cls.__module__,
+        "exc_message": [_plain(a) for a in exc.args],
+    }
+
+
+_synthesized: dict[tuple[str, str], type[Exception]] = {}
+
+
+def dict_to_exception(data: dict[str, Any]) -> BaseException:
+    """Rebuild a task's exception: its own class where this process has it imported.
+
+    Only modules already imported are looked in: a result never makes us import code.
+    """
+    name, module = data.get("exc_type", "Exception"), data.get("exc_module", "builtins")
+    args = data.get("exc_message") or []
+    if not isinstance(args, (list, tuple)):
+        args = [args]
+    cls: Any = builtins if module == "builtins" else sys.modules.get(module)
+    for part in name.split("."):
+        cls = getattr(cls, part, None)
+    if isinstance(cls, type) and issubclass(cls, BaseException):
+        try:
+            return cls(*args)
+        except Exception:
+            pass
+    key = (module, name)
+    if key not in _synthesized:
+        _synthesized[key] = type(name.rpartition(".")[2], (Exception,), {"__module__": module})
+    return _synthesized[key](*args)
+
+
+def is_exception_dict(value: Any) -> bool:
+    return isinstance(value, dict) and "exc_type" in value and "exc_message" in value
+
+
+# -- stored states ----------------------------------------------------------------------
+def encode_meta(meta: dict[str, Any], serializer: str, compression: str | None) -> bytes:
+    ct, ce, payload = serializers.encode(meta, serializer, compression)
+    return f"{ct};{ce or ''}\n".encode() + payload
+
+
+def decode_meta(data: bytes, accept: list[str] | None = None) -> dict[str, Any]:
+    head, _, payload = data.partition(b"\n")
+    ct, _, ce = head.decode().partition(";")
+    return serializers.decode(payload, ct, ce or None, accept)
+
+
+def make_meta(
+    task_id: str,
+    status: str,
+    result: Any = None,
+    traceback: str | None = None,
+    name: str | None = None,
+) -> dict[str, Any]:
+    if isinstance(result, BaseException):
+        result = exception_to_dict(result)
+    return {
+        "task_id": task_id,
+        "status": status,
+        "result": result,
+        "traceback": traceback,
+        "date_done": time.time(),
+        "name": name,
+    }
+
+
+class AsyncResult:
+    """The result of a task, by id, readable from any process at any later time.
+
+    >>> r = add.delay(4, 4); r.get(timeout=10)
+    8
+    >>> AsyncResult(r.id, app=app).state
+    'SUCCESS'
+    """
+
+    def __init__(
+        self,
+        id: str,
+        app: Beatq | None = None,
+        task_name: str | None = None,
+        parent: AsyncResult | None = None,
+    ) -> None:
+        if app is None:
+            from .app import current_app
+
+            app = current_app()
+        self.id = id
+        self.app = app
+        self.task_name = task_name
+        self.parent = parent
+        self._final: dict[str, Any] | None = None
+
+    # -- reading the store ------------------------------------------------------------------
+    def _decode(self, raw: bytes) -> dict[str, Any]:
+        return decode_meta(raw, self.app.conf.result_accept_content)
+
+    def _meta(self) -> dict[str, Any]:
+        if self._final is not None:
+            return self._final
+        raw = self.app.result_store.get_result(self.id)
+        if raw is None:
+            return {"status": states.PENDING, "result": None, "traceback": None}
+        meta = self._decode(raw)
+        if meta["status"] in states.READY_STATES:
+            self._final = meta
+        return meta
+
+    @property
+    def state(self) -> str:
+        return self._meta()["status"]
+
+    status = state
+
+    def ready(self) -> bool:
+        return self.state in states.READY_STATES
+
+    def successful(self) -> bool:
+        return self.state == states.SUCCESS
+
+    def failed(self) -> bool:
+        return self.state == states.FAILURE
+
+    @property
+    def result(self) -> Any:
+        """The return value, or the exception for FAILURE, RETRY and REVOKED."""
+        meta = self._meta()
+        value = meta.get("result")
+        if meta["status"] in states.EXCEPTION_STATES and is_exception_dict(value):
+            return dict_to_exception(value)
+        return value
+
+    info = result
+
+    @property
+    def traceback(self) -> str | None:
+        return self._meta().get("traceback")
+
+    @property
+    def date_done(self) -> datetime | None:
+        done = self._meta().get("date_done")
+        if done is None or self.state not in states.READY_STATES:
+            return None
+        return datetime.fromtimestamp(done, self.app.timezone)
+
+    @property
+    def name(self) -> str | None:
+        return self._meta().get("name") or self.task_name
+
+    def get(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.5,
+        **_: Any,
+    ) -> Any:
+        """Wait for the task to finish and return its value (or raise its exception).
+
+        The store wakes the waiter the moment the result is written; `interval` is
+        accepted for Celery compatibility and unused.
+        """
+        meta = self._wait(timeout)
+        value = meta.get("result")
+        if meta["status"] == states.SUCCESS:
+            return value
+        exc = dict_to_exception(value) if is_exception_dict(value) else Exception(value)
+        if propagate:
+            raise exc
+        return exc
+
+    wait = get
+
+    def _wait(self, timeout: float | None) -> dict[str, Any]:
+        if self._final is not None:
+            return self._final
+        deadline = None if timeout is None else time.monotonic() + timeout
+        backoff = 0.05
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            try:
+                raw = self.app.result_store.wait_result(self.id, left)
+            except BrokerError:
+                # The store went away: wait for it to come back, within the timeout.
+                time.sleep(backoff if left is None else min(backoff, left))
+                backoff = min(backoff * 2, 2.0)
+                continue
+            if raw is not None:
+                self._final = self._decode(raw)
+                return self._final
+            break
+        raise TimeoutError(f"task {self.id} did not finish within {timeout}s")
+
+    def forget(self) -> None:
+        """Delete the stored result."""
+        self._final = None
+        self.app.result_store.forget(self.id)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, AsyncResult):
+            return other.id == self.id
+        if isinstance(other, str):
+            return other == self.id
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self.id}>"
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class EagerResult(AsyncResult):
+    """The result of a task run in-process (`task_always_eager`, `Task.apply`)."""
+
+    def __init__(
+        self,
+        id: str,
+        app: Beatq,
+        status: str,
+        value: Any,
+        traceback: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(id, app=app, task_name=name)
+        self._final = make_meta(id, status, value, traceback, name)
+        self._exception = value if isinstance(value, BaseException) else None
+
+    def get(self, timeout: float | None = None, propagate: bool = True, **_: Any) -> Any:
+        if self._exception is not None:
+            if propagate:
+                raise self._exception
+            return self._exception
+        return self._final["result"]  # type: ignore[index]
+
+    wait = get
+
+    @property
+    def result(self) -> Any:
+        return self._exception if self._exception is not None else self._final["result"]  # type: ignore[index]
+
+    def forget(self) -> None:
+        pass

@@ -1,0 +1,60 @@
+"""Time zones and instants: `zoneinfo` inside, pytz and naive datetimes accepted at the edge."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .exceptions import ConfigurationError
+
+UTC = timezone.utc
+
+
+def get_zone(zone: str | tzinfo | None) -> tzinfo:
+    """Return a `zoneinfo` zone for a name, a pytz zone, or a zoneinfo zone (None means UTC)."""
+    if zone is None:
+        return ZoneInfo("UTC")
+    if isinstance(zone, str):
+        try:
+            return ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigurationError(
+                f"unknown time zone {zone!r}; use an IANA name such as 'UTC' or 'Asia/Shanghai'"
+            ) from None
+    name = getattr(zone, "zone", None)  # a pytz zone carries its IANA name here
+    if isinstance(name, str):
+        return get_zone(name)
+    return zone
+
+
+def to_timestamp(value: datetime, zone: tzinfo) -> float:
+    """The POSIX instant of `value`; a naive datetime is read in `zone`.
+
+    An aware datetime (zoneinfo, a pytz `localize()` result, a fixed offset) is exact.
+    """
+    if value.tzinfo is None or value.utcoffset() is None:
+        value = value.replace(tzinfo=zone)
+    return value.timestamp()
+
+
+def from_timestamp(ts: float, zone: tzinfo) -> datetime:
+    """The aware datetime in `zone` for a POSIX instant."""
+    return datetime.fromtimestamp(ts, zone)
+
+
+def format_time(ts: float, zone: tzinfo) -> str:
+    """`2026-11-24 16:30:01.123+08:00`: local time with its UTC offset."""
+    dt = datetime.fromtimestamp(ts, zone)
+    return dt.isoformat(sep=" ", timespec="milliseconds")
+
+
+def expiry_timestamp(expires: float | timedelta | datetime | None, zone: tzinfo) -> float | None:
+    """`expires` as seconds from now, a timedelta or a datetime, turned into an instant."""
+    if expires is None:
+        return None
+    if isinstance(expires, datetime):
+        return to_timestamp(expires, zone)
+    if isinstance(expires, timedelta):
+        expires = expires.total_seconds()
+    return time.time() + float(expires)
