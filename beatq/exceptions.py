@@ -1,27 +1,27 @@
 """The errors beatq raises.
 
-    BeatqError
-    ├─ ConfigurationError        bad setting, URL or app path
-    │  └─ ScheduleError          bad YAML/Python schedule (file, line, entry)
-    ├─ BrokerError               backend unreachable or misbehaving
-    ├─ LeaseLost                 the leader's lease expired or was taken
-    ├─ TaskError
-    │  ├─ NotRegistered          a task name no worker knows
-    │  ├─ Retry                  raised by Task.retry to ask for another run
-    │  ├─ Reject                 raised by a task to refuse its message
-    │  ├─ MaxRetriesExceededError a retry was asked for past max_retries
-    │  ├─ TaskRevokedError       the task was revoked or expired before it ran
-    │  ├─ WorkerLostError        the process running the task died
-    │  ├─ SoftTimeLimitExceeded  raised inside a task at its soft time limit
-    │  └─ TimeLimitExceeded      the task ran past its hard time limit
-    └─ TimeoutError              AsyncResult.get ran out of time
+BeatqError
+├─ ConfigurationError        bad setting, URL or app path
+│  └─ ScheduleError          bad YAML/Python schedule (file, line, entry)
+├─ BrokerError               backend unreachable or misbehaving
+├─ LeaseLost                 the leader's lease expired or was taken
+├─ TaskError
+│  ├─ NotRegistered          a task name no worker knows
+│  ├─ Retry                  raised by Task.retry to ask for another run
+│  ├─ Reject                 raised by a task to refuse its message
+│  ├─ MaxRetriesExceededError a retry was asked for past max_retries
+│  ├─ TaskRevokedError       the task was revoked or expired before it ran
+│  ├─ WorkerLostError        the process running the task died
+│  ├─ SoftTimeLimitExceeded  raised inside a task at its soft time limit
+│  └─ TimeLimitExceeded      the task ran past its hard time limit
+└─ TimeoutError              AsyncResult.get ran out of time
 """
 
 from __future__ import annotations
 
 import builtins
-from typing import Any
 from datetime import datetime
+from typing import Any
 
 
 class BeatqError(Exception):

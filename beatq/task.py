@@ -192,9 +192,7 @@ class Task:
             if exc.sig is None:
                 return EagerResult(request.id, self.app, states.RETRY, exc, name=self.name)
             again = exc.sig
-            return self.apply(
-                again.args, again.kwargs, request.id, retries + 1, **again.options
-            )
+            return self.apply(again.args, again.kwargs, request.id, retries + 1, **again.options)
         except Exception as exc:
             if self.app.conf.task_eager_propagates:
                 raise

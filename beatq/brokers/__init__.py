@@ -33,4 +33,13 @@ def connect(url: str, options: Mapping[str, Any] | None = None) -> Backend:
     return factory(url, options or {})
 
 
-__all__ = ["Backend", "Claim", "Claimed", "DeadLetter", "Lease", "Outgoing", "ResultWrite", "connect"]
+__all__ = [
+    "Backend",
+    "Claim",
+    "Claimed",
+    "DeadLetter",
+    "Lease",
+    "Outgoing",
+    "ResultWrite",
+    "connect",
+]

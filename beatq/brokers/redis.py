@@ -34,6 +34,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 from ..exceptions import BrokerError
 from .base import Backend, Claim, Claimed, DeadLetter, Lease, Outgoing, ResultWrite
@@ -110,7 +111,7 @@ class RedisBackend(Backend):
             url,
             socket_timeout=None,
             socket_connect_timeout=options.pop("socket_connect_timeout", 5.0),
-            retry=redis.Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
             socket_keepalive=True,
             health_check_interval=options.pop("health_check_interval", 30),
         )

@@ -1,0 +1,109 @@
+"""What every command shares: finding the app (`-A`), logging, exit codes."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from ..app import Beatq
+from ..exceptions import BrokerError, ConfigurationError
+from ..log import setup_logging
+
+# Exit codes scripts can rely on.
+EXIT_OK = 0
+EXIT_FAILED = 1  # the task failed or was revoked; the command could not do its job
+EXIT_USAGE = 2  # bad arguments, bad app path or configuration
+EXIT_NOT_READY = 3  # the result is not there (yet)
+EXIT_BROKER = 4  # the broker cannot be reached
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def find_app(path: str) -> Beatq:
+    """Find the app as Celery does: `proj:app`, the module's app/beatq/celery attribute,
+    any Beatq in the module, or the `proj.beatq` / `proj.celery` submodules."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import app module {module_name!r}: {exc}") from exc
+    if attr:
+        found: Any = module
+        for part in attr.split("."):
+            found = getattr(found, part, None)
+        if callable(found) and not isinstance(found, Beatq):
+            found = found()
+        if isinstance(found, Beatq):
+            return found
+        raise ConfigurationError(f"{path!r} is not a beatq app (found {type(found).__name__})")
+    for name in ("app", "beatq", "celery"):
+        if isinstance(getattr(module, name, None), Beatq):
+            return getattr(module, name)
+    for value in vars(module).values():
+        if isinstance(value, Beatq):
+            return value
+    for sub in ("beatq", "celery"):
+        try:
+            submodule = importlib.import_module(f"{module_name}.{sub}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{module_name}.{sub}":
+                raise
+            continue
+        for value in (getattr(submodule, n, None) for n in ("app", "beatq", "celery")):
+            if isinstance(value, Beatq):
+                return value
+    raise ConfigurationError(
+        f"no beatq app found in {module_name!r}; name it with -A {module_name}:app"
+    )
+
+
+def loglevel_option(f: F) -> F:
+    return click.option(
+        "-l",
+        "--loglevel",
+        default=None,
+        type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+        help="Logging level (default WARNING; worker: INFO).",
+    )(f)
+
+
+def get_app(ctx: click.Context, loglevel: str | None, default_level: str = "WARNING") -> Beatq:
+    """The app named by -A (with -b applied), logging set up in its time zone."""
+    root = ctx.find_root()
+    obj = root.obj or {}
+    path = obj.get("app") or os.environ.get("BEATQ_APP")
+    if not path:
+        raise click.UsageError("no app given: use beatq -A proj COMMAND (or set BEATQ_APP)")
+    try:
+        app = find_app(path)
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if obj.get("broker"):
+        app.conf.broker_url = obj["broker"]
+    setup_logging(loglevel or obj.get("loglevel") or default_level, app.timezone)
+    return app
+
+
+def handle_errors(f: F) -> F:
+    """Turn beatq's errors into one clear line and the right exit code."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except BrokerError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(EXIT_BROKER)
+        except ConfigurationError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+
+    return wrapper  # type: ignore[return-value]

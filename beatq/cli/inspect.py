@@ -1,0 +1,86 @@
+"""`beatq inspect registered|active|scheduled`: what live workers and the broker hold.
+
+Workers publish their state with every heartbeat (about once a second), so this reads
+the broker and never waits for a busy worker to answer.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from .. import messages
+from ..timeutils import format_time
+from .base import EXIT_FAILED, get_app, handle_errors, loglevel_option
+
+
+def _workers(app: Any) -> dict[str, dict[str, Any]]:
+    return {name: json.loads(info) for name, info in sorted(app.broker.workers().items())}
+
+
+@click.command("inspect")
+@click.argument("what", type=click.Choice(["registered", "active", "scheduled", "stats"]))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--limit", default=100, show_default=True, help="scheduled: how many to list.")
+@loglevel_option
+@click.pass_context
+@handle_errors
+def inspect_cmd(
+    ctx: click.Context, what: str, as_json: bool, limit: int, loglevel: str | None
+) -> None:
+    """Show registered tasks and active tasks of live workers, or the scheduled (ETA) tasks.
+
+    Exit 1 when no worker is alive (registered, active, stats).
+    """
+    app = get_app(ctx, loglevel)
+    zone = app.timezone
+    if what == "scheduled":
+        rows = []
+        for eta, claim in app.broker.scheduled(limit):
+            try:
+                header = messages.read_header(claim.body)
+                name = header["task"]
+            except messages.MessageError:
+                name = "?"
+            rows.append({"id": claim.id, "name": name, "queue": claim.queue, "eta": eta})
+        if as_json:
+            click.echo(json.dumps(rows))
+        else:
+            for row in rows:
+                when = format_time(row["eta"], zone)
+                click.echo(f"{when}  {row['name']}[{row['id']}]  queue={row['queue']}")
+            click.echo(f"{len(rows)} scheduled task(s)")
+        return
+    workers = _workers(app)
+    if as_json:
+        click.echo(json.dumps({n: _view(what, w) for n, w in workers.items()}))
+    else:
+        for name, info in workers.items():
+            click.echo(f"-> {name}")
+            view = _view(what, info)
+            if what == "active":
+                for task in view:
+                    since = format_time(task["time_start"], zone)
+                    click.echo(f"   {task['name']}[{task['id']}] {task['args']} since {since}")
+                if not view:
+                    click.echo("   (none)")
+            elif what == "registered":
+                for task in view:
+                    click.echo(f"   {task}")
+            else:
+                for key, value in view.items():
+                    click.echo(f"   {key}: {value}")
+    if not workers:
+        click.echo("Error: no worker is alive", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+def _view(what: str, info: dict[str, Any]) -> Any:
+    if what == "registered":
+        return info.get("registered", [])
+    if what == "active":
+        return info.get("active", [])
+    return {k: v for k, v in info.items() if k not in ("registered", "active")}

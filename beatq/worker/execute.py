@@ -1,0 +1,286 @@
+"""Running one claimed message: decode, check, run, then finish in one backend call.
+
+The steps of a task, each a short function: `decode` (or dead-letter), refuse an
+expired one, acknowledge early (unless acks_late), run under its time limits, and
+`finish` atomically: acknowledge, store the state, send callbacks or the retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from .. import messages, serializers, states
+from ..app import Beatq
+from ..brokers import Claim, Outgoing, ResultWrite
+from ..canvas import Signature
+from ..exceptions import BrokerError, Reject, Retry, TaskRevokedError
+from ..messages import Message
+from ..result import encode_meta, make_meta
+from ..task import Request, Task
+from .limits import time_limits
+
+log = logging.getLogger("beatq.worker")
+
+
+def retrying(call: Callable[[], Any], stopping: Callable[[], bool] = lambda: False) -> Any:
+    """Run `call` until the broker answers: a lost connection is retried with backoff.
+
+    The task has run; its outcome must reach the store rather than vanish.
+    """
+    delay = 0.1
+    while True:
+        try:
+            return call()
+        except BrokerError as exc:
+            if stopping():
+                raise
+            log.error("broker unreachable (%s); retrying in %.1fs", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+class Executor:
+    """Runs claimed messages of one app. One per process (threads share it)."""
+
+    def __init__(self, app: Beatq, hostname: str) -> None:
+        self.app = app
+        self.hostname = hostname
+        conf = app.conf
+        self.accept = list(conf.accept_content)
+        self.result_serializer = conf.result_serializer
+        self.result_compression = conf.result_compression
+        expires = conf.result_expires
+        if isinstance(expires, timedelta):
+            expires = expires.total_seconds()
+        self.result_ttl = float(expires) if expires else 10 * 365 * 86400.0
+        self.split_store = bool(conf.result_backend) and conf.result_backend != conf.broker_url
+        self.processed = 0
+
+    # -- the steps -------------------------------------------------------------------------
+    def execute(self, claim: Claim) -> None:
+        """Run one claimed message to its end. Never raises for a bad message or a failing task."""
+        message = self._decode(claim)
+        if message is None:
+            return
+        task = self.app.tasks.get(message.task)
+        if task is None:
+            registered = ", ".join(sorted(self.app.tasks)[:10])
+            self._dead_letter(
+                claim, f"unknown task {message.task!r}; registered: {registered or '(none)'}"
+            )
+            return
+        self.processed += 1
+        if message.expires is not None and time.time() > message.expires:
+            self._expire(claim, message, task)
+            return
+        acks_late = message.options.get("acks_late", task.option("acks_late"))
+        if not acks_late or task.option("track_started"):
+            started = None
+            if task.option("track_started") and not task.option("ignore_result"):
+                started = self._state(message, states.STARTED, {"hostname": self.hostname})
+            retrying(lambda: self._finish(() if acks_late else [claim], started))
+        ack = [claim] if acks_late else []
+        request = self._request(message, task)
+        if log.isEnabledFor(logging.INFO):
+            log.info("Task %s[%s] received", message.task, message.id)
+        soft = message.options.get("soft_time_limit", task.option("soft_time_limit"))
+        hard = message.options.get("time_limit", task.option("time_limit"))
+        began = time.perf_counter()
+        try:
+            with time_limits(soft, hard):
+                value = task.run_in(request)
+        except Retry as exc:
+            self._retry(claim, ack, message, task, exc)
+        except Reject as exc:
+            self._reject(claim, message, exc)
+        except Exception as exc:
+            self._fail(ack, message, task, request, exc, traceback.format_exc())
+        else:
+            self._succeed(ack, message, task, value, time.perf_counter() - began)
+
+    def _decode(self, claim: Claim) -> Message | None:
+        try:
+            return messages.decode(claim.body, self.accept)
+        except serializers.ContentDisallowed as exc:
+            self._dead_letter(claim, str(exc))
+        except (messages.MessageError, serializers.DecodeError) as exc:
+            self._dead_letter(claim, f"corrupt message: {exc}")
+        return None
+
+    def _dead_letter(self, claim: Claim, reason: str) -> None:
+        log.warning(
+            "message %s from queue %r moved to dead letters: %s (see: beatq dead-letter list)",
+            claim.id,
+            claim.queue,
+            reason,
+        )
+        retrying(lambda: self.app.broker.dead_letter(claim, reason))
+
+    def _request(self, message: Message, task: Task) -> Request:
+        return Request(
+            id=message.id,
+            task=message.task,
+            args=message.args,
+            kwargs=message.kwargs,
+            retries=message.retries,
+            eta=message.eta,
+            expires=message.expires,
+            parent_id=message.parent,
+            root_id=message.root,
+            group=message.group,
+            callbacks=list(message.options.get("link") or ()),
+            errbacks=list(message.options.get("link_error") or ()),
+            delivery_info={"routing_key": message.queue, "queue": message.queue},
+            hostname=self.hostname,
+            options=message.options,
+        )
+
+    # -- outcomes --------------------------------------------------------------------------
+    def _succeed(
+        self, ack: list[Claim], message: Message, task: Task, value: Any, runtime: float
+    ) -> None:
+        if log.isEnabledFor(logging.INFO):
+            log.info("Task %s[%s] succeeded in %.6fs: %r", message.task, message.id, runtime, value)
+        result = None
+        if not task.option("ignore_result"):
+            result = self._state(message, states.SUCCESS, value)
+        send = [self._callback(sig, message, (value,)) for sig in message.options.get("link") or ()]
+        retrying(lambda: self._finish(ack, result, send))
+
+    def _fail(
+        self,
+        ack: list[Claim],
+        message: Message,
+        task: Task,
+        request: Request,
+        exc: BaseException,
+        tb: str,
+    ) -> None:
+        log.error("Task %s[%s] raised %r\n%s", message.task, message.id, exc, tb.rstrip())
+        result = None
+        if not task.option("ignore_result"):
+            result = self._state(message, states.FAILURE, exc, tb)
+        send = self._errbacks(message, request, exc, tb)
+        retrying(lambda: self._finish(ack, result, send))
+
+    def _expire(self, claim: Claim, message: Message, task: Task) -> None:
+        log.info(
+            "Task %s[%s] expired before it started; not run (REVOKED)", message.task, message.id
+        )
+        exc = TaskRevokedError("expired")
+        result = self._state(message, states.REVOKED, exc)
+        send = self._errbacks(message, self._request(message, task), exc, None)
+        retrying(lambda: self._finish([claim], result, send))
+
+    def _retry(
+        self, claim: Claim, ack: list[Claim], message: Message, task: Task, exc: Retry
+    ) -> None:
+        sig = exc.sig
+        log.info("Task %s[%s] retry: %s", message.task, message.id, exc)
+        options = {
+            **{k: v for k, v in message.options.items()},
+            "queue": message.queue,
+            "task_id": message.id,
+            "retries": message.retries + 1,
+            "parent_id": message.parent,
+            "root_id": message.root,
+            "group_id": message.group,
+            "expires": message.expires,
+            "serializer": serializers.short_name(message.content_type),
+            "compression": message.content_encoding,
+            **(sig.options if sig is not None else {}),
+        }
+        args = sig.args if sig is not None else message.args
+        kwargs = sig.kwargs if sig is not None else message.kwargs
+        retried, body = self.app.build_message(message.task, args, kwargs, task, **options)
+        outgoing = Outgoing(retried.queue, retried.id, body, retried.eta)
+        state = self._state(message, states.RETRY, exc.exc or exc, traceback.format_exc())
+        # An early-acked message is gone already; a late one is acknowledged before the
+        # retry is sent under the same id, in the same atomic step.
+        retrying(lambda: self._finish([claim] if ack else [], state, [outgoing]))
+
+    def _reject(self, claim: Claim, message: Message, exc: Reject) -> None:
+        if exc.requeue:
+            log.info("Task %s[%s] rejected; requeued", message.task, message.id)
+            retrying(lambda: self.app.broker.release([claim]))
+        else:
+            self._dead_letter(claim, f"rejected by the task: {exc.reason or 'no reason given'}")
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _state(
+        self, message: Message, status: str, value: Any, tb: str | None = None
+    ) -> ResultWrite:
+        meta = make_meta(message.id, status, value, tb, message.task)
+        data = encode_meta(meta, self.result_serializer, self.result_compression)
+        return ResultWrite(message.id, data, self.result_ttl, status in states.READY_STATES)
+
+    def _finish(
+        self,
+        ack: Any = (),
+        result: ResultWrite | None = None,
+        send: list[Outgoing] | tuple[()] = (),
+    ) -> None:
+        broker = self.app.broker
+        if self.split_store and result is not None:
+            self.app.result_store.finish(result=result)
+            result = None
+        if ack or result is not None or send:
+            broker.finish(ack, result, send)
+
+    def _callback(self, sig: Any, parent: Message, args: tuple[Any, ...]) -> Outgoing:
+        sig = Signature(sig, app=self.app)
+        call_args = list(sig.args) if sig.immutable else [*args, *sig.args]
+        message, body = self.app.build_message(
+            sig.task,
+            call_args,
+            sig.kwargs,
+            **{
+                **sig.options,
+                "parent_id": parent.id,
+                "root_id": parent.root or parent.id,
+            },
+        )
+        return Outgoing(message.queue, message.id, body, message.eta)
+
+    def _errbacks(
+        self, message: Message, request: Request, exc: BaseException, tb: str | None
+    ) -> list[Outgoing]:
+        """Run new-style errbacks (request, exc, traceback) here; return old-style ones to send.
+
+        As in Celery: an errback task taking three arguments is called in this process
+        with the failed request; one taking one argument is sent with the failed task's id.
+        """
+        send = []
+        for raw in message.options.get("link_error") or ():
+            sig = Signature(raw, app=self.app)
+            errback = self.app.tasks.get(sig.task)
+            if errback is not None and errback._errback_arity >= 3:
+                try:
+                    errback(request, exc, tb, *sig.args, **sig.kwargs)
+                except Exception:
+                    log.exception(
+                        "errback %s for task %s[%s] failed", sig.task, message.task, message.id
+                    )
+            else:
+                send.append(self._callback(sig, message, (message.id,)))
+        return send
+
+    def fail_lost(self, claim: Claim, exc: BaseException) -> None:
+        """Record the task of `claim` as failed with `exc` (its process died or was killed)."""
+        try:
+            message = messages.decode(claim.body, self.accept)
+        except (messages.MessageError, serializers.ContentDisallowed, serializers.DecodeError):
+            retrying(lambda: self._finish([claim]))
+            return
+        task = self.app.tasks.get(message.task)
+        log.error("Task %s[%s] failed: %r", message.task, message.id, exc)
+        result = self._state(message, states.FAILURE, exc, f"{type(exc).__name__}: {exc}\n")
+        send = []
+        if task is not None:
+            send = self._errbacks(message, self._request(message, task), exc, None)
+        retrying(lambda: self._finish([claim], result, send))

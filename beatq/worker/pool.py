@@ -1,0 +1,269 @@
+"""Where tasks run: `solo` (inline), `threads` (N threads), `prefork` (N child processes).
+
+A pool takes claims one at a time once `acquire` has given it a free slot, runs each
+with the process's Executor, and calls `on_done(claim)` when it has finished (the
+executor has acknowledged it and stored its outcome). `terminate` stops at once and
+returns the claims it aborted, so the worker can put them back in their queue.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from ..brokers import Claim
+from ..exceptions import TimeLimitExceeded, WorkerLostError
+from .execute import Executor
+
+log = logging.getLogger("beatq.worker")
+
+OnDone = Callable[[Claim], None]
+
+
+class Pool(abc.ABC):
+    name = ""
+
+    def __init__(self, make_executor: Callable[[], Executor], concurrency: int, on_done: OnDone):
+        self.make_executor = make_executor
+        self.concurrency = concurrency
+        self.on_done = on_done
+        self.slots = threading.Semaphore(concurrency)
+        self.active: dict[str, tuple[Claim, float]] = {}  # id -> (claim, started)
+
+    def start(self) -> None:
+        """Start the pool's threads or processes."""
+
+    def acquire(self, timeout: float) -> bool:
+        """Wait up to `timeout` for a free slot; True once one is reserved for `submit`."""
+        return self.slots.acquire(timeout=timeout)
+
+    @abc.abstractmethod
+    def submit(self, claim: Claim) -> None:
+        """Run `claim` in the slot reserved by `acquire`."""
+
+    def _done(self, claim: Claim) -> None:
+        self.active.pop(claim.id, None)
+        self.slots.release()
+        self.on_done(claim)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for running tasks to finish; False if some still run after `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.active:
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def terminate(self) -> list[Claim]:
+        """Stop now; the claims of the tasks that were running."""
+        return [claim for claim, _ in list(self.active.values())]
+
+    def close(self) -> None:
+        """Release the pool's threads or processes after `join`."""
+
+
+class SoloPool(Pool):
+    """Runs each task inline, in the worker's main thread."""
+
+    name = "solo"
+
+    def start(self) -> None:
+        self.executor = self.make_executor()
+
+    def submit(self, claim: Claim) -> None:
+        self.active[claim.id] = (claim, time.time())
+        try:
+            self.executor.execute(claim)
+        finally:
+            self._done(claim)
+
+
+class ThreadPool(Pool):
+    """N threads sharing one Executor (the backend's connection pool is thread-safe)."""
+
+    name = "threads"
+
+    def start(self) -> None:
+        self.executor = self.make_executor()
+        self.inbox: queue.SimpleQueue[Claim | None] = queue.SimpleQueue()
+        self.threads = [
+            threading.Thread(target=self._loop, name=f"beatq-pool-{i}", daemon=True)
+            for i in range(self.concurrency)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _loop(self) -> None:
+        while (claim := self.inbox.get()) is not None:
+            try:
+                self.executor.execute(claim)
+            except BaseException:
+                log.exception("pool thread failed while running %s", claim.id)
+            finally:
+                self._done(claim)
+
+    def submit(self, claim: Claim) -> None:
+        self.active[claim.id] = (claim, time.time())
+        self.inbox.put(claim)
+
+    def close(self) -> None:
+        for _ in self.threads:
+            self.inbox.put(None)
+
+
+def _child(make_executor: Callable[[], Executor], conn: Connection) -> None:
+    # The parent coordinates shutdown: a child ignores the terminal's Ctrl-C and SIGTERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    executor = make_executor()
+    while True:
+        try:
+            claim = conn.recv()
+        except EOFError:
+            return
+        if claim is None:
+            return
+        try:
+            executor.execute(claim)
+        except BaseException:
+            log.exception("child failed while running %s", claim.id)
+        conn.send(claim.id)
+
+
+class _Child:
+    def __init__(self, process: Any, conn: Connection) -> None:
+        self.process = process
+        self.conn = conn
+        self.claim: Claim | None = None
+        self.started = 0.0
+
+
+class PreforkPool(Pool):
+    """N forked child processes; the parent hands each a claim over a pipe.
+
+    A child that dies mid-task, or outlives the task's hard time limit (then it is
+    killed), is replaced; its task is recorded as failed and acknowledged.
+    """
+
+    name = "prefork"
+    grace = 1.0  # seconds past the hard limit before the parent kills a stuck child
+
+    def __init__(
+        self,
+        make_executor: Callable[[], Executor],
+        concurrency: int,
+        on_done: OnDone,
+        hard_limit: Callable[[Claim], float | None] = lambda claim: None,
+    ) -> None:
+        super().__init__(make_executor, concurrency, on_done)
+        self.hard_limit = hard_limit
+        self.ctx = multiprocessing.get_context("fork")
+        self.children: list[_Child] = []
+        self.lock = threading.Lock()
+        self.stopping = False
+
+    def _spawn(self) -> _Child:
+        parent_conn, child_conn = self.ctx.Pipe()
+        process = self.ctx.Process(
+            target=_child, args=(self.make_executor, child_conn), daemon=True, name="beatq-child"
+        )
+        process.start()
+        child_conn.close()
+        return _Child(process, parent_conn)
+
+    def start(self) -> None:
+        self.children = [self._spawn() for _ in range(self.concurrency)]
+        self.parent_executor = self.make_executor()
+        self.collector = threading.Thread(target=self._collect, name="beatq-collector", daemon=True)
+        self.collector.start()
+
+    def submit(self, claim: Claim) -> None:
+        with self.lock:
+            child = next(c for c in self.children if c.claim is None)
+            child.claim, child.started = claim, time.monotonic()
+            self.active[claim.id] = (claim, time.time())
+        child.conn.send(claim)
+
+    def _collect(self) -> None:
+        while not self.stopping:
+            with self.lock:
+                busy = {c.conn: c for c in self.children if c.claim is not None}
+                sentinels = {c.process.sentinel: c for c in self.children}
+            ready = wait([*busy, *sentinels], timeout=0.1)
+            for item in ready:
+                if item in busy:
+                    child = busy[item]
+                    try:
+                        child.conn.recv()
+                    except (EOFError, OSError):
+                        continue  # its sentinel tells
+                    self._free(child)
+                elif not self.stopping:
+                    self._replace(sentinels[item], WorkerLostError("the child process died"))
+            self._enforce_limits()
+
+    def _free(self, child: _Child) -> None:
+        with self.lock:
+            claim, child.claim = child.claim, None
+        if claim is not None:
+            self._done(claim)
+
+    def _enforce_limits(self) -> None:
+        now = time.monotonic()
+        for child in list(self.children):
+            claim = child.claim
+            if claim is None:
+                continue
+            limit = self.hard_limit(claim)
+            if limit and now - child.started > limit + self.grace:
+                os.kill(child.process.pid, signal.SIGKILL)
+                child.process.join(5)
+                self._replace(child, TimeLimitExceeded(f"time limit ({limit}s) exceeded"))
+
+    def _replace(self, child: _Child, reason: BaseException) -> None:
+        child.process.join(1)
+        with self.lock:
+            if child not in self.children:
+                return
+            self.children.remove(child)
+            self.children.append(self._spawn())
+            claim, child.claim = child.claim, None
+        log.error("child process %s exited (code %s)", child.process.pid, child.process.exitcode)
+        if claim is not None:
+            self.parent_executor.fail_lost(claim, reason)
+            self._done(claim)
+
+    def terminate(self) -> list[Claim]:
+        self.stopping = True
+        aborted = super().terminate()
+        for child in self.children:
+            if child.process.is_alive():
+                os.kill(child.process.pid, signal.SIGKILL)
+        for child in self.children:
+            child.process.join(5)
+        return aborted
+
+    def close(self) -> None:
+        self.stopping = True
+        for child in self.children:
+            try:
+                child.conn.send(None)
+            except OSError:
+                pass
+        for child in self.children:
+            child.process.join(5)
+            if child.process.is_alive():
+                child.process.kill()
+
+
+POOLS: dict[str, type[Pool]] = {"solo": SoloPool, "threads": ThreadPool, "prefork": PreforkPool}

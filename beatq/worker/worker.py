@@ -1,0 +1,294 @@
+"""The worker: one loop that claims messages and feeds a pool, plus a heartbeat thread.
+
+    claim a batch (one round trip) -> hand each to the pool as a slot frees up
+    nothing ready -> block on the broker's wake-up until work or the next eta
+
+The heartbeat thread renews the claims this worker holds, so a live worker's message
+never reaches another worker, and publishes what the worker runs for `inspect`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from .. import messages
+from ..app import Beatq
+from ..brokers import Claim
+from ..exceptions import BrokerError
+from .execute import Executor
+from .pool import POOLS, Pool, PreforkPool
+
+log = logging.getLogger("beatq.worker")
+
+
+class ColdShutdown(BaseException):
+    """Raised in the main thread by a second stop signal: stop now, requeue what runs."""
+
+
+def default_hostname() -> str:
+    return f"beatq@{socket.gethostname()}.{os.getpid()}"
+
+
+class Worker:
+    """Consumes `queues` (the first the most urgent) and runs their tasks in a pool.
+
+    >>> Worker(app, queues=["celery"], pool="threads", concurrency=4).run()
+    """
+
+    def __init__(
+        self,
+        app: Beatq,
+        queues: Sequence[str] | None = None,
+        pool: str | None = None,
+        concurrency: int | None = None,
+        hostname: str | None = None,
+        prefetch_multiplier: int | None = None,
+        idle_wait: float = 2.0,
+    ) -> None:
+        conf = app.conf
+        self.app = app
+        self.queues = list(queues or [conf.task_default_queue])
+        self.pool_name = pool or conf.worker_pool
+        if self.pool_name not in POOLS:
+            raise ValueError(f"unknown pool {self.pool_name!r}; use one of: {', '.join(POOLS)}")
+        self.concurrency = (
+            1
+            if self.pool_name == "solo"
+            else int(concurrency or conf.worker_concurrency or os.cpu_count() or 1)
+        )
+        multiplier = (
+            conf.worker_prefetch_multiplier if prefetch_multiplier is None else prefetch_multiplier
+        )
+        self.prefetch = max(1, self.concurrency * max(1, int(multiplier)))
+        self.hostname = hostname or default_hostname()
+        options = conf.broker_transport_options or {}
+        self.visibility = float(options.get("visibility_timeout", 60.0))
+        self.heartbeat_interval = min(float(conf.worker_heartbeat_interval), self.visibility / 4)
+        self.idle_wait = idle_wait
+        self.buffer: deque[Claim] = deque()
+        self.held: dict[str, Claim] = {}  # claimed and not yet finished: renewed by heartbeat
+        self.held_lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.signals = 0
+        self.started_at = time.time()
+        self.pool: Pool
+
+    # -- running -----------------------------------------------------------------------------
+    def run(self) -> int:
+        """Run until stopped by a signal (or `stop`); the process exit status."""
+        self.app.import_modules()
+        self._install_signals()
+        self.pool = self._make_pool()
+        self.pool.start()
+        beat = threading.Thread(target=self._heartbeat_loop, name="beatq-heartbeat", daemon=True)
+        beat.start()
+        log.info(
+            "worker %s ready: queues %s, pool %s, concurrency %d, %d tasks registered",
+            self.hostname,
+            ",".join(self.queues),
+            self.pool_name,
+            self.concurrency,
+            len(self.app.tasks),
+        )
+        try:
+            self._consume()
+        except ColdShutdown:
+            self._cold_stop()
+            return 0
+        log.info(
+            "worker %s: warm shutdown, waiting for %d running task(s)",
+            self.hostname,
+            len(self.pool.active),
+        )
+        self._release(list(self.buffer))
+        self.buffer.clear()
+        try:
+            self.pool.join()
+        except ColdShutdown:
+            self._cold_stop()
+            return 0
+        self.pool.close()
+        self._unregister()
+        log.info("worker %s stopped", self.hostname)
+        return 0
+
+    def stop(self) -> None:
+        """Stop taking work and let running tasks finish."""
+        self.stopping.set()
+
+    def _make_pool(self) -> Pool:
+        def make_executor() -> Executor:
+            return Executor(self.app, self.hostname)
+
+        if self.pool_name == "prefork":
+            return PreforkPool(make_executor, self.concurrency, self._finished, self._hard_limit)
+        return POOLS[self.pool_name](make_executor, self.concurrency, self._finished)
+
+    def _hard_limit(self, claim: Claim) -> float | None:
+        try:
+            name = messages.read_header(claim.body)["task"]
+        except messages.MessageError:
+            return None
+        task = self.app.tasks.get(name)
+        return task.option("time_limit") if task is not None else None
+
+    def _consume(self) -> None:
+        broker = self.app.broker
+        failures = 0
+        while not self.stopping.is_set():
+            try:
+                if not self.buffer:
+                    if not self._fill(broker):
+                        continue
+                if failures:
+                    log.warning("broker connection restored")
+                    failures = 0
+            except BrokerError as exc:
+                failures += 1
+                delay = min(0.1 * 2 ** (failures - 1), 5.0)
+                log.error("broker unreachable (%s); retrying in %.1fs", exc, delay)
+                self.stopping.wait(delay)
+                continue
+            while self.buffer and not self.stopping.is_set():
+                if not self.pool.acquire(timeout=0.2):
+                    continue
+                if self.stopping.is_set():
+                    self.pool.slots.release()
+                    break
+                self.pool.submit(self.buffer.popleft())
+
+    def _fill(self, broker: Any) -> bool:
+        """Claim a batch into the buffer; when there is none, wait for work. True if filled."""
+        claimed = broker.claim(self.queues, self.prefetch, self.visibility)
+        if claimed.claims:
+            with self.held_lock:
+                for claim in claimed.claims:
+                    self.held[claim.id] = claim
+            self.buffer.extend(claimed.claims)
+            return True
+        timeout = self.idle_wait
+        if claimed.next_eta is not None:
+            timeout = min(timeout, max(claimed.next_eta - time.time(), 0.001))
+        broker.wait(self.queues, timeout)
+        return False
+
+    def _finished(self, claim: Claim) -> None:
+        with self.held_lock:
+            self.held.pop(claim.id, None)
+
+    # -- stopping --------------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signals += 1
+        name = signal.Signals(signum).name
+        if self.signals == 1 and signum != signal.SIGQUIT:
+            log.warning(
+                "worker %s: %s received, finishing running tasks (again to stop now)",
+                self.hostname,
+                name,
+            )
+            self.stopping.set()
+            return
+        log.warning("worker %s: %s received, stopping now", self.hostname, name)
+        self.stopping.set()
+        raise ColdShutdown()
+
+    def _cold_stop(self) -> None:
+        self.stopping.set()
+        aborted = self.pool.terminate()
+        pending = aborted + list(self.buffer)
+        self.buffer.clear()
+        if aborted:
+            log.warning(
+                "worker %s: aborted %d running task(s); they go back to their queue: %s",
+                self.hostname,
+                len(aborted),
+                ", ".join(c.id for c in aborted),
+            )
+        self._release(pending)
+        self._unregister()
+
+    def _release(self, claims: list[Claim]) -> None:
+        if not claims:
+            return
+        try:
+            self.app.broker.release(claims)
+        except BrokerError as exc:
+            log.error(
+                "could not return %d message(s) to their queue (%s); "
+                "they come back after the visibility timeout (%.0fs)",
+                len(claims),
+                exc,
+                self.visibility,
+            )
+        with self.held_lock:
+            for claim in claims:
+                self.held.pop(claim.id, None)
+
+    def _unregister(self) -> None:
+        try:
+            self.app.broker.unregister(self.hostname)
+        except BrokerError:
+            pass
+
+    # -- heartbeat -------------------------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        while True:
+            try:
+                self.heartbeat()
+            except BrokerError as exc:
+                log.error("heartbeat failed: %s", exc)
+            except Exception:
+                log.exception("heartbeat failed")
+            if self.stopping.wait(self.heartbeat_interval):
+                return
+
+    def heartbeat(self) -> None:
+        """Renew the claims this worker holds and publish its state."""
+        with self.held_lock:
+            ids = list(self.held)
+        broker = self.app.broker
+        broker.renew(ids, self.visibility)
+        broker.heartbeat(
+            self.hostname, json.dumps(self.info()).encode(), self.heartbeat_interval * 3
+        )
+
+    def info(self) -> dict[str, Any]:
+        active = []
+        for claim, started in list(self.pool.active.values()):
+            entry: dict[str, Any] = {"id": claim.id, "queue": claim.queue, "time_start": started}
+            try:
+                message = messages.decode(claim.body, self.app.conf.accept_content)
+                entry.update(
+                    name=message.task, args=repr(message.args), kwargs=repr(message.kwargs)
+                )
+            except Exception:
+                entry.update(name="?", args="?", kwargs="?")
+            active.append(entry)
+        return {
+            "hostname": self.hostname,
+            "pid": os.getpid(),
+            "queues": self.queues,
+            "pool": self.pool_name,
+            "concurrency": self.concurrency,
+            "started": self.started_at,
+            "registered": sorted(self.app.tasks),
+            "active": active,
+            "reserved": len(self.buffer),
+            "timezone": str(self.app.conf.timezone),
+        }
