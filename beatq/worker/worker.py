@@ -45,6 +45,8 @@ class Worker:
     >>> Worker(app, queues=["celery"], pool="threads", concurrency=4).run()
     """
 
+    BLOCK_PRECISION = 0.15  # seconds: how late a broker wait may wake past its timeout
+
     def __init__(
         self,
         app: Beatq,
@@ -178,7 +180,13 @@ class Worker:
             return True
         timeout = self.idle_wait
         if claimed.next_eta is not None:
-            timeout = min(timeout, max(claimed.next_eta - time.time(), 0.001))
+            until = claimed.next_eta - time.time()
+            if until <= self.BLOCK_PRECISION:
+                # A blocking read times out only on the server's clock tick (100 ms at
+                # Redis's default hz): the last stretch before an eta is timed here.
+                self.stopping.wait(max(until, 0.0))
+                return False
+            timeout = min(timeout, until - self.BLOCK_PRECISION)
         broker.wait(self.queues, timeout)
         return False
 
