@@ -1,10 +1,22 @@
 """beatq: a distributed task queue with the periodic scheduler at its centre."""
 
 from .app import Beatq, current_app
+from .beat.schedules import crontab, every, once, schedule
 from .canvas import Signature, signature
 from .result import AsyncResult
 from .task import Task
 
 __version__ = "0.1.0"
 
-__all__ = ["AsyncResult", "Beatq", "Signature", "Task", "current_app", "signature"]
+__all__ = [
+    "AsyncResult",
+    "Beatq",
+    "Signature",
+    "Task",
+    "crontab",
+    "current_app",
+    "every",
+    "once",
+    "schedule",
+    "signature",
+]

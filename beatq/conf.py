@@ -50,6 +50,8 @@ DEFAULTS: dict[str, Any] = {
     "worker_prefetch_multiplier": 4,
     "worker_heartbeat_interval": 1.0,
     "beat_schedule": {},
+    "beat_schedule_files": ["schedules/*.yaml"],
+    "beat_lease_ttl": 4.0,  # seconds: a standby takes over within this after the leader dies
     "beat_max_loop_interval": 5.0,
 }
 

@@ -233,7 +233,17 @@ class Runner:
                 f"{w.label} to take a task",
                 w.check_alive,
             )
-            sentinel.get(timeout=30 + full / 200)
+            timeout = 30 + full / 200
+            try:
+                sentinel.get(timeout=timeout)
+            except Exception as e:  # each system raises its own TimeoutError
+                w.check_alive()
+                left, secs = self.qlen(), time.perf_counter() - t0
+                raise BenchError(
+                    f"{w.label}: sentinel not done {secs:.0f}s after the first take "
+                    f"({type(e).__name__}: {e}); {left:,} of {full:,} messages still queued, "
+                    f"~{(full - left) / secs:,.0f} tasks/s"
+                ) from e
             rate = (full - 1) / (time.perf_counter() - t0)  # the sentinel is not counted
             lat = self.roundtrips(roundtrips) if roundtrips else []
             return rate, lat, w.peak_mib()
@@ -253,8 +263,11 @@ def percentiles(ms: list[float]) -> dict[str, float]:
     return {"p50": q[49], "p95": q[94], "p99": q[98]}
 
 
-def one_rep(runner: Runner, n: int, k: int, logs: Path, rep: int) -> dict[str, float]:
-    """One repetition of every measurement for one system: a flat dict of figures."""
+def one_rep(runner: Runner, n: int, k: int, logs: Path, rep: int, failures: list) -> dict:
+    """One repetition of every measurement for one system: a flat dict of figures.
+
+    A 2-core setting that fails is recorded as None (and in ``failures``), not fatal.
+    """
     name, out = runner.system.name, {}
     print(f"[rep {rep}] {name}: enqueue {n} + drain with -P solo + {k} round trips", flush=True)
     out["enqueue"], full, sentinel = runner.load(n)
@@ -266,9 +279,15 @@ def one_rep(runner: Runner, n: int, k: int, logs: Path, rep: int) -> dict[str, f
         print(f"[rep {rep}] {name}: drain with -P {pool} -c {conc}", flush=True)
         _, full, sentinel = runner.load(n)
         log = logs / f"{name}-{pool}{conc}-{rep}.log"
-        rate, _, mem = runner.drain(pool, conc, full, sentinel, log)
+        try:
+            rate, _, mem = runner.drain(pool, conc, full, sentinel, log)
+        except BenchError as e:
+            print(f"  ! {e}", flush=True)
+            setting = f"{pool} -c {conc}"
+            failures.append({"system": name, "rep": rep, "setting": setting, "error": str(e)})
+            rate = mem = None
         out[f"drain {pool} -c {conc}"], out[f"mem {pool} -c {conc}"] = rate, mem
-    print(f"  {json.dumps({key: round(v, 1) for key, v in out.items()})}", flush=True)
+    print(f"  {json.dumps({key: v and round(v, 1) for key, v in out.items()})}", flush=True)
     return out
 
 
@@ -288,7 +307,10 @@ ROWS = [  # (label, figure key, unit, format)
 ]
 
 
-def spread(values: list[float]) -> dict[str, float]:
+def spread(values: list) -> dict[str, float] | None:
+    """Median, min and max; None if any value is missing (a failed run)."""
+    if not values or None in values:
+        return None
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
@@ -300,9 +322,15 @@ def summarise(samples: dict[str, list[dict]]) -> dict:
         }
         for name, runs in samples.items()
     }
-    best = {name: max(t, key=lambda s, t=t: t[s]["median"]) for name, t in tried.items()}
+    best = {
+        name: max((s for s in t if t[s]), key=lambda s, t=t: t[s]["median"], default=None)
+        for name, t in tried.items()
+    }
     series = {
-        name: {key: [run[key.replace("best", best[name])] for run in runs] for _, key, _, _ in ROWS}
+        name: {
+            key: [run.get(key.replace("best", str(best[name]))) for run in runs]
+            for _, key, _, _ in ROWS
+        }
         for name, runs in samples.items()
     }
     summary = {"best 2-core setting": best, "2-core drain by setting": tried, "figures": {}}
@@ -310,36 +338,38 @@ def summarise(samples: dict[str, list[dict]]) -> dict:
         fig = {"unit": unit} | {name: spread(s[key]) for name, s in series.items()}
         if {"beatq", "celery"} <= series.keys():
             pairs = zip(series["beatq"][key], series["celery"][key], strict=True)
-            fig["beatq/celery"] = spread([b / c for b, c in pairs])
+            fig["beatq/celery"] = spread([b and c and b / c for b, c in pairs])
         summary["figures"][label] = fig
     return summary
 
 
 def table(summary: dict, names: list[str]) -> str:
     cols = names + (["beatq/celery"] if len(names) == 2 else [])
-    head = ["figure: median [min–max]", "unit", *cols]
-    body = []
+    rows = [["figure: median [min–max]", "unit", *cols]]
     for label, _, unit, fmt in ROWS:
-        fig = summary["figures"][label]
-        cells = []
-        for c in cols:
-            f, spec = fig[c], ".2f" if c == "beatq/celery" else fmt
-            cells.append(f"{f['median']:{spec}} [{f['min']:{spec}}–{f['max']:{spec}}]")
-        body.append([label, unit, *cells])
-    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in body]
+        cells = [label, unit]
+        for col in cols:
+            f, spec = summary["figures"][label][col], ".2f" if col == "beatq/celery" else fmt
+            cells.append(
+                f"{f['median']:{spec}} [{f['min']:{spec}}–{f['max']:{spec}}]" if f else "n/a"
+            )
+        rows.append(cells)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     rule = "-" * len(lines[0])
-    header = "  ".join(cell.ljust(w) for cell, w in zip(head, widths, strict=True))
-    notes = [
-        f"2-core drain, {name} (tasks/s): "
-        + "; ".join(
-            f"{s} {f['median']:,.0f}"
-            + (" (best)" if s == summary["best 2-core setting"][name] else "")
-            for s, f in summary["2-core drain by setting"][name].items()
+    notes = []
+    for name in names:
+        tried = summary["2-core drain by setting"][name].items()
+        best = summary["best 2-core setting"][name]
+        notes.append(
+            f"2-core drain, {name}: "
+            + "; ".join(
+                (f"{s} {f['median']:,.0f} tasks/s" if f else f"{s} failed")
+                + (" (best)" if s == best else "")
+                for s, f in tried
+            )
         )
-        for name in names
-    ]
-    return "\n".join([header, rule, *lines, rule, *notes])
+    return "\n".join([lines[0], rule, *lines[1:], rule, *notes])
 
 
 def environment(base_url: str, names: list[str]) -> dict:
@@ -382,11 +412,12 @@ def main() -> int:
         flush = args.flush or not args.redis_url
         runners = {name: Runner(SYSTEMS[name], base_url, flush) for name in names}
         samples: dict[str, list[dict]] = {name: [] for name in names}
+        failures: list[dict] = []
         try:
             for rep in range(args.repeat):
                 order = names[rep % len(names) :] + names[: rep % len(names)]  # alternate
                 for name in order:
-                    samples[name].append(one_rep(runners[name], n, k, logs, rep + 1))
+                    samples[name].append(one_rep(runners[name], n, k, logs, rep + 1, failures))
         except BenchError as e:
             print(f"ERROR: {e}", file=sys.stderr)
             return 1
@@ -398,11 +429,14 @@ def main() -> int:
         "environment": env,
         "summary": summary,
         "samples": samples,
+        "failures": failures,
     }
     out = RESULTS / ("core-quick.json" if args.quick else "core.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print()
     print(table(summary, names))
+    if failures:
+        print(f"\n{len(failures)} run(s) failed; see 'failures' in the JSON")
     print(f"\n{n:,} tasks, {k} round trips, {args.repeat} runs; ratios are run by run. -> {out}")
     return 0
 

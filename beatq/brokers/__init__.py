@@ -7,7 +7,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..exceptions import ConfigurationError
-from .base import Backend, Claim, Claimed, DeadLetter, Lease, Outgoing, ResultWrite
+from .base import (
+    Backend,
+    Claim,
+    Claimed,
+    DeadLetter,
+    EntryState,
+    Lease,
+    Outgoing,
+    ResultWrite,
+)
 
 
 def _redis(url: str, options: Mapping[str, Any]) -> Backend:
@@ -38,6 +47,7 @@ __all__ = [
     "Claim",
     "Claimed",
     "DeadLetter",
+    "EntryState",
     "Lease",
     "Outgoing",
     "ResultWrite",

@@ -16,7 +16,7 @@ that changes more than one thing does it atomically.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -67,10 +67,22 @@ class DeadLetter:
 
 
 @dataclass(frozen=True)
+class EntryState:
+    """What the broker keeps of a beat entry."""
+
+    name: str
+    settled: float | None  # runs at or before this instant are done (dispatched or given up)
+    next_run: float | None
+    paused: bool
+    info: bytes | None  # the beat's own record: task, schedule, counters (JSON)
+
+
+@dataclass(frozen=True)
 class Lease:
     holder: str
     token: int
     remaining: float  # seconds left before it expires
+    since: float | None = None  # when this holder acquired it (POSIX seconds)
 
 
 class Backend(abc.ABC):
@@ -177,6 +189,55 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def get_lease(self, name: str) -> Lease | None:
         """Who holds lease `name` now, or None."""
+
+    # -- beat state -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def beat_dispatch(
+        self,
+        lease: str,
+        holder: str,
+        token: int,
+        entry: str,
+        slot: float,
+        next_run: float | None,
+        info: bytes,
+        send: Sequence[Outgoing] = (),
+        busy_id: str | None = None,
+    ) -> str:
+        """Settle run `slot` of `entry` and send its messages, in one atomic step.
+
+        Returns what happened:
+        - "lost": `holder` does not hold `lease` with `token`; nothing changed (fencing);
+        - "done": a run at or after `slot` was settled already; nothing sent;
+        - "paused": the entry is paused; the run is settled, nothing sent;
+        - "busy": message `busy_id` is still stored (unfinished); settled, nothing sent;
+        - "sent": `send` was sent (empty `send` settles a slot given up by catch-up).
+        Except for "lost", the entry's next run becomes `next_run` (None: no more runs);
+        for "sent" its settled time becomes `slot` and its info becomes `info`.
+        """
+
+    @abc.abstractmethod
+    def beat_plan(
+        self,
+        lease: str,
+        holder: str,
+        token: int,
+        entries: Mapping[str, tuple[float | None, float | None, bytes]],
+        remove: Sequence[str] = (),
+    ) -> bool:
+        """As the leader: set entries' (settled, next run, info) and delete `remove`.
+
+        A settled time of None keeps the stored one. False (nothing changed) if the
+        lease is not held with `token`.
+        """
+
+    @abc.abstractmethod
+    def beat_entries(self) -> dict[str, EntryState]:
+        """Every entry the broker knows of."""
+
+    @abc.abstractmethod
+    def beat_pause(self, entry: str, paused: bool) -> None:
+        """Pause or resume `entry`: a paused entry's runs are skipped, not caught up."""
 
     # -- workers ---------------------------------------------------------------------------
     @abc.abstractmethod

@@ -14,6 +14,10 @@ Keys (prefix `beatq`, or the transport option `global_keyprefix`):
     {p}:dead:idx    zset    id by time of death
     {p}:lease:{n}   string  "holder|token" with the lease's expiry
     {p}:fence:{n}   string  the last fencing token handed out for lease n
+    {p}:beat:settled hash   entry -> instant up to which its runs are settled
+    {p}:beat:next   zset    entry by next run
+    {p}:beat:info   hash    entry -> the beat's JSON record (task, schedule, counters)
+    {p}:beat:paused set     paused entries
     {p}:worker:{n}  string  a worker's last heartbeat info, expiring
     {p}:workers     zset    worker name by heartbeat expiry
 
@@ -37,7 +41,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from ..exceptions import BrokerError
-from .base import Backend, Claim, Claimed, DeadLetter, Lease, Outgoing, ResultWrite
+from .base import Backend, Claim, Claimed, DeadLetter, EntryState, Lease, Outgoing, ResultWrite
 
 
 class RedisKeys:
@@ -52,6 +56,10 @@ class RedisKeys:
         self.dead_reason = f"{prefix}:dead:why"
         self.dead_index = f"{prefix}:dead:idx"
         self.workers = f"{prefix}:workers"
+        self.beat_settled = f"{prefix}:beat:settled"
+        self.beat_next = f"{prefix}:beat:next"
+        self.beat_info = f"{prefix}:beat:info"
+        self.beat_paused = f"{prefix}:beat:paused"
 
     def queue(self, name: str) -> str:
         return f"{self.prefix}:q:{name}"
@@ -67,6 +75,9 @@ class RedisKeys:
 
     def lease(self, name: str) -> str:
         return f"{self.prefix}:lease:{name}"
+
+    def lease_since(self, name: str) -> str:
+        return f"{self.prefix}:lease:{name}:since"
 
     def fence(self, name: str) -> str:
         return f"{self.prefix}:fence:{name}"
@@ -117,7 +128,17 @@ class RedisBackend(Backend):
         )
         self._scripts = {
             name: self.client.register_script(_load(name))
-            for name in ("send", "claim", "renew", "release", "finish", "requeue_dead", "lease")
+            for name in (
+                "send",
+                "claim",
+                "renew",
+                "release",
+                "finish",
+                "requeue_dead",
+                "lease",
+                "beat_dispatch",
+                "beat_plan",
+            )
         }
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -258,7 +279,7 @@ class RedisBackend(Backend):
 
     # -- leases ----------------------------------------------------------------------------
     def _lease(self, op: str, name: str, holder: str, token: int, ttl: float) -> Any:
-        keys = [self.keys.lease(name), self.keys.fence(name)]
+        keys = [self.keys.lease(name), self.keys.fence(name), self.keys.lease_since(name)]
         return self._run("lease", keys, [op, holder, token, max(1, int(ttl * 1000))])
 
     def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
@@ -276,11 +297,91 @@ class RedisBackend(Backend):
             pipe = self.client.pipeline(transaction=True)
             pipe.get(self.keys.lease(name))
             pipe.pttl(self.keys.lease(name))
-            value, pttl = pipe.execute()
+            pipe.get(self.keys.lease_since(name))
+            value, pttl, since = pipe.execute()
         if value is None:
             return None
         holder, _, token = value.decode().rpartition("|")
-        return Lease(holder, int(token), max(pttl, 0) / 1000)
+        return Lease(holder, int(token), max(pttl, 0) / 1000, float(since) if since else None)
+
+    # -- beat state -------------------------------------------------------------------------
+    def _beat_keys(self, lease: str) -> list[str]:
+        k = self.keys
+        return [k.lease(lease), k.beat_settled, k.beat_next, k.beat_info, k.beat_paused]
+
+    def beat_dispatch(
+        self,
+        lease: str,
+        holder: str,
+        token: int,
+        entry: str,
+        slot: float,
+        next_run: float | None,
+        info: bytes,
+        send: Sequence[Outgoing] = (),
+        busy_id: str | None = None,
+    ) -> str:
+        k = self.keys
+        args = [
+            k.prefix,
+            f"{holder}|{token}",
+            entry,
+            repr(float(slot)),
+            "" if next_run is None else repr(float(next_run)),
+            info,
+            busy_id or "",
+            *_flatten(send),
+        ]
+        reply = self._run("beat_dispatch", [*self._beat_keys(lease), k.msgs, k.delayed], args)
+        return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+    def beat_plan(
+        self,
+        lease: str,
+        holder: str,
+        token: int,
+        entries: Mapping[str, tuple[float | None, float | None, bytes]],
+        remove: Sequence[str] = (),
+    ) -> bool:
+        args: list[Any] = [f"{holder}|{token}", len(entries)]
+        for name, (settled, next_run, info) in entries.items():
+            args += [
+                name,
+                "" if settled is None else repr(float(settled)),
+                "" if next_run is None else repr(float(next_run)),
+                info,
+            ]
+        args += list(remove)
+        return bool(self._run("beat_plan", self._beat_keys(lease), args))
+
+    def beat_entries(self) -> dict[str, EntryState]:
+        k = self.keys
+        with _errors(self.url):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hgetall(k.beat_settled)
+            pipe.zrange(k.beat_next, 0, -1, withscores=True)
+            pipe.hgetall(k.beat_info)
+            pipe.smembers(k.beat_paused)
+            settled, nexts, infos, paused = pipe.execute()
+        next_of = {name.decode(): score for name, score in nexts}
+        names = {n.decode() for n in (*settled, *infos)} | set(next_of)
+        return {
+            name: EntryState(
+                name,
+                float(settled[name.encode()]) if name.encode() in settled else None,
+                next_of.get(name),
+                name.encode() in paused,
+                infos.get(name.encode()),
+            )
+            for name in sorted(names)
+        }
+
+    def beat_pause(self, entry: str, paused: bool) -> None:
+        with _errors(self.url):
+            if paused:
+                self.client.sadd(self.keys.beat_paused, entry)
+            else:
+                self.client.srem(self.keys.beat_paused, entry)
 
     # -- workers ---------------------------------------------------------------------------
     def heartbeat(self, worker: str, info: bytes, ttl: float) -> None:

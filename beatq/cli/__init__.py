@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .base import loglevel_option
+from .beat import beat, schedule
 from .deadletter import dead_letter
 from .inspect import inspect_cmd
 from .tasks import call, result
@@ -31,3 +32,5 @@ main.add_command(call)
 main.add_command(result)
 main.add_command(inspect_cmd)
 main.add_command(dead_letter)
+main.add_command(beat)
+main.add_command(schedule)

@@ -82,12 +82,13 @@ def get_app(ctx: click.Context, loglevel: str | None, default_level: str = "WARN
     path = obj.get("app") or os.environ.get("BEATQ_APP")
     if not path:
         raise click.UsageError("no app given: use beatq -A proj COMMAND (or set BEATQ_APP)")
-    try:
-        app = find_app(path)
-    except ConfigurationError as exc:
-        raise click.UsageError(str(exc)) from exc
     if obj.get("broker"):
-        app.conf.broker_url = obj["broker"]
+        # BEATQ_BROKER_URL wins over the app's code, so -b must set it to win over both
+        # (and to reach the worker's child processes).
+        os.environ["BEATQ_BROKER_URL"] = obj["broker"]
+    # A bad -A raises ConfigurationError: `handle_errors` prints it as one line, exit 2,
+    # without a usage text (the command line itself was fine).
+    app = find_app(path)
     setup_logging(loglevel or obj.get("loglevel") or default_level, app.timezone)
     return app
 

@@ -6,8 +6,10 @@ import sys
 
 import click
 
+from ..beat import Beat
+from ..exceptions import ScheduleError
 from ..worker import Worker
-from .base import get_app, handle_errors, loglevel_option
+from .base import EXIT_USAGE, get_app, handle_errors, loglevel_option
 
 
 @click.command()
@@ -21,6 +23,15 @@ from .base import get_app, handle_errors, loglevel_option
 )
 @click.option("-n", "--hostname", help="Worker name (default beatq@HOST.PID).")
 @click.option("--prefetch-multiplier", type=click.IntRange(min=1), help="Claims per pool slot.")
+@click.option("-B", "--beat", "with_beat", is_flag=True, help="Also run a beat in this worker.")
+@click.option(
+    "-s",
+    "--schedule",
+    "files",
+    multiple=True,
+    metavar="FILE",
+    help="With -B: schedule file or glob.",
+)
 @loglevel_option
 @click.pass_context
 @handle_errors
@@ -31,11 +42,21 @@ def worker(
     pool: str | None,
     hostname: str | None,
     prefetch_multiplier: int | None,
+    with_beat: bool,
+    files: tuple[str, ...],
     loglevel: str | None,
 ) -> None:
     """Run a worker: take tasks from the queues and run them."""
     app = get_app(ctx, loglevel, default_level="INFO")
     names = [q.strip() for q in (queues or "").split(",") if q.strip()] or None
+    beat = None
+    if with_beat:
+        beat = Beat(app, files=list(files) or None)
+        try:
+            beat.entries = beat.load()
+        except ScheduleError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
     w = Worker(
         app,
         queues=names,
@@ -43,5 +64,6 @@ def worker(
         concurrency=concurrency,
         hostname=hostname,
         prefetch_multiplier=prefetch_multiplier,
+        beat=beat,
     )
     sys.exit(w.run())

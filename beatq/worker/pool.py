@@ -84,8 +84,11 @@ class SoloPool(Pool):
         self.active[claim.id] = (claim, time.time())
         try:
             self.executor.execute(claim)
-        finally:
-            self._done(claim)
+        except Exception:
+            log.exception("failed while running %s", claim.id)
+        # Not in a `finally`: a cold shutdown raised in the task leaves it active, so
+        # `terminate` names it and the worker puts it back in its queue.
+        self._done(claim)
 
 
 class ThreadPool(Pool):

@@ -35,6 +35,10 @@ class ColdShutdown(BaseException):
     """Raised in the main thread by a second stop signal: stop now, requeue what runs."""
 
 
+class _StopWaiting(BaseException):
+    """Raised by a stop signal in the main thread while it only waits for work."""
+
+
 def default_hostname() -> str:
     return f"beatq@{socket.gethostname()}.{os.getpid()}"
 
@@ -56,6 +60,7 @@ class Worker:
         hostname: str | None = None,
         prefetch_multiplier: int | None = None,
         idle_wait: float = 2.0,
+        beat: Any = None,
     ) -> None:
         conf = app.conf
         self.app = app
@@ -82,8 +87,10 @@ class Worker:
         self.held_lock = threading.Lock()
         self.stopping = threading.Event()
         self.signals = 0
+        self.waiting = False  # the main thread is blocked on the broker's wake-up
         self.started_at = time.time()
         self.pool: Pool
+        self.beat = beat  # an embedded Beat (worker -B), run in a thread of its own
 
     # -- running -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -92,8 +99,11 @@ class Worker:
         self._install_signals()
         self.pool = self._make_pool()
         self.pool.start()
-        beat = threading.Thread(target=self._heartbeat_loop, name="beatq-heartbeat", daemon=True)
-        beat.start()
+        threading.Thread(target=self._heartbeat_loop, name="beatq-heartbeat", daemon=True).start()
+        beat_thread = None
+        if self.beat is not None:
+            beat_thread = threading.Thread(target=self.beat.run, name="beatq-beat", daemon=True)
+            beat_thread.start()
         log.info(
             "worker %s ready: queues %s, pool %s, concurrency %d, %d tasks registered",
             self.hostname,
@@ -107,6 +117,11 @@ class Worker:
         except ColdShutdown:
             self._cold_stop()
             return 0
+        finally:
+            if self.beat is not None:
+                self.beat.stop()  # hands the lease over at once
+                if beat_thread is not None:
+                    beat_thread.join(5)
         log.info(
             "worker %s: warm shutdown, waiting for %d running task(s)",
             self.hostname,
@@ -187,7 +202,15 @@ class Worker:
                 self.stopping.wait(max(until, 0.0))
                 return False
             timeout = min(timeout, until - self.BLOCK_PRECISION)
-        broker.wait(self.queues, timeout)
+        # A stop signal ends the wait at once rather than when it times out; the
+        # interrupted read's connection is dropped by redis-py.
+        try:
+            self.waiting = True
+            broker.wait(self.queues, timeout)
+        except _StopWaiting:
+            pass
+        finally:
+            self.waiting = False
         return False
 
     def _finished(self, claim: Claim) -> None:
@@ -211,6 +234,9 @@ class Worker:
                 name,
             )
             self.stopping.set()
+            if self.waiting:
+                self.waiting = False
+                raise _StopWaiting()
             return
         log.warning("worker %s: %s received, stopping now", self.hostname, name)
         self.stopping.set()

@@ -4,6 +4,7 @@ Its broker comes from BEATQ_BROKER_URL and its key prefix from BEATQ_TEST_PREFIX
 each test gets its own keys on the test Redis.
 """
 
+import json
 import os
 import time
 
@@ -20,6 +21,10 @@ app.conf.update(
     timezone=os.environ.get("BEATQ_TEST_TIMEZONE", "UTC"),
     accept_content=os.environ.get("BEATQ_TEST_ACCEPT", "json").split(","),
 )
+if os.environ.get("BEATQ_TEST_RESULT_EXPIRES"):
+    app.conf.result_expires = float(os.environ["BEATQ_TEST_RESULT_EXPIRES"])
+if os.environ.get("BEATQ_TEST_ROUTES"):
+    app.conf.task_routes = json.loads(os.environ["BEATQ_TEST_ROUTES"])
 
 
 def record(kind: str, value: str) -> None:

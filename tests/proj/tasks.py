@@ -105,3 +105,142 @@ def urgent(tag):
 def ordered(tag):
     record("order", tag)
     return tag
+
+
+# -- delivery, pools and reconnection (tests/test_delivery.py, test_pools.py, test_reconnect.py)
+
+
+def dl_record(kind, value):
+    """Journal to DL_JOURNAL_URL when set, so a worker whose broker link is cut still journals."""
+    url = os.environ.get("DL_JOURNAL_URL")
+    if not url:
+        record(kind, value)
+        return
+    import redis
+
+    prefix = app.conf.broker_transport_options["global_keyprefix"]
+    client = redis.Redis.from_url(url)
+    try:
+        client.rpush(f"{prefix}:journal:{kind}", value)
+    finally:
+        client.close()
+
+
+@app.task
+def dl_span(seconds, tag=""):
+    """Sleep; journal "tag pid start end" (wall clock) to "spans" to measure overlap."""
+    start = time.time()
+    while time.time() < start + seconds:
+        time.sleep(0.01)
+    record("spans", f"{tag} {os.getpid()} {start!r} {time.time()!r}")
+    return tag
+
+
+@app.task
+def dl_exit(code=1):
+    """The process running it dies at once, as on a segfault or an OOM kill."""
+    os._exit(code)
+
+
+@app.task(time_limit=0.5)
+def dl_blocked_sleep(seconds):
+    """Stuck where SIGALRM cannot reach it (as in C code): only the prefork parent can stop it."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    time.sleep(seconds)
+    return "finished"
+
+
+@app.task
+def dl_nap(seconds, tag=""):
+    """Sleep; journal start and end with dl_record (to "naps")."""
+    dl_record("naps", f"{tag}:start")
+    time.sleep(seconds)
+    dl_record("naps", f"{tag}:end")
+    return tag
+
+
+# -- results, messages and config tests (res_, msg_, cfg_) -------------------------------------
+@app.task(track_started=True)
+def res_tracked(tag, timeout=10.0):
+    """Hold until the test journals `tag` to "release", so its STARTED state can be seen."""
+    from . import journal
+
+    deadline = time.time() + timeout
+    while tag not in journal("release") and time.time() < deadline:
+        time.sleep(0.01)
+    return tag
+
+
+@app.task(bind=True)
+def res_retry_once(self):
+    """Retries once (RETRY state for 0.5 s, with CustomError as its reason), then succeeds."""
+    if self.request.retries == 0:
+        raise self.retry(exc=CustomError("again"), countdown=0.5)
+    return f"done after {self.request.retries}"
+
+
+@app.task
+def res_stamp(tag=""):
+    """Return the POSIX time the task started at."""
+    return time.time()
+
+
+@app.task(bind=True)
+def res_errback_bound(self, task_id):
+    """Old-style errback with bind=True: gets the failed task's id after self."""
+    record("errback", f"bound:{task_id}")
+
+
+@app.task
+def msg_typeof(value):
+    """The type the worker received (a pickled tuple stays a tuple)."""
+    return type(value).__name__
+
+
+@app.task(bind=True)
+def msg_where(self, *args):
+    """The queue this message was delivered from."""
+    return self.request.delivery_info["queue"]
+
+
+@app.task(bind=True)
+def msg_routed_glob(self, *args):
+    return self.request.delivery_info["queue"]
+
+
+@app.task(bind=True)
+def msg_routed_exact(self, *args):
+    return self.request.delivery_info["queue"]
+
+
+@app.task
+def cfg_note(value):
+    record("note", repr(value))
+    return value
+
+
+def _dl_steps(seconds):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        time.sleep(0.01)
+
+
+@app.task(soft_time_limit=0.3, time_limit=2)
+def dl_soft_steps(seconds):
+    """soft_limited in short sleeps: a pool thread's limit lands between two of them."""
+    from beatq.exceptions import SoftTimeLimitExceeded
+
+    try:
+        _dl_steps(seconds)
+    except SoftTimeLimitExceeded:
+        return "soft limit caught"
+    return "finished"
+
+
+@app.task(time_limit=0.5)
+def dl_hard_steps(seconds):
+    """hard_limited in short sleeps."""
+    _dl_steps(seconds)
+    return "finished"

@@ -1,0 +1,7 @@
+"""The beat: periodic schedules, a leased leader, exact time zones."""
+
+from .beat import Beat
+from .entries import Entry
+from .schedules import crontab, every, once, schedule
+
+__all__ = ["Beat", "Entry", "crontab", "every", "once", "schedule"]

@@ -1,0 +1,316 @@
+"""The beat: turns entries into task messages on time, as the one leader among many.
+
+    standby: try to take the lease every half second
+    leader:  plan entries in the broker, then sleep exactly until the next run (or a
+             renewal, or a file check), dispatch what is due, repeat
+
+Every dispatch is one atomic, fenced broker call that settles the run and sends its
+message, so a restart, a second beat or a change of leader neither repeats a run nor
+misses one. A paused (SIGSTOP) or partitioned old leader cannot dispatch: its token is
+stale.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..app import Beatq
+from ..brokers import Outgoing
+from ..exceptions import BrokerError, LeaseLost, ScheduleError
+from ..timeutils import format_time
+from .entries import Entry
+from .lease import LeaderLease
+from .loader import load_all, schedule_files
+
+log = logging.getLogger("beatq.beat")
+
+LEASE_NAME = "beat"
+
+
+class Beat:
+    """Runs the schedule of `app` (its beat_schedule and YAML files) while it leads.
+
+    >>> Beat(app, files=["schedules/*.yaml"]).run()   # until stop()
+    """
+
+    standby_poll = 0.5  # seconds between attempts to take the lease
+    reload_interval = 1.0  # seconds between checks of the schedule files
+
+    def __init__(
+        self,
+        app: Beatq,
+        files: Sequence[str] | None = None,
+        lease_ttl: float | None = None,
+        holder: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.app = app
+        self.patterns = list(app.conf.beat_schedule_files if files is None else files)
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.ttl = float(lease_ttl or app.conf.beat_lease_ttl)
+        self.clock = clock
+        self.lease = LeaderLease(app.broker, LEASE_NAME, self.holder, self.ttl)
+        self.stopping = threading.Event()
+        self.entries: dict[str, Entry] = {}
+        self.records: dict[str, dict[str, Any]] = {}  # per entry: settled, counters, last task
+        self.heap: list[tuple[float, int, str]] = []
+        self.versions: dict[str, int] = {}
+        self.file_stamps: dict[Path, float] = {}
+        self.next_reload = 0.0
+
+    # -- loading -------------------------------------------------------------------------------
+    def load(self) -> dict[str, Entry]:
+        """Read every entry; ScheduleError (file, line, reason) if anything is wrong."""
+        self.app.import_modules()
+        files = schedule_files(self.patterns)
+        self.file_stamps = {path: _mtime(path) for path in files}
+        return {n: e for n, e in load_all(self.app, files).items()}
+
+    def _files_changed(self) -> bool:
+        files = schedule_files(self.patterns)
+        return {p: _mtime(p) for p in files} != self.file_stamps
+
+    # -- running -------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Run until `stop`; raises ScheduleError before starting if a schedule is bad."""
+        if not self.entries:
+            self.entries = self.load()
+        log.info(
+            "beat %s starting: %d entries, lease %.1fs", self.holder, len(self.entries), self.ttl
+        )
+        failures = 0
+        try:
+            while not self.stopping.is_set():
+                try:
+                    if not self.lease.held:
+                        if not self.lease.acquire():
+                            self.stopping.wait(self.standby_poll)
+                            continue
+                        self._lead()
+                    self._tick()
+                    failures = 0
+                except LeaseLost as exc:
+                    log.warning("beat %s lost the leadership: %s", self.holder, exc)
+                    self.lease.lost()
+                    self.heap.clear()
+                except BrokerError as exc:
+                    failures += 1
+                    delay = min(0.1 * 2 ** (failures - 1), 2.0)
+                    log.error("beat: broker unreachable (%s); retrying in %.1fs", exc, delay)
+                    self.stopping.wait(delay)
+        finally:
+            self._hand_over()
+
+    def stop(self) -> None:
+        """Stop at the next step and hand the lease over at once."""
+        self.stopping.set()
+
+    def _hand_over(self) -> None:
+        if self.lease.held:
+            try:
+                self.lease.release()
+                log.info("beat %s stopped and released the leadership", self.holder)
+            except BrokerError as exc:
+                log.error("beat: could not release the lease (%s); it expires by itself", exc)
+
+    # -- leading -------------------------------------------------------------------------------
+    def _lead(self) -> None:
+        log.warning("beat %s is the leader now (token %s)", self.holder, self.lease.token)
+        state = self.app.broker.beat_entries()
+        stale = [name for name in state if name not in self.entries]
+        self.records = {}
+        for name, saved in state.items():
+            if name in self.entries and saved.info:
+                record = json.loads(saved.info)
+                record["settled"] = saved.settled
+                self.records[name] = record
+        self._plan(list(self.entries), stale)
+
+    def _plan(self, names: list[str], remove: list[str]) -> None:
+        """Store the entries' next runs in the broker and schedule them here."""
+        now = self.clock()
+        plans = {}
+        for name in names:
+            entry = self.entries[name]
+            record = self.records.get(name, {})
+            settled = record.get("settled")
+            if settled is None or record.get("fingerprint") != entry.fingerprint():
+                # a new or changed definition starts from now: no catch-up for it
+                settled = max(settled or 0.0, now)
+            record.update(entry.describe(), settled=settled)
+            record.setdefault("runs", 0)
+            record.setdefault("missed", 0)
+            self.records[name] = record
+            next_run = entry.next_after(settled) if entry.enabled else None
+            plans[name] = (settled, next_run, json.dumps(record).encode())
+            self._push(name, next_run)
+        if not self.app.broker.beat_plan(
+            LEASE_NAME, self.holder, self.lease.token or 0, plans, remove
+        ):
+            raise LeaseLost("the lease was taken while planning")
+        for name in remove:
+            self.records.pop(name, None)
+
+    def _push(self, name: str, at: float | None) -> None:
+        version = self.versions.get(name, 0) + 1
+        self.versions[name] = version
+        if at is not None:
+            heapq.heappush(self.heap, (at, version, name))
+
+    def _tick(self) -> None:
+        now = self.clock()
+        if time.monotonic() >= self.lease.renew_at and not self.lease.renew():
+            raise LeaseLost("the lease expired before it was renewed")
+        if now >= self.next_reload:
+            self.next_reload = now + self.reload_interval
+            if self._files_changed():
+                self._reload()
+        while self.heap and self.heap[0][0] <= self.clock():
+            at, version, name = heapq.heappop(self.heap)
+            if self.versions.get(name) != version or name not in self.entries:
+                continue
+            self._run_due(self.entries[name], self.clock())
+            if time.monotonic() >= self.lease.renew_at and not self.lease.renew():
+                raise LeaseLost("the lease expired during dispatch")
+        wake = min(
+            self.heap[0][0] if self.heap else now + self.ttl,
+            now + max(self.lease.renew_at - time.monotonic(), 0.0),
+            self.next_reload,
+        )
+        self.stopping.wait(max(wake - self.clock(), 0.0))
+
+    def _reload(self) -> None:
+        try:
+            fresh = self.load()
+        except ScheduleError as exc:
+            log.error("beat: schedule change refused, keeping the current one: %s", exc)
+            return
+        removed = [n for n in self.entries if n not in fresh]
+        changed = [
+            n
+            for n, e in fresh.items()
+            if n not in self.entries
+            or self.entries[n].fingerprint() != e.fingerprint()
+            or self.entries[n].enabled != e.enabled
+        ]
+        self.entries = fresh
+        for name in removed:
+            self.versions[name] = self.versions.get(name, 0) + 1
+        if changed or removed:
+            log.warning(
+                "beat: schedule reloaded: %d new or changed, %d removed", len(changed), len(removed)
+            )
+            self._plan(changed, removed)
+
+    # -- dispatching -------------------------------------------------------------------------
+    def _run_due(self, entry: Entry, now: float) -> None:
+        record = self.records[entry.name]
+        limit = 1 if entry.catchup != "all" else 10_000
+        slots, count = entry.slots_between(record["settled"], now, limit)
+        if entry.catchup == "all":
+            chosen = [s for s in slots if s >= now - entry.catchup_window.total_seconds()]
+        elif entry.catchup == "skip":
+            chosen = [s for s in slots if now - s <= 2 * self.ttl]
+        else:
+            chosen = slots[-1:]
+        next_run = entry.next_after(now) if entry.enabled else None
+        missed = count - len(chosen)
+        if missed:
+            record["missed"] += missed
+            log.warning(
+                "beat: entry %r missed %d run(s) (catchup %s)", entry.name, missed, entry.catchup
+            )
+        for slot in chosen:
+            self._dispatch(entry, slot, next_run)
+        if not chosen and slots:
+            self._dispatch(entry, slots[-1], next_run, send=False)
+        elif not slots:
+            self._push(entry.name, next_run)
+
+    def _dispatch(
+        self, entry: Entry, slot: float, next_run: float | None, send: bool = True
+    ) -> None:
+        record = self.records[entry.name]
+        outgoing: list[Outgoing] = []
+        task_id = None
+        if send:
+            options = dict(entry.options)
+            if entry.overlap == "skip":
+                # unfinished = still stored in the broker: acknowledge only when done
+                options["acks_late"] = True
+            if entry.jitter:
+                options["countdown"] = random.uniform(0, entry.jitter.total_seconds())
+            message, body = self.app.build_message(entry.task, entry.args, entry.kwargs, **options)
+            outgoing.append(Outgoing(message.queue, message.id, body, message.eta))
+            task_id = message.id
+        busy = record.get("last_task_id") if entry.overlap == "skip" and send else None
+        sent_at = self.clock()
+        update = dict(record, settled=slot)
+        if send:
+            update.update(
+                runs=record["runs"] + 1,
+                last_slot=slot,
+                last_sent=sent_at,
+                lateness=sent_at - slot,
+                last_task_id=task_id,
+            )
+        outcome = self.app.broker.beat_dispatch(
+            LEASE_NAME,
+            self.holder,
+            self.lease.token or 0,
+            entry.name,
+            slot,
+            next_run,
+            json.dumps(update).encode(),
+            outgoing,
+            busy,
+        )
+        if outcome == "lost":
+            raise LeaseLost(f"dispatch of {entry.name!r} refused: another beat holds the lease")
+        self._push(entry.name, next_run)
+        zone = entry.zone
+        if outcome == "sent":
+            self.records[entry.name] = update
+            if send:
+                log.info(
+                    "beat: sent %s for entry %r, run of %s (%.1f ms late), id %s",
+                    entry.task,
+                    entry.name,
+                    format_time(slot, zone),
+                    (sent_at - slot) * 1000,
+                    task_id,
+                )
+        elif outcome == "busy":
+            record["settled"] = slot
+            record["overlapped"] = record.get("overlapped", 0) + 1
+            log.warning(
+                "beat: entry %r skipped its run of %s: the previous run %s is unfinished",
+                entry.name,
+                format_time(slot, zone),
+                busy,
+            )
+        elif outcome == "paused":
+            record["settled"] = slot
+            log.info(
+                "beat: entry %r is paused; run of %s skipped", entry.name, format_time(slot, zone)
+            )
+        else:
+            record["settled"] = max(record["settled"], slot)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return -1.0

@@ -1,0 +1,78 @@
+"""A beat entry: what to send, on which schedule, in which zone, with which policies."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, tzinfo
+from typing import Any
+
+from .schedules import Schedule, format_duration
+
+CATCHUP = ("skip", "latest", "all")
+OVERLAP = ("allow", "skip")
+
+
+@dataclass
+class Entry:
+    name: str
+    task: str
+    schedule: Schedule
+    zone: tzinfo
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    catchup: str = "latest"
+    catchup_window: timedelta = timedelta(hours=1)
+    overlap: str = "allow"
+    jitter: timedelta = timedelta(0)
+    enabled: bool = True
+    source: str = "python"  # "file.yaml:12" for entries from a file
+
+    def next_after(self, instant: float) -> float | None:
+        """The next run strictly after POSIX instant `instant`, as a POSIX instant."""
+        at = self.schedule.next_after(datetime.fromtimestamp(instant, self.zone))
+        return None if at is None else at.timestamp()
+
+    def slots_between(self, after: float, until: float, limit: int) -> tuple[list[float], int]:
+        """The runs in (after, until], the last `limit` of them, and how many there were."""
+        slots: list[float] = []
+        count = 0
+        at = self.next_after(after)
+        while at is not None and at <= until:
+            count += 1
+            slots.append(at)
+            if len(slots) > limit:
+                slots.pop(0)
+            at = self.next_after(at)
+        return slots, count
+
+    def fingerprint(self) -> str:
+        """Changes when the definition changes (history is kept by name regardless)."""
+        data = [
+            self.task,
+            str(self.schedule),
+            str(self.zone),
+            self.args,
+            self.kwargs,
+            self.options,
+            self.catchup,
+            self.catchup_window.total_seconds(),
+            self.overlap,
+            self.jitter.total_seconds(),
+        ]
+        text = json.dumps(data, sort_keys=True, default=repr)
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "schedule": str(self.schedule),
+            "timezone": str(self.zone),
+            "catchup": self.catchup,
+            "overlap": self.overlap,
+            "jitter": format_duration(self.jitter) if self.jitter else "0s",
+            "source": self.source,
+            "fingerprint": self.fingerprint(),
+        }

@@ -1,0 +1,365 @@
+"""Schedules: plain objects with `next_after(dt)`, the next run strictly after `dt`.
+
+No app and no clock inside: `next_after` works in `dt`'s zone and returns an aware
+datetime in that zone (or None when nothing is left). The beat, `schedule check` and
+the tests all call it.
+
+Daylight saving follows Vixie cron, as SPEC §4 states:
+- an entry at fixed hours runs once per matching local day: a time skipped by a
+  spring-forward gap runs at the first instant after the gap; a time that occurs twice
+  runs at its first occurrence only;
+- an entry whose hour field is `*` or `*/n` follows the clock that really passes: each
+  matching minute of each hour that occurs, so both copies of a repeated hour and none
+  of a skipped one;
+- `every` counts elapsed time on a fixed grid (from `anchor`, the Unix epoch by
+  default) and ignores clock changes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from typing import Any
+
+UTC = timezone.utc
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MINUTE = timedelta(minutes=1)
+_SEARCH_DAYS = 366 * 28  # a full cycle of weekdays and leap years: nothing matches beyond
+
+
+class ScheduleSyntaxError(ValueError):
+    """A schedule that cannot be parsed; the message names the field and the valid values."""
+
+
+# -- crontab ----------------------------------------------------------------------------
+_DAY_NAMES = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
+_MONTH_NAMES = {
+    name: i + 1
+    for i, name in enumerate(
+        ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+    )
+}
+_FIELDS = {
+    # name: (low, high, names)
+    "minute": (0, 59, {}),
+    "hour": (0, 23, {}),
+    "day_of_month": (1, 31, {}),
+    "month_of_year": (1, 12, _MONTH_NAMES),
+    "day_of_week": (0, 6, _DAY_NAMES),
+}
+_ALIASES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+
+def _value(text: str, field: str, names: dict[str, int]) -> int:
+    text = text.strip().lower()
+    if text in names:
+        return names[text]
+    if not text.isdigit():
+        valid = f" or a name ({', '.join(names)})" if names else ""
+        raise ScheduleSyntaxError(f"{field}: {text!r} is not a number{valid}")
+    return int(text)
+
+
+def parse_field(spec: Any, field: str) -> frozenset[int]:
+    """The values a crontab field matches: `*`, `*/15`, `1-5`, `mon-fri`, `0,30`, 7, [1, 2]."""
+    low, high, names = _FIELDS[field]
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        parts: list[str] = [str(spec)]
+    elif isinstance(spec, str):
+        parts = spec.split(",")
+    elif isinstance(spec, Iterable):
+        return frozenset().union(*(parse_field(item, field) for item in spec))
+    else:
+        raise ScheduleSyntaxError(f"{field}: {spec!r} is not a crontab field")
+    values: set[int] = set()
+    for part in parts:
+        part = part.strip()
+        rng, _, step_text = part.partition("/")
+        step = 1
+        if step_text:
+            if not step_text.isdigit() or int(step_text) == 0:
+                raise ScheduleSyntaxError(f"{field}: step {step_text!r} must be a positive number")
+            step = int(step_text)
+        if rng == "*":
+            start, end = low, high
+        elif "-" in rng:
+            first, _, last = rng.partition("-")
+            start, end = _value(first, field, names), _value(last, field, names)
+        else:
+            start = _value(rng, field, names)
+            end = high if step_text else start
+        if field == "day_of_week":  # 7 is Sunday too
+            start, end = (0 if start == 7 and end == 7 else start), (6 if end == 7 else end)
+        for v in (start, end):
+            if not low <= v <= high:
+                raise ScheduleSyntaxError(f"{field}: {v} is out of range {low}-{high}")
+        if start > end:
+            raise ScheduleSyntaxError(f"{field}: range {rng!r} runs backwards")
+        values.update(range(start, end + 1, step))
+    if not values:
+        raise ScheduleSyntaxError(f"{field}: {spec!r} matches nothing")
+    return frozenset(values)
+
+
+def _resolve(wall: datetime, zone: tzinfo) -> datetime:
+    """The instant of a local wall time: its first occurrence, or the end of a gap."""
+    first = wall.replace(tzinfo=zone, fold=0)
+    if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == wall:
+        return first
+    # In a gap: fold=1 reads it with the offset after the change, fold=0 with the one
+    # before; the change happens between the two readings. Find it to the second.
+    lo = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    hi = first.astimezone(UTC)
+    if lo > hi:
+        lo, hi = hi, lo
+    before = lo.astimezone(zone).utcoffset()
+    while hi - lo > timedelta(seconds=1):
+        mid = lo + (hi - lo) / 2
+        if mid.astimezone(zone).utcoffset() == before:
+            lo = mid
+        else:
+            hi = mid
+    return hi.replace(microsecond=0).astimezone(zone)
+
+
+class crontab:  # noqa: N801 (Celery's name)
+    """A cron schedule, with Celery's arguments: `crontab(minute=30, hour=7, day_of_week=1)`.
+
+    `crontab.from_string("30 7 * * mon")` reads the five-field cron syntax; there, as in
+    cron, a restricted day of month and day of week match when either does. With
+    keyword arguments both must match, as in Celery.
+    """
+
+    def __init__(
+        self,
+        minute: Any = "*",
+        hour: Any = "*",
+        day_of_week: Any = "*",
+        day_of_month: Any = "*",
+        month_of_year: Any = "*",
+        *,
+        day_or: bool = False,
+        **_: Any,
+    ) -> None:
+        self.spec = {
+            "minute": minute,
+            "hour": hour,
+            "day_of_month": day_of_month,
+            "month_of_year": month_of_year,
+            "day_of_week": day_of_week,
+        }
+        self.minutes = sorted(parse_field(minute, "minute"))
+        self.hours = sorted(parse_field(hour, "hour"))
+        self.days_of_month = parse_field(day_of_month, "day_of_month")
+        self.months = parse_field(month_of_year, "month_of_year")
+        self.days_of_week = parse_field(day_of_week, "day_of_week")
+        self.minute_set = frozenset(self.minutes)
+        self.hour_set = frozenset(self.hours)
+        # `*` and `*/n` hours follow the real clock; fixed hours run once a local day.
+        self.follows_clock = isinstance(hour, str) and hour.strip().startswith("*")
+        dom_any = isinstance(day_of_month, str) and day_of_month.strip() == "*"
+        dow_any = isinstance(day_of_week, str) and day_of_week.strip() == "*"
+        self.day_or = day_or and not dom_any and not dow_any
+
+    @classmethod
+    def from_string(cls, expr: str) -> crontab:
+        """Read `m h dom mon dow` (or @daily, @hourly, ...)."""
+        text = _ALIASES.get(expr.strip().lower(), expr)
+        fields = text.split()
+        if len(fields) != 5:
+            raise ScheduleSyntaxError(
+                f"cron {expr!r} has {len(fields)} fields; expected 5: minute hour "
+                "day-of-month month day-of-week (e.g. '30 7 * * mon')"
+            )
+        minute, hour, dom, month, dow = fields
+        return cls(minute, hour, dow, dom, month, day_or=True)
+
+    def day_matches(self, day: date) -> bool:
+        if day.month not in self.months:
+            return False
+        dom = day.day in self.days_of_month
+        dow = (day.weekday() + 1) % 7 in self.days_of_week  # cron: Sunday is 0
+        return (dom or dow) if self.day_or else (dom and dow)
+
+    def next_after(self, dt: datetime) -> datetime | None:
+        """The next run strictly after the aware datetime `dt`, in `dt`'s zone."""
+        if dt.tzinfo is None:
+            raise ValueError("next_after needs an aware datetime")
+        if self.follows_clock:
+            return self._next_on_clock(dt)
+        return self._next_fixed(dt)
+
+    def _next_fixed(self, dt: datetime) -> datetime | None:
+        zone = dt.tzinfo
+        assert zone is not None
+        start = dt.astimezone(zone).date() - timedelta(days=1)  # a gap may push a run past midnight
+        for offset in range(_SEARCH_DAYS):
+            day = start + timedelta(days=offset)
+            if not self.day_matches(day):
+                continue
+            for hour in self.hours:
+                for minute in self.minutes:
+                    at = _resolve(datetime.combine(day, time(hour, minute)), zone)
+                    if at > dt:
+                        return at
+        return None
+
+    def _next_on_clock(self, dt: datetime) -> datetime | None:
+        zone = dt.tzinfo
+        assert zone is not None
+        at = (dt.astimezone(UTC).replace(second=0, microsecond=0) + _MINUTE).astimezone(zone)
+        limit = at + timedelta(days=_SEARCH_DAYS)
+        while at < limit:
+            if not self.day_matches(at.date()):
+                nxt = _resolve(datetime.combine(at.date() + timedelta(days=1), time()), zone)
+                at = nxt if nxt > at else at + _MINUTE
+                continue
+            if at.hour in self.hour_set and at.minute in self.minute_set:
+                return at
+            if at.hour in self.hour_set:
+                later = [m for m in self.minutes if m > at.minute]
+                step = (later[0] if later else 60) - at.minute
+            else:
+                step = 60 - at.minute
+            nxt = (at.astimezone(UTC) + step * _MINUTE).astimezone(zone)
+            if nxt.utcoffset() != at.utcoffset():
+                # the clock changes on the way: walk minute by minute across the change
+                nxt = (at.astimezone(UTC) + _MINUTE).astimezone(zone)
+            at = nxt
+        return None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, crontab) and (self.spec, self.day_or) == (other.spec, other.day_or)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def __str__(self) -> str:
+        s = self.spec
+        fields = [s["minute"], s["hour"], s["day_of_month"], s["month_of_year"], s["day_of_week"]]
+        return " ".join(_field_text(f) for f in fields)
+
+    def __repr__(self) -> str:
+        return f"<crontab: {self}>"
+
+
+def _field_text(spec: Any) -> str:
+    if isinstance(spec, (str, int)):
+        return str(spec)
+    return ",".join(str(v) for v in spec)
+
+
+# -- intervals and one-off times --------------------------------------------------------------
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """`30`, `30s`, `5m`, `1h30m`, `2d`, `500ms` or a timedelta, as a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        if text.replace(".", "", 1).isdigit():
+            return timedelta(seconds=float(text))
+        pos, seconds = 0, 0.0
+        for match in _DURATION.finditer(text):
+            if match.start() != pos:
+                break
+            seconds += float(match.group(1)) * _UNITS[match.group(2)]
+            pos = match.end()
+        if pos == len(text) and text:
+            return timedelta(seconds=seconds)
+    raise ScheduleSyntaxError(
+        f"{value!r} is not a duration; use seconds or units like 30s, 5m, 1h30m, 2d"
+    )
+
+
+class every:  # noqa: N801 (reads as `every("30s")`)
+    """Runs every `interval`, on a grid counted in elapsed time from `anchor`.
+
+    The grid makes slots the same whoever computes them: `every("30s")` runs at :00 and
+    :30 of each minute, on every beat, before and after a restart.
+    """
+
+    def __init__(self, interval: Any, anchor: datetime | None = None) -> None:
+        self.interval = parse_duration(interval)
+        if self.interval <= timedelta(0):
+            raise ScheduleSyntaxError(f"interval {interval!r} must be positive")
+        self.anchor = anchor or _EPOCH
+        if self.anchor.tzinfo is None:
+            raise ValueError("every(anchor=...) needs an aware datetime")
+        self._step = self.interval // timedelta(microseconds=1)
+
+    def next_after(self, dt: datetime) -> datetime:
+        if dt.tzinfo is None:
+            raise ValueError("next_after needs an aware datetime")
+        elapsed = (dt - self.anchor) // timedelta(microseconds=1)
+        slots = elapsed // self._step + 1
+        return (self.anchor + timedelta(microseconds=slots * self._step)).astimezone(dt.tzinfo)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, every) and (self.interval, self.anchor) == (
+            other.interval,
+            other.anchor,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.interval, self.anchor))
+
+    def __str__(self) -> str:
+        return f"every {format_duration(self.interval)}"
+
+    def __repr__(self) -> str:
+        return f"<{self}>"
+
+
+def format_duration(value: timedelta) -> str:
+    seconds = value.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+class once:  # noqa: N801
+    """Runs one time, at `at` (an aware datetime)."""
+
+    def __init__(self, at: datetime) -> None:
+        if at.tzinfo is None:
+            raise ValueError("once(at) needs an aware datetime")
+        self.at = at
+
+    def next_after(self, dt: datetime) -> datetime | None:
+        return self.at.astimezone(dt.tzinfo) if self.at > dt else None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, once) and self.at == other.at
+
+    def __hash__(self) -> int:
+        return hash(self.at)
+
+    def __str__(self) -> str:
+        return f"at {self.at.isoformat()}"
+
+    def __repr__(self) -> str:
+        return f"<once {self.at.isoformat()}>"
+
+
+def schedule(run_every: Any) -> every:
+    """Celery's `schedule(run_every=timedelta(...))`."""
+    return every(run_every)
+
+
+Schedule = crontab | every | once

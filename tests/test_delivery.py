@@ -1,0 +1,185 @@
+"""Delivery guarantees with real worker processes: kill -9, redelivery, renewal, shutdown.
+
+SPEC §6: a message a dead worker had taken but not started comes back after the
+visibility timeout; a running task is run again only when it is acks_late; a live worker
+renews its claims; SIGTERM finishes what runs, a second signal requeues it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import redis
+
+from beatq import AsyncResult
+from tests.conftest import wait_for
+from tests.proj import journal
+
+VISIBILITY = {"BEATQ_TEST_VISIBILITY": "1.5"}
+
+
+@pytest.fixture
+def raw(redis_url: str):
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def runs(tag: str, what: str = "start") -> list[str]:
+    """The journal entries of task runs tagged `tag` (`what`: start or end)."""
+    return [r for r in journal("runs") if r.startswith(f"{tag}:{what}:")]
+
+
+def started(tag: str, count: int = 1, timeout: float = 10.0) -> list[str]:
+    return wait_for(lambda: len(runs(tag)) >= count and runs(tag), timeout, f"{tag} to start")
+
+
+def kill9(worker) -> None:
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait(5)
+
+
+def test_kill9_loses_no_message_it_had_taken_but_not_started(app, start_worker, raw, prefix):
+    from tests.proj.tasks import add, sleep
+
+    busy = sleep.delay(5, "busy")
+    adds = [add.delay(i, 100) for i in range(7)]
+    # Sent before the worker starts, so its first claim takes a full prefetch batch (4).
+    first = start_worker("-P", "solo", extra_env=VISIBILITY)
+    started("busy")
+    held = {m.decode() for m in raw.zrange(f"{prefix}:unacked", 0, -1)}
+    assert held == {r.id for r in adds[:3]}, "claimed and not started: the next three"
+    assert app.broker.queue_length("celery") == 4
+    kill9(first)
+
+    start_worker("-P", "solo", extra_env=VISIBILITY)
+    assert [r.get(timeout=10) for r in adds] == [i + 100 for i in range(7)]
+    assert all(r.state == "SUCCESS" for r in adds)
+    assert raw.zcard(f"{prefix}:unacked") == 0
+    # The task that was running was acknowledged as it started: not run again.
+    assert len(runs("busy")) == 1 and busy.state == "PENDING"
+
+
+def test_kill9_mid_task_acks_late_runs_it_again_elsewhere(app, start_worker):
+    from tests.proj.tasks import sleep_late
+
+    first = start_worker("-P", "solo", extra_env=VISIBILITY)
+    result = sleep_late.delay(0.5, "late")
+    (entry,) = started("late")
+    assert entry == f"late:start:{first.pid}"
+    kill9(first)
+    second = start_worker("-P", "solo", extra_env=VISIBILITY)
+
+    assert result.get(timeout=10) == "late"
+    assert result.state == "SUCCESS"
+    assert runs("late") == [f"late:start:{first.pid}", f"late:start:{second.pid}"]
+    assert runs("late", "end") == [f"late:end:{second.pid}"]
+
+
+def test_kill9_mid_task_early_ack_does_not_run_it_again(app, start_worker):
+    from tests.proj.tasks import add, sleep
+
+    first = start_worker("-P", "solo", extra_env=VISIBILITY)
+    result = sleep.delay(0.5, "early")
+    started("early")
+    kill9(first)
+    killed_at = time.time()
+    start_worker("-P", "solo", extra_env=VISIBILITY)
+    # Every claim of the dead worker expires by killed_at + 1.5 s; the next claim made
+    # after that (the probe's) would hand the message out again, ahead of the probe.
+    time.sleep(max(0.0, killed_at + 1.7 - time.time()))
+    assert add.delay(1, 1).get(timeout=10) == 2
+    assert len(runs("early")) == 1
+    assert result.state == "PENDING"
+
+
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
+def test_healthy_worker_never_gets_a_message_twice(app, start_worker, pool):
+    from tests.proj.tasks import sleep, sleep_late
+
+    fast = {"BEATQ_TEST_VISIBILITY": "1"}
+    busy = start_worker("-P", pool, "-c", "2", extra_env=fast)
+    early = sleep.delay(4, "long-early")
+    late = sleep_late.delay(4, "long-late")
+    started("long-early")
+    started("long-late")
+    # An idle worker on the same queue, claiming (and so requeueing expired claims)
+    # every couple of seconds, all along the 4 s the tasks run past their 1 s visibility.
+    start_worker("-P", "solo", extra_env=fast)
+
+    assert early.get(timeout=10) == "long-early"
+    assert late.get(timeout=10) == "long-late"
+    pids = {r.rsplit(":", 1)[1] for r in journal("runs")}
+    assert len(runs("long-early")) == 1 and len(runs("long-late")) == 1
+    assert len(runs("long-early", "end")) == 1 and len(runs("long-late", "end")) == 1
+    if pool == "threads":
+        assert pids == {str(busy.pid)}
+    else:
+        assert str(busy.pid) not in pids and len(pids) == 2  # its two children
+
+
+POOLS = [["-P", "solo"], ["-P", "threads", "-c", "2"], ["-P", "prefork", "-c", "2"]]
+
+
+@pytest.mark.parametrize("pool", POOLS, ids=lambda p: p[1])
+def test_sigterm_finishes_running_task_and_takes_no_new_one(app, start_worker, pool):
+    from tests.proj.tasks import add, sleep
+
+    worker = start_worker(*pool)
+    running = sleep.delay(1, "warm")
+    started("warm")
+    worker.signal(signal.SIGTERM)
+    wait_for(lambda: "SIGTERM received" in worker.log(), 5, "the signal to be handled")
+    after = add.delay(2, 3)
+
+    assert running.get(timeout=5) == "warm"
+    assert worker.wait(10) == 0
+    assert "warm shutdown" in worker.log()
+    assert after.state == "PENDING"
+    assert app.broker.queue_length("celery") == 1
+    start_worker("-P", "solo")
+    assert after.get(timeout=10) == 5
+    assert len(runs("warm")) == 1
+
+
+@pytest.mark.parametrize(
+    "pool, second",
+    [(POOLS[0], signal.SIGTERM), (POOLS[1], signal.SIGINT), (POOLS[2], signal.SIGTERM)],
+    ids=["solo-TERM", "threads-INT", "prefork-TERM"],
+)
+def test_second_signal_stops_at_once_and_requeues_running_task(app, start_worker, pool, second):
+    from tests.proj.tasks import sleep
+
+    worker = start_worker(*pool)
+    result = sleep.delay(1.5, "cold")
+    started("cold")
+    worker.signal(signal.SIGTERM)
+    wait_for(lambda: "SIGTERM received" in worker.log(), 5, "the first signal")
+    stopped_at = time.monotonic()
+    worker.signal(second)
+    code = worker.wait(5)
+    assert time.monotonic() - stopped_at < 1.5, "a second signal stops at once"
+    assert code == 0
+    log = worker.log()
+    assert "stopping now" in log
+    assert f"they go back to their queue: {result.id}" in log, log
+    assert app.broker.queue_length("celery") == 1
+
+    other = start_worker("-P", "solo")
+    assert result.get(timeout=10) == "cold"
+    assert AsyncResult(result.id, app=app).state == "SUCCESS"
+    starts = runs("cold")
+    assert len(starts) == 2 and starts[1] == f"cold:start:{other.pid}"
+
+
+def test_idle_worker_stops_at_once_on_sigterm(app, start_worker):
+    worker = start_worker("-P", "solo")
+    signalled = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(5) == 0
+    assert time.monotonic() - signalled < 1, "not held up by its idle wait for work"
+    assert worker.name not in app.broker.workers()
+    assert "stopped" in worker.log()

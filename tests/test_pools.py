@@ -1,0 +1,120 @@
+"""Pools (solo, threads, prefork) in real worker processes: concurrency, time limits, lost children.
+
+SPEC §6: `-P prefork|threads|solo -c N`; `time_limit`/`soft_time_limit` stop a stuck task.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from beatq.exceptions import TimeLimitExceeded, WorkerLostError
+from tests.proj import journal
+
+POOLS = {
+    "solo": ["-P", "solo"],
+    "threads": ["-P", "threads", "-c", "4"],
+    "prefork": ["-P", "prefork", "-c", "2"],
+}
+
+
+def max_overlap(spans: list[tuple[float, float]]) -> int:
+    """The largest number of spans running at the same instant."""
+    edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    running = peak = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+@pytest.mark.parametrize(
+    "pool, width", [("solo", 1), ("threads", 4), ("prefork", 2)], ids=["solo", "threads", "prefork"]
+)
+def test_pool_runs_as_many_tasks_at_once_as_its_concurrency(app, start_worker, pool, width):
+    from tests.proj.tasks import dl_span
+
+    worker = start_worker(*POOLS[pool])
+    batch = [dl_span.delay(0.4, f"t{i}") for i in range(4)]
+    assert [r.get(timeout=10) for r in batch] == ["t0", "t1", "t2", "t3"]
+
+    rows = [line.split() for line in journal("spans")]
+    assert sorted(tag for tag, *_ in rows) == ["t0", "t1", "t2", "t3"]
+    spans = [(float(start), float(end)) for _, _, start, end in rows]
+    assert max_overlap(spans) == width
+    elapsed = max(e for _, e in spans) - min(s for s, _ in spans)
+    assert 0.4 * 4 / width <= elapsed < 0.4 * 4 / width + 0.6
+    pids = {int(pid) for _, pid, *_ in rows}
+    if pool == "prefork":
+        assert len(pids) == 2 and worker.pid not in pids
+    else:
+        assert pids == {worker.pid}
+
+
+BLOCKING = "the tasks block in time.sleep"
+STEPPING = "the tasks sleep in short steps"
+BLOCKED_THREAD = (
+    "a pool thread's limit is an asynchronous exception, raised only when the C call "
+    "(time.sleep) returns: the threads pool cannot stop a task blocked in C"
+)
+
+
+@pytest.mark.parametrize(
+    "pool, tasks",
+    [
+        ("solo", BLOCKING),
+        ("prefork", BLOCKING),
+        ("threads", STEPPING),
+        pytest.param(
+            "threads", BLOCKING, marks=pytest.mark.xfail(strict=True, reason=BLOCKED_THREAD)
+        ),
+    ],
+    ids=["solo", "prefork", "threads", "threads-blocked-in-C"],
+)
+def test_soft_and_hard_time_limits_stop_the_task(app, start_worker, pool, tasks):
+    from tests.proj import tasks as t
+
+    soft_task, hard_task = (
+        (t.soft_limited, t.hard_limited)
+        if tasks == BLOCKING
+        else (t.dl_soft_steps, t.dl_hard_steps)
+    )
+    start_worker(*POOLS[pool])
+    began = time.monotonic()
+    soft = soft_task.delay(2.5)
+    hard = hard_task.delay(2.5)
+    assert soft.get(timeout=2) == "soft limit caught"
+    with pytest.raises(TimeLimitExceeded):
+        hard.get(timeout=2)
+    # soft 0.3 s and hard 0.5 s, one after the other in the solo pool
+    assert time.monotonic() - began < 1.8, "the limits stopped both tasks early"
+    assert hard.state == "FAILURE"
+    assert t.add.delay(2, 2).get(timeout=5) == 4, "the worker keeps serving"
+
+
+def test_prefork_kills_a_child_stuck_past_its_hard_limit(app, start_worker):
+    from tests.proj.tasks import add, dl_blocked_sleep
+
+    worker = start_worker("-P", "prefork", "-c", "1")
+    began = time.monotonic()
+    stuck = dl_blocked_sleep.delay(30)
+    with pytest.raises(TimeLimitExceeded):
+        stuck.get(timeout=10)
+    # time_limit 0.5 s, then the parent's grace period (1 s) before it kills the child
+    assert 1.4 < time.monotonic() - began < 5
+    assert stuck.state == "FAILURE"
+    assert add.delay(20, 1).get(timeout=5) == 21, "a new child serves the next task"
+    assert "exited" in worker.log()
+
+
+def test_prefork_child_that_dies_fails_its_task_with_worker_lost(app, start_worker):
+    from tests.proj.tasks import add, dl_exit
+
+    start_worker("-P", "prefork", "-c", "2")
+    lost = dl_exit.delay(1)
+    with pytest.raises(WorkerLostError):
+        lost.get(timeout=10)
+    assert lost.state == "FAILURE"
+    assert [add.delay(i, i).get(timeout=5) for i in range(3)] == [0, 2, 4]
+    assert app.broker.queue_length("celery") == 0

@@ -1,0 +1,408 @@
+"""What a user sees of a task after sending it: states, values, errors, callbacks, retries, time.
+
+Most tests share one worker per module (threads pool, on keys of the module's own); the
+few that need a worker configured differently, or kill one, start their own.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import pytz
+import redis
+
+from beatq import AsyncResult
+from beatq.brokers import connect
+from beatq.exceptions import MaxRetriesExceededError, TaskRevokedError
+from beatq.exceptions import TimeoutError as BeatqTimeoutError
+from tests.conftest import ROOT, WorkerProcess, wait_for
+from tests.proj import journal
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+# -- a worker shared by the tests of a module ------------------------------------------------
+@dataclass
+class SharedWorker:
+    prefix: str
+    redis_url: str
+    process: WorkerProcess
+    name: str
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "BEATQ_BROKER_URL": self.redis_url,
+            "BEATQ_TEST_PREFIX": self.prefix,
+            "PYTHONPATH": str(ROOT),
+        }
+
+
+def shared_worker(
+    redis_url: str, log_dir: Path, extra_env: dict[str, str], *args: str
+) -> Iterator[SharedWorker]:
+    """Start one worker on keys of its own, yield it, stop it and delete its keys."""
+    prefix = f"bqt-{uuid.uuid4().hex[:12]}"
+    name = f"shared-{uuid.uuid4().hex[:6]}"
+    env = {
+        **os.environ,
+        "BEATQ_BROKER_URL": redis_url,
+        "BEATQ_TEST_PREFIX": prefix,
+        "PYTHONPATH": str(ROOT),
+        **extra_env,
+    }
+    argv = ["-A", "tests.proj", "worker", "-n", name, *args]
+    process = WorkerProcess(argv, env, log_dir / f"{name}.log")
+    backend = connect(redis_url, {"global_keyprefix": prefix})
+    try:
+        wait_for(
+            lambda: name in backend.workers() or process.process.poll() is not None,
+            15,
+            f"shared worker {name} to start",
+        )
+        assert process.process.poll() is None, process.log()
+        yield SharedWorker(prefix, redis_url, process, name)
+    finally:
+        process.stop()
+        backend.close()
+        client = redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def point_app_at(shared: SharedWorker, monkeypatch: pytest.MonkeyPatch):
+    """The tests' app, pointed at the shared worker's keys (here and in child processes)."""
+    from tests.proj import app as proj_app
+
+    monkeypatch.setenv("BEATQ_BROKER_URL", shared.redis_url)
+    monkeypatch.setenv("BEATQ_TEST_PREFIX", shared.prefix)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    proj_app.conf.broker_transport_options = {
+        **proj_app.conf.broker_transport_options,
+        "global_keyprefix": shared.prefix,
+        "visibility_timeout": 60.0,
+    }
+    proj_app.conf.broker_url = shared.redis_url
+    proj_app.conf.task_always_eager = False
+    proj_app.close()
+    import tests.proj.tasks  # noqa: F401  (registers the tasks)
+
+    # Each test starts with empty journals.
+    client = redis.Redis.from_url(shared.redis_url)
+    keys = list(client.scan_iter(match=f"{shared.prefix}:journal:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+    return proj_app
+
+
+@pytest.fixture(scope="module")
+def shared(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedWorker]:
+    # Asia/Shanghai on both sides, so naive datetimes mean the same instant everywhere.
+    yield from shared_worker(
+        redis_url,
+        tmp_path_factory.mktemp("shared"),
+        {"BEATQ_TEST_TIMEZONE": "Asia/Shanghai"},
+        "-P",
+        "threads",
+        "-c",
+        "4",
+    )
+
+
+@pytest.fixture
+def sapp(shared: SharedWorker, monkeypatch: pytest.MonkeyPatch):
+    proj_app = point_app_at(shared, monkeypatch)
+    monkeypatch.setitem(proj_app.conf, "timezone", "Asia/Shanghai")
+    yield proj_app
+    proj_app.close()
+
+
+# -- states ------------------------------------------------------------------------------------
+def test_unknown_id_is_pending_and_not_ready(sapp):
+    result = AsyncResult(str(uuid.uuid4()), app=sapp)
+    assert result.state == "PENDING"
+    assert not result.ready()
+    assert result.result is None
+    assert result.date_done is None
+
+
+def test_success_state_value_and_aware_date_done(sapp):
+    from tests.proj.tasks import add
+
+    before = datetime.now(timezone.utc)
+    result = add.delay(2, 3)
+    assert result.get(timeout=5) == 5
+    assert (result.state, result.ready(), result.successful(), result.failed()) == (
+        "SUCCESS",
+        True,
+        True,
+        False,
+    )
+    again = sapp.AsyncResult(result.id)
+    assert again.result == 5
+    done = again.date_done
+    assert done.tzinfo is not None and done.utcoffset() == timedelta(hours=8)
+    assert before - timedelta(seconds=1) <= done <= datetime.now(timezone.utc)
+
+
+def test_started_state_is_visible_with_track_started(sapp, shared):
+    from tests.proj import record
+    from tests.proj.tasks import res_tracked
+
+    result = res_tracked.delay("hold-1")
+    wait_for(lambda: result.state == "STARTED", 5, "the STARTED state")
+    assert not result.ready()
+    assert result.info["hostname"] == shared.name
+    record("release", "hold-1")
+    assert result.get(timeout=5) == "hold-1"
+    assert AsyncResult(result.id, app=sapp).state == "SUCCESS"
+
+
+def test_retry_state_then_success(sapp):
+    from tests.proj.tasks import CustomError, res_retry_once
+
+    result = res_retry_once.delay()
+    wait_for(lambda: AsyncResult(result.id, app=sapp).state == "RETRY", 5, "the RETRY state")
+    retrying = AsyncResult(result.id, app=sapp)
+    assert isinstance(retrying.result, CustomError)
+    assert str(retrying.result) == "again"
+    assert not retrying.ready()
+    assert result.get(timeout=5) == "done after 1"
+    assert result.state == "SUCCESS"
+
+
+def test_failure_reraises_the_task_exception_with_message_and_traceback(sapp):
+    from tests.proj.tasks import CustomError, fail
+
+    result = fail.delay("it broke")
+    with pytest.raises(CustomError, match="^it broke$"):
+        result.get(timeout=5)
+    assert (result.state, result.ready(), result.failed(), result.successful()) == (
+        "FAILURE",
+        True,
+        True,
+        False,
+    )
+    exc = result.get(timeout=5, propagate=False)
+    assert type(exc) is CustomError and exc.args == ("it broke",)
+    assert isinstance(result.result, CustomError)
+    fresh = AsyncResult(result.id, app=sapp)
+    assert "raise CustomError(message)" in fresh.traceback
+    assert "CustomError: it broke" in fresh.traceback
+    assert fresh.date_done is not None and fresh.date_done.tzinfo is not None
+
+
+def test_get_times_out_without_a_worker(app):
+    from tests.proj.tasks import add
+
+    result = add.delay(1, 1)
+    began = time.monotonic()
+    with pytest.raises(BeatqTimeoutError) as info:
+        result.get(timeout=0.3)
+    elapsed = time.monotonic() - began
+    assert isinstance(info.value, builtins.TimeoutError)
+    assert 0.3 <= elapsed < 1.5
+    assert result.state == "PENDING"
+    assert app.broker.queue_length("celery") == 1  # still waiting for a worker, not lost
+
+
+def test_get_is_woken_when_the_result_is_stored(sapp):
+    from tests.proj.tasks import sleep
+
+    began = time.monotonic()
+    result = sleep.delay(0.3, "wake")
+    assert result.get(timeout=5) == "wake"
+    elapsed = time.monotonic() - began
+    assert 0.3 <= elapsed < 0.3 + 0.25, f"get returned {elapsed - 0.3:.3f}s after the task"
+
+
+def test_forget_deletes_the_result(sapp):
+    from tests.proj.tasks import add
+
+    result = add.delay(20, 22)
+    assert result.get(timeout=5) == 42
+    result.forget()
+    assert result.state == "PENDING"
+    assert AsyncResult(result.id, app=sapp).state == "PENDING"
+    assert AsyncResult(result.id, app=sapp).result is None
+
+
+def test_result_expires_after_result_expires(app, start_worker):
+    from tests.proj.tasks import add
+
+    start_worker("-P", "solo", extra_env={"BEATQ_TEST_RESULT_EXPIRES": "1"})
+    result = add.delay(1, 2)
+    assert result.get(timeout=5) == 3
+    stored = time.time()
+    assert AsyncResult(result.id, app=app).state == "SUCCESS"
+    wait_for(lambda: AsyncResult(result.id, app=app).state == "PENDING", 5, "the result to expire")
+    lived = time.time() - stored
+    assert 0.8 <= lived < 2.5, f"the result lived {lived:.2f}s with result_expires=1"
+
+
+# -- callbacks -----------------------------------------------------------------------------
+def test_link_runs_the_callback_with_the_result(sapp):
+    from tests.proj.tasks import add
+
+    child_id = str(uuid.uuid4())
+    parent = add.apply_async((2, 2), link=add.s(16).set(task_id=child_id))
+    assert parent.get(timeout=5) == 4
+    assert AsyncResult(child_id, app=sapp).get(timeout=5) == 20
+
+
+def test_link_error_old_and_new_style_errbacks(sapp):
+    from tests.proj.tasks import CustomError, errback_new, errback_old, fail, res_errback_bound
+
+    result = fail.apply_async(
+        ("bad input",),
+        link_error=[errback_old.s(), errback_new.s(), res_errback_bound.s()],
+    )
+    with pytest.raises(CustomError):
+        result.get(timeout=5)
+    expected = {
+        f"old:{result.id}",
+        f"bound:{result.id}",
+        f"new:{result.id}:CustomError:bad input",
+    }
+    wait_for(lambda: set(journal("errback")) == expected, 5, "the three errbacks")
+    assert sorted(journal("errback")) == sorted(expected)  # each ran once
+
+
+def test_link_error_does_not_run_on_success(sapp):
+    from tests.proj.tasks import add, errback_old, fail
+
+    ok = add.apply_async((1, 1), link_error=errback_old.s())
+    assert ok.get(timeout=5) == 2
+    # A failing task sent afterwards to the same worker runs its errback; the first never does.
+    bad = fail.apply_async(link_error=errback_old.s())
+    wait_for(lambda: f"old:{bad.id}" in journal("errback"), 5, "the failing task's errback")
+    assert journal("errback") == [f"old:{bad.id}"]
+
+
+# -- retries -------------------------------------------------------------------------------
+def test_retry_with_countdown_until_success(sapp):
+    from tests.proj.tasks import flaky
+
+    result = flaky.delay(2)
+    assert result.get(timeout=5) == 2
+    assert journal("flaky") == ["0", "1", "2"]
+    assert result.state == "SUCCESS"
+
+
+def test_max_retries_exceeded_fails_the_task(sapp):
+    from tests.proj.tasks import flaky
+
+    result = flaky.delay(10)  # max_retries=3: runs with retries 0..3, then gives up
+    with pytest.raises(MaxRetriesExceededError, match="max_retries=3"):
+        result.get(timeout=5)
+    assert result.state == "FAILURE"
+    assert journal("flaky") == ["0", "1", "2", "3"]
+
+
+def test_autoretry_for_with_backoff_then_failure(sapp):
+    from tests.proj.tasks import CustomError, auto_flaky
+
+    began = time.monotonic()
+    result = auto_flaky.delay("auto-1")
+    with pytest.raises(CustomError, match="^auto-1$"):
+        result.get(timeout=5)
+    elapsed = time.monotonic() - began
+    assert journal("auto") == ["auto-1"] * 3  # the first run and max_retries=2 retries
+    assert result.state == "FAILURE"
+    assert elapsed >= 0.05 + 0.1  # retry_backoff=0.05 doubles: 0.05 s, then 0.1 s
+
+
+# -- time ------------------------------------------------------------------------------------
+def test_countdown_holds_the_task_until_due(sapp):
+    from tests.proj.tasks import res_stamp
+
+    sent = time.time()
+    result = res_stamp.apply_async(countdown=1)
+    started = result.get(timeout=5)
+    assert started >= sent + 1.0
+    assert started < sent + 1.0 + 1.0
+
+
+def test_eta_aware_naive_and_pytz_datetimes(sapp):
+    from tests.proj.tasks import res_stamp
+
+    # The app's time zone is Asia/Shanghai (client and worker): a naive eta is read there.
+    base = datetime.now(SHANGHAI) + timedelta(seconds=1)
+    etas = {
+        "zoneinfo": base,
+        "naive": base.replace(tzinfo=None) + timedelta(seconds=0.1),
+        "pytz": pytz.timezone("Asia/Shanghai").localize(
+            base.replace(tzinfo=None) + timedelta(seconds=0.2)
+        ),
+    }
+    expected = {
+        "zoneinfo": base.timestamp(),
+        "naive": base.timestamp() + 0.1,
+        "pytz": base.timestamp() + 0.2,
+    }
+    results = {kind: res_stamp.apply_async(eta=eta) for kind, eta in etas.items()}
+    for kind, result in results.items():
+        started = result.get(timeout=5)
+        assert started >= expected[kind], f"{kind} eta ran {expected[kind] - started:.3f}s early"
+        assert started < expected[kind] + 1.0, f"{kind} eta ran {started - expected[kind]:.3f}s late"
+
+
+@pytest.mark.parametrize("when", ["past datetime", "past seconds"])
+def test_expired_task_is_revoked_and_its_errback_runs(sapp, when):
+    from tests.proj.tasks import add, errback_new, errback_old
+
+    expires = datetime.now(timezone.utc) - timedelta(minutes=1) if when == "past datetime" else -1
+    result = add.apply_async(
+        (1, 1), expires=expires, link_error=[errback_old.s(), errback_new.s()]
+    )
+    with pytest.raises(TaskRevokedError, match="expired"):
+        result.get(timeout=5)
+    assert result.state == "REVOKED"
+    assert result.ready() and not result.successful()
+    revoked = AsyncResult(result.id, app=sapp).result
+    assert isinstance(revoked, TaskRevokedError) and "expired" in str(revoked)
+    expected = {f"old:{result.id}", f"new:{result.id}:TaskRevokedError:expired"}
+    wait_for(lambda: set(journal("errback")) == expected, 5, "the errbacks of the expired task")
+
+
+def test_expires_shorter_than_countdown_never_runs(sapp):
+    from tests.proj.tasks import res_stamp
+
+    result = res_stamp.apply_async(countdown=0.5, expires=0.2)
+    with pytest.raises(TaskRevokedError, match="expired"):
+        result.get(timeout=5)
+    assert result.state == "REVOKED"
+
+
+def test_eta_task_waits_in_the_broker_and_survives_a_killed_worker(app, start_worker):
+    from tests.proj.tasks import res_stamp
+
+    first = start_worker("-P", "solo")
+    sent = time.time()
+    result = res_stamp.apply_async(countdown=1.5)
+    scheduled = app.broker.scheduled()
+    assert [claim.id for _, claim in scheduled] == [result.id]
+    eta = scheduled[0][0]
+    assert sent + 1.5 <= eta < sent + 1.6
+
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(5)
+    assert [claim.id for _, claim in app.broker.scheduled()] == [result.id]
+    start_worker("-P", "solo")
+    assert time.time() < eta, "the second worker started too late for this test to mean anything"
+    started = result.get(timeout=5)
+    assert eta <= started < eta + 1.0
+    assert app.broker.scheduled() == []
