@@ -245,7 +245,8 @@ class Beat:
         outgoing: list[Outgoing] = []
         task_id = None
         if send:
-            options = dict(entry.options)
+            # the run this message is, carried for tracing (Request.options["beat"])
+            options = {**entry.options, "beat": {"entry": entry.name, "slot": slot}}
             if entry.overlap == "skip":
                 # unfinished = still stored in the broker: acknowledge only when done
                 options["acks_late"] = True
