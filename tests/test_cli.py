@@ -66,9 +66,9 @@ def log_stamps(text: str) -> list[tuple[str, str, str]]:
 # -- help ----------------------------------------------------------------------------------
 HELP_CASES = {
     "group": ((), ["-A, --app", "-b, --broker", "-l, --loglevel", "--version", "worker", "call",
-                   "result", "inspect", "dead-letter"]),
+                   "result", "inspect", "dead-letter", "beat", "schedule"]),
     "worker": (("worker",), ["-Q, --queues", "-c, --concurrency", "-P, --pool", "prefork",
-                             "threads", "solo", "-n, --hostname", "-l, --loglevel"]),
+                             "threads", "solo", "-n, --hostname", "-l, --loglevel", "-B, --beat"]),
     "call": (("call",), ["TASK", "-a, --args", "-k, --kwargs", "--countdown", "--eta",
                          "--expires", "-Q, --queue", "-l, --loglevel"]),
     "result": (("result",), ["TASK_ID", "--wait", "-t, --timeout", "--traceback", "--json"]),
@@ -76,6 +76,10 @@ HELP_CASES = {
     "dead-letter": (("dead-letter",), ["list", "requeue"]),
     "dead-letter list": (("dead-letter", "list"), ["--json", "--limit"]),
     "dead-letter requeue": (("dead-letter", "requeue"), ["IDS", "--all"]),
+    "beat": (("beat",), ["-s, --schedule", "--lease-ttl", "-l, --loglevel", "status"]),
+    "schedule": (("schedule",), ["check", "list", "pause", "resume"]),
+    "schedule check": (("schedule", "check"), ["FILES", "-n, --count"]),
+    "schedule list": (("schedule", "list"), ["--json"]),
 }  # fmt: skip
 
 
@@ -185,7 +189,6 @@ def test_call_eta_naive_is_read_in_the_app_time_zone_and_aware_is_exact(app, env
     shanghai = {**env, "BEATQ_TEST_TIMEZONE": "Asia/Shanghai"}
     naive_id = call_id(shanghai, "tests.proj.tasks.add", "-a", "[1, 2]", "--eta", naive.isoformat())
     aware_id = call_id(shanghai, "tests.proj.tasks.add", "-a", "[3, 4]", "--eta", aware.isoformat())
-    assert "-04:00" in aware.isoformat() or "-05:00" in aware.isoformat()
     etas = {claim.id: eta for eta, claim in app.broker.scheduled()}
     assert etas[naive_id] == pytest.approx(naive.replace(tzinfo=zone).timestamp(), abs=0.01)
     assert etas[aware_id] == pytest.approx(aware.timestamp(), abs=0.01)
