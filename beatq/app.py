@@ -62,14 +62,21 @@ class Beatq:
         _current.append(self)
 
     # -- settings ------------------------------------------------------------------------
-    def config_from_object(self, obj: Any) -> None:
-        """Load settings from a module, a dotted path to one, or any object."""
+    def config_from_object(self, obj: Any, namespace: str | None = None) -> None:
+        """Load settings from a module, a path to one ("proj.config", "django.conf:settings"),
+        or any object; `namespace="CELERY"` reads CELERY_-prefixed names, Django style."""
         if isinstance(obj, str):
+            path, _, attr = obj.partition(":")
             try:
-                obj = importlib.import_module(obj)
+                obj = importlib.import_module(path)
             except ImportError as exc:
-                raise ConfigurationError(f"cannot import config module {obj!r}: {exc}") from exc
-        self.conf.from_object(obj)
+                raise ConfigurationError(f"cannot import config module {path!r}: {exc}") from exc
+            if attr:
+                try:
+                    obj = getattr(obj, attr)
+                except AttributeError:
+                    raise ConfigurationError(f"config module {path!r} has no {attr!r}") from None
+        self.conf.from_object(obj, namespace)
         self._backends.clear()
 
     @property

@@ -143,13 +143,22 @@ class Settings(dict):
         for key, value in dict(*args, **kwargs).items():
             self[key] = value
 
-    def from_object(self, obj: Any) -> None:
-        """Take every setting from a module or object: lower-case names and old upper-case ones."""
+    def from_object(self, obj: Any, namespace: str | None = None) -> None:
+        """Take every setting from a module or object: lower-case names and old upper-case ones.
+
+        With `namespace="CELERY"` (Django style), `CELERY_BROKER_URL` sets `broker_url`.
+        """
+        prefix = f"{namespace.upper()}_" if namespace else None
         for key in dir(obj):
             if key.startswith("_"):
                 continue
+            value = getattr(obj, key)
+            if prefix:
+                if key.startswith(prefix):
+                    name = key[len(prefix) :].lower()
+                    self[name if name in DEFAULTS else key] = value
+                continue
             if key in OLD_NAMES or key.islower():
-                value = getattr(obj, key)
                 if key.islower() and (callable(value) or type(value).__name__ == "module"):
                     continue
                 self[key] = value

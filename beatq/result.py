@@ -214,12 +214,13 @@ class AsyncResult:
         deadline = None if timeout is None else time.monotonic() + timeout
         backoff = 0.05
         while True:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                break
+            # Asked once even when no time is left: get(timeout=0) returns a stored result.
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             try:
                 raw = self.app.result_store.wait_result(self.id, left)
             except BrokerError:
+                if left == 0:
+                    break
                 # The store went away: wait for it to come back, within the timeout.
                 time.sleep(backoff if left is None else min(backoff, left))
                 backoff = min(backoff * 2, 2.0)

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import states
-from .canvas import Signature
+from .canvas import Signature, as_signatures
 from .exceptions import MaxRetriesExceededError, Retry
 from .result import AsyncResult, EagerResult
 
@@ -192,18 +192,28 @@ class Task:
             if exc.sig is None:
                 return EagerResult(request.id, self.app, states.RETRY, exc, name=self.name)
             again = exc.sig
-            return self.apply(again.args, again.kwargs, request.id, retries + 1, **again.options)
+            # The retried call keeps this call's link and link_error, as on a worker.
+            again_options = {**options, **again.options}
+            return self.apply(again.args, again.kwargs, request.id, retries + 1, **again_options)
         except Exception as exc:
             if self.app.conf.task_eager_propagates:
                 raise
-            return EagerResult(
-                request.id, self.app, states.FAILURE, exc, tb.format_exc(), name=self.name
-            )
-        for callback in options.get("link") or ():
-            Signature(callback, app=self.app).clone((value,)).type.apply(
-                *_call_parts(Signature(callback, app=self.app), (value,))
-            )
+            trace = tb.format_exc()
+            self._eager_errbacks(request, exc, trace)
+            return EagerResult(request.id, self.app, states.FAILURE, exc, trace, name=self.name)
+        # `link=` takes one signature or a list, as apply_async does.
+        for callback in as_signatures(options.get("link"), self.app):
+            callback.type.apply(*_call_parts(callback, (value,)))
         return EagerResult(request.id, self.app, states.SUCCESS, value, name=self.name)
+
+    def _eager_errbacks(self, request: Request, exc: BaseException, trace: str) -> None:
+        """Run `link_error` here as a worker would: (request, exc, traceback), or the task id."""
+        for errback in as_signatures(request.options.get("link_error"), self.app):
+            task = errback.type
+            if task._errback_arity >= 3:
+                task(request, exc, trace, *errback.args, **errback.kwargs)
+            else:
+                task.apply(*_call_parts(errback, (request.id,)))
 
     # -- sending -------------------------------------------------------------------------
     def apply_async(

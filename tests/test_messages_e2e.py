@@ -130,9 +130,7 @@ def test_per_call_serializer_and_compression(sapp, serializer):
 
 
 # -- dead letters ------------------------------------------------------------------------------
-def test_content_type_not_accepted_goes_to_dead_letters_and_can_be_requeued(
-    app, start_worker, env
-):
+def test_content_type_not_accepted_goes_to_dead_letters_and_can_be_requeued(app, start_worker, env):
     from tests.proj.tasks import add, msg_typeof
 
     strict = start_worker("-P", "solo")  # accept_content: json only
@@ -283,6 +281,23 @@ def test_queue_option_task_routes_and_task_queue(app, start_worker, monkeypatch)
     assert AsyncResult(explicit, app=app).get(timeout=5) == "q.call"
 
 
+def test_task_routes_as_a_list_with_a_router_function(app, monkeypatch):
+    from tests.proj.tasks import add, msg_where, urgent
+
+    def router(name, args, kwargs, options, task=None, **kw):
+        if name.endswith(".add") and args and args[0] > 100:
+            return {"queue": "q.big"}
+        return None
+
+    monkeypatch.setitem(app.conf, "task_routes", [router, {"tests.proj.tasks.msg_*": "q.msg"}])
+    add.delay(1000, 1)
+    add.delay(1, 1)
+    msg_where.delay()
+    urgent.delay("own queue first")
+    lengths = {q: app.broker.queue_length(q) for q in ["q.big", "celery", "q.msg", "priority.high"]}
+    assert lengths == {"q.big": 1, "celery": 1, "q.msg": 1, "priority.high": 1}
+
+
 def test_first_queue_of_dash_q_is_consumed_first(app, start_worker):
     from tests.proj.tasks import ordered, urgent
 
@@ -294,4 +309,3 @@ def test_first_queue_of_dash_q_is_consumed_first(app, start_worker):
     for result in results:
         result.get(timeout=5)
     assert journal("order") == ["u0", "u1", "u2", "o0", "o1", "o2"]
-

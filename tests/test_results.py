@@ -151,6 +151,7 @@ def test_success_state_value_and_aware_date_done(sapp):
         True,
         False,
     )
+    assert sapp.AsyncResult(result.id).get(timeout=0) == 5  # stored: no waiting needed
     again = sapp.AsyncResult(result.id)
     assert again.result == 5
     done = again.date_done
@@ -215,18 +216,22 @@ def test_get_times_out_without_a_worker(app):
     elapsed = time.monotonic() - began
     assert isinstance(info.value, builtins.TimeoutError)
     assert 0.3 <= elapsed < 1.5
+    with pytest.raises(BeatqTimeoutError):
+        result.get(timeout=0)
     assert result.state == "PENDING"
     assert app.broker.queue_length("celery") == 1  # still waiting for a worker, not lost
 
 
-def test_get_is_woken_when_the_result_is_stored(sapp):
+# 0.6 s as well: a get() polling every 0.5 s (Celery's default interval) would return at 1.0 s.
+@pytest.mark.parametrize("seconds", [0.3, 0.6])
+def test_get_is_woken_when_the_result_is_stored(sapp, seconds):
     from tests.proj.tasks import sleep
 
     began = time.monotonic()
-    result = sleep.delay(0.3, "wake")
+    result = sleep.delay(seconds, "wake")
     assert result.get(timeout=5) == "wake"
     elapsed = time.monotonic() - began
-    assert 0.3 <= elapsed < 0.3 + 0.25, f"get returned {elapsed - 0.3:.3f}s after the task"
+    assert seconds <= elapsed < seconds + 0.25, f"get returned {elapsed - seconds:.3f}s late"
 
 
 def test_forget_deletes_the_result(sapp):
@@ -357,17 +362,27 @@ def test_eta_aware_naive_and_pytz_datetimes(sapp):
     for kind, result in results.items():
         started = result.get(timeout=5)
         assert started >= expected[kind], f"{kind} eta ran {expected[kind] - started:.3f}s early"
-        assert started < expected[kind] + 1.0, f"{kind} eta ran {started - expected[kind]:.3f}s late"
+        assert started < expected[kind] + 1.0, (
+            f"{kind} eta ran {started - expected[kind]:.3f}s late"
+        )
 
 
-@pytest.mark.parametrize("when", ["past datetime", "past seconds"])
+EXPIRED = {
+    "past aware datetime": lambda: datetime.now(timezone.utc) - timedelta(minutes=1),
+    # Read in the app's zone (Asia/Shanghai): read as UTC it would lie 8 hours ahead.
+    "past naive datetime": lambda: (
+        datetime.now(SHANGHAI).replace(tzinfo=None) - timedelta(minutes=1)
+    ),
+    "past seconds": lambda: -1,
+}
+
+
+@pytest.mark.parametrize("when", list(EXPIRED))
 def test_expired_task_is_revoked_and_its_errback_runs(sapp, when):
     from tests.proj.tasks import add, errback_new, errback_old
 
-    expires = datetime.now(timezone.utc) - timedelta(minutes=1) if when == "past datetime" else -1
-    result = add.apply_async(
-        (1, 1), expires=expires, link_error=[errback_old.s(), errback_new.s()]
-    )
+    expires = EXPIRED[when]()
+    result = add.apply_async((1, 1), expires=expires, link_error=[errback_old.s(), errback_new.s()])
     with pytest.raises(TaskRevokedError, match="expired"):
         result.get(timeout=5)
     assert result.state == "REVOKED"
@@ -382,9 +397,12 @@ def test_expires_shorter_than_countdown_never_runs(sapp):
     from tests.proj.tasks import res_stamp
 
     result = res_stamp.apply_async(countdown=0.5, expires=0.2)
+    in_time = res_stamp.apply_async(countdown=0.5, expires=30)
     with pytest.raises(TaskRevokedError, match="expired"):
         result.get(timeout=5)
     assert result.state == "REVOKED"
+    assert isinstance(in_time.get(timeout=5), float)
+    assert in_time.state == "SUCCESS"
 
 
 def test_eta_task_waits_in_the_broker_and_survives_a_killed_worker(app, start_worker):

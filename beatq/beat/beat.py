@@ -127,6 +127,13 @@ class Beat:
     # -- leading -------------------------------------------------------------------------------
     def _lead(self) -> None:
         log.warning("beat %s is the leader now (token %s)", self.holder, self.lease.token)
+        # a standby does not watch the files: take up edits made while it stood by, or
+        # planning would drop the state (pause, last run) of entries the old leader added
+        if self._files_changed():
+            try:
+                self.entries = self.load()
+            except ScheduleError as exc:
+                log.error("beat: schedule change refused, keeping the current one: %s", exc)
         state = self.app.broker.beat_entries()
         stale = [name for name in state if name not in self.entries]
         self.records = {}
@@ -251,7 +258,8 @@ class Beat:
                 # unfinished = still stored in the broker: acknowledge only when done
                 options["acks_late"] = True
             if entry.jitter:
-                options["countdown"] = random.uniform(0, entry.jitter.total_seconds())
+                # from the slot, not from now: the run lands in [slot, slot + jitter]
+                options["eta"] = slot + random.uniform(0, entry.jitter.total_seconds())
             message, body = self.app.build_message(entry.task, entry.args, entry.kwargs, **options)
             outgoing.append(Outgoing(message.queue, message.id, body, message.eta))
             task_id = message.id

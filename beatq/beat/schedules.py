@@ -97,14 +97,14 @@ def parse_field(spec: Any, field: str) -> frozenset[int]:
         else:
             start = _value(rng, field, names)
             end = high if step_text else start
-        if field == "day_of_week":  # 7 is Sunday too
-            start, end = (0 if start == 7 and end == 7 else start), (6 if end == 7 else end)
+        # cron's 7 is Sunday too: accepted alone and in ranges ("5-7"), folded onto 0 below
+        top = 7 if field == "day_of_week" else high
         for v in (start, end):
-            if not low <= v <= high:
-                raise ScheduleSyntaxError(f"{field}: {v} is out of range {low}-{high}")
+            if not low <= v <= top:
+                raise ScheduleSyntaxError(f"{field}: {v} is out of range {low}-{top}")
         if start > end:
             raise ScheduleSyntaxError(f"{field}: range {rng!r} runs backwards")
-        values.update(range(start, end + 1, step))
+        values.update(v % 7 if field == "day_of_week" else v for v in range(start, end + 1, step))
     if not values:
         raise ScheduleSyntaxError(f"{field}: {spec!r} matches nothing")
     return frozenset(values)
@@ -202,6 +202,9 @@ class crontab:  # noqa: N801 (Celery's name)
         zone = dt.tzinfo
         assert zone is not None
         start = dt.astimezone(zone).date() - timedelta(days=1)  # a gap may push a run past midnight
+        # Compare instants in UTC: two datetimes of one zone compare by wall clock, blind to
+        # `fold`, so 01:30 EDT would look later than 01:10 EST in the repeated hour.
+        after = dt.astimezone(UTC)
         for offset in range(_SEARCH_DAYS):
             day = start + timedelta(days=offset)
             if not self.day_matches(day):
@@ -209,7 +212,7 @@ class crontab:  # noqa: N801 (Celery's name)
             for hour in self.hours:
                 for minute in self.minutes:
                     at = _resolve(datetime.combine(day, time(hour, minute)), zone)
-                    if at > dt:
+                    if at > after:
                         return at
         return None
 
@@ -342,7 +345,8 @@ class once:  # noqa: N801
         self.at = at
 
     def next_after(self, dt: datetime) -> datetime | None:
-        return self.at.astimezone(dt.tzinfo) if self.at > dt else None
+        # by instant: a same-zone comparison would ignore `fold` in a repeated hour
+        return self.at.astimezone(dt.tzinfo) if self.at.timestamp() > dt.timestamp() else None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, once) and self.at == other.at

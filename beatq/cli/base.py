@@ -38,7 +38,9 @@ def find_app(path: str) -> Beatq:
     if attr:
         found: Any = module
         for part in attr.split("."):
-            found = getattr(found, part, None)
+            if not hasattr(found, part):
+                raise ConfigurationError(f"module {module_name!r} has no attribute {part!r}")
+            found = getattr(found, part)
         if callable(found) and not isinstance(found, Beatq):
             found = found()
         if isinstance(found, Beatq):

@@ -33,15 +33,21 @@ def retrying(call: Callable[[], Any], stopping: Callable[[], bool] = lambda: Fal
     The task has run; its outcome must reach the store rather than vanish.
     """
     delay = 0.1
+    failed = False
     while True:
         try:
-            return call()
+            value = call()
         except BrokerError as exc:
             if stopping():
                 raise
             log.error("broker unreachable (%s); retrying in %.1fs", exc, delay)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
+            failed = True
+            continue
+        if failed:  # each error line above gets its ending
+            log.warning("broker connection restored")
+        return value
 
 
 class Executor:

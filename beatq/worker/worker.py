@@ -88,6 +88,7 @@ class Worker:
         self.stopping = threading.Event()
         self.signals = 0
         self.waiting = False  # the main thread is blocked on the broker's wake-up
+        self.failures = 0  # broker calls failed in a row in the consumer loop
         self.started_at = time.time()
         self.pool: Pool
         self.beat = beat  # an embedded Beat (worker -B), run in a thread of its own
@@ -161,18 +162,14 @@ class Worker:
 
     def _consume(self) -> None:
         broker = self.app.broker
-        failures = 0
         while not self.stopping.is_set():
             try:
                 if not self.buffer:
                     if not self._fill(broker):
                         continue
-                if failures:
-                    log.warning("broker connection restored")
-                    failures = 0
             except BrokerError as exc:
-                failures += 1
-                delay = min(0.1 * 2 ** (failures - 1), 5.0)
+                self.failures += 1
+                delay = min(0.1 * 2 ** (self.failures - 1), 5.0)
                 log.error("broker unreachable (%s); retrying in %.1fs", exc, delay)
                 self.stopping.wait(delay)
                 continue
@@ -187,6 +184,10 @@ class Worker:
     def _fill(self, broker: Any) -> bool:
         """Claim a batch into the buffer; when there is none, wait for work. True if filled."""
         claimed = broker.claim(self.queues, self.prefetch, self.visibility)
+        # Said as soon as the broker answers, not after the wait for work that follows.
+        if self.failures:
+            log.warning("broker connection restored")
+            self.failures = 0
         if claimed.claims:
             with self.held_lock:
                 for claim in claimed.claims:
