@@ -13,6 +13,7 @@ db 2 (celery) of that server. With --redis-url it never flushes unless --flush i
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import json
 import os
@@ -268,7 +269,7 @@ def one_rep(runner: Runner, n: int, k: int, logs: Path, rep: int, failures: list
 
     A 2-core setting that fails is recorded as None (and in ``failures``), not fatal.
     """
-    name, out = runner.system.name, {}
+    name, out = runner.system.name, {"load 1m": os.getloadavg()[0]}
     print(f"[rep {rep}] {name}: enqueue {n} + drain with -P solo + {k} round trips", flush=True)
     out["enqueue"], full, sentinel = runner.load(n)
     log = logs / f"{name}-solo-{rep}.log"
@@ -308,10 +309,11 @@ ROWS = [  # (label, figure key, unit, format)
 
 
 def spread(values: list) -> dict[str, float] | None:
-    """Median, min and max; None if any value is missing (a failed run)."""
-    if not values or None in values:
+    """Median, min and max over the runs that did not fail (None); None if all failed."""
+    ok = [v for v in values if v is not None]
+    if not ok:
         return None
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+    return {"median": statistics.median(ok), "min": min(ok), "max": max(ok), "runs": len(ok)}
 
 
 def summarise(samples: dict[str, list[dict]]) -> dict:
@@ -338,52 +340,60 @@ def summarise(samples: dict[str, list[dict]]) -> dict:
         fig = {"unit": unit} | {name: spread(s[key]) for name, s in series.items()}
         if {"beatq", "celery"} <= series.keys():
             pairs = zip(series["beatq"][key], series["celery"][key], strict=True)
-            fig["beatq/celery"] = spread([b and c and b / c for b, c in pairs])
+            fig["beatq/celery"] = spread([b / c if b and c else None for b, c in pairs])
         summary["figures"][label] = fig
     return summary
 
 
-def table(summary: dict, names: list[str]) -> str:
+def table(summary: dict, names: list[str], runs: int) -> str:
+    def cell(f: dict | None, spec: str) -> str:
+        if not f:
+            return "failed"
+        text = f"{f['median']:{spec}} [{f['min']:{spec}}–{f['max']:{spec}}]"
+        return text + (f" ({f['runs']}/{runs} runs)" if f["runs"] < runs else "")
+
     cols = names + (["beatq/celery"] if len(names) == 2 else [])
     rows = [["figure: median [min–max]", "unit", *cols]]
     for label, _, unit, fmt in ROWS:
-        cells = [label, unit]
-        for col in cols:
-            f, spec = summary["figures"][label][col], ".2f" if col == "beatq/celery" else fmt
-            cells.append(
-                f"{f['median']:{spec}} [{f['min']:{spec}}–{f['max']:{spec}}]" if f else "n/a"
-            )
-        rows.append(cells)
+        figs = summary["figures"][label]
+        rows.append([label, unit, *(cell(figs[c], ".2f" if "/" in c else fmt) for c in cols)])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     rule = "-" * len(lines[0])
     notes = []
     for name in names:
-        tried = summary["2-core drain by setting"][name].items()
         best = summary["best 2-core setting"][name]
-        notes.append(
-            f"2-core drain, {name}: "
-            + "; ".join(
-                (f"{s} {f['median']:,.0f} tasks/s" if f else f"{s} failed")
-                + (" (best)" if s == best else "")
-                for s, f in tried
-            )
-        )
+        tried = [
+            f"{s} {cell(f, ',.0f')}" + (" <- best" if s == best else "")
+            for s, f in summary["2-core drain by setting"][name].items()
+        ]
+        notes.append(f"2-core drain (tasks/s), {name}: " + "; ".join(tried))
     return "\n".join([lines[0], rule, *lines[1:], rule, *notes])
 
 
+def source_digest(package: str) -> str:
+    """Digest of a package's source files: tells whether it changed during the run."""
+    h = hashlib.sha256()
+    for path in sorted(Path(importlib.import_module(package).__file__).parent.rglob("*")):
+        if path.suffix in (".py", ".lua"):
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def environment(base_url: str, names: list[str]) -> dict:
-    versions = {}
-    for name in names:
-        versions[name] = getattr(importlib.import_module(name), "__version__", "?")
-    git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True).stdout
+
     return {
-        "versions": versions,
+        "versions": {n: getattr(importlib.import_module(n), "__version__", "?") for n in names},
+        "source_digest": {n: source_digest(n) for n in names},
         "redis_server": redis.Redis.from_url(base_url).info("server")["redis_version"],
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
-        "git_commit": git.stdout.strip() or None,
+        "git_commit": git("rev-parse", "HEAD").strip() or None,
+        "beatq_tree_dirty": bool(git("status", "--porcelain", "--", "beatq").strip()),
+        "loadavg": os.getloadavg(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -408,20 +418,25 @@ def main() -> int:
     logs = RESULTS / "logs"
     logs.mkdir(parents=True, exist_ok=True)
 
-    with nullcontext(args.redis_url) if args.redis_url else own_redis() as base_url:
-        flush = args.flush or not args.redis_url
-        runners = {name: Runner(SYSTEMS[name], base_url, flush) for name in names}
-        samples: dict[str, list[dict]] = {name: [] for name in names}
-        failures: list[dict] = []
-        try:
-            for rep in range(args.repeat):
+    if os.getloadavg()[0] > 0.5:
+        print(f"! load average {os.getloadavg()[0]:.2f} before start: figures will be noisy")
+    try:
+        with nullcontext(args.redis_url) if args.redis_url else own_redis() as base_url:
+            flush = args.flush or not args.redis_url
+            runners = {name: Runner(SYSTEMS[name], base_url, flush) for name in names}
+            env = environment(base_url, names)
+            samples: dict[str, list[dict]] = {name: [] for name in names}
+            failures: list[dict] = []
+            for rep in range(1, args.repeat + 1):
                 order = names[rep % len(names) :] + names[: rep % len(names)]  # alternate
                 for name in order:
-                    samples[name].append(one_rep(runners[name], n, k, logs, rep + 1, failures))
-        except BenchError as e:
-            print(f"ERROR: {e}", file=sys.stderr)
-            return 1
-        env = environment(base_url, names)
+                    samples[name].append(one_rep(runners[name], n, k, logs, rep, failures))
+    except BenchError as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 1
+    env["loadavg after"] = os.getloadavg()
+    changed = [name for name in names if source_digest(name) != env["source_digest"][name]]
+    env["source changed during run"] = changed
 
     summary = summarise(samples)
     result = {
@@ -434,9 +449,11 @@ def main() -> int:
     out = RESULTS / ("core-quick.json" if args.quick else "core.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print()
-    print(table(summary, names))
+    print(table(summary, names, args.repeat))
     if failures:
         print(f"\n{len(failures)} run(s) failed; see 'failures' in the JSON")
+    if changed:
+        print(f"! source of {', '.join(changed)} changed during the run: versions are mixed")
     print(f"\n{n:,} tasks, {k} round trips, {args.repeat} runs; ratios are run by run. -> {out}")
     return 0
 

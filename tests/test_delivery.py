@@ -161,8 +161,9 @@ def test_second_signal_stops_at_once_and_requeues_running_task(app, start_worker
     stopped_at = time.monotonic()
     worker.signal(second)
     code = worker.wait(5)
-    assert time.monotonic() - stopped_at < 1.5, "a second signal stops at once"
+    assert time.monotonic() - stopped_at < 3, "a second signal stops at once"
     assert code == 0
+    assert runs("cold", "end") == [], "the task was cut short"
     log = worker.log()
     assert "stopping now" in log
     assert f"they go back to their queue: {result.id}" in log, log
@@ -173,6 +174,7 @@ def test_second_signal_stops_at_once_and_requeues_running_task(app, start_worker
     assert AsyncResult(result.id, app=app).state == "SUCCESS"
     starts = runs("cold")
     assert len(starts) == 2 and starts[1] == f"cold:start:{other.pid}"
+    assert runs("cold", "end") == [f"cold:end:{other.pid}"]
 
 
 def test_idle_worker_stops_at_once_on_sigterm(app, start_worker):
@@ -180,6 +182,6 @@ def test_idle_worker_stops_at_once_on_sigterm(app, start_worker):
     signalled = time.monotonic()
     worker.signal(signal.SIGTERM)
     assert worker.wait(5) == 0
-    assert time.monotonic() - signalled < 1, "not held up by its idle wait for work"
+    assert time.monotonic() - signalled < 1.5, "not held up by its 2 s idle wait for work"
     assert worker.name not in app.broker.workers()
     assert "stopped" in worker.log()

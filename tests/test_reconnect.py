@@ -147,6 +147,7 @@ def test_tasks_queued_across_a_cut_are_not_lost(app, start_worker, proxy, redis_
     assert running.get(timeout=10) == "across"
     assert [r.get(timeout=10) for r in queued] == [0, 2, 4, 6, 8]
     assert journal("naps") == ["across:start", "across:end"]
+    assert "broker connection restored" in worker.log()
     assert app.broker.queue_length("celery") == 0
     assert worker.process.poll() is None
 

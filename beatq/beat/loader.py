@@ -92,7 +92,7 @@ def build_entry(
     kinds = [k for k in ("every", "cron", "at", "schedule") if spec.get(k) is not None]
     if len(kinds) != 1:
         raise EntryError(
-            "needs exactly one of 'every', 'cron' or 'at'"
+            "needs exactly one of 'every', 'cron' or 'at' ('schedule' in Python)"
             + (f" (has {', '.join(kinds)})" if kinds else ""),
             kinds[1] if len(kinds) > 1 else None,
         )
@@ -195,6 +195,37 @@ def load_python(app: Any) -> dict[str, Entry]:
     return entries
 
 
+def _refuse_duplicates(path: Path, node: yaml.Node | None) -> None:
+    """YAML keeps the last of two equal keys silently; a schedule file must not lose one.
+
+    Checked on the nodes as written, before merge keys (`<<: *base`) are expanded.
+    """
+
+    def check(mapping: yaml.Node, what: str) -> None:
+        if not isinstance(mapping, yaml.MappingNode):
+            return
+        seen: dict[str, int] = {}
+        for key, _ in mapping.value:
+            if not isinstance(key, yaml.ScalarNode):
+                continue
+            line = key.start_mark.line + 1
+            if key.value in seen:
+                raise ScheduleError(
+                    f"{path}:{line}: {what} {key.value!r} is defined twice "
+                    f"(also at line {seen[key.value]})"
+                )
+            seen[key.value] = line
+
+    if not isinstance(node, yaml.MappingNode):
+        return
+    check(node, "top-level key")
+    for key, value in node.value:
+        if key.value == "schedules" and isinstance(value, yaml.MappingNode):
+            check(value, "entry")
+            for name, entry in value.value:
+                check(entry, f"entry {name.value!r}: key")
+
+
 def load_file(
     path: str | Path, zone: tzinfo, registered: Iterable[str] | None = None
 ) -> dict[str, Entry]:
@@ -207,6 +238,7 @@ def load_file(
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
+        _refuse_duplicates(path, node)
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -234,10 +266,16 @@ def load_file(
         raise ScheduleError(
             f"{path}:{lines['schedules'][0]}: 'schedules' must be a mapping of entries"
         )
-    entry_nodes = {k.value: (k, v) for k, v in lines["schedules"][1].value} if schedules else {}
+    # Find each entry's nodes by the key YAML built from them (a bare `on` is True); the
+    # entry keeps its name as written.
+    build_key = yaml.constructor.SafeConstructor().construct_object
+    entry_nodes = (
+        {build_key(k): (k, v) for k, v in lines["schedules"][1].value} if schedules else {}
+    )
     entries = {}
-    for name, spec in schedules.items():
-        key_node, value_node = entry_nodes[str(name)]
+    for key, spec in schedules.items():
+        key_node, value_node = entry_nodes[key]
+        name = str(key_node.value)
         line = key_node.start_mark.line + 1
         where = f"{path}:{line}: entry {name!r}"
         if not isinstance(spec, dict):
@@ -252,7 +290,7 @@ def load_file(
                 )
         key_lines = {k.value: k.start_mark.line + 1 for k, _ in value_node.value}
         try:
-            entries[str(name)] = build_entry(str(name), spec, zone, f"{path}:{line}", registered)
+            entries[name] = build_entry(name, spec, zone, f"{path}:{line}", registered)
         except EntryError as exc:
             at = key_lines.get(exc.key or "", line)
             raise ScheduleError(f"{path}:{at}: entry {name!r}: {exc}") from None

@@ -44,6 +44,7 @@ def worker(
     prefetch_multiplier: int | None,
     with_beat: bool,
     files: tuple[str, ...],
+    lease_ttl: float | None,
     loglevel: str | None,
 ) -> None:
     """Run a worker: take tasks from the queues and run them."""
@@ -51,7 +52,7 @@ def worker(
     names = [q.strip() for q in (queues or "").split(",") if q.strip()] or None
     beat = None
     if with_beat:
-        beat = Beat(app, files=list(files) or None)
+        beat = Beat(app, files=list(files) or None, lease_ttl=lease_ttl)
         try:
             beat.entries = beat.load()
         except ScheduleError as exc:

@@ -128,8 +128,14 @@ def _child(make_executor: Callable[[], Executor], conn: Connection) -> None:
     # The parent coordinates shutdown: a child ignores the terminal's Ctrl-C and SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = os.getppid()
     executor = make_executor()
     while True:
+        # A parent killed with SIGKILL never says goodbye, and the pipe stays open (other
+        # children hold copies of its end): an idle child checks it still has its parent.
+        while not conn.poll(1.0):
+            if os.getppid() != parent:
+                return
         try:
             claim = conn.recv()
         except EOFError:
@@ -149,6 +155,7 @@ class _Child:
         self.conn = conn
         self.claim: Claim | None = None
         self.started = 0.0
+        self.limit: float | None = None  # the claim's hard time limit
 
 
 class PreforkPool(Pool):
@@ -194,6 +201,7 @@ class PreforkPool(Pool):
         with self.lock:
             child = next(c for c in self.children if c.claim is None)
             child.claim, child.started = claim, time.monotonic()
+            child.limit = self.hard_limit(claim)  # once: it decodes the message
             self.active[claim.id] = (claim, time.time())
         child.conn.send(claim)
 
@@ -227,7 +235,7 @@ class PreforkPool(Pool):
             claim = child.claim
             if claim is None:
                 continue
-            limit = self.hard_limit(claim)
+            limit = child.limit
             if limit and now - child.started > limit + self.grace:
                 os.kill(child.process.pid, signal.SIGKILL)
                 child.process.join(5)

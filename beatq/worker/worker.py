@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
-from .. import messages
+from .. import messages, serializers
 from ..app import Beatq
 from ..brokers import Claim
 from ..exceptions import BrokerError
@@ -153,12 +153,14 @@ class Worker:
         return POOLS[self.pool_name](make_executor, self.concurrency, self._finished)
 
     def _hard_limit(self, claim: Claim) -> float | None:
+        # A per-call time_limit (apply_async) wins over the task's, as in the child.
         try:
-            name = messages.read_header(claim.body)["task"]
-        except messages.MessageError:
+            message = messages.decode(claim.body, self.app.conf.accept_content)
+        except (messages.MessageError, serializers.ContentDisallowed, serializers.DecodeError):
             return None
-        task = self.app.tasks.get(name)
-        return task.option("time_limit") if task is not None else None
+        task = self.app.tasks.get(message.task)
+        default = task.option("time_limit") if task is not None else None
+        return message.options.get("time_limit", default)
 
     def _consume(self) -> None:
         broker = self.app.broker

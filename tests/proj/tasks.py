@@ -244,3 +244,13 @@ def dl_hard_steps(seconds):
     """hard_limited in short sleeps."""
     _dl_steps(seconds)
     return "finished"
+
+
+@app.task
+def dl_stuck(seconds):
+    """dl_blocked_sleep without a time limit of its own (a caller gives one per call)."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    time.sleep(seconds)
+    return "finished"
