@@ -92,7 +92,7 @@ def build_entry(
     kinds = [k for k in ("every", "cron", "at", "schedule") if spec.get(k) is not None]
     if len(kinds) != 1:
         raise EntryError(
-            "needs exactly one of 'every', 'cron' or 'at' ('schedule' in Python)"
+            "needs exactly one of 'every', 'cron' or 'at'"
             + (f" (has {', '.join(kinds)})" if kinds else ""),
             kinds[1] if len(kinds) > 1 else None,
         )
