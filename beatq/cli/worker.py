@@ -32,6 +32,7 @@ from .base import EXIT_USAGE, get_app, handle_errors, loglevel_option
     metavar="FILE",
     help="With -B: schedule file or glob.",
 )
+@click.option("--lease-ttl", type=float, help="With -B: seconds a dead leader holds the lease.")
 @loglevel_option
 @click.pass_context
 @handle_errors
