@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from ..exceptions import ConfigurationError
 from .base import (
     Backend,
+    ChordJoin,
     Claim,
     Claimed,
     DeadLetter,
@@ -44,6 +45,7 @@ def connect(url: str, options: Mapping[str, Any] | None = None) -> Backend:
 
 __all__ = [
     "Backend",
+    "ChordJoin",
     "Claim",
     "Claimed",
     "DeadLetter",

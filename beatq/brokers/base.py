@@ -50,6 +50,18 @@ class ResultWrite:
 
 
 @dataclass(frozen=True)
+class ChordJoin:
+    """A chord member finishing: count `member` in `group`; the member that makes the
+    count reach `size` (and only that one) sends `unlock`."""
+
+    group: str
+    member: str
+    size: int
+    unlock: Outgoing
+    ttl: float
+
+
+@dataclass(frozen=True)
 class Claimed:
     """What `claim` returns: the claims, and the eta of the earliest delayed message."""
 
@@ -136,18 +148,24 @@ class Backend(abc.ABC):
     def finish(
         self,
         ack: Sequence[Claim] = (),
-        result: ResultWrite | None = None,
+        results: Sequence[ResultWrite] = (),
         send: Sequence[Outgoing] = (),
+        join: ChordJoin | None = None,
     ) -> None:
         """In one atomic step and in this order: acknowledge `ack` (the messages are gone
-        for good), store `result`, send `send`. Any part may be empty. Idempotent for
-        ack and result; a final result wakes every `wait_result` on its task id.
+        for good), store `results`, count the chord member `join`, send `send`. Any part
+        may be empty. Idempotent for ack, results and join (a member counts once however
+        often it finishes); a final result wakes every `wait_result` on its task id.
         """
 
     # -- results ---------------------------------------------------------------------------
     @abc.abstractmethod
     def get_result(self, task_id: str) -> bytes | None:
         """The stored state of `task_id` (final if there is one), or None."""
+
+    @abc.abstractmethod
+    def get_results(self, task_ids: Sequence[str]) -> list[bytes | None]:
+        """The final states of many tasks at once (None where there is none), in order."""
 
     @abc.abstractmethod
     def wait_result(self, task_id: str, timeout: float | None) -> bytes | None:

@@ -9,6 +9,7 @@ Keys (prefix `beatq`, or the transport option `global_keyprefix`):
     {p}:unacked     zset    claimed id by claim deadline (the visibility timeout)
     {p}:r:{id}      list    the final result of a task (one element; waiters BLMOVE on it)
     {p}:s:{id}      string  the latest non-final state (STARTED, RETRY)
+    {p}:chord:{g}   set     finished members of chord g; {p}:chord:{g}:fired once complete
     {p}:dead        hash    id -> "queue\\nbody" of dead letters
     {p}:dead:why    hash    id -> reason
     {p}:dead:idx    zset    id by time of death
@@ -41,7 +42,17 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from ..exceptions import BrokerError
-from .base import Backend, Claim, Claimed, DeadLetter, EntryState, Lease, Outgoing, ResultWrite
+from .base import (
+    Backend,
+    ChordJoin,
+    Claim,
+    Claimed,
+    DeadLetter,
+    EntryState,
+    Lease,
+    Outgoing,
+    ResultWrite,
+)
 
 
 class RedisKeys:
@@ -102,6 +113,10 @@ def _errors(url: str) -> Iterator[None]:
 def _split(stored: bytes) -> tuple[str, bytes]:
     queue, _, body = stored.partition(b"\n")
     return queue.decode(), body
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
 
 
 def _flatten(messages: Sequence[Outgoing]) -> list[Any]:
@@ -203,16 +218,19 @@ class RedisBackend(Backend):
     def finish(
         self,
         ack: Sequence[Claim] = (),
-        result: ResultWrite | None = None,
+        results: Sequence[ResultWrite] = (),
         send: Sequence[Outgoing] = (),
+        join: ChordJoin | None = None,
     ) -> None:
         k = self.keys
-        args: list[Any] = [k.prefix, len(ack), *(c.id for c in ack)]
-        if result is None:
-            args += ["", "", "", 0]
+        args: list[Any] = [k.prefix, len(ack), *(c.id for c in ack), len(results)]
+        for r in results:
+            kind = "final" if r.final else "state"
+            args += [kind, r.task_id, r.meta, _ms(r.ttl)]
+        if join is None:
+            args += ["", "", 0, 0, *_flatten([Outgoing("", "", b"")])]
         else:
-            kind = "final" if result.final else "state"
-            args += [kind, result.task_id, result.meta, max(1, int(result.ttl * 1000))]
+            args += [join.group, join.member, join.size, _ms(join.ttl), *_flatten([join.unlock])]
         args += _flatten(send)
         self._run("finish", [k.msgs, k.unacked, k.delayed], args)
 
@@ -224,6 +242,13 @@ class RedisBackend(Backend):
             pipe.get(self.keys.state(task_id))
             final, state = pipe.execute()
         return final if final is not None else state
+
+    def get_results(self, task_ids: Sequence[str]) -> list[bytes | None]:
+        with _errors(self.url):
+            pipe = self.client.pipeline(transaction=False)
+            for task_id in task_ids:
+                pipe.lindex(self.keys.result(task_id), 0)
+            return pipe.execute()
 
     def wait_result(self, task_id: str, timeout: float | None) -> bytes | None:
         key = self.keys.result(task_id)

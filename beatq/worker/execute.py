@@ -231,12 +231,12 @@ class Executor:
         result: ResultWrite | None = None,
         send: list[Outgoing] | tuple[()] = (),
     ) -> None:
-        broker = self.app.broker
-        if self.split_store and result is not None:
-            self.app.result_store.finish(result=result)
-            result = None
-        if ack or result is not None or send:
-            broker.finish(ack, result, send)
+        results = [] if result is None else [result]
+        if self.split_store and results:
+            self.app.result_store.finish(results=results)
+            results = []
+        if ack or results or send:
+            self.app.broker.finish(ack, results, send)
 
     def _callback(self, sig: Any, parent: Message, args: tuple[Any, ...]) -> Outgoing:
         sig = Signature(sig, app=self.app)

@@ -1,27 +1,46 @@
 -- KEYS: msgs, unacked, delayed
--- ARGV: prefix, n_ack, ack ids..., result kind ('' none | 'final' | 'state'), task id, meta,
---       ttl ms, then (queue, id, body, eta) per message to send
--- In this order: acknowledge, store the result (a final one wakes its waiters), send.
+-- ARGV: prefix,
+--       n_ack, ack ids...,
+--       n_results, then (kind 'final' | 'state', task id, meta, ttl ms) per result,
+--       join: group id ('' none), member id, size, ttl ms, then the unlock message (queue, id, body, eta),
+--       then (queue, id, body, eta) per message to send
+-- In this order: acknowledge, store results (a final one wakes its waiters), count the
+-- chord member (the one that completes the header sends the unlock message), send.
 local msgs, unacked, delayed = KEYS[1], KEYS[2], KEYS[3]
 local prefix = ARGV[1]
-local n_ack = tonumber(ARGV[2])
-local i = 3
-for j = i, i + n_ack - 1 do
+local i = 2
+local n_ack = tonumber(ARGV[i])
+for j = i + 1, i + n_ack do
   redis.call('ZREM', unacked, ARGV[j])
   redis.call('HDEL', msgs, ARGV[j])
 end
-i = i + n_ack
-local kind, id, meta, ttl = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-if kind == 'final' then
-  local r = rkey(prefix, id)
-  redis.call('DEL', r, skey(prefix, id))
-  redis.call('RPUSH', r, meta)
-  redis.call('PEXPIRE', r, ttl)
-elseif kind == 'state' then
-  redis.call('SET', skey(prefix, id), meta, 'PX', ttl)
+i = i + n_ack + 1
+local n_results = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, n_results do
+  local kind, id, meta, ttl = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  if kind == 'final' then
+    local r = rkey(prefix, id)
+    redis.call('DEL', r, skey(prefix, id))
+    redis.call('RPUSH', r, meta)
+    redis.call('PEXPIRE', r, ttl)
+  else
+    redis.call('SET', skey(prefix, id), meta, 'PX', ttl)
+  end
+  i = i + 4
 end
-i = i + 4
 local now = clock()
+local group = ARGV[i]
+if group ~= '' then
+  local done, fired = ckey(prefix, group), ckey(prefix, group) .. ':fired'
+  redis.call('SADD', done, ARGV[i + 1])
+  redis.call('PEXPIRE', done, ARGV[i + 3])
+  if redis.call('SCARD', done) >= tonumber(ARGV[i + 2])
+      and redis.call('SET', fired, '1', 'NX', 'PX', ARGV[i + 3]) then
+    send_one(prefix, msgs, delayed, now, ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7])
+  end
+end
+i = i + 8
 for j = i, #ARGV, 4 do
   send_one(prefix, msgs, delayed, now, ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3])
 end

@@ -8,6 +8,7 @@ local function qkey(prefix, queue) return prefix .. ':q:' .. queue end
 local function wkey(prefix, queue) return prefix .. ':w:' .. queue end
 local function rkey(prefix, id) return prefix .. ':r:' .. id end
 local function skey(prefix, id) return prefix .. ':s:' .. id end
+local function ckey(prefix, group) return prefix .. ':chord:' .. group end
 
 -- Leave one wake-up token for the workers blocked on `queue` (never more than one).
 local function wake(prefix, queue)
