@@ -2,8 +2,8 @@
 
 from .app import Beatq, current_app
 from .beat.schedules import crontab, every, once, schedule
-from .canvas import Signature, signature
-from .result import AsyncResult
+from .canvas import Signature, chain, chord, group, signature
+from .result import AsyncResult, GroupResult
 from .task import Task
 
 __version__ = "0.1.0"
@@ -11,11 +11,15 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncResult",
     "Beatq",
+    "GroupResult",
     "Signature",
     "Task",
+    "chain",
+    "chord",
     "crontab",
     "current_app",
     "every",
+    "group",
     "once",
     "schedule",
     "signature",

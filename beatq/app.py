@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from . import timeutils
-from .brokers import Backend, Outgoing, connect
+from .brokers import Backend, Outgoing, ResultWrite, connect
 from .canvas import Signature, as_signatures
 from .conf import Settings
 from .exceptions import BrokerError, ConfigurationError, NotRegistered
@@ -60,6 +60,9 @@ class Beatq:
         self._backends: dict[str, tuple[int, Backend]] = {}
         self._lock = threading.Lock()
         _current.append(self)
+        from .builtins import register_builtins
+
+        register_builtins(self)
 
     # -- settings ------------------------------------------------------------------------
     def config_from_object(self, obj: Any, namespace: str | None = None) -> None:
@@ -262,14 +265,22 @@ class Beatq:
         outgoing: Sequence[Outgoing],
         retry: bool = True,
         policy: Mapping[str, Any] | None = None,
+        results: Sequence[ResultWrite] = (),
     ) -> None:
-        """Hand encoded messages to the broker, retrying a lost connection per `policy`."""
+        """Hand encoded messages (and saved groups) to the broker in one atomic step,
+        retrying a lost connection per `policy`."""
         policy = {**self.conf.task_publish_retry_policy, **(policy or {})}
         attempts = 1 + (int(policy.get("max_retries") or 0) if retry else 0)
         delay = float(policy.get("interval_start", 0.0))
         for attempt in range(attempts):
             try:
-                self.broker.send(outgoing)
+                if results and self.result_store is not self.broker:
+                    self.result_store.finish(results=results)
+                    results = ()
+                if results:
+                    self.broker.finish(results=results, send=outgoing)
+                else:
+                    self.broker.send(outgoing)
                 return
             except BrokerError:
                 if attempt + 1 >= attempts:

@@ -1,23 +1,39 @@
-"""Signatures: a task call as plain data (task name, args, kwargs, options).
+"""Canvas: signatures, chain, group, chord — plain data that travels inside messages.
 
-A Signature is a dict, so it serializes into a message and back unchanged:
-`{"task": ..., "args": [...], "kwargs": {...}, "options": {...}, "immutable": bool}`.
+Every canvas is a dict, so it serializes into a message and back unchanged:
+
+    task        {"task": name, "args": [...], "kwargs": {...}, "options": {...}, "immutable": b}
+    chain       {"task": "beatq.chain", "kwargs": {"tasks": [...]}, "subtask_type": "chain", ...}
+    group       {"task": "beatq.group", "kwargs": {"tasks": [...]}, "subtask_type": "group", ...}
+    chord       {"task": "beatq.chord", "kwargs": {"header": group, "body": sig}, ...}
+
+Applying one happens in two steps. `freeze` gives every task its id up front (so the
+caller holds the final result, with `.parent` walking back), then `expand` turns the
+canvas into the messages to send now. What comes later travels in the messages'
+options: `chain` (the signatures to apply with this task's result) and `chord` (the
+join this task counts toward; the member that completes the header sends the unlock).
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
+import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from .brokers import Outgoing, ResultWrite
 
 if TYPE_CHECKING:
     from .app import Beatq
-    from .result import AsyncResult
     from .task import Task
 
 
 class Signature(dict):
     """A task call to make later: `add.s(2, 2)`, `signature("proj.tasks.add", args=(2, 2))`."""
+
+    subtask_type: str | None = None
 
     def __init__(
         self,
@@ -38,6 +54,8 @@ class Signature(dict):
                 options=dict(data.get("options") or {}),
                 immutable=bool(data.get("immutable", False)),
             )
+            if data.get("subtask_type"):
+                self["subtask_type"] = data["subtask_type"]
             self._app = app or getattr(task, "_app", None)
             return
         name = task if isinstance(task, str) else task.name
@@ -50,6 +68,8 @@ class Signature(dict):
             options={**(options or {}), **extra_options},
             immutable=immutable,
         )
+        if self.subtask_type:
+            self["subtask_type"] = self.subtask_type
         self._app = app
 
     # -- fields --------------------------------------------------------------------------
@@ -74,6 +94,10 @@ class Signature(dict):
         return self["immutable"]
 
     @property
+    def id(self) -> str | None:
+        return self.options.get("task_id")
+
+    @property
     def app(self) -> Beatq:
         if self._app is None:
             from .app import current_app
@@ -93,8 +117,8 @@ class Signature(dict):
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> Signature:
-        """A copy; new args are appended (unless immutable), kwargs and options merged."""
-        new = Signature(copy.deepcopy(dict(self)), app=self._app)
+        """A copy; new args come first (unless immutable), kwargs and options are merged."""
+        new = maybe_signature(copy.deepcopy(dict(self)), self._app)
         if args and not self.immutable:
             new["args"] = list(args) + new["args"]
         if kwargs and not self.immutable:
@@ -103,7 +127,7 @@ class Signature(dict):
         return new
 
     def set(self, immutable: bool | None = None, **options: Any) -> Signature:
-        """Set options in place (`queue`, `countdown`, ...) and return self."""
+        """Set options in place (`queue`, `countdown`, `task_id`, ...) and return self."""
         if immutable is not None:
             self["immutable"] = immutable
         self["options"].update(options)
@@ -117,19 +141,29 @@ class Signature(dict):
         self["options"].setdefault("link_error", []).append(errback)
         return errback
 
+    def freeze(self) -> Any:
+        """Give this canvas its ids now; the result it will have."""
+        return freeze(self, self.app)
+
     # -- applying ------------------------------------------------------------------------
     def apply_async(
         self,
         args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         **options: Any,
-    ) -> AsyncResult:
-        """Send the call; `args` come before the signature's own unless it is immutable."""
-        call_args = list(self.args) if self.immutable else list(args or ()) + list(self.args)
-        call_kwargs = dict(self.kwargs) if self.immutable else {**self.kwargs, **(kwargs or {})}
-        return self.app.send_task(self.task, call_args, call_kwargs, **{**self.options, **options})
+    ) -> Any:
+        """Send it; `args` come before the signature's own unless it is immutable."""
+        app = self.app
+        sig = self.clone(**options) if options else self
+        if app.conf.task_always_eager:
+            return _apply_eager(sig, app, list(args or ()), dict(kwargs or {}))
+        result = freeze(sig, app)
+        plan = Plan()
+        expand(sig, app, plan, list(args or ()), dict(kwargs or {}))
+        app.publish(plan.send, results=plan.results)
+        return result
 
-    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -137,12 +171,173 @@ class Signature(dict):
         call_args = list(self.args) if self.immutable else list(args) + list(self.args)
         return self.type(*call_args, **{**self.kwargs, **kwargs})
 
+    def __or__(self, other: Signature) -> Signature:
+        if isinstance(other, Signature):
+            return chain(self, other)
+        return NotImplemented
+
+    def __invert__(self) -> Any:
+        """`~sig`: apply and wait for the result."""
+        return self.apply_async().get()
+
     def __repr__(self) -> str:
         parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
         return f"{self.task}({', '.join(parts)}){'!' if self.immutable else ''}"
 
     def __reduce__(self) -> Any:
-        return (Signature, (dict(self),))
+        return (maybe_signature, (dict(self),))
+
+
+class chain(Signature):  # noqa: N801 (Celery's name)
+    """Tasks run one after another, each getting the previous one's result.
+
+    >>> chain(add.s(2, 2), add.s(4), add.s(8))().get()
+    16
+    """
+
+    subtask_type = "chain"
+
+    def __init__(self, *tasks: Any, app: Beatq | None = None, **options: Any) -> None:
+        if len(tasks) == 1 and isinstance(tasks[0], Mapping) and "task" not in tasks[0]:
+            raise TypeError("chain() takes signatures")
+        if (
+            len(tasks) == 1
+            and isinstance(tasks[0], Mapping)
+            and tasks[0].get("subtask_type") == "chain"
+        ):
+            data = dict(tasks[0])
+            super().__init__(data, app=app)
+            return
+        if len(tasks) == 1 and not isinstance(tasks[0], Mapping):
+            tasks = tuple(tasks[0])
+        flat: list[Signature] = []
+        for t in tasks:
+            sig = maybe_signature(t, app)
+            flat.extend(sig.tasks if isinstance(sig, chain) else [sig])
+        app = app or next((t._app for t in flat if t._app), None)
+        super().__init__("beatq.chain", (), {"tasks": flat}, options, app=app)
+
+    @property
+    def tasks(self) -> list[Signature]:
+        return [maybe_signature(t, self._app) for t in self.kwargs["tasks"]]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.apply_async(args, kwargs)
+
+    def link_error(self, errback: Signature) -> Signature:
+        """The errback runs once, for whichever task fails."""
+        for t in self.kwargs["tasks"]:
+            maybe_signature(t, self._app).link_error(errback)
+        return errback
+
+    def __repr__(self) -> str:
+        return " | ".join(repr(t) for t in self.tasks)
+
+
+class group(Signature):  # noqa: N801
+    """Tasks run in parallel; the result is the list of their results, in order.
+
+    >>> group(add.s(i, i) for i in range(10))().get()
+    [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]
+    """
+
+    subtask_type = "group"
+
+    def __init__(self, *tasks: Any, app: Beatq | None = None, **options: Any) -> None:
+        if (
+            len(tasks) == 1
+            and isinstance(tasks[0], Mapping)
+            and tasks[0].get("subtask_type") == "group"
+        ):
+            super().__init__(dict(tasks[0]), app=app)
+            return
+        if len(tasks) == 1 and not isinstance(tasks[0], Mapping):
+            tasks = tuple(tasks[0])
+        sigs = [maybe_signature(t, app) for t in tasks]
+        app = app or next((t._app for t in sigs if t._app), None)
+        super().__init__("beatq.group", (), {"tasks": sigs}, options, app=app)
+
+    @property
+    def tasks(self) -> list[Signature]:
+        return [maybe_signature(t, self._app) for t in self.kwargs["tasks"]]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.apply_async(args, kwargs)
+
+    def __len__(self) -> int:
+        return len(self.kwargs["tasks"])
+
+    def link_error(self, errback: Signature) -> Signature:
+        for t in self.kwargs["tasks"]:
+            maybe_signature(t, self._app).link_error(errback)
+        return errback
+
+    def __repr__(self) -> str:
+        return f"group([{', '.join(repr(t) for t in self.tasks)}])"
+
+
+class chord(Signature):  # noqa: N801
+    """A group, then a body that gets the list of the group's results.
+
+    >>> chord((add.s(i, i) for i in range(10)), xsum.s())().get()
+    90
+    """
+
+    subtask_type = "chord"
+
+    def __init__(
+        self, header: Any, body: Any = None, app: Beatq | None = None, **options: Any
+    ) -> None:
+        if isinstance(header, Mapping) and header.get("subtask_type") == "chord":
+            super().__init__(dict(header), app=app)
+            return
+        header = header if isinstance(header, group) else group(header, app=app)
+        body_sig = maybe_signature(body, app) if body is not None else None
+        app = app or header._app or (body_sig._app if body_sig else None)
+        super().__init__("beatq.chord", (), {"header": header, "body": body_sig}, options, app=app)
+
+    @property
+    def header(self) -> group:
+        return group(self.kwargs["header"], app=self._app)
+
+    @property
+    def body(self) -> Signature | None:
+        body = self.kwargs.get("body")
+        return maybe_signature(body, self._app) if body is not None else None
+
+    def __call__(self, body: Any = None, **options: Any) -> Any:
+        sig = chord(self.header, body, app=self._app, **self.options) if body is not None else self
+        return sig.apply_async(**options)
+
+    def link_error(self, errback: Signature) -> Signature:
+        body = self.kwargs["body"]
+        body["options"].setdefault("link_error", []).append(errback)
+        return errback
+
+    def __repr__(self) -> str:
+        return f"chord({self.header!r}, {self.body!r})"
+
+
+_TYPES: dict[str | None, type[Signature]] = {
+    None: Signature,
+    "chain": chain,
+    "group": group,
+    "chord": chord,
+}
+
+
+def maybe_signature(value: Any, app: Beatq | None = None) -> Signature:
+    """The Signature (or chain, group, chord) for a signature or its dict."""
+    if isinstance(value, Signature):
+        if app is not None and value._app is None:
+            value._app = app
+        return value
+    if not isinstance(value, Mapping):
+        raise TypeError(f"not a signature: {value!r}")
+    cls = _TYPES[value.get("subtask_type")]
+    if cls is Signature:
+        return Signature(value, app=app)
+    return cls(value, app=app)
 
 
 def signature(
@@ -154,6 +349,8 @@ def signature(
     **extra: Any,
 ) -> Signature:
     """Celery's `signature(...)`: also turns a signature dict back into a Signature."""
+    if isinstance(task, Mapping) and not isinstance(task, Signature):
+        return maybe_signature(task, app)
     if isinstance(task, Signature):
         return task
     return Signature(task, args, kwargs, options, app=app, **extra)
@@ -165,4 +362,206 @@ def as_signatures(value: Any, app: Beatq | None = None) -> list[Signature]:
         return []
     if isinstance(value, Mapping):
         value = [value]
-    return [s if isinstance(s, Signature) else Signature(s, app=app) for s in value]
+    return [maybe_signature(s, app) for s in value]
+
+
+# -- freezing: ids up front ------------------------------------------------------------------
+def freeze(sig: Signature, app: Beatq) -> Any:
+    """Give every task in `sig` its id (kept in its options) and return the result handle."""
+    from .result import AsyncResult, GroupResult
+
+    kind = sig.get("subtask_type")
+    if kind is None:
+        task_id = sig.options.setdefault("task_id", str(uuid.uuid4()))
+        return AsyncResult(task_id, app=app, task_name=sig.task)
+    if kind == "chain":
+        result = None
+        for t in sig.kwargs["tasks"]:
+            nxt = freeze(maybe_signature(t, app), app)
+            _set_parent(nxt, result)
+            result = nxt
+        return result
+    if kind == "group":
+        group_id = sig.options.setdefault("group_id", str(uuid.uuid4()))
+        members = [freeze(maybe_signature(t, app), app) for t in sig.kwargs["tasks"]]
+        return GroupResult(group_id, members, app=app)
+    header = freeze(maybe_signature(sig.kwargs["header"], app), app)
+    body = sig.kwargs.get("body")
+    if body is None:
+        return header
+    result = freeze(maybe_signature(body, app), app)
+    _set_parent(result, header)
+    return result
+
+
+def _set_parent(result: Any, parent: Any) -> None:
+    first = result
+    while getattr(first, "parent", None) is not None:
+        first = first.parent
+    first.parent = parent
+
+
+def final_ids(sig: Mapping[str, Any]) -> list[str]:
+    """The ids whose results make up `sig`'s result (a chain's last task, a group's members)."""
+    kind = sig.get("subtask_type")
+    if kind is None:
+        return [sig["options"]["task_id"]]
+    if kind == "chain":
+        return final_ids(sig["kwargs"]["tasks"][-1])
+    if kind == "group":
+        return [i for t in sig["kwargs"]["tasks"] for i in final_ids(t)]
+    body = sig["kwargs"].get("body")
+    return final_ids(body if body is not None else sig["kwargs"]["header"])
+
+
+def all_ids(sig: Mapping[str, Any]) -> list[str]:
+    """Every task id in a frozen canvas (to fail them all when what feeds them fails)."""
+    kind = sig.get("subtask_type")
+    if kind is None:
+        return [
+            sig["options"]["task_id"],
+            *(i for c in sig["options"].get("chain") or () for i in all_ids(c)),
+        ]
+    if kind in ("chain", "group"):
+        return [i for t in sig["kwargs"]["tasks"] for i in all_ids(t)]
+    parts = [sig["kwargs"]["header"], sig["kwargs"].get("body")]
+    return [i for p in parts if p is not None for i in all_ids(p)]
+
+
+# -- expanding: the messages to send now -----------------------------------------------------
+@dataclass
+class Plan:
+    """What applying a canvas sends now, in one atomic backend call."""
+
+    send: list[Outgoing] = field(default_factory=list)
+    results: list[ResultWrite] = field(default_factory=list)
+
+
+@dataclass
+class Followup:
+    """A builtin task's return: its value, and a plan the worker carries out in the same
+    atomic step that acknowledges the task (how a chord's unlock sends its body once)."""
+
+    value: Any
+    plan: Plan
+
+
+def expand(
+    sig: Mapping[str, Any],
+    app: Beatq,
+    plan: Plan,
+    args: list[Any] | None = None,
+    kwargs: dict[str, Any] | None = None,
+    then: list[Mapping[str, Any]] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Add to `plan` the messages that start frozen canvas `sig`.
+
+    `args`/`kwargs` are the partial arguments (a parent's result); `then` is what runs
+    after `sig` with its result; `extra` holds options for the tasks that finish `sig`
+    (a chord join).
+    """
+    args, kwargs, then, extra = args or [], kwargs or {}, list(then or ()), extra or {}
+    kind = sig.get("subtask_type")
+    if kind is None:
+        options = dict(sig["options"])
+        if then:
+            # what finishes the chain (a chord join) travels with it to its last task
+            options["chain"] = [*then, *(options.get("chain") or ())]
+            if extra:
+                options["chain_extra"] = extra
+        else:
+            options.update(extra)
+        call_args = list(sig["args"]) if sig.get("immutable") else [*args, *sig["args"]]
+        call_kwargs = dict(sig["kwargs"]) if sig.get("immutable") else {**sig["kwargs"], **kwargs}
+        message, body = app.build_message(sig["task"], call_args, call_kwargs, **options)
+        plan.send.append(Outgoing(message.queue, message.id, body, message.eta))
+    elif kind == "chain":
+        tasks = sig["kwargs"]["tasks"]
+        expand(tasks[0], app, plan, args, kwargs, [*tasks[1:], *then], extra)
+    elif kind == "group" and then:
+        # a group followed by something is a chord
+        body = then[0] if len(then) == 1 else chain(*then, app=app)
+        _expand_chord(sig, body, app, plan, args, kwargs, extra)
+    elif kind == "group":
+        from .result import encode_group
+
+        ids = [i for t in sig["kwargs"]["tasks"] for i in final_ids(t)]
+        plan.results.append(encode_group(app, sig["options"]["group_id"], ids))
+        for t in sig["kwargs"]["tasks"]:
+            expand(t, app, plan, args, kwargs, None, extra)
+    else:
+        body = sig["kwargs"].get("body")
+        if then:
+            body = chain(body, *then, app=app)
+        _expand_chord(sig["kwargs"]["header"], body, app, plan, args, kwargs, extra)
+
+
+def _expand_chord(
+    header: Mapping[str, Any],
+    body: Mapping[str, Any],
+    app: Beatq,
+    plan: Plan,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    extra: dict[str, Any],
+) -> None:
+    from .result import encode_group
+
+    group_id = header["options"]["group_id"]
+    members = list(_flat_members(header))
+    ids = [i for m in members for i in final_ids(m)]
+    plan.results.append(encode_group(app, group_id, ids))
+    if not members:  # Celery runs the body at once with an empty list
+        expand(body, app, plan, [[]], {}, None, extra)
+        return
+    join = {"id": group_id, "size": len(ids), "body": dict(body), "extra": extra}
+    for member in members:
+        # members are acknowledged when done, so one whose worker dies runs again
+        expand(member, app, plan, args, kwargs, None, {"chord": join, "acks_late": True})
+
+
+def _flat_members(header: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
+    for t in header["kwargs"]["tasks"]:
+        if t.get("subtask_type") == "group":
+            yield from _flat_members(t)
+        else:
+            yield t
+
+
+# -- eager -----------------------------------------------------------------------------------
+def _apply_eager(sig: Signature, app: Beatq, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """Run a canvas in this process (task_always_eager), returning its result handle."""
+    from .result import EagerResult, GroupResult
+
+    kind = sig.get("subtask_type")
+    if kind is None:
+        call_args = list(sig.args) if sig.immutable else [*args, *sig.args]
+        return sig.type.apply(call_args, {**sig.kwargs, **kwargs}, **sig.options)
+    if kind == "chain":
+        result = None
+        for i, t in enumerate(sig.tasks):
+            step = (
+                _apply_eager(t, app, args, kwargs)
+                if i == 0
+                else _apply_eager(t, app, [result.get()], {})
+            )
+            step.parent = result
+            result = step
+        return result
+    if kind == "group":
+        results = [_apply_eager(t, app, args, kwargs) for t in sig.tasks]
+        return GroupResult(sig.options.get("group_id") or str(uuid.uuid4()), results, app=app)
+    header = _apply_eager(sig.header, app, args, kwargs)
+    values = header.get(propagate=True)
+    body = sig.body
+    if body is None:
+        return header
+    out = _apply_eager(body, app, [values], {})
+    return out if out is not None else EagerResult(str(uuid.uuid4()), app, "SUCCESS", None)
+
+
+def chunks_of(items: Iterable[Any], n: int) -> Iterable[list[Any]]:
+    it = iter(items)
+    while chunk := list(itertools.islice(it, n)):
+        yield chunk

@@ -93,6 +93,10 @@ class MaxRetriesExceededError(TaskError):
     """`Task.retry` was called after `max_retries` retries."""
 
 
+class ChordError(TaskError):
+    """A member of a chord failed, so its body was not run."""
+
+
 class TaskRevokedError(TaskError):
     """The task was revoked, or expired, before it ran."""
 

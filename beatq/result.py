@@ -24,6 +24,7 @@ from .exceptions import BrokerError, TimeoutError
 
 if TYPE_CHECKING:
     from .app import Beatq
+    from .brokers import ResultWrite
 
 
 # -- exceptions in results --------------------------------------------------------------
@@ -284,3 +285,117 @@ class EagerResult(AsyncResult):
 
     def forget(self) -> None:
         pass
+
+
+def group_key(group_id: str) -> str:
+    """Where a group's member ids are saved in the result store."""
+    return f"group:{group_id}"
+
+
+def encode_group(app: Beatq, group_id: str, ids: list[str]) -> ResultWrite:
+    """The saved form of a group: its member ids, kept as long as results are."""
+    from .brokers import ResultWrite
+
+    meta = make_meta(group_key(group_id), states.SUCCESS, ids)
+    data = encode_meta(meta, app.conf.result_serializer, app.conf.result_compression)
+    return ResultWrite(group_key(group_id), data, result_ttl(app))
+
+
+def result_ttl(app: Beatq) -> float:
+    expires = app.conf.result_expires
+    if hasattr(expires, "total_seconds"):
+        expires = expires.total_seconds()
+    return float(expires) if expires else 10 * 365 * 86400.0
+
+
+class GroupResult:
+    """The results of a group, in order: `get`, `ready`, `completed_count`, `save`, `restore`.
+
+    >>> res = group(add.s(i, i) for i in range(3))()
+    >>> res.get(timeout=1)
+    [0, 2, 4]
+    >>> GroupResult.restore(res.id, app=app).completed_count()
+    3
+    """
+
+    def __init__(
+        self,
+        id: str,
+        results: list[Any],
+        app: Beatq | None = None,
+        parent: Any = None,
+    ) -> None:
+        if app is None:
+            from .app import current_app
+
+            app = current_app()
+        self.id = id
+        self.results = results
+        self.app = app
+        self.parent = parent
+
+    @property
+    def children(self) -> list[Any]:
+        return self.results
+
+    def __iter__(self) -> Any:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.results[index]
+
+    def ready(self) -> bool:
+        return all(r.ready() for r in self.results)
+
+    def successful(self) -> bool:
+        return all(r.successful() for r in self.results)
+
+    def failed(self) -> bool:
+        return any(r.failed() for r in self.results)
+
+    def waiting(self) -> bool:
+        return not self.ready()
+
+    def completed_count(self) -> int:
+        """How many members finished successfully."""
+        return sum(1 for r in self.results if r.successful())
+
+    def get(self, timeout: float | None = None, propagate: bool = True, **kwargs: Any) -> list[Any]:
+        """Every member's value, in order; the first failure is raised unless propagate=False."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        values = []
+        for r in self.results:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            values.append(r.get(timeout=left, propagate=propagate, **kwargs))
+        return values
+
+    join = get
+
+    def forget(self) -> None:
+        for r in self.results:
+            r.forget()
+        self.app.result_store.forget(group_key(self.id))
+
+    def save(self) -> None:
+        """Keep the member ids in the store, so `GroupResult.restore(id)` finds them."""
+        ids = [r.id for r in self.results]
+        self.app.result_store.finish(results=[encode_group(self.app, self.id, ids)])
+
+    @classmethod
+    def restore(cls, group_id: str, app: Beatq | None = None) -> GroupResult | None:
+        """The group saved under `group_id` (applying a group saves it), or None."""
+        if app is None:
+            from .app import current_app
+
+            app = current_app()
+        raw = app.result_store.get_result(group_key(group_id))
+        if raw is None:
+            return None
+        ids = decode_meta(raw, app.conf.result_accept_content)["result"]
+        return cls(group_id, [AsyncResult(i, app=app) for i in ids], app=app)
+
+    def __repr__(self) -> str:
+        return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"

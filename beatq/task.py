@@ -270,6 +270,22 @@ class Task:
 
     subtask = signature
 
+    def map(self, it: Iterable[Any]) -> Signature:
+        """One message that runs this task over each item: `~xsum.map([range(10)])`."""
+        return Signature("beatq.map", (), {"task": self.s(), "it": list(it)}, app=self.app)
+
+    def starmap(self, it: Iterable[Any]) -> Signature:
+        """One message that runs this task over each item's arguments."""
+        return Signature(
+            "beatq.starmap", (), {"task": self.s(), "it": [list(i) for i in it]}, app=self.app
+        )
+
+    def chunks(self, it: Iterable[Any], n: int) -> Signature:
+        """A group of `starmap`s of `n` items each: `add.chunks(zip(a, b), 10)`."""
+        from .canvas import chunks_of, group
+
+        return group((self.starmap(chunk) for chunk in chunks_of(it, n)), app=self.app)
+
     # -- retrying ------------------------------------------------------------------------
     def retry(
         self,

@@ -16,11 +16,11 @@ from typing import Any
 
 from .. import messages, serializers, states
 from ..app import Beatq
-from ..brokers import Claim, Outgoing, ResultWrite
-from ..canvas import Signature
+from ..brokers import ChordJoin, Claim, Outgoing, ResultWrite
+from ..canvas import Followup, Plan, all_ids, expand, maybe_signature
 from ..exceptions import BrokerError, Reject, Retry, TaskRevokedError
 from ..messages import Message
-from ..result import encode_meta, make_meta
+from ..result import encode_meta, make_meta, result_ttl
 from ..task import Request, Task
 from .limits import time_limits
 
@@ -105,6 +105,9 @@ class Executor:
         except Reject as exc:
             self._reject(claim, message, exc)
         except Exception as exc:
+            log.error(
+                "Task %s[%s] raised %r\n%s", message.task, message.id, exc, traceback.format_exc()
+            )
             self._fail(ack, message, task, request, exc, traceback.format_exc())
         else:
             self._succeed(ack, message, task, value, time.perf_counter() - began)
@@ -150,38 +153,52 @@ class Executor:
     def _succeed(
         self, ack: list[Claim], message: Message, task: Task, value: Any, runtime: float
     ) -> None:
+        plan = Plan()
+        if isinstance(value, Followup):  # a builtin's plan, carried out atomically with its ack
+            plan, value = value.plan, value.value
         if log.isEnabledFor(logging.INFO):
             log.info("Task %s[%s] succeeded in %.6fs: %r", message.task, message.id, runtime, value)
-        result = None
         if not task.option("ignore_result"):
-            result = self._state(message, states.SUCCESS, value)
-        send = [self._callback(sig, message, (value,)) for sig in message.options.get("link") or ()]
-        retrying(lambda: self._finish(ack, result, send))
+            plan.results.append(self._state(message, states.SUCCESS, value))
+        for sig in message.options.get("link") or ():
+            plan.send.append(callback_message(self.app, sig, (value,), message.id, _root(message)))
+        chain = message.options.get("chain")
+        if chain:
+            extra = message.options.get("chain_extra")
+            expand(
+                maybe_signature(chain[0], self.app), self.app, plan, [value], {}, chain[1:], extra
+            )
+        join = self._join(message)
+        retrying(lambda: self._finish(ack, plan.results, plan.send, join))
 
     def _fail(
         self,
         ack: list[Claim],
         message: Message,
-        task: Task,
+        task: Task | None,
         request: Request,
         exc: BaseException,
-        tb: str,
+        tb: str | None,
+        status: str = states.FAILURE,
     ) -> None:
-        log.error("Task %s[%s] raised %r\n%s", message.task, message.id, exc, tb.rstrip())
-        result = None
-        if not task.option("ignore_result"):
-            result = self._state(message, states.FAILURE, exc, tb)
-        send = self._errbacks(message, request, exc, tb)
-        retrying(lambda: self._finish(ack, result, send))
+        """Store the failure (and fail what was to follow in a chain), run the errbacks."""
+        results = []
+        if task is None or not task.option("ignore_result") or status != states.FAILURE:
+            results.append(self._state(message, status, exc, tb))
+        for sig in message.options.get("chain") or ():
+            results += failure_writes(self.app, all_ids(sig), exc, tb, status)
+        errbacks = message.options.get("link_error") or ()
+        send = run_errbacks(self.app, errbacks, request, exc, tb, _root(message))
+        join = self._join(message)
+        retrying(lambda: self._finish(ack, results, send, join))
 
     def _expire(self, claim: Claim, message: Message, task: Task) -> None:
         log.info(
             "Task %s[%s] expired before it started; not run (REVOKED)", message.task, message.id
         )
         exc = TaskRevokedError("expired")
-        result = self._state(message, states.REVOKED, exc)
-        send = self._errbacks(message, self._request(message, task), exc, None)
-        retrying(lambda: self._finish([claim], result, send))
+        request = self._request(message, task)
+        self._fail([claim], message, task, request, exc, None, states.REVOKED)
 
     def _retry(
         self, claim: Claim, ack: list[Claim], message: Message, task: Task, exc: Retry
@@ -228,53 +245,35 @@ class Executor:
     def _finish(
         self,
         ack: Any = (),
-        result: ResultWrite | None = None,
-        send: list[Outgoing] | tuple[()] = (),
+        results: Any = (),
+        send: Any = (),
+        join: ChordJoin | None = None,
     ) -> None:
-        results = [] if result is None else [result]
+        if isinstance(results, ResultWrite):
+            results = [results]
+        results = list(results or ())
         if self.split_store and results:
             self.app.result_store.finish(results=results)
             results = []
-        if ack or results or send:
-            self.app.broker.finish(ack, results, send)
+        if ack or results or send or join:
+            self.app.broker.finish(ack, results, send, join)
 
-    def _callback(self, sig: Any, parent: Message, args: tuple[Any, ...]) -> Outgoing:
-        sig = Signature(sig, app=self.app)
-        call_args = list(sig.args) if sig.immutable else [*args, *sig.args]
-        message, body = self.app.build_message(
-            sig.task,
-            call_args,
-            sig.kwargs,
-            **{
-                **sig.options,
-                "parent_id": parent.id,
-                "root_id": parent.root or parent.id,
-            },
+    def _join(self, message: Message) -> ChordJoin | None:
+        """The chord join this message counts toward, with the unlock message to send."""
+        chord = message.options.get("chord")
+        if not chord:
+            return None
+        body = chord["body"]
+        queue = (body.get("options") or {}).get("queue")
+        unlock, data = self.app.build_message(
+            "beatq.chord_unlock",
+            [chord["id"], body, chord.get("extra") or {}],
+            queue=queue,
+            parent_id=message.id,
+            root_id=_root(message),
         )
-        return Outgoing(message.queue, message.id, body, message.eta)
-
-    def _errbacks(
-        self, message: Message, request: Request, exc: BaseException, tb: str | None
-    ) -> list[Outgoing]:
-        """Run new-style errbacks (request, exc, traceback) here; return old-style ones to send.
-
-        As in Celery: an errback task taking three arguments is called in this process
-        with the failed request; one taking one argument is sent with the failed task's id.
-        """
-        send = []
-        for raw in message.options.get("link_error") or ():
-            sig = Signature(raw, app=self.app)
-            errback = self.app.tasks.get(sig.task)
-            if errback is not None and errback._errback_arity >= 3:
-                try:
-                    errback(request, exc, tb, *sig.args, **sig.kwargs)
-                except Exception:
-                    log.exception(
-                        "errback %s for task %s[%s] failed", sig.task, message.task, message.id
-                    )
-            else:
-                send.append(self._callback(sig, message, (message.id,)))
-        return send
+        outgoing = Outgoing(unlock.queue, unlock.id, data, None)
+        return ChordJoin(chord["id"], message.id, chord["size"], outgoing, self.result_ttl)
 
     def fail_lost(self, claim: Claim, exc: BaseException) -> None:
         """Record the task of `claim` as failed with `exc` (its process died or was killed)."""
@@ -285,8 +284,76 @@ class Executor:
             return
         task = self.app.tasks.get(message.task)
         log.error("Task %s[%s] failed: %r", message.task, message.id, exc)
-        result = self._state(message, states.FAILURE, exc, f"{type(exc).__name__}: {exc}\n")
-        send = []
-        if task is not None:
-            send = self._errbacks(message, self._request(message, task), exc, None)
-        retrying(lambda: self._finish([claim], result, send))
+        request = Request(
+            id=message.id, task=message.task, args=message.args, kwargs=message.kwargs
+        )
+        self._fail([claim], message, task, request, exc, f"{type(exc).__name__}: {exc}\n")
+
+
+def _root(message: Message) -> str:
+    return message.root or message.id
+
+
+def callback_message(
+    app: Beatq, sig: Any, args: tuple[Any, ...], parent_id: str, root_id: str
+) -> Outgoing:
+    """The message for a link or an old-style errback, with `args` before its own."""
+    sig = maybe_signature(sig, app)
+    call_args = list(sig.args) if sig.immutable else [*args, *sig.args]
+    options = {**sig.options, "parent_id": parent_id, "root_id": root_id}
+    message, body = app.build_message(sig.task, call_args, sig.kwargs, **options)
+    return Outgoing(message.queue, message.id, body, message.eta)
+
+
+def run_errbacks(
+    app: Beatq,
+    errbacks: Any,
+    request: Request,
+    exc: BaseException,
+    tb: str | None,
+    root_id: str,
+) -> list[Outgoing]:
+    """Run new-style errbacks (request, exc, traceback) here; return old-style ones to send.
+
+    As in Celery: an errback task taking three arguments is called in this process with
+    the failed request; one taking one argument is sent with the failed task's id.
+    """
+    send = []
+    for raw in errbacks:
+        sig = maybe_signature(raw, app)
+        errback = app.tasks.get(sig.task)
+        if errback is not None and errback._errback_arity >= 3:
+            try:
+                errback(request, exc, tb, *sig.args, **sig.kwargs)
+            except Exception:
+                log.exception(
+                    "errback %s for task %s[%s] failed", sig.task, request.task, request.id
+                )
+        else:
+            send.append(callback_message(app, sig, (request.id,), request.id, root_id))
+    return send
+
+
+def errback_plan(app: Beatq, failed: Any, exc: BaseException, tb: str | None) -> list[Outgoing]:
+    """The errbacks of a task that will not run because what fed it failed (a chord body)."""
+    request = Request(
+        id=failed.id or "",
+        task=failed.task,
+        args=list(failed.args),
+        kwargs=dict(failed.kwargs),
+        options=dict(failed.options),
+    )
+    return run_errbacks(app, failed.options.get("link_error") or (), request, exc, tb, request.id)
+
+
+def failure_writes(
+    app: Beatq, ids: list[str], exc: BaseException, tb: str | None, status: str = states.FAILURE
+) -> list[ResultWrite]:
+    """Final states for tasks that will never run (a chain stopped, a chord failed)."""
+    ttl = result_ttl(app)
+    out = []
+    for task_id in ids:
+        meta = make_meta(task_id, status, exc, tb)
+        data = encode_meta(meta, app.conf.result_serializer, app.conf.result_compression)
+        out.append(ResultWrite(task_id, data, ttl, True))
+    return out
