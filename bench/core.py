@@ -246,6 +246,8 @@ class Runner:
                     f"~{(full - left) / secs:,.0f} tasks/s"
                 ) from e
             rate = (full - 1) / (time.perf_counter() - t0)  # the sentinel is not counted
+            if left := self.qlen():  # the sentinel went in last: it must come out last
+                raise BenchError(f"{w.label}: sentinel done with {left:,} messages still queued")
             lat = self.roundtrips(roundtrips) if roundtrips else []
             return rate, lat, w.peak_mib()
 

@@ -74,8 +74,9 @@ def build_entry(
     if registered is not None:
         names = sorted(registered)
         if task not in names:
-            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-            close = difflib.get_close_matches(task, names, n=1)
+            own = [n for n in names if not n.startswith("beatq.")]  # not the builtins
+            shown = ", ".join(own[:8]) + (", ..." if len(own) > 8 else "")
+            close = difflib.get_close_matches(task, own, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise EntryError(
                 f"names task {task!r}, which is not registered{hint}; registered: {shown}", "task"

@@ -75,7 +75,8 @@ class Executor:
             return
         task = self.app.tasks.get(message.task)
         if task is None:
-            registered = ", ".join(sorted(self.app.tasks)[:10])
+            own = sorted(n for n in self.app.tasks if not n.startswith("beatq."))
+            registered = ", ".join(own[:10])
             self._dead_letter(
                 claim, f"unknown task {message.task!r}; registered: {registered or '(none)'}"
             )
