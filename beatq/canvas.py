@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .brokers import Outgoing, ResultWrite
+from .brokers import ChordJoin, Outgoing, ResultWrite
 
 if TYPE_CHECKING:
     from .app import Beatq
@@ -57,6 +57,7 @@ class Signature(dict):
             if data.get("subtask_type"):
                 self["subtask_type"] = data["subtask_type"]
             self._app = app or getattr(task, "_app", None)
+            self._adopt_parts()
             return
         name = task if isinstance(task, str) else task.name
         if app is None and not isinstance(task, str):
@@ -71,6 +72,17 @@ class Signature(dict):
         if self.subtask_type:
             self["subtask_type"] = self.subtask_type
         self._app = app
+
+    def _adopt_parts(self) -> None:
+        """Rebuilt from data, a canvas holds Signatures rather than dicts, so that the ids
+        `freeze` gives and the errbacks `link_error` adds land in it, not in a copy."""
+        kwargs, kind = self["kwargs"], self.get("subtask_type")
+        if kind in ("chain", "group"):
+            kwargs["tasks"] = [maybe_signature(t, self._app) for t in kwargs["tasks"]]
+        elif kind == "chord":
+            for part in ("header", "body"):
+                if kwargs.get(part) is not None:
+                    kwargs[part] = maybe_signature(kwargs[part], self._app)
 
     # -- fields --------------------------------------------------------------------------
     @property
@@ -264,8 +276,8 @@ class group(Signature):  # noqa: N801
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
 
-    def __len__(self) -> int:
-        return len(self.kwargs["tasks"])
+    # No __len__ (len(group.tasks) counts the tasks): a dict whose len() is not its
+    # number of keys is packed corrupt by msgpack, and an empty group would be falsy.
 
     def link_error(self, errback: Signature) -> Signature:
         for t in self.kwargs["tasks"]:
@@ -435,6 +447,8 @@ class Plan:
 
     send: list[Outgoing] = field(default_factory=list)
     results: list[ResultWrite] = field(default_factory=list)
+    # chord members counted as failed because they will never run (see execute.finish_joins)
+    joins: list[ChordJoin] = field(default_factory=list)
 
 
 @dataclass

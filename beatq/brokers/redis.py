@@ -54,6 +54,8 @@ from .base import (
     ResultWrite,
 )
 
+MAX_BLOCK = 5.0  # seconds: the longest a blocking read waits before asking again
+
 
 class RedisKeys:
     """Every Redis key beatq uses, built in one place (lua/lib.lua mirrors the per-id ones)."""
@@ -131,11 +133,12 @@ class RedisBackend(Backend):
         options = dict(options or {})
         self.url = url
         self.keys = RedisKeys(options.pop("global_keyprefix", None) or "beatq")
-        # No socket timeout: blocking reads (BLPOP, BLMOVE) carry their own. Our callers
-        # reconnect with backoff, so redis-py itself retries only briefly.
+        # Blocking reads (BLPOP, BLMOVE) block at most MAX_BLOCK seconds at a time, so a
+        # socket timeout above that detects a peer that vanished without closing the
+        # connection. Our callers reconnect with backoff; redis-py retries only briefly.
         self.client = redis.Redis.from_url(
             url,
-            socket_timeout=None,
+            socket_timeout=options.pop("socket_timeout", MAX_BLOCK + 5.0),
             socket_connect_timeout=options.pop("socket_connect_timeout", 5.0),
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
             socket_keepalive=True,
@@ -183,7 +186,7 @@ class RedisBackend(Backend):
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
         keys = [self.keys.wake(q) for q in queues]
         with _errors(self.url):
-            return self.client.blpop(keys, timeout=max(timeout, 0.01)) is not None
+            return self.client.blpop(keys, timeout=min(max(timeout, 0.01), MAX_BLOCK)) is not None
 
     def renew(self, ids: Sequence[str], visibility: float) -> None:
         if ids:
@@ -254,9 +257,14 @@ class RedisBackend(Backend):
         key = self.keys.result(task_id)
         # Rotating the one-element list onto itself blocks until the result exists and
         # leaves it in place, so every waiter on the same id wakes.
-        block = 0 if timeout is None else max(timeout, 0.001)
-        with _errors(self.url):
-            return self.client.blmove(key, key, block, "RIGHT", "LEFT")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = MAX_BLOCK if deadline is None else deadline - time.monotonic()
+            block = min(max(left, 0.001), MAX_BLOCK)
+            with _errors(self.url):
+                value = self.client.blmove(key, key, block, "RIGHT", "LEFT")
+            if value is not None or (deadline is not None and time.monotonic() >= deadline):
+                return value
 
     def forget(self, task_id: str) -> None:
         with _errors(self.url):

@@ -254,3 +254,54 @@ def dl_stuck(seconds):
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
     time.sleep(seconds)
     return "finished"
+
+
+# -- canvas tests (tests/test_canvas.py) --------------------------------------------------------
+@app.task
+def cv_xsum(numbers):
+    return sum(numbers)
+
+
+@app.task
+def cv_note(value, tag=""):
+    """Journal `tag` to "cv" (to see which links of a canvas ran) and pass `value` on."""
+    record("cv", tag)
+    return value
+
+
+@app.task
+def cv_body(values, tag="body"):
+    """A chord body that journals each run to "cv_body" and returns the sum."""
+    record("cv_body", f"{tag}:{sum(values)}")
+    return sum(values)
+
+
+@app.task(bind=True)
+def cv_retry_once(self, x):
+    """Journal each try to "cv_retry"; the first retries (countdown 0.1 s), the second returns x."""
+    record("cv_retry", str(self.request.retries))
+    if self.request.retries == 0:
+        raise self.retry(countdown=0.1)
+    return x
+
+
+@app.task
+def cv_slow(x, seconds, tag=""):
+    """Journal "tag:start" to "cv", sleep `seconds` in short steps, return x."""
+    record("cv", f"{tag}:start")
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        time.sleep(0.01)
+    return x
+
+
+@app.task
+def cv_stamp(*args):
+    """The POSIX time this task started at (arguments ignored)."""
+    return time.time()
+
+
+@app.task(bind=True)
+def cv_where(self, *args):
+    """The queue this message came from."""
+    return self.request.delivery_info["queue"]

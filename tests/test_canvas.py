@@ -1,0 +1,356 @@
+"""Canvas end to end (SPEC §7): signatures, chain, group, chord, map, starmap, chunks,
+nesting and failure semantics, run by real worker processes on a real Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import redis
+
+from beatq import GroupResult, chain, chord, group, signature
+from beatq.canvas import maybe_signature
+from beatq.exceptions import ChordError
+from beatq.serializers import dumps, loads
+from tests.conftest import wait_for
+from tests.proj import journal
+from tests.proj.tasks import (
+    CustomError,
+    add,
+    cv_body,
+    cv_note,
+    cv_retry_once,
+    cv_slow,
+    cv_stamp,
+    cv_where,
+    echo,
+    errback_new,
+    errback_old,
+    fail,
+    mul,
+)
+from tests.proj.tasks import cv_xsum as xsum
+
+EVENS = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]
+
+
+@pytest.fixture
+def worker(start_worker):
+    """One threads worker for the test, also consuming the queue `cv.other`."""
+    return start_worker("-P", "threads", "-c", "4", "-Q", "celery,cv.other")
+
+
+@pytest.fixture
+def drained(app, redis_url, prefix):
+    """Wait until the broker holds no message at all (ready, delayed or unacked), so
+    nothing can still run: a count taken afterwards is final."""
+    client = redis.Redis.from_url(redis_url)
+
+    def empty() -> bool:
+        return not (
+            client.hlen(f"{prefix}:msg")
+            or client.zcard(f"{prefix}:delayed")
+            or client.zcard(f"{prefix}:unacked")
+        )
+
+    def wait(timeout: float = 10.0) -> None:
+        wait_for(empty, timeout, "the broker to hold no messages")
+
+    yield wait
+    client.close()
+
+
+# -- 1. signatures --------------------------------------------------------------------------
+def test_signature_fields_and_local_call(app):
+    s = add.s(2, 2)
+    assert (s.task, s.args, s.kwargs, s.immutable) == ("tests.proj.tasks.add", [2, 2], {}, False)
+    assert add.si(2, 2).immutable is True
+    assert s() == 4  # a plain call, here
+    assert add.s(2)(3) == 5  # partial: the call's args come first
+    assert add.si(2, 2)(99) == 4  # immutable: the call's args are ignored
+
+    by_name = signature(
+        "tests.proj.tasks.add", args=(2, 3), kwargs={}, options={"queue": "cv.other"}, app=app
+    )
+    assert (by_name.task, by_name.args, by_name.options) == (
+        "tests.proj.tasks.add",
+        [2, 3],
+        {"queue": "cv.other"},
+    )
+    assert by_name() == 5
+
+    clone = s.clone()
+    clone.set(queue="cv.other")
+    clone.args.append(7)
+    assert s.options == {} and s.args == [2, 2]
+    assert clone.options == {"queue": "cv.other"} and clone.args == [2, 2, 7]
+    assert add.s(2).clone(args=(1,)).args == [1, 2]
+    assert add.si(2, 2).clone(args=(1,)).args == [2, 2]
+
+
+CANVASES = {
+    "task": lambda: add.s(2, 2).set(queue="cv.other", countdown=1),
+    "immutable": lambda: add.si(2, 2),
+    "chain": lambda: chain(add.s(2, 2), add.s(4), add.s(8)),
+    "group": lambda: group(add.s(i, i) for i in range(3)),
+    "chord": lambda: chord((add.s(i, i) for i in range(3)), xsum.s() | mul.s(2)),
+    "nested": lambda: chain(add.s(1, 1), group(add.s(1), chain(add.s(2), mul.s(3))), xsum.s()),
+}
+
+
+@pytest.mark.parametrize("serializer", ["json", "pickle", "msgpack", "yaml"])
+@pytest.mark.parametrize("kind", sorted(CANVASES))
+def test_signature_survives_serialization(app, serializer, kind):
+    original = CANVASES[kind]()
+    content_type, data = dumps(original, serializer)
+    rebuilt = maybe_signature(loads(data, content_type), app)
+    assert rebuilt == original
+    assert type(rebuilt) is type(original)
+    if kind in ("chain", "group"):
+        assert [type(t) for t in rebuilt.tasks] == [type(t) for t in original.tasks]
+    if kind == "chord":
+        assert type(rebuilt.body) is chain and len(rebuilt.header.tasks) == 3
+
+
+def test_signature_delay_and_apply_async(worker):
+    assert add.s(2, 2).delay().get(timeout=5) == 4
+    assert add.s("b").apply_async(("a",)).get(timeout=5) == "ab"  # partial args first
+    assert add.s("b").delay("a").get(timeout=5) == "ab"
+    assert add.si("x", "y").delay("ignored").get(timeout=5) == "xy"
+    assert (~add.s(3, 4)) == 7
+
+
+def test_si_ignores_the_parent_result(worker):
+    result = chain(add.s(2, 2), add.si(10, 10))()
+    assert result.get(timeout=5) == 20
+    assert result.parent.get(timeout=5) == 4
+
+
+def test_set_queue_and_countdown_are_honoured(worker):
+    assert cv_where.s().set(queue="cv.other").delay().get(timeout=5) == "cv.other"
+    assert cv_where.s().delay().get(timeout=5) == "celery"
+
+    result = chain(cv_stamp.s(), cv_stamp.s().set(countdown=1))()
+    second = result.get(timeout=5)
+    first = result.parent.get(timeout=5)
+    assert 1.0 <= second - first < 3.0
+
+
+def test_rebuilt_canvas_can_be_applied(worker, app):
+    """A canvas that travelled as data (a message, a file) runs as the original does."""
+    for serializer in ("json", "pickle", "msgpack"):
+        content_type, data = dumps(chain(add.s(2, 2), add.s(4), add.s(8)), serializer)
+        result = maybe_signature(loads(data, content_type), app)()
+        assert result.get(timeout=5) == 16
+        assert result.parent.get(timeout=5) == 8
+
+        content_type, data = dumps(chord((add.s(i, i) for i in range(10)), xsum.s()), serializer)
+        assert maybe_signature(loads(data, content_type), app)().get(timeout=5) == 90
+
+
+# -- 2. chain -------------------------------------------------------------------------------
+def test_chain_values_and_parents(worker):
+    result = chain(add.s(2, 2), add.s(4), add.s(8))()
+    assert result.get(timeout=5) == 16
+    assert result.parent.get(timeout=5) == 8
+    assert result.parent.parent.get(timeout=5) == 4
+    assert result.parent.parent.parent is None
+
+    piped = add.s(2, 2) | add.s(4) | add.s(8)
+    assert isinstance(piped, chain) and len(piped.tasks) == 3
+    assert piped().get(timeout=5) == 16
+
+    nested = (add.s(4, 16) | mul.s(2) | (add.s(4) | mul.s(8)))()
+    assert nested.get(timeout=5) == 352
+    values = []
+    node = nested
+    while node is not None:
+        values.append(node.get(timeout=5))
+        node = node.parent
+    assert values == [352, 44, 40, 20]
+
+
+# -- 3. group -------------------------------------------------------------------------------
+def test_group_values_and_group_result(worker, app):
+    result = group(add.s(i, i) for i in range(10))()
+    assert isinstance(result, GroupResult)
+    assert result.get(timeout=5) == EVENS
+    assert len(result) == 10
+    assert result.ready() and result.successful() and not result.failed()
+    assert result.completed_count() == 10
+    assert [r.get(timeout=1) for r in result.results] == EVENS
+
+    restored = GroupResult.restore(result.id, app=app)
+    assert restored is not None
+    assert [r.id for r in restored.results] == [r.id for r in result.results]
+    assert restored.get(timeout=1) == EVENS
+    assert restored.completed_count() == 10 and restored.ready()
+
+
+def test_group_with_a_failure(worker):
+    result = group(add.s(1, 1), fail.si("member broke"), add.s(2, 2))()
+    values = result.get(timeout=5, propagate=False)
+    assert values[0] == 2 and values[2] == 4
+    assert isinstance(values[1], CustomError) and str(values[1]) == "member broke"
+    assert result.ready() and result.failed() and not result.successful()
+    assert result.completed_count() == 2
+    with pytest.raises(CustomError, match="member broke"):
+        result.get(timeout=5)
+
+
+# -- 4. chord -------------------------------------------------------------------------------
+def test_chord_values(worker):
+    result = chord((add.s(i, i) for i in range(10)), xsum.s())()
+    assert result.get(timeout=5) == 90
+    assert result.parent.get(timeout=5) == EVENS
+
+    assert (group(add.s(i, i) for i in range(10)) | xsum.s())().get(timeout=5) == 90
+    assert chord(add.s(i, i) for i in range(10))(xsum.s()).get(timeout=5) == 90
+
+
+def test_chord_with_an_empty_header_runs_the_body_with_nothing(worker):
+    assert chord([], echo.s())().get(timeout=5) == []
+    assert chord([], xsum.s())().get(timeout=5) == 0
+
+
+def test_chord_join_runs_once_when_a_member_retries(worker, drained):
+    result = chord([cv_retry_once.s(5), add.s(1, 1), add.s(2, 2)], cv_body.s())()
+    assert result.get(timeout=10) == 11
+    drained()
+    assert journal("cv_retry") == ["0", "1"]
+    assert journal("cv_body") == ["body:11"]
+
+
+def test_chord_join_runs_once_when_a_members_worker_is_killed(start_worker, drained):
+    visibility = {"BEATQ_TEST_VISIBILITY": "1.5"}
+    first = start_worker("-P", "solo", extra_env=visibility)
+    result = chord([cv_slow.s(7, 1.0, "m0"), add.s(1, 1), add.s(2, 2)], cv_body.s())()
+    wait_for(lambda: "m0:start" in journal("cv"), 10, "the slow member to start")
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(5)
+    start_worker("-P", "threads", "-c", "4", extra_env=visibility)
+    assert result.get(timeout=15) == 13
+    drained()
+    assert journal("cv").count("m0:start") == 2  # acknowledged late: run again
+    assert journal("cv_body") == ["body:13"]
+
+
+# -- 5. map, starmap, chunks ----------------------------------------------------------------
+def test_map_starmap_chunks(worker):
+    assert ~xsum.map([range(10), range(100)]) == [45, 4950]
+    assert ~add.starmap(zip(range(10), range(10))) == EVENS
+    result = add.chunks(zip(range(100), range(100)), 10)().get(timeout=5)
+    assert result == [[2 * i for i in range(start, start + 10)] for start in range(0, 100, 10)]
+
+
+# -- 6. nesting -----------------------------------------------------------------------------
+def test_chains_in_a_group(worker):
+    result = group(chain(add.s(1, 1), mul.s(10)), add.s(2, 2) | mul.s(10))()
+    assert result.get(timeout=5) == [20, 40]
+
+
+def test_group_in_a_chain_is_a_chord(worker):
+    result = chain(add.s(1, 1), group(add.s(1), mul.s(3)), xsum.s())()
+    assert result.get(timeout=5) == 9  # 2 -> [3, 6] -> 9
+    assert result.parent.get(timeout=5) == [3, 6]
+    assert result.parent.parent.get(timeout=5) == 2
+
+    ending = chain(add.s(1, 1), group(add.s(1), mul.s(3)))()
+    assert isinstance(ending, GroupResult)
+    assert ending.get(timeout=5) == [3, 6]
+
+
+def test_chord_in_a_chain_continues_after_the_body(worker):
+    first = chain(chord([add.s(i, i) for i in range(4)], xsum.s()), add.s(100))()
+    assert first.get(timeout=5) == 112  # 0+2+4+6 = 12, + 100
+    middle = chain(add.s(1, 1), chord([add.s(1), add.s(2)], xsum.s()), mul.s(10))()
+    assert middle.get(timeout=5) == 70  # 2 -> [3, 4] -> 7 -> 70
+    assert middle.parent.get(timeout=5) == 7
+
+
+def test_chain_as_a_chord_body_and_chains_in_its_header(worker):
+    result = chord([add.s(i, i) for i in range(3)], xsum.s() | mul.s(10))()
+    assert result.get(timeout=5) == 60
+    assert result.parent.get(timeout=5) == 6
+
+    headed = chord([add.s(1, 1) | mul.s(2), add.s(2, 2) | mul.s(2), add.s(3, 3)], xsum.s())()
+    assert headed.get(timeout=5) == 18  # 4 + 8 + 6
+    assert chord([group(add.s(1, 1), add.s(2, 2)), add.s(3, 3)], xsum.s())().get(timeout=5) == 12
+
+
+# -- 7. failure -----------------------------------------------------------------------------
+def test_a_failing_link_stops_the_chain_and_its_errbacks_run_once(worker, drained):
+    canvas = chain(add.s(1, 1), cv_note.s("before"), fail.si("link broke"), cv_note.s("after"))
+    canvas.link_error(errback_old.s())
+    canvas.link_error(errback_new.s())
+    result = canvas()
+    with pytest.raises(CustomError, match="link broke"):
+        result.get(timeout=5)
+    assert result.state == "FAILURE"
+    assert isinstance(result.result, CustomError) and str(result.result) == "link broke"
+    failed = result.parent
+    assert failed.state == "FAILURE"
+    assert failed.parent.get(timeout=1) == 2
+    drained()
+    assert journal("cv") == ["before"]  # the link after the failure never ran
+    assert sorted(journal("errback")) == [
+        f"new:{failed.id}:CustomError:link broke",
+        f"old:{failed.id}",
+    ]
+
+
+def test_a_failing_member_fails_the_chord_and_its_errback_runs_once(worker, drained):
+    canvas = chord([add.s(1, 1), fail.si("member broke"), add.s(2, 2)], cv_body.s())
+    canvas.link_error(errback_new.s())
+    result = canvas()
+    member = result.parent.results[1]
+    with pytest.raises(ChordError) as info:
+        result.get(timeout=5)
+    assert member.id in str(info.value) and "member broke" in str(info.value)
+    assert result.state == "FAILURE"
+    drained()
+    assert journal("cv_body") == []
+    assert journal("errback") == [f"new:{result.id}:ChordError:{info.value}"]
+
+
+def test_a_chord_body_errback_old_style_runs_once(worker, drained):
+    body = cv_body.s()
+    body.link_error(errback_old.s())
+    result = chord([fail.si("first"), add.s(2, 2), fail.si("second")], body)()
+    with pytest.raises(ChordError):
+        result.get(timeout=5)
+    drained()
+    assert journal("cv_body") == []
+    assert journal("errback") == [f"old:{result.id}"]
+
+
+def test_a_failing_link_in_a_chord_member_chain_fails_the_chord(worker, drained):
+    result = chord([add.s(1, 1) | fail.si("deep") | add.s(1), add.s(2, 2)], cv_body.s())()
+    with pytest.raises(ChordError, match="deep"):
+        result.get(timeout=5)
+    drained()
+    assert journal("cv_body") == []
+
+
+# -- 8. eager -------------------------------------------------------------------------------
+def test_always_eager_computes_in_process(app):
+    app.conf.task_always_eager = True
+    try:
+        assert chain(add.s(2, 2), add.s(4), add.s(8))().get() == 16
+        assert (add.s(4, 16) | mul.s(2) | (add.s(4) | mul.s(8)))().get() == 352
+        assert group(add.s(i, i) for i in range(10))().get() == EVENS
+        assert chord((add.s(i, i) for i in range(10)), xsum.s())().get() == 90
+        assert (group(add.s(i, i) for i in range(10)) | xsum.s())().get() == 90
+        assert chain(add.s(1, 1), chord([add.s(1), add.s(2)], xsum.s()), mul.s(10))().get() == 70
+        assert ~xsum.map([range(10), range(100)]) == [45, 4950]
+        assert ~add.starmap(zip(range(10), range(10))) == EVENS
+        assert len(add.chunks(zip(range(100), range(100)), 10)().get()) == 10
+    finally:
+        app.conf.task_always_eager = False
+    client = redis.Redis.from_url(app.conf.broker_url)
+    prefix = app.conf.broker_transport_options["global_keyprefix"]
+    try:
+        assert client.hlen(f"{prefix}:msg") == 0  # nothing was sent
+    finally:
+        client.close()
