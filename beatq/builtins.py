@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from . import states
 from .canvas import Followup, Plan, all_ids, expand, maybe_signature
 from .exceptions import ChordError
-from .result import decode_meta, dict_to_exception, group_key, is_exception_dict
+from .result import decode_meta, dict_to_exception, group_key, is_exception_dict, result_ttl
 
 if TYPE_CHECKING:
     from .app import Beatq
@@ -40,7 +40,7 @@ def register_builtins(app: Beatq) -> None:
         for member, raw in zip(ids, store.get_results(ids)):
             meta = decode_meta(raw, accept) if raw is not None else None
             if meta is None or meta["status"] != states.SUCCESS:
-                return _fail_body(app, body, member, meta)
+                return _fail_body(app, body, extra, member, meta)
             values.append(meta["result"])
         plan = Plan()
         expand(maybe_signature(body, app), app, plan, [values], {}, None, extra or None)
@@ -48,9 +48,13 @@ def register_builtins(app: Beatq) -> None:
 
 
 def _fail_body(
-    app: Beatq, body: dict[str, Any], member: str, meta: dict[str, Any] | None
+    app: Beatq,
+    body: dict[str, Any],
+    extra: dict[str, Any] | None,
+    member: str,
+    meta: dict[str, Any] | None,
 ) -> Followup:
-    from .worker.execute import errback_plan, failure_writes
+    from .worker.execute import errback_plan, failure_writes, tail_joins
 
     if meta is None:
         reason = "has no result (ignore_result, or it expired)"
@@ -68,4 +72,6 @@ def _fail_body(
     sig = maybe_signature(body, app)
     first = sig.tasks[0] if sig.get("subtask_type") == "chain" else sig
     plan.send += errback_plan(app, first, exc, tb)
+    # a chord in an outer chord's header: the outer one counts this body as failed
+    plan.joins = tail_joins(app, extra, body, None, result_ttl(app))
     return Followup(None, plan)

@@ -97,6 +97,9 @@ ENV_OVERRIDES: dict[str, str] = {
 }
 
 
+_ENV_FOR = {name: env for env, name in ENV_OVERRIDES.items()}
+
+
 def canonical(name: str) -> str:
     """The lower-case setting name for `name`, translating Celery's old names."""
     return OLD_NAMES.get(name, name)
@@ -115,10 +118,10 @@ class Settings(dict):
             self.update(values)
 
     def __getitem__(self, key: str) -> Any:
-        key = canonical(key)
-        for env, name in ENV_OVERRIDES.items():
-            if name == key and os.environ.get(env):
-                return os.environ[env]
+        key = OLD_NAMES.get(key, key)
+        env = _ENV_FOR.get(key)
+        if env is not None and os.environ.get(env):
+            return os.environ[env]
         return super().__getitem__(key)
 
     def get(self, key: str, default: Any = None) -> Any:

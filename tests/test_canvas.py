@@ -277,6 +277,8 @@ def test_chain_as_a_chord_body_and_chains_in_its_header(worker):
     headed = chord([add.s(1, 1) | mul.s(2), add.s(2, 2) | mul.s(2), add.s(3, 3)], xsum.s())()
     assert headed.get(timeout=5) == 18  # 4 + 8 + 6
     assert chord([group(add.s(1, 1), add.s(2, 2)), add.s(3, 3)], xsum.s())().get(timeout=5) == 12
+    in_header = chord([chord([add.s(1, 1), add.s(2, 2)], xsum.s()), add.s(3, 3)], xsum.s())()
+    assert in_header.get(timeout=5) == 12  # [2 + 4, 6]
 
 
 # -- 7. failure -----------------------------------------------------------------------------
@@ -325,10 +327,17 @@ def test_a_chord_body_errback_old_style_runs_once(worker, drained):
     assert journal("errback") == [f"old:{result.id}"]
 
 
-def test_a_failing_link_in_a_chord_member_chain_fails_the_chord(worker, drained):
-    result = chord([add.s(1, 1) | fail.si("deep") | add.s(1), add.s(2, 2)], cv_body.s())()
-    with pytest.raises(ChordError, match="deep"):
-        result.get(timeout=5)
+def test_a_failure_deep_in_a_chord_header_fails_the_chord(worker, drained):
+    """What a chord waits for never runs (a chain stopped, an inner chord failed): the
+    chord still completes, and fails, rather than wait for ever."""
+    stopped = chord([add.s(1, 1) | fail.si("deep") | add.s(1), add.s(2, 2)], cv_body.s())()
+    fanned = chord(
+        [add.s(1, 1) | fail.si("fan") | group(add.s(1), add.s(2)), add.s(2, 2)], cv_body.s()
+    )()
+    inner = chord([chord([fail.si("inner"), add.s(1, 1)], xsum.s()), add.s(2, 2)], cv_body.s())()
+    for result, message in ((stopped, "deep"), (fanned, "fan"), (inner, "inner")):
+        with pytest.raises(ChordError, match=message):
+            result.get(timeout=5)
     drained()
     assert journal("cv_body") == []
 

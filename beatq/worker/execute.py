@@ -17,7 +17,7 @@ from typing import Any
 from .. import messages, serializers, states
 from ..app import Beatq
 from ..brokers import ChordJoin, Claim, Outgoing, ResultWrite
-from ..canvas import Followup, Plan, all_ids, expand, maybe_signature
+from ..canvas import Followup, Plan, all_ids, expand, final_ids, maybe_signature
 from ..exceptions import BrokerError, Reject, Retry, TaskRevokedError
 from ..messages import Message
 from ..result import encode_meta, make_meta, result_ttl
@@ -169,8 +169,8 @@ class Executor:
             expand(
                 maybe_signature(chain[0], self.app), self.app, plan, [value], {}, chain[1:], extra
             )
-        join = self._join(message)
-        retrying(lambda: self._finish(ack, plan.results, plan.send, join))
+        joins = [j for j in (self._join(message),) if j is not None] + plan.joins
+        self._finish_joins(ack, plan.results, plan.send, joins)
 
     def _fail(
         self,
@@ -190,8 +190,12 @@ class Executor:
             results += failure_writes(self.app, all_ids(sig), exc, tb, status)
         errbacks = message.options.get("link_error") or ()
         send = run_errbacks(self.app, errbacks, request, exc, tb, _root(message))
-        join = self._join(message)
-        retrying(lambda: self._finish(ack, results, send, join))
+        joins = [j for j in (self._join(message),) if j is not None]
+        chain = message.options.get("chain")
+        if chain:  # the chain's tail that will never run may be what a chord waits for
+            extra = message.options.get("chain_extra")
+            joins += tail_joins(self.app, extra, chain[-1], _root(message), self.result_ttl)
+        self._finish_joins(ack, results, send, joins)
 
     def _expire(self, claim: Claim, message: Message, task: Task) -> None:
         log.info(
@@ -264,17 +268,17 @@ class Executor:
         chord = message.options.get("chord")
         if not chord:
             return None
-        body = chord["body"]
-        queue = (body.get("options") or {}).get("queue")
-        unlock, data = self.app.build_message(
-            "beatq.chord_unlock",
-            [chord["id"], body, chord.get("extra") or {}],
-            queue=queue,
-            parent_id=message.id,
-            root_id=_root(message),
-        )
-        outgoing = Outgoing(unlock.queue, unlock.id, data, None)
-        return ChordJoin(chord["id"], message.id, chord["size"], outgoing, self.result_ttl)
+        return chord_join(self.app, chord, message.id, _root(message), self.result_ttl)
+
+    def _finish_joins(
+        self, ack: list[Claim], results: Any, send: Any, joins: list[ChordJoin]
+    ) -> None:
+        """Finish with the first join in the same atomic step, then count the others (a
+        chord's tasks that will never run): counting is idempotent, and the failures the
+        unlock reads are stored by the first step."""
+        retrying(lambda: self._finish(ack, results, send, joins[0] if joins else None))
+        for join in joins[1:]:
+            retrying(lambda join=join: self._finish(join=join))
 
     def fail_lost(self, claim: Claim, exc: BaseException) -> None:
         """Record the task of `claim` as failed with `exc` (its process died or was killed)."""
@@ -293,6 +297,34 @@ class Executor:
 
 def _root(message: Message) -> str:
     return message.root or message.id
+
+
+def chord_join(
+    app: Beatq, chord: dict[str, Any], member: str, root_id: str | None, ttl: float
+) -> ChordJoin:
+    """Count `member` toward `chord` (a join from a message's options), with the unlock."""
+    body = chord["body"]
+    queue = (body.get("options") or {}).get("queue")
+    unlock, data = app.build_message(
+        "beatq.chord_unlock",
+        [chord["id"], body, chord.get("extra") or {}],
+        queue=queue,
+        parent_id=member,
+        root_id=root_id,
+    )
+    outgoing = Outgoing(unlock.queue, unlock.id, data, None)
+    return ChordJoin(chord["id"], member, chord["size"], outgoing, ttl)
+
+
+def tail_joins(
+    app: Beatq, extra: dict[str, Any] | None, tail: Any, root_id: str | None, ttl: float
+) -> list[ChordJoin]:
+    """The joins of `tail`'s final tasks toward the chord in `extra`, when they will never
+    run because what fed them failed: the chord still completes, and fails."""
+    chord = (extra or {}).get("chord")
+    if not chord:
+        return []
+    return [chord_join(app, chord, member, root_id, ttl) for member in final_ids(tail)]
 
 
 def callback_message(
