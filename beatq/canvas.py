@@ -166,7 +166,14 @@ class Signature(dict):
     ) -> Any:
         """Send it; `args` come before the signature's own unless it is immutable."""
         app = self.app
-        sig = self.clone(**options) if options else self
+        callbacks = {}
+        if self.get("subtask_type"):  # a canvas places its callbacks on the right tasks
+            callbacks = {k: options.pop(k) for k in ("link", "link_error") if k in options}
+        sig = self.clone(**options) if options or callbacks else self
+        for callback in as_signatures(callbacks.get("link"), app):
+            sig.link(callback)
+        for errback in as_signatures(callbacks.get("link_error"), app):
+            sig.link_error(errback)
         if app.conf.task_always_eager:
             return _apply_eager(sig, app, list(args or ()), dict(kwargs or {}))
         result = freeze(sig, app)
@@ -235,6 +242,10 @@ class chain(Signature):  # noqa: N801 (Celery's name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
+
+    def link(self, callback: Signature) -> Signature:
+        """The callback gets the chain's result: it is linked to the last task."""
+        return maybe_signature(self.kwargs["tasks"][-1], self._app).link(callback)
 
     def link_error(self, errback: Signature) -> Signature:
         """The errback runs once, for whichever task fails."""
@@ -321,10 +332,14 @@ class chord(Signature):  # noqa: N801
         sig = chord(self.header, body, app=self._app, **self.options) if body is not None else self
         return sig.apply_async(**options)
 
+    def link(self, callback: Signature) -> Signature:
+        """The callback gets the chord's result: it is linked to the body."""
+        return maybe_signature(self.kwargs["body"], self._app).link(callback)
+
     def link_error(self, errback: Signature) -> Signature:
-        body = self.kwargs["body"]
-        body["options"].setdefault("link_error", []).append(errback)
-        return errback
+        """The errback runs once if a member or the body fails: it is linked to the body
+        (a chain body links it to each of its tasks)."""
+        return maybe_signature(self.kwargs["body"], self._app).link_error(errback)
 
     def __repr__(self) -> str:
         return f"chord({self.header!r}, {self.body!r})"
@@ -468,17 +483,19 @@ def expand(
     kwargs: dict[str, Any] | None = None,
     then: list[Mapping[str, Any]] | None = None,
     extra: dict[str, Any] | None = None,
+    outer: dict[str, Any] | None = None,
 ) -> None:
     """Add to `plan` the messages that start frozen canvas `sig`.
 
     `args`/`kwargs` are the partial arguments (a parent's result); `then` is what runs
     after `sig` with its result; `extra` holds options for the tasks that finish `sig`
-    (a chord join).
+    (a chord join); `outer` holds the options handed down by the canvases around `sig`.
     """
     args, kwargs, then, extra = args or [], kwargs or {}, list(then or ()), extra or {}
+    outer = outer or {}
     kind = sig.get("subtask_type")
     if kind is None:
-        options = dict(sig["options"])
+        options = {**sig["options"], **outer}
         if then:
             # what finishes the chain (a chord join) travels with it to its last task
             options["chain"] = [*then, *(options.get("chain") or ())]
@@ -492,23 +509,42 @@ def expand(
         plan.send.append(Outgoing(message.queue, message.id, body, message.eta))
     elif kind == "chain":
         tasks = sig["kwargs"]["tasks"]
-        expand(tasks[0], app, plan, args, kwargs, [*tasks[1:], *then], extra)
+        # as in Celery, a chain's options go to its first task (a countdown delays it all)
+        down = _handed_down(sig, outer)
+        expand(tasks[0], app, plan, args, kwargs, [*tasks[1:], *then], extra, down)
     elif kind == "group" and then:
         # a group followed by something is a chord
         body = then[0] if len(then) == 1 else chain(*then, app=app)
-        _expand_chord(sig, body, app, plan, args, kwargs, extra)
+        _expand_chord(sig, body, app, plan, args, kwargs, extra, outer)
     elif kind == "group":
         from .result import encode_group
 
         ids = [i for t in sig["kwargs"]["tasks"] for i in final_ids(t)]
         plan.results.append(encode_group(app, sig["options"]["group_id"], ids))
+        down = _handed_down(sig, outer)
         for t in sig["kwargs"]["tasks"]:
-            expand(t, app, plan, args, kwargs, None, extra)
+            expand(t, app, plan, args, kwargs, None, extra, down)
     else:
+        down = _handed_down(sig, outer)
         body = sig["kwargs"].get("body")
         if then:
             body = chain(body, *then, app=app)
-        _expand_chord(sig["kwargs"]["header"], body, app, plan, args, kwargs, extra)
+        # the body gets the chord's options too, but for the delay (the header has it)
+        body_options = {k: v for k, v in down.items() if k not in ("countdown", "eta")}
+        if body_options:
+            body = maybe_signature(body, app).clone(**body_options)
+        _expand_chord(sig["kwargs"]["header"], body, app, plan, args, kwargs, extra, down)
+
+
+# What a canvas keeps to itself (its ids, the canvas machinery's keys): never handed down.
+_KEPT = frozenset({"task_id", "group_id", "link", "link_error", "chain", "chain_extra", "chord"})
+
+
+def _handed_down(sig: Mapping[str, Any], outer: dict[str, Any]) -> dict[str, Any]:
+    """The options a canvas gives its tasks: its own (`.set()`, `apply_async(**options)`),
+    under those of the canvases around it, which win as in Celery."""
+    own = {k: v for k, v in sig["options"].items() if k not in _KEPT}
+    return {**own, **outer}
 
 
 def _expand_chord(
@@ -519,28 +555,34 @@ def _expand_chord(
     args: list[Any],
     kwargs: dict[str, Any],
     extra: dict[str, Any],
+    outer: dict[str, Any],
 ) -> None:
     from .result import encode_group
 
     group_id = header["options"]["group_id"]
-    members = list(_flat_members(header))
-    ids = [i for m in members for i in final_ids(m)]
+    members = list(_flat_members(header, outer))
+    ids = [i for m, _ in members for i in final_ids(m)]
     plan.results.append(encode_group(app, group_id, ids))
     if not members:  # Celery runs the body at once with an empty list
         expand(body, app, plan, [[]], {}, None, extra)
         return
     join = {"id": group_id, "size": len(ids), "body": dict(body), "extra": extra}
-    for member in members:
+    for member, down in members:
         # members are acknowledged when done, so one whose worker dies runs again
-        expand(member, app, plan, args, kwargs, None, {"chord": join, "acks_late": True})
+        joining = {"chord": join, "acks_late": True}
+        expand(member, app, plan, args, kwargs, None, joining, down)
 
 
-def _flat_members(header: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
+def _flat_members(
+    header: Mapping[str, Any], outer: dict[str, Any]
+) -> Iterable[tuple[Mapping[str, Any], dict[str, Any]]]:
+    """A chord header's members, nested groups flattened, each with its handed-down options."""
+    down = _handed_down(header, outer)
     for t in header["kwargs"]["tasks"]:
         if t.get("subtask_type") == "group":
-            yield from _flat_members(t)
+            yield from _flat_members(t, down)
         else:
-            yield t
+            yield t, down
 
 
 # -- eager -----------------------------------------------------------------------------------

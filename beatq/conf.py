@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 DEFAULTS: dict[str, Any] = {
-    "broker_url": "redis://localhost:6379/0",
+    "broker_url": "sqlite:///beatq.sqlite3",  # embedded: no server to install (SPEC §9)
     "broker_transport_options": {},
     "broker_connection_retry": True,
     "broker_connection_max_retries": None,

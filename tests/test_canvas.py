@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 import redis
@@ -21,6 +22,7 @@ from tests.proj.tasks import (
     cv_body,
     cv_note,
     cv_retry_once,
+    cv_seen,
     cv_slow,
     cv_stamp,
     cv_where,
@@ -43,8 +45,9 @@ def worker(start_worker):
 
 @pytest.fixture
 def drained(app, redis_url, prefix):
-    """Wait until the broker holds no message at all (ready, delayed or unacked), so
-    nothing can still run: a count taken afterwards is final."""
+    """`drained(*workers)`: wait until the broker holds no message at all (ready, delayed
+    or unacked), then stop the workers gracefully (they finish what runs): nothing can
+    run any more, so a count taken afterwards is final."""
     client = redis.Redis.from_url(redis_url)
 
     def empty() -> bool:
@@ -54,8 +57,11 @@ def drained(app, redis_url, prefix):
             or client.zcard(f"{prefix}:unacked")
         )
 
-    def wait(timeout: float = 10.0) -> None:
+    def wait(*workers, timeout: float = 10.0) -> None:
         wait_for(empty, timeout, "the broker to hold no messages")
+        for worker in workers:
+            worker.signal(signal.SIGTERM)
+            assert worker.wait(10) == 0, worker.log()
 
     yield wait
     client.close()
@@ -131,10 +137,38 @@ def test_set_queue_and_countdown_are_honoured(worker):
     assert cv_where.s().set(queue="cv.other").delay().get(timeout=5) == "cv.other"
     assert cv_where.s().delay().get(timeout=5) == "celery"
 
+    sent = time.time()
+    direct = cv_stamp.s().set(countdown=1).delay()
+    delayed_chain = chain(cv_stamp.s(), cv_stamp.s()).apply_async(countdown=1)
     result = chain(cv_stamp.s(), cv_stamp.s().set(countdown=1))()
     second = result.get(timeout=5)
     first = result.parent.get(timeout=5)
-    assert 1.0 <= second - first < 3.0
+    assert 1.0 <= second - first < 3.0  # the countdown runs from when the link is sent
+    assert 1.0 <= direct.get(timeout=5) - sent < 3.0
+    assert 1.0 <= delayed_chain.parent.get(timeout=5) - sent < 3.0  # a chain's: its first task
+    assert delayed_chain.get(timeout=5) >= delayed_chain.parent.get(timeout=5)
+
+
+def test_options_on_a_canvas_reach_its_tasks(worker):
+    """As in Celery: a group's options go to every member, a chain's to its first task, a
+    chord's to its header and its body."""
+    routed = group(cv_where.s(), cv_where.s()).apply_async(queue="cv.other")
+    assert routed.get(timeout=5) == ["cv.other", "cv.other"]
+    assert group(cv_where.s(), cv_where.s()).set(queue="cv.other")().get(timeout=5) == [
+        "cv.other",
+        "cv.other",
+    ]
+    routed_chain = chain(cv_where.s(), cv_where.s()).apply_async(queue="cv.other")
+    assert (routed_chain.parent.get(timeout=5), routed_chain.get(timeout=5)) == (
+        "cv.other",
+        "celery",
+    )
+    routed_chord = chord([cv_where.s(), cv_where.s()], cv_where.s()).apply_async(queue="cv.other")
+    assert routed_chord.get(timeout=5) == "cv.other"
+    assert routed_chord.parent.get(timeout=5) == ["cv.other", "cv.other"]
+    inner = group(cv_where.s(), chain(cv_where.s(), cv_where.s()).set(queue="cv.other"))()
+    assert inner.get(timeout=5) == ["celery", "celery"]
+    assert inner.results[1].parent.get(timeout=5) == "cv.other"
 
 
 def test_rebuilt_canvas_can_be_applied(worker, app):
@@ -170,6 +204,10 @@ def test_chain_values_and_parents(worker):
         node = node.parent
     assert values == [352, 44, 40, 20]
 
+    retried = chain(add.s(1, 1), cv_retry_once.s(), add.s(1))()  # a link that retries once
+    assert retried.get(timeout=5) == 3
+    assert journal("cv_retry") == ["0", "1"]
+
 
 # -- 3. group -------------------------------------------------------------------------------
 def test_group_values_and_group_result(worker, app):
@@ -186,6 +224,11 @@ def test_group_values_and_group_result(worker, app):
     assert [r.id for r in restored.results] == [r.id for r in result.results]
     assert restored.get(timeout=1) == EVENS
     assert restored.completed_count() == 10 and restored.ready()
+
+    assert group(add.s(1), add.s(2)).delay(10).get(timeout=5) == [11, 12]  # partial args
+    assert ~group(add.s(1, 1), mul.s(3, 3)) == [2, 9]
+    empty = group([])()
+    assert (empty.get(timeout=1), len(empty), empty.ready()) == ([], 0, True)
 
 
 def test_group_with_a_failure(worker):
@@ -217,7 +260,7 @@ def test_chord_with_an_empty_header_runs_the_body_with_nothing(worker):
 def test_chord_join_runs_once_when_a_member_retries(worker, drained):
     result = chord([cv_retry_once.s(5), add.s(1, 1), add.s(2, 2)], cv_body.s())()
     assert result.get(timeout=10) == 11
-    drained()
+    drained(worker)
     assert journal("cv_retry") == ["0", "1"]
     assert journal("cv_body") == ["body:11"]
 
@@ -229,9 +272,9 @@ def test_chord_join_runs_once_when_a_members_worker_is_killed(start_worker, drai
     wait_for(lambda: "m0:start" in journal("cv"), 10, "the slow member to start")
     os.kill(first.pid, signal.SIGKILL)
     first.wait(5)
-    start_worker("-P", "threads", "-c", "4", extra_env=visibility)
+    second = start_worker("-P", "threads", "-c", "4", extra_env=visibility)
     assert result.get(timeout=15) == 13
-    drained()
+    drained(second)
     assert journal("cv").count("m0:start") == 2  # acknowledged late: run again
     assert journal("cv_body") == ["body:13"]
 
@@ -294,12 +337,34 @@ def test_a_failing_link_stops_the_chain_and_its_errbacks_run_once(worker, draine
     failed = result.parent
     assert failed.state == "FAILURE"
     assert failed.parent.get(timeout=1) == 2
-    drained()
+    drained(worker)
     assert journal("cv") == ["before"]  # the link after the failure never ran
     assert sorted(journal("errback")) == [
         f"new:{failed.id}:CustomError:link broke",
         f"old:{failed.id}",
     ]
+
+
+def test_callbacks_given_to_a_canvas_land_on_the_right_tasks(worker, drained):
+    """`link` gets the canvas's result; `link_error` runs once whichever task fails."""
+    chain(add.s(1, 1), add.s(2)).apply_async(link=cv_seen.s("chain"))
+    linked = chain(add.s(1, 1), add.s(3))
+    linked.link(cv_seen.s("chain.link"))
+    linked()
+    chord([add.s(1, 1), add.s(2, 2)], xsum.s()).apply_async(link=cv_seen.s("chord"))
+    stopped = chain(add.s(1, 1), fail.si("x"), add.s(1)).apply_async(link_error=errback_old.s())
+    failed_chord = chord([fail.si("y"), add.s(1, 1)], xsum.s() | mul.s(2))
+    failed_chord.link_error(errback_new.s())
+    failed_chord = failed_chord()
+    for result in (stopped, failed_chord):
+        with pytest.raises((CustomError, ChordError)):
+            result.get(timeout=5)
+    drained(worker)
+    assert sorted(journal("cv_seen")) == ["chain.link:5", "chain:4", "chord:6"]
+    errbacks = sorted(journal("errback"))
+    assert len(errbacks) == 2
+    assert errbacks[0].startswith(f"new:{failed_chord.parent.id}:ChordError:")
+    assert errbacks[1] == f"old:{stopped.parent.id}"
 
 
 def test_a_failing_member_fails_the_chord_and_its_errback_runs_once(worker, drained):
@@ -311,7 +376,7 @@ def test_a_failing_member_fails_the_chord_and_its_errback_runs_once(worker, drai
         result.get(timeout=5)
     assert member.id in str(info.value) and "member broke" in str(info.value)
     assert result.state == "FAILURE"
-    drained()
+    drained(worker)
     assert journal("cv_body") == []
     assert journal("errback") == [f"new:{result.id}:ChordError:{info.value}"]
 
@@ -320,9 +385,9 @@ def test_a_chord_body_errback_old_style_runs_once(worker, drained):
     body = cv_body.s()
     body.link_error(errback_old.s())
     result = chord([fail.si("first"), add.s(2, 2), fail.si("second")], body)()
-    with pytest.raises(ChordError):
+    with pytest.raises(ChordError, match=f"{result.parent.results[0].id} raised CustomError"):
         result.get(timeout=5)
-    drained()
+    drained(worker)
     assert journal("cv_body") == []
     assert journal("errback") == [f"old:{result.id}"]
 
@@ -338,7 +403,7 @@ def test_a_failure_deep_in_a_chord_header_fails_the_chord(worker, drained):
     for result, message in ((stopped, "deep"), (fanned, "fan"), (inner, "inner")):
         with pytest.raises(ChordError, match=message):
             result.get(timeout=5)
-    drained()
+    drained(worker)
     assert journal("cv_body") == []
 
 

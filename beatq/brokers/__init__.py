@@ -26,10 +26,24 @@ def _redis(url: str, options: Mapping[str, Any]) -> Backend:
     return RedisBackend(url, options)
 
 
+def _sqlite(url: str, options: Mapping[str, Any]) -> Backend:
+    from .sqlite import SqliteBackend
+
+    return SqliteBackend(url, options)
+
+
+def _memory(url: str, options: Mapping[str, Any]) -> Backend:
+    from .memory import MemoryBackend
+
+    return MemoryBackend(url, options)
+
+
 SCHEMES: dict[str, Callable[[str, Mapping[str, Any]], Backend]] = {
     "redis": _redis,
     "rediss": _redis,
     "unix": _redis,
+    "sqlite": _sqlite,
+    "memory": _memory,
 }
 
 

@@ -39,7 +39,9 @@ def find_app(path: str) -> Beatq:
         found: Any = module
         for part in attr.split("."):
             if not hasattr(found, part):
-                raise ConfigurationError(f"module {module_name!r} has no attribute {part!r}")
+                raise ConfigurationError(
+                    f"app {path!r} not found: module {module_name!r} has no attribute {part!r}"
+                )
             found = getattr(found, part)
         if callable(found) and not isinstance(found, Beatq):
             found = found()

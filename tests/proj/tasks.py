@@ -305,3 +305,10 @@ def cv_stamp(*args):
 def cv_where(self, *args):
     """The queue this message came from."""
     return self.request.delivery_info["queue"]
+
+
+@app.task
+def cv_seen(value, tag="seen"):
+    """A callback that journals "tag:value" to "cv_seen"."""
+    record("cv_seen", f"{tag}:{value}")
+    return value

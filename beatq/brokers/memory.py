@@ -1,0 +1,515 @@
+"""The in-memory backend: `memory://` or `memory://name`, for one process (tests, demos).
+
+Every backend of the process that names the same URL shares one store, so several app
+objects see the same queues. One lock guards a store; two conditions on that lock wake
+`wait` (messages may be ready) and `wait_result` (a final result was stored): waiters
+are notified, never polled. This is the plainest reading of the contract in base.py,
+and the model the other backends are checked against.
+
+Ordering. A ready message has a sequence number: sending appends after every number
+handed out so far, putting back (release, expired claim, due eta) goes before every
+one. A queue is a heap on that number; entries of messages that moved on are skipped
+when they surface (lazy deletion), and so are those of the delayed and claimed heaps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import os
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..exceptions import BrokerError
+from .base import (
+    Backend,
+    ChordJoin,
+    Claim,
+    Claimed,
+    DeadLetter,
+    EntryState,
+    Lease,
+    Outgoing,
+    ResultWrite,
+)
+
+READY, DELAYED, CLAIMED = "ready", "delayed", "claimed"
+
+
+@dataclass(slots=True)
+class _Message:
+    queue: str
+    body: bytes
+    state: str
+    seq: int = 0  # place in its queue while ready
+    eta: float = 0.0  # while delayed
+    deadline: float = 0.0  # while claimed
+
+
+@dataclass(slots=True)
+class _Expiring:
+    value: Any
+    expires: float
+
+
+@dataclass(slots=True)
+class _Chord:
+    members: set[str]
+    fired: bool
+    expires: float
+
+
+@dataclass(slots=True)
+class _Lease:
+    holder: str | None  # None: released
+    token: int  # the last token handed out: it survives release and expiry (fencing)
+    expires: float
+    since: float
+
+    def held(self, now: float) -> bool:
+        return self.holder is not None and self.expires > now
+
+
+@dataclass(slots=True)
+class _Entry:
+    settled: float | None = None
+    next_run: float | None = None
+    info: bytes | None = None
+
+
+class _Store:
+    """Everything one memory URL holds. Touch only with `lock` held."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.work = threading.Condition(self.lock)  # messages may have become ready
+        self.finals = threading.Condition(self.lock)  # a final result was stored
+        self.messages: dict[str, _Message] = {}
+        self.queues: defaultdict[str, list[tuple[int, str]]] = defaultdict(list)  # (seq, id)
+        self.ready_count: Counter[str] = Counter()
+        self.delayed: list[tuple[float, str]] = []  # (eta, id)
+        self.claimed: list[tuple[float, str]] = []  # (deadline, id)
+        self.head = 0  # the lowest sequence number handed out
+        self.tail = 0  # the highest
+        self.results: dict[str, _Expiring] = {}
+        self.states: dict[str, _Expiring] = {}
+        self.chords: dict[str, _Chord] = {}
+        self.workers: dict[str, _Expiring] = {}
+        self.expiring: list[tuple[float, str, str]] = []  # (when, table, key)
+        self.dead: dict[str, DeadLetter] = {}  # in order of death
+        self.leases: dict[str, _Lease] = {}
+        self.entries: dict[str, _Entry] = {}
+        self.paused: set[str] = set()
+
+    # -- messages ------------------------------------------------------------------------
+    def drop(self, id_: str) -> _Message | None:
+        msg = self.messages.pop(id_, None)
+        if msg is not None and msg.state == READY:
+            self.ready_count[msg.queue] -= 1
+        return msg
+
+    def make_ready(self, id_: str, msg: _Message, head: bool = False) -> None:
+        if self.messages.get(id_) is not msg:
+            self.drop(id_)
+        elif msg.state == READY:
+            self.ready_count[msg.queue] -= 1
+        if head:
+            self.head -= 1
+            msg.seq = self.head
+        else:
+            self.tail += 1
+            msg.seq = self.tail
+        msg.state = READY
+        self.messages[id_] = msg
+        heapq.heappush(self.queues[msg.queue], (msg.seq, id_))
+        self.ready_count[msg.queue] += 1
+
+    def put(self, m: Outgoing, now: float) -> None:
+        """Store one message: delayed until its eta, or ready at the tail of its queue."""
+        msg = _Message(m.queue, m.body, DELAYED)
+        if m.eta is not None and m.eta > now:
+            self.drop(m.id)
+            msg.eta = m.eta
+            self.messages[m.id] = msg
+            heapq.heappush(self.delayed, (m.eta, m.id))
+        else:
+            self.make_ready(m.id, msg)
+
+    def take(self, queue: str) -> tuple[str, _Message] | None:
+        heap = self.queues.get(queue)
+        while heap:
+            seq, id_ = heapq.heappop(heap)
+            msg = self.messages.get(id_)
+            if msg is not None and msg.state == READY and msg.seq == seq and msg.queue == queue:
+                self.ready_count[queue] -= 1
+                return id_, msg
+        return None
+
+    def claim(self, id_: str, msg: _Message, deadline: float) -> None:
+        msg.state, msg.deadline = CLAIMED, deadline
+        heapq.heappush(self.claimed, (deadline, id_))
+
+    def top(self, heap: list[tuple[float, str]], state: str) -> float | None:
+        """The earliest live key of the delayed or claimed heap, dropping stale entries."""
+        while heap:
+            key, id_ = heap[0]
+            msg = self.messages.get(id_)
+            if msg is not None and msg.state == state:
+                if key == (msg.eta if state == DELAYED else msg.deadline):
+                    return key
+            heapq.heappop(heap)
+        return None
+
+    def _due(self, heap: list[tuple[float, str]], state: str, now: float) -> list[str]:
+        due = []
+        while (key := self.top(heap, state)) is not None and key <= now:
+            due.append(heapq.heappop(heap)[1])
+        return due
+
+    def restore(self, now: float) -> bool:
+        """Expired claims, then due delayed messages (earliest first), back to the head."""
+        back = self._due(self.claimed, CLAIMED, now) + self._due(self.delayed, DELAYED, now)
+        for id_ in reversed(back):
+            self.make_ready(id_, self.messages[id_], head=True)
+        return bool(back)
+
+    def next_due(self) -> float | None:
+        """When the next delayed message or claim comes due."""
+        keys = [self.top(self.delayed, DELAYED), self.top(self.claimed, CLAIMED)]
+        return min((k for k in keys if k is not None), default=None)
+
+    # -- expiring values -----------------------------------------------------------------
+    def keep(self, table: str, key: str, stored: _Expiring | _Chord) -> None:
+        getattr(self, table)[key] = stored
+        heapq.heappush(self.expiring, (stored.expires, table, key))
+
+    def alive(self, table: str, key: str, now: float) -> Any:
+        stored = getattr(self, table).get(key)
+        return stored if stored is not None and stored.expires > now else None
+
+    def sweep(self, now: float) -> None:
+        while self.expiring and self.expiring[0][0] <= now:
+            _, table, key = heapq.heappop(self.expiring)
+            values = getattr(self, table)
+            stored = values.get(key)
+            if stored is not None and stored.expires <= now:
+                del values[key]
+
+    # -- chords, leases, beat -------------------------------------------------------------
+    def join(self, j: ChordJoin, now: float) -> bool:
+        """Count the member; True for the one call that completes the chord."""
+        chord = self.alive("chords", j.group, now) or _Chord(set(), False, 0.0)
+        chord.members.add(j.member)
+        chord.expires = now + j.ttl
+        self.keep("chords", j.group, chord)
+        if chord.fired or len(chord.members) < j.size:
+            return False
+        chord.fired = True
+        return True
+
+    def holds(self, lease: str, holder: str, token: int, now: float) -> bool:
+        current = self.leases.get(lease)
+        return (
+            current is not None
+            and current.held(now)
+            and (current.holder, current.token) == (holder, token)
+        )
+
+    def entry(self, name: str) -> _Entry:
+        return self.entries.setdefault(name, _Entry())
+
+
+_STORES: dict[str, _Store] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def _store_for(url: str) -> _Store:
+    parts = urlsplit(url)
+    key = (parts.netloc + parts.path).rstrip("/")
+    with _STORES_LOCK:
+        # A forked child finds its parent's store here and is refused by `_locked`: a copy
+        # of the queues must not pass for the shared ones.
+        if key not in _STORES:
+            _STORES[key] = _Store()
+        return _STORES[key]
+
+
+class MemoryBackend(Backend):
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        self.url = url
+        self.store = _store_for(url)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[_Store]:
+        s = self.store
+        if s.pid != os.getpid():
+            raise BrokerError(
+                f"{self.url} lives in process {s.pid} only; this is process {os.getpid()}. "
+                "Use the threads or solo pool, or sqlite:// to share between processes"
+            )
+        with s.lock:
+            yield s
+
+    # -- queue ---------------------------------------------------------------------------
+    def send(self, messages: Sequence[Outgoing]) -> None:
+        with self._locked() as s:
+            now = time.time()
+            for m in messages:
+                s.put(m, now)
+            s.work.notify_all()
+
+    def claim(self, queues: Sequence[str], count: int, visibility: float) -> Claimed:
+        with self._locked() as s:
+            now = time.time()
+            changed = s.restore(now)
+            claims: list[Claim] = []
+            for queue in queues:
+                while len(claims) < count and (item := s.take(queue)) is not None:
+                    s.claim(item[0], item[1], now + visibility)
+                    claims.append(Claim(item[0], queue, item[1].body))
+            if changed or claims:
+                s.work.notify_all()  # work left behind, or a new earliest deadline
+            return Claimed(claims, s.top(s.delayed, DELAYED))
+
+    def wait(self, queues: Sequence[str], timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        with self._locked() as s:
+            while True:
+                if any(s.ready_count[q] > 0 for q in queues):
+                    return True
+                due = s.next_due()
+                now = time.time()
+                if due is not None and due <= now:
+                    return True  # a claim restores it
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                s.work.wait(left if due is None else min(left, due - now))
+
+    def renew(self, ids: Sequence[str], visibility: float) -> None:
+        with self._locked() as s:
+            deadline = time.time() + visibility
+            for id_ in ids:
+                msg = s.messages.get(id_)
+                if msg is not None and msg.state == CLAIMED:
+                    s.claim(id_, msg, deadline)
+
+    def release(self, claims: Sequence[Claim]) -> None:
+        with self._locked() as s:
+            for c in reversed(claims):
+                s.make_ready(c.id, _Message(c.queue, c.body, READY), head=True)
+            s.work.notify_all()
+
+    def queue_length(self, queue: str) -> int:
+        with self._locked() as s:
+            return s.ready_count[queue]
+
+    def scheduled(self, limit: int = 100) -> list[tuple[float, Claim]]:
+        with self._locked() as s:
+            delayed = [(m.eta, i, m) for i, m in s.messages.items() if m.state == DELAYED]
+            first = heapq.nsmallest(limit, delayed, key=lambda e: (e[0], e[1]))
+            return [(eta, Claim(id_, m.queue, m.body)) for eta, id_, m in first]
+
+    # -- finishing -------------------------------------------------------------------------
+    def finish(
+        self,
+        ack: Sequence[Claim] = (),
+        results: Sequence[ResultWrite] = (),
+        send: Sequence[Outgoing] = (),
+        join: ChordJoin | None = None,
+    ) -> None:
+        with self._locked() as s:
+            now = time.time()
+            s.sweep(now)
+            for c in ack:
+                s.drop(c.id)
+            for r in results:
+                if r.final:
+                    s.states.pop(r.task_id, None)
+                    s.keep("results", r.task_id, _Expiring(r.meta, now + r.ttl))
+                else:
+                    s.keep("states", r.task_id, _Expiring(r.meta, now + r.ttl))
+            if join is not None and s.join(join, now):
+                s.put(join.unlock, now)
+            for m in send:
+                s.put(m, now)
+            if any(r.final for r in results):
+                s.finals.notify_all()
+            s.work.notify_all()
+
+    # -- results ---------------------------------------------------------------------------
+    def get_result(self, task_id: str) -> bytes | None:
+        with self._locked() as s:
+            now = time.time()
+            stored = s.alive("results", task_id, now) or s.alive("states", task_id, now)
+            return None if stored is None else stored.value
+
+    def get_results(self, task_ids: Sequence[str]) -> list[bytes | None]:
+        with self._locked() as s:
+            now = time.time()
+            found = [s.alive("results", t, now) for t in task_ids]
+            return [None if f is None else f.value for f in found]
+
+    def wait_result(self, task_id: str, timeout: float | None) -> bytes | None:
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._locked() as s:
+            while True:
+                stored = s.alive("results", task_id, time.time())
+                if stored is not None:
+                    return stored.value
+                if end is None:
+                    s.finals.wait()
+                    continue
+                left = end - time.monotonic()
+                if left <= 0:
+                    return None
+                s.finals.wait(left)
+
+    def forget(self, task_id: str) -> None:
+        with self._locked() as s:
+            s.results.pop(task_id, None)
+            s.states.pop(task_id, None)
+
+    # -- dead letters ----------------------------------------------------------------------
+    def dead_letter(self, claim: Claim, reason: str) -> None:
+        with self._locked() as s:
+            s.drop(claim.id)
+            s.dead.pop(claim.id, None)  # dying again puts it last
+            s.dead[claim.id] = DeadLetter(claim.id, claim.queue, reason, time.time(), claim.body)
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        with self._locked() as s:
+            return list(s.dead.values())[:limit]
+
+    def requeue_dead(self, ids: Sequence[str] | None = None) -> list[str]:
+        with self._locked() as s:
+            now = time.time()
+            moved = []
+            for id_ in list(s.dead) if ids is None else ids:
+                letter = s.dead.pop(id_, None)
+                if letter is not None:
+                    s.put(Outgoing(letter.queue, id_, letter.body), now)
+                    moved.append(id_)
+            s.work.notify_all()
+            return moved
+
+    # -- leases ----------------------------------------------------------------------------
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
+        with self._locked() as s:
+            now = time.time()
+            current = s.leases.get(name)
+            if current is not None and current.held(now):
+                return None
+            token = (current.token if current is not None else 0) + 1
+            s.leases[name] = _Lease(holder, token, now + ttl, now)
+            return token
+
+    def renew_lease(self, name: str, holder: str, token: int, ttl: float) -> bool:
+        with self._locked() as s:
+            now = time.time()
+            if not s.holds(name, holder, token, now):
+                return False
+            s.leases[name].expires = now + ttl
+            return True
+
+    def release_lease(self, name: str, holder: str, token: int) -> None:
+        with self._locked() as s:
+            if s.holds(name, holder, token, time.time()):
+                s.leases[name].holder = None
+
+    def get_lease(self, name: str) -> Lease | None:
+        with self._locked() as s:
+            now = time.time()
+            current = s.leases.get(name)
+            if current is None or current.holder is None or current.expires <= now:
+                return None
+            return Lease(current.holder, current.token, current.expires - now, current.since)
+
+    # -- beat state -------------------------------------------------------------------------
+    def beat_dispatch(
+        self,
+        lease: str,
+        holder: str,
+        token: int,
+        entry: str,
+        slot: float,
+        next_run: float | None,
+        info: bytes,
+        send: Sequence[Outgoing] = (),
+        busy_id: str | None = None,
+    ) -> str:
+        with self._locked() as s:
+            now = time.time()
+            if not s.holds(lease, holder, token, now):
+                return "lost"
+            state = s.entry(entry)
+            state.next_run = next_run
+            if state.settled is not None and state.settled >= slot:
+                return "done"
+            state.settled = slot
+            if entry in s.paused:
+                return "paused"
+            if busy_id and busy_id in s.messages:
+                return "busy"
+            state.info = info
+            for m in send:
+                s.put(m, now)
+            s.work.notify_all()
+            return "sent"
+
+    def beat_plan(
+        self,
+        lease: str,
+        holder: str,
+        token: int,
+        entries: Mapping[str, tuple[float | None, float | None, bytes]],
+        remove: Sequence[str] = (),
+    ) -> bool:
+        with self._locked() as s:
+            if not s.holds(lease, holder, token, time.time()):
+                return False
+            for name, (settled, next_run, info) in entries.items():
+                state = s.entry(name)
+                if settled is not None:
+                    state.settled = settled
+                state.next_run, state.info = next_run, info
+            for name in remove:
+                s.entries.pop(name, None)
+                s.paused.discard(name)
+            return True
+
+    def beat_entries(self) -> dict[str, EntryState]:
+        with self._locked() as s:
+            return {
+                name: EntryState(name, e.settled, e.next_run, name in s.paused, e.info)
+                for name, e in sorted(s.entries.items())
+            }
+
+    def beat_pause(self, entry: str, paused: bool) -> None:
+        with self._locked() as s:
+            if paused:
+                s.paused.add(entry)
+            else:
+                s.paused.discard(entry)
+
+    # -- workers ---------------------------------------------------------------------------
+    def heartbeat(self, worker: str, info: bytes, ttl: float) -> None:
+        with self._locked() as s:
+            now = time.time()
+            s.sweep(now)
+            s.keep("workers", worker, _Expiring(info, now + ttl))
+
+    def unregister(self, worker: str) -> None:
+        with self._locked() as s:
+            s.workers.pop(worker, None)
+
+    def workers(self) -> dict[str, bytes]:
+        with self._locked() as s:
+            now = time.time()
+            return {n: w.value for n, w in s.workers.items() if w.expires > now}

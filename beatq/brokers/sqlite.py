@@ -1,0 +1,505 @@
+"""The SQLite backend: `sqlite:///relative/file.db` or `sqlite:////absolute/file.db`.
+
+The embedded default: no server, and several processes of one host share the file.
+Tables (sqlite_db.SCHEMA): `messages` holds every message not yet acknowledged with its
+state (ready, delayed until `eta`, claimed until `deadline`) and, while ready, its place
+`seq` in its queue; `results` and `states` the final and the latest non-final task
+states; `chords` and `chord_members` the chord joins; `dead_letters`; `leases` (with the
+last fencing token); `beat_entries` and `beat_paused`; `workers`.
+
+Every operation of the interface is one transaction, so it is atomic as a Redis script
+is; times are the caller's `time.time()` (one host, one clock). `wait` and
+`wait_result` poll cheaply (see sqlite_db.Database.poll): SQLite cannot notify another
+process.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .base import (
+    Backend,
+    ChordJoin,
+    Claim,
+    Claimed,
+    DeadLetter,
+    EntryState,
+    Lease,
+    Outgoing,
+    ResultWrite,
+)
+from .sqlite_db import Database, path_of
+
+SWEEP_EVERY = 5.0  # seconds between deletions of expired results, chords and workers
+CHUNK = 500  # ids per statement, well under SQLite's limit on parameters
+RESTORE_LIMIT = 1000  # expired claims or due messages put back per claim, as Redis does
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for i in range(0, len(items), CHUNK):
+        yield items[i : i + CHUNK]
+
+
+def _put(conn: sqlite3.Connection, messages: Iterable[Outgoing], now: float) -> None:
+    """Store messages: delayed until their eta, or ready at the tail of their queue."""
+    tails: dict[str, int] = {}
+    rows = []
+    for m in messages:
+        if m.eta is not None and m.eta > now:
+            rows.append((m.id, m.queue, m.body, "delayed", 0, m.eta))
+            continue
+        if m.queue not in tails:
+            last = conn.execute(
+                "SELECT MAX(seq) FROM messages WHERE state = 'ready' AND queue = ?", (m.queue,)
+            ).fetchone()[0]
+            tails[m.queue] = last or 0
+        tails[m.queue] += 1
+        rows.append((m.id, m.queue, m.body, "ready", tails[m.queue], None))
+    conn.executemany(
+        "INSERT OR REPLACE INTO messages (id, queue, body, state, seq, eta) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+
+
+def _to_head(conn: sqlite3.Connection, rows: Sequence[tuple[str, str]]) -> None:
+    """Make stored messages (id, queue) ready at the head of their queue, first foremost."""
+    by_queue: dict[str, list[str]] = {}
+    for id_, queue in rows:
+        by_queue.setdefault(queue, []).append(id_)
+    for queue, ids in by_queue.items():
+        first = conn.execute(
+            "SELECT MIN(seq) FROM messages WHERE state = 'ready' AND queue = ?", (queue,)
+        ).fetchone()[0]
+        start = (first or 0) - len(ids)
+        conn.executemany(
+            "UPDATE messages SET state = 'ready', seq = ?, eta = NULL, deadline = NULL "
+            "WHERE id = ?",
+            [(start + i, id_) for i, id_ in enumerate(ids)],
+        )
+
+
+def _holds(conn: sqlite3.Connection, lease: str, holder: str, token: int, now: float) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM leases WHERE name = ? AND holder = ? AND token = ? AND expires > ?",
+        (lease, holder, token, now),
+    ).fetchone()
+    return row is not None
+
+
+def _wake_probe(queues: Sequence[str]) -> str:
+    """SQL: whether `queues` have ready messages, and when the next eta or claim is due."""
+    return (
+        "SELECT EXISTS (SELECT 1 FROM messages WHERE state = 'ready' "
+        f"AND queue IN ({_marks(len(queues))})), "
+        "(SELECT MIN(eta) FROM messages WHERE state = 'delayed'), "
+        "(SELECT MIN(deadline) FROM messages WHERE state = 'claimed')"
+    )
+
+
+class SqliteBackend(Backend):
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        options = options or {}
+        self.url = url
+        self.db = Database(path_of(url), float(options.get("busy_timeout", 5.0)))
+        self.swept = 0.0  # monotonic time of the last sweep of expired rows
+
+    # -- queue ---------------------------------------------------------------------------
+    def send(self, messages: Sequence[Outgoing]) -> None:
+        if messages:
+            with self.db.write() as conn:
+                _put(conn, messages, time.time())
+
+    def _workable(
+        self, conn: sqlite3.Connection, queues: Sequence[str], now: float
+    ) -> tuple[bool, float | None, float | None]:
+        """Ready messages in `queues` or something due; the next eta; the next due time."""
+        ready, eta, deadline = conn.execute(_wake_probe(queues), list(queues)).fetchone()
+        due = min((t for t in (eta, deadline) if t is not None), default=None)
+        return bool(ready) or (due is not None and due <= now), eta, due
+
+    def claim(self, queues: Sequence[str], count: int, visibility: float) -> Claimed:
+        # Look first without the write lock: an idle worker's claim then costs no write.
+        with self.db.read() as conn:
+            workable, eta, _ = self._workable(conn, queues, time.time())
+        if not workable:
+            return Claimed([], eta)
+        with self.db.write() as conn:
+            now = time.time()
+            expired = conn.execute(
+                "SELECT id, queue FROM messages WHERE state = 'claimed' AND deadline <= ? "
+                "ORDER BY deadline LIMIT ?",
+                (now, RESTORE_LIMIT),
+            ).fetchall()
+            due = conn.execute(
+                "SELECT id, queue FROM messages WHERE state = 'delayed' AND eta <= ? "
+                "ORDER BY eta LIMIT ?",
+                (now, RESTORE_LIMIT),
+            ).fetchall()
+            # Expired claims, then due messages (earliest first), go back to the head.
+            _to_head(conn, expired + due)
+            claims: list[Claim] = []
+            deadline = now + visibility
+            for queue in queues:
+                if len(claims) >= count:
+                    break
+                rows = conn.execute(
+                    "SELECT id, body FROM messages WHERE state = 'ready' AND queue = ? "
+                    "ORDER BY seq LIMIT ?",
+                    (queue, count - len(claims)),
+                ).fetchall()
+                conn.executemany(
+                    "UPDATE messages SET state = 'claimed', deadline = ? WHERE id = ?",
+                    [(deadline, id_) for id_, _ in rows],
+                )
+                claims += [Claim(id_, queue, body) for id_, body in rows]
+            next_eta = conn.execute(
+                "SELECT MIN(eta) FROM messages WHERE state = 'delayed'"
+            ).fetchone()[0]
+        return Claimed(claims, next_eta)
+
+    def wait(self, queues: Sequence[str], timeout: float) -> bool:
+        def probe(conn: sqlite3.Connection, now: float) -> tuple[bool | None, float | None]:
+            workable, _, due = self._workable(conn, queues, now)
+            return (True if workable else None), due
+
+        return bool(self.db.poll(probe, timeout))
+
+    def renew(self, ids: Sequence[str], visibility: float) -> None:
+        if ids:
+            with self.db.write() as conn:
+                deadline = time.time() + visibility
+                for chunk in _chunks(ids):
+                    conn.execute(
+                        "UPDATE messages SET deadline = ? "
+                        f"WHERE state = 'claimed' AND id IN ({_marks(len(chunk))})",
+                        (deadline, *chunk),
+                    )
+
+    def release(self, claims: Sequence[Claim]) -> None:
+        if claims:
+            with self.db.write() as conn:
+                # stored again first: an acknowledged message comes back too
+                conn.executemany(
+                    "INSERT OR REPLACE INTO messages (id, queue, body, state) "
+                    "VALUES (?, ?, ?, 'claimed')",
+                    [(c.id, c.queue, c.body) for c in claims],
+                )
+                _to_head(conn, [(c.id, c.queue) for c in claims])
+
+    def queue_length(self, queue: str) -> int:
+        with self.db.read() as conn:
+            return conn.execute(
+                "SELECT COUNT(*) FROM messages WHERE state = 'ready' AND queue = ?", (queue,)
+            ).fetchone()[0]
+
+    def scheduled(self, limit: int = 100) -> list[tuple[float, Claim]]:
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT eta, id, queue, body FROM messages WHERE state = 'delayed' "
+                "ORDER BY eta, id LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [(eta, Claim(id_, queue, body)) for eta, id_, queue, body in rows]
+
+    # -- finishing -------------------------------------------------------------------------
+    def finish(
+        self,
+        ack: Sequence[Claim] = (),
+        results: Sequence[ResultWrite] = (),
+        send: Sequence[Outgoing] = (),
+        join: ChordJoin | None = None,
+    ) -> None:
+        with self.db.write() as conn:
+            now = time.time()
+            conn.executemany("DELETE FROM messages WHERE id = ?", [(c.id,) for c in ack])
+            for r in results:
+                if r.final:
+                    conn.execute("DELETE FROM states WHERE task_id = ?", (r.task_id,))
+                table = "results" if r.final else "states"
+                conn.execute(
+                    f"INSERT OR REPLACE INTO {table} (task_id, meta, expires) VALUES (?, ?, ?)",
+                    (r.task_id, r.meta, now + r.ttl),
+                )
+            if join is not None and self._join(conn, join, now):
+                _put(conn, [join.unlock], now)
+            _put(conn, send, now)
+            self._sweep(conn, now)
+
+    def _join(self, conn: sqlite3.Connection, join: ChordJoin, now: float) -> bool:
+        """Count the member; True for the one call that completes the chord."""
+        row = conn.execute(
+            "SELECT fired, expires FROM chords WHERE grp = ?", (join.group,)
+        ).fetchone()
+        if row is not None and row[1] <= now:  # expired: as if it never was
+            conn.execute("DELETE FROM chord_members WHERE grp = ?", (join.group,))
+            row = None
+        fired = bool(row[0]) if row is not None else False
+        conn.execute(
+            "INSERT OR IGNORE INTO chord_members (grp, member) VALUES (?, ?)",
+            (join.group, join.member),
+        )
+        counted = conn.execute(
+            "SELECT COUNT(*) FROM chord_members WHERE grp = ?", (join.group,)
+        ).fetchone()[0]
+        fires = not fired and counted >= join.size
+        conn.execute(
+            "INSERT OR REPLACE INTO chords (grp, fired, expires) VALUES (?, ?, ?)",
+            (join.group, int(fired or fires), now + join.ttl),
+        )
+        return fires
+
+    def _sweep(self, conn: sqlite3.Connection, now: float) -> None:
+        if time.monotonic() - self.swept < SWEEP_EVERY:
+            return
+        self.swept = time.monotonic()
+        conn.execute("DELETE FROM results WHERE expires <= ?", (now,))
+        conn.execute("DELETE FROM states WHERE expires <= ?", (now,))
+        conn.execute(
+            "DELETE FROM chord_members WHERE grp IN (SELECT grp FROM chords WHERE expires <= ?)",
+            (now,),
+        )
+        conn.execute("DELETE FROM chords WHERE expires <= ?", (now,))
+        conn.execute("DELETE FROM workers WHERE expires <= ?", (now,))
+
+    # -- results ---------------------------------------------------------------------------
+    def _final(self, conn: sqlite3.Connection, task_id: str, now: float) -> bytes | None:
+        row = conn.execute(
+            "SELECT meta FROM results WHERE task_id = ? AND expires > ?", (task_id, now)
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def get_result(self, task_id: str) -> bytes | None:
+        with self.db.read() as conn:
+            row = conn.execute(
+                "SELECT meta FROM ("
+                "SELECT meta, 0 AS final FROM results WHERE task_id = ?1 AND expires > ?2 "
+                "UNION ALL SELECT meta, 1 FROM states WHERE task_id = ?1 AND expires > ?2"
+                ") ORDER BY final LIMIT 1",
+                (task_id, time.time()),
+            ).fetchone()
+        return None if row is None else row[0]
+
+    def get_results(self, task_ids: Sequence[str]) -> list[bytes | None]:
+        found: dict[str, bytes] = {}
+        with self.db.read() as conn:
+            now = time.time()
+            for chunk in _chunks(list(dict.fromkeys(task_ids))):
+                found.update(
+                    conn.execute(
+                        "SELECT task_id, meta FROM results "
+                        f"WHERE task_id IN ({_marks(len(chunk))}) AND expires > ?",
+                        (*chunk, now),
+                    ).fetchall()
+                )
+        return [found.get(t) for t in task_ids]
+
+    def wait_result(self, task_id: str, timeout: float | None) -> bytes | None:
+        return self.db.poll(lambda conn, now: (self._final(conn, task_id, now), None), timeout)
+
+    def forget(self, task_id: str) -> None:
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM results WHERE task_id = ?", (task_id,))
+            conn.execute("DELETE FROM states WHERE task_id = ?", (task_id,))
+
+    # -- dead letters ----------------------------------------------------------------------
+    def dead_letter(self, claim: Claim, reason: str) -> None:
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM messages WHERE id = ?", (claim.id,))
+            conn.execute(
+                "INSERT OR REPLACE INTO dead_letters (id, queue, body, reason, time) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (claim.id, claim.queue, claim.body, reason, time.time()),
+            )
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT id, queue, reason, time, body FROM dead_letters "
+                "ORDER BY time, rowid LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [DeadLetter(*row) for row in rows]
+
+    def requeue_dead(self, ids: Sequence[str] | None = None) -> list[str]:
+        with self.db.write() as conn:
+            if ids is None:
+                rows = conn.execute(
+                    "SELECT id, queue, body FROM dead_letters ORDER BY time, rowid"
+                ).fetchall()
+            else:
+                rows = []
+                for id_ in dict.fromkeys(ids):
+                    row = conn.execute(
+                        "SELECT id, queue, body FROM dead_letters WHERE id = ?", (id_,)
+                    ).fetchone()
+                    if row is not None:
+                        rows.append(row)
+            _put(conn, [Outgoing(queue, id_, body) for id_, queue, body in rows], time.time())
+            conn.executemany("DELETE FROM dead_letters WHERE id = ?", [(r[0],) for r in rows])
+        return [r[0] for r in rows]
+
+    # -- leases ----------------------------------------------------------------------------
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
+        with self.db.write() as conn:
+            now = time.time()
+            row = conn.execute(
+                "SELECT holder, token, expires FROM leases WHERE name = ?", (name,)
+            ).fetchone()
+            if row is not None and row[0] is not None and row[2] > now:
+                return None
+            token = (row[1] if row is not None else 0) + 1
+            conn.execute(
+                "INSERT OR REPLACE INTO leases (name, holder, token, expires, since) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (name, holder, token, now + ttl, now),
+            )
+            return token
+
+    def renew_lease(self, name: str, holder: str, token: int, ttl: float) -> bool:
+        with self.db.write() as conn:
+            now = time.time()
+            renewed = conn.execute(
+                "UPDATE leases SET expires = ? "
+                "WHERE name = ? AND holder = ? AND token = ? AND expires > ?",
+                (now + ttl, name, holder, token, now),
+            )
+            return renewed.rowcount == 1
+
+    def release_lease(self, name: str, holder: str, token: int) -> None:
+        with self.db.write() as conn:
+            conn.execute(
+                "UPDATE leases SET holder = NULL, expires = NULL "
+                "WHERE name = ? AND holder = ? AND token = ? AND expires > ?",
+                (name, holder, token, time.time()),
+            )
+
+    def get_lease(self, name: str) -> Lease | None:
+        with self.db.read() as conn:
+            now = time.time()
+            row = conn.execute(
+                "SELECT holder, token, expires, since FROM leases "
+                "WHERE name = ? AND holder IS NOT NULL AND expires > ?",
+                (name, now),
+            ).fetchone()
+        if row is None:
+            return None
+        holder, token, expires, since = row
+        return Lease(holder, token, expires - now, since)
+
+    # -- beat state -------------------------------------------------------------------------
+    def beat_dispatch(
+        self,
+        lease: str,
+        holder: str,
+        token: int,
+        entry: str,
+        slot: float,
+        next_run: float | None,
+        info: bytes,
+        send: Sequence[Outgoing] = (),
+        busy_id: str | None = None,
+    ) -> str:
+        with self.db.write() as conn:
+            now = time.time()
+            if not _holds(conn, lease, holder, token, now):
+                return "lost"
+            row = conn.execute(
+                "SELECT settled FROM beat_entries WHERE name = ?", (entry,)
+            ).fetchone()
+            if row is not None and row[0] is not None and row[0] >= slot:
+                outcome = "done"
+            elif conn.execute("SELECT 1 FROM beat_paused WHERE name = ?", (entry,)).fetchone():
+                outcome = "paused"
+            elif (
+                busy_id
+                and conn.execute("SELECT 1 FROM messages WHERE id = ?", (busy_id,)).fetchone()
+            ):
+                outcome = "busy"
+            else:
+                outcome = "sent"
+            settled = row[0] if outcome == "done" else slot
+            conn.execute(
+                "INSERT INTO beat_entries (name, settled, next_run, info) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET settled = excluded.settled, "
+                "next_run = excluded.next_run, info = COALESCE(excluded.info, info)",
+                (entry, settled, next_run, info if outcome == "sent" else None),
+            )
+            if outcome == "sent":
+                _put(conn, send, now)
+            return outcome
+
+    def beat_plan(
+        self,
+        lease: str,
+        holder: str,
+        token: int,
+        entries: Mapping[str, tuple[float | None, float | None, bytes]],
+        remove: Sequence[str] = (),
+    ) -> bool:
+        with self.db.write() as conn:
+            if not _holds(conn, lease, holder, token, time.time()):
+                return False
+            conn.executemany(
+                "INSERT INTO beat_entries (name, settled, next_run, info) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET settled = COALESCE(excluded.settled, settled), "
+                "next_run = excluded.next_run, info = excluded.info",
+                [(name, s, n, info) for name, (s, n, info) in entries.items()],
+            )
+            conn.executemany("DELETE FROM beat_entries WHERE name = ?", [(n,) for n in remove])
+            conn.executemany("DELETE FROM beat_paused WHERE name = ?", [(n,) for n in remove])
+            return True
+
+    def beat_entries(self) -> dict[str, EntryState]:
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT e.name, e.settled, e.next_run, p.name IS NOT NULL, e.info "
+                "FROM beat_entries e LEFT JOIN beat_paused p ON p.name = e.name "
+                "ORDER BY e.name"
+            ).fetchall()
+        return {
+            name: EntryState(name, settled, next_run, bool(paused), info)
+            for name, settled, next_run, paused, info in rows
+        }
+
+    def beat_pause(self, entry: str, paused: bool) -> None:
+        with self.db.write() as conn:
+            if paused:
+                conn.execute("INSERT OR IGNORE INTO beat_paused (name) VALUES (?)", (entry,))
+            else:
+                conn.execute("DELETE FROM beat_paused WHERE name = ?", (entry,))
+
+    # -- workers ---------------------------------------------------------------------------
+    def heartbeat(self, worker: str, info: bytes, ttl: float) -> None:
+        with self.db.write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO workers (name, info, expires) VALUES (?, ?, ?)",
+                (worker, info, time.time() + ttl),
+            )
+
+    def unregister(self, worker: str) -> None:
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM workers WHERE name = ?", (worker,))
+
+    def workers(self) -> dict[str, bytes]:
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT name, info FROM workers WHERE expires > ? ORDER BY expires",
+                (time.time(),),
+            ).fetchall()
+        return dict(rows)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def ping(self) -> None:
+        with self.db.read() as conn:
+            conn.execute("SELECT 1").fetchone()
+
+    def close(self) -> None:
+        self.db.close()

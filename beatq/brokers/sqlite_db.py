@@ -1,0 +1,390 @@
+"""The SQLite file under the sqlite backend: schema, connections, transactions, waiting.
+
+Connections. One per thread and per process: a connection must never cross a fork
+(SQLite keeps per-process lock bookkeeping, and a child that used or even closed an
+inherited handle could corrupt the file). Every use of a connection happens inside
+`_Gate.entered()`; before a fork the gate waits for uses in flight, closes every
+connection of the process and holds new uses back until the fork is done; each thread
+then opens a fresh connection on its next use, in the parent as in the child.
+
+Transactions. Every change is one `BEGIN IMMEDIATE` transaction (the write lock is
+taken at once, so two writers never both read and then fail to upgrade); readers are
+never blocked (WAL). `synchronous=NORMAL`: a commit survives the process being killed;
+a power cut may lose the last commits but never corrupts the file.
+
+Waiting. SQLite cannot notify another process. `poll` runs a cheap `PRAGMA
+data_version` (it changes whenever another connection commits) every 2 ms while things
+happen, every 20 ms once idle, and runs the real query only when the file changed or a
+due time came. Commits in the same process also wake local waiters at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from ..exceptions import BrokerError, ConfigurationError
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id       TEXT PRIMARY KEY,
+    queue    TEXT NOT NULL,
+    body     BLOB NOT NULL,
+    state    TEXT NOT NULL CHECK (state IN ('ready', 'delayed', 'claimed')),
+    seq      INTEGER NOT NULL DEFAULT 0,  -- place in the queue while ready, lowest first
+    eta      REAL,                        -- while delayed
+    deadline REAL                         -- while claimed: the visibility timeout
+);
+CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, seq) WHERE state = 'ready';
+CREATE INDEX IF NOT EXISTS messages_delayed ON messages (eta) WHERE state = 'delayed';
+CREATE INDEX IF NOT EXISTS messages_claimed ON messages (deadline) WHERE state = 'claimed';
+
+CREATE TABLE IF NOT EXISTS results (   -- final states (SUCCESS, FAILURE, REVOKED)
+    task_id TEXT PRIMARY KEY,
+    meta    BLOB NOT NULL,
+    expires REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_expires ON results (expires);
+CREATE TABLE IF NOT EXISTS states (    -- the latest non-final state (STARTED, RETRY)
+    task_id TEXT PRIMARY KEY,
+    meta    BLOB NOT NULL,
+    expires REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS states_expires ON states (expires);
+
+CREATE TABLE IF NOT EXISTS chords (
+    grp     TEXT PRIMARY KEY,
+    fired   INTEGER NOT NULL DEFAULT 0,   -- the unlock message was sent
+    expires REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chords_expires ON chords (expires);
+CREATE TABLE IF NOT EXISTS chord_members (
+    grp    TEXT NOT NULL,
+    member TEXT NOT NULL,
+    PRIMARY KEY (grp, member)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id     TEXT PRIMARY KEY,
+    queue  TEXT NOT NULL,
+    body   BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    time   REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_time ON dead_letters (time);
+
+CREATE TABLE IF NOT EXISTS leases (
+    name    TEXT PRIMARY KEY,
+    holder  TEXT,                 -- NULL once released
+    token   INTEGER NOT NULL,     -- the last fencing token handed out, never lower
+    expires REAL,
+    since   REAL                  -- when the holder acquired it
+);
+
+CREATE TABLE IF NOT EXISTS beat_entries (
+    name     TEXT PRIMARY KEY,
+    settled  REAL,                -- runs at or before this instant are done
+    next_run REAL,
+    info     BLOB                 -- the beat's own JSON record
+);
+CREATE TABLE IF NOT EXISTS beat_paused (name TEXT PRIMARY KEY);
+
+CREATE TABLE IF NOT EXISTS workers (
+    name    TEXT PRIMARY KEY,
+    info    BLOB NOT NULL,
+    expires REAL NOT NULL
+);
+"""
+
+POLL_FAST = 0.002  # seconds between data_version checks while the file changes
+POLL_SLOW = 0.02  # ... once nothing changed for FAST_FOR seconds
+FAST_FOR = 0.5
+
+
+def path_of(url: str) -> str:
+    """The file of `sqlite:///relative.db` or `sqlite:////absolute.db`, made absolute."""
+    parts = urlsplit(url)
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if parts.netloc or not path or path == ":memory:":
+        raise ConfigurationError(
+            f"broker URL {url!r} names no file: use sqlite:///relative/file.db or "
+            "sqlite:////absolute/file.db (memory:// for one process)"
+        )
+    return os.path.abspath(path)
+
+
+class _Gate:
+    """Every connection of the process, and the fork guard described above."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition(threading.Lock())
+        self.active = 0  # connection uses in flight
+        self.closing = False  # a fork (or close) waits: new uses wait
+        self.generation = 0  # bumped when every connection was closed
+        self.handles: weakref.WeakSet[_Handle] = weakref.WeakSet()
+
+    @contextlib.contextmanager
+    def entered(self) -> Iterator[None]:
+        with self.cond:
+            while self.closing:
+                self.cond.wait()
+            self.active += 1
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.active -= 1
+                if self.active <= 0:
+                    self.cond.notify_all()
+
+    def close_all(self, only: Callable[[_Handle], bool] = lambda h: True) -> None:
+        """Wait for the uses in flight, then close the connections `only` picks."""
+        with self.cond:
+            self.closing = True
+            while self.active > 0:
+                self.cond.wait()
+            for handle in list(self.handles):
+                if only(handle):
+                    handle.close()
+            self.closing = False
+            self.cond.notify_all()
+
+    def before_fork(self) -> None:
+        with self.cond:
+            self.closing = True
+            while self.active > 0:
+                self.cond.wait()
+            for handle in list(self.handles):
+                handle.close()
+            self.generation += 1
+        # `closing` stays set (and other threads wait) until the fork is done
+
+    def after_fork_in_parent(self) -> None:
+        with self.cond:
+            self.closing = False
+            self.cond.notify_all()
+
+
+_gate = _Gate()
+
+
+def _after_fork_in_child() -> None:
+    global _gate, _changes
+    # the parent's threads are gone and its locks may be held: start afresh
+    generation = _gate.generation
+    _gate = _Gate()
+    _gate.generation = generation + 1
+    _changes = {}
+
+
+os.register_at_fork(
+    before=lambda: _gate.before_fork(),
+    after_in_parent=lambda: _gate.after_fork_in_parent(),
+    after_in_child=_after_fork_in_child,
+)
+
+
+class _Handle:
+    """One thread's connection to one file."""
+
+    def __init__(self, db: Database, conn: sqlite3.Connection) -> None:
+        self.db = db
+        self.conn = conn
+        self.pid = os.getpid()
+        self.generation = _gate.generation
+        self.closed = False
+
+    def usable(self) -> bool:
+        return not self.closed and self.pid == os.getpid() and self.generation == _gate.generation
+
+    def close(self) -> None:
+        if not self.closed and self.pid == os.getpid():
+            self.closed = True
+            self.conn.close()
+
+
+class _Changes:
+    """Commits made in this process to one file: local waiters wake without polling."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition(threading.Lock())
+        self.count = 0
+
+    def committed(self) -> None:
+        with self.cond:
+            self.count += 1
+            self.cond.notify_all()
+
+    def wait(self, seen: int, timeout: float) -> None:
+        with self.cond:
+            if self.count == seen:
+                self.cond.wait(timeout)
+
+
+_changes: dict[str, _Changes] = {}
+_changes_lock = threading.Lock()
+
+
+def _changes_of(path: str) -> _Changes:
+    with _changes_lock:
+        found = _changes.get(path)
+        if found is None:
+            found = _changes[path] = _Changes()
+        return found
+
+
+# Connections a fork without hooks left behind: kept, since closing a handle of the
+# parent's in a child would touch the parent's locks.
+_abandoned: list[_Handle] = []
+
+
+@contextlib.contextmanager
+def _errors(path: str) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        # locked past busy_timeout, I/O error, cannot open, not a database; the other
+        # kinds (IntegrityError, ProgrammingError...) are bugs and stay what they are
+        if type(exc) not in (sqlite3.OperationalError, sqlite3.DatabaseError):
+            raise
+        raise BrokerError(f"SQLite database {path} is unavailable: {exc}") from exc
+
+
+class Database:
+    """One SQLite file, used from any thread and any process."""
+
+    def __init__(self, path: str, busy_timeout: float = 5.0) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self.local = threading.local()
+
+    @property
+    def changes(self) -> _Changes:
+        return _changes_of(self.path)  # per process: a fork starts a new registry
+
+    def _connection(self) -> sqlite3.Connection:
+        handle: _Handle | None = getattr(self.local, "handle", None)
+        if handle is None or not handle.usable():
+            if handle is not None and not handle.closed and handle.pid != os.getpid():
+                _abandoned.append(handle)
+            handle = _Handle(self, self._open())
+            self.local.handle = handle
+            with _gate.cond:
+                _gate.handles.add(handle)
+        conn = handle.conn
+        if conn.in_transaction:  # left open by an exception raised mid-way (a signal)
+            conn.rollback()
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout,
+            isolation_level=None,  # we say BEGIN and COMMIT ourselves
+            check_same_thread=False,  # only its thread uses it; a fork closes it from another
+        )
+        try:
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._setup(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _setup(self, conn: sqlite3.Connection) -> None:
+        if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return
+        # Switching a fresh file to WAL can report "locked" at once, without the busy
+        # handler, when several processes start together: retry until busy_timeout.
+        end = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal":
+                    break
+            except sqlite3.OperationalError:
+                if time.monotonic() > end:
+                    raise
+            time.sleep(0.01)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.rollback()
+            raise
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A connection in autocommit mode: each statement sees one consistent state."""
+        with _gate.entered(), _errors(self.path):
+            yield self._connection()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A connection inside one BEGIN IMMEDIATE transaction, committed at the end."""
+        with _gate.entered(), _errors(self.path):
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.rollback()
+                raise
+        self.changes.committed()
+
+    def poll(
+        self,
+        probe: Callable[[sqlite3.Connection, float], tuple[T | None, float | None]],
+        timeout: float | None,
+    ) -> T | None:
+        """Run `probe(conn, now)` until it returns a value; None after `timeout` seconds.
+
+        `probe` also returns when to run it again though nothing changed (a due time, as
+        POSIX seconds), or None. It runs again at once whenever the file changed.
+        """
+        end = None if timeout is None else time.monotonic() + timeout
+        seen_version = None
+        due: float | None = None
+        changed_at = time.monotonic()
+        changes = self.changes
+        while True:
+            local = changes.count
+            with self.read() as conn:
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                now = time.time()
+                if version != seen_version or (due is not None and now >= due):
+                    if version != seen_version:
+                        changed_at = time.monotonic()
+                    seen_version = version
+                    value, due = probe(conn, now)
+                    if value is not None:
+                        return value
+            mono = time.monotonic()
+            if end is not None and mono >= end:
+                return None
+            pause = POLL_FAST if mono - changed_at < FAST_FOR else POLL_SLOW
+            if end is not None:
+                pause = min(pause, end - mono)
+            if due is not None:
+                pause = min(pause, max(due - time.time(), 0.0))
+            changes.wait(local, pause)
+
+    def close(self) -> None:
+        """Close this file's connections in every thread; later uses open new ones."""
+        _gate.close_all(lambda handle: handle.db is self)
