@@ -24,6 +24,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -110,6 +111,23 @@ def own_redis():
             proc.wait()
 
 
+@contextmanager
+def frozen_beatq():
+    """Import beatq, client and workers, from a copy of its source taken now.
+
+    beatq is installed editable from a tree others may be editing: without the copy, one
+    run could mix versions (or catch a half-saved file). PYTHONPATH beats the editable finder.
+    """
+    with tempfile.TemporaryDirectory(prefix="bench-beatq-") as tmp:
+        ignore = shutil.ignore_patterns("__pycache__")
+        shutil.copytree(ROOT / "beatq", Path(tmp) / "beatq", ignore=ignore)
+        sys.path.insert(0, tmp)
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [tmp, os.environ.get("PYTHONPATH")])
+        )
+        yield
+
+
 def with_db(url: str, db: int) -> str:
     p = urlsplit(url)
     return urlunsplit((p.scheme, p.netloc, f"/{db}", p.query, p.fragment))
@@ -149,7 +167,8 @@ class Worker:
         self.log = log
         cmd = [str(BIN / system.name), "-A", system.module, "worker"]
         cmd += ["-P", pool, "-c", str(conc), "-l", "warning"]
-        env = {**os.environ, "BENCH_REDIS_URL": url, "PYTHONPATH": str(ROOT)}
+        path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))
+        env = {**os.environ, "BENCH_REDIS_URL": url, "PYTHONPATH": path}
         with open(log, "wb") as out:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -206,7 +225,7 @@ class Runner:
         return self.redis.llen(self.system.queue_key)
 
     def load(self, n: int):
-        """Enqueue one warm-up and n timed no-ops, then the sentinel. Return (rate, length, r)."""
+        """Enqueue a warm-up and n timed no-ops, then the sentinel: (rate, queue length, result)."""
         if self.flush:
             self.redis.flushdb()
         elif self.qlen():
@@ -234,7 +253,7 @@ class Runner:
                 f"{w.label} to take a task",
                 w.check_alive,
             )
-            timeout = 30 + full / 200
+            timeout = 30 + full // 500
             try:
                 sentinel.get(timeout=timeout)
             except Exception as e:  # each system raises its own TimeoutError
@@ -245,7 +264,7 @@ class Runner:
                     f"({type(e).__name__}: {e}); {left:,} of {full:,} messages still queued, "
                     f"~{(full - left) / secs:,.0f} tasks/s"
                 ) from e
-            rate = (full - 1) / (time.perf_counter() - t0)  # the sentinel is not counted
+            rate = (full - 1) / (time.perf_counter() - t0)  # n + warm-up; not the sentinel
             if left := self.qlen():  # the sentinel went in last: it must come out last
                 raise BenchError(f"{w.label}: sentinel done with {left:,} messages still queued")
             lat = self.roundtrips(roundtrips) if roundtrips else []
@@ -374,7 +393,7 @@ def table(summary: dict, names: list[str], runs: int) -> str:
 
 
 def source_digest(package: str) -> str:
-    """Digest of a package's source files: tells whether it changed during the run."""
+    """Digest of a package's source files, to tell which version was measured."""
     h = hashlib.sha256()
     for path in sorted(Path(importlib.import_module(package).__file__).parent.rglob("*")):
         if path.suffix in (".py", ".lua"):
@@ -422,8 +441,12 @@ def main() -> int:
 
     if os.getloadavg()[0] > 0.5:
         print(f"! load average {os.getloadavg()[0]:.2f} before start: figures will be noisy")
+    freeze = "beatq" in names and (ROOT / "beatq").is_dir()
     try:
-        with nullcontext(args.redis_url) if args.redis_url else own_redis() as base_url:
+        with (
+            frozen_beatq() if freeze else nullcontext(),
+            nullcontext(args.redis_url) if args.redis_url else own_redis() as base_url,
+        ):
             flush = args.flush or not args.redis_url
             runners = {name: Runner(SYSTEMS[name], base_url, flush) for name in names}
             env = environment(base_url, names)
@@ -437,8 +460,6 @@ def main() -> int:
         print(f"ERROR: {e}", file=sys.stderr)
         return 1
     env["loadavg after"] = os.getloadavg()
-    changed = [name for name in names if source_digest(name) != env["source_digest"][name]]
-    env["source changed during run"] = changed
 
     summary = summarise(samples)
     result = {
@@ -454,8 +475,6 @@ def main() -> int:
     print(table(summary, names, args.repeat))
     if failures:
         print(f"\n{len(failures)} run(s) failed; see 'failures' in the JSON")
-    if changed:
-        print(f"! source of {', '.join(changed)} changed during the run: versions are mixed")
     print(f"\n{n:,} tasks, {k} round trips, {args.repeat} runs; ratios are run by run. -> {out}")
     return 0
 

@@ -208,12 +208,14 @@ class PreforkPool(Pool):
     def _collect(self) -> None:
         while not self.stopping:
             with self.lock:
-                busy = {c.conn: c for c in self.children if c.claim is not None}
+                # every child's pipe, busy or not: one handed a task after this line
+                # must still be heard the moment it answers
+                pipes = {c.conn: c for c in self.children}
                 sentinels = {c.process.sentinel: c for c in self.children}
-            ready = wait([*busy, *sentinels], timeout=0.1)
+            ready = wait([*pipes, *sentinels], timeout=0.1)
             for item in ready:
-                if item in busy:
-                    child = busy[item]
+                if item in pipes:
+                    child = pipes[item]
                     try:
                         child.conn.recv()
                     except (EOFError, OSError):

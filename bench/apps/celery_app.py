@@ -2,8 +2,11 @@
 
 Settings that differ from Celery's defaults: only ``broker_connection_retry_on_startup``
 (set to its current default explicitly, to silence the deprecation warning).
-Everything that affects throughput keeps Celery's default, notably
-``worker_prefetch_multiplier = 4``, ``task_acks_late = False`` and JSON serialisation.
+Everything that affects throughput keeps Celery's default, so the "best on 2 cores" run
+(``-P prefork -c 2``) uses ``worker_prefetch_multiplier = 4``, ``task_acks_late = False``,
+JSON serialisation, gossip, mingle and heartbeat on. Tried by hand on 20,000 no-ops, none of
+``-P threads -c 4``, ``--prefetch-multiplier 64`` or ``--without-gossip --without-mingle
+--without-heartbeat`` drained faster (all about 1,000 tasks/s, like ``-P solo``).
 """
 
 import os

@@ -312,3 +312,11 @@ def cv_seen(value, tag="seen"):
     """A callback that journals "tag:value" to "cv_seen"."""
     record("cv_seen", f"{tag}:{value}")
     return value
+
+
+# -- sqlite backend tests (sq_): no journal, which lives on Redis ------------------------------
+@app.task(bind=True)
+def sq_host(self, seconds=0.0):
+    """Sleep `seconds`, then return the name of the worker that ran it."""
+    time.sleep(seconds)
+    return self.request.hostname

@@ -23,6 +23,9 @@ end
 
 -- Store one message: ready at the tail of its queue, or delayed until `eta`.
 local function send_one(prefix, msgs, delayed, now, queue, id, body, eta)
+  -- an id stored again replaces its message: out of its queue, or it would be taken twice
+  local old = redis.call('HGET', msgs, id)
+  if old then redis.call('LREM', qkey(prefix, queue_of(old)), 0, id) end
   redis.call('HSET', msgs, id, queue .. '\n' .. body)
   redis.call('ZREM', delayed, id)
   if eta ~= '' and tonumber(eta) > now then
