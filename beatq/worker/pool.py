@@ -9,6 +9,7 @@ returns the claims it aborted, so the worker can put them back in their queue.
 from __future__ import annotations
 
 import abc
+import atexit
 import logging
 import multiprocessing
 import os
@@ -125,7 +126,8 @@ class ThreadPool(Pool):
 
 
 def _child(make_executor: Callable[[], Executor], conn: Connection) -> None:
-    # The parent coordinates shutdown: a child ignores the terminal's Ctrl-C and SIGTERM.
+    # The parent coordinates shutdown: a child ignores Ctrl-C and SIGTERM sent to the
+    # whole process group (a terminal, systemd), so its task can finish.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     parent = os.getppid()
@@ -192,6 +194,9 @@ class PreforkPool(Pool):
         return _Child(process, parent_conn)
 
     def start(self) -> None:
+        # Children ignore SIGTERM, so multiprocessing's own exit hook (terminate, then
+        # join) would wait for them forever if the parent left by an unexpected path.
+        atexit.register(self._kill_all)
         self.children = [self._spawn() for _ in range(self.concurrency)]
         self.parent_executor = self.make_executor()
         self.collector = threading.Thread(target=self._collect, name="beatq-collector", daemon=True)
@@ -265,6 +270,11 @@ class PreforkPool(Pool):
         for child in self.children:
             child.process.join(5)
         return aborted
+
+    def _kill_all(self) -> None:
+        for child in self.children:
+            if child.process.is_alive():
+                child.process.kill()
 
     def close(self) -> None:
         self.stopping = True

@@ -115,30 +115,30 @@ class Worker:
         )
         try:
             self._consume()
-        except ColdShutdown:
-            self._cold_stop()
-            return 0
-        finally:
-            if self.beat is not None:
-                self.beat.stop()  # hands the lease over at once
-                if beat_thread is not None:
-                    beat_thread.join(5)
-        log.info(
-            "worker %s: warm shutdown, waiting for %d running task(s)",
-            self.hostname,
-            len(self.pool.active),
-        )
-        self._release(list(self.buffer))
-        self.buffer.clear()
-        try:
+            self._stop_beat(beat_thread)
+            log.info(
+                "worker %s: warm shutdown, waiting for %d running task(s)",
+                self.hostname,
+                len(self.pool.active),
+            )
+            self._release(list(self.buffer))
+            self.buffer.clear()
             self.pool.join()
         except ColdShutdown:
+            # a second signal, wherever it landed: abort, requeue, leave
+            self._stop_beat(beat_thread)
             self._cold_stop()
             return 0
         self.pool.close()
         self._unregister()
         log.info("worker %s stopped", self.hostname)
         return 0
+
+    def _stop_beat(self, thread: threading.Thread | None) -> None:
+        if self.beat is not None:
+            self.beat.stop()  # hands the lease over at once
+            if thread is not None:
+                thread.join(5)
 
     def stop(self) -> None:
         """Stop taking work and let running tasks finish."""
