@@ -169,7 +169,8 @@ class Signature(dict):
         callbacks = {}
         if self.get("subtask_type"):  # a canvas places its callbacks on the right tasks
             callbacks = {k: options.pop(k) for k in ("link", "link_error") if k in options}
-        sig = self.clone(**options) if options or callbacks else self
+        # a copy: the ids given below must not stick to the caller's signature
+        sig = self.clone(**options)
         for callback in as_signatures(callbacks.get("link"), app):
             sig.link(callback)
         for errback in as_signatures(callbacks.get("link_error"), app):
@@ -393,32 +394,48 @@ def as_signatures(value: Any, app: Beatq | None = None) -> list[Signature]:
 
 
 # -- freezing: ids up front ------------------------------------------------------------------
-def freeze(sig: Signature, app: Beatq) -> Any:
-    """Give every task in `sig` its id (kept in its options) and return the result handle."""
+def freeze(sig: Signature, app: Beatq, _seen: set[int] | None = None) -> Any:
+    """Give every task in `sig` its id (kept in its options) and return the result handle.
+
+    The same signature object used twice (`chain(*[add.s(1)] * 3)`) is copied, so each
+    use gets its own id.
+    """
     from .result import AsyncResult, GroupResult
 
+    seen = set() if _seen is None else _seen
     kind = sig.get("subtask_type")
     if kind is None:
         task_id = sig.options.setdefault("task_id", str(uuid.uuid4()))
         return AsyncResult(task_id, app=app, task_name=sig.task)
-    if kind == "chain":
+    if kind in ("chain", "group"):
+        tasks = [_own(maybe_signature(t, app), seen) for t in sig.kwargs["tasks"]]
+        sig.kwargs["tasks"] = tasks
+        if kind == "group":
+            group_id = sig.options.setdefault("group_id", str(uuid.uuid4()))
+            return GroupResult(group_id, [freeze(t, app, seen) for t in tasks], app=app)
         result = None
-        for t in sig.kwargs["tasks"]:
-            nxt = freeze(maybe_signature(t, app), app)
+        for t in tasks:
+            nxt = freeze(t, app, seen)
             _set_parent(nxt, result)
             result = nxt
         return result
-    if kind == "group":
-        group_id = sig.options.setdefault("group_id", str(uuid.uuid4()))
-        members = [freeze(maybe_signature(t, app), app) for t in sig.kwargs["tasks"]]
-        return GroupResult(group_id, members, app=app)
-    header = freeze(maybe_signature(sig.kwargs["header"], app), app)
+    sig.kwargs["header"] = header_sig = _own(maybe_signature(sig.kwargs["header"], app), seen)
+    header = freeze(header_sig, app, seen)
     body = sig.kwargs.get("body")
     if body is None:
         return header
-    result = freeze(maybe_signature(body, app), app)
+    sig.kwargs["body"] = body_sig = _own(maybe_signature(body, app), seen)
+    result = freeze(body_sig, app, seen)
     _set_parent(result, header)
     return result
+
+
+def _own(sig: Signature, seen: set[int]) -> Signature:
+    """`sig`, or a copy of it if this canvas already holds that very object."""
+    if id(sig) in seen:
+        sig = sig.clone()
+    seen.add(id(sig))
+    return sig
 
 
 def _set_parent(result: Any, parent: Any) -> None:

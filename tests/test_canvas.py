@@ -428,3 +428,17 @@ def test_always_eager_computes_in_process(app):
         assert client.hlen(f"{prefix}:msg") == 0  # nothing was sent
     finally:
         client.close()
+
+
+def test_a_signature_used_twice_gets_its_own_id_each_time(app, start_worker):
+    """`chain(add.s(0, 1), *[add.s(1)] * n)` repeats one object; each link must run."""
+    from beatq import chain
+    from tests.proj.tasks import add
+
+    start_worker("-P", "solo")
+    assert chain(add.s(0, 1), *[add.s(1)] * 49)().get(timeout=20) == 50
+    sig = add.s(2, 3)
+    first, second = sig.delay(), sig.delay()
+    assert first.id != second.id
+    assert (first.get(timeout=5), second.get(timeout=5)) == (5, 5)
+    assert "task_id" not in sig.options
