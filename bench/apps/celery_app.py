@@ -26,3 +26,14 @@ def noop():
 @app.task
 def noop_result():
     return None
+
+
+# canvas benchmark (bench/canvas.py): chord members and body, chain links
+@app.task
+def add(x, y):
+    return x + y
+
+
+@app.task
+def tsum(numbers):
+    return sum(numbers)
