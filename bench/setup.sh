@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create bench/.venv with the peer systems (Celery) and beatq installed editable.
+# Create bench/.venv with the peer systems (Celery, celery-redbeat) and beatq installed editable.
 # Celery lives only here: it is never a dependency of beatq itself.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -9,7 +9,7 @@ py="${PYTHON:-python3}"
 [ -x "$here/.venv/bin/python" ] || "$py" -m venv "$here/.venv"
 pip="$here/.venv/bin/python -m pip"
 $pip install -q --upgrade pip
-$pip install -q 'celery[redis]==5.7.*' redis
+$pip install -q 'celery[redis]==5.7.*' 'celery-redbeat==2.4.*' redis
 if [ -f "$root/pyproject.toml" ] || [ -f "$root/setup.py" ]; then
     $pip install -q -e "$root"
 else
