@@ -151,25 +151,24 @@ class _Gate:
                 if self.active <= 0:
                     self.cond.notify_all()
 
-    def close_all(self, only: Callable[[_Handle], bool] = lambda h: True) -> None:
-        """Wait for the uses in flight, then close the connections `only` picks."""
+    def _close(self, only: Callable[[_Handle], bool]) -> None:
+        # with `cond` held: hold new uses back, wait for those in flight, close
+        self.closing = True
+        while self.active > 0:
+            self.cond.wait()
+        for handle in list(self.handles):
+            if only(handle):
+                handle.close()
+
+    def close_all(self, only: Callable[[_Handle], bool]) -> None:
         with self.cond:
-            self.closing = True
-            while self.active > 0:
-                self.cond.wait()
-            for handle in list(self.handles):
-                if only(handle):
-                    handle.close()
+            self._close(only)
             self.closing = False
             self.cond.notify_all()
 
     def before_fork(self) -> None:
         with self.cond:
-            self.closing = True
-            while self.active > 0:
-                self.cond.wait()
-            for handle in list(self.handles):
-                handle.close()
+            self._close(lambda handle: True)
             self.generation += 1
         # `closing` stays set (and other threads wait) until the fork is done
 
@@ -183,15 +182,15 @@ _gate = _Gate()
 
 
 def _after_fork_in_child() -> None:
-    global _gate, _changes
+    global _gate, _changes, _changes_lock
     # the parent's threads are gone and its locks may be held: start afresh
     generation = _gate.generation
     _gate = _Gate()
     _gate.generation = generation + 1
-    _changes = {}
+    _changes, _changes_lock = {}, threading.Lock()
 
 
-_unused = dict(
+os.register_at_fork(
     before=lambda: _gate.before_fork(),
     after_in_parent=lambda: _gate.after_fork_in_parent(),
     after_in_child=_after_fork_in_child,
@@ -313,11 +312,13 @@ class Database:
         end = time.monotonic() + self.busy_timeout
         while True:
             try:
-                if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal":
-                    break
-            except sqlite3.OperationalError:
-                if time.monotonic() > end:
-                    raise
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                mode = str(exc)
+            if mode == "wal":
+                break
+            if time.monotonic() > end:
+                raise sqlite3.OperationalError(f"cannot switch to WAL mode: {mode}")
             time.sleep(0.01)
         conn.execute("BEGIN IMMEDIATE")
         try:

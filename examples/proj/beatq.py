@@ -6,7 +6,8 @@ from beatq import Beatq
 
 app = Beatq(
     "proj",
-    broker=os.environ.get("BEATQ_BROKER_URL", "redis://localhost:6379/0"),
+    # no broker named: the embedded SQLite default (sqlite:///beatq.sqlite3)
+    broker=os.environ.get("BEATQ_BROKER_URL"),
     include=["examples.proj.tasks"],
 )
 app.conf.update(
