@@ -366,6 +366,7 @@ class GroupResult:
     def get(self, timeout: float | None = None, propagate: bool = True, **kwargs: Any) -> list[Any]:
         """Every member's value, in order; the first failure is raised unless propagate=False."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._fetch_finished()
         values = []
         for r in self.results:
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
@@ -373,6 +374,15 @@ class GroupResult:
         return values
 
     join = get
+
+    def _fetch_finished(self) -> None:
+        """Read every finished member in one round trip; only the others are waited for."""
+        pending = [r for r in self.results if isinstance(r, AsyncResult) and r._final is None]
+        if pending:
+            found = self.app.result_store.get_results([r.id for r in pending])
+            for r, raw in zip(pending, found):
+                if raw is not None:
+                    r._final = r._decode(raw)
 
     def forget(self) -> None:
         for r in self.results:
