@@ -38,11 +38,6 @@ def to_timestamp(value: datetime, zone: tzinfo) -> float:
     return value.timestamp()
 
 
-def from_timestamp(ts: float, zone: tzinfo) -> datetime:
-    """The aware datetime in `zone` for a POSIX instant."""
-    return datetime.fromtimestamp(ts, zone)
-
-
 def format_time(ts: float, zone: tzinfo) -> str:
     """`2026-11-24 16:30:01.123+08:00`: local time with its UTC offset."""
     dt = datetime.fromtimestamp(ts, zone)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from ..brokers import Backend, Lease
+from ..brokers import Backend
 
 log = logging.getLogger("beatq.beat")
 
@@ -57,6 +57,3 @@ class LeaderLease:
     def lost(self) -> None:
         """Forget the lease after the broker refused a dispatch."""
         self.token = None
-
-    def current(self) -> Lease | None:
-        return self.backend.get_lease(self.name)
