@@ -614,7 +614,9 @@ class Llen:
     def __init__(self, client: redis.Redis, key: str):
         self.client, self.key = client, key
 
-    def wait(self, n: int, deadline: float, check) -> tuple[float | None, float | None, int]:
+    def wait(self, n: int, deadline: float, cap: float, check):
+        """(first, last, length): wait for a first element until `deadline`, then for n of them
+        until `cap` s after the first."""
         first = last = None
         length = 0
         while time.time() < deadline:
@@ -622,6 +624,7 @@ class Llen:
             now = time.time()
             if length and first is None:
                 first = now
+                deadline = first + cap
             if length >= n:
                 last = now
                 break
@@ -651,7 +654,11 @@ def scale_run(ctx: Ctx, system: System, n: int, rep: int, caps: dict) -> dict:
     client = ctx.fresh(system)
     ch = tick_channel(system)
     out: dict = {"load 1m": os.getloadavg()[0], "entries": n}
-    beat = ctx.beat(system, f"scale-{system.name}-{n}-{rep}", "warning", BENCH_BEAT_N=str(n))
+    env = {"BENCH_BEAT_N": str(n)}
+    interval = system.name != "beatq" and caps.get("celery bulk") == "interval"
+    if interval:
+        env["BENCH_BEAT_BULK"] = "interval"
+    beat = ctx.beat(system, f"scale-{system.name}-{n}-{rep}", "warning", **env)
     try:
         ready = ctx.observer.next_after(ch, beat.started, caps["startup"], beat.check_alive)
         if ready is None:
@@ -664,16 +671,22 @@ def scale_run(ctx: Ctx, system: System, n: int, rep: int, caps: dict) -> dict:
             out["rss taken during the batch"] = True
         # the batch falls due at each whole minute (beatq every 60s; Celery/redbeat crontab)
         due = math.ceil(time.time() / 60) * 60
+        if interval:  # timedelta entries: 60 s after the beat created them
+            due = beat.started + 60
         idle_done = False
         if time.time() + IDLE_WINDOW + 2 < due and not client.llen(system.bulk_key):
             out.update(measure_idle(ctx, system, beat, client))
             idle_done = out["idle quiet"]
         llen = Llen(client, system.bulk_key)
-        first, last, length = llen.wait(n, max(due, time.time()) + caps["burst"], beat.check_alive)
+        first, last, length = llen.wait(
+            n, max(due, time.time()) + caps["burst"], caps["burst"], beat.check_alive
+        )
         if first is None:
             out["error"] = f"no batch message within {caps['burst']:.0f} s of its due time"
             return out
-        slot = math.floor(first / 60) * 60
+        # the slot: the whole minute (with --celery-bulk interval the peers have none: the
+        # first message stands in for it)
+        slot = first if interval else math.floor(first / 60) * 60
         out["burst first late"] = first - slot
         if system.name == "beatq":  # check: the slot the beat itself gave the first message
             stored = client.hget("beatq:msg", client.lindex(system.bulk_key, -1))
@@ -822,7 +835,7 @@ def cell(f: dict | None, spec: str, runs: int | None = None) -> str:
     return text
 
 
-def table(summary: dict, names: list[str], samples: dict, caps: dict) -> str:
+def table(summary: dict, names: list[str], samples: dict, caps: dict, repeat: int) -> str:
     cols = names + [f"{p}/beatq" for p in PEERS if p in names and "beatq" in names]
     head = [
         "figure: median [min–max]",
@@ -847,8 +860,9 @@ def table(summary: dict, names: list[str], samples: dict, caps: dict) -> str:
             rows.append(line)
 
     if "precision" in summary:
-        reps = {n: len(samples["precision"].get(n, [])) for n in names}
-        group_rows("precision: one entry every 1 s", PRECISION_ROWS, summary["precision"], reps.get)
+        group_rows(
+            "precision: one entry every 1 s", PRECISION_ROWS, summary["precision"], lambda c: repeat
+        )
     if "failover" in summary:
         fo = summary["failover"]
         rows.append("failover: two beats, kill -9 the leader (the same phase, 0.3 s after a run)")
@@ -930,12 +944,11 @@ def table(summary: dict, names: list[str], samples: dict, caps: dict) -> str:
         )
     if "scale" in summary:
         for n, fig in summary["scale"].items():
-            reps = {name: len(rs) for name, rs in samples["scale"][n].items()}
             group_rows(
                 f"scale: {int(n):,} entries every 60 s (all due at once) + the 1-s entry",
                 SCALE_ROWS,
                 fig,
-                reps.get,
+                lambda c: repeat,
             )
             for name, errs in fig["errors"].items():
                 if errs:
@@ -1013,6 +1026,12 @@ def main() -> int:
     )
     ap.add_argument("--burst-cap", type=float, default=300, help="give up a batch after s (300)")
     ap.add_argument("--startup-cap", type=float, default=300, help="give up a big start after s")
+    ap.add_argument(
+        "--celery-bulk",
+        choices=("cron", "interval"),
+        default="cron",
+        help="the peers' batch entries: crontab(minute='*') (default) or timedelta(seconds=60)",
+    )
     ap.add_argument("--redis-url", help="use this server (sets notify-keyspace-events)")
     ap.add_argument("--flush", action="store_true", help="allow FLUSHDB of dbs 1-3 at --redis-url")
     ap.add_argument("--out", help="JSON file (default bench/results/beat[-quick].json)")
@@ -1026,6 +1045,7 @@ def main() -> int:
                 saved["params"]["systems"],
                 saved["samples"],
                 saved["params"]["caps"],
+                saved["params"]["repeat"],
             )
         )
         print_notes(saved["environment"], saved["settings"], saved["failures"])
@@ -1042,7 +1062,12 @@ def main() -> int:
         for s in (args.scale_sizes or ("1000,10000" if args.quick else "10000,100000")).split(",")
     ]
     scale_names = [s for s in (args.scale_systems or ",".join(names)).split(",") if s]
-    caps = {"failover": args.failover_cap, "burst": args.burst_cap, "startup": args.startup_cap}
+    caps = {
+        "failover": args.failover_cap,
+        "burst": args.burst_cap,
+        "startup": args.startup_cap,
+        "celery bulk": args.celery_bulk,
+    }
     missing = [p for p in ("beatq", "celery") if not (BIN / p).exists()]
     try:
         import redbeat  # noqa: F401
@@ -1176,7 +1201,7 @@ def main() -> int:
     }
     out_path.write_text(json.dumps(result, indent=2) + "\n")
     print()
-    print(table(summary, names, samples, caps))
+    print(table(summary, names, samples, caps, args.repeat))
     print()
     print_notes(env, SETTINGS, ctx.failures)
     print(f"\n{args.repeat} runs, precision window {duration:.0f} s -> {out_path}")
