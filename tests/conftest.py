@@ -1,4 +1,12 @@
-"""Fixtures: a real redis-server, a key prefix per test, real worker processes."""
+"""Fixtures: the backend of each test, a real redis-server, real worker processes.
+
+End-to-end tests run once per backend they are marked for (`@pytest.mark.backends("redis",
+"sqlite", "memory")`; unmarked: redis only), from one parametrized suite: a test asks for
+`env`/`app`/`start_worker` and gets a fresh store on its backend (its own key prefix on
+the test Redis, its own SQLite file, or its own memory:// store). `--backends sqlite`
+runs the suite with no Redis at all. Tasks journal their side effects to files
+(tests.proj.record), so the journal needs no broker either.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +16,52 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
+BACKENDS = ("redis", "sqlite", "memory")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--backends",
+        default=",".join(BACKENDS),
+        help="the backends end-to-end tests run on, comma separated (default: all three)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "backends(*names): the backends a test runs on (unmarked: redis only)"
+    )
+    unknown = set(chosen_backends(config)) - set(BACKENDS)
+    if unknown:
+        raise pytest.UsageError(
+            f"--backends: unknown {', '.join(sorted(unknown))}; use {', '.join(BACKENDS)}"
+        )
+
+
+def chosen_backends(config: pytest.Config) -> list[str]:
+    return [n.strip() for n in config.getoption("--backends").split(",") if n.strip()]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run a test that uses a backend once per backend it is marked for (and chosen)."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("backends")
+    names = marker.args if marker else ("redis",)
+    chosen = chosen_backends(metafunc.config)
+    # module scope: a module's shared worker starts once per backend, not once per test
+    metafunc.parametrize("backend", [n for n in names if n in chosen], scope="module")
 
 
 def free_port() -> int:
@@ -88,7 +133,9 @@ class RedisServer:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    if "redis" not in chosen_backends(request.config):
+        pytest.skip("needs Redis, which --backends leaves out")
     url = os.environ.get("BEATQ_TEST_REDIS_URL")
     if url:
         yield url
@@ -99,24 +146,56 @@ def redis_url() -> Iterator[str]:
     server.stop()
 
 
-@pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix of this test's own; its keys (and only them) are deleted afterwards."""
-    value = f"bqt-{uuid.uuid4().hex[:12]}"
-    yield value
+def delete_keys(redis_url: str, prefix: str) -> None:
+    """Delete the keys under `prefix` (a store this suite created), and only them."""
     client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{value}:*", count=1000))
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
     if keys:
         client.delete(*keys)
     client.close()
 
 
+def store_url(backend: str, request: pytest.FixtureRequest, prefix: str, folder: Path) -> str:
+    """A fresh store on `backend`: keys under `prefix`, a file in `folder`, or memory."""
+    if backend == "redis":
+        return request.getfixturevalue("redis_url")
+    if backend == "sqlite":
+        return f"sqlite:///{folder / 'beatq.sqlite3'}"  # an absolute path: sqlite:////...
+    return f"memory://{prefix}"
+
+
 @pytest.fixture
-def env(redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """Environment for this test: the test app's broker and prefix, here and in children."""
+def prefix(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A key prefix of this test's own; on Redis its keys (and only them) go afterwards."""
+    value = f"bqt-{uuid.uuid4().hex[:12]}"
+    yield value
+    if "redis_url" in request.fixturenames:
+        delete_keys(request.getfixturevalue("redis_url"), value)
+
+
+@pytest.fixture
+def broker_url(backend: str, request: pytest.FixtureRequest, prefix: str, tmp_path: Path) -> str:
+    """This test's store on its backend."""
+    return store_url(backend, request, prefix, tmp_path)
+
+
+@pytest.fixture
+def journal_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "journal"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def env(
+    broker_url: str, prefix: str, journal_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """Environment for this test: the test app's broker, prefix and journal, here and in
+    children."""
     values = {
-        "BEATQ_BROKER_URL": redis_url,
+        "BEATQ_BROKER_URL": broker_url,
         "BEATQ_TEST_PREFIX": prefix,
+        "BEATQ_TEST_JOURNAL": str(journal_dir),
         "PYTHONPATH": str(ROOT),
     }
     for key, value in values.items():
@@ -124,23 +203,66 @@ def env(redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch) -> dict[st
     return {**os.environ, **values}
 
 
-@pytest.fixture
-def app(env: dict[str, str]):
-    """The tests' app (tests.proj), pointed at this test's keys."""
+def point_app(url: str, prefix: str, visibility: float = 60.0):
+    """The tests' app (tests.proj), pointed at the store `url` with keys under `prefix`."""
     from tests.proj import app as proj_app
 
+    proj_app.close()
     proj_app.conf.broker_transport_options = {
         **proj_app.conf.broker_transport_options,
-        "global_keyprefix": env["BEATQ_TEST_PREFIX"],
-        "visibility_timeout": float(env.get("BEATQ_TEST_VISIBILITY", "60")),
+        "global_keyprefix": prefix,
+        "visibility_timeout": visibility,
     }
-    proj_app.conf.broker_url = env["BEATQ_BROKER_URL"]
+    proj_app.conf.broker_url = url
     proj_app.conf.task_always_eager = False
-    proj_app.close()
     import tests.proj.tasks  # noqa: F401  (registers the tasks)
 
+    return proj_app
+
+
+@pytest.fixture
+def app(env: dict[str, str]):
+    """The tests' app (tests.proj), pointed at this test's store."""
+    proj_app = point_app(
+        env["BEATQ_BROKER_URL"],
+        env["BEATQ_TEST_PREFIX"],
+        float(env.get("BEATQ_TEST_VISIBILITY", "60")),
+    )
     yield proj_app
     proj_app.close()
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A message as the store holds it: id, queue, state (ready, delayed, claimed), body."""
+
+    id: str
+    queue: str
+    state: str
+    body: bytes
+
+
+def stored_messages(app) -> list[Stored]:
+    """Every message `app`'s broker holds, read from the store itself (for assertions)."""
+    broker = app.broker
+    kind = type(broker).__name__
+    if kind == "RedisBackend":
+        client, keys = broker.client, broker.keys
+        claimed = {m.decode().partition("|")[0] for m in client.zrange(keys.unacked, 0, -1)}
+        delayed = {m.decode() for m in client.zrange(keys.delayed, 0, -1)}
+        found = []
+        for id_, value in client.hgetall(keys.msgs).items():
+            id_ = id_.decode()
+            queue, _, body = value.partition(b"\n")
+            state = "claimed" if id_ in claimed else "delayed" if id_ in delayed else "ready"
+            found.append(Stored(id_, queue.decode(), state, body))
+        return found
+    if kind == "SqliteBackend":
+        with broker.db.read() as conn:
+            rows = conn.execute("SELECT id, queue, state, body FROM messages").fetchall()
+        return [Stored(*row) for row in rows]
+    with broker.store.lock:
+        return [Stored(i, m.queue, m.state, m.body) for i, m in broker.store.messages.items()]
 
 
 class WorkerProcess:
@@ -183,27 +305,83 @@ class WorkerProcess:
         self.log_file.close()
 
 
+class ThreadWorker:
+    """A worker of the tests' app in a thread of this process: memory:// serves one process.
+
+    Takes the options `-P threads|solo`, `-c N` and `-Q queues` of `beatq worker`.
+    """
+
+    def __init__(self, app, args: list[str], name: str) -> None:
+        from beatq.worker import Worker
+
+        options = dict(zip(args[::2], args[1::2]))
+        unknown = set(options) - {"-P", "-c", "-Q"}
+        if len(args) % 2 or unknown:
+            raise ValueError(f"an in-process worker takes -P, -c and -Q only, not {args}")
+        self.name = name
+        self.pid = os.getpid()
+        self.records: list[str] = []
+        self.worker = Worker(
+            app,
+            queues=options["-Q"].split(",") if "-Q" in options else None,
+            pool=options.get("-P", "threads"),
+            concurrency=int(options.get("-c", "4")),
+            hostname=name,
+            idle_wait=0.1,  # how soon it notices stop(): memory waits cannot be interrupted
+        )
+        self.thread = threading.Thread(target=self.worker.run, name=name, daemon=True)
+        self.thread.start()
+
+    def log(self) -> str:
+        return "\n".join(self.records)
+
+    def signal(self, signum: int) -> None:
+        assert signum in (signal.SIGTERM, signal.SIGINT), "an in-process worker only stops"
+        self.worker.stop()
+
+    def wait(self, timeout: float = 10.0) -> int:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"in-process worker {self.name} did not stop"
+        return 0
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self.thread.join(10)
+        assert not self.thread.is_alive(), f"in-process worker {self.name} did not stop"
+
+
+def wait_ready(broker, name: str, alive: Callable[[], bool], log: Callable[[], str]) -> None:
+    """Wait until worker `name` heartbeats on `broker`; fail with its log if it died first."""
+    wait_for(lambda: name in broker.workers() or not alive(), 15, f"worker {name} to start")
+    assert alive(), log()
+
+
 @pytest.fixture
 def start_worker(
-    app, env: dict[str, str], tmp_path: Path
+    app, backend: str, env: dict[str, str], tmp_path: Path
 ) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start `beatq -A tests.proj worker ARGS...` and wait until it is ready (heartbeat seen)."""
-    started: list[WorkerProcess] = []
+    """Start `beatq -A tests.proj worker ARGS...` and wait until it is ready (heartbeat seen).
+
+    On memory:// the worker runs in a thread of the test process (see ThreadWorker).
+    """
+    started: list[WorkerProcess | ThreadWorker] = []
 
     def start(
         *args: str, ready: bool = True, extra_env: dict[str, str] | None = None
     ) -> WorkerProcess:
         name = f"w{len(started)}-{uuid.uuid4().hex[:6]}"
+        if backend == "memory":
+            assert not extra_env, "an in-process worker shares the test's environment"
+            thread = ThreadWorker(app, list(args), name)
+            started.append(thread)
+            if ready:
+                wait_ready(app.broker, name, thread.thread.is_alive, thread.log)
+            return thread  # type: ignore[return-value]
         argv = ["-A", "tests.proj", "worker", "-n", name, *args]
         worker = WorkerProcess(argv, {**env, **(extra_env or {})}, tmp_path / f"{name}.log")
         started.append(worker)
         if ready:
-            wait_for(
-                lambda: name in app.broker.workers() or worker.process.poll() is not None,
-                15,
-                f"worker {name} to start",
-            )
-            assert worker.process.poll() is None, worker.log()
+            wait_ready(app.broker, name, lambda: worker.process.poll() is None, worker.log)
         worker.name = name  # type: ignore[attr-defined]
         return worker
 

@@ -5,8 +5,9 @@ leader is replaced within the lease time, a clean stop hands over at once, a pau
 leader is fenced; catch-up, overlap, jitter, pause/resume and hot reload act on live beats.
 
 Each message a beat sends carries `options["beat"] = {"entry", "slot"}`. With no worker on
-its queue a message stays stored in `{prefix}:msg`, so the tests read back which runs
-(slots, whole POSIX seconds for `every: 1s`) were dispatched, and how many times.
+its queue a message stays stored, so the tests read back from the store which runs (slots,
+whole POSIX seconds for `every: 1s`) were dispatched, and how many times. What rests on
+the backend (the lease, fencing, the settled runs, overlap) runs on Redis and SQLite.
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import yaml
 
 from beatq.messages import Message, decode
-from tests.conftest import ROOT, WorkerProcess, wait_for
+from tests.conftest import ROOT, WorkerProcess, stored_messages, wait_for
 from tests.proj import journal
 
 OUT = "beat-out"  # a queue no worker consumes: the messages sent to it stay stored
+BOTH = pytest.mark.backends("redis", "sqlite")  # several beat processes share the store
 TIME_WITH_OFFSET = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d"
 
 
@@ -63,13 +64,6 @@ def start_beat(app, env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..
         beat.stop()
 
 
-@pytest.fixture
-def raw(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
 def write_schedule(path: Path, entries: dict[str, dict[str, Any]], zone: str = "UTC") -> Path:
     """Write a schedule file in one step (a beat may read it at any moment)."""
     text = yaml.safe_dump({"timezone": zone, "schedules": entries}, sort_keys=False)
@@ -94,21 +88,20 @@ def tick(task: str = "tests.proj.tasks.add", args: list[Any] | None = None, **sp
     }
 
 
-def sent(raw: redis.Redis, prefix: str) -> list[tuple[str, float, Message]]:
+def sent(app) -> list[tuple[str, float, Message]]:
     """(entry, slot, message) for every beat message still stored, in slot order."""
     found = []
-    for stored in raw.hvals(f"{prefix}:msg"):
-        _queue, _, body = stored.partition(b"\n")
-        message = decode(body, None)
+    for stored in stored_messages(app):
+        message = decode(stored.body, None)
         run = message.options.get("beat")
         if run:
             found.append((run["entry"], float(run["slot"]), message))
     return sorted(found, key=lambda item: (item[1], item[0]))
 
 
-def slots(raw: redis.Redis, prefix: str, entry: str) -> list[float]:
+def slots(app, entry: str) -> list[float]:
     """The slots dispatched for `entry`, sorted, repeats kept (a repeat is a defect)."""
-    return [slot for name, slot, _ in sent(raw, prefix) if name == entry]
+    return [slot for name, slot, _ in sent(app) if name == entry]
 
 
 def assert_each_slot_once(found: list[float], least: int) -> None:
@@ -162,14 +155,15 @@ def wait_until(instant: float) -> None:
 
 
 # -- tests ---------------------------------------------------------------------------------
+@BOTH
 def test_two_beats_and_two_worker_beats_send_each_slot_once(
-    app, env, tmp_path, raw, prefix, start_beat, start_worker
+    app, env, tmp_path, start_beat, start_worker
 ):
     path = write_schedule(tmp_path / "s.yaml", {"tick": tick()}, zone="Asia/Shanghai")
     beats = [start_beat(path), start_beat(path)]
     for _ in range(2):
         beats.append(start_worker("-B", "-s", str(path), "-P", "threads", "-c", "1"))
-    found = wait_for(lambda: len(s := slots(raw, prefix, "tick")) >= 5 and s, 10, "5 runs")
+    found = wait_for(lambda: len(s := slots(app, "tick")) >= 5 and s, 10, "5 runs")
     assert_each_slot_once(found, 5)
 
     status = cli(env, "beat", "status")
@@ -186,7 +180,7 @@ def test_two_beats_and_two_worker_beats_send_each_slot_once(
     assert times and times[1].endswith("+08:00") and times[2].endswith("+08:00"), show(listing)
     assert times[1] < times[2]
 
-    found = slots(raw, prefix, "tick")
+    found = slots(app, "tick")
     assert_each_slot_once(found, 5)
     leaders = [b for b in beats if "is the leader now" in b.log()]
     assert len(leaders) == 1, "one leader for the whole run, the other three stood by"
@@ -195,14 +189,13 @@ def test_two_beats_and_two_worker_beats_send_each_slot_once(
     assert not any("beat: sent" in b.log() for b in standby)
 
 
-def test_kill9_of_the_leader_a_standby_takes_over_within_the_lease(
-    app, tmp_path, raw, prefix, start_beat
-):
+@BOTH
+def test_kill9_of_the_leader_a_standby_takes_over_within_the_lease(app, tmp_path, start_beat):
     path = write_schedule(tmp_path / "s.yaml", {"latest": tick(), "all": tick(catchup="all")})
     first = start_beat(path, ttl=1.5)
     wait_for(lambda: leader(app), 5, "the first beat to lead")
     second = start_beat(path, ttl=1.5)
-    wait_for(lambda: len(slots(raw, prefix, "all")) >= 2, 5, "two runs")
+    wait_for(lambda: len(slots(app, "all")) >= 2, 5, "two runs")
     old = led_by(app, [first, second])
     new = second if old is first else first
 
@@ -213,55 +206,57 @@ def test_kill9_of_the_leader_a_standby_takes_over_within_the_lease(
     since = app.broker.get_lease("beat").since
 
     def by_new_leader() -> list[Message]:
-        return [m for name, _, m in sent(raw, prefix) if name == "all" and m.sent >= since]
+        return [m for name, _, m in sent(app) if name == "all" and m.sent >= since]
 
     first_new = wait_for(by_new_leader, 5, "a run sent by the new leader")
     assert min(m.sent for m in first_new) - killed_at <= 1.5 + 1.0
-    last = max(slots(raw, prefix, "all"))
-    wait_for(lambda: max(slots(raw, prefix, "all")) >= last + 1, 3, "a further run")
+    last = max(slots(app, "all"))
+    wait_for(lambda: max(slots(app, "all")) >= last + 1, 3, "a further run")
     assert "is the leader now" in new.log()
     new.stop()
 
-    assert_each_slot_once(slots(raw, prefix, "all"), 4)  # catchup all: no gap at all
-    latest = slots(raw, prefix, "latest")
+    assert_each_slot_once(slots(app, "all"), 4)  # catchup all: no gap at all
+    latest = slots(app, "latest")
     assert len(set(latest)) == len(latest), f"slots dispatched twice: {latest}"
     missed = entry_info(app, "latest")["missed"]
     window = int(latest[-1] - latest[0]) + 1
     assert len(latest) + missed == window, (latest, missed)
 
 
-def test_a_stopped_leader_that_wakes_up_sends_nothing(app, tmp_path, raw, prefix, start_beat):
+@BOTH
+def test_a_stopped_leader_that_wakes_up_sends_nothing(app, tmp_path, start_beat):
     path = write_schedule(tmp_path / "s.yaml", {"all": tick(catchup="all")})
     first = start_beat(path, ttl=1.5)
     wait_for(lambda: leader(app), 5, "the first beat to lead")
     second = start_beat(path, ttl=1.5)
-    wait_for(lambda: len(slots(raw, prefix, "all")) >= 1, 5, "a run")
+    wait_for(lambda: len(slots(app, "all")) >= 1, 5, "a run")
     old = led_by(app, [first, second])
     new = second if old is first else first
 
     old.signal(signal.SIGSTOP)
     stopped_at = time.time()
     wait_for(lambda: leader_pid(app) == new.pid, 5, "the standby to lead")
-    wait_for(lambda: [m for *_, m in sent(raw, prefix) if m.sent > stopped_at + 1.5], 5, "a run")
+    wait_for(lambda: [m for *_, m in sent(app) if m.sent > stopped_at + 1.5], 5, "a run")
     assert time.time() - stopped_at > 1.5, "stopped for longer than its lease"
     old.signal(signal.SIGCONT)
     wait_for(lambda: "lost the leadership" in old.log(), 5, "the old leader to notice")
-    woke = max(slots(raw, prefix, "all"))
-    wait_for(lambda: max(slots(raw, prefix, "all")) >= woke + 2, 4, "two more runs")
+    woke = max(slots(app, "all"))
+    wait_for(lambda: max(slots(app, "all")) >= woke + 2, 4, "two more runs")
 
-    assert_each_slot_once(slots(raw, prefix, "all"), 4)
+    assert_each_slot_once(slots(app, "all"), 4)
     after_wake = old.log().rsplit("lost the leadership", 1)[1]
     assert "beat: sent" not in after_wake
     assert pid_of(leader(app)) == new.pid
 
 
-def test_a_clean_stop_hands_the_lease_over_at_once(app, tmp_path, raw, prefix, start_beat):
+@BOTH
+def test_a_clean_stop_hands_the_lease_over_at_once(app, tmp_path, start_beat):
     path = write_schedule(tmp_path / "s.yaml", {"tick": tick()})
     # A long lease for the first leader: only the hand-over can explain a fast change.
     first = start_beat(path, ttl=10)
     holder = wait_for(lambda: leader(app), 5, "the first beat to lead")
     second = start_beat(path, ttl=1.5)
-    wait_for(lambda: len(slots(raw, prefix, "tick")) >= 2, 5, "two runs")
+    wait_for(lambda: len(slots(app, "tick")) >= 2, 5, "two runs")
 
     stopped_at = time.monotonic()
     first.signal(signal.SIGTERM)
@@ -270,12 +265,13 @@ def test_a_clean_stop_hands_the_lease_over_at_once(app, tmp_path, raw, prefix, s
     assert first.wait(5) == 0
     assert pid_of(leader(app)) == second.pid
     assert "stopped and released the leadership" in first.log()
-    last = max(slots(raw, prefix, "tick"))
-    wait_for(lambda: max(slots(raw, prefix, "tick")) >= last + 2, 4, "two more runs")
-    assert_each_slot_once(slots(raw, prefix, "tick"), 4)
+    last = max(slots(app, "tick"))
+    wait_for(lambda: max(slots(app, "tick")) >= last + 2, 4, "two more runs")
+    assert_each_slot_once(slots(app, "tick"), 4)
 
 
-def test_catchup_after_downtime(app, tmp_path, raw, prefix, start_beat):
+@BOTH
+def test_catchup_after_downtime(app, tmp_path, start_beat):
     """All beats down for a few seconds, then one leads again at a known point of the grid.
 
     The 2 s entries show skip and latest apart: the new leader starts 1.1 s after slot E,
@@ -291,21 +287,21 @@ def test_catchup_after_downtime(app, tmp_path, raw, prefix, start_beat):
         },
     )
     first = start_beat(path)
-    wait_for(lambda: len(slots(raw, prefix, "latest")) >= 1, 5, "a run every 2s")
+    wait_for(lambda: len(slots(app, "latest")) >= 1, 5, "a run every 2s")
     first.signal(signal.SIGTERM)
     assert first.wait(5) == 0
     # Nobody leads while the test holds the lease: the beats are "down".
     token = wait_for(lambda: app.broker.acquire_lease("beat", "test:0:down", 30), 2, "lease")
-    before = {name: max(slots(raw, prefix, name)) for name in ("skip", "latest", "all", "window")}
+    before = {name: max(slots(app, name)) for name in ("skip", "latest", "all", "window")}
     second = start_beat(path, ttl=0.4)
     edge = before["latest"] + 4  # the second missed 2 s slot, E
     wait_until(edge + 1.1)
     app.broker.release_lease("beat", "test:0:down", token)
-    wait_for(lambda: max(slots(raw, prefix, "all")) >= edge + 1, 2, "the catch-up")
-    wait_for(lambda: max(slots(raw, prefix, "skip")) >= edge + 2, 2, "the next skip run")
+    wait_for(lambda: max(slots(app, "all")) >= edge + 1, 2, "the catch-up")
+    wait_for(lambda: max(slots(app, "skip")) >= edge + 2, 2, "the next skip run")
 
     def caught_up(name: str) -> list[float]:
-        return [s for s in slots(raw, prefix, name) if before[name] < s <= edge + 1]
+        return [s for s in slots(app, name) if before[name] < s <= edge + 1]
 
     assert caught_up("latest") == [edge], "one run for the missed edge-2 and edge"
     assert entry_info(app, "latest")["missed"] >= 1
@@ -313,11 +309,12 @@ def test_catchup_after_downtime(app, tmp_path, raw, prefix, start_beat):
     assert caught_up("all") == [float(s) for s in range(int(before["all"]) + 1, int(edge) + 2)]
     assert caught_up("window") == [edge, edge + 1], "all, but only within catchup_window"
     for name in ("skip", "latest", "all", "window"):
-        found = slots(raw, prefix, name)
+        found = slots(app, name)
         assert len(set(found)) == len(found), f"{name}: slots dispatched twice: {found}"
     assert "missed" in second.log()
 
 
+@BOTH
 def test_overlap_skip_sends_no_run_while_the_previous_is_unfinished(
     app, tmp_path, start_beat, start_worker
 ):
@@ -343,36 +340,34 @@ def test_overlap_skip_sends_no_run_while_the_previous_is_unfinished(
     assert "skipped its run" in beat.log()
 
 
-def test_jitter_delays_each_run_within_its_window(app, tmp_path, raw, prefix, start_beat):
+def test_jitter_delays_each_run_within_its_window(app, tmp_path, start_beat):
     path = write_schedule(tmp_path / "s.yaml", {"jittery": tick(jitter="1s")})
     start_beat(path)
-    found = wait_for(lambda: len(s := sent(raw, prefix)) >= 4 and s, 8, "four runs")
+    found = wait_for(lambda: len(s := sent(app)) >= 4 and s, 8, "four runs")
     offsets = [message.eta - slot for _, slot, message in found if message.eta is not None]
     assert len(offsets) == len(found), "every run has an eta"
     assert all(0 <= off <= 1.0 for off in offsets), offsets
     assert max(offsets) - min(offsets) > 0.01, f"random, not one fixed delay: {offsets}"
 
 
-def test_pause_and_resume_a_running_beat_from_another_process(
-    app, env, tmp_path, raw, prefix, start_beat
-):
+def test_pause_and_resume_a_running_beat_from_another_process(app, env, tmp_path, start_beat):
     path = write_schedule(tmp_path / "s.yaml", {"tick": tick(), "other": tick()})
     beat = start_beat(path)
-    wait_for(lambda: slots(raw, prefix, "tick"), 5, "a run")
+    wait_for(lambda: slots(app, "tick"), 5, "a run")
 
     paused = cli(env, "schedule", "pause", "tick")
     paused_at = time.time()
     assert paused.returncode == 0 and "paused tick" in paused.stdout, show(paused)
-    wait_for(lambda: max(slots(raw, prefix, "other")) >= paused_at + 1, 3, "a paused second")
+    wait_for(lambda: max(slots(app, "other")) >= paused_at + 1, 3, "a paused second")
     listing = cli(env, "schedule", "list")
     assert "tick (paused):" in listing.stdout, show(listing)
     resuming_at = time.time()
     resumed = cli(env, "schedule", "resume", "tick")
     resumed_at = time.time()
     assert resumed.returncode == 0 and "resumed tick" in resumed.stdout, show(resumed)
-    wait_for(lambda: max(slots(raw, prefix, "tick")) > resumed_at, 3, "a run after resume")
+    wait_for(lambda: max(slots(app, "tick")) > resumed_at, 3, "a run after resume")
 
-    found = slots(raw, prefix, "tick")
+    found = slots(app, "tick")
     assert not [s for s in found if paused_at < s <= resuming_at], found
     assert len(set(found)) == len(found)
     assert "is paused; run of" in beat.log()
@@ -382,20 +377,16 @@ def test_pause_and_resume_a_running_beat_from_another_process(
     assert "no entry 'no-such-entry'" in unknown.stderr and "tick" in unknown.stderr
 
 
-def test_editing_the_schedule_file_takes_effect_without_a_restart(
-    app, tmp_path, raw, prefix, start_beat
-):
+def test_editing_the_schedule_file_takes_effect_without_a_restart(app, tmp_path, start_beat):
     path = write_schedule(tmp_path / "s.yaml", {"a": tick(args=[1, 1]), "b": tick()})
     beat = start_beat(path)
-    wait_for(lambda: slots(raw, prefix, "a") and slots(raw, prefix, "b"), 5, "a and b to run")
+    wait_for(lambda: slots(app, "a") and slots(app, "b"), 5, "a and b to run")
 
     edited_at = time.time()
     write_schedule(path, {"a": tick(args=[2, 2]), "c": tick()})
 
     def runs_of(name: str, args: list[int] | None = None) -> list[float]:
-        return [
-            s for n, s, m in sent(raw, prefix) if n == name and (args is None or m.args == args)
-        ]
+        return [s for n, s, m in sent(app) if n == name and (args is None or m.args == args)]
 
     wait_for(lambda: runs_of("a", [2, 2]) and runs_of("c"), 4, "the edit to take effect")
     assert time.time() - edited_at < 2.5
@@ -423,13 +414,13 @@ def test_editing_the_schedule_file_takes_effect_without_a_restart(
 
 
 def test_a_standby_takes_over_with_the_schedule_as_edited_while_it_stood_by(
-    app, env, tmp_path, raw, prefix, start_beat
+    app, env, tmp_path, start_beat
 ):
     path = write_schedule(tmp_path / "s.yaml", {"a": tick()})
     first = start_beat(path, ttl=1.5)
     wait_for(lambda: leader(app), 5, "the first beat to lead")
     second = start_beat(path, ttl=1.5)
-    wait_for(lambda: slots(raw, prefix, "a"), 5, "a run")
+    wait_for(lambda: slots(app, "a"), 5, "a run")
     old = led_by(app, [first, second])
     new = second if old is first else first
 
@@ -440,12 +431,12 @@ def test_a_standby_takes_over_with_the_schedule_as_edited_while_it_stood_by(
     assert paused.returncode == 0, show(paused)
     old.signal(signal.SIGTERM)
     wait_for(lambda: leader_pid(app) == new.pid, 2, "the standby to lead")
-    last = max(slots(raw, prefix, "a"))
-    wait_for(lambda: max(slots(raw, prefix, "a")) >= last + 2, 4, "two more runs")
+    last = max(slots(app, "a"))
+    wait_for(lambda: max(slots(app, "a")) >= last + 2, 4, "two more runs")
 
     assert app.broker.beat_entries()["c"].paused, "the pause outlives the change of leader"
-    assert [s for s in slots(raw, prefix, "c") if s > paused_at] == []
-    assert_each_slot_once(slots(raw, prefix, "a"), 3)
+    assert [s for s in slots(app, "c") if s > paused_at] == []
+    assert_each_slot_once(slots(app, "a"), 3)
 
 
 def test_status_without_a_beat_and_a_bad_schedule_file(app, env, tmp_path):
@@ -463,3 +454,37 @@ def test_status_without_a_beat_and_a_bad_schedule_file(app, env, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"Error: {bad}:6: entry 'broken'"), show(proc)
     assert "Traceback" not in proc.stderr
+
+
+@BOTH
+def test_two_workers_with_beats_share_the_tasks_and_the_survivor_takes_over(
+    app, tmp_path, start_worker
+):
+    from beatq import AsyncResult
+    from tests.proj.tasks import sq_host
+
+    path = write_schedule(
+        tmp_path / "s.yaml", {"tick": tick("tests.proj.tasks.sq_host", [], options={})}
+    )
+    args = ["-B", "-s", str(path), "--lease-ttl", "1.5", "-P", "threads", "-c", "2"]
+    workers = [start_worker(*args, "--prefetch-multiplier", "1") for _ in range(2)]
+    by_pid = {w.pid: w for w in workers}
+    first = by_pid[wait_for(lambda: leader_pid(app), 10, "a leader")]
+    wait_for(lambda: entry_info(app, "tick").get("runs", 0) >= 2, 10, "two ticks")
+    assert [w for w in workers if "is the leader now" in w.log()] == [first]
+
+    results = [sq_host.delay(0.2) for _ in range(12)]
+    ran_on = {r.get(timeout=15) for r in results}
+    assert ran_on == {w.name for w in workers}, "both workers took tasks"
+    tick_result = AsyncResult(entry_info(app, "tick")["last_task_id"], app=app)
+    assert tick_result.get(timeout=10) in ran_on
+
+    # the leader dies: the other beat takes over within the lease, and ticks go on
+    runs = entry_info(app, "tick")["runs"]
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(5)
+    survivor = next(w for w in workers if w is not first)
+    wait_for(lambda: leader_pid(app) == survivor.pid, 10, "the standby beat to take over")
+    wait_for(lambda: entry_info(app, "tick")["runs"] >= runs + 2, 10, "ticks after takeover")
+    tick_result = AsyncResult(entry_info(app, "tick")["last_task_id"], app=app)
+    assert tick_result.get(timeout=10) == survivor.name

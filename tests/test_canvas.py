@@ -1,5 +1,6 @@
 """Canvas end to end (SPEC §7): signatures, chain, group, chord, map, starmap, chunks,
-nesting and failure semantics, run by real worker processes on a real Redis."""
+nesting and failure semantics, run by real worker processes (on memory://, a worker in
+this process). The chord join and the canvases built on it run on every backend."""
 
 from __future__ import annotations
 
@@ -8,13 +9,12 @@ import signal
 import time
 
 import pytest
-import redis
 
 from beatq import GroupResult, chain, chord, group, signature
 from beatq.canvas import maybe_signature
 from beatq.exceptions import ChordError
 from beatq.serializers import dumps, loads
-from tests.conftest import wait_for
+from tests.conftest import stored_messages, wait_for
 from tests.proj import journal
 from tests.proj.tasks import (
     CustomError,
@@ -35,6 +35,7 @@ from tests.proj.tasks import (
 from tests.proj.tasks import cv_xsum as xsum
 
 EVENS = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]
+ALL = pytest.mark.backends("redis", "sqlite", "memory")
 
 
 @pytest.fixture
@@ -44,27 +45,18 @@ def worker(start_worker):
 
 
 @pytest.fixture
-def drained(app, redis_url, prefix):
+def drained(app):
     """`drained(*workers)`: wait until the broker holds no message at all (ready, delayed
-    or unacked), then stop the workers gracefully (they finish what runs): nothing can
+    or claimed), then stop the workers gracefully (they finish what runs): nothing can
     run any more, so a count taken afterwards is final."""
-    client = redis.Redis.from_url(redis_url)
-
-    def empty() -> bool:
-        return not (
-            client.hlen(f"{prefix}:msg")
-            or client.zcard(f"{prefix}:delayed")
-            or client.zcard(f"{prefix}:unacked")
-        )
 
     def wait(*workers, timeout: float = 10.0) -> None:
-        wait_for(empty, timeout, "the broker to hold no messages")
+        wait_for(lambda: not stored_messages(app), timeout, "the broker to hold no messages")
         for worker in workers:
             worker.signal(signal.SIGTERM)
             assert worker.wait(10) == 0, worker.log()
 
-    yield wait
-    client.close()
+    return wait
 
 
 # -- 1. signatures --------------------------------------------------------------------------
@@ -184,6 +176,7 @@ def test_rebuilt_canvas_can_be_applied(worker, app):
 
 
 # -- 2. chain -------------------------------------------------------------------------------
+@ALL
 def test_chain_values_and_parents(worker):
     result = chain(add.s(2, 2), add.s(4), add.s(8))()
     assert result.get(timeout=5) == 16
@@ -210,6 +203,7 @@ def test_chain_values_and_parents(worker):
 
 
 # -- 3. group -------------------------------------------------------------------------------
+@ALL
 def test_group_values_and_group_result(worker, app):
     result = group(add.s(i, i) for i in range(10))()
     assert isinstance(result, GroupResult)
@@ -243,6 +237,7 @@ def test_group_with_a_failure(worker):
 
 
 # -- 4. chord -------------------------------------------------------------------------------
+@ALL
 def test_chord_values(worker):
     result = chord((add.s(i, i) for i in range(10)), xsum.s())()
     assert result.get(timeout=5) == 90
@@ -252,11 +247,13 @@ def test_chord_values(worker):
     assert chord(add.s(i, i) for i in range(10))(xsum.s()).get(timeout=5) == 90
 
 
+@ALL
 def test_chord_with_an_empty_header_runs_the_body_with_nothing(worker):
     assert chord([], echo.s())().get(timeout=5) == []
     assert chord([], xsum.s())().get(timeout=5) == 0
 
 
+@ALL
 def test_chord_join_runs_once_when_a_member_retries(worker, drained):
     result = chord([cv_retry_once.s(5), add.s(1, 1), add.s(2, 2)], cv_body.s())()
     assert result.get(timeout=10) == 11
@@ -265,6 +262,7 @@ def test_chord_join_runs_once_when_a_member_retries(worker, drained):
     assert journal("cv_body") == ["body:11"]
 
 
+@pytest.mark.backends("redis", "sqlite")
 def test_chord_join_runs_once_when_a_members_worker_is_killed(start_worker, drained):
     visibility = {"BEATQ_TEST_VISIBILITY": "1.5"}
     first = start_worker("-P", "solo", extra_env=visibility)
@@ -293,6 +291,7 @@ def test_chains_in_a_group(worker):
     assert result.get(timeout=5) == [20, 40]
 
 
+@ALL
 def test_group_in_a_chain_is_a_chord(worker):
     result = chain(add.s(1, 1), group(add.s(1), mul.s(3)), xsum.s())()
     assert result.get(timeout=5) == 9  # 2 -> [3, 6] -> 9
@@ -325,6 +324,7 @@ def test_chain_as_a_chord_body_and_chains_in_its_header(worker):
 
 
 # -- 7. failure -----------------------------------------------------------------------------
+@ALL
 def test_a_failing_link_stops_the_chain_and_its_errbacks_run_once(worker, drained):
     canvas = chain(add.s(1, 1), cv_note.s("before"), fail.si("link broke"), cv_note.s("after"))
     canvas.link_error(errback_old.s())
@@ -367,6 +367,7 @@ def test_callbacks_given_to_a_canvas_land_on_the_right_tasks(worker, drained):
     assert errbacks[1] == f"old:{stopped.parent.id}"
 
 
+@ALL
 def test_a_failing_member_fails_the_chord_and_its_errback_runs_once(worker, drained):
     canvas = chord([add.s(1, 1), fail.si("member broke"), add.s(2, 2)], cv_body.s())
     canvas.link_error(errback_new.s())
@@ -392,6 +393,7 @@ def test_a_chord_body_errback_old_style_runs_once(worker, drained):
     assert journal("errback") == [f"old:{result.id}"]
 
 
+@ALL
 def test_a_failure_deep_in_a_chord_header_fails_the_chord(worker, drained):
     """What a chord waits for never runs (a chain stopped, an inner chord failed): the
     chord still completes, and fails, rather than wait for ever."""
@@ -422,12 +424,7 @@ def test_always_eager_computes_in_process(app):
         assert len(add.chunks(zip(range(100), range(100)), 10)().get()) == 10
     finally:
         app.conf.task_always_eager = False
-    client = redis.Redis.from_url(app.conf.broker_url)
-    prefix = app.conf.broker_transport_options["global_keyprefix"]
-    try:
-        assert client.hlen(f"{prefix}:msg") == 0  # nothing was sent
-    finally:
-        client.close()
+    assert stored_messages(app) == []  # nothing was sent
 
 
 def test_a_signature_used_twice_gets_its_own_id_each_time(app, start_worker):

@@ -31,9 +31,12 @@ CONTENT_TYPES = {
 
 
 @pytest.fixture(scope="module")
-def shared(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedWorker]:
+def shared(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SharedWorker]:
     yield from shared_worker(
-        redis_url,
+        backend,
+        request,
         tmp_path_factory.mktemp("shared"),
         {"BEATQ_TEST_ACCEPT": ",".join(SERIALIZERS)},
         "-P",
@@ -130,6 +133,7 @@ def test_per_call_serializer_and_compression(sapp, serializer):
 
 
 # -- dead letters ------------------------------------------------------------------------------
+@pytest.mark.backends("redis", "sqlite")
 def test_content_type_not_accepted_goes_to_dead_letters_and_can_be_requeued(app, start_worker, env):
     from tests.proj.tasks import add, msg_typeof
 
@@ -165,6 +169,7 @@ def _send_unknown(app) -> str:
     return app.send_task("nope.nothing", (1,)).id
 
 
+@pytest.mark.backends("redis", "sqlite")
 @pytest.mark.parametrize(
     "send, reason",
     [(_send_garbage, "corrupt message"), (_send_unknown, "unknown task 'nope.nothing'")],
@@ -195,6 +200,7 @@ def test_bad_message_goes_to_dead_letters_and_can_be_requeued(sapp, shared, send
     assert len(lines_naming(shared.process.log(), message_id)) == 2
 
 
+@pytest.mark.backends("redis", "sqlite")
 def test_requeue_of_an_unknown_id_fails(sapp, shared):
     out = beatq_cli(shared.env(), "dead-letter", "requeue", "no-such-id")
     assert out.returncode == 1
@@ -298,6 +304,7 @@ def test_task_routes_as_a_list_with_a_router_function(app, monkeypatch):
     assert lengths == {"q.big": 1, "celery": 1, "q.msg": 1, "priority.high": 1}
 
 
+@pytest.mark.backends("redis", "sqlite")
 def test_first_queue_of_dash_q_is_consumed_first(app, start_worker):
     from tests.proj.tasks import ordered, urgent
 

@@ -104,8 +104,8 @@ def proxy(redis_url: str):
 
 
 def behind(proxy: Proxy, redis_url: str) -> dict[str, str]:
-    """A worker's env: its broker through the proxy, its journal straight to Redis."""
-    return {"BEATQ_BROKER_URL": proxy.url, "DL_JOURNAL_URL": redis_url}
+    """A worker's env: its broker through the proxy (the journal is a file)."""
+    return {"BEATQ_BROKER_URL": proxy.url}
 
 
 def errors(worker) -> int:

@@ -1,7 +1,8 @@
 """What a user sees of a task after sending it: states, values, errors, callbacks, retries, time.
 
-Most tests share one worker per module (threads pool, on keys of the module's own); the
-few that need a worker configured differently, or kill one, start their own.
+Most tests share one worker per module and backend (threads pool, on a store of the
+module's own) and run on every backend; the few that need a worker configured
+differently, or kill one, start their own.
 """
 
 from __future__ import annotations
@@ -19,100 +20,113 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import pytz
-import redis
 
 from beatq import AsyncResult
 from beatq.brokers import connect
 from beatq.exceptions import MaxRetriesExceededError, TaskRevokedError
 from beatq.exceptions import TimeoutError as BeatqTimeoutError
-from tests.conftest import ROOT, WorkerProcess, wait_for
+from tests.conftest import (
+    ROOT,
+    ThreadWorker,
+    WorkerProcess,
+    delete_keys,
+    point_app,
+    store_url,
+    wait_for,
+    wait_ready,
+)
 from tests.proj import journal
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
+pytestmark = pytest.mark.backends("redis", "sqlite", "memory")
 
 
 # -- a worker shared by the tests of a module ------------------------------------------------
 @dataclass
 class SharedWorker:
     prefix: str
-    redis_url: str
-    process: WorkerProcess
+    url: str
+    journal: Path
+    process: WorkerProcess | ThreadWorker
     name: str
 
     def env(self) -> dict[str, str]:
         return {
             **os.environ,
-            "BEATQ_BROKER_URL": self.redis_url,
+            "BEATQ_BROKER_URL": self.url,
             "BEATQ_TEST_PREFIX": self.prefix,
+            "BEATQ_TEST_JOURNAL": str(self.journal),
             "PYTHONPATH": str(ROOT),
         }
 
 
 def shared_worker(
-    redis_url: str, log_dir: Path, extra_env: dict[str, str], *args: str
+    backend: str,
+    request: pytest.FixtureRequest,
+    folder: Path,
+    settings: dict[str, str],
+    *args: str,
 ) -> Iterator[SharedWorker]:
-    """Start one worker on keys of its own, yield it, stop it and delete its keys."""
+    """Start one worker on a store of its own, yield it, stop it and delete the store.
+
+    `settings` are environment variables of tests.proj (BEATQ_TEST_*); on memory:// the
+    worker is a thread of this process, and `conf` takes their meaning instead.
+    """
     prefix = f"bqt-{uuid.uuid4().hex[:12]}"
     name = f"shared-{uuid.uuid4().hex[:6]}"
-    env = {
-        **os.environ,
-        "BEATQ_BROKER_URL": redis_url,
-        "BEATQ_TEST_PREFIX": prefix,
-        "PYTHONPATH": str(ROOT),
-        **extra_env,
-    }
-    argv = ["-A", "tests.proj", "worker", "-n", name, *args]
-    process = WorkerProcess(argv, env, log_dir / f"{name}.log")
-    backend = connect(redis_url, {"global_keyprefix": prefix})
+    url = store_url(backend, request, prefix, folder)
+    journal_dir = folder / "journal"
+    journal_dir.mkdir()
+    process: WorkerProcess | ThreadWorker
+    if backend == "memory":
+        app = point_app(url, prefix)
+        app.conf.update(CONF_OF_ENV[key](value) for key, value in settings.items())
+        process = ThreadWorker(app, list(args), name)
+        alive = process.thread.is_alive
+    else:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **settings}
+        env.update(BEATQ_BROKER_URL=url, BEATQ_TEST_PREFIX=prefix)
+        env.update(BEATQ_TEST_JOURNAL=str(journal_dir))
+        argv = ["-A", "tests.proj", "worker", "-n", name, *args]
+        process = WorkerProcess(argv, env, folder / f"{name}.log")
+        alive = lambda: process.process.poll() is None  # noqa: E731
+    backend_ = connect(url, {"global_keyprefix": prefix})
     try:
-        wait_for(
-            lambda: name in backend.workers() or process.process.poll() is not None,
-            15,
-            f"shared worker {name} to start",
-        )
-        assert process.process.poll() is None, process.log()
-        yield SharedWorker(prefix, redis_url, process, name)
+        wait_ready(backend_, name, alive, process.log)
+        yield SharedWorker(prefix, url, journal_dir, process, name)
     finally:
         process.stop()
-        backend.close()
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        backend_.close()
+        if backend == "redis":
+            delete_keys(url, prefix)
+
+
+# What tests.proj makes of its BEATQ_TEST_* variables, for a worker in this process.
+CONF_OF_ENV = {
+    "BEATQ_TEST_TIMEZONE": lambda value: ("timezone", value),
+    "BEATQ_TEST_ACCEPT": lambda value: ("accept_content", value.split(",")),
+}
 
 
 def point_app_at(shared: SharedWorker, monkeypatch: pytest.MonkeyPatch):
-    """The tests' app, pointed at the shared worker's keys (here and in child processes)."""
-    from tests.proj import app as proj_app
-
-    monkeypatch.setenv("BEATQ_BROKER_URL", shared.redis_url)
-    monkeypatch.setenv("BEATQ_TEST_PREFIX", shared.prefix)
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    proj_app.conf.broker_transport_options = {
-        **proj_app.conf.broker_transport_options,
-        "global_keyprefix": shared.prefix,
-        "visibility_timeout": 60.0,
-    }
-    proj_app.conf.broker_url = shared.redis_url
-    proj_app.conf.task_always_eager = False
-    proj_app.close()
-    import tests.proj.tasks  # noqa: F401  (registers the tasks)
-
+    """The tests' app, pointed at the shared worker's store (here and in child processes)."""
+    for key, value in shared.env().items():
+        monkeypatch.setenv(key, value)
+    proj_app = point_app(shared.url, shared.prefix)
     # Each test starts with empty journals.
-    client = redis.Redis.from_url(shared.redis_url)
-    keys = list(client.scan_iter(match=f"{shared.prefix}:journal:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    for kind in shared.journal.iterdir():
+        kind.unlink()
     return proj_app
 
 
 @pytest.fixture(scope="module")
-def shared(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedWorker]:
+def shared(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SharedWorker]:
     # Asia/Shanghai on both sides, so naive datetimes mean the same instant everywhere.
     yield from shared_worker(
-        redis_url,
+        backend,
+        request,
         tmp_path_factory.mktemp("shared"),
         {"BEATQ_TEST_TIMEZONE": "Asia/Shanghai"},
         "-P",
@@ -245,6 +259,7 @@ def test_forget_deletes_the_result(sapp):
     assert AsyncResult(result.id, app=sapp).result is None
 
 
+@pytest.mark.backends("redis", "sqlite")
 def test_result_expires_after_result_expires(app, start_worker):
     from tests.proj.tasks import add
 
@@ -405,6 +420,7 @@ def test_expires_shorter_than_countdown_never_runs(sapp):
     assert in_time.state == "SUCCESS"
 
 
+@pytest.mark.backends("redis", "sqlite")
 def test_eta_task_waits_in_the_broker_and_survives_a_killed_worker(app, start_worker):
     from tests.proj.tasks import res_stamp
 

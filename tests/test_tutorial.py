@@ -4,9 +4,12 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from beatq import AsyncResult
 
 
+@pytest.mark.backends("redis", "sqlite")
 def test_delay_ready_get_and_read_back_from_another_process(app, start_worker, env):
     from tests.proj.tasks import add
 

@@ -102,6 +102,10 @@ class Backend(abc.ABC):
 
     url: str
 
+    #: Whether other processes reach the same store through the same URL. A worker whose
+    #: broker is not shared cannot hand messages to forked pool children (prefork).
+    shared_between_processes: bool = True
+
     # -- queue ---------------------------------------------------------------------------
     @abc.abstractmethod
     def send(self, messages: Sequence[Outgoing]) -> None:

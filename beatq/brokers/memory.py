@@ -241,6 +241,8 @@ def _store_for(url: str) -> _Store:
 
 
 class MemoryBackend(Backend):
+    shared_between_processes = False
+
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         self.url = url
         self.store = _store_for(url)

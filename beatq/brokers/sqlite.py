@@ -15,6 +15,7 @@ process.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,7 +32,9 @@ from .base import (
     Outgoing,
     ResultWrite,
 )
-from .sqlite_db import Database, path_of
+from .sqlite_db import Database, is_relative, path_of
+
+log = logging.getLogger("beatq.broker")
 
 SWEEP_EVERY = 5.0  # seconds between deletions of expired results, chords and workers
 CHUNK = 500  # ids per statement, well under SQLite's limit on parameters
@@ -109,6 +112,17 @@ class SqliteBackend(Backend):
         options = options or {}
         self.url = url
         self.db = Database(path_of(url), float(options.get("busy_timeout", 5.0)))
+        # Say which file is shared: a relative URL means another file in each directory.
+        if is_relative(url):
+            log.info(
+                "broker: SQLite file %s (the relative %s, from the working directory; "
+                "processes started elsewhere must name it as sqlite:///%s)",
+                self.db.path,
+                url,
+                self.db.path,
+            )
+        else:
+            log.info("broker: SQLite file %s", self.db.path)
         self.swept = 0.0  # monotonic time of the last sweep of expired rows
 
     # -- queue ---------------------------------------------------------------------------

@@ -127,6 +127,11 @@ def path_of(url: str) -> str:
     return os.path.abspath(path)
 
 
+def is_relative(url: str) -> bool:
+    """Whether the file of a sqlite URL is relative to the working directory."""
+    return not urlsplit(url).path.startswith("//")
+
+
 class _Gate:
     """Every connection of the process, and the fork guard described above."""
 

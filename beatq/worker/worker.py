@@ -24,7 +24,7 @@ from typing import Any
 from .. import messages, serializers
 from ..app import Beatq
 from ..brokers import Claim
-from ..exceptions import BrokerError
+from ..exceptions import BrokerError, ConfigurationError
 from .execute import Executor
 from .pool import POOLS, Pool, PreforkPool
 
@@ -68,6 +68,16 @@ class Worker:
         self.pool_name = pool or conf.worker_pool
         if self.pool_name not in POOLS:
             raise ValueError(f"unknown pool {self.pool_name!r}; use one of: {', '.join(POOLS)}")
+        if self.pool_name == "prefork" and not app.broker.shared_between_processes:
+            # forked children would each see a copy of the store, not the store
+            if pool is not None:
+                raise ConfigurationError(
+                    f"pool prefork cannot serve broker {app.broker.url!r}: it lives in this "
+                    "process only, out of reach of forked children; use -P threads or "
+                    "-P solo, or a broker shared between processes (sqlite:// or redis://)"
+                )
+            log.info("broker %s lives in this process only: pool threads", app.broker.url)
+            self.pool_name = "threads"
         self.concurrency = (
             1
             if self.pool_name == "solo"

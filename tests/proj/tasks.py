@@ -110,22 +110,6 @@ def ordered(tag):
 # -- delivery, pools and reconnection (tests/test_delivery.py, test_pools.py, test_reconnect.py)
 
 
-def dl_record(kind, value):
-    """Journal to DL_JOURNAL_URL when set, so a worker whose broker link is cut still journals."""
-    url = os.environ.get("DL_JOURNAL_URL")
-    if not url:
-        record(kind, value)
-        return
-    import redis
-
-    prefix = app.conf.broker_transport_options["global_keyprefix"]
-    client = redis.Redis.from_url(url)
-    try:
-        client.rpush(f"{prefix}:journal:{kind}", value)
-    finally:
-        client.close()
-
-
 @app.task
 def dl_span(seconds, tag=""):
     """Sleep; journal "tag pid start end" (wall clock) to "spans" to measure overlap."""
@@ -154,10 +138,10 @@ def dl_blocked_sleep(seconds):
 
 @app.task
 def dl_nap(seconds, tag=""):
-    """Sleep; journal start and end with dl_record (to "naps")."""
-    dl_record("naps", f"{tag}:start")
+    """Sleep; journal start and end (to "naps"); the journal needs no broker link."""
+    record("naps", f"{tag}:start")
     time.sleep(seconds)
-    dl_record("naps", f"{tag}:end")
+    record("naps", f"{tag}:end")
     return tag
 
 
@@ -314,7 +298,7 @@ def cv_seen(value, tag="seen"):
     return value
 
 
-# -- sqlite backend tests (sq_): no journal, which lives on Redis ------------------------------
+# -- shared-file tests (sq_) --------------------------------------------------------------------
 @app.task(bind=True)
 def sq_host(self, seconds=0.0):
     """Sleep `seconds`, then return the name of the worker that ran it."""
