@@ -10,6 +10,7 @@ py="${PYTHON:-python3}"
 pip="$here/.venv/bin/python -m pip"
 $pip install -q --upgrade pip
 $pip install -q 'celery[redis]==5.7.*' 'celery-redbeat==2.4.*' redis
+$pip install -q 'huey==3.5.*'
 if [ -f "$root/pyproject.toml" ] || [ -f "$root/setup.py" ]; then
     $pip install -q -e "$root"
 else
