@@ -6,6 +6,7 @@ import click
 
 from .base import loglevel_option
 from .beat import beat, schedule
+from .dashboard import dashboard
 from .deadletter import dead_letter
 from .inspect import inspect_cmd
 from .tasks import call, result
@@ -34,3 +35,4 @@ main.add_command(inspect_cmd)
 main.add_command(dead_letter)
 main.add_command(beat)
 main.add_command(schedule)
+main.add_command(dashboard)

@@ -1,0 +1,312 @@
+"""What the dashboard shows and does, as JSON-ready dicts: the broker read for people.
+
+`Dashboard.snapshot()` gathers workers, queues, schedules, the beat leader and dead
+letters in a handful of broker calls and keeps the result for `max_age` seconds, so any
+number of open pages cost the broker the same. Every time in it is a string made here,
+in the zone it belongs to (an entry's own zone, else the app's) with its UTC offset.
+
+Every broker call goes through one thread of this object's own: a backend may keep a
+connection per thread (SQLite does), and the HTTP server starts a thread per request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from .. import messages
+from ..app import Beatq
+from ..beat.beat import LEASE_NAME
+from ..brokers import Backend
+from ..exceptions import ConfigurationError
+from ..timeutils import get_zone
+from . import timefmt
+
+log = logging.getLogger("beatq.dashboard")
+
+T = TypeVar("T")
+
+TEXT_LIMIT = 300  # characters of args/kwargs/reason shown in a table cell
+DEAD_LETTER_LIMIT = 200
+SCHEDULED_LIMIT = 1000
+
+
+def clip(text: str, limit: int = TEXT_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def masked_url(url: str) -> str:
+    """The broker URL without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class NotFound(LookupError):
+    """The thing a request names does not exist (HTTP 404)."""
+
+
+class Dashboard:
+    """The model behind the page: snapshots and the actions its buttons take.
+
+    >>> board = Dashboard(app)
+    >>> board.snapshot()["workers"]
+    """
+
+    def __init__(self, app: Beatq, queues: Sequence[str] = (), max_age: float = 0.5) -> None:
+        self.app = app
+        self.zone = app.timezone
+        self.extra_queues = [q for q in queues if q]
+        self.max_age = max_age
+        self.seen_queues: set[str] = set()
+        self._broker_thread = ThreadPoolExecutor(1, thread_name_prefix="beatq-dashboard")
+        self._lock = threading.Lock()
+        self._cached: tuple[float, dict[str, Any]] | None = None
+        self._changed = threading.Condition()
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return self._broker_thread.submit(fn, *args).result()
+
+    @property
+    def broker(self) -> Backend:
+        return self.app.broker
+
+    def close(self) -> None:
+        self._broker_thread.shutdown(wait=True)
+
+    def wait_for_change(self, timeout: float) -> None:
+        """Block until something changed (an action, an event) or `timeout` seconds."""
+        with self._changed:
+            self._changed.wait(timeout)
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    # -- reading ---------------------------------------------------------------------------
+    def state(self, query: str = "") -> dict[str, Any]:
+        """Everything the page shows; recent tasks filtered by `query` (id or name)."""
+        return {**self.snapshot(), "tasks": self.tasks(query)}
+
+    def tasks(self, query: str = "") -> dict[str, Any]:
+        return {"enabled": False, "note": "Recent tasks need the event stream.", "items": []}
+
+    def snapshot(self) -> dict[str, Any]:
+        """The broker's part of the page, at most `max_age` seconds old."""
+        with self._lock:
+            now = time.monotonic()
+            if self._cached is None or now - self._cached[0] >= self.max_age:
+                self._cached = (now, self._call(self._read))
+            return self._cached[1]
+
+    def _read(self) -> dict[str, Any]:
+        now = time.time()
+        workers = self._workers(now)
+        dead = self._dead_letters()
+        schedules = self._schedules(now)
+        return {
+            "app": self.app.main or "beatq",
+            "broker": masked_url(self.app.conf.broker_url),
+            "zone": str(self.zone),
+            "now": {"ts": now, "local": timefmt.zoned(now, self.zone), "utc": timefmt.utc(now)},
+            "leader": self._leader(now),
+            "workers": workers,
+            "queues": self._queues(workers, dead["items"]),
+            "schedules": schedules,
+            "dead_letters": dead,
+        }
+
+    def _workers(self, now: float) -> list[dict[str, Any]]:
+        rows = []
+        for name, raw in sorted(self.broker.workers().items()):
+            try:
+                info = json.loads(raw)
+            except ValueError:
+                info = {}
+            active = info.get("active") or []
+            concurrency = int(info.get("concurrency") or 0)
+            started = info.get("started")
+            rows.append(
+                {
+                    "hostname": name,
+                    "pid": info.get("pid"),
+                    "pool": info.get("pool"),
+                    "concurrency": concurrency,
+                    "queues": info.get("queues") or [],
+                    "active": len(active),
+                    "reserved": int(info.get("reserved") or 0),
+                    "load": round(len(active) / concurrency, 3) if concurrency else None,
+                    "started": timefmt.zoned(started, self.zone) if started else None,
+                    "uptime": timefmt.duration(now - started) if started else None,
+                    "tasks": [
+                        {
+                            "id": task.get("id"),
+                            "name": task.get("name"),
+                            "args": clip(str(task.get("args", ""))),
+                            "kwargs": clip(str(task.get("kwargs", ""))),
+                            "running_for": timefmt.duration(now - task["time_start"])
+                            if task.get("time_start")
+                            else None,
+                        }
+                        for task in active
+                    ],
+                }
+            )
+        return rows
+
+    def _known_queues(self, workers: list[dict[str, Any]], dead: list[dict[str, Any]]) -> list[str]:
+        """Every queue a name is known for: the default, the routes of registered tasks,
+        the queues workers consume, dead letters' queues, `-Q` and those seen before."""
+        names = {self.app.conf.task_default_queue, *self.extra_queues, *self.seen_queues}
+        for task_name, task in list(self.app.tasks.items()):
+            if task_name.startswith("beatq."):
+                continue
+            try:
+                names.add(self.app.route(task_name, (), {}, task))
+            except Exception:  # a user's router may not expect empty arguments
+                continue
+        for worker in workers:
+            names.update(worker["queues"])
+        names.update(letter["queue"] for letter in dead)
+        return sorted(n for n in names if n)
+
+    def _queues(
+        self, workers: list[dict[str, Any]], dead: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        delayed: dict[str, int] = {}
+        scheduled = self.broker.scheduled(SCHEDULED_LIMIT)
+        for _eta, claim in scheduled:
+            delayed[claim.queue] = delayed.get(claim.queue, 0) + 1
+        self.seen_queues.update(delayed)
+        names = sorted(set(self._known_queues(workers, dead)) | set(delayed))
+        self.seen_queues.update(names)
+        rows = []
+        for name in names:
+            consumers = [w["hostname"] for w in workers if name in w["queues"]]
+            rows.append(
+                {
+                    "name": name,
+                    "depth": self.broker.queue_length(name),
+                    "delayed": delayed.get(name, 0),
+                    "delayed_more": len(scheduled) >= SCHEDULED_LIMIT,
+                    "consumers": consumers,
+                }
+            )
+        return rows
+
+    def _leader(self, now: float) -> dict[str, Any] | None:
+        lease = self.broker.get_lease(LEASE_NAME)
+        if lease is None:
+            return None
+        expires = now + lease.remaining
+        return {
+            "holder": lease.holder,
+            "token": lease.token,
+            "remaining": round(lease.remaining, 3),
+            "expires": timefmt.zoned(expires, self.zone),
+            "since": timefmt.zoned(lease.since, self.zone) if lease.since else None,
+            "since_utc": timefmt.utc(lease.since) if lease.since else None,
+            "age": timefmt.duration(now - lease.since) if lease.since else None,
+        }
+
+    def _schedules(self, now: float) -> list[dict[str, Any]]:
+        rows = []
+        for name, state in sorted(self.broker.beat_entries().items()):
+            try:
+                info = json.loads(state.info) if state.info else {}
+            except ValueError:
+                info = {}
+            try:
+                zone = get_zone(info.get("timezone") or self.zone)
+            except ConfigurationError:
+                zone = self.zone
+            last = info.get("last_slot")
+            nxt = state.next_run
+            lateness = info.get("lateness")
+            rows.append(
+                {
+                    "name": name,
+                    "task": info.get("task"),
+                    "schedule": info.get("schedule"),
+                    "zone": str(zone),
+                    "source": info.get("source"),
+                    "paused": state.paused,
+                    "runs": int(info.get("runs") or 0),
+                    "missed": int(info.get("missed") or 0),
+                    "overlapped": int(info.get("overlapped") or 0),
+                    "last_run": timefmt.zoned(last, zone) if last else None,
+                    "last_run_utc": timefmt.utc(last) if last else None,
+                    "last_task_id": info.get("last_task_id"),
+                    "lateness_ms": round(lateness * 1000, 1) if lateness is not None else None,
+                    "next_run": timefmt.zoned(nxt, zone) if nxt else None,
+                    "next_run_utc": timefmt.utc(nxt) if nxt else None,
+                    "next_in": timefmt.relative(nxt, now) if nxt else None,
+                }
+            )
+        return rows
+
+    def _dead_letters(self) -> dict[str, Any]:
+        letters = self.broker.dead_letters(DEAD_LETTER_LIMIT)
+        items = []
+        accept = list(self.app.conf.accept_content)
+        for letter in reversed(letters):  # newest first
+            row: dict[str, Any] = {
+                "id": letter.id,
+                "queue": letter.queue,
+                "reason": clip(letter.reason, 1000),
+                "time": timefmt.zoned(letter.time, self.zone),
+                "task": "?",
+                "args": "",
+            }
+            try:
+                row["task"] = messages.read_header(letter.body)["task"]
+                # decoded only with the app's accepted content types: never unpickle here
+                message = messages.decode(letter.body, accept)
+                row["args"] = clip(_call_text(message.args, message.kwargs))
+            except Exception as exc:  # corrupt or not accepted: that is often why it is here
+                row["args"] = f"(not shown: {clip(str(exc), 120)})"
+            items.append(row)
+        return {"count": len(letters), "more": len(letters) >= DEAD_LETTER_LIMIT, "items": items}
+
+    # -- acting ----------------------------------------------------------------------------
+    def _forget_cache(self) -> None:
+        with self._lock:
+            self._cached = None
+        self._notify()
+
+    def set_paused(self, entry: str, paused: bool) -> None:
+        """Pause or resume a beat entry on every beat; NotFound if the broker lacks it."""
+
+        def act() -> None:
+            if entry not in self.broker.beat_entries():
+                raise NotFound(f"no schedule entry {entry!r}")
+            self.broker.beat_pause(entry, paused)
+
+        self._call(act)
+        log.info("dashboard: %s entry %r", "paused" if paused else "resumed", entry)
+        self._forget_cache()
+
+    def requeue(self, ids: Sequence[str] | None) -> list[str]:
+        """Send dead letters (all when `ids` is None) back to their queue; the ids moved."""
+        moved = self._call(self.broker.requeue_dead, None if ids is None else list(ids))
+        if ids is not None and not moved:
+            raise NotFound(f"no dead letter {', '.join(ids)}")
+        log.info("dashboard: requeued %d dead letter(s)", len(moved))
+        self._forget_cache()
+        return moved
+
+
+def _call_text(args: Any, kwargs: Any) -> str:
+    parts = [repr(a) for a in args or ()]
+    parts += [f"{k}={v!r}" for k, v in (kwargs or {}).items()]
+    return ", ".join(parts)
