@@ -74,5 +74,6 @@ class Entry:
             "overlap": self.overlap,
             "jitter": format_duration(self.jitter) if self.jitter else "0s",
             "source": self.source,
+            "queue": self.options.get("queue"),  # for the dashboard's list of queues
             "fingerprint": self.fingerprint(),
         }

@@ -121,7 +121,7 @@ class Dashboard:
             "now": {"ts": now, "local": timefmt.zoned(now, self.zone), "utc": timefmt.utc(now)},
             "leader": self._leader(now),
             "workers": workers,
-            "queues": self._queues(workers, dead["items"]),
+            "queues": self._queues(workers, dead["items"], schedules),
             "schedules": schedules,
             "dead_letters": dead,
         }
@@ -164,9 +164,14 @@ class Dashboard:
             )
         return rows
 
-    def _known_queues(self, workers: list[dict[str, Any]], dead: list[dict[str, Any]]) -> list[str]:
+    def _known_queues(
+        self,
+        workers: list[dict[str, Any]],
+        dead: list[dict[str, Any]],
+        schedules: list[dict[str, Any]],
+    ) -> list[str]:
         """Every queue a name is known for: the default, the routes of registered tasks,
-        the queues workers consume, dead letters' queues, `-Q` and those seen before."""
+        the queues workers consume, dead letters' and entries' queues, `-Q`, and those seen."""
         names = {self.app.conf.task_default_queue, *self.extra_queues, *self.seen_queues}
         for task_name, task in list(self.app.tasks.items()):
             if task_name.startswith("beatq."):
@@ -178,17 +183,21 @@ class Dashboard:
         for worker in workers:
             names.update(worker["queues"])
         names.update(letter["queue"] for letter in dead)
+        names.update(entry["queue"] for entry in schedules if entry.get("queue"))
         return sorted(n for n in names if n)
 
     def _queues(
-        self, workers: list[dict[str, Any]], dead: list[dict[str, Any]]
+        self,
+        workers: list[dict[str, Any]],
+        dead: list[dict[str, Any]],
+        schedules: list[dict[str, Any]],
     ) -> list[dict[str, Any]]:
         delayed: dict[str, int] = {}
         scheduled = self.broker.scheduled(SCHEDULED_LIMIT)
         for _eta, claim in scheduled:
             delayed[claim.queue] = delayed.get(claim.queue, 0) + 1
         self.seen_queues.update(delayed)
-        names = sorted(set(self._known_queues(workers, dead)) | set(delayed))
+        names = sorted(set(self._known_queues(workers, dead, schedules)) | set(delayed))
         self.seen_queues.update(names)
         rows = []
         for name in names:
@@ -203,6 +212,14 @@ class Dashboard:
                 }
             )
         return rows
+
+    def _route(self, task: str | None) -> str | None:
+        if not task:
+            return None
+        try:
+            return self.app.route(task, (), {}, self.app.tasks.get(task))
+        except Exception:  # a user's router may not expect empty arguments
+            return None
 
     def _leader(self, now: float) -> dict[str, Any] | None:
         lease = self.broker.get_lease(LEASE_NAME)
@@ -240,6 +257,7 @@ class Dashboard:
                     "schedule": info.get("schedule"),
                     "zone": str(zone),
                     "source": info.get("source"),
+                    "queue": info.get("queue") or self._route(info.get("task")),
                     "paused": state.paused,
                     "runs": int(info.get("runs") or 0),
                     "missed": int(info.get("missed") or 0),
