@@ -66,7 +66,7 @@ def log_stamps(text: str) -> list[tuple[str, str, str]]:
 # -- help ----------------------------------------------------------------------------------
 HELP_CASES = {
     "group": ((), ["-A, --app", "-b, --broker", "-l, --loglevel", "--version", "worker", "call",
-                   "result", "inspect", "dead-letter", "beat", "schedule"]),
+                   "result", "inspect", "dead-letter", "beat", "schedule", "dashboard"]),
     "worker": (("worker",), ["-Q, --queues", "-c, --concurrency", "-P, --pool", "prefork",
                              "threads", "solo", "-n, --hostname", "-l, --loglevel", "-B, --beat"]),
     "call": (("call",), ["TASK", "-a, --args", "-k, --kwargs", "--countdown", "--eta",
@@ -80,6 +80,7 @@ HELP_CASES = {
     "schedule": (("schedule",), ["check", "list", "pause", "resume"]),
     "schedule check": (("schedule", "check"), ["FILES", "-n, --count"]),
     "schedule list": (("schedule", "list"), ["--json"]),
+    "dashboard": (("dashboard",), ["--host", "--port", "--token", "--basic-auth", "-Q, --queues"]),
 }  # fmt: skip
 
 
