@@ -148,13 +148,41 @@ def row_with(driver: Any, css: str, text: str) -> Any:
     return None
 
 
+def row_text(driver: Any, css: str, text: str) -> str:
+    """The text of the first row matching `css` that contains `text`, or ""."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for row in rows(driver, css):
+        try:
+            found = row.text
+        except StaleElementReferenceException:  # replaced by a live update meanwhile
+            continue
+        if text in found:
+            return found
+    return ""
+
+
+def cell_text(driver: Any, css: str, text: str, cell: str) -> str:
+    """The text of cell `cell` (CSS) in the first row matching `css` containing `text`."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    for row in rows(driver, css):
+        try:
+            if text in row.text:
+                return row.find_element(By.CSS_SELECTOR, cell).text
+        except StaleElementReferenceException:
+            continue
+    return ""
+
+
 def text_of(driver: Any, css: str) -> str:
     found = rows(driver, css)
     return found[0].text if found else ""
 
 
-def click(driver: Any, css: str, row_text: str, button: str, timeout: float = 10) -> None:
-    """Click `button` (CSS) in the row matching `css` that contains `row_text`."""
+def click(driver: Any, css: str, key: str, button: str, timeout: float = 10) -> None:
+    """Click `button` (CSS) in the row matching `css` that contains `key`."""
     from selenium.common.exceptions import (
         ElementClickInterceptedException,
         StaleElementReferenceException,
@@ -162,7 +190,7 @@ def click(driver: Any, css: str, row_text: str, button: str, timeout: float = 10
     from selenium.webdriver.common.by import By
 
     def attempt() -> bool:
-        row = row_with(driver, css, row_text)
+        row = row_with(driver, css, key)
         if row is None:
             return False
         try:
@@ -171,7 +199,7 @@ def click(driver: Any, css: str, row_text: str, button: str, timeout: float = 10
         except (StaleElementReferenceException, ElementClickInterceptedException):
             return False
 
-    wait_for(attempt, timeout, f"to click {button} in the row with {row_text!r}")
+    wait_for(attempt, timeout, f"to click {button} in the row with {key!r}")
 
 
 def live(driver: Any) -> bool:
@@ -201,15 +229,13 @@ def test_the_page_lists_a_live_worker_and_its_queues(
     worker = start_worker("-P", "threads", "-c", "3", "-Q", "celery,priority.high")
     url = start_dashboard()
     browser.get(url)
-    wait_for(lambda: row_with(browser, "#workers tr.worker", worker.name), 10, "the worker row")
-    row = row_with(browser, "#workers tr.worker", worker.name)
-    assert "0/3 busy" in row.text and "threads ×3" in row.text
-    assert "celery, priority.high" in row.text
-    started = re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ([+-]\d\d:\d\d)", row.text)
+    text = wait_for(lambda: row_text(browser, "#workers tr.worker", worker.name), 10, "the worker")
+    assert "0/3 busy" in text and "threads ×3" in text
+    assert "celery, priority.high" in text
+    started = re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ([+-]\d\d:\d\d)", text)
     assert started and started[1] == "+00:00", "tests.proj runs in UTC: started at ... +00:00"
     assert text_of(browser, "#sum-workers") == "1"
-    queue = row_with(browser, "#queues tr.queue", "priority.high")
-    assert queue is not None and worker.name in queue.text
+    assert worker.name in row_text(browser, "#queues tr.queue", "priority.high")
     path = shots(browser, "worker")
     assert path.stat().st_size > 10_000
 
@@ -238,13 +264,15 @@ def test_schedule_shows_next_run_in_the_entrys_zone_and_pause_resume(
     url = start_dashboard()
     browser.get(url)
 
-    wait_for(lambda: row_with(browser, "#schedules tr.entry", "morning-report"), 10, "the entry")
-    row = row_with(browser, "#schedules tr.entry", "morning-report")
-    next_run = row.find_element("css selector", ".next-run").text.splitlines()
+    text = wait_for(
+        lambda: row_text(browser, "#schedules tr.entry", "morning-report"), 10, "the entry"
+    )
+    next_run = cell_text(browser, "#schedules tr.entry", "morning-report", ".next-run")
+    next_run = next_run.splitlines()
     assert re.fullmatch(r"\d{4}-\d\d-\d\d 07:30:00 \+08:00", next_run[0]), next_run
     assert re.fullmatch(r"\d{4}-\d\d-\d\d 23:30:00 UTC", next_run[1]), next_run
     assert next_run[2].startswith("in "), next_run
-    assert "30 7 * * *" in row.text and "Asia/Shanghai" in row.text
+    assert "30 7 * * *" in text and "Asia/Shanghai" in text
 
     # the leader and its lease
     assert wait_for(lambda: text_of(browser, "#leader-holder") == holder, 5, "the holder")
@@ -254,17 +282,14 @@ def test_schedule_shows_next_run_in_the_entrys_zone_and_pause_resume(
 
     # the tick entry runs: last run and lateness appear, in Shanghai time
     wait_for(
-        lambda: (r := row_with(browser, "#schedules tr.entry", "tick")) and "+08:00" in r.text
-        and " ms" in r.text,
+        lambda: "+08:00" in (t := row_text(browser, "#schedules tr.entry", "tick"))
+        and " ms" in t,
         10,
         "tick's last run and lateness",
     )  # fmt: skip
     # the entries' queue is listed, with the messages no worker has taken yet
     wait_for(
-        lambda: (
-            (q := row_with(browser, "#queues tr.queue", "beat-out"))
-            and int(q.find_element("css selector", ".depth").text) >= 1
-        ),
+        lambda: int(cell_text(browser, "#queues tr.queue", "beat-out", ".depth") or 0) >= 1,
         5,
         "the entries' queue and its depth",
     )
@@ -274,8 +299,7 @@ def test_schedule_shows_next_run_in_the_entrys_zone_and_pause_resume(
     wait_for(lambda: app.broker.beat_entries()["tick"].paused, 5, "tick paused in the broker")
     wait_for(
         lambda: (
-            "paused" in row_with(browser, "#schedules tr.entry", "tick").text
-            and "Resume" in row_with(browser, "#schedules tr.entry", "tick").text
+            "paused" in (t := row_text(browser, "#schedules tr.entry", "tick")) and "Resume" in t
         ),
         5,
         "the page to show tick paused",
@@ -286,7 +310,7 @@ def test_schedule_shows_next_run_in_the_entrys_zone_and_pause_resume(
     click(browser, "#schedules tr.entry", "tick", "button.pause")  # now labelled Resume
     wait_for(lambda: not app.broker.beat_entries()["tick"].paused, 5, "tick resumed")
     wait_for(
-        lambda: "active" in row_with(browser, "#schedules tr.entry", "tick").text,
+        lambda: "active" in row_text(browser, "#schedules tr.entry", "tick"),
         5,
         "the page to show tick active",
     )
@@ -303,10 +327,11 @@ def test_a_click_on_requeue_puts_a_dead_letter_back_in_its_queue(
     url = start_dashboard()
     browser.get(url)
 
-    wait_for(lambda: row_with(browser, "#dead tr.dead-letter", message.id[:8]), 10, "the letter")
-    row = row_with(browser, "#dead tr.dead-letter", message.id[:8])
-    assert "tests.proj.tasks.add" in row.text and "dash-dead" in row.text
-    assert "rejected: the test put it here" in row.text and "2, 3" in row.text
+    text = wait_for(
+        lambda: row_text(browser, "#dead tr.dead-letter", message.id[:8]), 10, "the letter"
+    )
+    assert "tests.proj.tasks.add" in text and "dash-dead" in text
+    assert "rejected: the test put it here" in text and "2, 3" in text
     assert text_of(browser, "#sum-dead") == "1"
     shots(browser, "dead-letter")
 
@@ -315,10 +340,7 @@ def test_a_click_on_requeue_puts_a_dead_letter_back_in_its_queue(
     assert app.broker.queue_length("dash-dead") == 1
     wait_for(lambda: not rows(browser, "#dead tr.dead-letter"), 5, "the row to go")
     wait_for(
-        lambda: (
-            (q := row_with(browser, "#queues tr.queue", "dash-dead"))
-            and q.find_element("css selector", ".depth").text == "1"
-        ),
+        lambda: cell_text(browser, "#queues tr.queue", "dash-dead", ".depth") == "1",
         5,
         "the queue to show the message back",
     )

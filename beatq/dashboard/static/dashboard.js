@@ -47,8 +47,15 @@ function syncRows(tbody, items, keyOf, build, live = [], refresh = null) {
       const fresh = build(item);
       fresh.dataset.key = key;
       fresh.dataset.sig = sig;
-      if (tr) tr.replaceWith(fresh);
-      tr = fresh;
+      if (tr && sameShape(tr, fresh)) {
+        // swap only the cells that changed: a button in an unchanged cell stays clickable
+        const cells = [...tr.children];
+        [...fresh.children].forEach((cell, i) => { if (!cell.isEqualNode(cells[i])) cells[i].replaceWith(cell); });
+        Object.assign(tr.dataset, fresh.dataset);
+      } else {
+        if (tr) tr.replaceWith(fresh);
+        tr = fresh;
+      }
     }
     old.delete(key);
     if (refresh) refresh(tr, item);
@@ -57,6 +64,10 @@ function syncRows(tbody, items, keyOf, build, live = [], refresh = null) {
     prev = tr;
   }
   for (const tr of old.values()) tr.remove();
+}
+
+function sameShape(a, b) {
+  return a.className === b.className && a.children.length === b.children.length;
 }
 
 function showEmpty(id, empty) {
