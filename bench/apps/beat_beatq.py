@@ -3,6 +3,8 @@
 Its beat_schedule, built from the environment:
 
     tick                            bench.noop every 1 s, to queue "tick" (unless BENCH_BEAT_TICK=0)
+                                    (bench.tick, which records when it runs, with
+                                    BENCH_TICK_TASK=bench.tick: the suite's precision phase)
     bulk-00000 ... (BENCH_BEAT_N)   bench.noop every 60 s, to the default queue "celery"
 
 beatq's `every` runs on a fixed grid from the epoch, so all bulk entries fall due together
@@ -14,6 +16,7 @@ import os
 from datetime import timedelta
 
 from beatq import Beatq
+from bench.apps import stamps
 
 app = Beatq("bench_beat_beatq", broker=os.environ["BENCH_REDIS_URL"])
 
@@ -23,10 +26,15 @@ def noop():
     return None
 
 
+@app.task(name="bench.tick", ignore_result=True)
+def tick():
+    stamps.tick()
+
+
 schedule = {}
 if os.environ.get("BENCH_BEAT_TICK", "1") == "1":
     schedule["tick"] = {
-        "task": "bench.noop",
+        "task": os.environ.get("BENCH_TICK_TASK", "bench.noop"),
         "schedule": timedelta(seconds=1),
         "options": {"queue": "tick"},
     }

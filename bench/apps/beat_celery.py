@@ -5,6 +5,8 @@ Broker on BENCH_REDIS_URL (redbeat keeps its state there too: redbeat_redis_url 
 the broker URL). The schedule is the one of bench/apps/beat_beatq.py:
 
     tick                            bench.noop every 1 s, to queue "tick" (unless BENCH_BEAT_TICK=0)
+                                    (bench.tick, which records when it runs, with
+                                    BENCH_TICK_TASK=bench.tick: the suite's precision phase)
     bulk-00000 ... (BENCH_BEAT_N)   bench.noop every minute, crontab(minute="*"), to the
                                     default queue "celery"
 
@@ -28,6 +30,8 @@ from datetime import timedelta
 from celery import Celery
 from celery.schedules import crontab
 
+from bench.apps import stamps
+
 app = Celery("bench_beat_celery", broker=os.environ["BENCH_REDIS_URL"])
 app.conf.broker_connection_retry_on_startup = True
 if os.environ.get("BENCH_BEAT_MAX_LOOP"):
@@ -41,10 +45,15 @@ def noop():
     return None
 
 
+@app.task(name="bench.tick", ignore_result=True)
+def tick():
+    stamps.tick()
+
+
 schedule = {}
 if os.environ.get("BENCH_BEAT_TICK", "1") == "1":
     schedule["tick"] = {
-        "task": "bench.noop",
+        "task": os.environ.get("BENCH_TICK_TASK", "bench.noop"),
         "schedule": timedelta(seconds=1),
         "options": {"queue": "tick"},
     }

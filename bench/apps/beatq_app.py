@@ -3,6 +3,7 @@
 import os
 
 from beatq import Beatq
+from bench.apps import stamps
 
 app = Beatq("bench_beatq", broker=os.environ["BENCH_REDIS_URL"])
 
@@ -26,3 +27,19 @@ def add(x, y):
 @app.task
 def tsum(numbers):
     return sum(numbers)
+
+
+# suite (bench/suite.py): drain sentinel, ETA lateness, beat precision tick
+@app.task(name="bench.done", ignore_result=True)
+def done():
+    stamps.done()
+
+
+@app.task(name="bench.late", ignore_result=True)
+def late(eta):
+    stamps.late(eta)
+
+
+@app.task(name="bench.tick", ignore_result=True)
+def tick():
+    stamps.tick()

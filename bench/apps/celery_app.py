@@ -13,6 +13,8 @@ import os
 
 from celery import Celery
 
+from bench.apps import stamps
+
 url = os.environ["BENCH_REDIS_URL"]
 app = Celery("bench_celery", broker=url, backend=url)
 app.conf.broker_connection_retry_on_startup = True
@@ -37,3 +39,19 @@ def add(x, y):
 @app.task
 def tsum(numbers):
     return sum(numbers)
+
+
+# suite (bench/suite.py): drain sentinel, ETA lateness, beat precision tick
+@app.task(name="bench.done", ignore_result=True)
+def done():
+    stamps.done()
+
+
+@app.task(name="bench.late", ignore_result=True)
+def late(eta):
+    stamps.late(eta)
+
+
+@app.task(name="bench.tick", ignore_result=True)
+def tick():
+    stamps.tick()
