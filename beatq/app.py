@@ -12,12 +12,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
+from . import events as ev
 from . import timeutils
 from .brokers import Backend, Outgoing, ResultWrite, connect
 from .canvas import Signature, as_signatures
 from .conf import Settings
+from .control import Control
 from .exceptions import BrokerError, ConfigurationError, NotRegistered
 from .messages import Message
+from .messages import decode as decode_message
 from .result import AsyncResult
 from .task import Task
 
@@ -59,6 +62,8 @@ class Beatq:
         self.tasks: dict[str, Task] = {}
         self._backends: dict[str, tuple[int, Backend]] = {}
         self._lock = threading.Lock()
+        self.events = ev.Events(self)
+        self.control = Control(self)
         _current.append(self)
         from .builtins import register_builtins
 
@@ -99,6 +104,7 @@ class Beatq:
                 entry = self._backends.get(url)
                 if entry is None or entry[0] != pid:
                     backend = connect(url, self.conf.broker_transport_options)
+                    backend.event_max_len = int(self.conf.events_max_len)
                     entry = (pid, backend)
                     self._backends[url] = entry
         return entry[1]
@@ -270,6 +276,7 @@ class Beatq:
         """Hand encoded messages (and saved groups) to the broker in one atomic step,
         retrying a lost connection per `policy`."""
         policy = {**self.conf.task_publish_retry_policy, **(policy or {})}
+        events = self._sent_events(outgoing) if self.conf.task_send_sent_event else ()
         attempts = 1 + (int(policy.get("max_retries") or 0) if retry else 0)
         delay = float(policy.get("interval_start", 0.0))
         for attempt in range(attempts):
@@ -278,9 +285,9 @@ class Beatq:
                     self.result_store.finish(results=results)
                     results = ()
                 if results:
-                    self.broker.finish(results=results, send=outgoing)
+                    self.broker.finish(results=results, send=outgoing, events=events)
                 else:
-                    self.broker.send(outgoing)
+                    self.broker.send(outgoing, events)
                 return
             except BrokerError:
                 if attempt + 1 >= attempts:
@@ -290,6 +297,17 @@ class Beatq:
                     delay + float(policy.get("interval_step", 0.2)),
                     float(policy.get("interval_max", 0.2)),
                 )
+
+    def _sent_events(self, outgoing: Sequence[Outgoing]) -> list[bytes]:
+        """task-sent for each message (task_send_sent_event), sent with the messages."""
+        found = []
+        for o in outgoing:
+            try:
+                message = decode_message(o.body, None)
+            except ValueError:  # MessageError, DecodeError: not ours to judge here
+                continue
+            found.append(ev.encode(ev.TASK_SENT, ev.sent_fields(message), message.sent or None))
+        return found
 
     def __repr__(self) -> str:
         return f"<Beatq {self.main or '__main__'}>"

@@ -49,6 +49,11 @@ DEFAULTS: dict[str, Any] = {
     "worker_pool": "prefork",
     "worker_prefetch_multiplier": 4,
     "worker_heartbeat_interval": 1.0,
+    "worker_send_task_events": False,  # worker -E: task and worker events (beatq/events.py)
+    "worker_revoke_expires": 10800.0,  # seconds a revoked id is kept (Celery's 3 hours)
+    "task_send_sent_event": False,  # the client sends task-sent
+    "beat_send_events": False,  # beat -E: beat-elected, -lost, -dispatched, -missed
+    "events_max_len": 10_000,  # the event stream keeps about this many of the newest
     "beat_schedule": {},
     "beat_schedule_files": ["schedules/*.yaml"],
     "beat_lease_ttl": 4.0,  # seconds: a standby takes over within this after the leader dies
@@ -86,6 +91,8 @@ OLD_NAMES: dict[str, str] = {
     "CELERYD_CONCURRENCY": "worker_concurrency",
     "CELERYD_POOL": "worker_pool",
     "CELERYD_PREFETCH_MULTIPLIER": "worker_prefetch_multiplier",
+    "CELERY_SEND_EVENTS": "worker_send_task_events",
+    "CELERY_SEND_TASK_SENT_EVENT": "task_send_sent_event",
     "CELERYBEAT_SCHEDULE": "beat_schedule",
     "CELERYBEAT_MAX_LOOP_INTERVAL": "beat_max_loop_interval",
 }

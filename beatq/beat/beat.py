@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import events as ev
 from ..app import Beatq
 from ..brokers import Outgoing
 from ..exceptions import BrokerError, LeaseLost, ScheduleError
@@ -104,6 +105,7 @@ class Beat:
                     log.warning("beat %s lost the leadership: %s", self.holder, exc)
                     self.lease.lost()
                     self.heap.clear()
+                    self._event(ev.BEAT_LOST, reason=str(exc))
                 except BrokerError as exc:
                     failures += 1
                     delay = min(0.1 * 2 ** (failures - 1), 2.0)
@@ -121,12 +123,14 @@ class Beat:
             try:
                 self.lease.release()
                 log.info("beat %s stopped and released the leadership", self.holder)
+                self._event(ev.BEAT_LOST, reason="released")
             except BrokerError as exc:
                 log.error("beat: could not release the lease (%s); it expires by itself", exc)
 
     # -- leading -------------------------------------------------------------------------------
     def _lead(self) -> None:
         log.warning("beat %s is the leader now (token %s)", self.holder, self.lease.token)
+        self._event(ev.BEAT_ELECTED, token=self.lease.token, ttl=self.ttl)
         # a standby does not watch the files: take up edits made while it stood by, or
         # planning would drop the state (pause, last run) of entries the old leader added
         if self._files_changed():
@@ -238,6 +242,14 @@ class Beat:
             log.warning(
                 "beat: entry %r missed %d run(s) (catchup %s)", entry.name, missed, entry.catchup
             )
+            self._event(
+                ev.BEAT_MISSED,
+                entry=entry.name,
+                task=entry.task,
+                missed=missed,
+                catchup=entry.catchup,
+                slots=slots[:100],
+            )
         for slot in chosen:
             self._dispatch(entry, slot, next_run)
         if not chosen and slots:
@@ -292,6 +304,15 @@ class Beat:
         if outcome == "sent":
             self.records[entry.name] = update
             if send:
+                self._event(
+                    ev.BEAT_DISPATCHED,
+                    entry=entry.name,
+                    task=entry.task,
+                    task_id=task_id,
+                    slot=slot,
+                    lateness=sent_at - slot,
+                    next_run=next_run,
+                )
                 log.info(
                     "beat: sent %s for entry %r, run of %s (%.1f ms late), id %s",
                     entry.task,
@@ -316,6 +337,16 @@ class Beat:
             )
         else:
             record["settled"] = max(record["settled"], slot)
+
+    # -- events ------------------------------------------------------------------------------
+    def _event(self, type_: str, **fields: Any) -> None:
+        """A beat event (beat -E), in a round trip of its own: a beat sends few."""
+        if not self.app.events.enabled(type_):
+            return
+        try:
+            self.app.events.send(type_, holder=self.holder, **fields)
+        except BrokerError as exc:
+            log.error("beat: could not send %s event: %s", type_, exc)
 
 
 def _mtime(path: Path) -> float:

@@ -108,12 +108,13 @@ class Backend(abc.ABC):
 
     # -- queue ---------------------------------------------------------------------------
     @abc.abstractmethod
-    def send(self, messages: Sequence[Outgoing]) -> None:
+    def send(self, messages: Sequence[Outgoing], events: Sequence[bytes] = ()) -> None:
         """Add messages, atomically and in order, in one round trip.
 
         A message with an eta in the future is delayed until then; the others are ready
         at once at the tail of their queue. Sending an id that is already stored replaces
-        its body (a retry keeps its task id).
+        its body (a retry keeps its task id). `events` are appended to the event stream
+        after the messages, in the same round trip (see `add_events`).
         """
 
     @abc.abstractmethod
@@ -155,11 +156,13 @@ class Backend(abc.ABC):
         results: Sequence[ResultWrite] = (),
         send: Sequence[Outgoing] = (),
         join: ChordJoin | None = None,
+        events: Sequence[bytes] = (),
     ) -> None:
         """In one atomic step and in this order: acknowledge `ack` (the messages are gone
         for good), store `results`, count the chord member `join`, send `send`. Any part
         may be empty. Idempotent for ack, results and join (a member counts once however
         often it finishes); a final result wakes every `wait_result` on its task id.
+        `events` are appended to the event stream afterwards, in the same round trip.
         """
 
     # -- results ---------------------------------------------------------------------------
@@ -273,6 +276,38 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def workers(self) -> dict[str, bytes]:
         """The live workers and their last info."""
+
+    # -- events --------------------------------------------------------------------------
+    event_max_len: int = 10_000  # the stream keeps about this many of the newest events
+
+    @abc.abstractmethod
+    def add_events(self, items: Sequence[bytes], maxlen: int | None = None) -> None:
+        """Append events to the stream, in order. The stream keeps about the newest
+        `maxlen` (default `event_max_len`); older ones are dropped, never an error."""
+
+    @abc.abstractmethod
+    def read_events(
+        self, after: str | None = None, count: int = 100, timeout: float | None = None
+    ) -> list[tuple[str, bytes]]:
+        """Up to `count` events newer than the id `after` (None: from the oldest kept),
+        oldest first, as (id, data). Ids grow with each event: the last one read is the
+        cursor for the next call. With nothing newer, block up to `timeout` seconds
+        (None or 0: return at once) until something arrives."""
+
+    @abc.abstractmethod
+    def recent_events(self, count: int = 100) -> list[tuple[str, bytes]]:
+        """The newest `count` events, newest last."""
+
+    # -- revoked tasks ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def revoke(self, task_ids: Sequence[str], terminate: bool, ttl: float) -> None:
+        """Keep `task_ids` as revoked for `ttl` seconds (revoking again renews and may add
+        `terminate`); workers skip them, and with `terminate` stop them if running."""
+
+    @abc.abstractmethod
+    def revoked(self, after: float = 0.0) -> list[tuple[str, float, bool]]:
+        """The revocations made after `after` (POSIX seconds, as returned here before) and
+        still kept, oldest first, as (task id, when, terminate)."""
 
     # -- lifecycle -------------------------------------------------------------------------
     def ping(self) -> None:

@@ -19,7 +19,7 @@ import heapq
 import os
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -106,6 +106,19 @@ class _Store:
         self.leases: dict[str, _Lease] = {}
         self.entries: dict[str, _Entry] = {}
         self.paused: set[str] = set()
+        self.events: deque[tuple[int, bytes]] = deque()  # (number, data), oldest first
+        self.event_seq = 0
+        self.new_event = threading.Condition(self.lock)
+        self.revocations: dict[str, tuple[float, bool]] = {}  # id -> (when, terminate)
+
+    def add_events(self, items: Sequence[bytes], maxlen: int) -> None:
+        for item in items:
+            self.event_seq += 1
+            self.events.append((self.event_seq, item))
+        while len(self.events) > maxlen:
+            self.events.popleft()
+        if items:
+            self.new_event.notify_all()
 
     # -- messages ------------------------------------------------------------------------
     def drop(self, id_: str) -> _Message | None:
@@ -259,12 +272,13 @@ class MemoryBackend(Backend):
             yield s
 
     # -- queue ---------------------------------------------------------------------------
-    def send(self, messages: Sequence[Outgoing]) -> None:
+    def send(self, messages: Sequence[Outgoing], events: Sequence[bytes] = ()) -> None:
         with self._locked() as s:
             now = time.time()
             for m in messages:
                 s.put(m, now)
             s.work.notify_all()
+            s.add_events(events, self.event_max_len)
 
     def claim(self, queues: Sequence[str], count: int, visibility: float) -> Claimed:
         with self._locked() as s:
@@ -325,6 +339,7 @@ class MemoryBackend(Backend):
         results: Sequence[ResultWrite] = (),
         send: Sequence[Outgoing] = (),
         join: ChordJoin | None = None,
+        events: Sequence[bytes] = (),
     ) -> None:
         with self._locked() as s:
             now = time.time()
@@ -344,6 +359,7 @@ class MemoryBackend(Backend):
             if any(r.final for r in results):
                 s.finals.notify_all()
             s.work.notify_all()
+            s.add_events(events, self.event_max_len)
 
     # -- results ---------------------------------------------------------------------------
     def get_result(self, task_id: str) -> bytes | None:
@@ -515,3 +531,46 @@ class MemoryBackend(Backend):
         with self._locked() as s:
             now = time.time()
             return {n: w.value for n, w in s.workers.items() if w.expires > now}
+
+    # -- events ----------------------------------------------------------------------------
+    def add_events(self, items: Sequence[bytes], maxlen: int | None = None) -> None:
+        with self._locked() as s:
+            s.add_events(items, self.event_max_len if maxlen is None else maxlen)
+
+    def read_events(
+        self, after: str | None = None, count: int = 100, timeout: float | None = None
+    ) -> list[tuple[str, bytes]]:
+        last = int(after) if after else 0
+        end = time.monotonic() + (timeout or 0.0)
+        with self._locked() as s:
+            while True:
+                if s.events and s.events[-1][0] > last:
+                    # numbers are consecutive: the first newer one is found by arithmetic
+                    start = max(0, last - s.events[0][0] + 1)
+                    picked = [s.events[i] for i in range(start, min(len(s.events), start + count))]
+                    return [(str(n), data) for n, data in picked]
+                left = end - time.monotonic()
+                if left <= 0:
+                    return []
+                s.new_event.wait(left)
+
+    def recent_events(self, count: int = 100) -> list[tuple[str, bytes]]:
+        with self._locked() as s:
+            picked = list(s.events)[-count:] if count > 0 else []
+            return [(str(n), data) for n, data in picked]
+
+    # -- revoked tasks ----------------------------------------------------------------------
+    def revoke(self, task_ids: Sequence[str], terminate: bool, ttl: float) -> None:
+        with self._locked() as s:
+            now = time.time()
+            for id_, (when, _) in list(s.revocations.items()):
+                if when <= now - ttl:
+                    del s.revocations[id_]
+            for id_ in task_ids:
+                _, before = s.revocations.pop(id_, (0.0, False))  # renewed: it sorts last
+                s.revocations[id_] = (now, terminate or before)
+
+    def revoked(self, after: float = 0.0) -> list[tuple[str, float, bool]]:
+        with self._locked() as s:
+            found = [(i, when, term) for i, (when, term) in s.revocations.items() if when >= after]
+            return sorted(found, key=lambda r: r[1])

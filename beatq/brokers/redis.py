@@ -21,10 +21,15 @@ Keys (prefix `beatq`, or the transport option `global_keyprefix`):
     {p}:beat:paused set     paused entries
     {p}:worker:{n}  string  a worker's last heartbeat info, expiring
     {p}:workers     zset    worker name by heartbeat expiry
+    {p}:events      stream  the event stream (field "e": one JSON event), capped
+    {p}:revoked     zset    revoked task id by time of revocation (server clock)
+    {p}:revoked:term set    revoked task ids to terminate if running
 
 Round trips: sending a message is one EVALSHA (`send`); a worker takes a batch of
 messages with one EVALSHA (`claim`); finishing a task (ack, store result, send its
-callbacks) is one EVALSHA (`finish`); an early ack at task start is one more.
+callbacks) is one EVALSHA (`finish`); an early ack at task start is one more. Events
+ride along: `send` and `finish` with events pipeline their XADDs after the script, in
+the same round trip.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from typing import Any
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -73,6 +79,9 @@ class RedisKeys:
         self.beat_next = f"{prefix}:beat:next"
         self.beat_info = f"{prefix}:beat:info"
         self.beat_paused = f"{prefix}:beat:paused"
+        self.events = f"{prefix}:events"
+        self.revoked = f"{prefix}:revoked"
+        self.revoked_term = f"{prefix}:revoked:term"
 
     def queue(self, name: str) -> str:
         return f"{self.prefix}:q:{name}"
@@ -156,18 +165,39 @@ class RedisBackend(Backend):
                 "lease",
                 "beat_dispatch",
                 "beat_plan",
+                "revoke",
             )
         }
 
-    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    def _run(
+        self, name: str, keys: Sequence[str], args: Sequence[Any], events: Sequence[bytes] = ()
+    ) -> Any:
+        script = self._scripts[name]
         with _errors(self.url):
-            return self._scripts[name](keys=keys, args=args)
+            if not events:
+                return script(keys=keys, args=args)
+            # One round trip: the script, then the events. EVALSHA by hand, as redis-py's
+            # pipelined scripts ask SCRIPT EXISTS first (a round trip of their own).
+            pipe = self.client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            self._xadd(pipe, events, None)
+            try:
+                return pipe.execute()[0]
+            except NoScriptError:  # the server lost its scripts (restart, SCRIPT FLUSH)
+                return script(keys=keys, args=args)  # its events were added all the same
+
+    def _xadd(self, pipe: Any, items: Sequence[bytes], maxlen: int | None) -> None:
+        cap = self.event_max_len if maxlen is None else maxlen
+        for item in items:
+            pipe.xadd(self.keys.events, {"e": item}, maxlen=cap, approximate=True)
 
     # -- queue ---------------------------------------------------------------------------
-    def send(self, messages: Sequence[Outgoing]) -> None:
+    def send(self, messages: Sequence[Outgoing], events: Sequence[bytes] = ()) -> None:
         if messages:
             k = self.keys
-            self._run("send", [k.msgs, k.delayed], [k.prefix, *_flatten(messages)])
+            self._run("send", [k.msgs, k.delayed], [k.prefix, *_flatten(messages)], events)
+        elif events:
+            self.add_events(events)
 
     def claim(self, queues: Sequence[str], count: int, visibility: float) -> Claimed:
         k = self.keys
@@ -224,6 +254,7 @@ class RedisBackend(Backend):
         results: Sequence[ResultWrite] = (),
         send: Sequence[Outgoing] = (),
         join: ChordJoin | None = None,
+        events: Sequence[bytes] = (),
     ) -> None:
         k = self.keys
         args: list[Any] = [k.prefix, len(ack), *(c.id for c in ack), len(results)]
@@ -235,7 +266,7 @@ class RedisBackend(Backend):
         else:
             args += [join.group, join.member, join.size, _ms(join.ttl), *_flatten([join.unlock])]
         args += _flatten(send)
-        self._run("finish", [k.msgs, k.unacked, k.delayed], args)
+        self._run("finish", [k.msgs, k.unacked, k.delayed], args, events)
 
     # -- results ---------------------------------------------------------------------------
     def get_result(self, task_id: str) -> bytes | None:
@@ -439,6 +470,51 @@ class RedisBackend(Backend):
                 return {}
             infos = self.client.mget([self.keys.worker(n) for n in names])
         return {n: i for n, i in zip(names, infos) if i is not None}
+
+    # -- events ----------------------------------------------------------------------------
+    def add_events(self, items: Sequence[bytes], maxlen: int | None = None) -> None:
+        if items:
+            with _errors(self.url):
+                pipe = self.client.pipeline(transaction=False)
+                self._xadd(pipe, items, maxlen)
+                pipe.execute()
+
+    def read_events(
+        self, after: str | None = None, count: int = 100, timeout: float | None = None
+    ) -> list[tuple[str, bytes]]:
+        cursor = after or "0-0"
+        deadline = time.monotonic() + (timeout or 0.0)
+        while True:
+            left = deadline - time.monotonic()
+            block = _ms(min(left, MAX_BLOCK)) if left > 0 else None
+            with _errors(self.url):
+                reply = self.client.xread({self.keys.events: cursor}, count=count, block=block)
+            if reply:
+                return [(id_.decode(), fields[b"e"]) for id_, fields in reply[0][1]]
+            if block is None or time.monotonic() >= deadline:
+                return []
+
+    def recent_events(self, count: int = 100) -> list[tuple[str, bytes]]:
+        with _errors(self.url):
+            rows = self.client.xrevrange(self.keys.events, count=count)
+        return [(id_.decode(), fields[b"e"]) for id_, fields in reversed(rows)]
+
+    # -- revoked tasks ----------------------------------------------------------------------
+    def revoke(self, task_ids: Sequence[str], terminate: bool, ttl: float) -> None:
+        if task_ids:
+            k = self.keys
+            args = [repr(float(ttl)), "1" if terminate else "", *task_ids]
+            self._run("revoke", [k.revoked, k.revoked_term], args)
+
+    def revoked(self, after: float = 0.0) -> list[tuple[str, float, bool]]:
+        k = self.keys
+        with _errors(self.url):
+            low = repr(float(after))
+            pairs = self.client.zrangebyscore(k.revoked, low, "+inf", withscores=True)
+            if not pairs:
+                return []
+            flags = self.client.smismember(k.revoked_term, [i for i, _ in pairs])
+        return [(i.decode(), float(when), bool(f)) for (i, when), f in zip(pairs, flags)]
 
     # -- lifecycle -------------------------------------------------------------------------
     def ping(self) -> None:

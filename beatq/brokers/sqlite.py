@@ -5,7 +5,8 @@ Tables (sqlite_db.SCHEMA): `messages` holds every message not yet acknowledged w
 state (ready, delayed until `eta`, claimed until `deadline`) and, while ready, its place
 `seq` in its queue; `results` and `states` the final and the latest non-final task
 states; `chords` and `chord_members` the chord joins; `dead_letters`; `leases` (with the
-last fencing token); `beat_entries` and `beat_paused`; `workers`.
+last fencing token); `beat_entries` and `beat_paused`; `workers`; `events` (the capped
+event stream) and `revoked`.
 
 Every operation of the interface is one transaction, so it is atomic as a Redis script
 is; times are the caller's `time.time()` (one host, one clock). `wait` and
@@ -126,10 +127,11 @@ class SqliteBackend(Backend):
         self.swept = 0.0  # monotonic time of the last sweep of expired rows
 
     # -- queue ---------------------------------------------------------------------------
-    def send(self, messages: Sequence[Outgoing]) -> None:
-        if messages:
+    def send(self, messages: Sequence[Outgoing], events: Sequence[bytes] = ()) -> None:
+        if messages or events:
             with self.db.write() as conn:
                 _put(conn, messages, time.time())
+                self._add_events(conn, events, None)
 
     def _workable(
         self, conn: sqlite3.Connection, queues: Sequence[str], now: float
@@ -230,6 +232,7 @@ class SqliteBackend(Backend):
         results: Sequence[ResultWrite] = (),
         send: Sequence[Outgoing] = (),
         join: ChordJoin | None = None,
+        events: Sequence[bytes] = (),
     ) -> None:
         with self.db.write() as conn:
             now = time.time()
@@ -245,6 +248,7 @@ class SqliteBackend(Backend):
             if join is not None and self._join(conn, join, now):
                 _put(conn, [join.unlock], now)
             _put(conn, send, now)
+            self._add_events(conn, events, None)
             self._sweep(conn, now)
 
     def _join(self, conn: sqlite3.Connection, join: ChordJoin, now: float) -> bool:
@@ -509,6 +513,66 @@ class SqliteBackend(Backend):
                 (time.time(),),
             ).fetchall()
         return dict(rows)
+
+    # -- events ----------------------------------------------------------------------------
+    def _add_events(
+        self, conn: sqlite3.Connection, items: Sequence[bytes], maxlen: int | None
+    ) -> None:
+        if not items:
+            return
+        conn.executemany("INSERT INTO events (data) VALUES (?)", [(i,) for i in items])
+        cap = self.event_max_len if maxlen is None else maxlen
+        # rows are numbered without gaps (AUTOINCREMENT, never reused): the cut is arithmetic
+        last = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        conn.execute("DELETE FROM events WHERE seq <= ?", (last[0] - cap,))
+
+    def add_events(self, items: Sequence[bytes], maxlen: int | None = None) -> None:
+        if items:
+            with self.db.write() as conn:
+                self._add_events(conn, items, maxlen)
+
+    def read_events(
+        self, after: str | None = None, count: int = 100, timeout: float | None = None
+    ) -> list[tuple[str, bytes]]:
+        last = int(after) if after else 0
+
+        def probe(
+            conn: sqlite3.Connection, now: float
+        ) -> tuple[list[tuple[str, bytes]] | None, float | None]:
+            rows = conn.execute(
+                "SELECT seq, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (last, count)
+            ).fetchall()
+            return ([(str(n), data) for n, data in rows] or None), None
+
+        return self.db.poll(probe, timeout or 0.0) or []
+
+    def recent_events(self, count: int = 100) -> list[tuple[str, bytes]]:
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT seq, data FROM events ORDER BY seq DESC LIMIT ?", (count,)
+            ).fetchall()
+        return [(str(n), data) for n, data in reversed(rows)]
+
+    # -- revoked tasks ----------------------------------------------------------------------
+    def revoke(self, task_ids: Sequence[str], terminate: bool, ttl: float) -> None:
+        if task_ids:
+            with self.db.write() as conn:
+                now = time.time()
+                conn.execute("DELETE FROM revoked WHERE time <= ?", (now - ttl,))
+                conn.executemany(
+                    "INSERT INTO revoked (task_id, time, terminate) VALUES (?, ?, ?) "
+                    "ON CONFLICT (task_id) DO UPDATE SET time = excluded.time, "
+                    "terminate = MAX(terminate, excluded.terminate)",
+                    [(id_, now, int(terminate)) for id_ in task_ids],
+                )
+
+    def revoked(self, after: float = 0.0) -> list[tuple[str, float, bool]]:
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT task_id, time, terminate FROM revoked WHERE time >= ? ORDER BY time",
+                (after,),
+            ).fetchall()
+        return [(id_, when, bool(term)) for id_, when, term in rows]
 
     # -- lifecycle -------------------------------------------------------------------------
     def ping(self) -> None:

@@ -36,7 +36,7 @@ from ..exceptions import BrokerError, ConfigurationError
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # every statement is IF NOT EXISTS: a newer version only adds
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     id       TEXT PRIMARY KEY,
@@ -106,6 +106,17 @@ CREATE TABLE IF NOT EXISTS workers (
     info    BLOB NOT NULL,
     expires REAL NOT NULL
 );
+
+CREATE TABLE IF NOT EXISTS events (   -- the event stream, capped to the newest rows
+    seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS revoked (
+    task_id   TEXT PRIMARY KEY,
+    time      REAL NOT NULL,
+    terminate INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS revoked_time ON revoked (time);
 """
 
 POLL_FAST = 0.002  # seconds between data_version checks early in a wait

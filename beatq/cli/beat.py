@@ -31,11 +31,16 @@ UTC = timezone.utc
     help="A YAML schedule file or glob (repeatable; default: beat_schedule_files).",
 )
 @click.option("--lease-ttl", type=float, help="Seconds a dead leader holds the lease (default 4).")
+@click.option("-E", "--events", "send_events", is_flag=True, help="Send beat events.")
 @loglevel_option
 @click.pass_context
 @handle_errors
 def beat(
-    ctx: click.Context, files: tuple[str, ...], lease_ttl: float | None, loglevel: str | None
+    ctx: click.Context,
+    files: tuple[str, ...],
+    lease_ttl: float | None,
+    send_events: bool,
+    loglevel: str | None,
 ) -> None:
     """Run the beat: send periodic tasks on time while this beat leads.
 
@@ -44,6 +49,8 @@ def beat(
     if ctx.invoked_subcommand is not None:
         return
     app = get_app(ctx, loglevel, default_level="INFO")
+    if send_events:
+        app.conf.beat_send_events = True
     runner = Beat(app, files=list(files) or None, lease_ttl=lease_ttl)
 
     def on_signal(signum: int, frame: Any) -> None:

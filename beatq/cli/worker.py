@@ -33,6 +33,13 @@ from .base import EXIT_USAGE, get_app, handle_errors, loglevel_option
     help="With -B: schedule file or glob.",
 )
 @click.option("--lease-ttl", type=float, help="With -B: seconds a dead leader holds the lease.")
+@click.option(
+    "-E",
+    "--events",
+    "send_events",
+    is_flag=True,
+    help="Send task and worker events (and beat events with -B) to the event stream.",
+)
 @loglevel_option
 @click.pass_context
 @handle_errors
@@ -46,10 +53,14 @@ def worker(
     with_beat: bool,
     files: tuple[str, ...],
     lease_ttl: float | None,
+    send_events: bool,
     loglevel: str | None,
 ) -> None:
     """Run a worker: take tasks from the queues and run them."""
     app = get_app(ctx, loglevel, default_level="INFO")
+    if send_events:
+        app.conf.worker_send_task_events = True
+        app.conf.beat_send_events = True
     names = [q.strip() for q in (queues or "").split(",") if q.strip()] or None
     beat = None
     if with_beat:

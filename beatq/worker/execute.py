@@ -7,13 +7,16 @@ expired one, acknowledge early (unless acks_late), run under its time limits, an
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
+from .. import events as ev
 from .. import messages, serializers, states
 from ..app import Beatq
 from ..brokers import ChordJoin, Claim, Outgoing, ResultWrite
@@ -22,7 +25,7 @@ from ..exceptions import BrokerError, Reject, Retry, TaskRevokedError
 from ..messages import Message
 from ..result import encode_meta, make_meta, result_ttl
 from ..task import Request, Task
-from .limits import time_limits
+from .limits import raise_in, time_limits
 
 log = logging.getLogger("beatq.worker")
 
@@ -66,6 +69,9 @@ class Executor:
         self.result_ttl = float(expires) if expires else 10 * 365 * 86400.0
         self.split_store = bool(conf.result_backend) and conf.result_backend != conf.broker_url
         self.processed = 0
+        self.events_on = bool(conf.worker_send_task_events)
+        self.bodies: dict[str, int] = {}  # task id -> thread, while the task's own code runs
+        self.bodies_lock = threading.Lock()
 
     # -- the steps -------------------------------------------------------------------------
     def execute(self, claim: Claim) -> None:
@@ -86,11 +92,21 @@ class Executor:
             self._expire(claim, message, task)
             return
         acks_late = message.options.get("acks_late", task.option("acks_late"))
+        early: list[bytes] = []
+        if self.events_on:  # sent with the early acknowledgement: no round trip of their own
+            now = time.time()
+            fields = {**ev.sent_fields(message), "hostname": self.hostname}
+            early = [
+                ev.encode(ev.TASK_RECEIVED, fields, now),
+                ev.encode(ev.TASK_STARTED, self._fields(message), now),
+            ]
         if not acks_late or task.option("track_started"):
             started = None
             if task.option("track_started") and not task.option("ignore_result"):
                 started = self._state(message, states.STARTED, {"hostname": self.hostname})
-            retrying(lambda: self._finish(() if acks_late else [claim], started))
+            retrying(lambda: self._finish(() if acks_late else [claim], started, events=early))
+        elif early:
+            retrying(lambda: self.app.broker.add_events(early))
         ack = [claim] if acks_late else []
         request = self._request(message, task)
         if log.isEnabledFor(logging.INFO):
@@ -99,12 +115,16 @@ class Executor:
         hard = message.options.get("time_limit", task.option("time_limit"))
         began = time.perf_counter()
         try:
-            with time_limits(soft, hard):
+            with time_limits(soft, hard), self._body(message.id):
                 value = task.run_in(request)
         except Retry as exc:
             self._retry(claim, ack, message, task, exc)
         except Reject as exc:
             self._reject(claim, message, exc)
+        except TaskRevokedError:  # revoked with terminate (threads, solo): see interrupt
+            log.warning("Task %s[%s] terminated (REVOKED)", message.task, message.id)
+            exc = TaskRevokedError("terminated")
+            self._fail(ack, message, task, request, exc, traceback.format_exc(), states.REVOKED)
         except Exception as exc:
             log.error(
                 "Task %s[%s] raised %r\n%s", message.task, message.id, exc, traceback.format_exc()
@@ -130,6 +150,14 @@ class Executor:
             reason,
         )
         retrying(lambda: self.app.broker.dead_letter(claim, reason))
+        if self.events_on:
+            try:
+                name = messages.read_header(claim.body)["task"]
+            except messages.MessageError:
+                name = None
+            fields = {"task_id": claim.id, "name": name, "queue": claim.queue, "reason": reason}
+            event = ev.encode(ev.TASK_DEAD_LETTERED, {**fields, "hostname": self.hostname})
+            retrying(lambda: self.app.broker.add_events([event]))
 
     def _request(self, message: Message, task: Task) -> Request:
         return Request(
@@ -170,7 +198,10 @@ class Executor:
                 maybe_signature(chain[0], self.app), self.app, plan, [value], {}, chain[1:], extra
             )
         joins = [j for j in (self._join(message),) if j is not None] + plan.joins
-        self._finish_joins(ack, plan.results, plan.send, joins)
+        events = self._event(
+            ev.TASK_SUCCEEDED, message, result=ev.short_repr(value), runtime=runtime
+        )
+        self._finish_joins(ack, plan.results, plan.send, joins, events)
 
     def _fail(
         self,
@@ -181,6 +212,7 @@ class Executor:
         exc: BaseException,
         tb: str | None,
         status: str = states.FAILURE,
+        event: str = ev.TASK_FAILED,
     ) -> None:
         """Store the failure (and fail what was to follow in a chain), run the errbacks."""
         results = []
@@ -195,7 +227,11 @@ class Executor:
         if chain:  # the chain's tail that will never run may be what a chord waits for
             extra = message.options.get("chain_extra")
             joins += tail_joins(self.app, extra, chain[-1], _root(message), self.result_ttl)
-        self._finish_joins(ack, results, send, joins)
+        if status == states.REVOKED and event == ev.TASK_FAILED:
+            event = ev.TASK_REVOKED
+        tb_text = tb[-ev.TRACEBACK_MAX :] if tb else None
+        events = self._event(event, message, exception=ev.short_repr(exc), traceback=tb_text)
+        self._finish_joins(ack, results, send, joins, events)
 
     def _expire(self, claim: Claim, message: Message, task: Task) -> None:
         log.info(
@@ -203,7 +239,18 @@ class Executor:
         )
         exc = TaskRevokedError("expired")
         request = self._request(message, task)
-        self._fail([claim], message, task, request, exc, None, states.REVOKED)
+        self._fail([claim], message, task, request, exc, None, states.REVOKED, ev.TASK_EXPIRED)
+
+    def revoke(self, claim: Claim, terminated: bool = False) -> None:
+        """Record the task of `claim` as revoked without running it (or after terminating it)."""
+        message = self._decode(claim)
+        if message is None:
+            return
+        log.info("Task %s[%s] revoked; not run (REVOKED)", message.task, message.id)
+        exc = TaskRevokedError("terminated" if terminated else "revoked")
+        task = self.app.tasks.get(message.task)
+        request = self._request(message, task) if task is not None else _bare_request(message)
+        self._fail([claim], message, task, request, exc, None, states.REVOKED, ev.TASK_REVOKED)
 
     def _retry(
         self, claim: Claim, ack: list[Claim], message: Message, task: Task, exc: Retry
@@ -227,10 +274,14 @@ class Executor:
         kwargs = sig.kwargs if sig is not None else message.kwargs
         retried, body = self.app.build_message(message.task, args, kwargs, task, **options)
         outgoing = Outgoing(retried.queue, retried.id, body, retried.eta)
-        state = self._state(message, states.RETRY, exc.exc or exc, traceback.format_exc())
+        tb = traceback.format_exc()
+        state = self._state(message, states.RETRY, exc.exc or exc, tb)
+        events = self._event(
+            ev.TASK_RETRIED, message, exception=ev.short_repr(exc.exc or exc), eta=retried.eta
+        )
         # An early-acked message is gone already; a late one is acknowledged before the
         # retry is sent under the same id, in the same atomic step.
-        retrying(lambda: self._finish([claim] if ack else [], state, [outgoing]))
+        retrying(lambda: self._finish([claim] if ack else [], state, [outgoing], events=events))
 
     def _reject(self, claim: Claim, message: Message, exc: Reject) -> None:
         if exc.requeue:
@@ -239,7 +290,36 @@ class Executor:
         else:
             self._dead_letter(claim, f"rejected by the task: {exc.reason or 'no reason given'}")
 
+    @contextlib.contextmanager
+    def _body(self, task_id: str) -> Iterator[None]:
+        with self.bodies_lock:
+            self.bodies[task_id] = threading.get_ident()
+        try:
+            yield
+        finally:
+            with self.bodies_lock:
+                self.bodies.pop(task_id, None)
+
+    def interrupt(self, task_id: str) -> bool:
+        """Raise TaskRevokedError in the thread running task `task_id`'s own code (revoke
+        with terminate in the threads and solo pools); False if it is not running here."""
+        with self.bodies_lock:
+            ident = self.bodies.pop(task_id, None)
+            if ident is None:
+                return False
+            raise_in(ident, TaskRevokedError)
+            return True
+
     # -- helpers ---------------------------------------------------------------------------
+    def _fields(self, message: Message) -> dict[str, Any]:
+        return {**ev.task_fields(message), "hostname": self.hostname}
+
+    def _event(self, type_: str, message: Message, **fields: Any) -> list[bytes]:
+        """One task event to send with the finish, or none when events are off."""
+        if not self.events_on:
+            return []
+        return [ev.encode(type_, {**self._fields(message), **fields})]
+
     def _state(
         self, message: Message, status: str, value: Any, tb: str | None = None
     ) -> ResultWrite:
@@ -253,6 +333,7 @@ class Executor:
         results: Any = (),
         send: Any = (),
         join: ChordJoin | None = None,
+        events: Any = (),
     ) -> None:
         if isinstance(results, ResultWrite):
             results = [results]
@@ -260,8 +341,8 @@ class Executor:
         if self.split_store and results:
             self.app.result_store.finish(results=results)
             results = []
-        if ack or results or send or join:
-            self.app.broker.finish(ack, results, send, join)
+        if ack or results or send or join or events:
+            self.app.broker.finish(ack, results, send, join, events)
 
     def _join(self, message: Message) -> ChordJoin | None:
         """The chord join this message counts toward, with the unlock message to send."""
@@ -271,17 +352,27 @@ class Executor:
         return chord_join(self.app, chord, message.id, _root(message), self.result_ttl)
 
     def _finish_joins(
-        self, ack: list[Claim], results: Any, send: Any, joins: list[ChordJoin]
+        self,
+        ack: list[Claim],
+        results: Any,
+        send: Any,
+        joins: list[ChordJoin],
+        events: list[bytes] | None = None,
     ) -> None:
         """Finish with the first join in the same atomic step, then count the others (a
         chord's tasks that will never run): counting is idempotent, and the failures the
         unlock reads are stored by the first step."""
-        retrying(lambda: self._finish(ack, results, send, joins[0] if joins else None))
+        first = joins[0] if joins else None
+        retrying(lambda: self._finish(ack, results, send, first, events or ()))
         for join in joins[1:]:
             retrying(lambda join=join: self._finish(join=join))
 
     def fail_lost(self, claim: Claim, exc: BaseException) -> None:
-        """Record the task of `claim` as failed with `exc` (its process died or was killed)."""
+        """Record the task of `claim` as failed with `exc` (its process died or was killed),
+        or as revoked when `exc` is a TaskRevokedError (revoked with terminate)."""
+        if isinstance(exc, TaskRevokedError):
+            self.revoke(claim, terminated=True)
+            return
         try:
             message = messages.decode(claim.body, self.accept)
         except (messages.MessageError, serializers.ContentDisallowed, serializers.DecodeError):
@@ -293,6 +384,10 @@ class Executor:
             id=message.id, task=message.task, args=message.args, kwargs=message.kwargs
         )
         self._fail([claim], message, task, request, exc, f"{type(exc).__name__}: {exc}\n")
+
+
+def _bare_request(message: Message) -> Request:
+    return Request(id=message.id, task=message.task, args=message.args, kwargs=message.kwargs)
 
 
 def _root(message: Message) -> str:

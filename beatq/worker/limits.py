@@ -61,7 +61,8 @@ def _alarm_limits(soft: float | None, hard: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _raise_in(thread_id: int, exc: type[BaseException]) -> None:
+def raise_in(thread_id: int, exc: type[BaseException]) -> None:
+    """Raise `exc` in thread `thread_id` at its next Python instruction."""
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc))
 
 
@@ -76,7 +77,7 @@ def _thread_limits(soft: float | None, hard: float | None) -> Iterator[None]:
             if done.wait(at - elapsed):
                 return
             elapsed = at
-            _raise_in(ident, exc)
+            raise_in(ident, exc)
 
     watcher = threading.Thread(target=watch, name="beatq-time-limit", daemon=True)
     watcher.start()

@@ -22,7 +22,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from ..brokers import Claim
-from ..exceptions import TimeLimitExceeded, WorkerLostError
+from ..exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
 from .execute import Executor
 
 log = logging.getLogger("beatq.worker")
@@ -68,6 +68,15 @@ class Pool(abc.ABC):
     def terminate(self) -> list[Claim]:
         """Stop now; the claims of the tasks that were running."""
         return [claim for claim, _ in list(self.active.values())]
+
+    def stop_task(self, task_id: str) -> bool:
+        """Stop the running task `task_id` (revoke with terminate); False if not running.
+
+        Threads and solo raise TaskRevokedError inside the task's own code; the task
+        finishes as REVOKED.
+        """
+        executor = getattr(self, "executor", None)
+        return executor is not None and executor.interrupt(task_id)
 
     def close(self) -> None:
         """Release the pool's threads or processes after `join`."""
@@ -158,6 +167,7 @@ class _Child:
         self.claim: Claim | None = None
         self.started = 0.0
         self.limit: float | None = None  # the claim's hard time limit
+        self.killed: BaseException | None = None  # why the parent killed it, if it did
 
 
 class PreforkPool(Pool):
@@ -244,9 +254,23 @@ class PreforkPool(Pool):
                 continue
             limit = child.limit
             if limit and now - child.started > limit + self.grace:
-                os.kill(child.process.pid, signal.SIGKILL)
-                child.process.join(5)
-                self._replace(child, TimeLimitExceeded(f"time limit ({limit}s) exceeded"))
+                self._kill(child, TimeLimitExceeded(f"time limit ({limit}s) exceeded"))
+
+    def _kill(self, child: _Child, reason: BaseException) -> None:
+        child.killed = reason  # the collector may see it die first: it records this reason
+        os.kill(child.process.pid, signal.SIGKILL)
+        child.process.join(5)
+        self._replace(child, reason)
+
+    def stop_task(self, task_id: str) -> bool:
+        """Kill the child running `task_id` and start another; the task becomes REVOKED."""
+        with self.lock:
+            child = next((c for c in self.children if c.claim and c.claim.id == task_id), None)
+        if child is None:
+            return False
+        log.warning("killing child process %s to terminate task %s", child.process.pid, task_id)
+        self._kill(child, TaskRevokedError("terminated"))
+        return True
 
     def _replace(self, child: _Child, reason: BaseException) -> None:
         child.process.join(1)
@@ -258,7 +282,7 @@ class PreforkPool(Pool):
             claim, child.claim = child.claim, None
         log.error("child process %s exited (code %s)", child.process.pid, child.process.exitcode)
         if claim is not None:
-            self.parent_executor.fail_lost(claim, reason)
+            self.parent_executor.fail_lost(claim, child.killed or reason)
             self._done(claim)
 
     def terminate(self) -> list[Claim]:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
+from .. import events as ev
 from .. import messages, serializers
 from ..app import Beatq
 from ..brokers import Claim
@@ -102,14 +103,26 @@ class Worker:
         self.started_at = time.time()
         self.pool: Pool
         self.beat = beat  # an embedded Beat (worker -B), run in a thread of its own
+        self.events_on = bool(conf.worker_send_task_events)
+        self.processed = 0  # tasks finished (in the pool, whatever the pool)
+        self.revoked: dict[str, tuple[float, bool]] = {}  # task id -> (when, terminate)
+        self.revoked_after = 0.0  # the newest revocation seen (the broker's clock)
+        self.revoke_ttl = float(conf.worker_revoke_expires)
+        self.executor: Executor | None = None  # records revoked tasks from this process
 
     # -- running -----------------------------------------------------------------------------
     def run(self) -> int:
         """Run until stopped by a signal (or `stop`); the process exit status."""
         self.app.import_modules()
         self._install_signals()
+        self.executor = Executor(self.app, self.hostname)
         self.pool = self._make_pool()
         self.pool.start()
+        try:  # what was revoked before this worker started is skipped from the first claim
+            self.sync_revoked()
+        except BrokerError as exc:
+            log.error("could not read the revoked tasks (%s); the heartbeat retries", exc)
+        self._event(ev.WORKER_ONLINE)
         threading.Thread(target=self._heartbeat_loop, name="beatq-heartbeat", daemon=True).start()
         beat_thread = None
         if self.beat is not None:
@@ -191,7 +204,20 @@ class Worker:
                 if self.stopping.is_set():
                     self.pool.slots.release()
                     break
-                self.pool.submit(self.buffer.popleft())
+                claim = self.buffer.popleft()
+                if claim.id in self.revoked:
+                    self.pool.slots.release()
+                    self._skip_revoked(claim)
+                    continue
+                self.pool.submit(claim)
+
+    def _skip_revoked(self, claim: Claim) -> None:
+        assert self.executor is not None
+        try:
+            self.executor.revoke(claim)
+        except Exception:
+            log.exception("could not record revoked task %s", claim.id)
+        self._finished(claim)
 
     def _fill(self, broker: Any) -> bool:
         """Claim a batch into the buffer; when there is none, wait for work. True if filled."""
@@ -229,6 +255,7 @@ class Worker:
     def _finished(self, claim: Claim) -> None:
         with self.held_lock:
             self.held.pop(claim.id, None)
+            self.processed += 1
 
     # -- stopping --------------------------------------------------------------------------
     def _install_signals(self) -> None:
@@ -292,6 +319,48 @@ class Worker:
             self.app.broker.unregister(self.hostname)
         except BrokerError:
             pass
+        self._event(ev.WORKER_OFFLINE)
+
+    def _event(self, type_: str) -> None:
+        """A worker event (worker -E), in a round trip of its own: once a heartbeat."""
+        if not self.events_on:
+            return
+        fields = {
+            "hostname": self.hostname,
+            "pid": os.getpid(),
+            "freq": self.heartbeat_interval,
+            "active": len(self.pool.active),
+            "processed": self.processed,
+            "pool": self.pool_name,
+            "concurrency": self.concurrency,
+            "queues": self.queues,
+        }
+        try:
+            self.app.broker.add_events([ev.encode(type_, fields)])
+        except BrokerError as exc:
+            log.error("could not send %s event: %s", type_, exc)
+
+    # -- revoked tasks -----------------------------------------------------------------------
+    def sync_revoked(self) -> None:
+        """Read the revocations made since the last look; stop running tasks revoked with
+        terminate. Once a heartbeat, so a revocation reaches this worker within one."""
+        found = self.app.broker.revoked(self.revoked_after)
+        fresh = []
+        for task_id, when, terminate in found:
+            before = self.revoked.get(task_id)
+            if before is None or (terminate and not before[1]):
+                fresh.append((task_id, terminate))
+            self.revoked[task_id] = (when, terminate or (before is not None and before[1]))
+            self.revoked_after = max(self.revoked_after, when)
+        if len(self.revoked) > 1000 or not found:
+            horizon = self.revoked_after - self.revoke_ttl
+            for task_id in [t for t, (when, _) in self.revoked.items() if when < horizon]:
+                del self.revoked[task_id]
+        for task_id, terminate in fresh:
+            if terminate and task_id in self.pool.active:
+                log.warning("worker %s: terminating revoked task %s", self.hostname, task_id)
+                if not self.pool.stop_task(task_id):
+                    log.warning("task %s finished before it could be terminated", task_id)
 
     # -- heartbeat -------------------------------------------------------------------------
     def _heartbeat_loop(self) -> None:
@@ -314,6 +383,8 @@ class Worker:
         broker.heartbeat(
             self.hostname, json.dumps(self.info()).encode(), self.heartbeat_interval * 3
         )
+        self.sync_revoked()
+        self._event(ev.WORKER_HEARTBEAT)
 
     def info(self) -> dict[str, Any]:
         active = []
