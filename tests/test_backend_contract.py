@@ -184,8 +184,9 @@ def test_wait_returns_at_once_when_work_is_there_and_times_out_otherwise(b: Back
 def test_an_unrenewed_claim_expires_and_comes_back(b: Backend) -> None:
     b.send([out("kept"), out("dropped")])
     claimed_at = time.monotonic()
-    assert ids(b.claim(["q"], 2, 0.3).claims) == ["kept", "dropped"]
-    b.renew(["kept", "not-claimed"], 30)
+    kept, dropped = b.claim(["q"], 2, 0.3).claims
+    assert [kept.id, dropped.id] == ["kept", "dropped"]
+    b.renew([kept, Claim("not-claimed", "q", b"", kept.token)], 30)
     assert b.claim(["q"], 10, 30).claims == []
     back = wait_for(lambda: b.claim(["q"], 10, 30).claims, 3, "the expired claim")
     assert time.monotonic() - claimed_at >= 0.25
@@ -197,7 +198,7 @@ def test_renew_does_not_bring_back_an_acknowledged_message(b: Backend) -> None:
     b.send([out("m")])
     claims = b.claim(["q"], 1, 0.2).claims
     b.finish(ack=claims)
-    b.renew(["m"], 0.1)
+    b.renew(claims, 0.1)
     time.sleep(0.3)  # past both deadlines
     assert b.claim(["q"], 10, 30).claims == [] and b.queue_length("q") == 0
 
@@ -221,6 +222,41 @@ def test_a_released_message_is_not_redelivered_by_its_old_deadline(b: Backend) -
     again = b.claim(["q"], 1, 30).claims
     time.sleep(0.3)  # past the first claim's deadline
     assert ids(again) == ["m"] and b.claim(["q"], 10, 30).claims == []
+
+
+def test_a_stale_claim_neither_acks_renews_releases_nor_dead_letters(b: Backend) -> None:
+    """A worker whose claim expired (a long pause) while its message went to another
+    worker holds a stale claim: nothing it does may delete or duplicate the message."""
+    b.send([out("m")])
+    (stale,) = b.claim(["q"], 1, 0.2).claims
+    (fresh,) = wait_for(lambda: b.claim(["q"], 1, 0.2).claims, 3, "the redelivery")
+    assert fresh.id == stale.id and fresh.token != stale.token
+    b.renew([fresh], 30)  # the new holder keeps it
+    b.finish(ack=[stale], results=[ResultWrite("m", b"SUCCESS", 60)])
+    b.renew([stale], 0.05)
+    b.dead_letter(stale, "stale")
+    b.release([stale])
+    assert b.get_result("m") == b"SUCCESS", "the rest of the finish happens"
+    assert b.dead_letters() == [] and b.queue_length("q") == 0
+    time.sleep(0.3)  # past the stale renewal: had it counted, the message would be back
+    assert b.claim(["q"], 10, 30).claims == [], "still held by its new holder, once"
+    b.finish(ack=[fresh])
+    time.sleep(0.1)
+    assert b.claim(["q"], 10, 30).claims == [] and b.queue_length("q") == 0
+
+
+def test_a_stale_ack_of_a_message_back_in_its_queue_leaves_it_there(b: Backend) -> None:
+    b.send([out("m")])
+    (stale,) = b.claim(["q"], 1, 0.1).claims
+    time.sleep(0.2)
+    b.send([out("other", "q2")])
+    assert ids(b.claim(["q2"], 1, 30).claims) == ["other"]  # puts the expired claim back
+    assert b.queue_length("q") == 1
+    b.finish(ack=[stale])
+    b.dead_letter(stale, "stale")
+    assert b.queue_length("q") == 1 and b.dead_letters() == []
+    (again,) = b.claim(["q"], 1, 30).claims
+    assert again.id == "m" and again.token != stale.token
 
 
 # -- finishing ------------------------------------------------------------------------------------

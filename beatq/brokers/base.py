@@ -11,22 +11,37 @@ Delivery model. A message is *ready* (in its queue), *delayed* (until its eta) o
 whose deadline passes (its worker died) goes back to its queue by itself: that is the
 visibility timeout. Due delayed messages become ready by themselves too. Every method
 that changes more than one thing does it atomically.
+
+Claims are fenced: each delivery of a message carries its own token (`Claim.token`).
+A worker that paused past its visibility timeout, while its message went to another
+worker, still holds the old token; its ack, renewal, dead letter or release then leaves
+the message to its new holder instead of deleting or duplicating it.
 """
 
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
+def new_token() -> str:
+    """A fresh claim token: 64 random bits, so two deliveries never share one."""
+    return os.urandom(8).hex()
+
+
 @dataclass(frozen=True)
 class Claim:
-    """A message as a worker holds it: its broker id, its queue and its body."""
+    """A message as a worker holds it: its broker id, its queue, its body and the token of
+    this delivery. Each `claim` hands out a new token, so a message delivered again (its
+    claim expired) has a new one: acks, renewals, dead-lettering and releases that carry
+    an old token come from a worker that lost the message, and change nothing."""
 
     id: str
     queue: str
     body: bytes
+    token: str = ""  # empty for a message that is not claimed (see `scheduled`)
 
 
 @dataclass(frozen=True)
@@ -133,12 +148,15 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    def renew(self, ids: Sequence[str], visibility: float) -> None:
-        """Extend the claims on `ids` to now + `visibility`. Ids no longer claimed are skipped."""
+    def renew(self, claims: Sequence[Claim], visibility: float) -> None:
+        """Extend `claims` to now + `visibility`. Claims no longer held (acknowledged,
+        expired and put back, or delivered again under another token) are skipped."""
 
     @abc.abstractmethod
     def release(self, claims: Sequence[Claim]) -> None:
-        """Put messages back at the head of their queue, claimed or already acknowledged."""
+        """Put messages back at the head of their queue: those still held with the claim's
+        token, and those no longer stored (acknowledged already: the body comes back).
+        A message stored under another token (delivered again) is left to its holder."""
 
     @abc.abstractmethod
     def queue_length(self, queue: str) -> int:
@@ -159,9 +177,10 @@ class Backend(abc.ABC):
         events: Sequence[bytes] = (),
     ) -> None:
         """In one atomic step and in this order: acknowledge `ack` (the messages are gone
-        for good), store `results`, count the chord member `join`, send `send`. Any part
-        may be empty. Idempotent for ack, results and join (a member counts once however
-        often it finishes); a final result wakes every `wait_result` on its task id.
+        for good; a claim whose token is no longer the message's acknowledges nothing),
+        store `results`, count the chord member `join`, send `send`. Any part may be
+        empty. Idempotent for ack, results and join (a member counts once however often
+        it finishes); a final result wakes every `wait_result` on its task id.
         `events` are appended to the event stream afterwards, in the same round trip.
         """
 
@@ -185,7 +204,8 @@ class Backend(abc.ABC):
     # -- dead letters ----------------------------------------------------------------------
     @abc.abstractmethod
     def dead_letter(self, claim: Claim, reason: str) -> None:
-        """Move a claimed message to the dead letters, atomically, with the reason."""
+        """Move a claimed message to the dead letters, atomically, with the reason; nothing
+        if the claim's token is no longer the message's."""
 
     @abc.abstractmethod
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:

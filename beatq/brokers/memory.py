@@ -36,6 +36,7 @@ from .base import (
     Lease,
     Outgoing,
     ResultWrite,
+    new_token,
 )
 
 READY, DELAYED, CLAIMED = "ready", "delayed", "claimed"
@@ -49,6 +50,7 @@ class _Message:
     seq: int = 0  # place in its queue while ready
     eta: float = 0.0  # while delayed
     deadline: float = 0.0  # while claimed
+    token: str = ""  # while claimed: the delivery's token
 
 
 @dataclass(slots=True)
@@ -132,6 +134,7 @@ class _Store:
             self.drop(id_)
         elif msg.state == READY:
             self.ready_count[msg.queue] -= 1
+        msg.token = ""
         if head:
             self.head -= 1
             msg.seq = self.head
@@ -167,6 +170,13 @@ class _Store:
     def claim(self, id_: str, msg: _Message, deadline: float) -> None:
         msg.state, msg.deadline = CLAIMED, deadline
         heapq.heappush(self.claimed, (deadline, id_))
+
+    def held(self, c: Claim) -> _Message | None:
+        """The message of claim `c` if it is still claimed with `c`'s token."""
+        msg = self.messages.get(c.id)
+        if msg is not None and msg.state == CLAIMED and msg.token == c.token:
+            return msg
+        return None
 
     def top(self, heap: list[tuple[float, str]], state: str) -> float | None:
         """The earliest live key of the delayed or claimed heap, dropping stale entries."""
@@ -285,10 +295,12 @@ class MemoryBackend(Backend):
             now = time.time()
             changed = s.restore(now)
             claims: list[Claim] = []
+            token = new_token()
             for queue in queues:
                 while len(claims) < count and (item := s.take(queue)) is not None:
                     s.claim(item[0], item[1], now + visibility)
-                    claims.append(Claim(item[0], queue, item[1].body))
+                    item[1].token = token
+                    claims.append(Claim(item[0], queue, item[1].body, token))
             if changed or claims:
                 s.work.notify_all()  # work left behind, or a new earliest deadline
             return Claimed(claims, s.top(s.delayed, DELAYED))
@@ -308,18 +320,19 @@ class MemoryBackend(Backend):
                     return False
                 s.work.wait(left if due is None else min(left, due - now))
 
-    def renew(self, ids: Sequence[str], visibility: float) -> None:
+    def renew(self, claims: Sequence[Claim], visibility: float) -> None:
         with self._locked() as s:
             deadline = time.time() + visibility
-            for id_ in ids:
-                msg = s.messages.get(id_)
-                if msg is not None and msg.state == CLAIMED:
-                    s.claim(id_, msg, deadline)
+            for c in claims:
+                msg = s.held(c)
+                if msg is not None:
+                    s.claim(c.id, msg, deadline)
 
     def release(self, claims: Sequence[Claim]) -> None:
         with self._locked() as s:
             for c in reversed(claims):
-                s.make_ready(c.id, _Message(c.queue, c.body, READY), head=True)
+                if c.id not in s.messages or s.held(c) is not None:
+                    s.make_ready(c.id, _Message(c.queue, c.body, READY), head=True)
             s.work.notify_all()
 
     def queue_length(self, queue: str) -> int:
@@ -345,7 +358,8 @@ class MemoryBackend(Backend):
             now = time.time()
             s.sweep(now)
             for c in ack:
-                s.drop(c.id)
+                if s.held(c) is not None:
+                    s.drop(c.id)
             for r in results:
                 if r.final:
                     s.states.pop(r.task_id, None)
@@ -397,6 +411,8 @@ class MemoryBackend(Backend):
     # -- dead letters ----------------------------------------------------------------------
     def dead_letter(self, claim: Claim, reason: str) -> None:
         with self._locked() as s:
+            if s.held(claim) is None:
+                return
             s.drop(claim.id)
             s.dead.pop(claim.id, None)  # dying again puts it last
             s.dead[claim.id] = DeadLetter(claim.id, claim.queue, reason, time.time(), claim.body)

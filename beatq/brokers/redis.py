@@ -6,7 +6,7 @@ Keys (prefix `beatq`, or the transport option `global_keyprefix`):
     {p}:w:{queue}   list    at most one wake-up token for workers blocked on the queue
     {p}:msg         hash    id -> "queue\\nbody" for every message not yet acknowledged
     {p}:delayed     zset    id by eta
-    {p}:unacked     zset    claimed id by claim deadline (the visibility timeout)
+    {p}:unacked     zset    "id|token" of each claim by its deadline (the visibility timeout)
     {p}:r:{id}      list    the final result of a task (one element; waiters BLMOVE on it)
     {p}:s:{id}      string  the latest non-final state (STARTED, RETRY)
     {p}:chord:{g}   set     finished members of chord g; {p}:chord:{g}:fired once complete
@@ -58,6 +58,7 @@ from .base import (
     Lease,
     Outgoing,
     ResultWrite,
+    new_token,
 )
 
 MAX_BLOCK = 5.0  # seconds: the longest a blocking read waits before asking again
@@ -126,6 +127,11 @@ def _split(stored: bytes) -> tuple[str, bytes]:
     return queue.decode(), body
 
 
+def _member(claim: Claim) -> str:
+    """A claim as the unacked set holds it: its delivery, not just its message."""
+    return f"{claim.id}|{claim.token}"
+
+
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
@@ -162,6 +168,7 @@ class RedisBackend(Backend):
                 "release",
                 "finish",
                 "requeue_dead",
+                "dead_letter",
                 "lease",
                 "beat_dispatch",
                 "beat_plan",
@@ -201,16 +208,17 @@ class RedisBackend(Backend):
 
     def claim(self, queues: Sequence[str], count: int, visibility: float) -> Claimed:
         k = self.keys
+        token = new_token()
         reply = self._run(
             "claim",
             [k.msgs, k.delayed, k.unacked],
-            [k.prefix, count, visibility, *queues],
+            [k.prefix, count, visibility, token, *queues],
         )
         next_eta = float(reply[0]) if reply[0] else None
         claims = []
         for i in range(1, len(reply), 2):
             queue, body = _split(reply[i + 1])
-            claims.append(Claim(reply[i].decode(), queue, body))
+            claims.append(Claim(reply[i].decode(), queue, body, token))
         return Claimed(claims, next_eta)
 
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
@@ -218,16 +226,16 @@ class RedisBackend(Backend):
         with _errors(self.url):
             return self.client.blpop(keys, timeout=min(max(timeout, 0.01), MAX_BLOCK)) is not None
 
-    def renew(self, ids: Sequence[str], visibility: float) -> None:
-        if ids:
-            self._run("renew", [self.keys.unacked], [visibility, *ids])
+    def renew(self, claims: Sequence[Claim], visibility: float) -> None:
+        if claims:
+            self._run("renew", [self.keys.unacked], [visibility, *map(_member, claims)])
 
     def release(self, claims: Sequence[Claim]) -> None:
         if claims:
             k = self.keys
             args: list[Any] = [k.prefix]
             for c in claims:
-                args += [c.queue, c.id, c.body]
+                args += [c.queue, c.id, c.body, _member(c)]
             self._run("release", [k.msgs, k.unacked, k.delayed], args)
 
     def queue_length(self, queue: str) -> int:
@@ -257,7 +265,7 @@ class RedisBackend(Backend):
         events: Sequence[bytes] = (),
     ) -> None:
         k = self.keys
-        args: list[Any] = [k.prefix, len(ack), *(c.id for c in ack), len(results)]
+        args: list[Any] = [k.prefix, len(ack), *map(_member, ack), len(results)]
         for r in results:
             kind = "final" if r.final else "state"
             args += [kind, r.task_id, r.meta, _ms(r.ttl)]
@@ -304,14 +312,12 @@ class RedisBackend(Backend):
     # -- dead letters ----------------------------------------------------------------------
     def dead_letter(self, claim: Claim, reason: str) -> None:
         k = self.keys
-        with _errors(self.url):
-            pipe = self.client.pipeline(transaction=True)
-            pipe.zrem(k.unacked, claim.id)
-            pipe.hdel(k.msgs, claim.id)
-            pipe.hset(k.dead, claim.id, claim.queue.encode() + b"\n" + claim.body)
-            pipe.hset(k.dead_reason, claim.id, reason)
-            pipe.zadd(k.dead_index, {claim.id: time.time()})
-            pipe.execute()
+        stored = claim.queue.encode() + b"\n" + claim.body
+        self._run(
+            "dead_letter",
+            [k.unacked, k.msgs, k.dead, k.dead_reason, k.dead_index],
+            [_member(claim), claim.id, stored, reason, repr(time.time())],
+        )
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         k = self.keys

@@ -32,6 +32,7 @@ from .base import (
     Lease,
     Outgoing,
     ResultWrite,
+    new_token,
 )
 from .sqlite_db import Database, is_relative, path_of
 
@@ -84,8 +85,8 @@ def _to_head(conn: sqlite3.Connection, rows: Sequence[tuple[str, str]]) -> None:
         ).fetchone()[0]
         start = (first or 0) - len(ids)
         conn.executemany(
-            "UPDATE messages SET state = 'ready', seq = ?, eta = NULL, deadline = NULL "
-            "WHERE id = ?",
+            "UPDATE messages SET state = 'ready', seq = ?, eta = NULL, deadline = NULL, "
+            "token = NULL WHERE id = ?",
             [(start + i, id_) for i, id_ in enumerate(ids)],
         )
 
@@ -163,6 +164,7 @@ class SqliteBackend(Backend):
             _to_head(conn, expired + due)
             claims: list[Claim] = []
             deadline = now + visibility
+            token = new_token()
             for queue in queues:
                 if len(claims) >= count:
                     break
@@ -172,10 +174,10 @@ class SqliteBackend(Backend):
                     (queue, count - len(claims)),
                 ).fetchall()
                 conn.executemany(
-                    "UPDATE messages SET state = 'claimed', deadline = ? WHERE id = ?",
-                    [(deadline, id_) for id_, _ in rows],
+                    "UPDATE messages SET state = 'claimed', deadline = ?, token = ? WHERE id = ?",
+                    [(deadline, token, id_) for id_, _ in rows],
                 )
-                claims += [Claim(id_, queue, body) for id_, body in rows]
+                claims += [Claim(id_, queue, body, token) for id_, body in rows]
             next_eta = conn.execute(
                 "SELECT MIN(eta) FROM messages WHERE state = 'delayed'"
             ).fetchone()[0]
@@ -188,27 +190,35 @@ class SqliteBackend(Backend):
 
         return bool(self.db.poll(probe, timeout))
 
-    def renew(self, ids: Sequence[str], visibility: float) -> None:
-        if ids:
+    def renew(self, claims: Sequence[Claim], visibility: float) -> None:
+        if claims:
             with self.db.write() as conn:
                 deadline = time.time() + visibility
-                for chunk in _chunks(ids):
-                    conn.execute(
-                        "UPDATE messages SET deadline = ? "
-                        f"WHERE state = 'claimed' AND id IN ({_marks(len(chunk))})",
-                        (deadline, *chunk),
-                    )
+                conn.executemany(
+                    "UPDATE messages SET deadline = ? "
+                    "WHERE id = ? AND state = 'claimed' AND token = ?",
+                    [(deadline, c.id, c.token) for c in claims],
+                )
 
     def release(self, claims: Sequence[Claim]) -> None:
         if claims:
             with self.db.write() as conn:
-                # stored again first: an acknowledged message comes back too
-                conn.executemany(
-                    "INSERT OR REPLACE INTO messages (id, queue, body, state) "
-                    "VALUES (?, ?, ?, 'claimed')",
-                    [(c.id, c.queue, c.body) for c in claims],
-                )
-                _to_head(conn, [(c.id, c.queue) for c in claims])
+                back = []
+                for c in claims:
+                    row = conn.execute(
+                        "SELECT state = 'claimed' AND token IS ? FROM messages WHERE id = ?",
+                        (c.token, c.id),
+                    ).fetchone()
+                    if row is None:  # acknowledged already: stored again, body and all
+                        conn.execute(
+                            "INSERT INTO messages (id, queue, body, state) "
+                            "VALUES (?, ?, ?, 'claimed')",
+                            (c.id, c.queue, c.body),
+                        )
+                    elif not row[0]:
+                        continue  # delivered again meanwhile: its new holder has it
+                    back.append((c.id, c.queue))
+                _to_head(conn, back)
 
     def queue_length(self, queue: str) -> int:
         with self.db.read() as conn:
@@ -236,7 +246,10 @@ class SqliteBackend(Backend):
     ) -> None:
         with self.db.write() as conn:
             now = time.time()
-            conn.executemany("DELETE FROM messages WHERE id = ?", [(c.id,) for c in ack])
+            conn.executemany(
+                "DELETE FROM messages WHERE id = ? AND state = 'claimed' AND token = ?",
+                [(c.id, c.token) for c in ack],
+            )
             for r in results:
                 if r.final:
                     conn.execute("DELETE FROM states WHERE task_id = ?", (r.task_id,))
@@ -330,7 +343,12 @@ class SqliteBackend(Backend):
     # -- dead letters ----------------------------------------------------------------------
     def dead_letter(self, claim: Claim, reason: str) -> None:
         with self.db.write() as conn:
-            conn.execute("DELETE FROM messages WHERE id = ?", (claim.id,))
+            held = conn.execute(
+                "DELETE FROM messages WHERE id = ? AND state = 'claimed' AND token = ?",
+                (claim.id, claim.token),
+            )
+            if held.rowcount != 1:
+                return
             conn.execute(
                 "INSERT OR REPLACE INTO dead_letters (id, queue, body, reason, time) "
                 "VALUES (?, ?, ?, ?, ?)",

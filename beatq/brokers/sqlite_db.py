@@ -36,7 +36,11 @@ from ..exceptions import BrokerError, ConfigurationError
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2  # every statement is IF NOT EXISTS: a newer version only adds
+SCHEMA_VERSION = 3  # every statement is IF NOT EXISTS: a newer version only adds
+# Columns added to tables of older versions (CREATE TABLE IF NOT EXISTS leaves them out).
+ADDED_COLUMNS = [
+    ("messages", "token", "TEXT"),  # version 3
+]
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     id       TEXT PRIMARY KEY,
@@ -45,7 +49,8 @@ CREATE TABLE IF NOT EXISTS messages (
     state    TEXT NOT NULL CHECK (state IN ('ready', 'delayed', 'claimed')),
     seq      INTEGER NOT NULL DEFAULT 0,  -- place in the queue while ready, lowest first
     eta      REAL,                        -- while delayed
-    deadline REAL                         -- while claimed: the visibility timeout
+    deadline REAL,                        -- while claimed: the visibility timeout
+    token    TEXT                         -- while claimed: the delivery's token
 );
 CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, seq) WHERE state = 'ready';
 CREATE INDEX IF NOT EXISTS messages_delayed ON messages (eta) WHERE state = 'delayed';
@@ -342,6 +347,10 @@ class Database:
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                for table, column, kind in ADDED_COLUMNS:
+                    columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                    if column not in columns:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:

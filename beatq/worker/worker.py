@@ -377,9 +377,9 @@ class Worker:
     def heartbeat(self) -> None:
         """Renew the claims this worker holds and publish its state."""
         with self.held_lock:
-            ids = list(self.held)
+            claims = list(self.held.values())
         broker = self.app.broker
-        broker.renew(ids, self.visibility)
+        broker.renew(claims, self.visibility)
         broker.heartbeat(
             self.hostname, json.dumps(self.info()).encode(), self.heartbeat_interval * 3
         )

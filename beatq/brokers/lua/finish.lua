@@ -1,6 +1,6 @@
 -- KEYS: msgs, unacked, delayed
 -- ARGV: prefix,
---       n_ack, ack ids...,
+--       n_ack, acked claims ("id|token")...,
 --       n_results, then (kind 'final' | 'state', task id, meta, ttl ms) per result,
 --       join: group id ('' none), member id, size, ttl ms, then the unlock message (queue, id, body, eta),
 --       then (queue, id, body, eta) per message to send
@@ -11,8 +11,8 @@ local prefix = ARGV[1]
 local i = 2
 local n_ack = tonumber(ARGV[i])
 for j = i + 1, i + n_ack do
-  redis.call('ZREM', unacked, ARGV[j])
-  redis.call('HDEL', msgs, ARGV[j])
+  -- only a live claim acknowledges: a stale one's message was delivered again
+  if redis.call('ZREM', unacked, ARGV[j]) == 1 then redis.call('HDEL', msgs, id_of(ARGV[j])) end
 end
 i = i + n_ack + 1
 local n_results = tonumber(ARGV[i])

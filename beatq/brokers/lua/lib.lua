@@ -16,6 +16,12 @@ local function wake(prefix, queue)
   if redis.call('LLEN', w) == 0 then redis.call('LPUSH', w, '1') end
 end
 
+-- The message id of a claim ("id|token", the member of the unacked set).
+local function id_of(claim)
+  local bar = string.find(claim, '|', 1, true)
+  return bar and string.sub(claim, 1, bar - 1) or claim
+end
+
 -- The queue name stored in front of a message body ("queue\nbody").
 local function queue_of(stored)
   return string.sub(stored, 1, string.find(stored, '\n', 1, true) - 1)
