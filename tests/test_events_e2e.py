@@ -32,6 +32,7 @@ def types_by_task(events: list[Event]) -> dict[str, list[str]]:
     return found
 
 
+@pytest.mark.backends("redis", "sqlite")
 def test_event_stream_of_a_real_run(app, start_worker, monkeypatch) -> None:
     from tests.proj.tasks import add, fail, flaky
 
@@ -86,6 +87,7 @@ def test_event_stream_of_a_real_run(app, start_worker, monkeypatch) -> None:
     assert times == sorted(times)
 
 
+@pytest.mark.backends("redis", "sqlite")
 def test_beat_events_elected_dispatched_lost_missed(app, start_beat, tmp_path: Path) -> None:  # noqa: F811
     schedule = write_schedule(tmp_path / "s.yaml", {"tick": tick()})
     first = start_beat(schedule, "-E")
@@ -116,6 +118,7 @@ def test_beat_events_elected_dispatched_lost_missed(app, start_beat, tmp_path: P
     assert len(set(holders)) == 2
 
 
+@pytest.mark.backends("redis", "sqlite")
 def test_a_task_revoked_before_a_worker_starts_never_runs(app, start_worker) -> None:
     from tests.proj.tasks import add, sleep
 
@@ -131,6 +134,7 @@ def test_a_task_revoked_before_a_worker_starts_never_runs(app, start_worker) -> 
     assert types_by_task(all_events(app))[skipped.id] == ["task-revoked"]
 
 
+@pytest.mark.backends("redis", "sqlite")
 @pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
 def test_revoke_terminate_stops_a_running_task(app, start_worker, pool: str) -> None:
     from tests.proj.tasks import add, sleep

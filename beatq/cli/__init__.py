@@ -6,8 +6,10 @@ import click
 
 from .base import loglevel_option
 from .beat import beat, schedule
+from .control import revoke, status
 from .dashboard import dashboard
 from .deadletter import dead_letter
+from .events import events_cmd
 from .inspect import inspect_cmd
 from .tasks import call, result
 from .worker import worker
@@ -36,3 +38,6 @@ main.add_command(dead_letter)
 main.add_command(beat)
 main.add_command(schedule)
 main.add_command(dashboard)
+main.add_command(events_cmd)
+main.add_command(status)
+main.add_command(revoke)

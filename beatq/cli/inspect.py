@@ -1,4 +1,4 @@
-"""`beatq inspect registered|active|scheduled`: what live workers and the broker hold.
+"""`beatq inspect registered|active|reserved|scheduled|stats`: what workers and the broker hold.
 
 Workers publish their state with every heartbeat (about once a second), so this reads
 the broker and never waits for a busy worker to answer.
@@ -22,7 +22,9 @@ def _workers(app: Any) -> dict[str, dict[str, Any]]:
 
 
 @click.command("inspect")
-@click.argument("what", type=click.Choice(["registered", "active", "scheduled", "stats"]))
+@click.argument(
+    "what", type=click.Choice(["registered", "active", "reserved", "scheduled", "stats"])
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--limit", default=100, show_default=True, help="scheduled: how many to list.")
 @loglevel_option
@@ -31,9 +33,11 @@ def _workers(app: Any) -> dict[str, dict[str, Any]]:
 def inspect_cmd(
     ctx: click.Context, what: str, as_json: bool, limit: int, loglevel: str | None
 ) -> None:
-    """Show registered tasks and active tasks of live workers, or the scheduled (ETA) tasks.
+    """Show what live workers hold, or the scheduled (ETA) tasks in the broker.
 
-    Exit 1 when no worker is alive (registered, active, stats).
+    registered: their tasks; active: the tasks running; reserved: the tasks claimed and
+    waiting for a pool slot; stats: pool, counters, resource use; scheduled: the
+    messages waiting for their eta. Exit 1 when no worker is alive (all but scheduled).
     """
     app = get_app(ctx, loglevel)
     zone = app.timezone
@@ -67,6 +71,11 @@ def inspect_cmd(
                     click.echo(f"   {task['name']}[{task['id']}] {task['args']} since {since}")
                 if not view:
                     click.echo("   (none)")
+            elif what == "reserved":
+                for task in view:
+                    click.echo(f"   {task['name']}[{task['id']}] {task['args']} {task['kwargs']}")
+                if not view:
+                    click.echo("   (none)")
             elif what == "registered":
                 for task in view:
                     click.echo(f"   {task}")
@@ -83,4 +92,7 @@ def _view(what: str, info: dict[str, Any]) -> Any:
         return info.get("registered", [])
     if what == "active":
         return info.get("active", [])
-    return {k: v for k, v in info.items() if k not in ("registered", "active")}
+    if what == "reserved":
+        return info.get("reserved_tasks", [])
+    hidden = ("registered", "active", "reserved_tasks")
+    return {k: v for k, v in info.items() if k not in hidden}

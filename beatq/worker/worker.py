@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 import threading
@@ -20,6 +21,7 @@ from collections import deque
 from collections.abc import Sequence
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from .. import events as ev
 from .. import messages, serializers
@@ -38,6 +40,15 @@ class ColdShutdown(BaseException):
 
 class _StopWaiting(BaseException):
     """Raised by a stop signal in the main thread while it only waits for work."""
+
+
+def _safe_url(url: str) -> str:
+    """`url` without its password."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
 
 
 def default_hostname() -> str:
@@ -386,18 +397,28 @@ class Worker:
         self.sync_revoked()
         self._event(ev.WORKER_HEARTBEAT)
 
+    def _describe(self, claim: Claim, **extra: Any) -> dict[str, Any]:
+        entry: dict[str, Any] = {"id": claim.id, "queue": claim.queue, **extra}
+        try:
+            message = messages.decode(claim.body, self.app.conf.accept_content)
+            entry.update(
+                name=message.task,
+                args=ev.short_repr(message.args),
+                kwargs=ev.short_repr(message.kwargs),
+                eta=message.eta,
+            )
+        except Exception:
+            entry.update(name="?", args="?", kwargs="?")
+        return entry
+
     def info(self) -> dict[str, Any]:
-        active = []
-        for claim, started in list(self.pool.active.values()):
-            entry: dict[str, Any] = {"id": claim.id, "queue": claim.queue, "time_start": started}
-            try:
-                message = messages.decode(claim.body, self.app.conf.accept_content)
-                entry.update(
-                    name=message.task, args=repr(message.args), kwargs=repr(message.kwargs)
-                )
-            except Exception:
-                entry.update(name="?", args="?", kwargs="?")
-            active.append(entry)
+        """What `inspect` and `status` show, published with every heartbeat."""
+        active = [
+            self._describe(claim, time_start=started)
+            for claim, started in list(self.pool.active.values())
+        ]
+        reserved = [self._describe(claim) for claim in list(self.buffer)[:100]]
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         return {
             "hostname": self.hostname,
             "pid": os.getpid(),
@@ -408,5 +429,18 @@ class Worker:
             "registered": sorted(self.app.tasks),
             "active": active,
             "reserved": len(self.buffer),
+            "reserved_tasks": reserved,  # claimed, waiting for a pool slot (the first 100)
             "timezone": str(self.app.conf.timezone),
+            "processed": self.processed,
+            "prefetch_count": self.prefetch,
+            "visibility_timeout": self.visibility,
+            "heartbeat_interval": self.heartbeat_interval,
+            "revoked": len(self.revoked),
+            "events": self.events_on,
+            "broker": _safe_url(self.app.conf.broker_url),
+            "rusage": {
+                "utime": usage.ru_utime,
+                "stime": usage.ru_stime,
+                "maxrss_kb": usage.ru_maxrss,
+            },
         }
