@@ -249,7 +249,8 @@ class Beatq:
         policy = options.get("retry_policy") or self.conf.task_publish_retry_policy
         message, body = self.build_message(name, args, kwargs, task, **options)
         outgoing = Outgoing(message.queue, message.id, body, message.eta)
-        self.publish([outgoing], retry, policy)
+        events = [_sent_event(message)] if self.conf.task_send_sent_event else None
+        self.publish([outgoing], retry, policy, events=events)
         return AsyncResult(message.id, app=self, task_name=name)
 
     def send_many(
@@ -260,10 +261,14 @@ class Beatq:
     ) -> list[AsyncResult]:
         """Send many calls of one task in one round trip (see `Task.apply_many`)."""
         outgoing = []
+        events: list[bytes] | None = [] if self.conf.task_send_sent_event else None
         for args, kwargs in calls:
             message, body = self.build_message(task.name, args, kwargs, task, **options)
             outgoing.append(Outgoing(message.queue, message.id, body, message.eta))
-        self.publish(outgoing, options.get("retry", True), options.get("retry_policy"))
+            if events is not None:
+                events.append(_sent_event(message))
+        retry, policy = options.get("retry", True), options.get("retry_policy")
+        self.publish(outgoing, retry, policy, events=events)
         return [AsyncResult(o.id, app=self, task_name=task.name) for o in outgoing]
 
     def publish(
@@ -272,11 +277,14 @@ class Beatq:
         retry: bool = True,
         policy: Mapping[str, Any] | None = None,
         results: Sequence[ResultWrite] = (),
+        events: Sequence[bytes] | None = None,
     ) -> None:
         """Hand encoded messages (and saved groups) to the broker in one atomic step,
-        retrying a lost connection per `policy`."""
+        retrying a lost connection per `policy`. `events` (task-sent) go in the same
+        round trip; None: made from the messages when task_send_sent_event is on."""
         policy = {**self.conf.task_publish_retry_policy, **(policy or {})}
-        events = self._sent_events(outgoing) if self.conf.task_send_sent_event else ()
+        if events is None:
+            events = self._sent_events(outgoing) if self.conf.task_send_sent_event else ()
         attempts = 1 + (int(policy.get("max_retries") or 0) if retry else 0)
         delay = float(policy.get("interval_start", 0.0))
         for attempt in range(attempts):
@@ -306,11 +314,15 @@ class Beatq:
                 message = decode_message(o.body, None)
             except ValueError:  # MessageError, DecodeError: not ours to judge here
                 continue
-            found.append(ev.encode(ev.TASK_SENT, ev.sent_fields(message), message.sent or None))
+            found.append(_sent_event(message))
         return found
 
     def __repr__(self) -> str:
         return f"<Beatq {self.main or '__main__'}>"
+
+
+def _sent_event(message: Message) -> bytes:
+    return ev.encode(ev.TASK_SENT, ev.sent_fields(message), message.sent or None)
 
 
 def _seconds(value: float | timedelta) -> float:

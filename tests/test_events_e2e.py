@@ -153,3 +153,21 @@ def test_revoke_terminate_stops_a_running_task(app, start_worker, pool: str) -> 
     kinds = types_by_task(all_events(app))[running.id]
     assert kinds == ["task-received", "task-started", "task-revoked"]
     assert worker.process.poll() is None
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
+def test_events_of_tasks_without_results_are_sent_when_the_worker_idles(
+    app, start_worker, pool: str
+) -> None:
+    from tests.proj.tasks import quiet
+
+    start_worker("-E", "-P", pool, "-c", "2")
+    sent = [quiet.delay(i).id for i in range(20)]
+    wait_for(lambda: len(journal("quiet")) == 20, 10, "the 20 runs")
+
+    def succeeded() -> set[str]:
+        return {e.fields["task_id"] for e in all_events(app) if e.type == "task-succeeded"}
+
+    wait_for(lambda: succeeded() >= set(sent), 5, "every task-succeeded event")
+    by_task = types_by_task(all_events(app))
+    assert all(by_task[i] == ["task-received", "task-started", "task-succeeded"] for i in sent)

@@ -29,6 +29,7 @@ from .. import events as ev
 from ..app import Beatq
 from ..brokers import Outgoing
 from ..exceptions import BrokerError, LeaseLost, ScheduleError
+from ..metrics import Metrics
 from ..timeutils import format_time
 from .entries import Entry
 from .lease import LeaderLease
@@ -55,6 +56,7 @@ class Beat:
         lease_ttl: float | None = None,
         holder: str | None = None,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.app = app
         self.patterns = list(app.conf.beat_schedule_files if files is None else files)
@@ -69,6 +71,9 @@ class Beat:
         self.versions: dict[str, int] = {}
         self.file_stamps: dict[Path, float] = {}
         self.next_reload = 0.0
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.watch_lease(app, LEASE_NAME)
 
     # -- loading -------------------------------------------------------------------------------
     def load(self) -> dict[str, Entry]:
@@ -106,6 +111,8 @@ class Beat:
                     self.lease.lost()
                     self.heap.clear()
                     self._event(ev.BEAT_LOST, reason=str(exc))
+                    if self.metrics is not None:
+                        self.metrics.beat_leading(False)
                 except BrokerError as exc:
                     failures += 1
                     delay = min(0.1 * 2 ** (failures - 1), 2.0)
@@ -124,6 +131,8 @@ class Beat:
                 self.lease.release()
                 log.info("beat %s stopped and released the leadership", self.holder)
                 self._event(ev.BEAT_LOST, reason="released")
+                if self.metrics is not None:
+                    self.metrics.beat_leading(False)
             except BrokerError as exc:
                 log.error("beat: could not release the lease (%s); it expires by itself", exc)
 
@@ -131,6 +140,8 @@ class Beat:
     def _lead(self) -> None:
         log.warning("beat %s is the leader now (token %s)", self.holder, self.lease.token)
         self._event(ev.BEAT_ELECTED, token=self.lease.token, ttl=self.ttl)
+        if self.metrics is not None:
+            self.metrics.beat_leading(True)
         # a standby does not watch the files: take up edits made while it stood by, or
         # planning would drop the state (pause, last run) of entries the old leader added
         if self._files_changed():
@@ -242,6 +253,8 @@ class Beat:
             log.warning(
                 "beat: entry %r missed %d run(s) (catchup %s)", entry.name, missed, entry.catchup
             )
+            if self.metrics is not None:
+                self.metrics.beat_missed(entry.name, missed)
             self._event(
                 ev.BEAT_MISSED,
                 entry=entry.name,
@@ -304,6 +317,8 @@ class Beat:
         if outcome == "sent":
             self.records[entry.name] = update
             if send:
+                if self.metrics is not None:
+                    self.metrics.beat_dispatched(entry.name, sent_at - slot)
                 self._event(
                     ev.BEAT_DISPATCHED,
                     entry=entry.name,

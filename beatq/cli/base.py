@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -112,3 +113,30 @@ def handle_errors(f: F) -> F:
             sys.exit(EXIT_USAGE)
 
     return wrapper  # type: ignore[return-value]
+
+
+def metrics_options(f: F) -> F:
+    """--metrics-port and --metrics-host, for the worker and the beat."""
+    f = click.option(
+        "--metrics-host",
+        default="127.0.0.1",
+        show_default=True,
+        help="With --metrics-port: the address to listen on (0.0.0.0: every interface).",
+    )(f)
+    return click.option(
+        "--metrics-port",
+        type=click.IntRange(0, 65535),
+        help="Serve Prometheus metrics at http://HOST:PORT/metrics (needs beatq[metrics]).",
+    )(f)
+
+
+def start_metrics(port: int | None, host: str) -> Any:
+    """The process's Metrics, serving on host:port, or None without --metrics-port."""
+    if port is None:
+        return None
+    from ..metrics import Metrics
+
+    metrics = Metrics()
+    bound = metrics.serve(port, host)
+    logging.getLogger("beatq").info("metrics on http://%s:%d/metrics", host, bound)
+    return metrics

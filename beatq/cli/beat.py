@@ -16,7 +16,15 @@ from ..beat.beat import LEASE_NAME
 from ..beat.loader import load_all, schedule_files
 from ..exceptions import ScheduleError
 from ..timeutils import format_time, get_zone
-from .base import EXIT_FAILED, EXIT_USAGE, get_app, handle_errors, loglevel_option
+from .base import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    get_app,
+    handle_errors,
+    loglevel_option,
+    metrics_options,
+    start_metrics,
+)
 
 UTC = timezone.utc
 
@@ -32,6 +40,7 @@ UTC = timezone.utc
 )
 @click.option("--lease-ttl", type=float, help="Seconds a dead leader holds the lease (default 4).")
 @click.option("-E", "--events", "send_events", is_flag=True, help="Send beat events.")
+@metrics_options
 @loglevel_option
 @click.pass_context
 @handle_errors
@@ -40,6 +49,8 @@ def beat(
     files: tuple[str, ...],
     lease_ttl: float | None,
     send_events: bool,
+    metrics_port: int | None,
+    metrics_host: str,
     loglevel: str | None,
 ) -> None:
     """Run the beat: send periodic tasks on time while this beat leads.
@@ -51,7 +62,8 @@ def beat(
     app = get_app(ctx, loglevel, default_level="INFO")
     if send_events:
         app.conf.beat_send_events = True
-    runner = Beat(app, files=list(files) or None, lease_ttl=lease_ttl)
+    metrics = start_metrics(metrics_port, metrics_host)
+    runner = Beat(app, files=list(files) or None, lease_ttl=lease_ttl, metrics=metrics)
 
     def on_signal(signum: int, frame: Any) -> None:
         runner.stop()

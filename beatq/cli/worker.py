@@ -9,7 +9,14 @@ import click
 from ..beat import Beat
 from ..exceptions import ScheduleError
 from ..worker import Worker
-from .base import EXIT_USAGE, get_app, handle_errors, loglevel_option
+from .base import (
+    EXIT_USAGE,
+    get_app,
+    handle_errors,
+    loglevel_option,
+    metrics_options,
+    start_metrics,
+)
 
 
 @click.command()
@@ -40,6 +47,7 @@ from .base import EXIT_USAGE, get_app, handle_errors, loglevel_option
     is_flag=True,
     help="Send task and worker events (and beat events with -B) to the event stream.",
 )
+@metrics_options
 @loglevel_option
 @click.pass_context
 @handle_errors
@@ -54,6 +62,8 @@ def worker(
     files: tuple[str, ...],
     lease_ttl: float | None,
     send_events: bool,
+    metrics_port: int | None,
+    metrics_host: str,
     loglevel: str | None,
 ) -> None:
     """Run a worker: take tasks from the queues and run them."""
@@ -62,9 +72,10 @@ def worker(
         app.conf.worker_send_task_events = True
         app.conf.beat_send_events = True
     names = [q.strip() for q in (queues or "").split(",") if q.strip()] or None
+    metrics = start_metrics(metrics_port, metrics_host)
     beat = None
     if with_beat:
-        beat = Beat(app, files=list(files) or None, lease_ttl=lease_ttl)
+        beat = Beat(app, files=list(files) or None, lease_ttl=lease_ttl, metrics=metrics)
         try:
             beat.entries = beat.load()
         except ScheduleError as exc:
@@ -78,5 +89,6 @@ def worker(
         hostname=hostname,
         prefetch_multiplier=prefetch_multiplier,
         beat=beat,
+        metrics=metrics,
     )
     sys.exit(w.run())

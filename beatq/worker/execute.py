@@ -14,7 +14,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import events as ev
 from .. import messages, serializers, states
@@ -28,6 +28,17 @@ from ..task import Request, Task
 from .limits import raise_in, time_limits
 
 log = logging.getLogger("beatq.worker")
+
+REJECTED = "REJECTED"  # outcomes beyond the task states, for metrics
+DEAD_LETTERED = "DEAD_LETTERED"
+
+
+class Outcome(NamedTuple):
+    """What became of a claimed message: its task name, a state, how long it ran."""
+
+    name: str
+    state: str
+    runtime: float | None = None
 
 
 def retrying(call: Callable[[], Any], stopping: Callable[[], bool] = lambda: False) -> Any:
@@ -72,13 +83,19 @@ class Executor:
         self.events_on = bool(conf.worker_send_task_events)
         self.bodies: dict[str, int] = {}  # task id -> thread, while the task's own code runs
         self.bodies_lock = threading.Lock()
+        # Events with no state change to ride on (a task with ignore_result succeeding)
+        # wait here for the next round trip instead of taking one of their own.
+        self.pending: list[bytes] = []
+        self.pending_lock = threading.Lock()
 
     # -- the steps -------------------------------------------------------------------------
-    def execute(self, claim: Claim) -> None:
-        """Run one claimed message to its end. Never raises for a bad message or a failing task."""
+    def execute(self, claim: Claim) -> Outcome:
+        """Run one claimed message to its end. Never raises for a bad message or a failing task.
+
+        Returns what became of it, for the worker's metrics."""
         message = self._decode(claim)
         if message is None:
-            return
+            return Outcome("?", DEAD_LETTERED)
         task = self.app.tasks.get(message.task)
         if task is None:
             own = sorted(n for n in self.app.tasks if not n.startswith("beatq."))
@@ -86,11 +103,11 @@ class Executor:
             self._dead_letter(
                 claim, f"unknown task {message.task!r}; registered: {registered or '(none)'}"
             )
-            return
+            return Outcome(message.task, DEAD_LETTERED)
         self.processed += 1
         if message.expires is not None and time.time() > message.expires:
             self._expire(claim, message, task)
-            return
+            return Outcome(message.task, states.REVOKED)
         acks_late = message.options.get("acks_late", task.option("acks_late"))
         early: list[bytes] = []
         if self.events_on:  # sent with the early acknowledgement: no round trip of their own
@@ -119,19 +136,25 @@ class Executor:
                 value = task.run_in(request)
         except Retry as exc:
             self._retry(claim, ack, message, task, exc)
+            return Outcome(message.task, states.RETRY)
         except Reject as exc:
             self._reject(claim, message, exc)
+            return Outcome(message.task, REJECTED)
         except TaskRevokedError:  # revoked with terminate (threads, solo): see interrupt
             log.warning("Task %s[%s] terminated (REVOKED)", message.task, message.id)
             exc = TaskRevokedError("terminated")
             self._fail(ack, message, task, request, exc, traceback.format_exc(), states.REVOKED)
+            return Outcome(message.task, states.REVOKED)
         except Exception as exc:
+            runtime = time.perf_counter() - began
             log.error(
                 "Task %s[%s] raised %r\n%s", message.task, message.id, exc, traceback.format_exc()
             )
             self._fail(ack, message, task, request, exc, traceback.format_exc())
-        else:
-            self._succeed(ack, message, task, value, time.perf_counter() - began)
+            return Outcome(message.task, states.FAILURE, runtime)
+        runtime = time.perf_counter() - began
+        self._succeed(ack, message, task, value, runtime)
+        return Outcome(message.task, states.SUCCESS, runtime)
 
     def _decode(self, claim: Claim) -> Message | None:
         try:
@@ -241,16 +264,17 @@ class Executor:
         request = self._request(message, task)
         self._fail([claim], message, task, request, exc, None, states.REVOKED, ev.TASK_EXPIRED)
 
-    def revoke(self, claim: Claim, terminated: bool = False) -> None:
+    def revoke(self, claim: Claim, terminated: bool = False) -> Outcome:
         """Record the task of `claim` as revoked without running it (or after terminating it)."""
         message = self._decode(claim)
         if message is None:
-            return
+            return Outcome("?", DEAD_LETTERED)
         log.info("Task %s[%s] revoked; not run (REVOKED)", message.task, message.id)
         exc = TaskRevokedError("terminated" if terminated else "revoked")
         task = self.app.tasks.get(message.task)
         request = self._request(message, task) if task is not None else _bare_request(message)
         self._fail([claim], message, task, request, exc, None, states.REVOKED, ev.TASK_REVOKED)
+        return Outcome(message.task, states.REVOKED)
 
     def _retry(
         self, claim: Claim, ack: list[Claim], message: Message, task: Task, exc: Retry
@@ -341,8 +365,30 @@ class Executor:
         if self.split_store and results:
             self.app.result_store.finish(results=results)
             results = []
-        if ack or results or send or join or events:
-            self.app.broker.finish(ack, results, send, join, events)
+        if not (ack or results or send or join):
+            if events:  # nothing else to say: they wait for the next round trip (or idle)
+                with self.pending_lock:
+                    self.pending.extend(events)
+            return
+        with self.pending_lock:
+            held, self.pending = self.pending, []
+        try:
+            self.app.broker.finish(ack, results, send, join, [*held, *events])
+        except BaseException:
+            with self.pending_lock:
+                self.pending[:0] = held
+            raise
+
+    def flush_events(self) -> None:
+        """Send the events held back (see `_finish`) in a round trip of their own; the
+        pool calls this when it runs out of work, so none waits long."""
+        with self.pending_lock:
+            held, self.pending = self.pending, []
+        if held:
+            try:
+                self.app.broker.add_events(held)
+            except BrokerError as exc:
+                log.error("could not send %d event(s): %s", len(held), exc)
 
     def _join(self, message: Message) -> ChordJoin | None:
         """The chord join this message counts toward, with the unlock message to send."""
@@ -367,23 +413,23 @@ class Executor:
         for join in joins[1:]:
             retrying(lambda join=join: self._finish(join=join))
 
-    def fail_lost(self, claim: Claim, exc: BaseException) -> None:
+    def fail_lost(self, claim: Claim, exc: BaseException) -> Outcome:
         """Record the task of `claim` as failed with `exc` (its process died or was killed),
         or as revoked when `exc` is a TaskRevokedError (revoked with terminate)."""
         if isinstance(exc, TaskRevokedError):
-            self.revoke(claim, terminated=True)
-            return
+            return self.revoke(claim, terminated=True)
         try:
             message = messages.decode(claim.body, self.accept)
         except (messages.MessageError, serializers.ContentDisallowed, serializers.DecodeError):
             retrying(lambda: self._finish([claim]))
-            return
+            return Outcome("?", states.FAILURE)
         task = self.app.tasks.get(message.task)
         log.error("Task %s[%s] failed: %r", message.task, message.id, exc)
         request = Request(
             id=message.id, task=message.task, args=message.args, kwargs=message.kwargs
         )
         self._fail([claim], message, task, request, exc, f"{type(exc).__name__}: {exc}\n")
+        return Outcome(message.task, states.FAILURE)
 
 
 def _bare_request(message: Message) -> Request:

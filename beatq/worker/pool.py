@@ -23,11 +23,12 @@ from typing import Any
 
 from ..brokers import Claim
 from ..exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
-from .execute import Executor
+from .execute import Executor, Outcome
 
 log = logging.getLogger("beatq.worker")
 
-OnDone = Callable[[Claim], None]
+OnDone = Callable[[Claim, "Outcome | None"], None]
+IDLE_AFTER = 0.02  # seconds without a next task before held-back events are sent
 
 
 class Pool(abc.ABC):
@@ -51,10 +52,10 @@ class Pool(abc.ABC):
     def submit(self, claim: Claim) -> None:
         """Run `claim` in the slot reserved by `acquire`."""
 
-    def _done(self, claim: Claim) -> None:
+    def _done(self, claim: Claim, outcome: Outcome | None = None) -> None:
         self.active.pop(claim.id, None)
         self.slots.release()
-        self.on_done(claim)
+        self.on_done(claim, outcome)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for running tasks to finish; False if some still run after `timeout`."""
@@ -80,6 +81,13 @@ class Pool(abc.ABC):
 
     def close(self) -> None:
         """Release the pool's threads or processes after `join`."""
+        self.idle()
+
+    def idle(self) -> None:
+        """Called when the worker has no work at hand: send the events held back."""
+        executor = getattr(self, "executor", None)
+        if executor is not None:
+            executor.flush_events()
 
 
 class SoloPool(Pool):
@@ -92,13 +100,14 @@ class SoloPool(Pool):
 
     def submit(self, claim: Claim) -> None:
         self.active[claim.id] = (claim, time.time())
+        outcome = None
         try:
-            self.executor.execute(claim)
+            outcome = self.executor.execute(claim)
         except Exception:
             log.exception("failed while running %s", claim.id)
         # Not in a `finally`: a cold shutdown raised in the task leaves it active, so
         # `terminate` names it and the worker puts it back in its queue.
-        self._done(claim)
+        self._done(claim, outcome)
 
 
 class ThreadPool(Pool):
@@ -117,13 +126,20 @@ class ThreadPool(Pool):
             thread.start()
 
     def _loop(self) -> None:
-        while (claim := self.inbox.get()) is not None:
+        claim = self.inbox.get()
+        while claim is not None:
+            outcome = None
             try:
-                self.executor.execute(claim)
+                outcome = self.executor.execute(claim)
             except BaseException:
                 log.exception("pool thread failed while running %s", claim.id)
             finally:
-                self._done(claim)
+                self._done(claim, outcome)
+            try:
+                claim = self.inbox.get(timeout=IDLE_AFTER)
+            except queue.Empty:
+                self.executor.flush_events()
+                claim = self.inbox.get()
 
     def submit(self, claim: Claim) -> None:
         self.active[claim.id] = (claim, time.time())
@@ -132,6 +148,9 @@ class ThreadPool(Pool):
     def close(self) -> None:
         for _ in self.threads:
             self.inbox.put(None)
+        for thread in self.threads:
+            thread.join(5)
+        super().close()
 
 
 def _child(make_executor: Callable[[], Executor], conn: Connection) -> None:
@@ -142,6 +161,8 @@ def _child(make_executor: Callable[[], Executor], conn: Connection) -> None:
     parent = os.getppid()
     executor = make_executor()
     while True:
+        if not conn.poll(IDLE_AFTER):
+            executor.flush_events()  # no next task at once: send the events held back
         # A parent killed with SIGKILL never says goodbye, and the pipe stays open (other
         # children hold copies of its end): an idle child checks it still has its parent.
         while not conn.poll(1.0):
@@ -152,12 +173,14 @@ def _child(make_executor: Callable[[], Executor], conn: Connection) -> None:
         except EOFError:
             return
         if claim is None:
+            executor.flush_events()
             return
+        outcome = None
         try:
-            executor.execute(claim)
+            outcome = executor.execute(claim)
         except BaseException:
             log.exception("child failed while running %s", claim.id)
-        conn.send(claim.id)
+        conn.send((claim.id, outcome))  # the parent counts it (metrics)
 
 
 class _Child:
@@ -232,19 +255,19 @@ class PreforkPool(Pool):
                 if item in pipes:
                     child = pipes[item]
                     try:
-                        child.conn.recv()
+                        _, outcome = child.conn.recv()
                     except (EOFError, OSError):
                         continue  # its sentinel tells
-                    self._free(child)
+                    self._free(child, outcome)
                 elif not self.stopping:
                     self._replace(sentinels[item], WorkerLostError("the child process died"))
             self._enforce_limits()
 
-    def _free(self, child: _Child) -> None:
+    def _free(self, child: _Child, outcome: Outcome | None) -> None:
         with self.lock:
             claim, child.claim = child.claim, None
         if claim is not None:
-            self._done(claim)
+            self._done(claim, outcome)
 
     def _enforce_limits(self) -> None:
         now = time.monotonic()
@@ -282,8 +305,8 @@ class PreforkPool(Pool):
             claim, child.claim = child.claim, None
         log.error("child process %s exited (code %s)", child.process.pid, child.process.exitcode)
         if claim is not None:
-            self.parent_executor.fail_lost(claim, child.killed or reason)
-            self._done(claim)
+            outcome = self.parent_executor.fail_lost(claim, child.killed or reason)
+            self._done(claim, outcome)
 
     def terminate(self) -> list[Claim]:
         self.stopping = True

@@ -28,7 +28,8 @@ from .. import messages, serializers
 from ..app import Beatq
 from ..brokers import Claim
 from ..exceptions import BrokerError, ConfigurationError
-from .execute import Executor
+from ..metrics import Metrics
+from .execute import Executor, Outcome
 from .pool import POOLS, Pool, PreforkPool
 
 log = logging.getLogger("beatq.worker")
@@ -73,6 +74,7 @@ class Worker:
         prefetch_multiplier: int | None = None,
         idle_wait: float = 2.0,
         beat: Any = None,
+        metrics: Metrics | None = None,
     ) -> None:
         conf = app.conf
         self.app = app
@@ -120,6 +122,7 @@ class Worker:
         self.revoked_after = 0.0  # the newest revocation seen (the broker's clock)
         self.revoke_ttl = float(conf.worker_revoke_expires)
         self.executor: Executor | None = None  # records revoked tasks from this process
+        self.metrics = metrics  # counted here, whatever the pool (prefork children report)
 
     # -- running -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -134,6 +137,10 @@ class Worker:
         except BrokerError as exc:
             log.error("could not read the revoked tasks (%s); the heartbeat retries", exc)
         self._event(ev.WORKER_ONLINE)
+        if self.metrics is not None:
+            self.metrics.watch_worker(
+                self.app, self.queues, lambda: len(self.pool.active), lambda: len(self.buffer)
+            )
         threading.Thread(target=self._heartbeat_loop, name="beatq-heartbeat", daemon=True).start()
         beat_thread = None
         if self.beat is not None:
@@ -221,14 +228,17 @@ class Worker:
                     self._skip_revoked(claim)
                     continue
                 self.pool.submit(claim)
+            if not self.buffer:
+                self.pool.idle()
 
     def _skip_revoked(self, claim: Claim) -> None:
         assert self.executor is not None
+        outcome = None
         try:
-            self.executor.revoke(claim)
+            outcome = self.executor.revoke(claim)
         except Exception:
             log.exception("could not record revoked task %s", claim.id)
-        self._finished(claim)
+        self._finished(claim, outcome)
 
     def _fill(self, broker: Any) -> bool:
         """Claim a batch into the buffer; when there is none, wait for work. True if filled."""
@@ -263,10 +273,12 @@ class Worker:
             self.waiting = False
         return False
 
-    def _finished(self, claim: Claim) -> None:
+    def _finished(self, claim: Claim, outcome: Outcome | None = None) -> None:
         with self.held_lock:
             self.held.pop(claim.id, None)
             self.processed += 1
+        if self.metrics is not None and outcome is not None:
+            self.metrics.task_done(*outcome)
 
     # -- stopping --------------------------------------------------------------------------
     def _install_signals(self) -> None:
