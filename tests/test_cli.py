@@ -66,21 +66,29 @@ def log_stamps(text: str) -> list[tuple[str, str, str]]:
 # -- help ----------------------------------------------------------------------------------
 HELP_CASES = {
     "group": ((), ["-A, --app", "-b, --broker", "-l, --loglevel", "--version", "worker", "call",
-                   "result", "inspect", "dead-letter", "beat", "schedule", "dashboard"]),
+                   "result", "inspect", "dead-letter", "beat", "schedule", "dashboard",
+                   "events", "status", "revoke"]),
     "worker": (("worker",), ["-Q, --queues", "-c, --concurrency", "-P, --pool", "prefork",
-                             "threads", "solo", "-n, --hostname", "-l, --loglevel", "-B, --beat"]),
+                             "threads", "solo", "-n, --hostname", "-l, --loglevel", "-B, --beat",
+                             "-E, --events", "--metrics-port", "--metrics-host"]),
     "call": (("call",), ["TASK", "-a, --args", "-k, --kwargs", "--countdown", "--eta",
                          "--expires", "-Q, --queue", "-l, --loglevel"]),
     "result": (("result",), ["TASK_ID", "--wait", "-t, --timeout", "--traceback", "--json"]),
-    "inspect": (("inspect",), ["registered", "active", "scheduled", "--json"]),
+    "inspect": (("inspect",), ["registered", "active", "reserved", "scheduled", "stats",
+                               "--json"]),
     "dead-letter": (("dead-letter",), ["list", "requeue"]),
     "dead-letter list": (("dead-letter", "list"), ["--json", "--limit"]),
     "dead-letter requeue": (("dead-letter", "requeue"), ["IDS", "--all"]),
-    "beat": (("beat",), ["-s, --schedule", "--lease-ttl", "-l, --loglevel", "status"]),
+    "beat": (("beat",), ["-s, --schedule", "--lease-ttl", "-l, --loglevel", "status",
+                         "-E, --events", "--metrics-port"]),
     "schedule": (("schedule",), ["check", "list", "pause", "resume"]),
     "schedule check": (("schedule", "check"), ["FILES", "-n, --count"]),
     "schedule list": (("schedule", "list"), ["--json"]),
     "dashboard": (("dashboard",), ["--host", "--port", "--token", "--basic-auth", "-Q, --queues"]),
+    "events": (("events",), ["--dump", "--json", "--follow / --no-follow", "--new",
+                             "--interval"]),
+    "status": (("status",), ["--json", "Exit 0 when at least one worker is alive"]),
+    "revoke": (("revoke",), ["ID...", "--terminate"]),
 }  # fmt: skip
 
 
