@@ -387,6 +387,35 @@ def test_token_and_basic_auth_guard_every_request(app, start_dashboard, browser)
     assert http(api, basic("admin:s3cret"))[0] == 200
 
 
+def test_serves_the_embedded_sqlite_broker(app, start_cli, tmp_path):
+    """The default broker: the dashboard reads the file other processes write."""
+    database = f"sqlite:///{tmp_path / 'beatq.sqlite3'}"
+    start_cli(
+        "worker",
+        "-P",
+        "solo",
+        "-n",
+        "lite",
+        "-Q",
+        "lite",
+        marker="ready",
+        extra_env={"BEATQ_BROKER_URL": database},
+    )
+    proc = start_cli(
+        "dashboard", "--port", "0", marker="dashboard on", extra_env={"BEATQ_BROKER_URL": database}
+    )
+    url = re.search(r"dashboard on (http://\S+/)", proc.log())[1]
+
+    def state() -> dict[str, Any]:
+        status, _, body = http(url + "api/state")
+        assert status == 200, body
+        return json.loads(body)
+
+    data = wait_for(lambda: (d := state())["workers"] and d, 10, "the worker in the file")
+    assert data["broker"] == database and data["workers"][0]["hostname"] == "lite"
+    assert [q["name"] for q in data["queues"] if q["consumers"] == ["lite"]] == ["lite"]
+
+
 def test_loopback_dashboard_refuses_foreign_host_names(start_dashboard):
     """A page on another site cannot read a local dashboard through DNS rebinding."""
     url = start_dashboard()
