@@ -5,8 +5,10 @@
     GET  /api/state?q=TEXT                  the snapshot (JSON), tasks filtered by TEXT
     GET  /api/stream?q=TEXT                 the snapshot again every second, or at once
                                             when an event arrives (text/event-stream)
+    GET  /api/tasks/ID                      one task, with its traceback
     POST /api/schedules/NAME/pause|resume
     POST /api/dead-letters/requeue          {"ids": [...]} or {"all": true}
+    POST /api/tasks/ID/revoke               {"terminate": false}
 
 Live updates are Server-Sent Events: one long response per open page, which the
 browser's EventSource reconnects by itself. Auth, when configured, is a token

@@ -273,10 +273,13 @@ function renderTasks(tasks) {
 function taskRow(t) {
   const buttons = [];
   if (!FINAL.has(t.state)) {
+    // a running task ignores a plain revoke: offer to stop it, after asking
+    const running = t.state === "STARTED";
     buttons.push(el("button", { type: "button", class: "revoke danger", onclick: (event) => {
       event.stopPropagation();
-      action(event.target, `/api/tasks/${encodeURIComponent(t.id)}/revoke`, {});
-    } }, "Revoke"));
+      if (running && !window.confirm(`Stop the running task ${t.name} [${t.id}]?`)) return;
+      action(event.target, `/api/tasks/${encodeURIComponent(t.id)}/revoke`, { terminate: running });
+    } }, running ? "Terminate" : "Revoke"));
   }
   const outcome = t.state === "FAILURE" || t.exception ? td(t.exception, "clip mono bad") : td(t.result, "clip mono");
   return el("tr", { class: "task", dataset: { state: t.state }, onclick: () => {
