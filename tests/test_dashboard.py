@@ -447,3 +447,74 @@ def test_utc_times_say_utc():
     assert timefmt.utc(NOV_25_2330_UTC) == "2026-11-25 23:30:00 UTC"
     assert timefmt.relative(NOV_25_2330_UTC + 185, NOV_25_2330_UTC) == "in 3m 05s"
     assert timefmt.relative(NOV_25_2330_UTC - 42, NOV_25_2330_UTC) == "42s ago"
+
+
+def test_tasks_move_to_success_and_failure_with_traceback_search_and_revoke(
+    app, start_worker, start_dashboard, browser, shots, request
+):
+    from tests.proj.tasks import fail, sleep
+
+    before = app.conf.task_send_sent_event
+    app.conf.update(task_send_sent_event=True)  # rows appear from the moment a task is sent
+    request.addfinalizer(lambda: app.conf.update(task_send_sent_event=before))
+    start_worker("-P", "threads", "-c", "2", "-E")
+    url = start_dashboard()
+    browser.get(url)
+    wait_for(lambda: live(browser), 10, "the page to go live")
+
+    slow = sleep.delay(1.0, "dash")
+    failed = fail.delay("kaboom")
+    wait_for(lambda: "STARTED" in row_text(browser, "#tasks tr.task", slow.id[:8]), 10, "STARTED")
+    shots(browser, "running")
+    text = wait_for(
+        lambda: "SUCCESS" in (t := row_text(browser, "#tasks tr.task", slow.id[:8])) and t,
+        10,
+        "the slow task to succeed",
+    )
+    assert "tests.proj.tasks.sleep" in text and "[1.0, 'dash']" in text and "'dash'" in text
+    text = wait_for(
+        lambda: "FAILURE" in (t := row_text(browser, "#tasks tr.task", failed.id[:8])) and t,
+        10,
+        "the failing task to fail",
+    )
+    assert "CustomError" in text and "kaboom" in text
+
+    # a click on the failed row shows its traceback
+    click(browser, "#tasks tr.task", failed.id[:8], "td")
+    traceback = wait_for(lambda: text_of(browser, "#tasks tr.detail pre.traceback"), 10, "a tb")
+    assert traceback.startswith("Traceback (most recent call last)")
+    assert "raise CustomError(message)" in traceback and "CustomError: kaboom" in traceback
+    assert failed.id in text_of(browser, "#tasks tr.detail")
+    shots(browser, "traceback")
+
+    # search by id, then by name
+    search = rows(browser, "#search")[0]
+    search.send_keys(failed.id[:13])
+    wait_for(lambda: len(rows(browser, "#tasks tr.task")) == 1, 5, "only the failed task")
+    assert row_text(browser, "#tasks tr.task", failed.id[:8])
+    search.clear()
+    search.send_keys("tasks.sleep")
+    wait_for(
+        lambda: (
+            (found := rows(browser, "#tasks tr.task"))
+            and len(found) == 1
+            and row_text(browser, "#tasks tr.task", slow.id[:8])
+        ),
+        5,
+        "only the sleep task",
+    )
+    search.clear()
+    search.send_keys(" ")  # back to every task
+    search.send_keys("\b")
+
+    # revoke a task waiting for its eta: the worker skips it when it comes due
+    waiting = sleep.apply_async((0.1, "revoked"), countdown=2.5)
+    click(browser, "#tasks tr.task", waiting.id[:8], "button.revoke")
+    wait_for(lambda: waiting.id in app.control.revoked(), 5, "the revocation in the broker")
+    wait_for(
+        lambda: "REVOKED" in row_text(browser, "#tasks tr.task", waiting.id[:8]),
+        10,
+        "the page to show the task revoked",
+    )
+    assert waiting.state == "REVOKED"
+    shots(browser, "revoked")

@@ -85,6 +85,7 @@ def dashboard(
         "Ctrl-C to stop"
     )
     sys.stdout.flush()
+    board.start()
     try:
         server.serve_forever(poll_interval=0.2)
     finally:

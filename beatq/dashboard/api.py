@@ -27,6 +27,7 @@ from ..brokers import Backend
 from ..exceptions import ConfigurationError
 from ..timeutils import get_zone
 from . import timefmt
+from .tasks import TaskFeed
 
 log = logging.getLogger("beatq.dashboard")
 
@@ -72,6 +73,7 @@ class Dashboard:
         self._lock = threading.Lock()
         self._cached: tuple[float, dict[str, Any]] | None = None
         self._changed = threading.Condition()
+        self.feed = TaskFeed(app, self._notify)
 
     # -- plumbing --------------------------------------------------------------------------
     def _call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -81,7 +83,12 @@ class Dashboard:
     def broker(self) -> Backend:
         return self.app.broker
 
+    def start(self) -> None:
+        """Start following the event stream (recent tasks)."""
+        self.feed.start()
+
     def close(self) -> None:
+        self.feed.stop()
         self._broker_thread.shutdown(wait=True)
 
     def wait_for_change(self, timeout: float) -> None:
@@ -96,10 +103,24 @@ class Dashboard:
     # -- reading ---------------------------------------------------------------------------
     def state(self, query: str = "") -> dict[str, Any]:
         """Everything the page shows; recent tasks filtered by `query` (id or name)."""
-        return {**self.snapshot(), "tasks": self.tasks(query)}
+        snapshot = self.snapshot()
+        counts = self.feed.workers()
+        done = self.feed.finished([t["id"] for w in snapshot["workers"] for t in w["tasks"]])
+        workers = []
+        for worker in snapshot["workers"]:
+            running = [t for t in worker["tasks"] if t["id"] not in done]
+            workers.append(
+                {**worker, **counts.get(worker["hostname"], {}), "tasks": running}
+                | {"active": len(running)}
+            )
+        return {**snapshot, "workers": workers, "tasks": self._call(self.feed.listing, query)}
 
-    def tasks(self, query: str = "") -> dict[str, Any]:
-        return {"enabled": False, "note": "Recent tasks need the event stream.", "items": []}
+    def task(self, task_id: str) -> dict[str, Any]:
+        """One task with its traceback; NotFound if neither events nor results know it."""
+        found = self._call(self.feed.detail, task_id)
+        if found is None:
+            raise NotFound(f"no task {task_id!r} in the recent events or the result store")
+        return found
 
     def snapshot(self) -> dict[str, Any]:
         """The broker's part of the page, at most `max_age` seconds old."""
@@ -313,6 +334,14 @@ class Dashboard:
         self._call(act)
         log.info("dashboard: %s entry %r", "paused" if paused else "resumed", entry)
         self._forget_cache()
+
+    def revoke(self, task_id: str, terminate: bool = False) -> None:
+        """Revoke a task on every worker (stop it if running, with `terminate`)."""
+        if not task_id.strip():
+            raise ValueError("no task id to revoke")
+        self._call(self.app.control.revoke, task_id, terminate)
+        log.info("dashboard: revoked %s%s", task_id, " (terminate)" if terminate else "")
+        self._notify()
 
     def requeue(self, ids: Sequence[str] | None) -> list[str]:
         """Send dead letters (all when `ids` is None) back to their queue; the ids moved."""

@@ -230,8 +230,13 @@ class Handler(BaseHTTPRequestHandler):
                 self._json(HTTPStatus.OK, self.server.board.state(_query(query)))
             elif url.path == "/api/stream":
                 self._stream(_query(query))
+            elif url.path.startswith("/api/tasks/"):
+                task_id = unquote(url.path[len("/api/tasks/") :])
+                self._json(HTTPStatus.OK, self.server.board.task(task_id))
             else:
                 self._error(HTTPStatus.NOT_FOUND, f"no such page {url.path!r}")
+        except NotFound as exc:
+            self._error(HTTPStatus.NOT_FOUND, str(exc))
         except BrokerError as exc:
             self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"broker unreachable: {exc}")
 
@@ -270,6 +275,9 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError, OSError):
                 return
+            # at most five pushes a second however fast events come, at least one a second
+            if server.stopping.wait(0.2):
+                return
             server.board.wait_for_change(server.interval)
 
     # -- POST ------------------------------------------------------------------------------
@@ -298,6 +306,9 @@ class Handler(BaseHTTPRequestHandler):
             ):
                 board.set_paused(parts[2], parts[3] == "pause")
                 self._json(HTTPStatus.OK, {"entry": parts[2], "paused": parts[3] == "pause"})
+            elif len(parts) == 4 and parts[:2] == ["api", "tasks"] and parts[3] == "revoke":
+                board.revoke(parts[2], terminate=bool(body.get("terminate")))
+                self._json(HTTPStatus.OK, {"revoked": parts[2]})
             elif parts == ["api", "dead-letters", "requeue"]:
                 ids = body.get("ids")
                 if not body.get("all") and not (
