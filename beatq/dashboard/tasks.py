@@ -23,6 +23,7 @@ log = logging.getLogger("beatq.dashboard")
 LIST_LIMIT = 100  # tasks in the table
 TEXT_LIMIT = 300
 FINAL_STATES = ("SUCCESS", "FAILURE", "REVOKED")
+FAILED_STATES = ("FAILURE", "RETRY", "REVOKED")
 NO_EVENTS = (
     "No task events yet: workers send them when started with -E "
     "(worker_send_task_events = True); task_send_sent_event = True adds tasks as they are sent."
@@ -91,8 +92,9 @@ class TaskFeed:
             "state": task.state,
             "args": _clip(task.args),
             "kwargs": _clip(task.kwargs) if task.kwargs not in (None, "{}") else None,
-            "result": _clip(task.result),
-            "exception": _clip(task.exception),
+            # a retried task that then succeeded keeps its retry's exception in the State
+            "result": _clip(task.result) if task.state == "SUCCESS" else None,
+            "exception": _clip(task.exception) if task.state in FAILED_STATES else None,
             "worker": task.worker,
             "queue": task.queue,
             "retries": task.retries,
@@ -134,12 +136,13 @@ class TaskFeed:
             task = self.state.tasks.get(task_id)
             if task is not None:
                 row = self._row(task)
+                failed = task.state in FAILED_STATES
                 row.update(
                     args=task.args,
                     kwargs=task.kwargs,
-                    result=task.result,
-                    exception=task.exception,
-                    traceback=task.traceback,
+                    result=task.result if task.state == "SUCCESS" else None,
+                    exception=task.exception if failed else None,
+                    traceback=task.traceback if failed else None,
                     sent=self._time(task.sent),
                     received=self._time(task.received),
                     started=self._time(task.started),

@@ -32,8 +32,10 @@ def utc(ts: float) -> str:
 
 
 def duration(seconds: float) -> str:
-    """A short length of time: `850 ms`, `42s`, `3m 05s`, `2h 10m`, `3d 4h`."""
+    """A short length of time: `0.03 ms`, `850 ms`, `42s`, `3m 05s`, `2h 10m`, `3d 4h`."""
     seconds = abs(seconds)
+    if seconds < 0.01:
+        return f"{seconds * 1000:.2f} ms"
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
     whole = int(seconds)
