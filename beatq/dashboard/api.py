@@ -109,10 +109,8 @@ class Dashboard:
         workers = []
         for worker in snapshot["workers"]:
             running = [t for t in worker["tasks"] if t["id"] not in done]
-            workers.append(
-                {**worker, **counts.get(worker["hostname"], {}), "tasks": running}
-                | {"active": len(running)}
-            )
+            extra = counts.get(worker["hostname"], {})
+            workers.append({**worker, **extra, "tasks": running, "active": len(running)})
         return {**snapshot, "workers": workers, "tasks": self._call(self.feed.listing, query)}
 
     def task(self, task_id: str) -> dict[str, Any]:
