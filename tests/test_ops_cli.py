@@ -182,3 +182,13 @@ def test_events_live_view_shows_workers_queues_and_tasks(app, start_worker, env,
         assert re.search(r"FAILURE  tests\.proj\.tasks\.fail\[.*CustomError\('bad'\)", last), last
     else:
         assert "no task events yet: start workers with -E" in last
+
+
+@pytest.mark.parametrize("command", [["events", "--dump"], ["status"], ["revoke", "x"]])
+def test_commands_refuse_a_memory_broker(env, command):
+    proc = beatq({**env, "BEATQ_BROKER_URL": "memory://"}, *command)
+    assert proc.returncode == 2, show(proc)
+    assert proc.stderr.strip() == (
+        f"Error: {command[0]} needs a broker other processes share; memory:// lives inside "
+        "one process: use sqlite:// or redis:// (-b URL or BEATQ_BROKER_URL)"
+    )

@@ -140,3 +140,12 @@ def start_metrics(port: int | None, host: str) -> Any:
     bound = metrics.serve(port, host)
     logging.getLogger("beatq").info("metrics on http://%s:%d/metrics", host, bound)
     return metrics
+
+
+def require_shared_broker(app: Beatq, command: str) -> None:
+    """Refuse memory://: a command in its own process would only see its own empty store."""
+    if app.conf.broker_url.startswith("memory:"):
+        raise ConfigurationError(
+            f"{command} needs a broker other processes share; memory:// lives inside one "
+            "process: use sqlite:// or redis:// (-b URL or BEATQ_BROKER_URL)"
+        )

@@ -9,7 +9,7 @@ import time
 import click
 
 from ..timeutils import format_time
-from .base import EXIT_FAILED, get_app, handle_errors, loglevel_option
+from .base import EXIT_FAILED, get_app, handle_errors, loglevel_option, require_shared_broker
 
 
 @click.command("status")
@@ -24,6 +24,7 @@ def status(ctx: click.Context, as_json: bool, loglevel: str | None) -> None:
     be reached: usable as a health check.
     """
     app = get_app(ctx, loglevel)
+    require_shared_broker(app, "status")
     workers = {name: json.loads(info) for name, info in sorted(app.broker.workers().items())}
     if as_json:
         click.echo(json.dumps({name: _summary(info) for name, info in workers.items()}))
@@ -76,6 +77,7 @@ def revoke(
     started later skips them too.
     """
     app = get_app(ctx, loglevel)
+    require_shared_broker(app, "revoke")
     app.control.revoke(list(task_ids), terminate=terminate)
     verb = "revoked and terminating" if terminate else "revoked"
     for task_id in task_ids:

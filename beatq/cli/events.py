@@ -19,7 +19,7 @@ import click
 from ..beat.beat import LEASE_NAME
 from ..events import Event, State
 from ..timeutils import format_time
-from .base import get_app, handle_errors, loglevel_option
+from .base import get_app, handle_errors, loglevel_option, require_shared_broker
 
 CLEAR = "\x1b[H\x1b[2J"
 
@@ -66,6 +66,7 @@ def events_cmd(
     and then the new ones as they come; Ctrl-C stops.
     """
     app = get_app(ctx, loglevel)
+    require_shared_broker(app, "events")
     try:
         if dump:
             _dump(app, as_json, follow, new)
