@@ -118,7 +118,7 @@ def render(app: Any, state: State, max_tasks: int) -> str:
     lines = [f"beatq {app.main or ''} — {format_time(time.time(), zone)}", ""]
     workers = {name: json.loads(info) for name, info in app.broker.workers().items()}
     lines.append(f"Workers ({len(workers)} alive)")
-    queues: set[str] = set()
+    queues: set[str] = {app.conf.task_default_queue}
     for name, info in sorted(workers.items()):
         queues.update(info.get("queues") or [])
         seen = state.workers.get(name)
@@ -133,8 +133,6 @@ def render(app: Any, state: State, max_tasks: int) -> str:
     lines += ["", "Queues (ready messages)"]
     for queue in sorted(queues):
         lines.append(f"  {queue:<32} {app.broker.queue_length(queue)}")
-    if not queues:
-        lines.append("  (none seen)")
     lease = app.broker.get_lease(LEASE_NAME)
     lines += ["", f"Beat leader: {lease.holder if lease else 'none'}"]
     lines += ["", f"Recent tasks (newest first, of {len(state.tasks)} seen in events)"]
