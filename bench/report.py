@@ -340,7 +340,7 @@ def beat_table(result: dict) -> str:
                 rows.append(row)
             rows.append(
                 [
-                    "6. runs (a batch over 60 s is not repeated)",
+                    "6. runs (a batch given up after 30 s is not repeated)",
                     *[str(systems[x]["runs"]) for x in names],
                 ]
             )
@@ -379,7 +379,7 @@ def markdown(result: dict) -> str:
         f"Run {env['time']}, commit {str(env.get('git_commit'))[:7]}"
         f"{' + uncommitted beatq changes' if env.get('beatq_tree_dirty') else ''}; "
         f"{env['cpus']} cores, Python {env['python']}, Redis {env['redis_server']}; {load}; "
-        f"{p['repeat']} runs of every figure, {env['minutes']:.0f} min."
+        f"{p['repeat']} run(s) of every figure, {env['minutes']:.0f} min in all."
         + (f" Skipped: {p['skipped']}." if p.get("skipped") else "")
     )
     if "core" in result["summary"]:

@@ -141,7 +141,7 @@ def beat_phases(base: str, p: dict, repeat: int, phases: list[str], logs: Path, 
     out: dict = {}
     try:
         if "scale" in phases:
-            caps = {"startup": 120.0, "burst": 60.0, "celery bulk": "cron"}
+            caps = {"startup": 120.0, "burst": 30.0, "celery bulk": "cron"}
             out["scale"] = {}
             for n in p["scale sizes"]:
                 runs: dict[str, list] = {s: [] for s in beatbench.SYSTEMS}
