@@ -143,7 +143,7 @@ def analyse(s: Scheduler, stamps: list[float], lo: float, hi: float) -> dict:
     out: dict = {"runs": len(runs)}
     if s.grid:
         slots = [math.floor(t / s.grid) for t in runs]
-        first, last = math.ceil(lo / s.grid), math.floor(hi / s.grid) - 1
+        first, last = math.ceil(lo / s.grid), math.ceil(hi / s.grid) - 1  # slots in [lo, hi)
         expected = range(first, last + 1)
         counts = {k: slots.count(k) for k in expected}
         out["expected"] = len(expected)
