@@ -1,8 +1,8 @@
 """The benchmark suite: beatq beside Celery 5.7 (+ celery-redbeat), Huey, RQ (+ rq-scheduler),
 arq and Dramatiq on one Redis, in one run. bench/README.md says what each figure means.
 
-    bash bench/setup.sh && bench/.venv/bin/python -m bench            # full run (~30 min)
-    bench/.venv/bin/python -m bench --quick                           # development (~6 min)
+    bash bench/setup.sh && bench/.venv/bin/python -m bench            # full run (~40 min, loaded)
+    bench/.venv/bin/python -m bench --quick                           # development (~12 min)
     bench/.venv/bin/python -m bench --phases core --systems beatq,huey --repeat 5
 
 Phases: core (figures 1-3: enqueue, drain, round trip), precision (4), eta (5), scale (6),
