@@ -32,8 +32,15 @@ class Control:
     def __init__(self, app: Beatq) -> None:
         self.app = app
 
-    def revoke(self, task_id: str | Sequence[str], terminate: bool = False) -> None:
-        """Revoke one task id or several: workers skip them, or stop them with `terminate`."""
+    def revoke(
+        self, task_id: str | Sequence[str], terminate: bool = False, signal: str | None = None
+    ) -> None:
+        """Revoke one task id or several: workers skip them, or stop them with `terminate`.
+
+        `signal` is accepted for Celery's signature and not used: prefork always kills with
+        SIGKILL, as its children ignore SIGTERM and SIGINT so that their tasks can finish
+        when the worker stops warmly.
+        """
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
         self.app.broker.revoke(ids, terminate, float(self.app.conf.worker_revoke_expires))
 

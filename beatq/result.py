@@ -237,6 +237,10 @@ class AsyncResult:
         self._final = None
         self.app.result_store.forget(self.id)
 
+    def revoke(self, terminate: bool = False, signal: str | None = None) -> None:
+        """Revoke the task (see `app.control.revoke`)."""
+        self.app.control.revoke(self.id, terminate=terminate, signal=signal)
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, AsyncResult):
             return other.id == self.id
@@ -285,6 +289,9 @@ class EagerResult(AsyncResult):
 
     def forget(self) -> None:
         pass
+
+    def revoke(self, terminate: bool = False, signal: str | None = None) -> None:
+        pass  # it ran already, here
 
 
 def group_key(group_id: str) -> str:
@@ -388,6 +395,11 @@ class GroupResult:
         for r in self.results:
             r.forget()
         self.app.result_store.forget(group_key(self.id))
+
+    def revoke(self, terminate: bool = False, signal: str | None = None) -> None:
+        """Revoke every member, in one call."""
+        ids = [r.id for r in self.results]
+        self.app.control.revoke(ids, terminate=terminate, signal=signal)
 
     def save(self) -> None:
         """Keep the member ids in the store, so `GroupResult.restore(id)` finds them."""

@@ -171,3 +171,22 @@ def test_events_of_tasks_without_results_are_sent_when_the_worker_idles(
     wait_for(lambda: succeeded() >= set(sent), 5, "every task-succeeded event")
     by_task = types_by_task(all_events(app))
     assert all(by_task[i] == ["task-received", "task-started", "task-succeeded"] for i in sent)
+
+
+@pytest.mark.backends("redis", "sqlite")
+def test_result_and_group_revoke_as_in_celery(app, start_worker) -> None:
+    from beatq import group
+    from tests.proj.tasks import add, sleep
+
+    single = sleep.apply_async((0.1, "one"), countdown=2)
+    single.revoke()
+    many = group(sleep.s(0.1, f"g{i}").set(countdown=2) for i in range(3))()
+    many.revoke(terminate=True, signal="SIGKILL")
+    assert set(app.control.revoked()) == {single.id, *(r.id for r in many.results)}
+    assert app.control.revoked()[many.results[0].id] is True
+    start_worker("-P", "threads")
+    for result in (single, *many.results):
+        with pytest.raises(TaskRevokedError):
+            result.get(timeout=10)
+    assert add.delay(1, 1).get(timeout=10) == 2
+    assert journal("runs") == []
