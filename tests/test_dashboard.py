@@ -416,6 +416,31 @@ def test_serves_the_embedded_sqlite_broker(app, start_cli, tmp_path):
     assert [q["name"] for q in data["queues"] if q["consumers"] == ["lite"]] == ["lite"]
 
 
+def test_without_events_a_task_is_found_by_its_id_in_the_result_store(
+    app, start_worker, start_dashboard
+):
+    from tests.proj.tasks import add, fail
+
+    start_worker("-P", "solo")  # no -E: no task events
+    done, failed = add.delay(20, 22), fail.delay("no events")
+    assert done.get(timeout=10) == 42
+    failed.get(timeout=10, propagate=False)
+    url = start_dashboard()
+
+    status, _, body = http(url + "api/state")
+    tasks = json.loads(body)["tasks"]
+    assert status == 200 and tasks["items"] == [] and "-E" in tasks["note"]
+    (row,) = json.loads(http(url + f"api/state?q={done.id}")[2])["tasks"]["items"]
+    assert (row["id"], row["state"], row["result"]) == (done.id, "SUCCESS", "42")
+    status, _, body = http(url + f"api/tasks/{failed.id}")
+    detail = json.loads(body)
+    assert status == 200 and detail["state"] == "FAILURE"
+    assert detail["exception"] == "CustomError: no events"
+    assert "raise CustomError(message)" in detail["traceback"]
+    status, _, body = http(url + "api/tasks/no-such-task-id")
+    assert status == 404 and "no task 'no-such-task-id'" in json.loads(body)["error"]
+
+
 def test_loopback_dashboard_refuses_foreign_host_names(start_dashboard):
     """A page on another site cannot read a local dashboard through DNS rebinding."""
     url = start_dashboard()
@@ -508,7 +533,7 @@ def test_tasks_move_to_success_and_failure_with_traceback_search_and_revoke(
     search.send_keys("\b")
 
     # revoke a task waiting for its eta: the worker skips it when it comes due
-    waiting = sleep.apply_async((0.1, "revoked"), countdown=2.5)
+    waiting = sleep.apply_async((0.1, "revoked"), countdown=4)
     click(browser, "#tasks tr.task", waiting.id[:8], "button.revoke")
     wait_for(lambda: waiting.id in app.control.revoked(), 5, "the revocation in the broker")
     wait_for(

@@ -22,6 +22,7 @@ a web page cannot reach it through DNS rebinding.
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import ipaddress
 import json
@@ -29,7 +30,7 @@ import logging
 import socket
 import threading
 from http import HTTPStatus
-from http.cookies import SimpleCookie
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
@@ -103,9 +104,21 @@ class Auth:
                 given = b""
             if _same(given, self.basic):
                 return True
-        cookie = SimpleCookie(headers.get("Cookie") or "")
-        morsel = cookie.get(COOKIE)
-        return morsel is not None and self.check_token(morsel.value)
+        try:
+            morsel = SimpleCookie(headers.get("Cookie") or "").get(COOKIE)
+        except CookieError:
+            return False
+        return (
+            morsel is not None
+            and self.token is not None
+            and _same(morsel.value.encode(), self.cookie_value().encode())
+        )
+
+    def cookie_value(self) -> str:
+        """What the session cookie holds: a digest of the token, not the token itself
+        (and cookie-safe whatever characters the token has)."""
+        assert self.token is not None
+        return hashlib.sha256(b"beatq-dashboard\0" + self.token).hexdigest()
 
 
 def _same(given: bytes, expected: bytes) -> bool:
@@ -245,7 +258,7 @@ class Handler(BaseHTTPRequestHandler):
         if not self.server.auth.check_token(token):
             self._error(HTTPStatus.UNAUTHORIZED, "wrong token")
             return
-        cookie = f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+        cookie = f"{COOKIE}={self.server.auth.cookie_value()}; Path=/; HttpOnly; SameSite=Strict"
         self._send(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": "/", "Set-Cookie": cookie})
 
     def _static(self, name: str) -> None:
