@@ -487,16 +487,20 @@ def test_tasks_move_to_success_and_failure_with_traceback_search_and_revoke(
     browser.get(url)
     wait_for(lambda: live(browser), 10, "the page to go live")
 
-    slow = sleep.delay(1.0, "dash")
+    slow = sleep.delay(1.5, "dash")
     failed = fail.delay("kaboom")
-    wait_for(lambda: "STARTED" in row_text(browser, "#tasks tr.task", slow.id[:8]), 10, "STARTED")
+    # seen before it finishes (sent, received or started: how far it got by the next push)
+    before = wait_for(
+        lambda: row_text(browser, "#tasks tr.task", slow.id[:8]), 10, "the slow task's row"
+    )
+    assert before.split()[0] in ("PENDING", "RECEIVED", "STARTED"), before
     shots(browser, "running")
     text = wait_for(
         lambda: "SUCCESS" in (t := row_text(browser, "#tasks tr.task", slow.id[:8])) and t,
         10,
         "the slow task to succeed",
     )
-    assert "tests.proj.tasks.sleep" in text and "[1.0, 'dash']" in text and "'dash'" in text
+    assert "tests.proj.tasks.sleep" in text and "[1.5, 'dash']" in text and "'dash'" in text
     text = wait_for(
         lambda: "FAILURE" in (t := row_text(browser, "#tasks tr.task", failed.id[:8])) and t,
         10,
