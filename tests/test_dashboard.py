@@ -479,9 +479,9 @@ def test_tasks_move_to_success_and_failure_with_traceback_search_and_revoke(
 ):
     from tests.proj.tasks import fail, sleep
 
-    before = app.conf.task_send_sent_event
+    sent_events = app.conf.task_send_sent_event
     app.conf.update(task_send_sent_event=True)  # rows appear from the moment a task is sent
-    request.addfinalizer(lambda: app.conf.update(task_send_sent_event=before))
+    request.addfinalizer(lambda: app.conf.update(task_send_sent_event=sent_events))
     start_worker("-P", "threads", "-c", "2", "-E")
     url = start_dashboard()
     browser.get(url)
@@ -490,10 +490,10 @@ def test_tasks_move_to_success_and_failure_with_traceback_search_and_revoke(
     slow = sleep.delay(1.5, "dash")
     failed = fail.delay("kaboom")
     # seen before it finishes (sent, received or started: how far it got by the next push)
-    before = wait_for(
+    unfinished = wait_for(
         lambda: row_text(browser, "#tasks tr.task", slow.id[:8]), 10, "the slow task's row"
     )
-    assert before.split()[0] in ("PENDING", "RECEIVED", "STARTED"), before
+    assert unfinished.split()[0] in ("PENDING", "RECEIVED", "STARTED"), unfinished
     shots(browser, "running")
     text = wait_for(
         lambda: "SUCCESS" in (t := row_text(browser, "#tasks tr.task", slow.id[:8])) and t,
