@@ -276,6 +276,21 @@ def test_finish_acknowledges_stores_results_and_sends_in_one_step(b: Backend) ->
     assert b.claim(["q"], 10, 30).claims == []
 
 
+def test_a_finish_repeated_with_its_token_sends_nothing_twice(b: Backend) -> None:
+    # the callback of a finish whose reply was lost runs, then the finish is retried
+    b.send([out("task")])
+    task = b.claim(["q"], 1, 30).claims
+    finish = dict(ack=task, results=[ResultWrite("task", b"SUCCESS", 60)], send=[out("cb")])
+    b.finish(**finish, token="finish-1")
+    callback = b.claim(["q"], 10, 30).claims
+    assert ids(callback) == ["cb"]
+    b.finish(ack=callback)
+    b.finish(**finish, token="finish-1")
+    assert b.claim(["q"], 10, 30).claims == [], "the callback was sent again"
+    b.finish(send=[out("cb2")], token="finish-2")
+    assert ids(b.claim(["q"], 10, 30).claims) == ["cb2"], "another token is another finish"
+
+
 def test_a_final_result_replaces_the_state_and_is_read_first(b: Backend) -> None:
     b.finish(results=[ResultWrite("t", b"STARTED", 60, final=False)])
     assert b.get_result("t") == b"STARTED"

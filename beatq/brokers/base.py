@@ -175,6 +175,7 @@ class Backend(abc.ABC):
         send: Sequence[Outgoing] = (),
         join: ChordJoin | None = None,
         events: Sequence[bytes] = (),
+        token: str | None = None,
     ) -> None:
         """In one atomic step and in this order: acknowledge `ack` (the messages are gone
         for good; a claim whose token is no longer the message's acknowledges nothing),
@@ -182,6 +183,9 @@ class Backend(abc.ABC):
         empty. Idempotent for ack, results and join (a member counts once however often
         it finishes); a final result wakes every `wait_result` on its task id.
         `events` are appended to the event stream afterwards, in the same round trip.
+
+        `token`, unique per finish: a call repeating a token already finished does
+        nothing, so retrying a finish whose reply was lost never sends its messages twice.
         """
 
     # -- results ---------------------------------------------------------------------------

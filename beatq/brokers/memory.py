@@ -40,6 +40,7 @@ from .base import (
 )
 
 READY, DELAYED, CLAIMED = "ready", "delayed", "claimed"
+TOKEN_TTL = 86400.0  # seconds a finish's token is remembered
 
 
 @dataclass(slots=True)
@@ -102,6 +103,7 @@ class _Store:
         self.results: dict[str, _Expiring] = {}
         self.states: dict[str, _Expiring] = {}
         self.chords: dict[str, _Chord] = {}
+        self.tokens: dict[str, _Expiring] = {}  # finishes done, by token
         self.workers: dict[str, _Expiring] = {}
         self.expiring: list[tuple[float, str, str]] = []  # (when, table, key)
         self.dead: dict[str, DeadLetter] = {}  # in order of death
@@ -353,10 +355,15 @@ class MemoryBackend(Backend):
         send: Sequence[Outgoing] = (),
         join: ChordJoin | None = None,
         events: Sequence[bytes] = (),
+        token: str | None = None,
     ) -> None:
         with self._locked() as s:
             now = time.time()
             s.sweep(now)
+            if token is not None:
+                if s.alive("tokens", token, now):
+                    return
+                s.keep("tokens", token, _Expiring(b"", now + TOKEN_TTL))
             for c in ack:
                 if s.held(c) is not None:
                     s.drop(c.id)

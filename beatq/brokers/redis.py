@@ -25,11 +25,14 @@ Keys (prefix `beatq`, or the transport option `global_keyprefix`):
     {p}:revoked     zset    revoked task id by time of revocation (server clock)
     {p}:revoked:term set    revoked task ids to terminate if running
 
-Round trips: sending a message is one EVALSHA (`send`); a worker takes a batch of
-messages with one EVALSHA (`claim`); finishing a task (ack, store result, send its
-callbacks) is one EVALSHA (`finish`); an early ack at task start is one more. Events
-ride along: `send` and `finish` with events pipeline their XADDs after the script, in
-the same round trip.
+    {p}:done:{t}    string  a finish's idempotency token, kept while a retry may come
+
+Round trips (see redis_calls.py for how they are made cheap): sending messages is one
+FCALL (`send`); a worker takes a batch of messages with one FCALL (`claim`); finishing a
+task (ack, store result, send its callbacks) is one FCALL (`finish`), which can also
+acknowledge the next task as it starts; waiting for a result is one BLMOVE. Events ride
+along: `send` and `finish` with events pipeline their XADDs after the call, in the same
+round trip.
 """
 
 from __future__ import annotations
@@ -37,13 +40,11 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from importlib import resources
 from typing import Any
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -60,8 +61,10 @@ from .base import (
     ResultWrite,
     new_token,
 )
+from .redis_calls import Calls
 
 MAX_BLOCK = 5.0  # seconds: the longest a blocking read waits before asking again
+TOKEN_TTL = 86400.0  # seconds a finish's token is kept: a retry later than that is not caught
 
 
 class RedisKeys:
@@ -109,11 +112,6 @@ class RedisKeys:
         return f"{self.prefix}:worker:{name}"
 
 
-def _load(name: str) -> str:
-    folder = resources.files("beatq.brokers") / "lua"
-    return (folder / "lib.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
-
-
 @contextlib.contextmanager
 def _errors(url: str) -> Iterator[None]:
     try:
@@ -159,64 +157,20 @@ class RedisBackend(Backend):
             socket_keepalive=True,
             health_check_interval=options.pop("health_check_interval", 30),
         )
-        self._scripts = {
-            name: self.client.register_script(_load(name))
-            for name in (
-                "send",
-                "claim",
-                "renew",
-                "release",
-                "finish",
-                "requeue_dead",
-                "dead_letter",
-                "lease",
-                "beat_dispatch",
-                "beat_plan",
-                "revoke",
-            )
-        }
+        self.calls = Calls(self.client)
 
     def _run(
-        self, name: str, keys: Sequence[str], args: Sequence[Any], events: Sequence[bytes] = ()
+        self, name: str, keys: list[str], args: list[Any], events: Sequence[bytes] = ()
     ) -> Any:
-        script = self._scripts[name]
         with _errors(self.url):
             if not events:
-                return script(keys=keys, args=args)
-            # One round trip: the script, then the events, written together on one
-            # connection (redis-py's Pipeline costs ~3x more per call, and asks SCRIPT
-            # EXISTS first for scripts it runs).
-            calls = [("EVALSHA", script.sha, len(keys), *keys, *args), *self._xadds(events)]
-            replies = self._pipeline(calls)
-            if isinstance(replies[0], NoScriptError):  # the server lost its scripts
-                return script(keys=keys, args=args)  # its events were added all the same
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
-            return replies[0]
+                return self.calls.fcall(name, keys, args)
+            # One round trip: the call, then the events, written together.
+            return self.calls.fcall(name, keys, args, then=self._xadds(events))
 
     def _xadds(self, items: Sequence[bytes], maxlen: int | None = None) -> list[tuple[Any, ...]]:
         cap = self.event_max_len if maxlen is None else maxlen
         return [("XADD", self.keys.events, "MAXLEN", "~", cap, "*", "e", i) for i in items]
-
-    def _pipeline(self, calls: list[tuple[Any, ...]]) -> list[Any]:
-        """Send `calls` in one write and read each reply (an error reply is returned)."""
-        pool = self.client.connection_pool
-        conn = pool.get_connection()
-        try:
-            conn.send_packed_command(conn.pack_commands(calls))
-            replies: list[Any] = []
-            for _ in calls:
-                try:
-                    replies.append(conn.read_response())
-                except ResponseError as exc:
-                    replies.append(exc)
-            return replies
-        except BaseException:
-            conn.disconnect()  # a reply left unread must never be taken for the next one
-            raise
-        finally:
-            pool.release(conn)
 
     # -- queue ---------------------------------------------------------------------------
     def send(self, messages: Sequence[Outgoing], events: Sequence[bytes] = ()) -> None:
@@ -283,9 +237,11 @@ class RedisBackend(Backend):
         send: Sequence[Outgoing] = (),
         join: ChordJoin | None = None,
         events: Sequence[bytes] = (),
+        token: str | None = None,
     ) -> None:
         k = self.keys
-        args: list[Any] = [k.prefix, len(ack), *map(_member, ack), len(results)]
+        args: list[Any] = [k.prefix, token or "", _ms(TOKEN_TTL), len(ack), *map(_member, ack)]
+        args.append(len(results))
         for r in results:
             kind = "final" if r.final else "state"
             args += [kind, r.task_id, r.meta, _ms(r.ttl)]
@@ -321,7 +277,7 @@ class RedisBackend(Backend):
             left = MAX_BLOCK if deadline is None else deadline - time.monotonic()
             block = min(max(left, 0.001), MAX_BLOCK)
             with _errors(self.url):
-                value = self.client.blmove(key, key, block, "RIGHT", "LEFT")
+                value = self.calls.command("BLMOVE", key, key, "RIGHT", "LEFT", block)
             if value is not None or (deadline is not None and time.monotonic() >= deadline):
                 return value
 
@@ -501,7 +457,7 @@ class RedisBackend(Backend):
     def add_events(self, items: Sequence[bytes], maxlen: int | None = None) -> None:
         if items:
             with _errors(self.url):
-                for reply in self._pipeline(self._xadds(items, maxlen)):
+                for reply in self.calls.pipeline(self._xadds(items, maxlen)):
                     if isinstance(reply, Exception):
                         raise reply
 
@@ -549,3 +505,4 @@ class RedisBackend(Backend):
 
     def close(self) -> None:
         self.client.close()
+        self.client.connection_pool.disconnect()

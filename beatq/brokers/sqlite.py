@@ -41,6 +41,7 @@ log = logging.getLogger("beatq.broker")
 SWEEP_EVERY = 5.0  # seconds between deletions of expired results, chords and workers
 CHUNK = 500  # ids per statement, well under SQLite's limit on parameters
 RESTORE_LIMIT = 1000  # expired claims or due messages put back per claim, as Redis does
+TOKEN_TTL = 86400.0  # seconds a finish's token is remembered
 
 
 def _marks(n: int) -> str:
@@ -243,9 +244,17 @@ class SqliteBackend(Backend):
         send: Sequence[Outgoing] = (),
         join: ChordJoin | None = None,
         events: Sequence[bytes] = (),
+        token: str | None = None,
     ) -> None:
         with self.db.write() as conn:
             now = time.time()
+            if token is not None:
+                done = conn.execute(
+                    "INSERT OR IGNORE INTO finish_tokens (token, expires) VALUES (?, ?)",
+                    (token, now + TOKEN_TTL),
+                )
+                if done.rowcount == 0:
+                    return
             conn.executemany(
                 "DELETE FROM messages WHERE id = ? AND state = 'claimed' AND token = ?",
                 [(c.id, c.token) for c in ack],
@@ -299,6 +308,7 @@ class SqliteBackend(Backend):
         )
         conn.execute("DELETE FROM chords WHERE expires <= ?", (now,))
         conn.execute("DELETE FROM workers WHERE expires <= ?", (now,))
+        conn.execute("DELETE FROM finish_tokens WHERE expires <= ?", (now,))
 
     # -- results ---------------------------------------------------------------------------
     def _final(self, conn: sqlite3.Connection, task_id: str, now: float) -> bytes | None:

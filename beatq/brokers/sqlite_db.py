@@ -36,7 +36,7 @@ from ..exceptions import BrokerError, ConfigurationError
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3  # every statement is IF NOT EXISTS: a newer version only adds
+SCHEMA_VERSION = 4  # every statement is IF NOT EXISTS: a newer version only adds
 # Columns added to tables of older versions (CREATE TABLE IF NOT EXISTS leaves them out).
 ADDED_COLUMNS = [
     ("messages", "token", "TEXT"),  # version 3
@@ -80,6 +80,11 @@ CREATE TABLE IF NOT EXISTS chord_members (
     member TEXT NOT NULL,
     PRIMARY KEY (grp, member)
 ) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS finish_tokens (  -- finishes done: a retried one does nothing
+    token   TEXT PRIMARY KEY,
+    expires REAL NOT NULL
+);
 
 CREATE TABLE IF NOT EXISTS dead_letters (
     id     TEXT PRIMARY KEY,

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any, NamedTuple
@@ -121,7 +122,7 @@ class Executor:
             started = None
             if task.option("track_started") and not task.option("ignore_result"):
                 started = self._state(message, states.STARTED, {"hostname": self.hostname})
-            retrying(lambda: self._finish(() if acks_late else [claim], started, events=early))
+            self._finish(() if acks_late else [claim], started, events=early)
         elif early:
             retrying(lambda: self.app.broker.add_events(early))
         ack = [claim] if acks_late else []
@@ -305,7 +306,7 @@ class Executor:
         )
         # An early-acked message is gone already; a late one is acknowledged before the
         # retry is sent under the same id, in the same atomic step.
-        retrying(lambda: self._finish([claim] if ack else [], state, [outgoing], events=events))
+        self._finish([claim] if ack else [], state, [outgoing], events=events)
 
     def _reject(self, claim: Claim, message: Message, exc: Reject) -> None:
         if exc.requeue:
@@ -359,11 +360,14 @@ class Executor:
         join: ChordJoin | None = None,
         events: Any = (),
     ) -> None:
+        """One backend call, retried until the broker answers. Its token makes a retry
+        after a lost reply a no-op, so callbacks are never sent twice."""
         if isinstance(results, ResultWrite):
             results = [results]
         results = list(results or ())
+        token = uuid.uuid4().hex if send or join else None
         if self.split_store and results:
-            self.app.result_store.finish(results=results)
+            retrying(lambda: self.app.result_store.finish(results=results))
             results = []
         if not (ack or results or send or join):
             if events:  # nothing else to say: they wait for the next round trip (or idle)
@@ -373,7 +377,8 @@ class Executor:
         with self.pending_lock:
             held, self.pending = self.pending, []
         try:
-            self.app.broker.finish(ack, results, send, join, [*held, *events])
+            events = [*held, *events]
+            retrying(lambda: self.app.broker.finish(ack, results, send, join, events, token))
         except BaseException:
             with self.pending_lock:
                 self.pending[:0] = held
@@ -409,9 +414,9 @@ class Executor:
         chord's tasks that will never run): counting is idempotent, and the failures the
         unlock reads are stored by the first step."""
         first = joins[0] if joins else None
-        retrying(lambda: self._finish(ack, results, send, first, events or ()))
+        self._finish(ack, results, send, first, events or ())
         for join in joins[1:]:
-            retrying(lambda join=join: self._finish(join=join))
+            self._finish(join=join)
 
     def fail_lost(self, claim: Claim, exc: BaseException) -> Outcome:
         """Record the task of `claim` as failed with `exc` (its process died or was killed),
@@ -421,7 +426,7 @@ class Executor:
         try:
             message = messages.decode(claim.body, self.accept)
         except (messages.MessageError, serializers.ContentDisallowed, serializers.DecodeError):
-            retrying(lambda: self._finish([claim]))
+            self._finish([claim])
             return Outcome("?", states.FAILURE)
         task = self.app.tasks.get(message.task)
         log.error("Task %s[%s] failed: %r", message.task, message.id, exc)

@@ -25,8 +25,8 @@ end
 redis.call('HSET', KEYS[2], entry, slot)
 redis.call('HSET', KEYS[4], entry, ARGV[6])
 advance()
-local now = clock()
+local woken = {}
 for i = 8, #ARGV, 4 do
-  send_one(prefix, KEYS[6], KEYS[7], now, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  send_one(prefix, KEYS[6], KEYS[7], woken, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
 end
 return 'sent'

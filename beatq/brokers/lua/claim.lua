@@ -4,31 +4,28 @@ local msgs, delayed, unacked = KEYS[1], KEYS[2], KEYS[3]
 local prefix, count, visibility = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local token = '|' .. ARGV[4]
 local now = clock()
+local woken = {}
 
--- Due delayed messages go to the head of their queue, earliest eta consumed first.
-local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000)
-for i = #due, 1, -1 do
-  local stored = redis.call('HGET', msgs, due[i])
-  if stored then
-    local queue = queue_of(stored)
-    redis.call('RPUSH', qkey(prefix, queue), due[i])
-    wake(prefix, queue)
+-- Due delayed messages and claims whose worker stopped renewing them (the visibility
+-- timeout) go back to the head of their queue; due ones earliest eta first.
+local function requeue(zset, members, reverse)
+  if #members == 0 then return end
+  local ids = {}
+  for i, member in ipairs(members) do ids[i] = id_of(member) end
+  local stored = redis.call('HMGET', msgs, unpack(ids))
+  local from, to, step = 1, #ids, 1
+  if reverse then from, to, step = #ids, 1, -1 end
+  for i = from, to, step do
+    if stored[i] then
+      local queue = queue_of(stored[i])
+      redis.call('RPUSH', qkey(prefix, queue), ids[i])
+      wake(prefix, queue, woken)
+    end
   end
+  redis.call('ZREM', zset, unpack(members))
 end
-if #due > 0 then redis.call('ZREM', delayed, unpack(due)) end
-
--- Claims whose worker stopped renewing them go back to the head of their queue.
-local expired = redis.call('ZRANGEBYSCORE', unacked, '-inf', now, 'LIMIT', 0, 1000)
-for i = 1, #expired do
-  local id = id_of(expired[i])
-  local stored = redis.call('HGET', msgs, id)
-  if stored then
-    local queue = queue_of(stored)
-    redis.call('RPUSH', qkey(prefix, queue), id)
-    wake(prefix, queue)
-  end
-end
-if #expired > 0 then redis.call('ZREM', unacked, unpack(expired)) end
+requeue(delayed, redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000), true)
+requeue(unacked, redis.call('ZRANGEBYSCORE', unacked, '-inf', now, 'LIMIT', 0, 1000), false)
 
 local out = {''}
 local taken = 0
@@ -39,21 +36,24 @@ for i = 5, #ARGV do
   while taken < count do
     local ids = redis.call('RPOP', q, count - taken)
     if not ids then break end
-    for _, id in ipairs(ids) do
-      local stored = redis.call('HGET', msgs, id)
-      if stored then
-        redis.call('ZADD', unacked, deadline, id .. token)
+    local stored = redis.call('HMGET', msgs, unpack(ids))
+    local claims = {}
+    for j, id in ipairs(ids) do
+      if stored[j] then  -- an id without a body was acknowledged meanwhile: skip it
+        claims[#claims + 1] = deadline
+        claims[#claims + 1] = id .. token
         out[#out + 1] = id
-        out[#out + 1] = stored
+        out[#out + 1] = stored[j]
         taken = taken + 1
       end
     end
+    if #claims > 0 then redis.call('ZADD', unacked, unpack(claims)) end
   end
 end
 
 -- Work left behind: leave a token so another idle worker wakes for it.
 for i = 5, #ARGV do
-  if redis.call('LLEN', qkey(prefix, ARGV[i])) > 0 then wake(prefix, ARGV[i]) end
+  if redis.call('LLEN', qkey(prefix, ARGV[i])) > 0 then wake(prefix, ARGV[i], woken) end
 end
 
 local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')

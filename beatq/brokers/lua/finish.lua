@@ -1,14 +1,18 @@
 -- KEYS: msgs, unacked, delayed
--- ARGV: prefix,
+-- ARGV: prefix, token ('' none), token ttl ms,
 --       n_ack, acked claims ("id|token")...,
 --       n_results, then (kind 'final' | 'state', task id, meta, ttl ms) per result,
 --       join: group id ('' none), member id, size, ttl ms, then the unlock message (queue, id, body, eta),
 --       then (queue, id, body, eta) per message to send
 -- In this order: acknowledge, store results (a final one wakes its waiters), count the
 -- chord member (the one that completes the header sends the unlock message), send.
+-- A finish whose token was seen already (a retry after a lost reply) does nothing.
 local msgs, unacked, delayed = KEYS[1], KEYS[2], KEYS[3]
 local prefix = ARGV[1]
-local i = 2
+if ARGV[2] ~= '' and not redis.call('SET', prefix .. ':done:' .. ARGV[2], '1', 'NX', 'PX', ARGV[3]) then
+  return 0
+end
+local i = 4
 local n_ack = tonumber(ARGV[i])
 for j = i + 1, i + n_ack do
   -- only a live claim acknowledges: a stale one's message was delivered again
@@ -29,7 +33,7 @@ for _ = 1, n_results do
   end
   i = i + 4
 end
-local now = clock()
+local woken = {}
 local group = ARGV[i]
 if group ~= '' then
   local done, fired = ckey(prefix, group), ckey(prefix, group) .. ':fired'
@@ -37,11 +41,11 @@ if group ~= '' then
   redis.call('PEXPIRE', done, ARGV[i + 3])
   if redis.call('SCARD', done) >= tonumber(ARGV[i + 2])
       and redis.call('SET', fired, '1', 'NX', 'PX', ARGV[i + 3]) then
-    send_one(prefix, msgs, delayed, now, ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7])
+    send_one(prefix, msgs, delayed, woken, ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7])
   end
 end
 i = i + 8
 for j = i, #ARGV, 4 do
-  send_one(prefix, msgs, delayed, now, ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3])
+  send_one(prefix, msgs, delayed, woken, ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3])
 end
 return 1

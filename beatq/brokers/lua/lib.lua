@@ -1,4 +1,5 @@
--- Shared by every script (prepended when loaded). Key names mirror RedisKeys in redis.py.
+-- Shared by every script (set up once when the library loads). Key names mirror RedisKeys
+-- in redis.py.
 local function clock()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -11,7 +12,10 @@ local function skey(prefix, id) return prefix .. ':s:' .. id end
 local function ckey(prefix, group) return prefix .. ':chord:' .. group end
 
 -- Leave one wake-up token for the workers blocked on `queue` (never more than one).
-local function wake(prefix, queue)
+-- `woken` is a table of the queues this call has woken already, so a batch wakes each once.
+local function wake(prefix, queue, woken)
+  if woken[queue] then return end
+  woken[queue] = true
   local w = wkey(prefix, queue)
   if redis.call('LLEN', w) == 0 then redis.call('LPUSH', w, '1') end
 end
@@ -28,19 +32,22 @@ local function queue_of(stored)
 end
 
 -- Store one message: ready at the tail of its queue, or delayed until `eta`.
-local function send_one(prefix, msgs, delayed, now, queue, id, body, eta)
-  -- an id stored again replaces its message: out of its queue, or it would be taken twice
-  local old = redis.call('HGET', msgs, id)
-  if old then redis.call('LREM', qkey(prefix, queue_of(old)), 0, id) end
-  redis.call('HSET', msgs, id, queue .. '\n' .. body)
-  redis.call('ZREM', delayed, id)
-  if eta ~= '' and tonumber(eta) > now then
+local function send_one(prefix, msgs, delayed, woken, queue, id, body, eta)
+  local stored = queue .. '\n' .. body
+  if redis.call('HSETNX', msgs, id, stored) == 0 then
+    -- an id stored again replaces its message: out of its queue and off its eta first,
+    -- or it would be taken twice (a fresh id, the usual case, skips this)
+    redis.call('LREM', qkey(prefix, queue_of(redis.call('HGET', msgs, id))), 0, id)
+    redis.call('ZREM', delayed, id)
+    redis.call('HSET', msgs, id, stored)
+  end
+  if eta ~= '' and tonumber(eta) > clock() then
     local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
     redis.call('ZADD', delayed, eta, id)
     -- a new earliest eta: wake a worker so it shortens its wait
-    if first[2] == nil or tonumber(eta) < tonumber(first[2]) then wake(prefix, queue) end
+    if first[2] == nil or tonumber(eta) < tonumber(first[2]) then wake(prefix, queue, woken) end
   else
     redis.call('LPUSH', qkey(prefix, queue), id)
-    wake(prefix, queue)
+    wake(prefix, queue, woken)
   end
 end

@@ -7,13 +7,13 @@ else
   ids = redis.call('ZRANGE', KEYS[3], 0, -1)
 end
 local moved = {}
-local now = clock()
+local woken = {}
 for _, id in ipairs(ids) do
   local stored = redis.call('HGET', KEYS[1], id)
   if stored then
     local queue = queue_of(stored)
     local body = string.sub(stored, #queue + 2)
-    send_one(prefix, KEYS[4], KEYS[5], now, queue, id, body, '')
+    send_one(prefix, KEYS[4], KEYS[5], woken, queue, id, body, '')
     redis.call('HDEL', KEYS[1], id)
     redis.call('HDEL', KEYS[2], id)
     redis.call('ZREM', KEYS[3], id)
