@@ -175,6 +175,8 @@ class Beatq:
         if task is not None and task.option("queue"):
             return task.option("queue")
         routes = self.conf.task_routes
+        if not routes:
+            return self.conf.task_default_queue
         for router in routes if isinstance(routes, (list, tuple)) else [routes]:
             found = _lookup_route(router, name, args, kwargs)
             if found:
@@ -192,19 +194,22 @@ class Beatq:
         """The message for a call, and its encoded body."""
         if task is None:
             task = self.tasks.get(name)
-        opt = task.option if task is not None else (lambda key: None)
+        opt = task.option if task is not None else _no_option
         args = list(args or ())
         kwargs = dict(kwargs or {})
-        zone = self.timezone
         eta = options.pop("eta", None)
         countdown = options.pop("countdown", None)
         if eta is not None:
-            eta_ts = timeutils.to_timestamp(eta, zone) if isinstance(eta, datetime) else float(eta)
+            eta_ts = (
+                timeutils.to_timestamp(eta, self.timezone)
+                if isinstance(eta, datetime)
+                else float(eta)
+            )
         elif countdown is not None:
             eta_ts = time.time() + _seconds(countdown)
         else:
             eta_ts = None
-        expires = options.pop("expires", opt("expires"))
+        expires = options.pop("expires") if "expires" in options else opt("expires")
         queue = options.pop("queue", None) or self.route(name, args, kwargs, task)
         serializer = options.pop("serializer", None) or opt("serializer")
         compression = options.pop("compression", None) or opt("compression")
@@ -223,7 +228,7 @@ class Beatq:
             options=exec_options,
             queue=queue,
             eta=eta_ts,
-            expires=timeutils.expiry_timestamp(expires, zone),
+            expires=None if expires is None else timeutils.expiry_timestamp(expires, self.timezone),
             retries=int(exec_options.pop("retries", 0)),
             parent=exec_options.pop("parent_id", None),
             root=exec_options.pop("root_id", None),
@@ -245,8 +250,8 @@ class Beatq:
         **options: Any,
     ) -> AsyncResult:
         """Send a message for task `name` (registered here or not) and return its result."""
-        retry = options.get("retry", self.conf.task_publish_retry)
-        policy = options.get("retry_policy") or self.conf.task_publish_retry_policy
+        retry = options["retry"] if "retry" in options else self.conf.task_publish_retry
+        policy = options.get("retry_policy")
         message, body = self.build_message(name, args, kwargs, task, **options)
         outgoing = Outgoing(message.queue, message.id, body, message.eta)
         events = [_sent_event(message)] if self.conf.task_send_sent_event else None
@@ -280,31 +285,44 @@ class Beatq:
         events: Sequence[bytes] | None = None,
     ) -> None:
         """Hand encoded messages (and saved groups) to the broker in one atomic step,
-        retrying a lost connection per `policy`. `events` (task-sent) go in the same
-        round trip; None: made from the messages when task_send_sent_event is on."""
-        policy = {**self.conf.task_publish_retry_policy, **(policy or {})}
+        retrying a lost connection per `policy` (over task_publish_retry_policy). `events`
+        (task-sent) go in the same round trip; None: made from the messages when
+        task_send_sent_event is on."""
         if events is None:
             events = self._sent_events(outgoing) if self.conf.task_send_sent_event else ()
-        attempts = 1 + (int(policy.get("max_retries") or 0) if retry else 0)
+        try:
+            return self._publish_once(outgoing, results, events)
+        except BrokerError:
+            if not retry:
+                raise
+            policy = {**self.conf.task_publish_retry_policy, **(policy or {})}
+            retries = int(policy.get("max_retries") or 0)
+            if not retries:
+                raise
         delay = float(policy.get("interval_start", 0.0))
-        for attempt in range(attempts):
+        for attempt in range(retries):
+            time.sleep(delay)
+            delay = min(
+                delay + float(policy.get("interval_step", 0.2)),
+                float(policy.get("interval_max", 0.2)),
+            )
             try:
-                if results and self.result_store is not self.broker:
-                    self.result_store.finish(results=results)
-                    results = ()
-                if results:
-                    self.broker.finish(results=results, send=outgoing, events=events)
-                else:
-                    self.broker.send(outgoing, events)
-                return
+                return self._publish_once(outgoing, results, events)
             except BrokerError:
-                if attempt + 1 >= attempts:
+                if attempt + 1 == retries:
                     raise
-                time.sleep(delay)
-                delay = min(
-                    delay + float(policy.get("interval_step", 0.2)),
-                    float(policy.get("interval_max", 0.2)),
-                )
+
+    def _publish_once(
+        self, outgoing: Sequence[Outgoing], results: Sequence[ResultWrite], events: Any
+    ) -> None:
+        broker = self.broker
+        if results and self.result_store is not broker:
+            self.result_store.finish(results=results)
+            results = ()
+        if results:
+            broker.finish(results=results, send=outgoing, events=events)
+        else:
+            broker.send(outgoing, events)
 
     def _sent_events(self, outgoing: Sequence[Outgoing]) -> list[bytes]:
         """task-sent for each message (task_send_sent_event), sent with the messages."""
@@ -323,6 +341,10 @@ class Beatq:
 
 def _sent_event(message: Message) -> bytes:
     return ev.encode(ev.TASK_SENT, ev.sent_fields(message), message.sent or None)
+
+
+def _no_option(name: str) -> None:
+    return None
 
 
 def _seconds(value: float | timedelta) -> float:

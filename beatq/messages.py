@@ -53,6 +53,8 @@ _HEADER_FIELDS = (
     "sent",
 )
 
+_HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"))  # made once: json.dumps makes one a call
+
 
 class MessageError(ValueError):
     """The body is not a beatq message (corrupt header or wrong version)."""
@@ -78,11 +80,22 @@ class Message:
     content_encoding: str | None = None
 
     def header(self) -> dict[str, Any]:
-        head = {name: getattr(self, name) for name in _HEADER_FIELDS}
-        head["v"] = VERSION
-        head["ct"] = self.content_type
-        head["ce"] = self.content_encoding
-        return head
+        return {
+            "id": self.id,
+            "task": self.task,
+            "eta": self.eta,
+            "expires": self.expires,
+            "retries": self.retries,
+            "parent": self.parent,
+            "root": self.root,
+            "group": self.group,
+            "queue": self.queue,
+            "priority": self.priority,
+            "sent": self.sent,
+            "v": VERSION,
+            "ct": self.content_type,
+            "ce": self.content_encoding,
+        }
 
     def encode(self, serializer: str = "json", compression: str | None = None) -> bytes:
         """Serialize once: the body that goes to the broker."""
@@ -92,8 +105,7 @@ class Message:
             [self.args, self.kwargs, self.options], serializer, compression
         )
         self.content_type, self.content_encoding = ct, ce
-        head = json.dumps(self.header(), separators=(",", ":")).encode()
-        return head + b"\n" + payload
+        return _HEADER_ENCODER.encode(self.header()).encode() + b"\n" + payload
 
 
 def read_header(body: bytes) -> dict[str, Any]:
