@@ -131,6 +131,7 @@ class Worker:
         self._install_signals()
         self.executor = Executor(self.app, self.hostname)
         self.pool = self._make_pool()
+        self.pool.peek = lambda: self.buffer[0] if self.buffer else None
         self.pool.start()
         try:  # what was revoked before this worker started is skipped from the first claim
             self.sync_revoked()
