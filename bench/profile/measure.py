@@ -1,0 +1,117 @@
+"""One measurement of the beatq importable from PYTHONPATH; prints one JSON line.
+
+    python bench/profile/measure.py URL enqueue|batch|drain|roundtrip [--n N] [--pool solo -c 1]
+
+URL names a database this script may flush. `drain` and `roundtrip` start a worker
+through the CLI (`python -m beatq`) with the same PYTHONPATH. Used by compare.py, which
+runs it for two trees in turn so a loaded machine slows both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def app_module():
+    sys.path.insert(1, str(ROOT))
+    from bench.apps import beatq_app
+
+    return beatq_app
+
+
+def wait_for(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.001)
+
+
+def worker(url, pool, conc):
+    env = {**os.environ, "BENCH_REDIS_URL": url}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(ROOT)]))
+    cmd = [sys.executable, "-m", "beatq", "-A", "bench.apps.beatq_app", "worker"]
+    cmd += ["-P", pool, "-c", str(conc), "-l", "warning"]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+
+
+def stop(proc):
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("url")
+    ap.add_argument("what", choices=["enqueue", "batch", "drain", "roundtrip"])
+    ap.add_argument("--n", type=int, default=20_000)
+    ap.add_argument("--pool", default="solo")
+    ap.add_argument("-c", type=int, default=1)
+    a = ap.parse_args()
+    os.environ["BENCH_REDIS_URL"] = a.url
+    r = redis.Redis.from_url(a.url)
+    r.flushdb()
+    bench = app_module()
+    noop = bench.noop
+    noop.delay()  # connect, load scripts
+    r.config_resetstat()
+    out: dict = {"what": a.what}
+    if a.what == "enqueue":
+        t0 = time.perf_counter()
+        for _ in range(a.n):
+            noop.delay()
+        out["rate"] = a.n / (time.perf_counter() - t0)
+    elif a.what == "batch":
+        calls = [()] * a.n
+        t0 = time.perf_counter()
+        noop.apply_many(calls)
+        out["rate"] = a.n / (time.perf_counter() - t0)
+    elif a.what == "drain":
+        for _ in range(a.n // 1000):
+            noop.apply_many([()] * 1000)
+        sentinel = bench.noop_result.delay()
+        full = r.llen("beatq:q:celery")
+        proc = worker(a.url, a.pool, a.c)
+        try:
+            wait_for(lambda: r.llen("beatq:q:celery") < full, 60, "the worker to start")
+            t0 = time.perf_counter()
+            sentinel.get(timeout=120)
+            out["rate"] = (full - 1) / (time.perf_counter() - t0)
+        finally:
+            stop(proc)
+    else:
+        proc = worker(a.url, a.pool, a.c)
+        try:
+            task, lat = bench.noop_result, []
+            task.delay().get(timeout=60)
+            for i in range(a.n + 20):
+                t0 = time.perf_counter()
+                task.delay().get(timeout=10)
+                if i >= 20:
+                    lat.append((time.perf_counter() - t0) * 1000)
+            q = statistics.quantiles(lat, n=100, method="inclusive")
+            out.update(p50=q[49], p95=q[94], p99=q[98])
+        finally:
+            stop(proc)
+    out["commands"] = sum(v["calls"] for v in r.info("commandstats").values())
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
