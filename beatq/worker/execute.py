@@ -40,6 +40,7 @@ class Outcome(NamedTuple):
     name: str
     state: str
     runtime: float | None = None
+    then_acked: bool = False  # the next claim (`then`) was acknowledged with this finish
 
 
 def retrying(call: Callable[[], Any], stopping: Callable[[], bool] = lambda: False) -> Any:
@@ -90,10 +91,13 @@ class Executor:
         self.pending_lock = threading.Lock()
 
     # -- the steps -------------------------------------------------------------------------
-    def execute(self, claim: Claim) -> Outcome:
+    def execute(self, claim: Claim, then: Claim | None = None, acked: bool = False) -> Outcome:
         """Run one claimed message to its end. Never raises for a bad message or a failing task.
 
-        Returns what became of it, for the worker's metrics."""
+        Returns what became of it, for the worker's metrics. `then` is the claim this
+        thread runs next, if known: when it is to be acknowledged as it starts, this
+        task's finish acknowledges it (one round trip less) and the outcome says
+        `then_acked`; run it then with `acked=True`."""
         message = self._decode(claim)
         if message is None:
             return Outcome("?", DEAD_LETTERED)
@@ -118,14 +122,16 @@ class Executor:
                 ev.encode(ev.TASK_RECEIVED, fields, now),
                 ev.encode(ev.TASK_STARTED, self._fields(message), now),
             ]
-        if not acks_late or task.option("track_started"):
+        if (not acks_late and not acked) or task.option("track_started"):
             started = None
             if task.option("track_started") and not task.option("ignore_result"):
                 started = self._state(message, states.STARTED, {"hostname": self.hostname})
-            self._finish(() if acks_late else [claim], started, events=early)
+            self._finish(() if acks_late or acked else [claim], started, events=early)
         elif early:
             retrying(lambda: self.app.broker.add_events(early))
-        ack = [claim] if acks_late else []
+        # what this task's finish acknowledges: itself if late, the next one if early
+        ack = ([claim] if acks_late else []) + self._acked_at_start(then)
+        folded = then is not None and then in ack
         request = self._request(message, task)
         if log.isEnabledFor(logging.INFO):
             log.info("Task %s[%s] received", message.task, message.id)
@@ -136,8 +142,8 @@ class Executor:
             with time_limits(soft, hard), self._body(message.id):
                 value = task.run_in(request)
         except Retry as exc:
-            self._retry(claim, ack, message, task, exc)
-            return Outcome(message.task, states.RETRY)
+            self._retry(ack, message, task, exc)
+            return Outcome(message.task, states.RETRY, then_acked=folded)
         except Reject as exc:
             self._reject(claim, message, exc)
             return Outcome(message.task, REJECTED)
@@ -145,17 +151,33 @@ class Executor:
             log.warning("Task %s[%s] terminated (REVOKED)", message.task, message.id)
             exc = TaskRevokedError("terminated")
             self._fail(ack, message, task, request, exc, traceback.format_exc(), states.REVOKED)
-            return Outcome(message.task, states.REVOKED)
+            return Outcome(message.task, states.REVOKED, then_acked=folded)
         except Exception as exc:
             runtime = time.perf_counter() - began
             log.error(
                 "Task %s[%s] raised %r\n%s", message.task, message.id, exc, traceback.format_exc()
             )
             self._fail(ack, message, task, request, exc, traceback.format_exc())
-            return Outcome(message.task, states.FAILURE, runtime)
+            return Outcome(message.task, states.FAILURE, runtime, folded)
         runtime = time.perf_counter() - began
         self._succeed(ack, message, task, value, runtime)
-        return Outcome(message.task, states.SUCCESS, runtime)
+        return Outcome(message.task, states.SUCCESS, runtime, folded)
+
+    def _acked_at_start(self, then: Claim | None) -> list[Claim]:
+        """[then] if it is a task acknowledged as it starts (not late, no STARTED state,
+        no events: those ride on its own acknowledgement)."""
+        if then is None or self.events_on:
+            return []
+        try:
+            message = messages.decode(then.body, self.accept)
+        except (messages.MessageError, serializers.ContentDisallowed, serializers.DecodeError):
+            return []  # it is dead-lettered when its turn comes
+        task = self.app.tasks.get(message.task)
+        if task is None or task.option("track_started"):
+            return []
+        if message.options.get("acks_late", task.option("acks_late")):
+            return []
+        return [then]
 
     def _decode(self, claim: Claim) -> Message | None:
         try:
@@ -277,9 +299,7 @@ class Executor:
         self._fail([claim], message, task, request, exc, None, states.REVOKED, ev.TASK_REVOKED)
         return Outcome(message.task, states.REVOKED)
 
-    def _retry(
-        self, claim: Claim, ack: list[Claim], message: Message, task: Task, exc: Retry
-    ) -> None:
+    def _retry(self, ack: list[Claim], message: Message, task: Task, exc: Retry) -> None:
         sig = exc.sig
         log.info("Task %s[%s] retry: %s", message.task, message.id, exc)
         options = {
@@ -306,7 +326,7 @@ class Executor:
         )
         # An early-acked message is gone already; a late one is acknowledged before the
         # retry is sent under the same id, in the same atomic step.
-        self._finish([claim] if ack else [], state, [outgoing], events=events)
+        self._finish(ack, state, [outgoing], events=events)
 
     def _reject(self, claim: Claim, message: Message, exc: Reject) -> None:
         if exc.requeue:
