@@ -279,7 +279,7 @@ class Worker:
             self.held.pop(claim.id, None)
             self.processed += 1
         if self.metrics is not None and outcome is not None:
-            self.metrics.task_done(*outcome)
+            self.metrics.task_done(outcome.name, outcome.state, outcome.runtime)
 
     # -- stopping --------------------------------------------------------------------------
     def _install_signals(self) -> None:
