@@ -24,6 +24,7 @@ import pytest
 
 from beatq.brokers import (
     Backend,
+    BeatDispatch,
     ChordJoin,
     Claim,
     EntryState,
@@ -506,6 +507,26 @@ def test_beat_dispatch_outcomes(b: Backend) -> None:
 
     b.release_lease("beat", "leader", token)
     assert dispatch(150.0, 160.0, send=[out("late")]) == "lost"
+
+
+def test_beat_dispatch_many_settles_each_run_as_beat_dispatch_would(b: Backend) -> None:
+    token = b.acquire_lease("beat", "leader", 30)
+    assert token is not None
+    b.beat_dispatch("beat", "leader", token, "done", 100.0, 110.0, b"{}", [out("d0")])
+    b.beat_pause("paused", True)
+    runs = [BeatDispatch(f"e{i}", 100.0, 160.0, b'{"i": %d}' % i, [out(f"m{i}")]) for i in range(3)]
+    runs += [
+        BeatDispatch("done", 100.0, 110.0, b"{}", [out("d1")]),
+        BeatDispatch("paused", 100.0, 160.0, b"{}", [out("p1")]),
+    ]
+    outcomes = b.beat_dispatch_many("beat", "leader", token, runs)
+    assert outcomes == ["sent", "sent", "sent", "done", "paused"]
+    assert ids(b.claim(["q"], 10, 30).claims) == ["d0", "m0", "m1", "m2"]
+    state = b.beat_entries()
+    assert [state[f"e{i}"].settled for i in range(3)] == [100.0] * 3
+    assert state["e2"].info == b'{"i": 2}' and state["e2"].next_run == 160.0
+    stale = b.beat_dispatch_many("beat", "leader", token + 1, runs[:1])
+    assert stale == ["lost"]
 
 
 def test_beat_plan_is_fenced_and_keeps_or_sets_entries(b: Backend) -> None:

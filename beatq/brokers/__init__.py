@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from ..exceptions import ConfigurationError
 from .base import (
     Backend,
+    BeatDispatch,
     ChordJoin,
     Claim,
     Claimed,
@@ -59,6 +60,7 @@ def connect(url: str, options: Mapping[str, Any] | None = None) -> Backend:
 
 __all__ = [
     "Backend",
+    "BeatDispatch",
     "ChordJoin",
     "Claim",
     "Claimed",

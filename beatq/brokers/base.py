@@ -105,6 +105,18 @@ class EntryState:
 
 
 @dataclass(frozen=True)
+class BeatDispatch:
+    """One run of a beat entry to settle and send: the arguments of `beat_dispatch`."""
+
+    entry: str
+    slot: float
+    next_run: float | None
+    info: bytes
+    send: Sequence[Outgoing] = ()
+    busy_id: str | None = None
+
+
+@dataclass(frozen=True)
 class Lease:
     holder: str
     token: int
@@ -264,6 +276,18 @@ class Backend(abc.ABC):
         Except for "lost", the entry's next run becomes `next_run` (None: no more runs);
         for "sent" its settled time becomes `slot` and its info becomes `info`.
         """
+
+    def beat_dispatch_many(
+        self, lease: str, holder: str, token: int, runs: Sequence[BeatDispatch]
+    ) -> list[str]:
+        """`beat_dispatch` for each of `runs`, in order, in as few round trips as the
+        backend can (each is its own atomic, fenced step); their outcomes."""
+        return [
+            self.beat_dispatch(
+                lease, holder, token, r.entry, r.slot, r.next_run, r.info, r.send, r.busy_id
+            )
+            for r in runs
+        ]
 
     @abc.abstractmethod
     def beat_plan(

@@ -51,6 +51,7 @@ from redis.retry import Retry
 from ..exceptions import BrokerError
 from .base import (
     Backend,
+    BeatDispatch,
     ChordJoin,
     Claim,
     Claimed,
@@ -355,6 +356,28 @@ class RedisBackend(Backend):
         k = self.keys
         return [k.lease(lease), k.beat_settled, k.beat_next, k.beat_info, k.beat_paused]
 
+    def beat_dispatch_many(
+        self, lease: str, holder: str, token: int, runs: Sequence[BeatDispatch]
+    ) -> list[str]:
+        k = self.keys
+        keys = [*self._beat_keys(lease), k.msgs, k.delayed]
+        calls = [(keys, self._dispatch_args(holder, token, r)) for r in runs]
+        with _errors(self.url):
+            replies = self.calls.fcall_many("beat_dispatch", calls)
+        return [r.decode() if isinstance(r, bytes) else str(r) for r in replies]
+
+    def _dispatch_args(self, holder: str, token: int, run: BeatDispatch) -> list[Any]:
+        return [
+            self.keys.prefix,
+            f"{holder}|{token}",
+            run.entry,
+            repr(float(run.slot)),
+            "" if run.next_run is None else repr(float(run.next_run)),
+            run.info,
+            run.busy_id or "",
+            *_flatten(run.send),
+        ]
+
     def beat_dispatch(
         self,
         lease: str,
@@ -367,18 +390,9 @@ class RedisBackend(Backend):
         send: Sequence[Outgoing] = (),
         busy_id: str | None = None,
     ) -> str:
-        k = self.keys
-        args = [
-            k.prefix,
-            f"{holder}|{token}",
-            entry,
-            repr(float(slot)),
-            "" if next_run is None else repr(float(next_run)),
-            info,
-            busy_id or "",
-            *_flatten(send),
-        ]
-        reply = self._run("beat_dispatch", [*self._beat_keys(lease), k.msgs, k.delayed], args)
+        run = BeatDispatch(entry, slot, next_run, info, send, busy_id)
+        keys = [*self._beat_keys(lease), self.keys.msgs, self.keys.delayed]
+        reply = self._run("beat_dispatch", keys, self._dispatch_args(holder, token, run))
         return reply.decode() if isinstance(reply, bytes) else str(reply)
 
     def beat_plan(
