@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,10 @@ class Beat:
         self.stopping = threading.Event()
         self.entries: dict[str, Entry] = {}
         self.records: dict[str, dict[str, Any]] = {}  # per entry: settled, counters, last task
-        self.heap: list[tuple[float, int, str]] = []
+        # (run at, -push number, version, name): of runs due at one instant, the entry
+        # scheduled last (the most frequent: a 1-s entry beside a minutely burst) goes first
+        self.heap: list[tuple[float, int, int, str]] = []
+        self.pushes = 0
         self.versions: dict[str, int] = {}
         self.file_stamps: dict[Path, float] = {}
         self.next_reload = 0.0
@@ -202,7 +206,8 @@ class Beat:
         version = self.versions.get(name, 0) + 1
         self.versions[name] = version
         if at is not None:
-            heapq.heappush(self.heap, (at, version, name))
+            self.pushes += 1
+            heapq.heappush(self.heap, (at, -self.pushes, version, name))
 
     def _tick(self) -> None:
         now = self.clock()
@@ -214,13 +219,13 @@ class Beat:
                 self._reload()
         # Due entries go out in batches, earliest first. Whatever falls due while a big
         # batch is out (a 1-s entry during a burst of 100,000) goes ahead of its rest.
-        due = self._pop_due()
+        due = deque(self._pop_due())
         while due:
-            batch, due = due[: self.batch_size], due[self.batch_size :]
+            batch = [due.popleft() for _ in range(min(self.batch_size, len(due)))]
             self._run_due(batch, self.clock())
             if time.monotonic() >= self.lease.renew_at and not self.lease.renew():
                 raise LeaseLost("the lease expired during dispatch")
-            due = self._pop_due() + due
+            due.extendleft(reversed(self._pop_due()))
         run_at = self.heap[0][0] if self.heap else now + self.ttl
         wake = min(
             run_at,
@@ -233,7 +238,7 @@ class Beat:
         now = self.clock()
         due = []
         while self.heap and self.heap[0][0] <= now:
-            _, version, name = heapq.heappop(self.heap)
+            _, _, version, name = heapq.heappop(self.heap)
             if self.versions.get(name) == version and name in self.entries:
                 due.append(self.entries[name])
         return due
