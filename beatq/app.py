@@ -264,11 +264,24 @@ class Beatq:
         calls: Sequence[tuple[Iterable[Any], Mapping[str, Any]]],
         **options: Any,
     ) -> list[AsyncResult]:
-        """Send many calls of one task in one round trip (see `Task.apply_many`)."""
+        """Send many calls of one task in one round trip (see `Task.apply_many`).
+
+        The options are worked out once, for the first call; the others copy its message
+        with their own id and arguments (a router that looks at the arguments, or a
+        given task_id, makes every call its own)."""
         outgoing = []
         events: list[bytes] | None = [] if self.conf.task_send_sent_event else None
+        routes = self.conf.task_routes
+        routers = routes if isinstance(routes, (list, tuple)) else [routes]
+        each = "task_id" in options or any(callable(r) for r in routers)
+        first: Message | None = None
         for args, kwargs in calls:
-            message, body = self.build_message(task.name, args, kwargs, task, **options)
+            if first is None or each:
+                message, body = self.build_message(task.name, args, kwargs, task, **options)
+                first = message
+            else:
+                message = first.again(list(args or ()), dict(kwargs or {}))
+                body = message.encode(first.content_type, first.content_encoding)
             outgoing.append(Outgoing(message.queue, message.id, body, message.eta))
             if events is not None:
                 events.append(_sent_event(message))

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +97,24 @@ class Message:
             "ct": self.content_type,
             "ce": self.content_encoding,
         }
+
+    def again(self, args: list[Any], kwargs: dict[str, Any]) -> Message:
+        """The same call options with a new id and these arguments (a batch of calls)."""
+        return Message(
+            str(uuid.uuid4()),
+            self.task,
+            args,
+            kwargs,
+            self.options,
+            self.queue,
+            self.eta,
+            self.expires,
+            self.retries,
+            self.parent,
+            self.root,
+            self.group,
+            self.priority,
+        )
 
     def encode(self, serializer: str = "json", compression: str | None = None) -> bytes:
         """Serialize once: the body that goes to the broker."""

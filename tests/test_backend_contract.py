@@ -116,6 +116,17 @@ def test_sending_a_stored_id_again_replaces_it(b: Backend) -> None:
     assert [(c.id, c.body) for c in claims] == [("x", b"second")]
 
 
+def test_an_id_sent_twice_in_one_batch_is_stored_once_the_last_copy(b: Backend) -> None:
+    b.send([out("x", body=b"first"), out("y"), out("x", body=b"second")])
+    assert [(c.id, c.body) for c in b.claim(["q"], 10, 30).claims] == [
+        ("y", b"body-y"),
+        ("x", b"second"),
+    ]
+    later = time.time() + 60
+    b.send([out("z"), out("z", eta=later)])
+    assert b.claim(["q"], 10, 30).claims == [] and [c.id for _, c in b.scheduled()] == ["z"]
+
+
 def test_a_delayed_message_becomes_ready_at_its_eta(b: Backend) -> None:
     eta = time.time() + 0.3
     b.send([out("later", eta=eta), out("now")])

@@ -31,8 +31,9 @@ local function queue_of(stored)
   return string.sub(stored, 1, string.find(stored, '\n', 1, true) - 1)
 end
 
--- Store one message: ready at the tail of its queue, or delayed until `eta`.
-local function send_one(prefix, msgs, delayed, woken, queue, id, body, eta)
+-- Store one message's body, or delay it until `eta`. True when it is ready: the caller
+-- puts its id at the tail of its queue (and wakes the queue).
+local function store(prefix, msgs, delayed, woken, queue, id, body, eta)
   local stored = queue .. '\n' .. body
   if redis.call('HSETNX', msgs, id, stored) == 0 then
     -- an id stored again replaces its message: out of its queue and off its eta first,
@@ -46,7 +47,14 @@ local function send_one(prefix, msgs, delayed, woken, queue, id, body, eta)
     redis.call('ZADD', delayed, eta, id)
     -- a new earliest eta: wake a worker so it shortens its wait
     if first[2] == nil or tonumber(eta) < tonumber(first[2]) then wake(prefix, queue, woken) end
-  else
+    return false
+  end
+  return true
+end
+
+-- Store one message: ready at the tail of its queue, or delayed until `eta`.
+local function send_one(prefix, msgs, delayed, woken, queue, id, body, eta)
+  if store(prefix, msgs, delayed, woken, queue, id, body, eta) then
     redis.call('LPUSH', qkey(prefix, queue), id)
     wake(prefix, queue, woken)
   end
