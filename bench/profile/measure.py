@@ -16,6 +16,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def app_module():
-    sys.path.insert(1, str(ROOT))
+    # after PYTHONPATH: beatq comes from the tree measured, bench.apps from here
+    sys.path.append(str(ROOT))
     from bench.apps import beatq_app
 
     return beatq_app
@@ -44,7 +46,8 @@ def worker(url, pool, conc):
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(ROOT)]))
     cmd = [sys.executable, "-m", "beatq", "-A", "bench.apps.beatq_app", "worker"]
     cmd += ["-P", pool, "-c", str(conc), "-l", "warning"]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+    # not cwd=ROOT: `python -m` puts the working directory first on sys.path
+    return subprocess.Popen(cmd, cwd=tempfile.gettempdir(), env=env, start_new_session=True)
 
 
 def stop(proc):
@@ -63,16 +66,19 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20_000)
     ap.add_argument("--pool", default="solo")
     ap.add_argument("-c", type=int, default=1)
+    ap.add_argument("--task", default="noop", help="noop (ignore_result) or noop_result")
     a = ap.parse_args()
     os.environ["BENCH_REDIS_URL"] = a.url
     r = redis.Redis.from_url(a.url)
     r.flushdb()
     bench = app_module()
-    noop = bench.noop
+    noop = getattr(bench, a.task)
     noop.delay()  # connect, load scripts
     r.config_resetstat()
     reads0 = r.info("stats")["total_reads_processed"]
-    out: dict = {"what": a.what}
+    import beatq
+
+    out: dict = {"what": a.what, "beatq": beatq.__file__}
     if a.what == "enqueue":
         t0 = time.perf_counter()
         for _ in range(a.n):
