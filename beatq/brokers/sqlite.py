@@ -53,6 +53,17 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
         yield items[i : i + CHUNK]
 
 
+# One message as one statement: ready at the tail of its queue, or delayed until its eta.
+PUT_ONE = (
+    "INSERT OR REPLACE INTO messages (id, queue, body, state, seq, eta) "
+    "SELECT ?1, ?2, ?3, ?4, CASE ?4 WHEN 'ready' THEN 1 + COALESCE(("
+    "SELECT MAX(seq) FROM messages WHERE state = 'ready' AND queue = ?2), 0) ELSE 0 END, ?5"
+)
+
+# A live claim's message goes; a stale claim's (delivered again since) stays.
+ACK = "DELETE FROM messages WHERE id = ? AND state = 'claimed' AND token = ?"
+
+
 def _put(conn: sqlite3.Connection, messages: Iterable[Outgoing], now: float) -> None:
     """Store messages: delayed until their eta, or ready at the tail of their queue."""
     tails: dict[str, int] = {}
@@ -130,7 +141,12 @@ class SqliteBackend(Backend):
 
     # -- queue ---------------------------------------------------------------------------
     def send(self, messages: Sequence[Outgoing], events: Sequence[bytes] = ()) -> None:
-        if messages or events:
+        if len(messages) == 1 and not events:  # delay(): one statement, no transaction
+            m = messages[0]
+            delayed = m.eta is not None and m.eta > time.time()
+            state, eta = ("delayed", m.eta) if delayed else ("ready", None)
+            self.db.write_one(PUT_ONE, (m.id, m.queue, m.body, state, eta))
+        elif messages or events:
             with self.db.write() as conn:
                 _put(conn, messages, time.time())
                 self._add_events(conn, events, None)
@@ -246,6 +262,9 @@ class SqliteBackend(Backend):
         events: Sequence[bytes] = (),
         token: str | None = None,
     ) -> None:
+        if len(ack) == 1 and token is None and not (results or send or join or events):
+            self.db.write_one(ACK, (ack[0].id, ack[0].token))  # an early ack: one statement
+            return
         with self.db.write() as conn:
             now = time.time()
             if token is not None:
@@ -255,10 +274,7 @@ class SqliteBackend(Backend):
                 )
                 if done.rowcount == 0:
                     return
-            conn.executemany(
-                "DELETE FROM messages WHERE id = ? AND state = 'claimed' AND token = ?",
-                [(c.id, c.token) for c in ack],
-            )
+            conn.executemany(ACK, [(c.id, c.token) for c in ack])
             for r in results:
                 if r.final:
                     conn.execute("DELETE FROM states WHERE task_id = ?", (r.task_id,))
