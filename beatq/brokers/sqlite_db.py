@@ -229,7 +229,7 @@ os.register_at_fork(
 
 class _Handle:
     """One thread's connections to one file: one to read, whose locks wait in SQLite's
-    busy handler, and one to write, which waits for the write lock in `Database._begin`
+    busy handler, and one to write, which waits for the write lock in `Database._locking`
     (two, as switching one connection's busy timeout costs two statements a write)."""
 
     def __init__(self, db: Database, conn: sqlite3.Connection) -> None:
@@ -327,7 +327,7 @@ class Database:
             conn = handle.conn
         elif handle.writer is None:
             conn = handle.writer = self._open()
-            conn.execute("PRAGMA busy_timeout = 0")  # see _begin
+            conn.execute("PRAGMA busy_timeout = 0")  # see _locking
         else:
             conn = handle.writer
         if conn.in_transaction:  # left open by an exception raised mid-way (a signal)
