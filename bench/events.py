@@ -11,7 +11,9 @@ with min and max.
 - enqueue: `noop.delay()` n times, one message per call (a round trip each);
 - drain, two tasks: `noop` (ignore_result: with events off its finish is the early
   acknowledgement alone) and `noop_result` (stores a result): a worker started on a
-  queue of n messages; the clock runs from its first take to the sentinel task's stamp.
+  queue of n messages; the clock runs from its first take to the sentinel task's stamp;
+- in-process: one Executor runs n claimed messages of each no-op in a loop, in this
+  process: the worker's own cost per task (us), without a pool's or a scheduler's noise.
 
 Starts its own redis-server on a free port (nothing else is touched).
 """
@@ -89,6 +91,27 @@ def drain(app, url: str, task: str, n: int, events: bool, pool: str, conc: int, 
         client.close()
 
 
+def inprocess(app, url: str, task: str, n: int, events: bool) -> float:
+    """Microseconds per task for one Executor running n claimed no-ops in a loop."""
+    from beatq.worker.execute import Executor
+    from bench.apps import beatq_app
+
+    redis.Redis.from_url(url).flushdb()
+    app.conf.task_send_sent_event = False
+    app.conf.worker_send_task_events = events
+    beatq_app.app.send_many(getattr(beatq_app, task), [((), {})] * n)
+    claims = []
+    while len(claims) < n:
+        claims += app.broker.claim(["celery"], 1000, 600).claims
+    executor = Executor(app, "bench")
+    t0 = time.perf_counter()
+    for claim in claims:
+        executor.execute(claim)
+    executor.flush_events()
+    app.conf.worker_send_task_events = False
+    return (time.perf_counter() - t0) / n * 1e6
+
+
 def spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -99,7 +122,11 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--pool", default="prefork")
     parser.add_argument("-c", "--concurrency", type=int, default=2)
+    parser.add_argument(
+        "--figures", default="enqueue,drain,inprocess", help="which, comma separated"
+    )
     args = parser.parse_args()
+    figures = set(args.figures.split(","))
     RESULTS.mkdir(exist_ok=True)
     logs = RESULTS / "events-logs"
     logs.mkdir(exist_ok=True)
@@ -114,12 +141,19 @@ def main() -> int:
             for mode in order:
                 on = mode == "on"
                 redis.Redis.from_url(url).flushdb()
-                rate = enqueue(app, args.n, on)
-                samples.setdefault("enqueue", {}).setdefault(mode, []).append(rate)
-                for task in ("noop", "noop_result"):
-                    log = logs / f"{task}-{mode}-{rep}.log"
-                    got = drain(app, url, task, args.n, on, args.pool, args.concurrency, log)
-                    samples.setdefault(f"drain {task}", {}).setdefault(mode, []).append(got)
+                if "enqueue" in figures:
+                    rate = enqueue(app, args.n, on)
+                    samples.setdefault("enqueue", {}).setdefault(mode, []).append(rate)
+                if "drain" in figures:
+                    for task in ("noop", "noop_result"):
+                        log = logs / f"{task}-{mode}-{rep}.log"
+                        got = drain(app, url, task, args.n, on, args.pool, args.concurrency, log)
+                        samples.setdefault(f"drain {task}", {}).setdefault(mode, []).append(got)
+                if "inprocess" in figures:
+                    for task in ("noop", "noop_result"):
+                        us = inprocess(app, url, task, args.n, on)
+                        name = f"in-process {task} us"
+                        samples.setdefault(name, {}).setdefault(mode, []).append(us)
                 print(
                     f"rep {rep + 1}/{args.repeat} events {mode}: "
                     + ", ".join(f"{k} {v[mode][-1]:,.0f}/s" for k, v in samples.items()),
@@ -132,12 +166,14 @@ def main() -> int:
     print()
     print(
         f"beatq, Redis, {args.n} messages, {args.repeat} runs, worker -P {args.pool} "
-        f"-c {args.concurrency}; tasks/s, median (min-max)"
+        f"-c {args.concurrency}; tasks/s (in-process: us/task), median (min-max)"
     )
     print(f"{'':<20} {'events off':>24} {'events on':>24} {'cost':>7}")
     for name, by_mode in summary.items():
         off, on = by_mode["off"], by_mode["on"]
         cost = (off["median"] - on["median"]) / off["median"] * 100
+        if name.startswith("in-process"):  # a time, not a rate: more is worse
+            cost = (on["median"] - off["median"]) / off["median"] * 100
         cells = [f"{m['median']:,.0f} ({m['min']:,.0f}-{m['max']:,.0f})" for m in (off, on)]
         print(f"{name:<20} {cells[0]:>24} {cells[1]:>24} {cost:>6.1f}%")
         summary[name]["cost_percent"] = cost
