@@ -267,6 +267,8 @@ class Worker:
         # interrupted read's connection is dropped by redis-py.
         try:
             self.waiting = True
+            if self.stopping.is_set():  # the signal came while claiming: don't wait
+                return False
             broker.wait(self.queues, timeout)
         except _StopWaiting:
             pass
