@@ -174,6 +174,16 @@ def summarise(result: dict) -> dict:
                         "rate slot",
                         "partial rate",
                         "idle late p50",
+                        "burst tick late max",
+                    )
+                }
+                | {
+                    "burst first late ms": spread(
+                        [
+                            r["burst first late"] * 1000
+                            for r in runs
+                            if r.get("burst first late") is not None
+                        ]
                     )
                 }
                 | {"errors": [r["error"] for r in runs if r.get("error")], "runs": len(runs)}
@@ -337,13 +347,15 @@ def beat_table(result: dict) -> str:
                 ("peak RSS", "hwm", "MiB"),
                 ("CPU while idle", "cpu", "cpu-s/s"),
                 ("dispatches/s, all due at once (first → last)", "rate", "msg/s"),
+                ("all due at once: slot → first message", "burst first late ms", "ms"),
+                ("the 1-s entry's worst lateness during that burst", "burst tick late max", "ms"),
                 ("dispatches/s before it was given up", "partial rate", "msg/s"),
             ]
             rows = []
             for label, key, unit in spec:
                 row = [f"6. {int(n):,} entries: {label} ({unit})"]
                 for name in names:
-                    f = systems[name][key]
+                    f = systems[name].get(key)
                     c = (
                         "n/a"
                         if not f

@@ -352,7 +352,8 @@ class ThreadWorker:
 
 def wait_ready(broker, name: str, alive: Callable[[], bool], log: Callable[[], str]) -> None:
     """Wait until worker `name` heartbeats on `broker`; fail with its log if it died first."""
-    wait_for(lambda: name in broker.workers() or not alive(), 15, f"worker {name} to start")
+    # a deadline, not a pause: generous for a machine where importing beatq takes seconds
+    wait_for(lambda: name in broker.workers() or not alive(), 60, f"worker {name} to start")
     assert alive(), log()
 
 

@@ -172,6 +172,7 @@ def test_scheduled_lists_delayed_messages_by_eta(b: Backend) -> None:
 # -- waiting --------------------------------------------------------------------------------------
 def test_wait_is_woken_by_a_send_from_another_client(store: Store, b: Backend) -> None:
     waiter = store.open()
+    b.send([out("warm-up", queue="elsewhere")])  # connections and scripts ready before timing
     thread, done = in_thread(lambda: waiter.wait(["q"], 5))
     time.sleep(0.1)  # let it block
     assert thread.is_alive(), "nothing to wake it yet"
@@ -179,29 +180,99 @@ def test_wait_is_woken_by_a_send_from_another_client(store: Store, b: Backend) -
     b.send([out("m")])
     thread.join(5)
     assert done["value"] is True
-    assert done["at"] - sent < 0.05
+    # woken by the send, not by its 5 s timeout (how fast is bench/'s business: a loaded
+    # machine once took 0.3 s here)
+    assert done["at"] - sent < 4.0
 
 
 def test_wait_returns_at_once_when_work_is_there_and_times_out_otherwise(b: Backend) -> None:
     start = time.monotonic()
     assert b.wait(["q"], 0.3) is False
-    assert 0.25 <= time.monotonic() - start < 1.0
+    assert 0.25 <= time.monotonic() - start < 10.0  # timed out, and did not hang
     b.send([out("m")])
     start = time.monotonic()
     assert b.wait(["q"], 5) is True
-    assert time.monotonic() - start < 0.05
+    assert time.monotonic() - start < 4.0  # at once, not after the 5 s
+
+
+def test_wait_claim_takes_what_a_send_from_another_client_wakes_it_for(
+    store: Store, b: Backend
+) -> None:
+    waiter = store.open()
+    b.send([out("warm-up", queue="elsewhere")])
+    thread, done = in_thread(lambda: waiter.wait_claim(["q"], 30, 10, 30))
+    time.sleep(0.1)  # let it block
+    assert thread.is_alive(), "nothing to wake it yet"
+    sent = time.monotonic()
+    b.send([out("m1"), out("m2")])
+    thread.join(10)
+    # woken, not timed out (Redis blocks 5 s at most, then claims: the bound is below that)
+    assert done["at"] - sent < 4.5
+    claimed = done["value"]
+    assert ids(claimed.claims) == ["m1", "m2"]
+    assert [c.body for c in claimed.claims] == [b"body-m1", b"body-m2"]
+    # claimed, not just seen: nobody else gets them, and the claim's token acknowledges them
+    assert b.claim(["q"], 10, 30).claims == []
+    b.finish(ack=claimed.claims)
+    assert b.queue_length("q") == 0 and b.scheduled() == []
+
+
+def test_wait_claim_takes_a_delayed_message_once_due_with_no_send_to_wake_it(b: Backend) -> None:
+    eta = time.time() + 3.0
+    b.send([out("later", eta=eta)])
+    claimed = b.wait_claim(["q"], 0.1, 10, 30)  # woken at once by the send, or times out
+    assert claimed.claims == [] and claimed.next_eta == pytest.approx(eta)
+    deadline = time.monotonic() + 10
+    while not claimed.claims and time.monotonic() < deadline:
+        claimed = b.wait_claim(["q"], 0.2, 10, 30)  # nothing is sent: each one times out
+    assert ids(claimed.claims) == ["later"]
+    assert time.time() >= eta
+
+
+def test_interrupt_wait_ends_a_wait_claim_at_once_and_keeps_the_connection_in_step(
+    store: Store, b: Backend
+) -> None:
+    waiter = store.open()
+    sent = threading.Event()
+
+    def wait_then_claim() -> tuple[object, float, object]:
+        waiter.claim(["q"], 1, 30)  # connected
+        first = waiter.wait_claim(["q"], 5, 10, 30)
+        ended = time.monotonic()
+        sent.wait(5)
+        # the same thread, so the same connection: it reads its own replies
+        return first, ended, waiter.claim(["q"], 10, 30)
+
+    thread, done = in_thread(wait_then_claim)
+    time.sleep(0.2)
+    assert thread.is_alive()
+    asked = time.monotonic()
+    if not waiter.interrupt_wait():
+        assert store.kind != "redis", "Redis can end its own wait"
+        sent.set()
+        thread.join(6)
+        return
+    b.send([out("after")])
+    sent.set()
+    thread.join(10)
+    first, ended, then = done["value"]
+    assert ended - asked < 4.5, "ended by the interrupt, not by its 5 s"
+    if store.kind == "redis":  # the wait took the push (a timed-out one would have left it)
+        assert waiter.client.llen(waiter.interrupt_key) == 0
+    assert first.claims == []
+    assert ids(then.claims) == ["after"]
 
 
 # -- claims: visibility, renew, release -----------------------------------------------------------
 def test_an_unrenewed_claim_expires_and_comes_back(b: Backend) -> None:
     b.send([out("kept"), out("dropped")])
     claimed_at = time.monotonic()
-    kept, dropped = b.claim(["q"], 2, 0.3).claims
+    kept, dropped = b.claim(["q"], 2, 1.5).claims
     assert [kept.id, dropped.id] == ["kept", "dropped"]
     b.renew([kept, Claim("not-claimed", "q", b"", kept.token)], 30)
     assert b.claim(["q"], 10, 30).claims == []
-    back = wait_for(lambda: b.claim(["q"], 10, 30).claims, 3, "the expired claim")
-    assert time.monotonic() - claimed_at >= 0.25
+    back = wait_for(lambda: b.claim(["q"], 10, 30).claims, 10, "the expired claim")
+    assert time.monotonic() - claimed_at >= 1.4
     assert [(c.id, c.body) for c in back] == [("dropped", b"body-dropped")]
     assert b.claim(["q"], 10, 30).claims == [], "the renewed claim stays with its holder"
 
@@ -383,7 +454,7 @@ def test_wait_result_is_woken_by_a_finish_in_another_thread(store: Store, b: Bac
     b.finish(results=[ResultWrite("t", b"SUCCESS", 60)])
     thread.join(5)
     assert done["value"] == b"SUCCESS"
-    assert done["at"] - finished < 0.05
+    assert done["at"] - finished < 1.0
 
 
 def test_wait_result_returns_a_stored_result_at_once_and_none_after_timeout(b: Backend) -> None:
@@ -391,10 +462,10 @@ def test_wait_result_returns_a_stored_result_at_once_and_none_after_timeout(b: B
     start = time.monotonic()
     assert b.wait_result("t", 5) == b"SUCCESS"
     assert b.wait_result("t", None) == b"SUCCESS"
-    assert time.monotonic() - start < 0.05
+    assert time.monotonic() - start < 1.0
     start = time.monotonic()
     assert b.wait_result("missing", 0.3) is None
-    assert 0.25 <= time.monotonic() - start < 1.0
+    assert 0.25 <= time.monotonic() - start < 10.0  # timed out, and did not hang
 
 
 def test_every_waiter_on_a_result_wakes(store: Store, b: Backend) -> None:
@@ -795,7 +866,7 @@ def test_sqlite_wait_result_across_processes_wakes_within_the_poll_interval(
     ready, results = ctx.Event(), ctx.Queue()
     proc = ctx.Process(target=_await_result, args=(url, ready, results))
     proc.start()
-    assert ready.wait(10)
+    assert ready.wait(60)  # a spawned interpreter importing beatq: seconds on a loaded machine
     time.sleep(idle)  # after a second of nothing the waiter polls at its slow pace
     finished = time.time()
     backend.finish(results=[ResultWrite("cross", b"SUCCESS", 60)])

@@ -51,7 +51,7 @@ def start_beat(app, env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..
         if ready:
             wait_for(
                 lambda: " starting: " in beat.log() or beat.process.poll() is not None,
-                15,
+                60,  # a deadline: generous for a loaded machine
                 f"beat {name} to start",
             )
             assert beat.process.poll() is None, beat.log()

@@ -217,15 +217,18 @@ class Beat:
             self.next_reload = now + self.reload_interval
             if self._files_changed():
                 self._reload()
-        # Due entries go out in batches, earliest first. Whatever falls due while a big
-        # batch is out (a 1-s entry during a burst of 100,000) goes ahead of its rest.
-        due = deque(self._pop_due())
+        # Due entries go out in batches, earliest first; the first batch leaves before the
+        # rest of a big burst is even taken off the heap. Whatever falls due while a burst
+        # is out (a 1-s entry beside 100,000 minutely ones) goes ahead of the burst's rest.
+        due = deque(entry for _, entry in self._pop_due(self.batch_size))
         while due:
             batch = [due.popleft() for _ in range(min(self.batch_size, len(due)))]
             self._run_due(batch, self.clock())
             if time.monotonic() >= self.lease.renew_at and not self.lease.renew():
                 raise LeaseLost("the lease expired during dispatch")
-            due.extendleft(reversed(self._pop_due()))
+            popped = self._pop_due()
+            due.extendleft(reversed([entry for at, entry in popped if at > now]))
+            due.extend(entry for at, entry in popped if at <= now)
         run_at = self.heap[0][0] if self.heap else now + self.ttl
         wake = min(
             run_at,
@@ -234,13 +237,14 @@ class Beat:
         )
         self._sleep(wake - self.clock(), precise=wake == run_at)
 
-    def _pop_due(self) -> list[Entry]:
+    def _pop_due(self, limit: int | None = None) -> list[tuple[float, Entry]]:
+        """Take (up to `limit`) due runs off the heap, earliest first: (run at, entry)."""
         now = self.clock()
         due = []
-        while self.heap and self.heap[0][0] <= now:
-            _, _, version, name = heapq.heappop(self.heap)
+        while self.heap and self.heap[0][0] <= now and (limit is None or len(due) < limit):
+            at, _, version, name = heapq.heappop(self.heap)
             if self.versions.get(name) == version and name in self.entries:
-                due.append(self.entries[name])
+                due.append((at, self.entries[name]))
         return due
 
     def _sleep(self, seconds: float, precise: bool) -> None:

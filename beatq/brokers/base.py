@@ -21,14 +21,34 @@ the message to its new holder instead of deleting or duplicating it.
 from __future__ import annotations
 
 import abc
+import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 
 def new_token() -> str:
     """A fresh claim token: 64 random bits, so two deliveries never share one."""
     return os.urandom(8).hex()
+
+
+def acked_at_claim(body: bytes, tasks: Collection[str]) -> bool:
+    """Whether `claim(..., ack_first=tasks)` acknowledges a message with this body as it
+    claims it: a message of one of `tasks`, with a plain JSON payload that does not say
+    `acks_late` anywhere (a per-call acks_late, e.g. a chord member's, is in the payload).
+    The Redis claim script applies the same rule."""
+    head, _, payload = body.partition(b"\n")
+    try:
+        header = json.loads(head)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return (
+        isinstance(header, dict)
+        and header.get("task") in tasks
+        and header.get("ct") == "application/json"
+        and header.get("ce") is None
+        and b"acks_late" not in payload
+    )
 
 
 @dataclass(frozen=True)
@@ -82,6 +102,7 @@ class Claimed:
 
     claims: list[Claim]
     next_eta: float | None
+    acked: bool = False  # the first claim was acknowledged in the claim (see `ack_first`)
 
 
 @dataclass(frozen=True)
@@ -145,11 +166,24 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    def claim(self, queues: Sequence[str], count: int, visibility: float) -> Claimed:
+    def claim(
+        self,
+        queues: Sequence[str],
+        count: int,
+        visibility: float,
+        ack_first: Collection[str] = (),
+    ) -> Claimed:
         """Take up to `count` ready messages, draining `queues` in the order given.
 
         Each is claimed until now + `visibility` seconds. Before taking, due delayed
         messages become ready and expired claims go back to their queue. Never blocks.
+
+        `ack_first`: the names of tasks acknowledged as they start, for a caller that
+        starts the first message at once. When that message is one of them
+        (`acked_at_claim`), it is acknowledged in the same step, as `finish(ack=...)`
+        would (gone for good; `release` still brings it back), and `Claimed.acked` is True.
+        Like any early acknowledgement, it is lost if the caller never sees the reply (a
+        dropped connection, a kill), as after a worker killed between its ack and the run.
         """
 
     @abc.abstractmethod
@@ -158,6 +192,28 @@ class Backend(abc.ABC):
 
         True means "try `claim`"; a spurious True is allowed, a missed wake-up is not.
         """
+
+    def wait_claim(
+        self,
+        queues: Sequence[str],
+        timeout: float,
+        count: int,
+        visibility: float,
+        ack_first: Collection[str] = (),
+    ) -> Claimed:
+        """`wait`, then `claim`, as an idle worker does; a backend may make it one round trip.
+
+        The claim runs whether the wait was woken or timed out (due delayed messages and
+        expired claims are taken up either way)."""
+        self.wait(queues, timeout)
+        return self.claim(queues, count, visibility, ack_first)
+
+    def interrupt_wait(self) -> bool:
+        """End the `wait` or `wait_claim` this process is blocked in, as if it were woken.
+
+        Safe to call from a signal handler while the main thread waits. False when this
+        backend cannot (or the broker is unreachable): the caller interrupts it itself."""
+        return False
 
     @abc.abstractmethod
     def renew(self, claims: Sequence[Claim], visibility: float) -> None:

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,6 +36,7 @@ from .base import (
     Lease,
     Outgoing,
     ResultWrite,
+    acked_at_claim,
     new_token,
 )
 
@@ -292,20 +293,32 @@ class MemoryBackend(Backend):
             s.work.notify_all()
             s.add_events(events, self.event_max_len)
 
-    def claim(self, queues: Sequence[str], count: int, visibility: float) -> Claimed:
+    def claim(
+        self,
+        queues: Sequence[str],
+        count: int,
+        visibility: float,
+        ack_first: Collection[str] = (),
+    ) -> Claimed:
         with self._locked() as s:
             now = time.time()
             changed = s.restore(now)
             claims: list[Claim] = []
             token = new_token()
+            acked = False
             for queue in queues:
                 while len(claims) < count and (item := s.take(queue)) is not None:
-                    s.claim(item[0], item[1], now + visibility)
-                    item[1].token = token
-                    claims.append(Claim(item[0], queue, item[1].body, token))
+                    id_, msg = item
+                    if not claims and ack_first and acked_at_claim(msg.body, ack_first):
+                        del s.messages[id_]  # taken off its queue: gone for good
+                        acked = True
+                    else:
+                        s.claim(id_, msg, now + visibility)
+                        msg.token = token
+                    claims.append(Claim(id_, queue, msg.body, token))
             if changed or claims:
                 s.work.notify_all()  # work left behind, or a new earliest deadline
-            return Claimed(claims, s.top(s.delayed, DELAYED))
+            return Claimed(claims, s.top(s.delayed, DELAYED), acked)
 
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
         end = time.monotonic() + timeout

@@ -4,6 +4,7 @@ Keys (prefix `beatq`, or the transport option `global_keyprefix`):
 
     {p}:q:{queue}   list    ready message ids; sent at the left, taken from the right
     {p}:w:{queue}   list    at most one wake-up token for workers blocked on the queue
+    {p}:wake:{t}    list    a stop signal's push that ends one worker's wait (60 s)
     {p}:msg         hash    id -> "queue\\nbody" for every message not yet acknowledged
     {p}:delayed     zset    id by eta
     {p}:unacked     zset    "id|token" of each claim by its deadline (the visibility timeout)
@@ -39,7 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -94,6 +95,9 @@ class RedisKeys:
     def wake(self, name: str) -> str:
         return f"{self.prefix}:w:{name}"
 
+    def interrupt(self, token: str) -> str:
+        return f"{self.prefix}:wake:{token}"
+
     def result(self, task_id: str) -> str:
         return f"{self.prefix}:r:{task_id}"
 
@@ -135,6 +139,17 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
+def _claimed(reply: list[Any], token: str) -> Claimed:
+    """The reply of the claim script: the next eta, whether the first claim was
+    acknowledged, then id, "queue\\nbody" pairs."""
+    next_eta = float(reply[0]) if reply[0] else None
+    claims = []
+    for i in range(2, len(reply), 2):
+        queue, body = _split(reply[i + 1])
+        claims.append(Claim(reply[i].decode(), queue, body, token))
+    return Claimed(claims, next_eta, reply[1] == 1)
+
+
 def _flatten(messages: Sequence[Outgoing]) -> list[Any]:
     args: list[Any] = []
     for m in messages:
@@ -159,6 +174,8 @@ class RedisBackend(Backend):
             health_check_interval=options.pop("health_check_interval", 30),
         )
         self.calls = Calls(self.client)
+        # what interrupt_wait pushes to end this process's wait_claim (see there)
+        self.interrupt_key = self.keys.interrupt(new_token())
 
     def _run(
         self, name: str, keys: list[str], args: list[Any], events: Sequence[bytes] = ()
@@ -181,20 +198,60 @@ class RedisBackend(Backend):
         elif events:
             self.add_events(events)
 
-    def claim(self, queues: Sequence[str], count: int, visibility: float) -> Claimed:
+    def claim(
+        self,
+        queues: Sequence[str],
+        count: int,
+        visibility: float,
+        ack_first: Collection[str] = (),
+    ) -> Claimed:
+        return self._claim(queues, count, visibility, ack_first)
+
+    def wait_claim(
+        self,
+        queues: Sequence[str],
+        timeout: float,
+        count: int,
+        visibility: float,
+        ack_first: Collection[str] = (),
+    ) -> Claimed:
+        # One round trip: the BLPOP holds the claim back until it is served (woken, timed
+        # out, or ended by interrupt_wait), then Redis runs the claim at once.
+        block = min(max(timeout, 0.01), MAX_BLOCK)
+        wait = ("BLPOP", *[self.keys.wake(q) for q in queues], self.interrupt_key, block)
+        return self._claim(queues, count, visibility, ack_first, before=[wait])
+
+    def _claim(
+        self,
+        queues: Sequence[str],
+        count: int,
+        visibility: float,
+        ack_first: Collection[str],
+        before: Sequence[tuple[Any, ...]] = (),
+    ) -> Claimed:
         k = self.keys
         token = new_token()
-        reply = self._run(
-            "claim",
-            [k.msgs, k.delayed, k.unacked],
-            [k.prefix, count, visibility, token, *queues],
-        )
-        next_eta = float(reply[0]) if reply[0] else None
-        claims = []
-        for i in range(1, len(reply), 2):
-            queue, body = _split(reply[i + 1])
-            claims.append(Claim(reply[i].decode(), queue, body, token))
-        return Claimed(claims, next_eta)
+        with _errors(self.url):
+            reply = self.calls.fcall(
+                "claim",
+                [k.msgs, k.delayed, k.unacked],
+                [k.prefix, count, visibility, token, len(ack_first), *ack_first, *queues],
+                before=before,
+            )
+        return _claimed(reply, token)
+
+    def interrupt_wait(self) -> bool:
+        # Over a connection of its own (the waiting one is busy, and the pool's lock may be
+        # held by the code the signal interrupted), one push the BLPOP of wait_claim is on.
+        try:
+            client = redis.Redis.from_url(self.url, socket_timeout=1.0, socket_connect_timeout=1.0)
+            with client:
+                pipe = client.pipeline(transaction=False)
+                pipe.lpush(self.interrupt_key, 1).expire(self.interrupt_key, 60)
+                pipe.execute()
+            return True
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            return False
 
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
         keys = [self.keys.wake(q) for q in queues]

@@ -93,24 +93,31 @@ class Calls:
             raise
 
     def fcall(
-        self, name: str, keys: list[str], args: list[Any], then: Sequence[tuple[Any, ...]] = ()
+        self,
+        name: str,
+        keys: list[str],
+        args: list[Any],
+        then: Sequence[tuple[Any, ...]] = (),
+        before: Sequence[tuple[Any, ...]] = (),
     ) -> Any:
         """Call script `name` of the library (loading the library first if the server
-        lacks it) and return its reply; commands `then` go in the same round trip."""
+        lacks it) and return its reply; commands `before` and `then` go in the same round
+        trip, on either side of the call (a blocking `before` holds the call back until
+        it is served: Redis runs a connection's commands in order)."""
         call = ("FCALL", f"{self.lib}_{name}", len(keys), *keys, *args)
         try:
-            if not then:
+            if not then and not before:
                 return self.command(*call)
-            replies = self.pipeline([call, *then])
+            replies = self.pipeline([*before, call, *then])
             for reply in replies:
                 if isinstance(reply, ResponseError):
                     raise reply
-            return replies[0]
+            return replies[len(before)]
         except ResponseError as exc:
             if not _missing(exc):
                 raise
         self.load()
-        return self.command(*call)  # the commands `then` ran already
+        return self.command(*call)  # the commands `before` and `then` ran already
 
     def fcall_many(self, name: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """Call script `name` once per (keys, args), all in one round trip; the replies."""

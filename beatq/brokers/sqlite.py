@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from .base import (
@@ -32,6 +32,7 @@ from .base import (
     Lease,
     Outgoing,
     ResultWrite,
+    acked_at_claim,
     new_token,
 )
 from .sqlite_db import Database, is_relative, path_of
@@ -159,7 +160,13 @@ class SqliteBackend(Backend):
         due = min((t for t in (eta, deadline) if t is not None), default=None)
         return bool(ready) or (due is not None and due <= now), eta, due
 
-    def claim(self, queues: Sequence[str], count: int, visibility: float) -> Claimed:
+    def claim(
+        self,
+        queues: Sequence[str],
+        count: int,
+        visibility: float,
+        ack_first: Collection[str] = (),
+    ) -> Claimed:
         # Look first without the write lock: an idle worker's claim then costs no write.
         with self.db.read() as conn:
             workable, eta, _ = self._workable(conn, queues, time.time())
@@ -182,6 +189,7 @@ class SqliteBackend(Backend):
             claims: list[Claim] = []
             deadline = now + visibility
             token = new_token()
+            acked = False
             for queue in queues:
                 if len(claims) >= count:
                     break
@@ -190,15 +198,19 @@ class SqliteBackend(Backend):
                     "ORDER BY seq LIMIT ?",
                     (queue, count - len(claims)),
                 ).fetchall()
+                held = rows
+                if rows and not claims and ack_first and acked_at_claim(rows[0][1], ack_first):
+                    conn.execute("DELETE FROM messages WHERE id = ?", (rows[0][0],))
+                    acked, held = True, rows[1:]
                 conn.executemany(
                     "UPDATE messages SET state = 'claimed', deadline = ?, token = ? WHERE id = ?",
-                    [(deadline, token, id_) for id_, _ in rows],
+                    [(deadline, token, id_) for id_, _ in held],
                 )
                 claims += [Claim(id_, queue, body, token) for id_, body in rows]
             next_eta = conn.execute(
                 "SELECT MIN(eta) FROM messages WHERE state = 'delayed'"
             ).fetchone()[0]
-        return Claimed(claims, next_eta)
+        return Claimed(claims, next_eta, acked)
 
     def wait(self, queues: Sequence[str], timeout: float) -> bool:
         def probe(conn: sqlite3.Connection, now: float) -> tuple[bool | None, float | None]:

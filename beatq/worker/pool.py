@@ -49,9 +49,14 @@ class Pool(abc.ABC):
         """Wait up to `timeout` for a free slot; True once one is reserved for `submit`."""
         return self.slots.acquire(timeout=timeout)
 
+    def free(self) -> bool:
+        """Whether a slot is free: a task submitted now starts at once."""
+        return len(self.active) < self.concurrency
+
     @abc.abstractmethod
-    def submit(self, claim: Claim) -> None:
-        """Run `claim` in the slot reserved by `acquire`."""
+    def submit(self, claim: Claim, acked: bool = False) -> None:
+        """Run `claim` in the slot reserved by `acquire`; `acked`: it was acknowledged
+        already (in the claim), so it starts without an acknowledgement of its own."""
 
     def _done(self, claim: Claim, outcome: Outcome | None = None) -> None:
         self.active.pop(claim.id, None)
@@ -104,11 +109,11 @@ class SoloPool(Pool):
         self.executor = self.make_executor()
         self.acked: str | None = None  # the id acknowledged by the previous task's finish
 
-    def submit(self, claim: Claim) -> None:
+    def submit(self, claim: Claim, acked: bool = False) -> None:
         self.active[claim.id] = (claim, time.time())
         outcome = None
         then = self.peek()
-        acked, self.acked = self.acked == claim.id, None
+        acked, self.acked = acked or self.acked == claim.id, None
         try:
             outcome = self.executor.execute(claim, then, acked)
             if outcome.then_acked and then is not None:
@@ -127,7 +132,7 @@ class ThreadPool(Pool):
 
     def start(self) -> None:
         self.executor = self.make_executor()
-        self.inbox: queue.SimpleQueue[Claim | None] = queue.SimpleQueue()
+        self.inbox: queue.SimpleQueue[tuple[Claim, bool] | None] = queue.SimpleQueue()
         self.threads = [
             threading.Thread(target=self._loop, name=f"beatq-pool-{i}", daemon=True)
             for i in range(self.concurrency)
@@ -136,24 +141,25 @@ class ThreadPool(Pool):
             thread.start()
 
     def _loop(self) -> None:
-        claim = self.inbox.get()
-        while claim is not None:
+        item = self.inbox.get()
+        while item is not None:
+            claim, acked = item
             outcome = None
             try:
-                outcome = self.executor.execute(claim)
+                outcome = self.executor.execute(claim, acked=acked)
             except BaseException:
                 log.exception("pool thread failed while running %s", claim.id)
             finally:
                 self._done(claim, outcome)
             try:
-                claim = self.inbox.get(timeout=IDLE_AFTER)
+                item = self.inbox.get(timeout=IDLE_AFTER)
             except queue.Empty:
                 self.executor.flush_events()
-                claim = self.inbox.get()
+                item = self.inbox.get()
 
-    def submit(self, claim: Claim) -> None:
+    def submit(self, claim: Claim, acked: bool = False) -> None:
         self.active[claim.id] = (claim, time.time())
-        self.inbox.put(claim)
+        self.inbox.put((claim, acked))
 
     def close(self) -> None:
         for _ in self.threads:
@@ -179,15 +185,16 @@ def _child(make_executor: Callable[[], Executor], conn: Connection) -> None:
             if os.getppid() != parent:
                 return
         try:
-            claim = conn.recv()
+            item = conn.recv()
         except EOFError:
             return
-        if claim is None:
+        if item is None:
             executor.flush_events()
             return
+        claim, acked = item
         outcome = None
         try:
-            outcome = executor.execute(claim)
+            outcome = executor.execute(claim, acked=acked)
         except BaseException:
             log.exception("child failed while running %s", claim.id)
         conn.send((claim.id, outcome))  # the parent counts it (metrics)
@@ -245,13 +252,13 @@ class PreforkPool(Pool):
         self.collector = threading.Thread(target=self._collect, name="beatq-collector", daemon=True)
         self.collector.start()
 
-    def submit(self, claim: Claim) -> None:
+    def submit(self, claim: Claim, acked: bool = False) -> None:
         with self.lock:
             child = next(c for c in self.children if c.claim is None)
             child.claim, child.started = claim, time.monotonic()
             child.limit = self.hard_limit(claim)  # once: it decodes the message
             self.active[claim.id] = (claim, time.time())
-        child.conn.send(claim)
+        child.conn.send((claim, acked))
 
     def _collect(self) -> None:
         while not self.stopping:

@@ -1,10 +1,27 @@
--- KEYS: msgs, delayed, unacked   ARGV: prefix, count, visibility, token, queue...
--- Returns {next_eta or '', id1, stored1, id2, stored2, ...}; each is claimed as "id|token"
+-- KEYS: msgs, delayed, unacked
+-- ARGV: prefix, count, visibility, token, n, n task names (ack_first), queue...
+-- Returns {next_eta or '', acked (0 | 1), id1, stored1, id2, stored2, ...}; each is
+-- claimed as "id|token", except the first when acked: acknowledged (deleted) at once.
 local msgs, delayed, unacked = KEYS[1], KEYS[2], KEYS[3]
 local prefix, count, visibility = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local token = '|' .. ARGV[4]
+local ack_first = {}
+local first_queue = 6 + tonumber(ARGV[5])
+for i = 6, first_queue - 1 do ack_first[ARGV[i]] = true end
 local now = clock()
 local woken = {}
+
+-- Whether the first message claimed is acknowledged in the claim: the rule of
+-- base.acked_at_claim (a task of ack_first, a plain JSON payload without "acks_late").
+local function acked_at_claim(stored)
+  local head_at = string.find(stored, '\n', 1, true) + 1
+  local payload_at = string.find(stored, '\n', head_at, true)
+  if not payload_at then return false end
+  local ok, header = pcall(cjson.decode, string.sub(stored, head_at, payload_at - 1))
+  return ok and type(header) == 'table' and ack_first[header.task] == true
+    and header.ct == 'application/json' and (header.ce == nil or header.ce == cjson.null)
+    and not string.find(stored, 'acks_late', payload_at, true)
+end
 
 -- Due delayed messages and claims whose worker stopped renewing them (the visibility
 -- timeout) go back to the head of their queue; due ones earliest eta first.
@@ -27,10 +44,10 @@ end
 requeue(delayed, redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000), true)
 requeue(unacked, redis.call('ZRANGEBYSCORE', unacked, '-inf', now, 'LIMIT', 0, 1000), false)
 
-local out = {''}
+local out = {'', 0}
 local taken = 0
 local deadline = now + visibility
-for i = 5, #ARGV do
+for i = first_queue, #ARGV do
   if taken >= count then break end
   local q = qkey(prefix, ARGV[i])
   while taken < count do
@@ -40,8 +57,13 @@ for i = 5, #ARGV do
     local claims = {}
     for j, id in ipairs(ids) do
       if stored[j] then  -- an id without a body was acknowledged meanwhile: skip it
-        claims[#claims + 1] = deadline
-        claims[#claims + 1] = id .. token
+        if taken == 0 and next(ack_first) and acked_at_claim(stored[j]) then
+          redis.call('HDEL', msgs, id)
+          out[2] = 1
+        else
+          claims[#claims + 1] = deadline
+          claims[#claims + 1] = id .. token
+        end
         out[#out + 1] = id
         out[#out + 1] = stored[j]
         taken = taken + 1
@@ -52,7 +74,7 @@ for i = 5, #ARGV do
 end
 
 -- Work left behind: leave a token so another idle worker wakes for it.
-for i = 5, #ARGV do
+for i = first_queue, #ARGV do
   if redis.call('LLEN', qkey(prefix, ARGV[i])) > 0 then wake(prefix, ARGV[i], woken) end
 end
 
