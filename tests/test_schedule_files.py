@@ -173,6 +173,17 @@ REFUSALS = [
         schedules:
           nightly:
             task: proj.tasks.add
+            cron: "0 0 30 2 *"
+        """,
+        4,
+        "entry 'nightly': cron: crontab day_of_month '30' with month_of_year '2' never runs",
+        id="cron-on-30-february",
+    ),
+    pytest.param(
+        """
+        schedules:
+          nightly:
+            task: proj.tasks.add
 
             cron: {minute: 0, hour: 25}
         """,

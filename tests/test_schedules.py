@@ -14,6 +14,7 @@ computed by hand from the tz database's 2026 rules:
 
 from __future__ import annotations
 
+import calendar
 import functools
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -655,6 +656,24 @@ def test_bad_field_messages_say_what_is_valid() -> None:
 
 
 @pytest.mark.parametrize(
+    "make", [lambda: cron("0 0 30 2 *"), lambda: crontab(0, 0, "*", "31", "4,6")]
+)
+def test_a_crontab_on_a_day_no_chosen_month_has_is_refused(make) -> None:
+    with pytest.raises(
+        ScheduleSyntaxError, match="never runs: none of those months has such a day"
+    ):
+        make()
+
+
+def test_a_day_that_only_some_chosen_months_have_still_runs_in_those() -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    assert crontab(0, 0, "*", "31", "2,3").next_after(at) == datetime(2026, 3, 31, tzinfo=UTC)
+    assert cron("0 0 29 2 *").next_after(at) == datetime(2028, 2, 29, tzinfo=UTC)
+    # in cron's syntax a restricted weekday still runs the entry
+    assert cron("0 0 30 2 mon").next_after(at) == datetime(2026, 2, 2, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
     ("kwargs", "field"),
     [
         ({"minute": 60}, "minute"),
@@ -880,14 +899,22 @@ def windows(draw, zone_name: str, days: int):
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), zone_name=st.sampled_from(ZONES), case=cron_cases(), as_string=st.booleans())
 def test_crontab_matches_brute_force(data, zone_name: str, case: CronCase, as_string: bool) -> None:
+    day_or = as_string and case.days_restricted  # cron's OR; crontab(...) keeps Celery's AND
+    if not day_or and not any(
+        day <= calendar.monthrange(2028, month)[1]  # a leap year: 29 February exists
+        for month in case.sets["month_of_year"]
+        for day in case.sets["day_of_month"]
+    ):  # e.g. 30 February: refused at once rather than never due
+        with pytest.raises(ScheduleSyntaxError, match="never runs"):
+            crontab.from_string(case.cron) if as_string else crontab(**case.texts)
+        return
     schedule = crontab.from_string(case.cron) if as_string else crontab(**case.texts)
     window = data.draw(windows(zone_name, 10 if case.star_hour else 40), label="window")
-    day_or = as_string and case.days_restricted  # cron's OR; crontab(...) keeps Celery's AND
     expected = expected_runs(zone_name, case.sets, case.star_hour, day_or, window)
     zone = ZoneInfo(zone_name)
     got = []
     at = window[0].astimezone(zone)
-    while (at := schedule.next_after(at)) <= window[1]:
+    while (at := schedule.next_after(at)) is not None and at <= window[1]:
         assert at.tzinfo is zone
         got.append(at.astimezone(UTC))
     assert got == expected, f"{case.cron!r} in {zone_name}, {'string' if as_string else 'kwargs'}"

@@ -17,6 +17,7 @@ Daylight saving follows Vixie cron, as SPEC §4 states:
 
 from __future__ import annotations
 
+import calendar
 import re
 from collections.abc import Iterable
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
@@ -26,6 +27,7 @@ UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MINUTE = timedelta(minutes=1)
 _SEARCH_DAYS = 366 * 28  # a full cycle of weekdays and leap years: nothing matches beyond
+_LONGEST_MONTH = {month: calendar.monthrange(2000, month)[1] for month in range(1, 13)}  # leap
 
 
 class ScheduleSyntaxError(ValueError):
@@ -169,6 +171,14 @@ class crontab:  # noqa: N801 (Celery's name)
         dom_any = isinstance(day_of_month, str) and day_of_month.strip() == "*"
         dow_any = isinstance(day_of_week, str) and day_of_week.strip() == "*"
         self.day_or = day_or and not dom_any and not dow_any
+        if not self.day_or and not any(
+            day <= _LONGEST_MONTH[month] for month in self.months for day in self.days_of_month
+        ):
+            raise ScheduleSyntaxError(
+                f"crontab day_of_month {day_of_month!r} with month_of_year {month_of_year!r} "
+                "never runs: none of those months has such a day; choose days every chosen "
+                "month has (1-28 fits all) or add a month that has them"
+            )
 
     @classmethod
     def from_string(cls, expr: str) -> crontab:
