@@ -250,12 +250,10 @@ class Beatq:
         **options: Any,
     ) -> AsyncResult:
         """Send a message for task `name` (registered here or not) and return its result."""
-        retry = options["retry"] if "retry" in options else self.conf.task_publish_retry
-        policy = options.get("retry_policy")
         message, body = self.build_message(name, args, kwargs, task, **options)
         outgoing = Outgoing(message.queue, message.id, body, message.eta)
         events = [_sent_event(message)] if self.conf.task_send_sent_event else None
-        self.publish([outgoing], retry, policy, events=events)
+        self.publish([outgoing], *self._retry_options(options), events=events)
         return AsyncResult(message.id, app=self, task_name=name)
 
     def send_many(
@@ -285,9 +283,13 @@ class Beatq:
             outgoing.append(Outgoing(message.queue, message.id, body, message.eta))
             if events is not None:
                 events.append(_sent_event(message))
-        retry, policy = options.get("retry", True), options.get("retry_policy")
-        self.publish(outgoing, retry, policy, events=events)
+        self.publish(outgoing, *self._retry_options(options), events=events)
         return [AsyncResult(o.id, app=self, task_name=task.name) for o in outgoing]
+
+    def _retry_options(self, options: Mapping[str, Any]) -> tuple[bool, Any]:
+        """A send's retry flag (its own, or task_publish_retry) and its retry_policy."""
+        retry = options["retry"] if "retry" in options else self.conf.task_publish_retry
+        return retry, options.get("retry_policy")
 
     def publish(
         self,
