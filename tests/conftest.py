@@ -64,6 +64,44 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("backend", [n for n in names if n in chosen], scope="module")
 
 
+def _time_scale() -> float:
+    """How much slower than an ordinary two-core machine this one runs, at least 1.
+
+    `BEATQ_TEST_TIME_SCALE` sets it; otherwise the best of three cold starts of the CLI
+    module is timed (0.5 s counts as ordinary; a starved CI machine once took 6 s). It
+    stretches the deadlines and the "soon enough" bounds of the tests, never their order
+    of events: a bound that tells two behaviours apart keeps its ratio to the other one.
+    """
+    if os.environ.get("BEATQ_TEST_TIME_SCALE"):
+        return max(1.0, float(os.environ["BEATQ_TEST_TIME_SCALE"]))
+    best = float("inf")
+    for _ in range(3):
+        began = time.monotonic()
+        subprocess.run([sys.executable, "-c", "import beatq.cli"], check=True, cwd=ROOT)
+        best = min(best, time.monotonic() - began)
+    return min(20.0, max(1.0, best / 0.5))
+
+
+TIME_SCALE = _time_scale()
+
+
+def scaled(seconds: float) -> float:
+    """`seconds` stretched by how slow this machine is (see _time_scale)."""
+    return seconds * TIME_SCALE
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The limit covers the test's own call only (func_only): a limit that fires while
+    # pytest writes up an earlier failure aborts the whole run with an INTERNALERROR.
+    # Fixtures wait with deadlines of their own.
+    for item in items:
+        item.add_marker(pytest.mark.timeout(scaled(90), func_only=True))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"beatq test time scale: {TIME_SCALE:.1f} (BEATQ_TEST_TIME_SCALE sets it)"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -71,7 +109,11 @@ def free_port() -> int:
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "condition"):
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds.
+
+    The deadline stretches with TIME_SCALE: on a starved machine a deadline is a pause
+    that never comes, not a failure."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -292,13 +334,13 @@ class WorkerProcess:
         self.process.send_signal(signum)
 
     def wait(self, timeout: float = 10.0) -> int:
-        return self.process.wait(timeout)
+        return self.process.wait(scaled(timeout))
 
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(5)
+                self.process.wait(scaled(5))
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
@@ -340,13 +382,13 @@ class ThreadWorker:
         self.worker.stop()
 
     def wait(self, timeout: float = 10.0) -> int:
-        self.thread.join(timeout)
+        self.thread.join(scaled(timeout))
         assert not self.thread.is_alive(), f"in-process worker {self.name} did not stop"
         return 0
 
     def stop(self) -> None:
         self.worker.stop()
-        self.thread.join(10)
+        self.thread.join(scaled(10))
         assert not self.thread.is_alive(), f"in-process worker {self.name} did not stop"
 
 

@@ -33,7 +33,7 @@ from beatq.brokers import (
     connect,
 )
 from beatq.exceptions import BrokerError, ConfigurationError
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, scaled, wait_for
 
 
 class Store:
@@ -717,9 +717,9 @@ def test_sqlite_two_processes_never_claim_the_same_message(tmp_path: Path) -> No
     procs = [ctx.Process(target=_drain, args=(url, start, results)) for _ in range(2)]
     for p in procs:
         p.start()
-    assert [results.get(timeout=30) for _ in procs] == ["ready", "ready"]
+    assert [results.get(timeout=scaled(30)) for _ in procs] == ["ready", "ready"]
     start.set()  # both at once: neither drains the queue before the other has started
-    got = [results.get(timeout=30) for _ in procs]
+    got = [results.get(timeout=scaled(30)) for _ in procs]
     for p in procs:
         p.join(10)
     taken = [m for _, batch in got for m in batch]
@@ -870,7 +870,7 @@ def test_sqlite_wait_result_across_processes_wakes_within_the_poll_interval(
     time.sleep(idle)  # after a second of nothing the waiter polls at its slow pace
     finished = time.time()
     backend.finish(results=[ResultWrite("cross", b"SUCCESS", 60)])
-    value, woke = results.get(timeout=10)
+    value, woke = results.get(timeout=scaled(10))
     proc.join(5)
     assert value == b"SUCCESS"
     assert woke - finished < 0.1

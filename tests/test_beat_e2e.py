@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from beatq.messages import Message, decode
-from tests.conftest import ROOT, WorkerProcess, stored_messages, wait_for
+from tests.conftest import ROOT, WorkerProcess, scaled, stored_messages, wait_for
 from tests.proj import journal
 
 OUT = "beat-out"  # a queue no worker consumes: the messages sent to it stay stored
@@ -474,10 +474,10 @@ def test_two_workers_with_beats_share_the_tasks_and_the_survivor_takes_over(
     assert [w for w in workers if "is the leader now" in w.log()] == [first]
 
     results = [sq_host.delay(0.2) for _ in range(12)]
-    ran_on = {r.get(timeout=15) for r in results}
+    ran_on = {r.get(timeout=scaled(15)) for r in results}
     assert ran_on == {w.name for w in workers}, "both workers took tasks"
     tick_result = AsyncResult(entry_info(app, "tick")["last_task_id"], app=app)
-    assert tick_result.get(timeout=10) in ran_on
+    assert tick_result.get(timeout=scaled(10)) in ran_on
 
     # the leader dies: the other beat takes over within the lease, and ticks go on
     runs = entry_info(app, "tick")["runs"]
@@ -487,4 +487,4 @@ def test_two_workers_with_beats_share_the_tasks_and_the_survivor_takes_over(
     wait_for(lambda: leader_pid(app) == survivor.pid, 10, "the standby beat to take over")
     wait_for(lambda: entry_info(app, "tick")["runs"] >= runs + 2, 10, "ticks after takeover")
     tick_result = AsyncResult(entry_info(app, "tick")["last_task_id"], app=app)
-    assert tick_result.get(timeout=10) == survivor.name
+    assert tick_result.get(timeout=scaled(10)) == survivor.name

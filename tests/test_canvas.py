@@ -14,7 +14,7 @@ from beatq import GroupResult, chain, chord, group, signature
 from beatq.canvas import maybe_signature
 from beatq.exceptions import ChordError
 from beatq.serializers import dumps, loads
-from tests.conftest import stored_messages, wait_for
+from tests.conftest import scaled, stored_messages, wait_for
 from tests.proj import journal
 from tests.proj.tasks import (
     CustomError,
@@ -112,55 +112,57 @@ def test_signature_survives_serialization(app, serializer, kind):
 
 
 def test_signature_delay_and_apply_async(worker):
-    assert add.s(2, 2).delay().get(timeout=5) == 4
-    assert add.s("b").apply_async(("a",)).get(timeout=5) == "ab"  # partial args first
-    assert add.s("b").delay("a").get(timeout=5) == "ab"
-    assert add.si("x", "y").delay("ignored").get(timeout=5) == "xy"
+    assert add.s(2, 2).delay().get(timeout=scaled(5)) == 4
+    assert add.s("b").apply_async(("a",)).get(timeout=scaled(5)) == "ab"  # partial args first
+    assert add.s("b").delay("a").get(timeout=scaled(5)) == "ab"
+    assert add.si("x", "y").delay("ignored").get(timeout=scaled(5)) == "xy"
     assert (~add.s(3, 4)) == 7
 
 
 def test_si_ignores_the_parent_result(worker):
     result = chain(add.s(2, 2), add.si(10, 10))()
-    assert result.get(timeout=5) == 20
-    assert result.parent.get(timeout=5) == 4
+    assert result.get(timeout=scaled(5)) == 20
+    assert result.parent.get(timeout=scaled(5)) == 4
 
 
 def test_set_queue_and_countdown_are_honoured(worker):
-    assert cv_where.s().set(queue="cv.other").delay().get(timeout=5) == "cv.other"
-    assert cv_where.s().delay().get(timeout=5) == "celery"
+    assert cv_where.s().set(queue="cv.other").delay().get(timeout=scaled(5)) == "cv.other"
+    assert cv_where.s().delay().get(timeout=scaled(5)) == "celery"
 
     sent = time.time()
     direct = cv_stamp.s().set(countdown=1).delay()
     delayed_chain = chain(cv_stamp.s(), cv_stamp.s()).apply_async(countdown=1)
     result = chain(cv_stamp.s(), cv_stamp.s().set(countdown=1))()
-    second = result.get(timeout=5)
-    first = result.parent.get(timeout=5)
+    second = result.get(timeout=scaled(5))
+    first = result.parent.get(timeout=scaled(5))
     assert 1.0 <= second - first < 3.0  # the countdown runs from when the link is sent
-    assert 1.0 <= direct.get(timeout=5) - sent < 3.0
-    assert 1.0 <= delayed_chain.parent.get(timeout=5) - sent < 3.0  # a chain's: its first task
-    assert delayed_chain.get(timeout=5) >= delayed_chain.parent.get(timeout=5)
+    assert 1.0 <= direct.get(timeout=scaled(5)) - sent < 3.0
+    assert (
+        1.0 <= delayed_chain.parent.get(timeout=scaled(5)) - sent < 3.0
+    )  # a chain's: its first task
+    assert delayed_chain.get(timeout=scaled(5)) >= delayed_chain.parent.get(timeout=scaled(5))
 
 
 def test_options_on_a_canvas_reach_its_tasks(worker):
     """As in Celery: a group's options go to every member, a chain's to its first task, a
     chord's to its header and its body."""
     routed = group(cv_where.s(), cv_where.s()).apply_async(queue="cv.other")
-    assert routed.get(timeout=5) == ["cv.other", "cv.other"]
-    assert group(cv_where.s(), cv_where.s()).set(queue="cv.other")().get(timeout=5) == [
+    assert routed.get(timeout=scaled(5)) == ["cv.other", "cv.other"]
+    assert group(cv_where.s(), cv_where.s()).set(queue="cv.other")().get(timeout=scaled(5)) == [
         "cv.other",
         "cv.other",
     ]
     routed_chain = chain(cv_where.s(), cv_where.s()).apply_async(queue="cv.other")
-    assert (routed_chain.parent.get(timeout=5), routed_chain.get(timeout=5)) == (
+    assert (routed_chain.parent.get(timeout=scaled(5)), routed_chain.get(timeout=scaled(5))) == (
         "cv.other",
         "celery",
     )
     routed_chord = chord([cv_where.s(), cv_where.s()], cv_where.s()).apply_async(queue="cv.other")
-    assert routed_chord.get(timeout=5) == "cv.other"
-    assert routed_chord.parent.get(timeout=5) == ["cv.other", "cv.other"]
+    assert routed_chord.get(timeout=scaled(5)) == "cv.other"
+    assert routed_chord.parent.get(timeout=scaled(5)) == ["cv.other", "cv.other"]
     inner = group(cv_where.s(), chain(cv_where.s(), cv_where.s()).set(queue="cv.other"))()
-    assert inner.get(timeout=5) == ["celery", "celery"]
-    assert inner.results[1].parent.get(timeout=5) == "cv.other"
+    assert inner.get(timeout=scaled(5)) == ["celery", "celery"]
+    assert inner.results[1].parent.get(timeout=scaled(5)) == "cv.other"
 
 
 def test_rebuilt_canvas_can_be_applied(worker, app):
@@ -168,37 +170,37 @@ def test_rebuilt_canvas_can_be_applied(worker, app):
     for serializer in ("json", "pickle", "msgpack"):
         content_type, data = dumps(chain(add.s(2, 2), add.s(4), add.s(8)), serializer)
         result = maybe_signature(loads(data, content_type), app)()
-        assert result.get(timeout=5) == 16
-        assert result.parent.get(timeout=5) == 8
+        assert result.get(timeout=scaled(5)) == 16
+        assert result.parent.get(timeout=scaled(5)) == 8
 
         content_type, data = dumps(chord((add.s(i, i) for i in range(10)), xsum.s()), serializer)
-        assert maybe_signature(loads(data, content_type), app)().get(timeout=5) == 90
+        assert maybe_signature(loads(data, content_type), app)().get(timeout=scaled(5)) == 90
 
 
 # -- 2. chain -------------------------------------------------------------------------------
 @ALL
 def test_chain_values_and_parents(worker):
     result = chain(add.s(2, 2), add.s(4), add.s(8))()
-    assert result.get(timeout=5) == 16
-    assert result.parent.get(timeout=5) == 8
-    assert result.parent.parent.get(timeout=5) == 4
+    assert result.get(timeout=scaled(5)) == 16
+    assert result.parent.get(timeout=scaled(5)) == 8
+    assert result.parent.parent.get(timeout=scaled(5)) == 4
     assert result.parent.parent.parent is None
 
     piped = add.s(2, 2) | add.s(4) | add.s(8)
     assert isinstance(piped, chain) and len(piped.tasks) == 3
-    assert piped().get(timeout=5) == 16
+    assert piped().get(timeout=scaled(5)) == 16
 
     nested = (add.s(4, 16) | mul.s(2) | (add.s(4) | mul.s(8)))()
-    assert nested.get(timeout=5) == 352
+    assert nested.get(timeout=scaled(5)) == 352
     values = []
     node = nested
     while node is not None:
-        values.append(node.get(timeout=5))
+        values.append(node.get(timeout=scaled(5)))
         node = node.parent
     assert values == [352, 44, 40, 20]
 
     retried = chain(add.s(1, 1), cv_retry_once.s(), add.s(1))()  # a link that retries once
-    assert retried.get(timeout=5) == 3
+    assert retried.get(timeout=scaled(5)) == 3
     assert journal("cv_retry") == ["0", "1"]
 
 
@@ -207,7 +209,7 @@ def test_chain_values_and_parents(worker):
 def test_group_values_and_group_result(worker, app):
     result = group(add.s(i, i) for i in range(10))()
     assert isinstance(result, GroupResult)
-    assert result.get(timeout=5) == EVENS
+    assert result.get(timeout=scaled(5)) == EVENS
     assert len(result) == 10
     assert result.ready() and result.successful() and not result.failed()
     assert result.completed_count() == 10
@@ -219,7 +221,7 @@ def test_group_values_and_group_result(worker, app):
     assert restored.get(timeout=1) == EVENS
     assert restored.completed_count() == 10 and restored.ready()
 
-    assert group(add.s(1), add.s(2)).delay(10).get(timeout=5) == [11, 12]  # partial args
+    assert group(add.s(1), add.s(2)).delay(10).get(timeout=scaled(5)) == [11, 12]  # partial args
     assert ~group(add.s(1, 1), mul.s(3, 3)) == [2, 9]
     empty = group([])()
     assert (empty.get(timeout=1), len(empty), empty.ready()) == ([], 0, True)
@@ -227,36 +229,36 @@ def test_group_values_and_group_result(worker, app):
 
 def test_group_with_a_failure(worker):
     result = group(add.s(1, 1), fail.si("member broke"), add.s(2, 2))()
-    values = result.get(timeout=5, propagate=False)
+    values = result.get(timeout=scaled(5), propagate=False)
     assert values[0] == 2 and values[2] == 4
     assert isinstance(values[1], CustomError) and str(values[1]) == "member broke"
     assert result.ready() and result.failed() and not result.successful()
     assert result.completed_count() == 2
     with pytest.raises(CustomError, match="member broke"):
-        result.get(timeout=5)
+        result.get(timeout=scaled(5))
 
 
 # -- 4. chord -------------------------------------------------------------------------------
 @ALL
 def test_chord_values(worker):
     result = chord((add.s(i, i) for i in range(10)), xsum.s())()
-    assert result.get(timeout=5) == 90
-    assert result.parent.get(timeout=5) == EVENS
+    assert result.get(timeout=scaled(5)) == 90
+    assert result.parent.get(timeout=scaled(5)) == EVENS
 
-    assert (group(add.s(i, i) for i in range(10)) | xsum.s())().get(timeout=5) == 90
-    assert chord(add.s(i, i) for i in range(10))(xsum.s()).get(timeout=5) == 90
+    assert (group(add.s(i, i) for i in range(10)) | xsum.s())().get(timeout=scaled(5)) == 90
+    assert chord(add.s(i, i) for i in range(10))(xsum.s()).get(timeout=scaled(5)) == 90
 
 
 @ALL
 def test_chord_with_an_empty_header_runs_the_body_with_nothing(worker):
-    assert chord([], echo.s())().get(timeout=5) == []
-    assert chord([], xsum.s())().get(timeout=5) == 0
+    assert chord([], echo.s())().get(timeout=scaled(5)) == []
+    assert chord([], xsum.s())().get(timeout=scaled(5)) == 0
 
 
 @ALL
 def test_chord_join_runs_once_when_a_member_retries(worker, drained):
     result = chord([cv_retry_once.s(5), add.s(1, 1), add.s(2, 2)], cv_body.s())()
-    assert result.get(timeout=10) == 11
+    assert result.get(timeout=scaled(10)) == 11
     drained(worker)
     assert journal("cv_retry") == ["0", "1"]
     assert journal("cv_body") == ["body:11"]
@@ -271,7 +273,7 @@ def test_chord_join_runs_once_when_a_members_worker_is_killed(start_worker, drai
     os.kill(first.pid, signal.SIGKILL)
     first.wait(5)
     second = start_worker("-P", "threads", "-c", "4", extra_env=visibility)
-    assert result.get(timeout=15) == 13
+    assert result.get(timeout=scaled(15)) == 13
     drained(second)
     assert journal("cv").count("m0:start") == 2  # acknowledged late: run again
     assert journal("cv_body") == ["body:13"]
@@ -281,46 +283,49 @@ def test_chord_join_runs_once_when_a_members_worker_is_killed(start_worker, drai
 def test_map_starmap_chunks(worker):
     assert ~xsum.map([range(10), range(100)]) == [45, 4950]
     assert ~add.starmap(zip(range(10), range(10))) == EVENS
-    result = add.chunks(zip(range(100), range(100)), 10)().get(timeout=5)
+    result = add.chunks(zip(range(100), range(100)), 10)().get(timeout=scaled(5))
     assert result == [[2 * i for i in range(start, start + 10)] for start in range(0, 100, 10)]
 
 
 # -- 6. nesting -----------------------------------------------------------------------------
 def test_chains_in_a_group(worker):
     result = group(chain(add.s(1, 1), mul.s(10)), add.s(2, 2) | mul.s(10))()
-    assert result.get(timeout=5) == [20, 40]
+    assert result.get(timeout=scaled(5)) == [20, 40]
 
 
 @ALL
 def test_group_in_a_chain_is_a_chord(worker):
     result = chain(add.s(1, 1), group(add.s(1), mul.s(3)), xsum.s())()
-    assert result.get(timeout=5) == 9  # 2 -> [3, 6] -> 9
-    assert result.parent.get(timeout=5) == [3, 6]
-    assert result.parent.parent.get(timeout=5) == 2
+    assert result.get(timeout=scaled(5)) == 9  # 2 -> [3, 6] -> 9
+    assert result.parent.get(timeout=scaled(5)) == [3, 6]
+    assert result.parent.parent.get(timeout=scaled(5)) == 2
 
     ending = chain(add.s(1, 1), group(add.s(1), mul.s(3)))()
     assert isinstance(ending, GroupResult)
-    assert ending.get(timeout=5) == [3, 6]
+    assert ending.get(timeout=scaled(5)) == [3, 6]
 
 
 def test_chord_in_a_chain_continues_after_the_body(worker):
     first = chain(chord([add.s(i, i) for i in range(4)], xsum.s()), add.s(100))()
-    assert first.get(timeout=5) == 112  # 0+2+4+6 = 12, + 100
+    assert first.get(timeout=scaled(5)) == 112  # 0+2+4+6 = 12, + 100
     middle = chain(add.s(1, 1), chord([add.s(1), add.s(2)], xsum.s()), mul.s(10))()
-    assert middle.get(timeout=5) == 70  # 2 -> [3, 4] -> 7 -> 70
-    assert middle.parent.get(timeout=5) == 7
+    assert middle.get(timeout=scaled(5)) == 70  # 2 -> [3, 4] -> 7 -> 70
+    assert middle.parent.get(timeout=scaled(5)) == 7
 
 
 def test_chain_as_a_chord_body_and_chains_in_its_header(worker):
     result = chord([add.s(i, i) for i in range(3)], xsum.s() | mul.s(10))()
-    assert result.get(timeout=5) == 60
-    assert result.parent.get(timeout=5) == 6
+    assert result.get(timeout=scaled(5)) == 60
+    assert result.parent.get(timeout=scaled(5)) == 6
 
     headed = chord([add.s(1, 1) | mul.s(2), add.s(2, 2) | mul.s(2), add.s(3, 3)], xsum.s())()
-    assert headed.get(timeout=5) == 18  # 4 + 8 + 6
-    assert chord([group(add.s(1, 1), add.s(2, 2)), add.s(3, 3)], xsum.s())().get(timeout=5) == 12
+    assert headed.get(timeout=scaled(5)) == 18  # 4 + 8 + 6
+    assert (
+        chord([group(add.s(1, 1), add.s(2, 2)), add.s(3, 3)], xsum.s())().get(timeout=scaled(5))
+        == 12
+    )
     in_header = chord([chord([add.s(1, 1), add.s(2, 2)], xsum.s()), add.s(3, 3)], xsum.s())()
-    assert in_header.get(timeout=5) == 12  # [2 + 4, 6]
+    assert in_header.get(timeout=scaled(5)) == 12  # [2 + 4, 6]
 
 
 # -- 7. failure -----------------------------------------------------------------------------
@@ -331,7 +336,7 @@ def test_a_failing_link_stops_the_chain_and_its_errbacks_run_once(worker, draine
     canvas.link_error(errback_new.s())
     result = canvas()
     with pytest.raises(CustomError, match="link broke"):
-        result.get(timeout=5)
+        result.get(timeout=scaled(5))
     assert result.state == "FAILURE"
     assert isinstance(result.result, CustomError) and str(result.result) == "link broke"
     failed = result.parent
@@ -358,7 +363,7 @@ def test_callbacks_given_to_a_canvas_land_on_the_right_tasks(worker, drained):
     failed_chord = failed_chord()
     for result in (stopped, failed_chord):
         with pytest.raises((CustomError, ChordError)):
-            result.get(timeout=5)
+            result.get(timeout=scaled(5))
     drained(worker)
     assert sorted(journal("cv_seen")) == ["chain.link:5", "chain:4", "chord:6"]
     errbacks = sorted(journal("errback"))
@@ -374,7 +379,7 @@ def test_a_failing_member_fails_the_chord_and_its_errback_runs_once(worker, drai
     result = canvas()
     member = result.parent.results[1]
     with pytest.raises(ChordError) as info:
-        result.get(timeout=5)
+        result.get(timeout=scaled(5))
     assert member.id in str(info.value) and "member broke" in str(info.value)
     assert result.state == "FAILURE"
     drained(worker)
@@ -387,7 +392,7 @@ def test_a_chord_body_errback_old_style_runs_once(worker, drained):
     body.link_error(errback_old.s())
     result = chord([fail.si("first"), add.s(2, 2), fail.si("second")], body)()
     with pytest.raises(ChordError, match=f"{result.parent.results[0].id} raised CustomError"):
-        result.get(timeout=5)
+        result.get(timeout=scaled(5))
     drained(worker)
     assert journal("cv_body") == []
     assert journal("errback") == [f"old:{result.id}"]
@@ -404,7 +409,7 @@ def test_a_failure_deep_in_a_chord_header_fails_the_chord(worker, drained):
     inner = chord([chord([fail.si("inner"), add.s(1, 1)], xsum.s()), add.s(2, 2)], cv_body.s())()
     for result, message in ((stopped, "deep"), (fanned, "fan"), (inner, "inner")):
         with pytest.raises(ChordError, match=message):
-            result.get(timeout=5)
+            result.get(timeout=scaled(5))
     drained(worker)
     assert journal("cv_body") == []
 
@@ -433,9 +438,9 @@ def test_a_signature_used_twice_gets_its_own_id_each_time(app, start_worker):
     from tests.proj.tasks import add
 
     start_worker("-P", "solo")
-    assert chain(add.s(0, 1), *[add.s(1)] * 49)().get(timeout=20) == 50
+    assert chain(add.s(0, 1), *[add.s(1)] * 49)().get(timeout=scaled(20)) == 50
     sig = add.s(2, 3)
     first, second = sig.delay(), sig.delay()
     assert first.id != second.id
-    assert (first.get(timeout=5), second.get(timeout=5)) == (5, 5)
+    assert (first.get(timeout=scaled(5)), second.get(timeout=scaled(5))) == (5, 5)
     assert "task_id" not in sig.options

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, scaled, wait_for
 
 # `[2026-11-25 00:39:27.882+08:00 INFO/MainProcess] beatq.worker: ...`
 LOG_LINE = re.compile(
@@ -137,9 +137,9 @@ def test_call_prints_an_id_and_result_shows_success_and_failure(app, start_worke
     assert abs(shown.timestamp() - done.timestamp()) < 0.01
 
     kw_id = call_id(env, "tests.proj.tasks.add", "--args", "[1]", "--kwargs", '{"y": 41}')
-    assert app.AsyncResult(kw_id).get(timeout=5) == 42
+    assert app.AsyncResult(kw_id).get(timeout=scaled(5)) == 42
     kw_only = call_id(env, "tests.proj.tasks.add", "-k", '{"x": 4, "y": 6}')
-    assert app.AsyncResult(kw_only).get(timeout=5) == 10
+    assert app.AsyncResult(kw_only).get(timeout=scaled(5)) == 10
 
     check_failure(env)
 

@@ -30,7 +30,7 @@ import yaml
 
 from beatq.brokers import Outgoing
 from beatq.dashboard import timefmt
-from tests.conftest import ROOT, WorkerProcess, wait_for
+from tests.conftest import ROOT, WorkerProcess, scaled, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -423,8 +423,8 @@ def test_without_events_a_task_is_found_by_its_id_in_the_result_store(
 
     start_worker("-P", "solo")  # no -E: no task events
     done, failed = add.delay(20, 22), fail.delay("no events")
-    assert done.get(timeout=10) == 42
-    failed.get(timeout=10, propagate=False)
+    assert done.get(timeout=scaled(10)) == 42
+    failed.get(timeout=scaled(10), propagate=False)
     url = start_dashboard()
 
     status, _, body = http(url + "api/state")

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from beatq import AsyncResult
-from tests.conftest import stored_messages, wait_for
+from tests.conftest import scaled, stored_messages, wait_for
 from tests.proj import journal
 
 VISIBILITY = {"BEATQ_TEST_VISIBILITY": "1.5"}
@@ -53,7 +53,7 @@ def test_kill9_loses_no_message_it_had_taken_but_not_started(app, start_worker):
     kill9(first)
 
     start_worker("-P", "solo", extra_env=VISIBILITY)
-    assert [r.get(timeout=10) for r in adds] == [i + 100 for i in range(7)]
+    assert [r.get(timeout=scaled(10)) for r in adds] == [i + 100 for i in range(7)]
     assert all(r.state == "SUCCESS" for r in adds)
     assert claimed(app) == set()
     # The task that was running was acknowledged as it started: not run again.
@@ -71,7 +71,7 @@ def test_kill9_mid_task_acks_late_runs_it_again_elsewhere(app, start_worker):
     kill9(first)
     second = start_worker("-P", "solo", extra_env=VISIBILITY)
 
-    assert result.get(timeout=10) == "late"
+    assert result.get(timeout=scaled(10)) == "late"
     assert result.state == "SUCCESS"
     assert runs("late") == [f"late:start:{first.pid}", f"late:start:{second.pid}"]
     assert runs("late", "end") == [f"late:end:{second.pid}"]
@@ -90,7 +90,7 @@ def test_kill9_mid_task_early_ack_does_not_run_it_again(app, start_worker):
     # Every claim of the dead worker expires by killed_at + 1.5 s; the next claim made
     # after that (the probe's) would hand the message out again, ahead of the probe.
     time.sleep(max(0.0, killed_at + 1.7 - time.time()))
-    assert add.delay(1, 1).get(timeout=10) == 2
+    assert add.delay(1, 1).get(timeout=scaled(10)) == 2
     assert len(runs("early")) == 1
     assert result.state == "PENDING"
 
@@ -110,8 +110,8 @@ def test_healthy_worker_never_gets_a_message_twice(app, start_worker, pool):
     # every couple of seconds, all along the 4 s the tasks run past their 1 s visibility.
     start_worker("-P", "solo", extra_env=fast)
 
-    assert early.get(timeout=10) == "long-early"
-    assert late.get(timeout=10) == "long-late"
+    assert early.get(timeout=scaled(10)) == "long-early"
+    assert late.get(timeout=scaled(10)) == "long-late"
     pids = {r.rsplit(":", 1)[1] for r in journal("runs")}
     assert len(runs("long-early")) == 1 and len(runs("long-late")) == 1
     assert len(runs("long-early", "end")) == 1 and len(runs("long-late", "end")) == 1
@@ -135,13 +135,13 @@ def test_sigterm_finishes_running_task_and_takes_no_new_one(app, start_worker, p
     wait_for(lambda: "SIGTERM received" in worker.log(), 5, "the signal to be handled")
     after = add.delay(2, 3)
 
-    assert running.get(timeout=5) == "warm"
+    assert running.get(timeout=scaled(5)) == "warm"
     assert worker.wait(10) == 0
     assert "warm shutdown" in worker.log()
     assert after.state == "PENDING"
     assert app.broker.queue_length("celery") == 1
     start_worker("-P", "solo")
-    assert after.get(timeout=10) == 5
+    assert after.get(timeout=scaled(10)) == 5
     assert len(runs("warm")) == 1
 
 
@@ -171,7 +171,7 @@ def test_second_signal_stops_at_once_and_requeues_running_task(app, start_worker
     assert app.broker.queue_length("celery") == 1
 
     other = start_worker("-P", "solo")
-    assert result.get(timeout=10) == "cold"
+    assert result.get(timeout=scaled(10)) == "cold"
     assert AsyncResult(result.id, app=app).state == "SUCCESS"
     starts = runs("cold")
     assert len(starts) == 2 and starts[1] == f"cold:start:{other.pid}"

@@ -15,7 +15,7 @@ import pytest
 
 from beatq.events import Event
 from beatq.exceptions import TaskRevokedError
-from tests.conftest import wait_for
+from tests.conftest import scaled, wait_for
 from tests.proj import journal
 from tests.test_beat_e2e import start_beat, tick, write_schedule  # noqa: F401
 
@@ -46,9 +46,9 @@ def test_event_stream_of_a_real_run(app, start_worker, monkeypatch) -> None:
     revoked = add.apply_async((3, 3), countdown=3.0)
     app.control.revoke(revoked.id)
 
-    assert ok.get(timeout=10) == 4
-    assert retried.get(timeout=10) == 1
-    bad.get(timeout=10, propagate=False)
+    assert ok.get(timeout=scaled(10)) == 4
+    assert retried.get(timeout=scaled(10)) == 1
+    bad.get(timeout=scaled(10), propagate=False)
     for result in (expired, revoked):
         wait_for(lambda r=result: r.state == "REVOKED", 10, f"{result.id} to be REVOKED")
     wait_for(lambda: "task-dead-lettered" in types_by_task(all_events(app))[dead.id], 10)
@@ -127,9 +127,9 @@ def test_a_task_revoked_before_a_worker_starts_never_runs(app, start_worker) -> 
     assert skipped.id in app.control.revoked()
     start_worker("-E", "-P", "prefork", "-c", "1")
     with pytest.raises(TaskRevokedError):
-        skipped.get(timeout=10)
+        skipped.get(timeout=scaled(10))
     assert skipped.state == "REVOKED"
-    assert add.delay(1, 2).get(timeout=10) == 3
+    assert add.delay(1, 2).get(timeout=scaled(10)) == 3
     assert journal("runs") == []
     assert types_by_task(all_events(app))[skipped.id] == ["task-revoked"]
 
@@ -145,11 +145,11 @@ def test_revoke_terminate_stops_a_running_task(app, start_worker, pool: str) -> 
     began = time.monotonic()
     app.control.revoke(running.id, terminate=True)
     with pytest.raises(TaskRevokedError):
-        running.get(timeout=10)
+        running.get(timeout=scaled(10))
     assert time.monotonic() - began < 5
     assert running.state == "REVOKED"
     assert not any(r.startswith("long:end") for r in journal("runs"))
-    assert add.delay(2, 3).get(timeout=10) == 5, "the worker keeps serving"
+    assert add.delay(2, 3).get(timeout=scaled(10)) == 5, "the worker keeps serving"
     kinds = types_by_task(all_events(app))[running.id]
     assert kinds == ["task-received", "task-started", "task-revoked"]
     assert worker.process.poll() is None
@@ -187,6 +187,6 @@ def test_result_and_group_revoke_as_in_celery(app, start_worker) -> None:
     start_worker("-P", "threads")
     for result in (single, *many.results):
         with pytest.raises(TaskRevokedError):
-            result.get(timeout=10)
-    assert add.delay(1, 1).get(timeout=10) == 2
+            result.get(timeout=scaled(10))
+    assert add.delay(1, 1).get(timeout=scaled(10)) == 2
     assert journal("runs") == []

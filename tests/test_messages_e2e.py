@@ -16,7 +16,7 @@ import pytest
 
 from beatq import AsyncResult, messages
 from beatq.brokers import Outgoing
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, scaled, wait_for
 from tests.proj import journal
 from tests.test_results import SharedWorker, point_app_at, shared_worker
 
@@ -92,7 +92,7 @@ def test_json_round_trips_rich_values_through_a_worker(sapp):
         "generator": (i * i for i in range(4)),
         "nested": [{"inner": (datetime(2000, 1, 1, tzinfo=timezone.utc),)}],
     }
-    back = echo.delay(value).get(timeout=5)
+    back = echo.delay(value).get(timeout=scaled(5))
     assert back["aware"] == aware and back["aware"].utcoffset() == timedelta(hours=8)
     assert back["naive"] == datetime(2026, 11, 1, 1, 30, 0, 5) and back["naive"].tzinfo is None
     assert back["day"] == date(2024, 2, 29) and type(back["day"]) is date
@@ -126,10 +126,10 @@ def test_per_call_serializer_and_compression(sapp, serializer):
         assert wire[parked_id]["ct"] == CONTENT_TYPES[serializer]
         assert wire[parked_id]["ce"] == compression
         # ...and the other one ran in the worker and came back intact.
-        assert result.get(timeout=5) == value, (serializer, compression)
+        assert result.get(timeout=scaled(5)) == value, (serializer, compression)
     # Only pickle hands the worker a tuple: proof the worker decoded with the chosen serializer.
     typeof = msg_typeof.apply_async(((1, 2),), serializer=serializer, compression="gzip")
-    assert typeof.get(timeout=5) == ("tuple" if serializer == "pickle" else "list")
+    assert typeof.get(timeout=scaled(5)) == ("tuple" if serializer == "pickle" else "list")
 
 
 # -- dead letters ------------------------------------------------------------------------------
@@ -143,7 +143,7 @@ def test_content_type_not_accepted_goes_to_dead_letters_and_can_be_requeued(app,
     assert "application/x-python-serialize" in letter.reason
     assert "accept_content" in letter.reason
     assert letter.queue == "celery"
-    assert add.delay(2, 2).get(timeout=5) == 4  # the worker carries on
+    assert add.delay(2, 2).get(timeout=scaled(5)) == 4  # the worker carries on
     assert refused.state == "PENDING"  # never run
     [line] = lines_naming(strict.log(), refused.id)
     assert "dead letters" in line and "Traceback" not in strict.log()
@@ -156,7 +156,7 @@ def test_content_type_not_accepted_goes_to_dead_letters_and_can_be_requeued(app,
     assert app.broker.queue_length("celery") == 1
 
     start_worker("-P", "solo", extra_env={"BEATQ_TEST_ACCEPT": "json,pickle"})
-    assert refused.get(timeout=5) == "tuple"
+    assert refused.get(timeout=scaled(5)) == "tuple"
 
 
 def _send_garbage(app) -> str:
@@ -181,7 +181,7 @@ def test_bad_message_goes_to_dead_letters_and_can_be_requeued(sapp, shared, send
     message_id = send(sapp)
     letter = wait_for(lambda: dead_letter(sapp, message_id), 5, "the dead letter")
     assert reason in letter.reason
-    assert add.delay(3, 4).get(timeout=5) == 7  # the worker carries on
+    assert add.delay(3, 4).get(timeout=scaled(5)) == 7  # the worker carries on
     log = shared.process.log()
     assert len(lines_naming(log, message_id)) == 1
     assert "dead letters" in lines_naming(log, message_id)[0]
@@ -235,7 +235,7 @@ def test_yaml_is_loaded_safely_and_a_bad_payload_is_dead_lettered(sapp, tmp_path
     zlib_letter = wait_for(lambda: dead_letter(sapp, zlib_id), 5, "the zlib dead letter")
     assert "python/object" in yaml_letter.reason
     assert "zlib" in zlib_letter.reason
-    assert add.delay(1, 1).get(timeout=5) == 2
+    assert add.delay(1, 1).get(timeout=scaled(5)) == 2
     assert not marker.exists()
     assert AsyncResult(yaml_id, app=sapp).state == "PENDING"
 
@@ -277,14 +277,14 @@ def test_queue_option_task_routes_and_task_queue(app, start_worker, monkeypatch)
         "q.call,q.glob,q.exact,priority.high,celery",
         extra_env={"BEATQ_TEST_ROUTES": json.dumps(ROUTES)},
     )
-    assert on_call.get(timeout=5) == "q.call"
-    assert by_glob.get(timeout=5) == "q.glob"
-    assert by_name.get(timeout=5) == "q.exact"
-    assert default.get(timeout=5) == "celery"
-    assert own_queue.get(timeout=5) == "u1" and call_wins.get(timeout=5) == "u2"
-    assert parent.get(timeout=5) == "q.call"
-    assert AsyncResult(linked, app=app).get(timeout=5) == "q.glob"
-    assert AsyncResult(explicit, app=app).get(timeout=5) == "q.call"
+    assert on_call.get(timeout=scaled(5)) == "q.call"
+    assert by_glob.get(timeout=scaled(5)) == "q.glob"
+    assert by_name.get(timeout=scaled(5)) == "q.exact"
+    assert default.get(timeout=scaled(5)) == "celery"
+    assert own_queue.get(timeout=scaled(5)) == "u1" and call_wins.get(timeout=scaled(5)) == "u2"
+    assert parent.get(timeout=scaled(5)) == "q.call"
+    assert AsyncResult(linked, app=app).get(timeout=scaled(5)) == "q.glob"
+    assert AsyncResult(explicit, app=app).get(timeout=scaled(5)) == "q.call"
 
 
 def test_task_routes_as_a_list_with_a_router_function(app, monkeypatch):
@@ -314,5 +314,5 @@ def test_first_queue_of_dash_q_is_consumed_first(app, start_worker):
         results.append(urgent.delay(f"u{i}"))
     start_worker("-P", "solo", "--prefetch-multiplier", "1", "-Q", "priority.high,celery")
     for result in results:
-        result.get(timeout=5)
+        result.get(timeout=scaled(5))
     assert journal("order") == ["u0", "u1", "u2", "o0", "o1", "o2"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ROOT, free_port, wait_for
+from tests.conftest import ROOT, free_port, scaled, wait_for
 from tests.proj import journal
 from tests.test_beat_e2e import start_beat, tick, write_schedule  # noqa: F401
 from tests.test_cli import beatq, show
@@ -59,11 +59,11 @@ def test_worker_metrics_count_what_prefork_children_ran(app, start_worker):
     )
     assert value(samples, "beatq_queue_depth", queue="celery") == 3
     assert value(samples, "beatq_worker_active_tasks") == 1
-    blocker.get(timeout=10)
-    assert [r.get(timeout=10) for r in waiting] == [0, 2, 4, 6]
+    blocker.get(timeout=scaled(10))
+    assert [r.get(timeout=scaled(10)) for r in waiting] == [0, 2, 4, 6]
     for _ in range(2):
-        fail.delay("x").get(timeout=10, propagate=False)
-    assert flaky.delay(1).get(timeout=10) == 1
+        fail.delay("x").get(timeout=scaled(10), propagate=False)
+    assert flaky.delay(1).get(timeout=scaled(10)) == 1
 
     def counted():
         s = scrape(port)

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, scaled, wait_for
 from tests.proj import journal
 from tests.test_cli import TIME_WITH_OFFSET, beatq, call_id, show
 
@@ -92,7 +92,7 @@ def test_revoke_terminate_from_the_command_line(app, start_worker, env):
     proc = beatq(env, "result", task_id, "--wait", "--timeout", "10")
     assert proc.returncode == 1, show(proc)
     assert "REVOKED" in proc.stdout + proc.stderr
-    assert add.delay(1, 1).get(timeout=10) == 2, "a new child serves the next task"
+    assert add.delay(1, 1).get(timeout=scaled(10)) == 2, "a new child serves the next task"
 
 
 def test_revoke_needs_an_id(env):
@@ -107,7 +107,7 @@ def test_events_dump_prints_one_event_per_line(app, start_worker, env):
     from tests.proj.tasks import add
 
     result = add.delay(20, 22)
-    assert result.get(timeout=10) == 42
+    assert result.get(timeout=scaled(10)) == 42
     wait_for(lambda: len(app.events.recent(1000)) >= 4, 10, "the events")
     proc = beatq(env, "events", "--dump", "--no-follow")
     assert proc.returncode == 0, show(proc)
@@ -157,8 +157,8 @@ def test_events_live_view_shows_workers_queues_and_tasks(app, start_worker, env,
     from tests.proj.tasks import add, fail
 
     worker = start_worker(*(["-E"] if events_on else []), "-P", "threads")
-    add.delay(2, 3).get(timeout=10)
-    fail.delay("bad").get(timeout=10, propagate=False)
+    add.delay(2, 3).get(timeout=scaled(10))
+    fail.delay("bad").get(timeout=scaled(10), propagate=False)
     argv = [sys.executable, "-m", "beatq", "-A", "tests.proj", "events", "--interval", "0.2"]
     view = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     header = "beatq tests.proj — "

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from beatq.exceptions import TimeLimitExceeded, WorkerLostError
-from tests.conftest import wait_for
+from tests.conftest import scaled, wait_for
 from tests.proj import journal
 
 POOLS = {
@@ -41,7 +41,7 @@ def test_pool_runs_as_many_tasks_at_once_as_its_concurrency(app, start_worker, p
 
     worker = start_worker(*POOLS[pool])
     batch = [dl_span.delay(0.4, f"t{i}") for i in range(4)]
-    assert [r.get(timeout=10) for r in batch] == ["t0", "t1", "t2", "t3"]
+    assert [r.get(timeout=scaled(10)) for r in batch] == ["t0", "t1", "t2", "t3"]
 
     rows = [line.split() for line in journal("spans")]
     assert sorted(tag for tag, *_ in rows) == ["t0", "t1", "t2", "t3"]
@@ -94,7 +94,7 @@ def test_soft_and_hard_time_limits_stop_the_task(app, start_worker, pool, tasks)
     # soft 0.3 s and hard 0.5 s, one after the other in the solo pool
     assert time.monotonic() - began < 2.2, "the limits stopped both tasks early"
     assert hard.state == "FAILURE"
-    assert t.add.delay(2, 2).get(timeout=5) == 4, "the worker keeps serving"
+    assert t.add.delay(2, 2).get(timeout=scaled(5)) == 4, "the worker keeps serving"
 
 
 def test_prefork_kills_a_child_stuck_past_its_hard_limit(app, start_worker):
@@ -104,11 +104,11 @@ def test_prefork_kills_a_child_stuck_past_its_hard_limit(app, start_worker):
     began = time.monotonic()
     stuck = dl_blocked_sleep.delay(30)
     with pytest.raises(TimeLimitExceeded):
-        stuck.get(timeout=10)
+        stuck.get(timeout=scaled(10))
     # time_limit 0.5 s, then the parent's grace period (1 s) before it kills the child
     assert 1.4 < time.monotonic() - began < 5
     assert stuck.state == "FAILURE"
-    assert add.delay(20, 1).get(timeout=5) == 21, "a new child serves the next task"
+    assert add.delay(20, 1).get(timeout=scaled(5)) == 21, "a new child serves the next task"
     assert "exited" in worker.log()
 
 
@@ -118,9 +118,9 @@ def test_prefork_child_that_dies_fails_its_task_with_worker_lost(app, start_work
     start_worker("-P", "prefork", "-c", "2")
     lost = dl_exit.delay(1)
     with pytest.raises(WorkerLostError):
-        lost.get(timeout=10)
+        lost.get(timeout=scaled(10))
     assert lost.state == "FAILURE"
-    assert [add.delay(i, i).get(timeout=5) for i in range(3)] == [0, 2, 4]
+    assert [add.delay(i, i).get(timeout=scaled(5)) for i in range(3)] == [0, 2, 4]
     assert app.broker.queue_length("celery") == 0
 
 
@@ -164,6 +164,6 @@ def test_prefork_parent_applies_the_per_call_time_limit(app, start_worker):
     # No limit of its own, stuck where only the parent can stop it: the caller sets one.
     stuck = dl_stuck.apply_async((30,), time_limit=0.3)
     with pytest.raises(TimeLimitExceeded):
-        stuck.get(timeout=5)
-    assert longer.get(timeout=5) == "finished"
+        stuck.get(timeout=scaled(5))
+    assert longer.get(timeout=scaled(5)) == "finished"
     assert time.monotonic() - began < 4

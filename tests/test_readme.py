@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from beatq import Beatq
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT, scaled, wait_for
 
 
 def first_command() -> str:
@@ -72,7 +72,7 @@ def test_readme_first_command_runs_the_example_with_no_server(tmp_path: Path) ->
         assert f"broker: SQLite file {database}" in log, log  # the shared file, named
 
         # a task sent from here runs in the example's worker
-        assert checker.send_task("examples.proj.tasks.add", (4, 4)).get(timeout=10) == 8
+        assert checker.send_task("examples.proj.tasks.add", (4, 4)).get(timeout=scaled(10)) == 8
 
         def record() -> dict:
             state = checker.broker.beat_entries().get("add-every-10-seconds")
@@ -81,7 +81,7 @@ def test_readme_first_command_runs_the_example_with_no_server(tmp_path: Path) ->
         # the every-10s entry of schedules/example.yaml: two runs, each adding 16 + 16
         wait_for(lambda: record().get("runs", 0) >= 2, 30, "two runs of add-every-10-seconds")
         last = checker.AsyncResult(record()["last_task_id"])
-        assert last.get(timeout=10) == 32 and last.state == "SUCCESS"
+        assert last.get(timeout=scaled(10)) == 32 and last.state == "SUCCESS"
         assert checker.broker.get_lease("beat") is not None, "the embedded beat leads"
 
         stopped_at = time.monotonic()

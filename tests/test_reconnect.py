@@ -13,7 +13,7 @@ import time
 import pytest
 
 from beatq import AsyncResult
-from tests.conftest import wait_for
+from tests.conftest import scaled, wait_for
 from tests.proj import journal
 
 
@@ -128,7 +128,7 @@ def test_idle_worker_survives_a_cut_and_serves_after_restore(app, start_worker, 
 
     wait_for(lambda: "broker connection restored" in worker.log(), 10, "the 'restored' line")
     assert worker.process.poll() is None, worker.log()
-    assert add.delay(20, 22).get(timeout=5) == 42
+    assert add.delay(20, 22).get(timeout=scaled(5)) == 42
 
 
 def test_tasks_queued_across_a_cut_are_not_lost(app, start_worker, proxy, redis_url):
@@ -144,8 +144,8 @@ def test_tasks_queued_across_a_cut_are_not_lost(app, start_worker, proxy, redis_
     wait_for(lambda: errors(worker) >= 1, 5, "the failed store to be logged")
     proxy.restore()
 
-    assert running.get(timeout=10) == "across"
-    assert [r.get(timeout=10) for r in queued] == [0, 2, 4, 6, 8]
+    assert running.get(timeout=scaled(10)) == "across"
+    assert [r.get(timeout=scaled(10)) for r in queued] == [0, 2, 4, 6, 8]
     assert journal("naps") == ["across:start", "across:end"]
     assert "broker connection restored" in worker.log()
     assert app.broker.queue_length("celery") == 0
@@ -165,7 +165,7 @@ def test_result_get_through_a_cut_returns_within_its_timeout(app, start_worker, 
     restore.start()
     began = time.monotonic()
     try:
-        assert result.get(timeout=8) == "via-proxy"
+        assert result.get(timeout=scaled(8)) == "via-proxy"
     finally:
         restore.cancel()
     assert time.monotonic() - began >= 0.9, "get waited out the cut"

@@ -31,6 +31,7 @@ from tests.conftest import (
     WorkerProcess,
     delete_keys,
     point_app,
+    scaled,
     store_url,
     wait_for,
     wait_ready,
@@ -158,7 +159,7 @@ def test_success_state_value_and_aware_date_done(sapp):
 
     before = datetime.now(timezone.utc)
     result = add.delay(2, 3)
-    assert result.get(timeout=5) == 5
+    assert result.get(timeout=scaled(5)) == 5
     assert (result.state, result.ready(), result.successful(), result.failed()) == (
         "SUCCESS",
         True,
@@ -182,7 +183,7 @@ def test_started_state_is_visible_with_track_started(sapp, shared):
     assert not result.ready()
     assert result.info["hostname"] == shared.name
     record("release", "hold-1")
-    assert result.get(timeout=5) == "hold-1"
+    assert result.get(timeout=scaled(5)) == "hold-1"
     assert AsyncResult(result.id, app=sapp).state == "SUCCESS"
 
 
@@ -195,7 +196,7 @@ def test_retry_state_then_success(sapp):
     assert isinstance(retrying.result, CustomError)
     assert str(retrying.result) == "again"
     assert not retrying.ready()
-    assert result.get(timeout=5) == "done after 1"
+    assert result.get(timeout=scaled(5)) == "done after 1"
     assert result.state == "SUCCESS"
 
 
@@ -204,14 +205,14 @@ def test_failure_reraises_the_task_exception_with_message_and_traceback(sapp):
 
     result = fail.delay("it broke")
     with pytest.raises(CustomError, match="^it broke$"):
-        result.get(timeout=5)
+        result.get(timeout=scaled(5))
     assert (result.state, result.ready(), result.failed(), result.successful()) == (
         "FAILURE",
         True,
         True,
         False,
     )
-    exc = result.get(timeout=5, propagate=False)
+    exc = result.get(timeout=scaled(5), propagate=False)
     assert type(exc) is CustomError and exc.args == ("it broke",)
     assert isinstance(result.result, CustomError)
     fresh = AsyncResult(result.id, app=sapp)
@@ -243,7 +244,7 @@ def test_get_is_woken_when_the_result_is_stored(sapp, seconds):
 
     began = time.monotonic()
     result = sleep.delay(seconds, "wake")
-    assert result.get(timeout=5) == "wake"
+    assert result.get(timeout=scaled(5)) == "wake"
     elapsed = time.monotonic() - began
     assert seconds <= elapsed < seconds + 0.25, f"get returned {elapsed - seconds:.3f}s late"
 
@@ -252,7 +253,7 @@ def test_forget_deletes_the_result(sapp):
     from tests.proj.tasks import add
 
     result = add.delay(20, 22)
-    assert result.get(timeout=5) == 42
+    assert result.get(timeout=scaled(5)) == 42
     result.forget()
     assert result.state == "PENDING"
     assert AsyncResult(result.id, app=sapp).state == "PENDING"
@@ -265,7 +266,7 @@ def test_result_expires_after_result_expires(app, start_worker):
 
     start_worker("-P", "solo", extra_env={"BEATQ_TEST_RESULT_EXPIRES": "1"})
     result = add.delay(1, 2)
-    assert result.get(timeout=5) == 3
+    assert result.get(timeout=scaled(5)) == 3
     stored = time.time()
     assert AsyncResult(result.id, app=app).state == "SUCCESS"
     wait_for(lambda: AsyncResult(result.id, app=app).state == "PENDING", 5, "the result to expire")
@@ -279,8 +280,8 @@ def test_link_runs_the_callback_with_the_result(sapp):
 
     child_id = str(uuid.uuid4())
     parent = add.apply_async((2, 2), link=add.s(16).set(task_id=child_id))
-    assert parent.get(timeout=5) == 4
-    assert AsyncResult(child_id, app=sapp).get(timeout=5) == 20
+    assert parent.get(timeout=scaled(5)) == 4
+    assert AsyncResult(child_id, app=sapp).get(timeout=scaled(5)) == 20
 
 
 def test_link_error_old_and_new_style_errbacks(sapp):
@@ -291,7 +292,7 @@ def test_link_error_old_and_new_style_errbacks(sapp):
         link_error=[errback_old.s(), errback_new.s(), res_errback_bound.s()],
     )
     with pytest.raises(CustomError):
-        result.get(timeout=5)
+        result.get(timeout=scaled(5))
     expected = {
         f"old:{result.id}",
         f"bound:{result.id}",
@@ -305,7 +306,7 @@ def test_link_error_does_not_run_on_success(sapp):
     from tests.proj.tasks import add, errback_old, fail
 
     ok = add.apply_async((1, 1), link_error=errback_old.s())
-    assert ok.get(timeout=5) == 2
+    assert ok.get(timeout=scaled(5)) == 2
     # A failing task sent afterwards to the same worker runs its errback; the first never does.
     bad = fail.apply_async(link_error=errback_old.s())
     wait_for(lambda: f"old:{bad.id}" in journal("errback"), 5, "the failing task's errback")
@@ -317,7 +318,7 @@ def test_retry_with_countdown_until_success(sapp):
     from tests.proj.tasks import flaky
 
     result = flaky.delay(2)
-    assert result.get(timeout=5) == 2
+    assert result.get(timeout=scaled(5)) == 2
     assert journal("flaky") == ["0", "1", "2"]
     assert result.state == "SUCCESS"
 
@@ -327,7 +328,7 @@ def test_max_retries_exceeded_fails_the_task(sapp):
 
     result = flaky.delay(10)  # max_retries=3: runs with retries 0..3, then gives up
     with pytest.raises(MaxRetriesExceededError, match="max_retries=3"):
-        result.get(timeout=5)
+        result.get(timeout=scaled(5))
     assert result.state == "FAILURE"
     assert journal("flaky") == ["0", "1", "2", "3"]
 
@@ -338,7 +339,7 @@ def test_autoretry_for_with_backoff_then_failure(sapp):
     began = time.monotonic()
     result = auto_flaky.delay("auto-1")
     with pytest.raises(CustomError, match="^auto-1$"):
-        result.get(timeout=5)
+        result.get(timeout=scaled(5))
     elapsed = time.monotonic() - began
     assert journal("auto") == ["auto-1"] * 3  # the first run and max_retries=2 retries
     assert result.state == "FAILURE"
@@ -351,7 +352,7 @@ def test_countdown_holds_the_task_until_due(sapp):
 
     sent = time.time()
     result = res_stamp.apply_async(countdown=1)
-    started = result.get(timeout=5)
+    started = result.get(timeout=scaled(5))
     assert started >= sent + 1.0
     assert started < sent + 1.0 + 1.0
 
@@ -375,7 +376,7 @@ def test_eta_aware_naive_and_pytz_datetimes(sapp):
     }
     results = {kind: res_stamp.apply_async(eta=eta) for kind, eta in etas.items()}
     for kind, result in results.items():
-        started = result.get(timeout=5)
+        started = result.get(timeout=scaled(5))
         assert started >= expected[kind], f"{kind} eta ran {expected[kind] - started:.3f}s early"
         assert started < expected[kind] + 1.0, (
             f"{kind} eta ran {started - expected[kind]:.3f}s late"
@@ -399,7 +400,7 @@ def test_expired_task_is_revoked_and_its_errback_runs(sapp, when):
     expires = EXPIRED[when]()
     result = add.apply_async((1, 1), expires=expires, link_error=[errback_old.s(), errback_new.s()])
     with pytest.raises(TaskRevokedError, match="expired"):
-        result.get(timeout=5)
+        result.get(timeout=scaled(5))
     assert result.state == "REVOKED"
     assert result.ready() and not result.successful()
     revoked = AsyncResult(result.id, app=sapp).result
@@ -414,9 +415,9 @@ def test_expires_shorter_than_countdown_never_runs(sapp):
     result = res_stamp.apply_async(countdown=0.5, expires=0.2)
     in_time = res_stamp.apply_async(countdown=0.5, expires=30)
     with pytest.raises(TaskRevokedError, match="expired"):
-        result.get(timeout=5)
+        result.get(timeout=scaled(5))
     assert result.state == "REVOKED"
-    assert isinstance(in_time.get(timeout=5), float)
+    assert isinstance(in_time.get(timeout=scaled(5)), float)
     assert in_time.state == "SUCCESS"
 
 
@@ -437,6 +438,6 @@ def test_eta_task_waits_in_the_broker_and_survives_a_killed_worker(app, start_wo
     assert [claim.id for _, claim in app.broker.scheduled()] == [result.id]
     start_worker("-P", "solo")
     assert time.time() < eta, "the second worker started too late for this test to mean anything"
-    started = result.get(timeout=5)
+    started = result.get(timeout=scaled(5))
     assert eta <= started < eta + 1.0
     assert app.broker.scheduled() == []
