@@ -68,7 +68,7 @@ def _time_scale() -> float:
     """How much slower than an ordinary two-core machine this one runs, at least 1.
 
     `BEATQ_TEST_TIME_SCALE` sets it; otherwise the best of three cold starts of the CLI
-    module is timed (0.5 s counts as ordinary; a starved CI machine once took 6 s). It
+    module is timed (0.25 s counts as ordinary, 0.17 s here; a starved CI machine took 6 s). It
     stretches the deadlines and the "soon enough" bounds of the tests, never their order
     of events: a bound that tells two behaviours apart keeps its ratio to the other one.
     """
@@ -79,7 +79,7 @@ def _time_scale() -> float:
         began = time.monotonic()
         subprocess.run([sys.executable, "-c", "import beatq.cli"], check=True, cwd=ROOT)
         best = min(best, time.monotonic() - began)
-    return min(20.0, max(1.0, best / 0.5))
+    return min(20.0, max(1.0, best / 0.25))
 
 
 TIME_SCALE = _time_scale()

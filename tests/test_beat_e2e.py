@@ -209,7 +209,7 @@ def test_kill9_of_the_leader_a_standby_takes_over_within_the_lease(app, tmp_path
         return [m for name, _, m in sent(app) if name == "all" and m.sent >= since]
 
     first_new = wait_for(by_new_leader, 5, "a run sent by the new leader")
-    assert min(m.sent for m in first_new) - killed_at <= 1.5 + 1.0
+    assert min(m.sent for m in first_new) - killed_at <= 1.5 + scaled(1.0)
     last = max(slots(app, "all"))
     wait_for(lambda: max(slots(app, "all")) >= last + 1, 3, "a further run")
     assert "is the leader now" in new.log()
@@ -261,7 +261,7 @@ def test_a_clean_stop_hands_the_lease_over_at_once(app, tmp_path, start_beat):
     stopped_at = time.monotonic()
     first.signal(signal.SIGTERM)
     wait_for(lambda: leader(app) not in (None, holder) or None, 2, "the lease to change hands")
-    assert time.monotonic() - stopped_at < 1.0
+    assert time.monotonic() - stopped_at < min(scaled(1.0), 8.0)  # its lease: 10 s
     assert first.wait(5) == 0
     assert pid_of(leader(app)) == second.pid
     assert "stopped and released the leadership" in first.log()
