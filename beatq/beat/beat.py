@@ -31,6 +31,7 @@ from .. import events as ev
 from ..app import Beatq
 from ..brokers import BeatDispatch, Outgoing
 from ..exceptions import BrokerError, LeaseLost, ScheduleError
+from ..messages import Message
 from ..metrics import Metrics
 from ..timeutils import format_time
 from .entries import Entry
@@ -90,6 +91,9 @@ class Beat:
         self.file_stamps: dict[Path, float] = {}
         self.next_reload = 0.0
         self.metrics = metrics
+        # the next run's message, built while the beat waits for its instant: (entry, slot,
+        # (message, body)); _prepare takes it if it is still that entry's run
+        self.ahead: tuple[Entry, float, tuple[Message, bytes]] | None = None
         if metrics is not None:
             metrics.watch_lease(app, LEASE_NAME)
 
@@ -128,6 +132,7 @@ class Beat:
                     log.warning("beat %s lost the leadership: %s", self.holder, exc)
                     self.lease.lost()
                     self.heap.clear()
+                    self.ahead = None
                     self._event(ev.BEAT_LOST, reason=str(exc))
                     if self.metrics is not None:
                         self.metrics.beat_leading(False)
@@ -256,8 +261,20 @@ class Beat:
             return
         if self.stopping.wait(max(seconds - self.spin, 0.0)):
             return
+        self._build_ahead()
         while time.monotonic() < end:
             pass
+
+    def _build_ahead(self) -> None:
+        """Build the message of the run at the top of the heap now, not at its instant:
+        right after a wait, the first build of a message takes ~10× its usual 15 µs."""
+        self.ahead = None
+        if not self.heap:
+            return
+        at, _, version, name = self.heap[0]
+        entry = self.entries.get(name)
+        if entry is not None and entry.enabled and self.versions.get(name) == version:
+            self.ahead = (entry, at, self._build(entry, at))
 
     def _reload(self) -> None:
         try:
@@ -338,15 +355,11 @@ class Beat:
         outgoing: list[Outgoing] = []
         task_id = None
         if send:
-            # the run this message is, carried for tracing (Request.options["beat"])
-            options = {**entry.options, "beat": {"entry": entry.name, "slot": slot}}
-            if entry.overlap == "skip":
-                # unfinished = still stored in the broker: acknowledge only when done
-                options["acks_late"] = True
-            if entry.jitter:
-                # from the slot, not from now: the run lands in [slot, slot + jitter]
-                options["eta"] = slot + random.uniform(0, entry.jitter.total_seconds())
-            message, body = self.app.build_message(entry.task, entry.args, entry.kwargs, **options)
+            ahead, self.ahead = self.ahead, None
+            if ahead is not None and ahead[0] is entry and ahead[1] == slot:
+                message, body = ahead[2]
+            else:
+                message, body = self._build(entry, slot)
             outgoing.append(Outgoing(message.queue, message.id, body, message.eta))
             task_id = message.id
         busy = record.get("last_task_id") if entry.overlap == "skip" and send else None
@@ -364,6 +377,18 @@ class Beat:
             entry.name, slot, next_run, json.dumps(update).encode(), outgoing, busy
         )
         return _Run(entry, dispatch, update, task_id, sent_at)
+
+    def _build(self, entry: Entry, slot: float) -> tuple[Message, bytes]:
+        """The message of `entry`'s run at `slot`, and its encoded body."""
+        # the run this message is, carried for tracing (Request.options["beat"])
+        options = {**entry.options, "beat": {"entry": entry.name, "slot": slot}}
+        if entry.overlap == "skip":
+            # unfinished = still stored in the broker: acknowledge only when done
+            options["acks_late"] = True
+        if entry.jitter:
+            # from the slot, not from now: the run lands in [slot, slot + jitter]
+            options["eta"] = slot + random.uniform(0, entry.jitter.total_seconds())
+        return self.app.build_message(entry.task, entry.args, entry.kwargs, **options)
 
     def _dispatch(self, runs: list[_Run]) -> None:
         """Dispatch `runs` in one round trip, each fenced by the lease; then record them."""

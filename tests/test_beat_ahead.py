@@ -1,0 +1,99 @@
+"""The beat builds the next run's message while it waits for the run's instant.
+
+In-process beat on a memory:// broker with a clock of the test's own: what is sent is what
+the schedule says at the instant, built ahead or not.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from beatq import Beatq
+from beatq.beat.beat import Beat
+from beatq.messages import decode
+
+SLOT = 1_800_000_000.0  # a whole second: where the 1-s entry falls due
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def start(args: list[int]) -> tuple[Beatq, Beat, Clock]:
+    app = Beatq("ahead", broker=f"memory://ahead-{uuid.uuid4().hex}")
+
+    @app.task(name="ahead.echo")
+    def echo(*values: int) -> tuple[int, ...]:
+        return values
+
+    app.conf.beat_schedule = {"tick": {"task": "ahead.echo", "schedule": 1.0, "args": args}}
+    clock = Clock(SLOT - 0.5)
+    beat = Beat(app, files=[], clock=clock, lease_ttl=60)  # no renewal due mid-test
+    beat._sleep = lambda seconds, precise: None  # one tick at a time, by hand
+    beat.entries = beat.load()
+    assert beat.lease.acquire()
+    beat._lead()
+    return app, beat, clock
+
+
+def sent(app: Beatq) -> list[tuple[float, list[int], str]]:
+    claims = app.broker.claim(["celery"], 100, 30).claims
+    messages = [decode(c.body, None) for c in claims]
+    return [(m.options["beat"]["slot"], m.args, m.id) for m in messages]
+
+
+@pytest.mark.parametrize("ahead", [True, False], ids=["built-ahead", "built-at-the-instant"])
+def test_each_slot_is_sent_once_with_the_schedule_args(ahead: bool) -> None:
+    app, beat, clock = start([1, 2])
+    for slot in (SLOT, SLOT + 1, SLOT + 2):
+        clock.now = slot - 0.0004
+        if ahead:
+            beat._build_ahead()
+            assert beat.ahead is not None and beat.ahead[1] == slot
+        clock.now = slot + 0.0001
+        beat._tick()
+        assert beat.ahead is None, "a message built ahead is used once"
+    got = sent(app)
+    assert [(slot, args) for slot, args, _ in got] == [
+        (SLOT, [1, 2]),
+        (SLOT + 1, [1, 2]),
+        (SLOT + 2, [1, 2]),
+    ]
+    assert len({task_id for *_, task_id in got}) == 3
+    assert beat.records["tick"]["runs"] == 3 and beat.records["tick"]["missed"] == 0
+
+
+def test_a_schedule_change_after_the_build_is_what_gets_sent() -> None:
+    app, beat, clock = start([1, 2])
+    clock.now = SLOT - 0.0004
+    beat._build_ahead()
+    built = beat.ahead
+    assert built is not None
+    app.conf.beat_schedule = {"tick": {"task": "ahead.echo", "schedule": 1.0, "args": [7]}}
+    beat.entries = beat.load()  # as a reload between the build and the instant would
+    clock.now = SLOT + 0.0001
+    beat._tick()
+    [(slot, args, task_id)] = sent(app)
+    assert (slot, args) == (SLOT, [7])
+    assert task_id != built[2][0].id, "the message built for the old entry is not sent"
+
+
+def test_a_message_built_for_a_slot_that_is_not_run_is_not_sent() -> None:
+    app, beat, clock = start([1, 2])
+    clock.now = SLOT - 0.0004
+    beat._build_ahead()
+    built = beat.ahead
+    assert built is not None
+    # the beat stalls past the next slot: catchup "latest" sends the later slot only
+    clock.now = SLOT + 1.2
+    beat._tick()
+    [(slot, args, task_id)] = sent(app)
+    assert slot == SLOT + 1 and args == [1, 2]
+    assert task_id != built[2][0].id
+    assert beat.records["tick"]["missed"] == 1
