@@ -130,6 +130,7 @@ class BeatqPeer(Peer):
             "one": Setting("-P solo", (base + ("-P", "solo"),)),
             "default": Setting("defaults (prefork -c 2)", (base,)),
             "two:threads": Setting("-P threads -c 4", (base + ("-P", "threads", "-c", "4"),)),
+            "two:solo2": Setting("2 processes, -P solo", (base + ("-P", "solo"),) * 2),
         }
 
     def enqueue(self, n):
@@ -162,6 +163,10 @@ class CeleryPeer(Peer):
         return {
             "one": Setting("-P solo", (base + ("-P", "solo"),)),
             "default": Setting("defaults (prefork -c 2)", (base,)),
+            "two:solo2": Setting(
+                "2 processes, -P solo",
+                tuple(base + ("-P", "solo", "-n", f"solo{i}@%h") for i in (1, 2)),
+            ),
         }
 
     def enqueue(self, n):
