@@ -19,6 +19,7 @@ from beatq import Beatq
 from beatq import events as ev
 from beatq.brokers import Backend, Claim, Outgoing, ResultWrite, connect
 from beatq.events import Event, State
+from tests.conftest import scaled
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])
@@ -70,7 +71,7 @@ def test_a_blocked_read_wakes_on_the_next_event(b: Backend) -> None:
     waited = time.monotonic() - began
     timer.join()
     assert data(rows) == [b"new"]
-    assert 0.2 < waited < 2.0
+    assert 0.2 < waited < scaled(2.0)
     began = time.monotonic()
     assert b.read_events(after=rows[-1][0], timeout=0.2) == []
     assert time.monotonic() - began >= 0.15

@@ -113,7 +113,7 @@ def test_beat_events_elected_dispatched_lost_missed(app, start_beat, tmp_path: P
     assert missed.fields["entry"] == "tick" and missed.fields["missed"] >= 1
     dispatched = [e for e in events if e.type == "beat-dispatched"]
     assert all(e.fields["entry"] == "tick" and e.fields["task_id"] for e in dispatched)
-    assert all(0 <= e.fields["lateness"] < 1.0 for e in dispatched)
+    assert all(0 <= e.fields["lateness"] < scaled(1.0) for e in dispatched)
     holders = [e.fields["holder"] for e in events if e.type == "beat-elected"]
     assert len(set(holders)) == 2
 
@@ -146,7 +146,7 @@ def test_revoke_terminate_stops_a_running_task(app, start_worker, pool: str) -> 
     app.control.revoke(running.id, terminate=True)
     with pytest.raises(TaskRevokedError):
         running.get(timeout=scaled(10))
-    assert time.monotonic() - began < 5
+    assert time.monotonic() - began < scaled(5)
     assert running.state == "REVOKED"
     assert not any(r.startswith("long:end") for r in journal("runs"))
     assert add.delay(2, 3).get(timeout=scaled(10)) == 5, "the worker keeps serving"

@@ -86,8 +86,8 @@ def test_readme_first_command_runs_the_example_with_no_server(tmp_path: Path) ->
 
         stopped_at = time.monotonic()
         os.killpg(shell.pid, signal.SIGINT)
-        assert shell.wait(15) == 0, log_path.read_text()
-        assert time.monotonic() - stopped_at < 10
+        assert shell.wait(scaled(15)) == 0, log_path.read_text()
+        assert time.monotonic() - stopped_at < scaled(10)
         log = log_path.read_text()
         assert "stopped" in log and "Traceback" not in log, log
         assert checker.broker.get_lease("beat") is None, "a clean stop hands the lease back"
