@@ -70,7 +70,7 @@ def _time_scale() -> float:
     `BEATQ_TEST_TIME_SCALE` sets it; otherwise the best of three cold starts of the CLI
     module is timed (0.25 s counts as ordinary, 0.17 s here; a starved CI machine took 6 s). It
     stretches the deadlines and the "soon enough" bounds of the tests, never their order
-    of events: a bound that tells two behaviours apart keeps its ratio to the other one.
+    of events: a bound that tells a wake from a timeout stays below that timeout.
     """
     if os.environ.get("BEATQ_TEST_TIME_SCALE"):
         return max(1.0, float(os.environ["BEATQ_TEST_TIME_SCALE"]))
