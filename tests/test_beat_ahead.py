@@ -42,6 +42,14 @@ def start(args: list[int]) -> tuple[Beatq, Beat, Clock]:
     return app, beat, clock
 
 
+def build_ahead(beat: Beat, clock: Clock, slot: float):
+    """Let the beat build ahead as it would just before `slot`; what it built."""
+    clock.now = slot - 0.0004
+    beat._build_ahead()
+    assert beat.ahead is not None
+    return beat.ahead
+
+
 def sent(app: Beatq) -> list[tuple[float, list[int], str]]:
     claims = app.broker.claim(["celery"], 100, 30).claims
     messages = [decode(c.body, None) for c in claims]
@@ -52,10 +60,8 @@ def sent(app: Beatq) -> list[tuple[float, list[int], str]]:
 def test_each_slot_is_sent_once_with_the_schedule_args(ahead: bool) -> None:
     app, beat, clock = start([1, 2])
     for slot in (SLOT, SLOT + 1, SLOT + 2):
-        clock.now = slot - 0.0004
         if ahead:
-            beat._build_ahead()
-            assert beat.ahead is not None and beat.ahead[1] == slot
+            assert build_ahead(beat, clock, slot)[1] == slot
         clock.now = slot + 0.0001
         beat._tick()
         assert beat.ahead is None, "a message built ahead is used once"
@@ -71,10 +77,7 @@ def test_each_slot_is_sent_once_with_the_schedule_args(ahead: bool) -> None:
 
 def test_a_schedule_change_after_the_build_is_what_gets_sent() -> None:
     app, beat, clock = start([1, 2])
-    clock.now = SLOT - 0.0004
-    beat._build_ahead()
-    built = beat.ahead
-    assert built is not None
+    built = build_ahead(beat, clock, SLOT)
     app.conf.beat_schedule = {"tick": {"task": "ahead.echo", "schedule": 1.0, "args": [7]}}
     beat.entries = beat.load()  # as a reload between the build and the instant would
     clock.now = SLOT + 0.0001
@@ -86,10 +89,7 @@ def test_a_schedule_change_after_the_build_is_what_gets_sent() -> None:
 
 def test_a_message_built_for_a_slot_that_is_not_run_is_not_sent() -> None:
     app, beat, clock = start([1, 2])
-    clock.now = SLOT - 0.0004
-    beat._build_ahead()
-    built = beat.ahead
-    assert built is not None
+    built = build_ahead(beat, clock, SLOT)
     # the beat stalls past the next slot: catchup "latest" sends the later slot only
     clock.now = SLOT + 1.2
     beat._tick()
