@@ -63,7 +63,7 @@ class Beat:
     standby_poll = 0.5  # seconds between attempts to take the lease
     reload_interval = 1.0  # seconds between checks of the schedule files
     batch_size = 500  # runs dispatched per round trip
-    spin = 0.0005  # seconds before a run spent spinning, not waiting (see _sleep)
+    spin = 0.001  # seconds before a run spent spinning, not waiting (see _sleep)
 
     def __init__(
         self,
@@ -254,7 +254,8 @@ class Beat:
 
     def _sleep(self, seconds: float, precise: bool) -> None:
         """Wait `seconds`, or less if stopped. A timed wait wakes a little late (~0.1 ms,
-        more on a busy machine): before a run, the last `spin` seconds are spun instead."""
+        more on a busy machine): before a run, the last `spin` seconds are spun instead,
+        after building the run's message and waking the broker (see Backend.prime)."""
         end = time.monotonic() + seconds
         if not precise or seconds <= 0:
             self.stopping.wait(max(seconds, 0.0))
@@ -262,6 +263,7 @@ class Beat:
         if self.stopping.wait(max(seconds - self.spin, 0.0)):
             return
         self._build_ahead()
+        self.app.broker.prime()
         while time.monotonic() < end:
             pass
 

@@ -414,6 +414,10 @@ class Backend(abc.ABC):
         still kept, oldest first, as (task id, when, terminate)."""
 
     # -- lifecycle -------------------------------------------------------------------------
+    def prime(self) -> None:
+        """Ready the store for a call that must be quick, without waiting: a beat calls it
+        just before a run's instant. Backends that need no readying do nothing."""
+
     def ping(self) -> None:
         """Raise BrokerError if the store cannot be reached."""
 

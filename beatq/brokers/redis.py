@@ -63,7 +63,7 @@ from .base import (
     ResultWrite,
     new_token,
 )
-from .redis_calls import Calls
+from .redis_calls import SPIN, Calls
 
 MAX_BLOCK = 5.0  # seconds: the longest a blocking read waits before asking again
 TOKEN_TTL = 86400.0  # seconds a finish's token is kept: a retry later than that is not caught
@@ -173,7 +173,10 @@ class RedisBackend(Backend):
             socket_keepalive=True,
             health_check_interval=options.pop("health_check_interval", 30),
         )
-        self.calls = Calls(self.client)
+        self.calls = Calls(
+            self.client,
+            float(options.pop("reply_spin", SPIN)),
+        )
         # what interrupt_wait pushes to end this process's wait_claim (see there)
         self.interrupt_key = self.keys.interrupt(new_token())
 
@@ -335,7 +338,9 @@ class RedisBackend(Backend):
             left = MAX_BLOCK if deadline is None else deadline - time.monotonic()
             block = min(max(left, 0.001), MAX_BLOCK)
             with _errors(self.url):
-                value = self.calls.command("BLMOVE", key, key, "RIGHT", "LEFT", block)
+                value = self.calls.command(
+                    "BLMOVE", key, key, "RIGHT", "LEFT", block, blocking=True
+                )
             if value is not None or (deadline is not None and time.monotonic() >= deadline):
                 return value
 
@@ -570,6 +575,11 @@ class RedisBackend(Backend):
         return [(i.decode(), float(when), bool(f)) for (i, when), f in zip(pairs, flags)]
 
     # -- lifecycle -------------------------------------------------------------------------
+    def prime(self) -> None:
+        # A PING ahead, its reply read by the next call: Redis (and its host) wake from
+        # idle now, not when the dispatch arrives (~0.3 ms after a second of idle).
+        self.calls.prime()
+
     def ping(self) -> None:
         with _errors(self.url):
             self.client.ping()

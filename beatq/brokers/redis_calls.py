@@ -12,14 +12,26 @@ Each thread calls through a connection of its own, taken from the client's pool 
 no pool lookup, lock or health probe per call, and the reply is parsed by hiredis when
 it is installed. A call interrupted by anything (a signal raising in the main thread, a
 lost server) drops its connection, so a late reply is never read as the next call's.
+
+A call that does not block on the server spins for its reply for a short while (`spin`,
+500 µs by default) before it sleeps in the kernel: on a nearby Redis the reply comes in
+tens of microseconds, and a thread that went to sleep waits as long again to be woken
+(on a virtual machine, twice as long as the whole call). A thread whose replies keep
+missing the spin sleeps on its calls for a second before it tries again, so a distant
+server costs a few spins a second; a call made while another thread awaits its reply
+sleeps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import select
+import ssl
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -58,39 +70,134 @@ def library() -> tuple[str, str]:
     return lib, "\n".join([f"#!lua name={lib}", code, *register, ""])
 
 
+SPIN = 0.0005  # seconds a call polls for its reply before it sleeps (see above)
+MISSES = 3  # replies in a row that miss the spin before a thread sleeps on its calls
+RESPIN = 1.0  # seconds it then sleeps on them, before it tries spinning again
+
+
 class Calls:
     """FCALLs of the library and plain commands, each thread on its own connection."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, spin: float = SPIN) -> None:
         self.client = client
+        self.spin = spin
         self.lib, self.source = library()
         self.local = threading.local()
+        self.waiting: list[None] = []  # one item per call awaiting its reply (append and
+        # pop are atomic: no lock is taken on the way); blocking calls are not counted
 
     def _connection(self) -> Connection:
         local = self.local
         if getattr(local, "pid", None) != os.getpid():  # a forked child opens its own
             local.conn = self.client.connection_pool.get_connection()
             local.pid = os.getpid()
+            local.misses = 0  # replies in a row that did not come within the spin
+            local.sleep_until = 0.0  # this thread sleeps on its calls until then
+            local.polled = None
+            local.primed = None  # the socket a PING was sent on (prime) whose reply is unread
         return local.conn
 
-    def command(self, *args: Any) -> Any:
-        """Send one command and read its reply; a dropped connection is retried once."""
+    def command(self, *args: Any, blocking: bool = False) -> Any:
+        """Send one command and read its reply; a dropped connection is retried once.
+        `blocking`: the server may hold the reply back (BLPOP, BLMOVE): never spin."""
         conn = self._connection()
         try:
-            return self._roundtrip(conn, args)
+            return self._roundtrip(conn, args, blocking)
         except (RedisConnectionError, RedisTimeoutError):
             # most often a connection the server closed while it sat idle (a restart)
-            return self._roundtrip(conn, args)
+            return self._roundtrip(conn, args, blocking)
 
-    def _roundtrip(self, conn: Connection, args: tuple[Any, ...]) -> Any:
+    def _roundtrip(self, conn: Connection, args: tuple[Any, ...], blocking: bool) -> Any:
         try:
             conn.send_command(*args)
-            return conn.read_response()
+            return self._reply(conn, conn.read_response, blocking)
         except ResponseError:
             raise  # the server answered: the connection is in step
         except BaseException:
-            conn.disconnect()
+            self._drop(conn)
             raise
+
+    def _reply(self, conn: Connection, read: Callable[[], Any], blocking: bool) -> Any:
+        """`read()` what the server answers to what was just sent on `conn`; unless the
+        server may hold it back (`blocking`), spin for it first when no other call awaits
+        its reply."""
+        if self.local.primed is not None:
+            self._read_primed(conn)
+        if blocking:
+            return read()
+        waiting = self.waiting
+        waiting.append(None)
+        try:
+            if len(waiting) == 1:
+                self._spin(conn)
+            return read()
+        finally:
+            waiting.pop()
+
+    def _spin(self, conn: Connection) -> None:
+        """Poll the socket until the reply's first bytes are there, for at most `spin`
+        seconds; then the read waits in the kernel.
+
+        Only a call alone in awaiting its reply spins (see `waiting`): while others are
+        in flight, threads have work for the interpreter, and polling would take turns
+        with them. A thread whose last MISSES replies did not come within the spin (a
+        distant or busy server, a busy interpreter) sleeps on its calls for the next RESPIN
+        seconds. TLS sockets are not polled (their first bytes are not the reply's)."""
+        local = self.local
+        if local.sleep_until and time.perf_counter() < local.sleep_until:
+            return
+        sock = getattr(conn, "_sock", None)
+        if self.spin <= 0 or sock is None or isinstance(sock, ssl.SSLSocket):
+            return
+        if local.polled is not sock:  # a new connection (a reconnect): poll its socket
+            local.poller = select.poll()
+            local.poller.register(sock, select.POLLIN)
+            local.polled = sock
+        ready = local.poller.poll
+        deadline = time.perf_counter() + self.spin
+        while not ready(0):
+            now = time.perf_counter()
+            if now > deadline:
+                local.misses += 1
+                if local.misses >= MISSES:
+                    local.misses = 0
+                    local.sleep_until = now + RESPIN
+                return
+        local.misses = 0
+
+    def prime(self) -> None:
+        """Send a PING now whose reply the next call reads first: a server (and its host)
+        that sat idle takes a few hundred microseconds to wake, and this lets it wake
+        before a call that must be quick (the beat's dispatch at its instant). Returns at
+        once; a connection error here is left to that call to meet."""
+        try:
+            conn = self._connection()
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            return
+        if self.local.primed is not None:
+            return
+        try:
+            conn.send_command("PING")
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            self._drop(conn)
+            return
+        except BaseException:
+            self._drop(conn)
+            raise
+        self.local.primed = getattr(conn, "_sock", None)
+
+    def _read_primed(self, conn: Connection) -> None:
+        """Read the PONG of `prime`, if it was sent on the socket the connection has now
+        (a reconnect, ours or redis-py's own, loses it with the old socket)."""
+        primed, self.local.primed = self.local.primed, None
+        if getattr(conn, "_sock", None) is primed:
+            with contextlib.suppress(ResponseError):
+                conn.read_response()
+
+    def _drop(self, conn: Connection) -> None:
+        """Close this thread's connection (its replies can no longer be told apart)."""
+        conn.disconnect()
+        self.local.primed = None
 
     def fcall(
         self,
@@ -108,7 +215,7 @@ class Calls:
         try:
             if not then and not before:
                 return self.command(*call)
-            replies = self.pipeline([*before, call, *then])
+            replies = self.pipeline([*before, call, *then], blocking=bool(before))
             for reply in replies:
                 if isinstance(reply, ResponseError):
                     raise reply
@@ -138,21 +245,27 @@ class Calls:
             if "already exists" not in str(exc):  # another process loaded it meanwhile
                 raise
 
-    def pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Send many commands in one write and read every reply (errors are returned)."""
+    def pipeline(self, commands: list[tuple[Any, ...]], blocking: bool = False) -> list[Any]:
+        """Send many commands in one write and read every reply (errors are returned).
+        `blocking`: one of them may be held back by the server: never spin."""
         conn = self._connection()
         try:
             conn.send_packed_command(conn.pack_commands(commands))
-            replies = []
-            for _ in commands:
-                try:
-                    replies.append(conn.read_response())
-                except ResponseError as exc:
-                    replies.append(exc)
-            return replies
+            return self._reply(conn, lambda: _read_all(conn, len(commands)), blocking)
         except BaseException:
-            conn.disconnect()
+            self._drop(conn)
             raise
+
+
+def _read_all(conn: Connection, n: int) -> list[Any]:
+    """The next `n` replies on `conn`; an error reply is returned, not raised."""
+    replies = []
+    for _ in range(n):
+        try:
+            replies.append(conn.read_response())
+        except ResponseError as exc:
+            replies.append(exc)
+    return replies
 
 
 def _missing(reply: Any) -> bool:

@@ -1,0 +1,128 @@
+"""How the Redis backend waits for replies (beatq/brokers/redis_calls.py): a short spin
+that never mixes replies up, gives way to sleeping when replies are slow, and the beat's
+`prime` (a PING sent ahead, its reply read by the next call).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+
+from beatq.brokers.redis_calls import MISSES, SPIN, Calls
+from tests.conftest import free_port
+
+# A script that keeps the server busy for `ARGV[1]` milliseconds before it answers: a
+# server that is slow to reply, without any sleeping on the test's side.
+SLOW = """
+local t = redis.call('TIME')
+local stop = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[1]) * 1000
+repeat
+  t = redis.call('TIME')
+until tonumber(t[1]) * 1000000 + tonumber(t[2]) >= stop
+return ARGV[2]
+"""
+
+
+@pytest.fixture
+def calls(redis_url: str):
+    client = redis.Redis.from_url(redis_url)
+    yield Calls(client)
+    client.close()
+
+
+def test_every_thread_reads_its_own_replies_while_one_spins(calls: Calls) -> None:
+    out: dict[int, list[bytes]] = {}
+
+    def run(n: int) -> None:
+        out[n] = [calls.command("ECHO", f"{n}:{i}") for i in range(300)]
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert out == {n: [f"{n}:{i}".encode() for i in range(300)] for n in range(8)}
+    assert calls.waiting == []  # every call that waited has left the count
+
+
+def test_pipelines_and_commands_keep_their_replies_in_order(calls: Calls) -> None:
+    for i in range(50):
+        assert calls.pipeline([("ECHO", f"a{i}"), ("ECHO", f"b{i}")]) == [
+            f"a{i}".encode(),
+            f"b{i}".encode(),
+        ]
+        assert calls.command("ECHO", f"c{i}") == f"c{i}".encode()
+
+
+def test_replies_slower_than_the_spin_stop_the_spinning(calls: Calls) -> None:
+    """A slow (or distant) server: after MISSES replies that missed the spin, the thread
+    sleeps on its calls. Spinning on every one of these 60 calls would cost at least
+    60 × SPIN of CPU (30 ms); sleeping costs the few spins before it backs off."""
+    slow_ms = SPIN * 1000 * 6
+    assert calls.command("EVAL", SLOW, 0, slow_ms, "warm") == b"warm"
+    cpu = time.thread_time()
+    for i in range(60):
+        assert calls.command("EVAL", SLOW, 0, slow_ms, i) == str(i).encode()
+    used = time.thread_time() - cpu
+    assert used < SPIN * (MISSES + 1) + 0.008, f"{used * 1000:.1f} ms of CPU for 60 calls"
+
+
+def test_a_blocking_call_keeps_the_spin_for_later_calls(calls: Calls) -> None:
+    """A BLMOVE that waits on the server is not a slow reply: it does not spin (that
+    would burn CPU for nothing) and does not count as a missed spin."""
+    for _ in range(MISSES + 1):
+        value = calls.command("BLMOVE", "beatq-test:none", "x", "RIGHT", "LEFT", 0.1, blocking=True)
+        assert value is None
+    assert (calls.local.misses, calls.local.sleep_until) == (0, 0.0)
+
+
+def test_a_primed_connection_gives_each_call_its_own_reply(calls: Calls) -> None:
+    calls.prime()
+    calls.prime()  # one PING at most is outstanding
+    assert calls.command("ECHO", "first") == b"first"
+    calls.prime()
+    assert calls.pipeline([("ECHO", "a"), ("ECHO", "b")]) == [b"a", b"b"]
+    calls.prime()
+    value = calls.command("BLMOVE", "beatq-test:none", "x", "RIGHT", "LEFT", 0.05, blocking=True)
+    assert value is None
+    assert calls.command("ECHO", "after") == b"after"
+
+
+def test_a_prime_lost_with_its_socket_is_not_waited_for(redis_url: str) -> None:
+    """The connection is closed and opened again between the prime and the call (as
+    redis-py does on its own when a health check fails): the call answers at once with
+    its own reply instead of taking it for the lost PONG and waiting for the next."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=2)
+    calls = Calls(client)
+    calls.command("PING")
+    calls.prime()
+    calls.local.conn.disconnect()
+    started = time.monotonic()
+    assert calls.command("ECHO", "again") == b"again"
+    assert time.monotonic() - started < 1.0
+    assert calls.command("ECHO", "then") == b"then"
+    client.close()
+
+
+def test_a_prime_survives_the_server_closing_the_connection(calls: Calls, redis_url: str) -> None:
+    calls.command("CLIENT", "SETNAME", "beatq-test-primed")
+    calls.prime()
+    admin = redis.Redis.from_url(redis_url)
+    for client in admin.client_list():
+        if client.get("name") == "beatq-test-primed":
+            admin.client_kill_filter(_id=client["id"])
+    admin.close()
+    assert calls.command("ECHO", "again") == b"again"
+    assert calls.command("ECHO", "then") == b"then"
+
+
+def test_prime_does_not_raise_when_the_server_is_gone() -> None:
+    client = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    calls = Calls(client)
+    calls.prime()  # nothing listens there: the call that follows meets the error
+    with pytest.raises(redis.ConnectionError):
+        calls.command("PING")
+    client.close()
