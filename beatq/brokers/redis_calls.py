@@ -174,8 +174,8 @@ class Calls:
             conn = self._connection()
         except (RedisConnectionError, RedisTimeoutError, OSError):
             return
-        if self.local.primed is not None:
-            return
+        if self.local.primed is not None or not hasattr(conn, "_sock"):
+            return  # one PING at most; without the socket, no way to tell it was read
         try:
             conn.send_command("PING")
         except (RedisConnectionError, RedisTimeoutError, OSError):
@@ -184,7 +184,7 @@ class Calls:
         except BaseException:
             self._drop(conn)
             raise
-        self.local.primed = getattr(conn, "_sock", None)
+        self.local.primed = conn._sock  # the one it went out on, after any reconnect
 
     def _read_primed(self, conn: Connection) -> None:
         """Read the PONG of `prime`, if it was sent on the socket the connection has now
