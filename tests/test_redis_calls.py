@@ -126,3 +126,17 @@ def test_prime_does_not_raise_when_the_server_is_gone() -> None:
     with pytest.raises(redis.ConnectionError):
         calls.command("PING")
     client.close()
+
+
+def test_the_transport_option_sets_or_turns_off_the_spin(redis_url: str) -> None:
+    from beatq import Beatq
+
+    default = Beatq("spin-default", broker=redis_url)
+    off = Beatq("spin-off", broker=redis_url, broker_transport_options={"reply_spin": 0})
+    try:
+        assert default.broker.calls.spin == SPIN
+        assert off.broker.calls.spin == 0.0
+        assert off.broker.calls.command("ECHO", "x") == b"x"
+    finally:
+        default.close()
+        off.close()
