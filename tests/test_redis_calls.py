@@ -140,3 +140,22 @@ def test_the_transport_option_sets_or_turns_off_the_spin(redis_url: str) -> None
     finally:
         default.close()
         off.close()
+
+
+def test_a_forked_child_starts_with_no_calls_in_flight(calls: Calls) -> None:
+    """A fork taken while another thread awaits a reply (the prefork pool spawning a
+    child beside its collector thread): the child has no such thread, so its calls spin."""
+    import os
+
+    calls.command("PING")
+    calls.waiting.append(None)  # as if another thread were awaiting its reply now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, str(len(calls.waiting)).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    calls.waiting.pop()
+    assert os.read(read, 10) == b"0"
+    os.close(read)
+    os.close(write)

@@ -85,6 +85,8 @@ class Calls:
         self.local = threading.local()
         self.waiting: list[None] = []  # one item per call awaiting its reply (append and
         # pop are atomic: no lock is taken on the way); blocking calls are not counted
+        # a forked child has none of the parent's other threads, nor their calls
+        os.register_at_fork(after_in_child=self.waiting.clear)
 
     def _connection(self) -> Connection:
         local = self.local
