@@ -5,12 +5,14 @@ that never mixes replies up, gives way to sleeping when replies are slow, and th
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
 import pytest
 import redis
 
+from beatq import Beatq
 from beatq.brokers.redis_calls import MISSES, SPIN, Calls
 from tests.conftest import free_port
 
@@ -129,8 +131,6 @@ def test_prime_does_not_raise_when_the_server_is_gone() -> None:
 
 
 def test_the_transport_option_sets_or_turns_off_the_spin(redis_url: str) -> None:
-    from beatq import Beatq
-
     default = Beatq("spin-default", broker=redis_url)
     off = Beatq("spin-off", broker=redis_url, broker_transport_options={"reply_spin": 0})
     try:
@@ -145,8 +145,6 @@ def test_the_transport_option_sets_or_turns_off_the_spin(redis_url: str) -> None
 def test_a_forked_child_starts_with_no_calls_in_flight(calls: Calls) -> None:
     """A fork taken while another thread awaits a reply (the prefork pool spawning a
     child beside its collector thread): the child has no such thread, so its calls spin."""
-    import os
-
     calls.command("PING")
     calls.waiting.append(None)  # as if another thread were awaiting its reply now
     read, write = os.pipe()

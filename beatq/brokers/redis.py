@@ -173,10 +173,7 @@ class RedisBackend(Backend):
             socket_keepalive=True,
             health_check_interval=options.pop("health_check_interval", 30),
         )
-        self.calls = Calls(
-            self.client,
-            float(options.pop("reply_spin", SPIN)),
-        )
+        self.calls = Calls(self.client, float(options.pop("reply_spin", SPIN)))
         # what interrupt_wait pushes to end this process's wait_claim (see there)
         self.interrupt_key = self.keys.interrupt(new_token())
 

@@ -83,9 +83,10 @@ class Calls:
         self.spin = spin
         self.lib, self.source = library()
         self.local = threading.local()
-        self.waiting: list[None] = []  # one item per call awaiting its reply (append and
-        # pop are atomic: no lock is taken on the way); blocking calls are not counted
-        # a forked child has none of the parent's other threads, nor their calls
+        # One item per call awaiting its reply, blocking calls aside (append and pop are
+        # atomic: no lock is taken on the way). A forked child has none of the parent's
+        # other threads, nor their calls.
+        self.waiting: list[None] = []
         os.register_at_fork(after_in_child=self.waiting.clear)
 
     def _connection(self) -> Connection:
@@ -95,7 +96,8 @@ class Calls:
             local.pid = os.getpid()
             local.misses = 0  # replies in a row that did not come within the spin
             local.sleep_until = 0.0  # this thread sleeps on its calls until then
-            local.polled = None
+            local.polled = None  # the socket `poller` was made for
+            local.poller = None  # polls `polled`; None: that socket is not polled
             local.primed = None  # the socket a PING was sent on (prime) whose reply is unread
         return local.conn
 
@@ -146,15 +148,16 @@ class Calls:
         distant or busy server, a busy interpreter) sleeps on its calls for the next RESPIN
         seconds. TLS sockets are not polled (their first bytes are not the reply's)."""
         local = self.local
-        if local.sleep_until and time.perf_counter() < local.sleep_until:
+        if self.spin <= 0 or (local.sleep_until and time.perf_counter() < local.sleep_until):
             return
         sock = getattr(conn, "_sock", None)
-        if self.spin <= 0 or sock is None or isinstance(sock, ssl.SSLSocket):
+        if local.polled is not sock:  # a new connection (a reconnect)
+            local.polled, local.poller = sock, None
+            if sock is not None and not isinstance(sock, ssl.SSLSocket):
+                local.poller = select.poll()
+                local.poller.register(sock, select.POLLIN)
+        if local.poller is None:
             return
-        if local.polled is not sock:  # a new connection (a reconnect): poll its socket
-            local.poller = select.poll()
-            local.poller.register(sock, select.POLLIN)
-            local.polled = sock
         ready = local.poller.poll
         deadline = time.perf_counter() + self.spin
         while not ready(0):
