@@ -48,7 +48,9 @@ def worker(start_worker):
 def drained(app):
     """`drained(*workers)`: wait until the broker holds no message at all (ready, delayed
     or claimed), then stop the workers gracefully (they finish what runs): nothing can
-    run any more, so a count taken afterwards is final."""
+    run any more, so a count taken afterwards is final. A task acknowledged as it starts
+    is in no store while it runs, so what it sends when it finishes (a link) is not
+    waited for here: wait for its effect first."""
 
     def wait(*workers, timeout: float = 10.0) -> None:
         wait_for(lambda: not stored_messages(app), timeout, "the broker to hold no messages")
@@ -364,6 +366,8 @@ def test_callbacks_given_to_a_canvas_land_on_the_right_tasks(worker, drained):
     for result in (stopped, failed_chord):
         with pytest.raises((CustomError, ChordError)):
             result.get(timeout=scaled(5))
+    # the links are sent as their canvases finish: awaited here, counted after the drain
+    wait_for(lambda: len(journal("cv_seen")) >= 3, 10, "the three links to run")
     drained(worker)
     assert sorted(journal("cv_seen")) == ["chain.link:5", "chain:4", "chord:6"]
     errbacks = sorted(journal("errback"))
