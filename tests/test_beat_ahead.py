@@ -6,6 +6,7 @@ the schedule says at the instant, built ahead or not.
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -61,7 +62,7 @@ def test_each_slot_is_sent_once_with_the_schedule_args(ahead: bool) -> None:
     app, beat, clock = start([1, 2])
     for slot in (SLOT, SLOT + 1, SLOT + 2):
         if ahead:
-            assert build_ahead(beat, clock, slot)[1] == slot
+            assert build_ahead(beat, clock, slot).slot == slot
         clock.now = slot + 0.0001
         beat._tick()
         assert beat.ahead is None, "a message built ahead is used once"
@@ -84,7 +85,7 @@ def test_a_schedule_change_after_the_build_is_what_gets_sent() -> None:
     beat._tick()
     [(slot, args, task_id)] = sent(app)
     assert (slot, args) == (SLOT, [7])
-    assert task_id != built[2][0].id, "the message built for the old entry is not sent"
+    assert task_id != built.message.id, "the message built for the old entry is not sent"
 
 
 def test_a_message_built_for_a_slot_that_is_not_run_is_not_sent() -> None:
@@ -95,5 +96,24 @@ def test_a_message_built_for_a_slot_that_is_not_run_is_not_sent() -> None:
     beat._tick()
     [(slot, args, task_id)] = sent(app)
     assert slot == SLOT + 1 and args == [1, 2]
-    assert task_id != built[2][0].id
+    assert task_id != built.message.id
     assert beat.records["tick"]["missed"] == 1
+
+
+@pytest.mark.parametrize("ahead", [True, False], ids=["built-ahead", "built-at-the-instant"])
+def test_the_stored_record_is_stamped_when_the_run_is_sent(ahead: bool) -> None:
+    """A run made ready ahead still records the instant it went out, not when it was built;
+    stamps of the run before it are replaced, and the record stays one JSON object."""
+    app, beat, clock = start([1, 2])
+    for n, slot in enumerate((SLOT, SLOT + 1), start=1):
+        if ahead:
+            build_ahead(beat, clock, slot)
+        clock.now = slot + 0.0007 * n
+        beat._tick()
+        info = app.broker.beat_entries()["tick"].info
+        assert info.count(b'"last_sent"') == info.count(b'"lateness"') == 1
+        stored = json.loads(info)
+        assert stored["last_sent"] == slot + 0.0007 * n
+        assert stored["lateness"] == pytest.approx(0.0007 * n, abs=1e-6)
+        assert (stored["runs"], stored["last_slot"], stored["settled"]) == (n, slot, slot)
+        assert stored == {**beat.records["tick"], "settled": slot}

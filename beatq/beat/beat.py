@@ -37,6 +37,7 @@ from ..timeutils import format_time
 from .entries import Entry
 from .lease import LeaderLease
 from .loader import load_all, schedule_files
+from .timing import nap_until, tighten_timer_slack
 
 log = logging.getLogger("beatq.beat")
 
@@ -54,6 +55,40 @@ class _Run:
     sent_at: float
 
 
+@dataclass
+class _Ready:
+    """A run worked out but for the instant it is sent (`stamped`); made while the beat
+    waits for that instant, or at it."""
+
+    entry: Entry
+    slot: float
+    next_run: float | None  # the entry's run after `slot`
+    record: dict[str, Any]  # the record it was worked out from ...
+    settled: float  # ... and that record's settled instant then
+    message: Message | None  # None: the slot is settled without a message
+    outgoing: list[Outgoing]
+    busy: str | None
+    update: dict[str, Any]  # the record after this run, but for the stamps of its sending
+    head: bytes  # `update` as JSON without its closing brace (never empty: it has "settled")
+
+    def fits(self, entry: Entry, record: dict[str, Any]) -> bool:
+        """Whether it was worked out for `entry` on `record` as it still is."""
+        return self.entry is entry and self.record is record and self.settled == record["settled"]
+
+    def stamped(self, sent_at: float) -> _Run:
+        """The run as sent at `sent_at`: its record says when, and how late."""
+        update, info = self.update, self.head + b"}"
+        task_id = self.message.id if self.message is not None else None
+        if task_id is not None:
+            late = sent_at - self.slot
+            update["last_sent"], update["lateness"] = sent_at, late
+            info = self.head + b', "last_sent": %r, "lateness": %r}' % (sent_at, late)
+        dispatch = BeatDispatch(
+            self.entry.name, self.slot, self.next_run, info, self.outgoing, self.busy
+        )
+        return _Run(self.entry, dispatch, update, task_id, sent_at)
+
+
 class Beat:
     """Runs the schedule of `app` (its beat_schedule and YAML files) while it leads.
 
@@ -63,7 +98,8 @@ class Beat:
     standby_poll = 0.5  # seconds between attempts to take the lease
     reload_interval = 1.0  # seconds between checks of the schedule files
     batch_size = 500  # runs dispatched per round trip
-    spin = 0.001  # seconds before a run spent spinning, not waiting (see _sleep)
+    lead = 0.002  # seconds before a run at which the beat gets it ready (see _sleep)
+    prime_ahead = 0.0003  # seconds before a run at which the broker is woken (see _sleep)
 
     def __init__(
         self,
@@ -91,9 +127,9 @@ class Beat:
         self.file_stamps: dict[Path, float] = {}
         self.next_reload = 0.0
         self.metrics = metrics
-        # the next run's message, built while the beat waits for its instant: (entry, slot,
-        # (message, body)); _prepare takes it if it is still that entry's run
-        self.ahead: tuple[Entry, float, tuple[Message, bytes]] | None = None
+        # the next run, made ready while the beat waits for its instant; _run_due and
+        # _prepare take it if it is still that entry's run
+        self.ahead: _Ready | None = None
         if metrics is not None:
             metrics.watch_lease(app, LEASE_NAME)
 
@@ -117,6 +153,7 @@ class Beat:
         log.info(
             "beat %s starting: %d entries, lease %.1fs", self.holder, len(self.entries), self.ttl
         )
+        tighten_timer_slack()  # this thread's naps before a run (see _sleep)
         failures = 0
         try:
             while not self.stopping.is_set():
@@ -253,30 +290,47 @@ class Beat:
         return due
 
     def _sleep(self, seconds: float, precise: bool) -> None:
-        """Wait `seconds`, or less if stopped. A timed wait wakes a little late (~0.1 ms,
-        more on a busy machine): before a run, the last `spin` seconds are spun instead,
-        after building the run's message and waking the broker (see Backend.prime)."""
+        """Wait `seconds`, or less if stopped. Before a run (`precise`) the wait ends `lead`
+        seconds early: the run is made ready (a long wait wakes late, and the first
+        Python after it runs ~10× slower than warm), then the rest is napped (timing.py)
+        and the broker is woken `prime_ahead` before the instant (see Backend.prime)."""
         end = time.monotonic() + seconds
         if not precise or seconds <= 0:
             self.stopping.wait(max(seconds, 0.0))
             return
-        if self.stopping.wait(max(seconds - self.spin, 0.0)):
+        if self.stopping.wait(max(seconds - self.lead, 0.0)):
             return
         self._build_ahead()
-        self.app.broker.prime()
-        while time.monotonic() < end:
-            pass
+        nap_until(end, self.app.broker.prime, self.prime_ahead)
 
     def _build_ahead(self) -> None:
-        """Build the message of the run at the top of the heap now, not at its instant:
-        right after a wait, the first build of a message takes ~10× its usual 15 µs."""
+        """Make the run at the top of the heap ready now, not at its instant: its slot,
+        the run after it, and its message. Only a plain run is made ready (the one slot
+        since the entry's record was settled): a catch-up is worked out at the instant."""
         self.ahead = None
         if not self.heap:
             return
         at, _, version, name = self.heap[0]
-        entry = self.entries.get(name)
-        if entry is not None and entry.enabled and self.versions.get(name) == version:
-            self.ahead = (entry, at, self._build(entry, at))
+        entry, record = self.entries.get(name), self.records.get(name)
+        if entry is None or record is None or not entry.enabled:
+            return
+        if self.versions.get(name) != version:
+            return
+        slots, count, next_run = entry.slots_between(record["settled"], at, 1)
+        if slots == [at] and count == 1:
+            self.ahead = self._ready(entry, at, next_run, send=True)
+
+    def _planned(
+        self, entry: Entry, record: dict[str, Any], now: float
+    ) -> tuple[list[float], int, float | None] | None:
+        """What `slots_between` would say at `now`, from the run made ready ahead: if it is
+        that entry's, on the same record, and `now` is before the run after it."""
+        ahead = self.ahead
+        if ahead is None or not ahead.fits(entry, record):
+            return None
+        if now < ahead.slot or (ahead.next_run is not None and now >= ahead.next_run):
+            return None
+        return [ahead.slot], 1, ahead.next_run
 
     def _reload(self) -> None:
         try:
@@ -309,14 +363,16 @@ class Beat:
         for entry in entries:
             record = self.records[entry.name]
             limit = 1 if entry.catchup != "all" else 10_000
-            slots, count = entry.slots_between(record["settled"], now, limit)
+            planned = self._planned(entry, record, now)
+            slots, count, next_run = planned or entry.slots_between(record["settled"], now, limit)
+            if not entry.enabled:
+                next_run = None
             if entry.catchup == "all":
                 chosen = [s for s in slots if s >= now - entry.catchup_window.total_seconds()]
             elif entry.catchup == "skip":
                 chosen = [s for s in slots if now - s <= 2 * self.ttl]
             else:
                 chosen = slots[-1:]
-            next_run = entry.next_after(now) if entry.enabled else None
             missed = count - len(chosen)
             if missed:
                 self._missed(entry, record, missed, slots)
@@ -353,32 +409,34 @@ class Beat:
     def _prepare(
         self, entry: Entry, slot: float, next_run: float | None, send: bool = True
     ) -> _Run:
+        """The dispatch of `entry`'s run at `slot` (with its message if `send`), sent now:
+        the one made ready ahead if it is this very run."""
+        ahead, self.ahead = self.ahead, None
         record = self.records[entry.name]
-        outgoing: list[Outgoing] = []
-        task_id = None
-        if send:
-            ahead, self.ahead = self.ahead, None
-            if ahead is not None and ahead[0] is entry and ahead[1] == slot:
-                message, body = ahead[2]
-            else:
-                message, body = self._build(entry, slot)
-            outgoing.append(Outgoing(message.queue, message.id, body, message.eta))
-            task_id = message.id
-        busy = record.get("last_task_id") if entry.overlap == "skip" and send else None
-        sent_at = self.clock()
+        if (
+            send
+            and ahead is not None
+            and ahead.fits(entry, record)
+            and (ahead.slot, ahead.next_run) == (slot, next_run)
+        ):
+            return ahead.stamped(self.clock())
+        return self._ready(entry, slot, next_run, send).stamped(self.clock())
+
+    def _ready(self, entry: Entry, slot: float, next_run: float | None, send: bool) -> _Ready:
+        record = self.records[entry.name]
+        message, outgoing = None, []
         update = dict(record, settled=slot)
         if send:
-            update.update(
-                runs=record["runs"] + 1,
-                last_slot=slot,
-                last_sent=sent_at,
-                lateness=sent_at - slot,
-                last_task_id=task_id,
-            )
-        dispatch = BeatDispatch(
-            entry.name, slot, next_run, json.dumps(update).encode(), outgoing, busy
+            message, body = self._build(entry, slot)
+            outgoing.append(Outgoing(message.queue, message.id, body, message.eta))
+            update.pop("last_sent", None)  # stamped as it is sent
+            update.pop("lateness", None)
+            update.update(runs=record["runs"] + 1, last_slot=slot, last_task_id=message.id)
+        busy = record.get("last_task_id") if entry.overlap == "skip" and send else None
+        head = json.dumps(update).encode()[:-1]
+        return _Ready(
+            entry, slot, next_run, record, record["settled"], message, outgoing, busy, update, head
         )
-        return _Run(entry, dispatch, update, task_id, sent_at)
 
     def _build(self, entry: Entry, slot: float) -> tuple[Message, bytes]:
         """The message of `entry`'s run at `slot`, and its encoded body."""

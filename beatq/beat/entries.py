@@ -35,8 +35,11 @@ class Entry:
         at = self.schedule.next_after(datetime.fromtimestamp(instant, self.zone))
         return None if at is None else at.timestamp()
 
-    def slots_between(self, after: float, until: float, limit: int) -> tuple[list[float], int]:
-        """The runs in (after, until], the last `limit` of them, and how many there were."""
+    def slots_between(
+        self, after: float, until: float, limit: int
+    ) -> tuple[list[float], int, float | None]:
+        """The runs in (after, until], the last `limit` of them, how many there were, and
+        the next run after `until` (None: there is none)."""
         slots: list[float] = []
         count = 0
         at = self.next_after(after)
@@ -46,7 +49,7 @@ class Entry:
             if len(slots) > limit:
                 slots.pop(0)
             at = self.next_after(at)
-        return slots, count
+        return slots, count, at
 
     def fingerprint(self) -> str:
         """Changes when the definition changes (history is kept by name regardless)."""

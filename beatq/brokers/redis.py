@@ -422,7 +422,9 @@ class RedisBackend(Backend):
         keys = [*self._beat_keys(lease), k.msgs, k.delayed]
         calls = [(keys, self._dispatch_args(holder, token, r)) for r in runs]
         with _errors(self.url):
-            replies = self.calls.fcall_many("beat_dispatch", calls)
+            # no spin for the reply: on a small host, Redis and the worker this wakes may
+            # be queued on the beat's own CPU (see beat/timing.py)
+            replies = self.calls.fcall_many("beat_dispatch", calls, spin=False)
         return [r.decode() if isinstance(r, bytes) else str(r) for r in replies]
 
     def _dispatch_args(self, holder: str, token: int, run: BeatDispatch) -> list[Any]:

@@ -231,13 +231,16 @@ class Calls:
         self.load()
         return self.command(*call)  # the commands `before` and `then` ran already
 
-    def fcall_many(self, name: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        """Call script `name` once per (keys, args), all in one round trip; the replies."""
+    def fcall_many(
+        self, name: str, calls: list[tuple[list[str], list[Any]]], spin: bool = True
+    ) -> list[Any]:
+        """Call script `name` once per (keys, args), all in one round trip; the replies.
+        `spin=False`: sleep for the replies at once."""
         commands = [("FCALL", f"{self.lib}_{name}", len(k), *k, *a) for k, a in calls]
-        replies = self.pipeline(commands)
+        replies = self.pipeline(commands, blocking=not spin)
         if replies and _missing(replies[0]):  # then none of them ran
             self.load()
-            replies = self.pipeline(commands)
+            replies = self.pipeline(commands, blocking=not spin)
         for reply in replies:
             if isinstance(reply, ResponseError):
                 raise reply
