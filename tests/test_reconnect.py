@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -18,11 +19,13 @@ from tests.proj import journal
 
 
 class Proxy:
-    """Forwards 127.0.0.1:port to the test Redis; `cut()` drops every connection and
-    accepts-and-closes new ones until `restore()`."""
+    """Forwards a port of 127.0.0.1 to the test Redis at `target` (its URL); `cut()` drops
+    every connection and accepts-and-closes new ones until `restore()`."""
 
-    def __init__(self, target_port: int) -> None:
-        self.target = ("127.0.0.1", target_port)
+    def __init__(self, target: str) -> None:
+        where = urlsplit(target)
+        self.target = (where.hostname or "127.0.0.1", where.port or 6379)
+        self.db = where.path or "/0"  # the test's own database, never another
         self.server = socket.create_server(("127.0.0.1", 0))
         self.server.settimeout(0.05)
         self.port = self.server.getsockname()[1]
@@ -36,7 +39,7 @@ class Proxy:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://127.0.0.1:{self.port}{self.db}"
 
     def _accept(self) -> None:
         while not self.closed:
@@ -97,8 +100,7 @@ class Proxy:
 
 @pytest.fixture
 def proxy(redis_url: str):
-    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
-    p = Proxy(port)
+    p = Proxy(redis_url)
     yield p
     p.close()
 

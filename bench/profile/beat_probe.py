@@ -6,7 +6,9 @@ Starts a private redis-server, one `beatq beat` (bench/apps/beat_beatq.py, 1-s e
 "tick") and with --worker one `-P solo` worker running it. Three stamps per run, each
 against the run's slot (its whole second):
 
-    own    the "sent" stamp the beat writes into the message header (without --worker)
+    own    the "sent" stamp in the message header (without --worker): since the beat makes
+           a run ready before its instant (fd0f224), when the message was built, ~2 ms
+           ahead; beat_chain.py has when the dispatch is written (b.send)
     push   the LPUSH of the message seen by a lean observer: a raw socket subscribed to
            the queue's keyspace notifications, time.time() taken as recv() returns
     run    the task's own time.time() when it starts (with --worker; bench/apps/stamps.py)
