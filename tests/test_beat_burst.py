@@ -6,6 +6,7 @@ each dispatch round trip moves on, so "a slow burst" takes no real time.
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 
@@ -13,6 +14,7 @@ import pytest
 
 from beatq import Beatq
 from beatq.beat.beat import Beat
+from beatq.beat.entries import Entry
 
 MINUTE = 1_800_000_000.0  # a whole minute (and second): where every `every` entry falls due
 
@@ -82,3 +84,33 @@ def test_a_run_falling_due_during_a_burst_goes_ahead_of_the_burst_rest(burst) ->
     records = beat.records
     assert (records["tick"]["runs"], records["tick"]["missed"]) == (2, 0)
     assert all(records[f"bulk-{i:04d}"]["runs"] == 1 for i in range(1200))
+
+
+def test_planning_that_outlasts_the_lease_keeps_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big schedule on a slow machine: planning 2,000 entries takes ~1.2 s here (each
+    entry's next run made slow on purpose), three times the 0.4-s lease. The beat renews
+    the lease between chunks, so it stays the leader and every entry is planned; planned
+    in one go, the lease would expire first and the beat would lose it on every try."""
+    app = Beatq("plan", broker=f"memory://plan-{uuid.uuid4().hex}")
+    app.task(name="plan.noop", ignore_result=True)(lambda: None)
+    app.conf.beat_schedule = {
+        f"e-{i:04d}": {"task": "plan.noop", "schedule": 60.0} for i in range(2000)
+    }
+    beat = Beat(app, files=[], lease_ttl=0.4)
+    beat.plan_chunk = 100
+    beat.entries = beat.load()
+    slow_next = Entry.next_after
+
+    def next_after(self: Entry, instant: float) -> float | None:
+        time.sleep(0.0006)
+        return slow_next(self, instant)
+
+    monkeypatch.setattr(Entry, "next_after", next_after)
+    assert beat.lease.acquire()
+    token, started = beat.lease.token, time.monotonic()
+    beat._lead()
+    assert time.monotonic() - started > 3 * 0.4, "planning was not slower than the lease"
+    assert beat.lease.token == token and beat.lease.renew()
+    planned = app.broker.beat_entries()
+    assert len(planned) == 2000
+    assert all(state.next_run is not None for state in planned.values())

@@ -98,6 +98,7 @@ class Beat:
     standby_poll = 0.5  # seconds between attempts to take the lease
     reload_interval = 1.0  # seconds between checks of the schedule files
     batch_size = 500  # runs dispatched per round trip
+    plan_chunk = 5_000  # entries planned per round trip; the lease is renewed between them
     lead = 0.002  # seconds before a run at which the beat gets it ready (see _sleep)
     prime_ahead = 0.0003  # seconds before a run at which the broker is woken (see _sleep)
 
@@ -209,40 +210,53 @@ class Beat:
                 self.entries = self.load()
             except ScheduleError as exc:
                 log.error("beat: schedule change refused, keeping the current one: %s", exc)
+            self._keep_lease("while the schedule was loaded")
         state = self.app.broker.beat_entries()
         stale = [name for name in state if name not in self.entries]
         self.records = {}
-        for name, saved in state.items():
+        for n, (name, saved) in enumerate(state.items(), start=1):
             if name in self.entries and saved.info:
                 record = json.loads(saved.info)
                 record["settled"] = saved.settled
                 self.records[name] = record
+            if n % self.plan_chunk == 0:
+                self._keep_lease("while the entries' state was read")
         self._plan(list(self.entries), stale)
 
     def _plan(self, names: list[str], remove: list[str]) -> None:
-        """Store the entries' next runs in the broker and schedule them here."""
+        """Store the entries' next runs in the broker and schedule them here, `plan_chunk`
+        entries a round trip, renewing the lease between them: planning a big schedule on
+        a slow machine can take longer than the lease lives."""
         now = self.clock()
-        plans = {}
-        for name in names:
-            entry = self.entries[name]
-            record = self.records.get(name, {})
-            settled = record.get("settled")
-            if settled is None or record.get("fingerprint") != entry.fingerprint():
-                # a new or changed definition starts from now: no catch-up for it
-                settled = max(settled or 0.0, now)
-            record.update(entry.describe(), settled=settled)
-            record.setdefault("runs", 0)
-            record.setdefault("missed", 0)
-            self.records[name] = record
-            next_run = entry.next_after(settled) if entry.enabled else None
-            plans[name] = (settled, next_run, json.dumps(record).encode())
-            self._push(name, next_run)
-        if not self.app.broker.beat_plan(
-            LEASE_NAME, self.holder, self.lease.token or 0, plans, remove
-        ):
-            raise LeaseLost("the lease was taken while planning")
+        for start in range(0, max(len(names), 1), self.plan_chunk):
+            plans = {}
+            for name in names[start : start + self.plan_chunk]:
+                entry = self.entries[name]
+                record = self.records.get(name, {})
+                settled = record.get("settled")
+                if settled is None or record.get("fingerprint") != entry.fingerprint():
+                    # a new or changed definition starts from now: no catch-up for it
+                    settled = max(settled or 0.0, now)
+                record.update(entry.describe(), settled=settled)
+                record.setdefault("runs", 0)
+                record.setdefault("missed", 0)
+                self.records[name] = record
+                next_run = entry.next_after(settled) if entry.enabled else None
+                plans[name] = (settled, next_run, json.dumps(record).encode())
+                self._push(name, next_run)
+            gone = remove if start == 0 else []
+            if not self.app.broker.beat_plan(
+                LEASE_NAME, self.holder, self.lease.token or 0, plans, gone
+            ):
+                raise LeaseLost("the lease was taken while planning")
+            self._keep_lease("while planning")
         for name in remove:
             self.records.pop(name, None)
+
+    def _keep_lease(self, during: str) -> None:
+        """Renew the lease if it is due; LeaseLost if it was lost meanwhile."""
+        if time.monotonic() >= self.lease.renew_at and not self.lease.renew():
+            raise LeaseLost(f"the lease expired {during}")
 
     def _push(self, name: str, at: float | None) -> None:
         version = self.versions.get(name, 0) + 1
@@ -253,8 +267,7 @@ class Beat:
 
     def _tick(self) -> None:
         now = self.clock()
-        if time.monotonic() >= self.lease.renew_at and not self.lease.renew():
-            raise LeaseLost("the lease expired before it was renewed")
+        self._keep_lease("before it was renewed")
         if now >= self.next_reload:
             self.next_reload = now + self.reload_interval
             if self._files_changed():
@@ -266,8 +279,7 @@ class Beat:
         while due:
             batch = [due.popleft() for _ in range(min(self.batch_size, len(due)))]
             self._run_due(batch, self.clock())
-            if time.monotonic() >= self.lease.renew_at and not self.lease.renew():
-                raise LeaseLost("the lease expired during dispatch")
+            self._keep_lease("during dispatch")
             popped = self._pop_due()
             due.extendleft(reversed([entry for at, entry in popped if at > now]))
             due.extend(entry for at, entry in popped if at <= now)
