@@ -133,6 +133,21 @@ def with_db(url: str, db: int) -> str:
     return urlunsplit((p.scheme, p.netloc, f"/{db}", p.query, p.fragment))
 
 
+def run_window(
+    commands: list[list[str]], env: dict, cwd: str, seconds: float, warmup: float = 3.0
+) -> float:
+    """Start `commands`, let them warm up for `warmup` s, run `seconds` more, stop them
+    (SIGTERM, then wait); the time.time() at which the measured window began."""
+    procs = [subprocess.Popen(cmd, env=env, cwd=cwd) for cmd in commands]
+    start = time.time() + warmup
+    time.sleep(warmup + seconds)
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait(10)
+    return start
+
+
 def process_tree(root: int) -> list[int]:
     parent = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):

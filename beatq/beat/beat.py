@@ -229,21 +229,9 @@ class Beat:
         a slow machine can take longer than the lease lives."""
         now = self.clock()
         for start in range(0, max(len(names), 1), self.plan_chunk):
-            plans = {}
-            for name in names[start : start + self.plan_chunk]:
-                entry = self.entries[name]
-                record = self.records.get(name, {})
-                settled = record.get("settled")
-                if settled is None or record.get("fingerprint") != entry.fingerprint():
-                    # a new or changed definition starts from now: no catch-up for it
-                    settled = max(settled or 0.0, now)
-                record.update(entry.describe(), settled=settled)
-                record.setdefault("runs", 0)
-                record.setdefault("missed", 0)
-                self.records[name] = record
-                next_run = entry.next_after(settled) if entry.enabled else None
-                plans[name] = (settled, next_run, json.dumps(record).encode())
-                self._push(name, next_run)
+            plans = {
+                name: self._plan_one(name, now) for name in names[start : start + self.plan_chunk]
+            }
             gone = remove if start == 0 else []
             if not self.app.broker.beat_plan(
                 LEASE_NAME, self.holder, self.lease.token or 0, plans, gone
@@ -252,6 +240,23 @@ class Beat:
             self._keep_lease("while planning")
         for name in remove:
             self.records.pop(name, None)
+
+    def _plan_one(self, name: str, now: float) -> tuple[float, float | None, bytes]:
+        """Entry `name`'s record brought up to its definition, and its next run scheduled
+        here: (settled, next run, record as JSON) for the broker."""
+        entry = self.entries[name]
+        record = self.records.get(name, {})
+        settled = record.get("settled")
+        if settled is None or record.get("fingerprint") != entry.fingerprint():
+            # a new or changed definition starts from now: no catch-up for it
+            settled = max(settled or 0.0, now)
+        record.update(entry.describe(), settled=settled)
+        record.setdefault("runs", 0)
+        record.setdefault("missed", 0)
+        self.records[name] = record
+        next_run = entry.next_after(settled) if entry.enabled else None
+        self._push(name, next_run)
+        return settled, next_run, json.dumps(record).encode()
 
     def _keep_lease(self, during: str) -> None:
         """Renew the lease if it is due; LeaseLost if it was lost meanwhile."""
@@ -324,9 +329,12 @@ class Beat:
             return
         at, _, version, name = self.heap[0]
         entry, record = self.entries.get(name), self.records.get(name)
-        if entry is None or record is None or not entry.enabled:
-            return
-        if self.versions.get(name) != version:
+        if (
+            entry is None
+            or record is None
+            or not entry.enabled
+            or self.versions.get(name) != version
+        ):
             return
         slots, count, next_run = entry.slots_between(record["settled"], at, 1)
         if slots == [at] and count == 1:
@@ -435,6 +443,7 @@ class Beat:
         return self._ready(entry, slot, next_run, send).stamped(self.clock())
 
     def _ready(self, entry: Entry, slot: float, next_run: float | None, send: bool) -> _Ready:
+        """`entry`'s run at `slot` worked out from its record as it is now."""
         record = self.records[entry.name]
         message, outgoing = None, []
         update = dict(record, settled=slot)

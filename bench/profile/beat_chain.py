@@ -17,11 +17,9 @@ import argparse
 import math
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 
-from bench.core import own_redis, with_db  # noqa: E402
+from bench.core import own_redis, run_window, with_db  # noqa: E402
 
 STEPS = [
     "b.ahead0", "b.ahead1", "b.prime0", "b.prime1", "b.woke", "b.pop0", "b.rundue0",
@@ -79,16 +77,7 @@ def main() -> None:
         run = [sys.executable, str(Path(__file__).with_name("chain_stamps.py"))]
         run += ["-A", "bench.apps.beat_beatq"]
         worker = ["worker", "-Q", "tick", "-P", "solo", "-l", "warning"]
-        procs = [
-            subprocess.Popen([*run, "beat", "-l", "warning"], env=env, cwd=tmp),
-            subprocess.Popen([*run, *worker], env=env, cwd=tmp),
-        ]
-        start = time.time() + 3  # warm-up
-        time.sleep(3 + a.seconds)
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(10)
+        start = run_window([[*run, "beat", "-l", "warning"], [*run, *worker]], env, tmp, a.seconds)
         stop.set()
         client = redis.Redis.from_url(url)
         client.ping()  # lets the monitor see its stop

@@ -24,7 +24,6 @@ import math
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 import hiredis  # noqa: E402
 import redis  # noqa: E402
 
-from bench.core import own_redis, with_db  # noqa: E402
+from bench.core import own_redis, run_window, with_db  # noqa: E402
 
 BIN = Path(sys.executable).parent
 KEY = "beatq:q:tick"
@@ -124,19 +123,12 @@ def main() -> None:
             "BENCH_REDIS_URL": url,
             "BENCH_TICK_TASK": "bench.tick",
         }
-        procs = []
         with tempfile.TemporaryDirectory() as tmp:
             beatq = [str(BIN / "beatq"), "-A", "bench.apps.beat_beatq"]
-            procs.append(subprocess.Popen([*beatq, "beat", "-l", "warning"], env=env, cwd=tmp))
+            commands = [[*beatq, "beat", "-l", "warning"]]
             if a.worker:
-                cmd = [*beatq, "worker", "-Q", "tick", "-P", "solo", "-l", "warning"]
-                procs.append(subprocess.Popen(cmd, env=env, cwd=tmp))
-            start = time.time() + 3  # warm-up
-            time.sleep(3 + a.seconds)
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.wait(10)
+                commands.append([*beatq, "worker", "-Q", "tick", "-P", "solo", "-l", "warning"])
+            start = run_window(commands, env, tmp, a.seconds)
         pushes = [t for t in obs.stamps[f"1:{KEY}"] if t > start]
         out = {"tree": str(a.tree), "load": os.getloadavg()[0]}
         out |= summary("observer delay", delay)
