@@ -146,9 +146,8 @@ def test_events_dump_follows_new_events(app, start_worker, env):
         assert any(f"task-received task_id={result.id}" in line for line in seen)
     finally:
         dump.send_signal(signal.SIGINT)
-        dump.wait(10)
-        if dump.stdout is not None:
-            dump.stdout.close()
+        # read on while it stops: a pipe nobody reads could hold its last writes back
+        dump.communicate(timeout=scaled(10))
     assert dump.returncode == 0
 
 
@@ -171,8 +170,7 @@ def test_events_live_view_shows_workers_queues_and_tasks(app, start_worker, env,
             screen.append(line)
     finally:
         view.send_signal(signal.SIGINT)
-        view.wait(10)
-        view.stdout.close()
+        view.communicate(timeout=scaled(10))
     last = "".join(screen).split(header)[-2]  # a whole screen
     assert "Workers (1 alive)" in last
     assert re.search(rf"  {worker.name} +threads×\d+ +active 0 ", last), last
