@@ -140,6 +140,32 @@ def test_a_delayed_message_becomes_ready_at_its_eta(b: Backend) -> None:
     assert b.scheduled() == [] and b.claim(["q"], 10, 30).next_eta is None
 
 
+def test_claim_ahead_takes_what_falls_due_within_it_and_nothing_later(b: Backend) -> None:
+    now = time.time()
+    b.send([out("later", eta=now + 60), out("soon", eta=now + 5), out("now")])
+    assert ids(b.claim(["q"], 10, 30).claims) == ["now"]
+    claimed = b.claim(["q"], 10, 30, ahead=20)
+    # taken before its eta (its body still says when), claimed like any other
+    assert [(c.id, c.body) for c in claimed.claims] == [("soon", b"body-soon")]
+    assert claimed.next_eta == pytest.approx(now + 60, abs=0.001)
+    assert ids([c for _, c in b.scheduled()]) == ["later"]
+    assert b.claim(["q"], 10, 30, ahead=20).claims == []
+    b.finish(ack=claimed.claims)
+    assert b.queue_length("q") == 0 and ids([c for _, c in b.scheduled()]) == ["later"]
+
+
+def test_wait_claim_ahead_takes_a_delayed_message_before_its_eta(b: Backend) -> None:
+    eta = time.time() + 1.5
+    b.send([out("later", eta=eta)])
+    claimed = b.wait_claim(["q"], 0.1, 10, 30, ahead=1.0)  # woken by the send, or times out
+    deadline = time.monotonic() + 10
+    while not claimed.claims and time.monotonic() < deadline:
+        claimed = b.wait_claim(["q"], 0.05, 10, 30, ahead=1.0)
+    taken = time.time()
+    assert ids(claimed.claims) == ["later"]
+    assert eta - 1.0 - 0.005 <= taken < eta, "taken within `ahead` of its eta, not at it"
+
+
 def test_a_due_message_goes_before_the_ready_ones(b: Backend) -> None:
     eta = time.time() + 0.15
     b.send([out("due", eta=eta)])

@@ -26,14 +26,16 @@ class Clock:
         return self.now
 
 
-def start(args: list[int]) -> tuple[Beatq, Beat, Clock]:
+def start(args: list[int], **entry: object) -> tuple[Beatq, Beat, Clock]:
     app = Beatq("ahead", broker=f"memory://ahead-{uuid.uuid4().hex}")
 
     @app.task(name="ahead.echo")
     def echo(*values: int) -> tuple[int, ...]:
         return values
 
-    app.conf.beat_schedule = {"tick": {"task": "ahead.echo", "schedule": 1.0, "args": args}}
+    app.conf.beat_schedule = {
+        "tick": {"task": "ahead.echo", "schedule": 1.0, "args": args, **entry}
+    }
     clock = Clock(SLOT - 0.5)
     beat = Beat(app, files=[], clock=clock, lease_ttl=60)  # no renewal due mid-test
     beat._sleep = lambda seconds, precise: None  # one tick at a time, by hand
@@ -117,3 +119,32 @@ def test_the_stored_record_is_stamped_when_the_run_is_sent(ahead: bool) -> None:
         assert stored["lateness"] == pytest.approx(0.0007 * n, abs=1e-6)
         assert (stored["runs"], stored["last_slot"], stored["settled"]) == (n, slot, slot)
         assert stored == {**beat.records["tick"], "settled": slot}
+
+
+@pytest.mark.parametrize("overlap", ["allow", "skip"])
+def test_a_run_goes_out_early_with_its_instant_as_eta_unless_overlap_is_checked(
+    overlap: str,
+) -> None:
+    """A run is sent `Beat.early` before its instant, with the instant as its eta (the
+    worker starts it then); one whose entry skips overlapping runs is sent at the instant,
+    when whether the previous run is unfinished can be known."""
+    app, beat, clock = start([1, 2], overlap=overlap)
+    early = beat.early if overlap == "allow" else 0.0
+    assert beat.early > 0
+    clock.now = SLOT - early - 0.001
+    beat._tick()
+    assert app.broker.scheduled() == [] and app.broker.queue_length("celery") == 0
+    clock.now = SLOT - early
+    beat._tick()
+    # in its queue at once, as any run (its backlog shows there): the eta holds it in the
+    # worker that claims it
+    assert app.broker.scheduled() == [] and app.broker.queue_length("celery") == 1
+    [message] = [decode(c.body, None) for c in app.broker.claim(["celery"], 10, 30).claims]
+    assert message.options["beat"]["slot"] == SLOT
+    assert message.eta == (SLOT if overlap == "allow" else None)
+    stored = json.loads(app.broker.beat_entries()["tick"].info)
+    # sent ahead is not late: the record says when it went out, and 0 lateness
+    assert (stored["last_sent"], stored["lateness"], stored["runs"]) == (SLOT - early, 0, 1)
+    clock.now = SLOT + 0.5  # nothing more until the next run's own send time
+    beat._tick()
+    assert app.broker.claim(["celery"], 10, 30).claims == []

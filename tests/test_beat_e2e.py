@@ -340,6 +340,21 @@ def test_overlap_skip_sends_no_run_while_the_previous_is_unfinished(
     assert "skipped its run" in beat.log()
 
 
+@BOTH
+def test_a_run_starts_at_its_instant_never_before(app, tmp_path, start_beat, start_worker):
+    """A run is sent ahead of its instant (Beat.early) with the instant as its eta, and
+    the worker that claims it holds it until then."""
+    entry = tick("tests.proj.tasks.beat_stamp", args=[])
+    path = write_schedule(tmp_path / "s.yaml", {"stamped": entry})
+    start_worker("-P", "solo", "-Q", OUT)
+    start_beat(path)
+    rows = wait_for(lambda: len(j := journal("beat_starts")) >= 3 and j, scaled(15), "3 runs")
+    runs = [tuple(float(x) for x in row.split()) for row in rows]
+    assert all(eta == slot for slot, _, eta in runs), runs
+    early = [slot - started for slot, started, _ in runs if started < slot]
+    assert early == [], "seconds before their instant that runs started"
+
+
 def test_jitter_delays_each_run_within_its_window(app, tmp_path, start_beat):
     path = write_schedule(tmp_path / "s.yaml", {"jittery": tick(jitter="1s")})
     start_beat(path)

@@ -6,6 +6,8 @@ Run on memory://, sqlite:// and Redis with the fixtures of test_backend_contract
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from beatq.brokers import Backend, Outgoing
@@ -16,10 +18,16 @@ from tests.test_backend_contract import b, ids, out, store
 __all__ = ["b", "store"]  # the fixtures, imported so they apply here
 
 
-def task_out(id_: str, task: str, compression: str | None = None, **options: object) -> Outgoing:
+def task_out(
+    id_: str,
+    task: str,
+    compression: str | None = None,
+    eta: float | None = None,
+    **options: object,
+) -> Outgoing:
     """A real task message (what `claim(..., ack_first=...)` looks into)."""
-    body = Message(id_, task, [1], {}, dict(options), queue="q").encode("json", compression)
-    return Outgoing("q", id_, body)
+    message = Message(id_, task, [1], {}, dict(options), queue="q", eta=eta)
+    return Outgoing("q", id_, message.encode("json", compression), eta)
 
 
 def test_claim_acknowledges_the_first_message_of_a_task_acked_at_start(b: Backend) -> None:
@@ -54,6 +62,17 @@ def test_claim_acknowledges_nothing_else(
 ) -> None:
     b.send([message])
     claimed = b.claim(["q"], 1, 0.2, ack_first=ack_first)
+    assert not claimed.acked and ids(claimed.claims) == ["m"]
+    back = wait_for(lambda: b.claim(["q"], 10, 30).claims, 3, "the expired claim")
+    assert [(c.id, c.body) for c in back] == [("m", message.body)]
+
+
+def test_a_message_claimed_ahead_of_its_eta_is_not_acknowledged_in_the_claim(b: Backend) -> None:
+    """Its worker holds it until its eta: were it acknowledged now, a worker that dies while
+    it holds it would lose it."""
+    message = task_out("m", "early", eta=time.time() + 5)
+    b.send([message])
+    claimed = b.claim(["q"], 1, 0.2, ack_first={"early"}, ahead=10)
     assert not claimed.acked and ids(claimed.claims) == ["m"]
     back = wait_for(lambda: b.claim(["q"], 10, 30).claims, 3, "the expired claim")
     assert [(c.id, c.body) for c in back] == [("m", message.body)]

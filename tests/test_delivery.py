@@ -125,6 +125,22 @@ def test_healthy_worker_never_gets_a_message_twice(app, start_worker, pool):
 POOLS = [["-P", "solo"], ["-P", "threads", "-c", "2"], ["-P", "prefork", "-c", "2"]]
 
 
+@BOTH
+@pytest.mark.parametrize("pool", POOLS, ids=lambda p: p[1])
+def test_eta_tasks_start_at_their_eta_never_before(app, start_worker, pool):
+    """A worker claims a delayed message ahead of its eta (worker.execute.AHEAD) and the
+    pool holds it: each task still starts at its eta, not before."""
+    from tests.proj.tasks import res_stamp
+
+    start_worker(*pool)
+    first = time.time() + scaled(0.5)
+    etas = [first + 0.03 * i for i in range(8)]  # closer together than AHEAD
+    results = [res_stamp.apply_async(eta=eta) for eta in etas]
+    starts = [r.get(timeout=scaled(10)) for r in results]
+    early = [(round(eta - start, 4)) for start, eta in zip(starts, etas) if start < eta]
+    assert early == [], "seconds before their eta that tasks started"
+
+
 @pytest.mark.parametrize("pool", POOLS, ids=lambda p: p[1])
 def test_sigterm_finishes_running_task_and_takes_no_new_one(app, start_worker, pool):
     from tests.proj.tasks import add, sleep

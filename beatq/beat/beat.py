@@ -34,10 +34,10 @@ from ..exceptions import BrokerError, LeaseLost, ScheduleError
 from ..messages import Message
 from ..metrics import Metrics
 from ..timeutils import format_time
+from ..timing import nap_until, tighten_timer_slack
 from .entries import Entry
 from .lease import LeaderLease
 from .loader import load_all, schedule_files
-from .timing import nap_until, tighten_timer_slack
 
 log = logging.getLogger("beatq.beat")
 
@@ -76,11 +76,12 @@ class _Ready:
         return self.entry is entry and self.record is record and self.settled == record["settled"]
 
     def stamped(self, sent_at: float) -> _Run:
-        """The run as sent at `sent_at`: its record says when, and how late."""
+        """The run as sent at `sent_at`: its record says when, and how late (0 when it was
+        sent ahead, to start at its instant: see Beat.early)."""
         update, info = self.update, self.head + b"}"
         task_id = self.message.id if self.message is not None else None
         if task_id is not None:
-            late = sent_at - self.slot
+            late = max(sent_at - self.slot, 0.0)
             update["last_sent"], update["lateness"] = sent_at, late
             info = self.head + b', "last_sent": %r, "lateness": %r}' % (sent_at, late)
         dispatch = BeatDispatch(
@@ -99,8 +100,13 @@ class Beat:
     reload_interval = 1.0  # seconds between checks of the schedule files
     batch_size = 500  # runs dispatched per round trip
     plan_chunk = 5_000  # entries planned per round trip; the lease is renewed between them
-    lead = 0.002  # seconds before a run at which the beat gets it ready (see _sleep)
-    prime_ahead = 0.0003  # seconds before a run at which the broker is woken (see _sleep)
+    lead = 0.002  # seconds before a send at which the beat gets it ready (see _sleep)
+    prime_ahead = 0.0003  # seconds before a send at which the broker is woken (see _sleep)
+    # Seconds before its instant that a run is sent, with that instant as its eta: a worker
+    # claims it ahead (worker.execute.AHEAD, larger) and starts it on time, rather than
+    # being woken, claiming and decoding only then. An entry with overlap "skip" is sent at
+    # its instant: whether the previous run is still unfinished is known only then.
+    early = 0.01
 
     def __init__(
         self,
@@ -120,9 +126,9 @@ class Beat:
         self.stopping = threading.Event()
         self.entries: dict[str, Entry] = {}
         self.records: dict[str, dict[str, Any]] = {}  # per entry: settled, counters, last task
-        # (run at, -push number, version, name): of runs due at one instant, the entry
-        # scheduled last (the most frequent: a 1-s entry beside a minutely burst) goes first
-        self.heap: list[tuple[float, int, int, str]] = []
+        # (send at, -push number, version, name, run at): of runs sent at one instant, the
+        # entry scheduled last (the most frequent: a 1-s entry beside a minutely burst) first
+        self.heap: list[tuple[float, int, int, str, float]] = []
         self.pushes = 0
         self.versions: dict[str, int] = {}
         self.file_stamps: dict[Path, float] = {}
@@ -264,11 +270,17 @@ class Beat:
             raise LeaseLost(f"the lease expired {during}")
 
     def _push(self, name: str, at: float | None) -> None:
+        """Schedule entry `name`'s next run, at `at` (None: none), to be sent `_early`."""
         version = self.versions.get(name, 0) + 1
         self.versions[name] = version
         if at is not None:
             self.pushes += 1
-            heapq.heappush(self.heap, (at, -self.pushes, version, name))
+            send_at = at - self._early(self.entries.get(name))
+            heapq.heappush(self.heap, (send_at, -self.pushes, version, name, at))
+
+    def _early(self, entry: Entry | None) -> float:
+        """How long before its instant a run of `entry` is sent (with that eta)."""
+        return self.early if entry is not None and entry.overlap != "skip" else 0.0
 
     def _tick(self) -> None:
         now = self.clock()
@@ -280,14 +292,14 @@ class Beat:
         # Due entries go out in batches, earliest first; the first batch leaves before the
         # rest of a big burst is even taken off the heap. Whatever falls due while a burst
         # is out (a 1-s entry beside 100,000 minutely ones) goes ahead of the burst's rest.
-        due = deque(entry for _, entry in self._pop_due(self.batch_size))
+        due = deque(run for _, run in self._pop_due(self.batch_size))
         while due:
             batch = [due.popleft() for _ in range(min(self.batch_size, len(due)))]
             self._run_due(batch, self.clock())
             self._keep_lease("during dispatch")
             popped = self._pop_due()
-            due.extendleft(reversed([entry for at, entry in popped if at > now]))
-            due.extend(entry for at, entry in popped if at <= now)
+            due.extendleft(reversed([run for at, run in popped if at > now]))
+            due.extend(run for at, run in popped if at <= now)
         run_at = self.heap[0][0] if self.heap else now + self.ttl
         wake = min(
             run_at,
@@ -296,14 +308,15 @@ class Beat:
         )
         self._sleep(wake - self.clock(), precise=wake == run_at)
 
-    def _pop_due(self, limit: int | None = None) -> list[tuple[float, Entry]]:
-        """Take (up to `limit`) due runs off the heap, earliest first: (run at, entry)."""
+    def _pop_due(self, limit: int | None = None) -> list[tuple[float, tuple[Entry, float]]]:
+        """Take (up to `limit`) runs due to be sent off the heap, earliest first:
+        (send at, (entry, run at))."""
         now = self.clock()
         due = []
         while self.heap and self.heap[0][0] <= now and (limit is None or len(due) < limit):
-            at, _, version, name = heapq.heappop(self.heap)
+            at, _, version, name, slot = heapq.heappop(self.heap)
             if self.versions.get(name) == version and name in self.entries:
-                due.append((at, self.entries[name]))
+                due.append((at, (self.entries[name], slot)))
         return due
 
     def _sleep(self, seconds: float, precise: bool) -> None:
@@ -327,7 +340,7 @@ class Beat:
         self.ahead = None
         if not self.heap:
             return
-        at, _, version, name = self.heap[0]
+        _, _, version, name, at = self.heap[0]
         entry, record = self.entries.get(name), self.records.get(name)
         if (
             entry is None
@@ -376,21 +389,24 @@ class Beat:
             self._plan(changed, removed)
 
     # -- dispatching -------------------------------------------------------------------------
-    def _run_due(self, entries: list[Entry], now: float) -> None:
-        """Settle the due runs of `entries` in one batch of fenced dispatches (an entry
-        catching up several runs sends them one by one, each on the record of the last)."""
+    def _run_due(self, runs: list[tuple[Entry, float]], now: float) -> None:
+        """Settle the due runs of the (entry, run at) `runs` in one batch of fenced
+        dispatches (an entry catching up several runs sends them one by one, each on the
+        record of the last). A run is due `_early` before its instant."""
         batch: list[_Run] = []
-        for entry in entries:
+        for entry, at in runs:
             record = self.records[entry.name]
             limit = 1 if entry.catchup != "all" else 10_000
-            planned = self._planned(entry, record, now)
-            slots, count, next_run = planned or entry.slots_between(record["settled"], now, limit)
+            # the instant up to which runs are due (`at` itself, whatever the rounding)
+            seen = max(now + self._early(entry), at)
+            planned = self._planned(entry, record, seen)
+            slots, count, next_run = planned or entry.slots_between(record["settled"], seen, limit)
             if not entry.enabled:
                 next_run = None
             if entry.catchup == "all":
-                chosen = [s for s in slots if s >= now - entry.catchup_window.total_seconds()]
+                chosen = [s for s in slots if s >= seen - entry.catchup_window.total_seconds()]
             elif entry.catchup == "skip":
-                chosen = [s for s in slots if now - s <= 2 * self.ttl]
+                chosen = [s for s in slots if seen - s <= 2 * self.ttl]
             else:
                 chosen = slots[-1:]
             missed = count - len(chosen)
@@ -449,7 +465,12 @@ class Beat:
         update = dict(record, settled=slot)
         if send:
             message, body = self._build(entry, slot)
-            outgoing.append(Outgoing(message.queue, message.id, body, message.eta))
+            # a run sent `early` is ready in its queue at once (its backlog shows there, as
+            # any run's): the eta in its body holds it in the worker until its instant
+            ready = message.eta is None or message.eta == slot
+            outgoing.append(
+                Outgoing(message.queue, message.id, body, None if ready else message.eta)
+            )
             update.pop("last_sent", None)  # stamped as it is sent
             update.pop("lateness", None)
             update.update(runs=record["runs"] + 1, last_slot=slot, last_task_id=message.id)
@@ -469,6 +490,8 @@ class Beat:
         if entry.jitter:
             # from the slot, not from now: the run lands in [slot, slot + jitter]
             options["eta"] = slot + random.uniform(0, entry.jitter.total_seconds())
+        elif self._early(entry):
+            options["eta"] = slot  # sent ahead of it (see `early`)
         return self.app.build_message(entry.task, entry.args, entry.kwargs, **options)
 
     def _dispatch(self, runs: list[_Run]) -> None:
@@ -491,22 +514,23 @@ class Beat:
             self.records[entry.name] = update
             if send:
                 if self.metrics is not None:
-                    self.metrics.beat_dispatched(entry.name, sent_at - slot)
+                    self.metrics.beat_dispatched(entry.name, update["lateness"])
                 self._event(
                     ev.BEAT_DISPATCHED,
                     entry=entry.name,
                     task=entry.task,
                     task_id=task_id,
                     slot=slot,
-                    lateness=sent_at - slot,
+                    lateness=update["lateness"],
                     next_run=next_run,
                 )
                 log.info(
-                    "beat: sent %s for entry %r, run of %s (%.1f ms late), id %s",
+                    "beat: sent %s for entry %r, run of %s (%.1f ms %s), id %s",
                     entry.task,
                     entry.name,
                     format_time(slot, zone),
-                    (sent_at - slot) * 1000,
+                    abs(sent_at - slot) * 1000,
+                    "late" if sent_at >= slot else "ahead, to start at it",
                     task_id,
                 )
         elif outcome == "busy":

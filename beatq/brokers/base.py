@@ -32,11 +32,12 @@ def new_token() -> str:
     return os.urandom(8).hex()
 
 
-def acked_at_claim(body: bytes, tasks: Collection[str]) -> bool:
+def acked_at_claim(body: bytes, tasks: Collection[str], now: float) -> bool:
     """Whether `claim(..., ack_first=tasks)` acknowledges a message with this body as it
-    claims it: a message of one of `tasks`, with a plain JSON payload that does not say
-    `acks_late` anywhere (a per-call acks_late, e.g. a chord member's, is in the payload).
-    The Redis claim script applies the same rule."""
+    claims it: a message of one of `tasks`, due by `now` (one claimed ahead of its eta
+    waits for it, unacknowledged), with a plain JSON payload that does not say `acks_late`
+    anywhere (a per-call acks_late, e.g. a chord member's, is in the payload). The Redis
+    claim script applies the same rule."""
     head, _, payload = body.partition(b"\n")
     try:
         header = json.loads(head)
@@ -47,6 +48,7 @@ def acked_at_claim(body: bytes, tasks: Collection[str]) -> bool:
         and header.get("task") in tasks
         and header.get("ct") == "application/json"
         and header.get("ce") is None
+        and (not isinstance(header.get("eta"), (int, float)) or header["eta"] <= now)
         and b"acks_late" not in payload
     )
 
@@ -172,11 +174,16 @@ class Backend(abc.ABC):
         count: int,
         visibility: float,
         ack_first: Collection[str] = (),
+        ahead: float = 0.0,
     ) -> Claimed:
         """Take up to `count` ready messages, draining `queues` in the order given.
 
         Each is claimed until now + `visibility` seconds. Before taking, due delayed
         messages become ready and expired claims go back to their queue. Never blocks.
+
+        `ahead`: delayed messages due within that many seconds count as due, for a caller
+        that holds each until its eta (a worker: it starts the task at its instant instead
+        of finding it only then). Their body still says their eta.
 
         `ack_first`: the names of tasks acknowledged as they start, for a caller that
         starts the first message at once. When that message is one of them
@@ -187,8 +194,9 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    def wait(self, queues: Sequence[str], timeout: float) -> bool:
-        """Block up to `timeout` seconds until one of `queues` may have ready messages.
+    def wait(self, queues: Sequence[str], timeout: float, ahead: float = 0.0) -> bool:
+        """Block up to `timeout` seconds until one of `queues` may have ready messages
+        (a delayed message counts from `ahead` seconds before its eta, as in `claim`).
 
         True means "try `claim`"; a spurious True is allowed, a missed wake-up is not.
         """
@@ -200,13 +208,14 @@ class Backend(abc.ABC):
         count: int,
         visibility: float,
         ack_first: Collection[str] = (),
+        ahead: float = 0.0,
     ) -> Claimed:
         """`wait`, then `claim`, as an idle worker does; a backend may make it one round trip.
 
         The claim runs whether the wait was woken or timed out (due delayed messages and
         expired claims are taken up either way)."""
-        self.wait(queues, timeout)
-        return self.claim(queues, count, visibility, ack_first)
+        self.wait(queues, timeout, ahead)
+        return self.claim(queues, count, visibility, ack_first, ahead)
 
     def interrupt_wait(self) -> bool:
         """End the `wait` or `wait_claim` this process is blocked in, as if it were woken.

@@ -198,16 +198,18 @@ class _Store:
             due.append(heapq.heappop(heap)[1])
         return due
 
-    def restore(self, now: float) -> bool:
-        """Expired claims, then due delayed messages (earliest first), back to the head."""
-        back = self._due(self.claimed, CLAIMED, now) + self._due(self.delayed, DELAYED, now)
+    def restore(self, now: float, ahead: float = 0.0) -> bool:
+        """Expired claims, then delayed messages due by `now` + `ahead` (earliest first),
+        back to the head."""
+        back = self._due(self.claimed, CLAIMED, now) + self._due(self.delayed, DELAYED, now + ahead)
         for id_ in reversed(back):
             self.make_ready(id_, self.messages[id_], head=True)
         return bool(back)
 
-    def next_due(self) -> float | None:
-        """When the next delayed message or claim comes due."""
-        keys = [self.top(self.delayed, DELAYED), self.top(self.claimed, CLAIMED)]
+    def next_due(self, ahead: float = 0.0) -> float | None:
+        """When the next claim comes due, or the next delayed message (`ahead` of its eta)."""
+        eta = self.top(self.delayed, DELAYED)
+        keys = [None if eta is None else eta - ahead, self.top(self.claimed, CLAIMED)]
         return min((k for k in keys if k is not None), default=None)
 
     # -- expiring values -----------------------------------------------------------------
@@ -299,17 +301,18 @@ class MemoryBackend(Backend):
         count: int,
         visibility: float,
         ack_first: Collection[str] = (),
+        ahead: float = 0.0,
     ) -> Claimed:
         with self._locked() as s:
             now = time.time()
-            changed = s.restore(now)
+            changed = s.restore(now, ahead)
             claims: list[Claim] = []
             token = new_token()
             acked = False
             for queue in queues:
                 while len(claims) < count and (item := s.take(queue)) is not None:
                     id_, msg = item
-                    if not claims and ack_first and acked_at_claim(msg.body, ack_first):
+                    if not claims and ack_first and acked_at_claim(msg.body, ack_first, now):
                         del s.messages[id_]  # taken off its queue: gone for good
                         acked = True
                     else:
@@ -320,13 +323,13 @@ class MemoryBackend(Backend):
                 s.work.notify_all()  # work left behind, or a new earliest deadline
             return Claimed(claims, s.top(s.delayed, DELAYED), acked)
 
-    def wait(self, queues: Sequence[str], timeout: float) -> bool:
+    def wait(self, queues: Sequence[str], timeout: float, ahead: float = 0.0) -> bool:
         end = time.monotonic() + timeout
         with self._locked() as s:
             while True:
                 if any(s.ready_count[q] > 0 for q in queues):
                     return True
-                due = s.next_due()
+                due = s.next_due(ahead)
                 now = time.time()
                 if due is not None and due <= now:
                     return True  # a claim restores it

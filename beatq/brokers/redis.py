@@ -204,8 +204,9 @@ class RedisBackend(Backend):
         count: int,
         visibility: float,
         ack_first: Collection[str] = (),
+        ahead: float = 0.0,
     ) -> Claimed:
-        return self._claim(queues, count, visibility, ack_first)
+        return self._claim(queues, count, visibility, ack_first, ahead)
 
     def wait_claim(
         self,
@@ -214,12 +215,13 @@ class RedisBackend(Backend):
         count: int,
         visibility: float,
         ack_first: Collection[str] = (),
+        ahead: float = 0.0,
     ) -> Claimed:
         # One round trip: the BLPOP holds the claim back until it is served (woken, timed
         # out, or ended by interrupt_wait), then Redis runs the claim at once.
         block = min(max(timeout, 0.01), MAX_BLOCK)
         wait = ("BLPOP", *[self.keys.wake(q) for q in queues], self.interrupt_key, block)
-        return self._claim(queues, count, visibility, ack_first, before=[wait])
+        return self._claim(queues, count, visibility, ack_first, ahead, before=[wait])
 
     def _claim(
         self,
@@ -227,6 +229,7 @@ class RedisBackend(Backend):
         count: int,
         visibility: float,
         ack_first: Collection[str],
+        ahead: float = 0.0,
         before: Sequence[tuple[Any, ...]] = (),
     ) -> Claimed:
         k = self.keys
@@ -235,7 +238,7 @@ class RedisBackend(Backend):
             reply = self.calls.fcall(
                 "claim",
                 [k.msgs, k.delayed, k.unacked],
-                [k.prefix, count, visibility, token, len(ack_first), *ack_first, *queues],
+                [k.prefix, count, visibility, token, ahead, len(ack_first), *ack_first, *queues],
                 before=before,
             )
         return _claimed(reply, token)
@@ -253,7 +256,8 @@ class RedisBackend(Backend):
         except (RedisConnectionError, RedisTimeoutError, OSError):
             return False
 
-    def wait(self, queues: Sequence[str], timeout: float) -> bool:
+    def wait(self, queues: Sequence[str], timeout: float, ahead: float = 0.0) -> bool:
+        # a send with a new earliest eta leaves a wake-up token, whatever `ahead` is
         keys = [self.keys.wake(q) for q in queues]
         with _errors(self.url):
             return self.client.blpop(keys, timeout=min(max(timeout, 0.01), MAX_BLOCK)) is not None
@@ -423,7 +427,7 @@ class RedisBackend(Backend):
         calls = [(keys, self._dispatch_args(holder, token, r)) for r in runs]
         with _errors(self.url):
             # no spin for the reply: on a small host, Redis and the worker this wakes may
-            # be queued on the beat's own CPU (see beat/timing.py)
+            # be queued on the beat's own CPU (see timing.py)
             replies = self.calls.fcall_many("beat_dispatch", calls, spin=False)
         return [r.decode() if isinstance(r, bytes) else str(r) for r in replies]
 

@@ -153,11 +153,13 @@ class SqliteBackend(Backend):
                 self._add_events(conn, events, None)
 
     def _workable(
-        self, conn: sqlite3.Connection, queues: Sequence[str], now: float
+        self, conn: sqlite3.Connection, queues: Sequence[str], now: float, ahead: float = 0.0
     ) -> tuple[bool, float | None, float | None]:
-        """Ready messages in `queues` or something due; the next eta; the next due time."""
+        """Ready messages in `queues` or something due (a delayed message `ahead` of its
+        eta); the next eta; the next due time."""
         ready, eta, deadline = conn.execute(_wake_probe(queues), list(queues)).fetchone()
-        due = min((t for t in (eta, deadline) if t is not None), default=None)
+        early = None if eta is None else eta - ahead
+        due = min((t for t in (early, deadline) if t is not None), default=None)
         return bool(ready) or (due is not None and due <= now), eta, due
 
     def claim(
@@ -166,10 +168,11 @@ class SqliteBackend(Backend):
         count: int,
         visibility: float,
         ack_first: Collection[str] = (),
+        ahead: float = 0.0,
     ) -> Claimed:
         # Look first without the write lock: an idle worker's claim then costs no write.
         with self.db.read() as conn:
-            workable, eta, _ = self._workable(conn, queues, time.time())
+            workable, eta, _ = self._workable(conn, queues, time.time(), ahead)
         if not workable:
             return Claimed([], eta)
         with self.db.write() as conn:
@@ -182,7 +185,7 @@ class SqliteBackend(Backend):
             due = conn.execute(
                 "SELECT id, queue FROM messages WHERE state = 'delayed' AND eta <= ? "
                 "ORDER BY eta LIMIT ?",
-                (now, RESTORE_LIMIT),
+                (now + ahead, RESTORE_LIMIT),
             ).fetchall()
             # Expired claims, then due messages (earliest first), go back to the head.
             _to_head(conn, expired + due)
@@ -199,7 +202,7 @@ class SqliteBackend(Backend):
                     (queue, count - len(claims)),
                 ).fetchall()
                 held = rows
-                if rows and not claims and ack_first and acked_at_claim(rows[0][1], ack_first):
+                if rows and not claims and ack_first and acked_at_claim(rows[0][1], ack_first, now):
                     conn.execute("DELETE FROM messages WHERE id = ?", (rows[0][0],))
                     acked, held = True, rows[1:]
                 conn.executemany(
@@ -212,9 +215,9 @@ class SqliteBackend(Backend):
             ).fetchone()[0]
         return Claimed(claims, next_eta, acked)
 
-    def wait(self, queues: Sequence[str], timeout: float) -> bool:
+    def wait(self, queues: Sequence[str], timeout: float, ahead: float = 0.0) -> bool:
         def probe(conn: sqlite3.Connection, now: float) -> tuple[bool | None, float | None]:
-            workable, _, due = self._workable(conn, queues, now)
+            workable, _, due = self._workable(conn, queues, now, ahead)
             return (True if workable else None), due
 
         return bool(self.db.poll(probe, timeout))

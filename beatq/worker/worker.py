@@ -29,7 +29,7 @@ from ..app import Beatq
 from ..brokers import Claim, Claimed
 from ..exceptions import BrokerError, ConfigurationError
 from ..metrics import Metrics
-from .execute import Executor, Outcome
+from .execute import AHEAD, Executor, Outcome
 from .pool import POOLS, Pool, PreforkPool
 
 log = logging.getLogger("beatq.worker")
@@ -263,7 +263,7 @@ class Worker:
     def _fill(self, broker: Any) -> bool:
         """Claim a batch into the buffer; when there is none, wait for work. True if filled."""
         ack_first = self.ack_first if self.pool.free() else ()
-        claimed = broker.claim(self.queues, self.prefetch, self.visibility, ack_first)
+        claimed = broker.claim(self.queues, self.prefetch, self.visibility, ack_first, AHEAD)
         # Said as soon as the broker answers, not after the wait for work that follows.
         if self.failures:
             log.warning("broker connection restored")
@@ -272,7 +272,8 @@ class Worker:
             return True
         timeout = self.idle_wait
         if claimed.next_eta is not None:
-            until = claimed.next_eta - time.time()
+            # claimed AHEAD of its eta, held until then by the pool (Executor.execute)
+            until = claimed.next_eta - AHEAD - time.time()
             if until <= self.BLOCK_PRECISION:
                 # A blocking read times out only on the server's clock tick (100 ms at
                 # Redis's default hz): the last stretch before an eta is timed here.
@@ -286,7 +287,7 @@ class Worker:
             if self.stopping.is_set():  # the signal came while claiming: don't wait
                 return False
             claimed = broker.wait_claim(
-                self.queues, timeout, self.prefetch, self.visibility, ack_first
+                self.queues, timeout, self.prefetch, self.visibility, ack_first, AHEAD
             )
         except _StopWaiting:
             return False

@@ -311,3 +311,10 @@ def quiet(x):
     """No result stored: its success is an event with no state change to ride on."""
     record("quiet", str(x))
     return x
+
+
+@app.task(bind=True)
+def beat_stamp(self):
+    """Journal this beat run's slot, the time it started and its eta ("slot start eta")."""
+    run = self.request.options.get("beat") or {}
+    record("beat_starts", f"{run.get('slot')!r} {time.time()!r} {self.request.eta!r}")

@@ -1,18 +1,22 @@
 -- KEYS: msgs, delayed, unacked
--- ARGV: prefix, count, visibility, token, n, n task names (ack_first), queue...
+-- ARGV: prefix, count, visibility, token, ahead, n, n task names (ack_first), queue...
 -- Returns {next_eta or '', acked (0 | 1), id1, stored1, id2, stored2, ...}; each is
 -- claimed as "id|token", except the first when acked: acknowledged (deleted) at once.
+-- Delayed messages due within `ahead` seconds are taken as if due (their caller holds
+-- them until their eta).
 local msgs, delayed, unacked = KEYS[1], KEYS[2], KEYS[3]
 local prefix, count, visibility = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local token = '|' .. ARGV[4]
+local ahead = tonumber(ARGV[5])
 local ack_first = {}
-local first_queue = 6 + tonumber(ARGV[5])
-for i = 6, first_queue - 1 do ack_first[ARGV[i]] = true end
+local first_queue = 7 + tonumber(ARGV[6])
+for i = 7, first_queue - 1 do ack_first[ARGV[i]] = true end
 local now = clock()
 local woken = {}
 
 -- Whether the first message claimed is acknowledged in the claim: the rule of
--- base.acked_at_claim (a task of ack_first, a plain JSON payload without "acks_late").
+-- base.acked_at_claim (a task of ack_first, due now, a plain JSON payload without
+-- "acks_late").
 local function acked_at_claim(stored)
   local head_at = string.find(stored, '\n', 1, true) + 1
   local payload_at = string.find(stored, '\n', head_at, true)
@@ -20,6 +24,7 @@ local function acked_at_claim(stored)
   local ok, header = pcall(cjson.decode, string.sub(stored, head_at, payload_at - 1))
   return ok and type(header) == 'table' and ack_first[header.task] == true
     and header.ct == 'application/json' and (header.ce == nil or header.ce == cjson.null)
+    and (type(header.eta) ~= 'number' or header.eta <= now)
     and not string.find(stored, 'acks_late', payload_at, true)
 end
 
@@ -41,7 +46,7 @@ local function requeue(zset, members, reverse)
   end
   redis.call('ZREM', zset, unpack(members))
 end
-requeue(delayed, redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000), true)
+requeue(delayed, redis.call('ZRANGEBYSCORE', delayed, '-inf', now + ahead, 'LIMIT', 0, 1000), true)
 requeue(unacked, redis.call('ZRANGEBYSCORE', unacked, '-inf', now, 'LIMIT', 0, 1000), false)
 
 local out = {'', 0}

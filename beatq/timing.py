@@ -1,4 +1,5 @@
-"""How the beat meets an instant: a long wait that ends early, then short naps.
+"""How beatq meets an instant (the beat its send, a worker a held task's eta): a long wait
+that ends early, then short naps.
 
 A timed wait wakes late, and the longer it was the later: on a virtual machine, whose idle
 CPU the host halts, a 10 ms sleep wakes ~0.2 ms late and a 0.1 ms one ~10 µs late (with
@@ -13,25 +14,41 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import sys
+import threading
 import time
 from collections.abc import Callable
 
 NAP = 0.0001  # seconds: the longest nap of the last stretch
 SPUN = 0.00003  # seconds: the last stretch that is spun, not napped (a nap's overshoot)
+STRETCH = 0.002  # seconds: the last stretch before an instant, napped (see until_wall)
 _PR_SET_TIMERSLACK = 29
+_tightened = threading.local()
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    except OSError:
+        return None
 
 
 def tighten_timer_slack() -> bool:
     """Let this thread's timed waits end on time, not up to 50 µs later (Linux' default
-    slack for timers). Only the calling thread is changed; False where it cannot be."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        return libc.prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+    slack for timers). Only the calling thread is changed, once; False where it cannot be."""
+    done = getattr(_tightened, "done", None)
+    if done is None:
+        libc = _libc()
+        try:
+            done = libc is not None and libc.prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0) == 0
+        except AttributeError:
+            done = False
+        _tightened.done = done
+    return done
 
 
 def nap_until(end: float, before: Callable[[], None] | None = None, ahead: float = 0.0) -> None:
@@ -48,3 +65,16 @@ def nap_until(end: float, before: Callable[[], None] | None = None, ahead: float
         until = left - ahead if pending is not None else left - SPUN
         if until > 0:
             time.sleep(min(NAP, until))
+
+
+def until_wall(instant: float, longest: float) -> None:
+    """Return at wall-clock time `instant` (time.time()), but after `longest` seconds at
+    most: a long wait that ends STRETCH early, then naps (`nap_until`)."""
+    left = min(instant - time.time(), longest)
+    if left <= 0:
+        return
+    end = time.monotonic() + left
+    tighten_timer_slack()
+    if left > STRETCH:
+        time.sleep(left - STRETCH)
+    nap_until(end)
