@@ -67,14 +67,20 @@ def nap_until(end: float, before: Callable[[], None] | None = None, ahead: float
             time.sleep(min(NAP, until))
 
 
-def until_wall(instant: float, longest: float) -> None:
+def until_wall(
+    instant: float,
+    longest: float,
+    before: Callable[[], None] | None = None,
+    ahead: float = 0.0,
+) -> None:
     """Return at wall-clock time `instant` (time.time()), but after `longest` seconds at
-    most: a long wait that ends STRETCH early, then naps (`nap_until`)."""
+    most: a long wait that ends STRETCH early, then naps (`nap_until`, which calls
+    `before` when `ahead` seconds are left)."""
     left = min(instant - time.time(), longest)
     if left <= 0:
         return
     end = time.monotonic() + left
     tighten_timer_slack()
-    if left > STRETCH:
-        time.sleep(left - STRETCH)
-    nap_until(end)
+    if left > STRETCH + ahead:
+        time.sleep(left - STRETCH - ahead)
+    nap_until(end, before, ahead)

@@ -33,9 +33,11 @@ STEPS = [
     "b.ahead0", "b.ahead1", "b.prime0", "b.prime1", "b.woke", "b.pop0", "b.rundue0",
     "b.slots0", "b.slots1", "b.prep0", "b.prep1", "b.dispatch0", "b.bdm0", "b.send",
     "r.dispatch", "b.bdm1", "b.dispatch1", "r.claim", "w.claimed", "w.submit0", "w.exec",
-    "w.decode0", "w.decode1", "w.request0", "w.request1", "w.runin0", "task.start",
+    "w.decode0", "w.decode1", "w.hold0", "w.hold1", "w.ack0", "w.ack1", "w.request0",
+    "w.request1", "w.runin0", "task.start",
 ]  # fmt: skip
-NEAR_THE_SLOT = {"b.pop0", "b.slots0", "b.slots1", "r.claim"}  # steps that also run at other times
+# steps that also run at other times (w.ack: the finish after the task, too)
+NEAR_THE_SLOT = {"b.pop0", "b.slots0", "b.slots1", "r.claim", "w.ack0", "w.ack1"}
 
 
 def monitor(url: str, out: list[tuple[float, str]], stop: threading.Event) -> None:

@@ -6,7 +6,8 @@ Beat:   b.ahead0/1 (the run made ready), b.prime0/1, b.woke (the wait ended),
         b.pop0/1, b.rundue0/1, b.slots0/1, b.prep0/1, b.dispatch0/1, b.bdm0/1
         (the backend call), b.send (its pipeline is written)
 Worker: w.claimed (wait_claim returned claims), w.submit0, w.exec, w.decode0/1,
-        w.request0/1, w.runin0 (the task's own code is next)
+        w.hold0/1 (held until its eta), w.ack0/1 (Executor._finish: the acknowledgement
+        at the start, and the finish), w.request0/1, w.runin0 (the task's own code is next)
 """
 
 import atexit
@@ -101,6 +102,8 @@ for cls, name, step in [
     (redis_backend.RedisBackend, "beat_dispatch_many", "b.bdm"),
     (pool.SoloPool, "submit", "w.submit"),
     (execute.Executor, "_decode", "w.decode"),
+    (execute, "until_wall", "w.hold"),
+    (execute.Executor, "_finish", "w.ack"),
     (execute.Executor, "_request", "w.request"),
     (Task, "run_in", "w.runin"),
 ]:
