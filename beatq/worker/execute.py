@@ -184,13 +184,16 @@ class Executor:
 
     def _acked_at_start(self, then: Claim | None) -> list[Claim]:
         """[then] if it is a task acknowledged as it starts (not late, no STARTED state,
-        no events: those ride on its own acknowledgement)."""
+        no events: those ride on its own acknowledgement) and due now (one held until its
+        eta is acknowledged just before it starts)."""
         if then is None or self.events_on:
             return []
         try:
             message = messages.decode(then.body, self.accept)
         except (messages.MessageError, serializers.ContentDisallowed, serializers.DecodeError):
             return []  # it is dead-lettered when its turn comes
+        if message.eta is not None and message.eta > time.time():
+            return []
         task = self.app.tasks.get(message.task)
         if task is None or task.option("track_started"):
             return []
