@@ -7,6 +7,7 @@ the schedule says at the instant, built ahead or not.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -148,3 +149,17 @@ def test_a_run_goes_out_early_with_its_instant_as_eta_unless_overlap_is_checked(
     clock.now = SLOT + 0.5  # nothing more until the next run's own send time
     beat._tick()
     assert app.broker.claim(["celery"], 10, 30).claims == []
+
+
+def test_an_entry_whose_options_delay_its_runs_is_sent_at_the_instant() -> None:
+    """A countdown in an entry's options counts from the send, as before: no early send."""
+    app, beat, clock = start([1], options={"countdown": 5})
+    clock.now = SLOT - beat.early
+    beat._tick()
+    assert app.broker.scheduled() == [] and app.broker.queue_length("celery") == 0
+    clock.now = SLOT
+    before = time.time()
+    beat._tick()
+    [(eta, claim)] = app.broker.scheduled()
+    assert decode(claim.body, None).options["beat"]["slot"] == SLOT
+    assert before + 5 <= eta <= time.time() + 5

@@ -105,7 +105,8 @@ class Beat:
     # Seconds before its instant that a run is sent, with that instant as its eta: a worker
     # claims it ahead (worker.execute.AHEAD, larger) and starts it on time, rather than
     # being woken, claiming and decoding only then. An entry with overlap "skip" is sent at
-    # its instant: whether the previous run is still unfinished is known only then.
+    # its instant: whether the previous run is still unfinished is known only then (and
+    # one whose options give an eta or countdown, counted from the send, as before).
     early = 0.01
 
     def __init__(
@@ -279,8 +280,11 @@ class Beat:
             heapq.heappush(self.heap, (send_at, -self.pushes, version, name, at))
 
     def _early(self, entry: Entry | None) -> float:
-        """How long before its instant a run of `entry` is sent (with that eta)."""
-        return self.early if entry is not None and entry.overlap != "skip" else 0.0
+        """How long before its instant a run of `entry` is sent (with that eta): not at
+        all for overlap "skip", nor when the entry's options delay the run themselves."""
+        if entry is None or entry.overlap == "skip" or {"eta", "countdown"} & entry.options.keys():
+            return 0.0
+        return self.early
 
     def _tick(self) -> None:
         now = self.clock()
