@@ -154,6 +154,13 @@ def test_claim_ahead_takes_what_falls_due_within_it_and_nothing_later(b: Backend
     assert b.queue_length("q") == 0 and ids([c for _, c in b.scheduled()]) == ["later"]
 
 
+def test_claim_ahead_takes_nothing_early_while_work_is_ready(b: Backend) -> None:
+    """A worker with work to do would hold an early message while that work waits."""
+    b.send([out("soon", eta=time.time() + 5), out("now")])
+    assert ids(b.claim(["q"], 10, 30, ahead=20).claims) == ["now"]
+    assert ids(b.claim(["q"], 10, 30, ahead=20).claims) == ["soon"]
+
+
 def test_wait_claim_ahead_takes_a_delayed_message_before_its_eta(b: Backend) -> None:
     eta = time.time() + 1.5
     b.send([out("later", eta=eta)])

@@ -181,9 +181,11 @@ class Backend(abc.ABC):
         Each is claimed until now + `visibility` seconds. Before taking, due delayed
         messages become ready and expired claims go back to their queue. Never blocks.
 
-        `ahead`: delayed messages due within that many seconds count as due, for a caller
-        that holds each until its eta (a worker: it starts the task at its instant instead
-        of finding it only then). Their body still says their eta.
+        `ahead`: when none of `queues` has a message ready or due, delayed messages due
+        within that many seconds count as due, for a caller that holds each until its eta
+        (an idle worker: it starts the task at its instant instead of finding it only
+        then; a busy one takes none early, which it would hold while others wait). Their
+        body still says their eta.
 
         `ack_first`: the names of tasks acknowledged as they start, for a caller that
         starts the first message at once. When that message is one of them

@@ -305,20 +305,25 @@ class MemoryBackend(Backend):
     ) -> Claimed:
         with self._locked() as s:
             now = time.time()
-            changed = s.restore(now, ahead)
+            changed = s.restore(now)
             claims: list[Claim] = []
             token = new_token()
             acked = False
-            for queue in queues:
-                while len(claims) < count and (item := s.take(queue)) is not None:
-                    id_, msg = item
-                    if not claims and ack_first and acked_at_claim(msg.body, ack_first, now):
-                        del s.messages[id_]  # taken off its queue: gone for good
-                        acked = True
-                    else:
-                        s.claim(id_, msg, now + visibility)
-                        msg.token = token
-                    claims.append(Claim(id_, queue, msg.body, token))
+            for early in (False, True):
+                if early:  # nothing due: what falls due within `ahead` (see Backend.claim)
+                    if claims or ahead <= 0:
+                        break
+                    changed = s.restore(now, ahead) or changed
+                for queue in queues:
+                    while len(claims) < count and (item := s.take(queue)) is not None:
+                        id_, msg = item
+                        if not claims and ack_first and acked_at_claim(msg.body, ack_first, now):
+                            del s.messages[id_]  # taken off its queue: gone for good
+                            acked = True
+                        else:
+                            s.claim(id_, msg, now + visibility)
+                            msg.token = token
+                        claims.append(Claim(id_, queue, msg.body, token))
             if changed or claims:
                 s.work.notify_all()  # work left behind, or a new earliest deadline
             return Claimed(claims, s.top(s.delayed, DELAYED), acked)

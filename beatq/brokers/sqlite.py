@@ -87,6 +87,14 @@ def _put(conn: sqlite3.Connection, messages: Iterable[Outgoing], now: float) -> 
     )
 
 
+def _due(conn: sqlite3.Connection, until: float) -> list[tuple[str, str]]:
+    """(id, queue) of the delayed messages due by `until`, earliest first."""
+    return conn.execute(
+        "SELECT id, queue FROM messages WHERE state = 'delayed' AND eta <= ? ORDER BY eta LIMIT ?",
+        (until, RESTORE_LIMIT),
+    ).fetchall()
+
+
 def _to_head(conn: sqlite3.Connection, rows: Sequence[tuple[str, str]]) -> None:
     """Make stored messages (id, queue) ready at the head of their queue, first foremost."""
     by_queue: dict[str, list[str]] = {}
@@ -182,34 +190,36 @@ class SqliteBackend(Backend):
                 "ORDER BY deadline LIMIT ?",
                 (now, RESTORE_LIMIT),
             ).fetchall()
-            due = conn.execute(
-                "SELECT id, queue FROM messages WHERE state = 'delayed' AND eta <= ? "
-                "ORDER BY eta LIMIT ?",
-                (now + ahead, RESTORE_LIMIT),
-            ).fetchall()
             # Expired claims, then due messages (earliest first), go back to the head.
-            _to_head(conn, expired + due)
+            _to_head(conn, expired + _due(conn, now))
             claims: list[Claim] = []
             deadline = now + visibility
             token = new_token()
             acked = False
-            for queue in queues:
-                if len(claims) >= count:
-                    break
-                rows = conn.execute(
-                    "SELECT id, body FROM messages WHERE state = 'ready' AND queue = ? "
-                    "ORDER BY seq LIMIT ?",
-                    (queue, count - len(claims)),
-                ).fetchall()
-                held = rows
-                if rows and not claims and ack_first and acked_at_claim(rows[0][1], ack_first, now):
-                    conn.execute("DELETE FROM messages WHERE id = ?", (rows[0][0],))
-                    acked, held = True, rows[1:]
-                conn.executemany(
-                    "UPDATE messages SET state = 'claimed', deadline = ?, token = ? WHERE id = ?",
-                    [(deadline, token, id_) for id_, _ in held],
-                )
-                claims += [Claim(id_, queue, body, token) for id_, body in rows]
+            for early in (False, True):
+                if early:  # nothing due: what falls due within `ahead` (see Backend.claim)
+                    if claims or ahead <= 0:
+                        break
+                    _to_head(conn, _due(conn, now + ahead))
+                for queue in queues:
+                    if len(claims) >= count:
+                        break
+                    rows = conn.execute(
+                        "SELECT id, body FROM messages WHERE state = 'ready' AND queue = ? "
+                        "ORDER BY seq LIMIT ?",
+                        (queue, count - len(claims)),
+                    ).fetchall()
+                    held = rows
+                    first = rows and not claims and ack_first
+                    if first and acked_at_claim(rows[0][1], ack_first, now):
+                        conn.execute("DELETE FROM messages WHERE id = ?", (rows[0][0],))
+                        acked, held = True, rows[1:]
+                    conn.executemany(
+                        "UPDATE messages SET state = 'claimed', deadline = ?, token = ? "
+                        "WHERE id = ?",
+                        [(deadline, token, id_) for id_, _ in held],
+                    )
+                    claims += [Claim(id_, queue, body, token) for id_, body in rows]
             next_eta = conn.execute(
                 "SELECT MIN(eta) FROM messages WHERE state = 'delayed'"
             ).fetchone()[0]

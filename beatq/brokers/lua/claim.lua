@@ -2,8 +2,8 @@
 -- ARGV: prefix, count, visibility, token, ahead, n, n task names (ack_first), queue...
 -- Returns {next_eta or '', acked (0 | 1), id1, stored1, id2, stored2, ...}; each is
 -- claimed as "id|token", except the first when acked: acknowledged (deleted) at once.
--- Delayed messages due within `ahead` seconds are taken as if due (their caller holds
--- them until their eta).
+-- When nothing is due, delayed messages due within `ahead` seconds are taken as if due
+-- (their caller holds them until their eta).
 local msgs, delayed, unacked = KEYS[1], KEYS[2], KEYS[3]
 local prefix, count, visibility = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local token = '|' .. ARGV[4]
@@ -46,36 +46,45 @@ local function requeue(zset, members, reverse)
   end
   redis.call('ZREM', zset, unpack(members))
 end
-requeue(delayed, redis.call('ZRANGEBYSCORE', delayed, '-inf', now + ahead, 'LIMIT', 0, 1000), true)
+requeue(delayed, redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000), true)
 requeue(unacked, redis.call('ZRANGEBYSCORE', unacked, '-inf', now, 'LIMIT', 0, 1000), false)
 
 local out = {'', 0}
 local taken = 0
 local deadline = now + visibility
-for i = first_queue, #ARGV do
-  if taken >= count then break end
-  local q = qkey(prefix, ARGV[i])
-  while taken < count do
-    local ids = redis.call('RPOP', q, count - taken)
-    if not ids then break end
-    local stored = redis.call('HMGET', msgs, unpack(ids))
-    local claims = {}
-    for j, id in ipairs(ids) do
-      if stored[j] then  -- an id without a body was acknowledged meanwhile: skip it
-        if taken == 0 and next(ack_first) and acked_at_claim(stored[j]) then
-          redis.call('HDEL', msgs, id)
-          out[2] = 1
-        else
-          claims[#claims + 1] = deadline
-          claims[#claims + 1] = id .. token
+local function take()
+  for i = first_queue, #ARGV do
+    if taken >= count then return end
+    local q = qkey(prefix, ARGV[i])
+    while taken < count do
+      local ids = redis.call('RPOP', q, count - taken)
+      if not ids then break end
+      local stored = redis.call('HMGET', msgs, unpack(ids))
+      local claims = {}
+      for j, id in ipairs(ids) do
+        if stored[j] then  -- an id without a body was acknowledged meanwhile: skip it
+          if taken == 0 and next(ack_first) and acked_at_claim(stored[j]) then
+            redis.call('HDEL', msgs, id)
+            out[2] = 1
+          else
+            claims[#claims + 1] = deadline
+            claims[#claims + 1] = id .. token
+          end
+          out[#out + 1] = id
+          out[#out + 1] = stored[j]
+          taken = taken + 1
         end
-        out[#out + 1] = id
-        out[#out + 1] = stored[j]
-        taken = taken + 1
       end
+      if #claims > 0 then redis.call('ZADD', unacked, unpack(claims)) end
     end
-    if #claims > 0 then redis.call('ZADD', unacked, unpack(claims)) end
   end
+end
+take()
+-- Nothing due: what falls due within `ahead` (a worker with work to do takes none early,
+-- or it would hold it while due messages wait)
+if taken == 0 and ahead > 0 then
+  requeue(delayed, redis.call('ZRANGEBYSCORE', delayed, '-inf', now + ahead, 'LIMIT', 0, 1000), true)
+  take()
 end
 
 -- Work left behind: leave a token so another idle worker wakes for it.
