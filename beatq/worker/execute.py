@@ -121,10 +121,10 @@ class Executor:
                 claim, f"unknown task {message.task!r}; registered: {registered or '(none)'}"
             )
             return Outcome(message.task, DEAD_LETTERED)
-        held = message.eta is not None and message.eta > time.time()
-        if held:  # claimed ahead of its instant (see AHEAD)
-            assert message.eta is not None
-            until_wall(message.eta - START_LEAD, AHEAD, self.app.broker.prime, PRIME_AHEAD)
+        # claimed ahead of its instant (see AHEAD): held until then
+        held = message.eta if message.eta is not None and message.eta > time.time() else None
+        if held is not None:
+            until_wall(held - START_LEAD, AHEAD, self.app.broker.prime, PRIME_AHEAD)
         self.processed += 1
         if message.expires is not None and time.time() > message.expires:
             self._expire(claim, message, task)
@@ -153,9 +153,8 @@ class Executor:
             log.info("Task %s[%s] received", message.task, message.id)
         soft = message.options.get("soft_time_limit", task.option("soft_time_limit"))
         hard = message.options.get("time_limit", task.option("time_limit"))
-        if held:
-            assert message.eta is not None
-            until_wall(message.eta, START_LEAD)
+        if held is not None:
+            until_wall(held, START_LEAD)
         began = time.perf_counter()
         try:
             with time_limits(soft, hard), self._body(message.id):
