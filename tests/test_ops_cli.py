@@ -127,10 +127,19 @@ def test_events_dump_prints_one_event_per_line(app, start_worker, env):
     assert done[0]["result"] == "42" and done[0]["id"]
 
 
+def ctrl_c_on() -> None:
+    """In the child, before it runs: Ctrl-C's default action. A shell starts a background
+    job (this suite run as `cmd &`) with SIGINT ignored, the child would inherit that, and
+    Python then never raises KeyboardInterrupt: the command would not stop."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_events_dump_follows_new_events(app, start_worker, env):
     start_worker("-E", "-P", "threads")
     argv = [sys.executable, "-m", "beatq", "-A", "tests.proj", "events", "--dump", "--new"]
-    dump = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    dump = subprocess.Popen(
+        argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=ctrl_c_on
+    )
     try:
         assert dump.stdout is not None
         first = dump.stdout.readline()  # the dump runs: a heartbeat came after it started
@@ -159,7 +168,9 @@ def test_events_live_view_shows_workers_queues_and_tasks(app, start_worker, env,
     add.delay(2, 3).get(timeout=scaled(10))
     fail.delay("bad").get(timeout=scaled(10), propagate=False)
     argv = [sys.executable, "-m", "beatq", "-A", "tests.proj", "events", "--interval", "0.2"]
-    view = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    view = subprocess.Popen(
+        argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=ctrl_c_on
+    )
     header = "beatq tests.proj — "
     try:
         screen: list[str] = []
