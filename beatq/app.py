@@ -7,7 +7,6 @@ import importlib
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
@@ -19,7 +18,7 @@ from .canvas import Signature, as_signatures
 from .conf import Settings
 from .control import Control
 from .exceptions import BrokerError, ConfigurationError, NotRegistered
-from .messages import Message
+from .messages import Message, new_id
 from .messages import decode as decode_message
 from .result import AsyncResult
 from .task import Task
@@ -213,7 +212,7 @@ class Beatq:
         queue = options.pop("queue", None) or self.route(name, args, kwargs, task)
         serializer = options.pop("serializer", None) or opt("serializer")
         compression = options.pop("compression", None) or opt("compression")
-        task_id = options.pop("task_id", None) or str(uuid.uuid4())
+        task_id = options.pop("task_id", None) or new_id()
         for key in ("retry", "retry_policy", "routing_key", "exchange", "shadow", "headers"):
             options.pop(key, None)
         exec_options = {k: v for k, v in options.items() if v is not None}

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import copy
 import itertools
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .brokers import ChordJoin, Outgoing, ResultWrite
+from .messages import new_id
 
 if TYPE_CHECKING:
     from .app import Beatq
@@ -405,13 +405,13 @@ def freeze(sig: Signature, app: Beatq, _seen: set[int] | None = None) -> Any:
     seen = set() if _seen is None else _seen
     kind = sig.get("subtask_type")
     if kind is None:
-        task_id = sig.options.setdefault("task_id", str(uuid.uuid4()))
+        task_id = sig.options.setdefault("task_id", new_id())
         return AsyncResult(task_id, app=app, task_name=sig.task)
     if kind in ("chain", "group"):
         tasks = [_own(maybe_signature(t, app), seen) for t in sig.kwargs["tasks"]]
         sig.kwargs["tasks"] = tasks
         if kind == "group":
-            group_id = sig.options.setdefault("group_id", str(uuid.uuid4()))
+            group_id = sig.options.setdefault("group_id", new_id())
             return GroupResult(group_id, [freeze(t, app, seen) for t in tasks], app=app)
         result = None
         for t in tasks:
@@ -624,14 +624,14 @@ def _apply_eager(sig: Signature, app: Beatq, args: list[Any], kwargs: dict[str, 
         return result
     if kind == "group":
         results = [_apply_eager(t, app, args, kwargs) for t in sig.tasks]
-        return GroupResult(sig.options.get("group_id") or str(uuid.uuid4()), results, app=app)
+        return GroupResult(sig.options.get("group_id") or new_id(), results, app=app)
     header = _apply_eager(sig.header, app, args, kwargs)
     values = header.get(propagate=True)
     body = sig.body
     if body is None:
         return header
     out = _apply_eager(body, app, [values], {})
-    return out if out is not None else EagerResult(str(uuid.uuid4()), app, "SUCCESS", None)
+    return out if out is not None else EagerResult(new_id(), app, "SUCCESS", None)
 
 
 def chunks_of(items: Iterable[Any], n: int) -> Iterable[list[Any]]:

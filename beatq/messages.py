@@ -31,8 +31,8 @@ The payload, serialized with the content type and compressed with the encoding, 
 from __future__ import annotations
 
 import json
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,22 @@ _HEADER_FIELDS = (
 )
 
 _HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"))  # made once: json.dumps makes one a call
+
+# The header of a message without an eta or expiry, bar its id and send time, encoded once
+# per set of values (task, queue, ...): a batch's copies, and a task sent again and again,
+# find theirs here. Cleared when full, so per-call values (a parent id) cannot grow it.
+_FIXED_HEADERS: dict[tuple[Any, ...], str] = {}
+_FIXED_HEADERS_MAX = 1024
+
+
+def new_id() -> str:
+    """A random task id, as str(uuid.uuid4()) makes one (version 4, RFC 4122 variant), at
+    a third of its cost."""
+    b = bytearray(os.urandom(16))
+    b[6] = b[6] & 0x0F | 0x40
+    b[8] = b[8] & 0x3F | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class MessageError(ValueError):
@@ -101,7 +117,7 @@ class Message:
     def again(self, args: list[Any], kwargs: dict[str, Any]) -> Message:
         """The same call options with a new id and these arguments (a batch of calls)."""
         return Message(
-            str(uuid.uuid4()),
+            new_id(),
             self.task,
             args,
             kwargs,
@@ -124,7 +140,31 @@ class Message:
             [self.args, self.kwargs, self.options], serializer, compression
         )
         self.content_type, self.content_encoding = ct, ce
-        return _HEADER_ENCODER.encode(self.header()).encode() + b"\n" + payload
+        return self._header_json().encode() + b"\n" + payload
+
+    def _header_json(self) -> str:
+        if self.eta is not None or self.expires is not None:
+            return _HEADER_ENCODER.encode(self.header())
+        key = (
+            self.task,
+            self.retries,
+            self.parent,
+            self.root,
+            self.group,
+            self.queue,
+            self.priority,
+            self.content_type,
+            self.content_encoding,
+        )
+        fixed = _FIXED_HEADERS.get(key)
+        if fixed is None:
+            header = self.header()
+            del header["id"], header["sent"]
+            fixed = _HEADER_ENCODER.encode(header)[1:-1]  # the members, without the braces
+            if len(_FIXED_HEADERS) >= _FIXED_HEADERS_MAX:
+                _FIXED_HEADERS.clear()
+            _FIXED_HEADERS[key] = fixed
+        return f'{{"id":{_HEADER_ENCODER.encode(self.id)},"sent":{self.sent!r},{fixed}}}'
 
 
 def read_header(body: bytes) -> dict[str, Any]:

@@ -6,7 +6,6 @@ import inspect
 import random
 import threading
 import traceback as tb
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from . import states
 from .canvas import Signature, as_signatures
 from .exceptions import MaxRetriesExceededError, Retry
+from .messages import new_id
 from .result import AsyncResult, EagerResult
 
 if TYPE_CHECKING:
@@ -178,7 +178,7 @@ class Task:
     ) -> EagerResult:
         """Run the task here, now, as a worker would, and return its result."""
         request = Request(
-            id=task_id or str(uuid.uuid4()),
+            id=task_id or new_id(),
             task=self.name,
             args=list(args or ()),
             kwargs=dict(kwargs or {}),
