@@ -41,6 +41,9 @@ class Pool(abc.ABC):
         self.slots = threading.Semaphore(concurrency)
         self.active: dict[str, tuple[Claim, float]] = {}  # id -> (claim, started)
         self.peek: Callable[[], Claim | None] = lambda: None  # the claim submitted next
+        # The worker's next claim for a slot a finished task just freed, taken off its buffer
+        # (and whether its claim acknowledged it); None: the slot is given back instead.
+        self.follow: Callable[[], tuple[Claim, bool] | None] = lambda: None
 
     def start(self) -> None:
         """Start the pool's threads or processes."""
@@ -283,8 +286,20 @@ class PreforkPool(Pool):
     def _free(self, child: _Child, outcome: Outcome | None) -> None:
         with self.lock:
             claim, child.claim = child.claim, None
-        if claim is not None:
+        if claim is None:
+            return
+        follow = None if self.stopping else self.follow()
+        if follow is None:
             self._done(claim, outcome)
+            return
+        # The slot goes straight to the worker's next claim, from this thread: between two
+        # tasks the worker's main thread is not woken to hand it over (one wake-up a task).
+        self.active.pop(claim.id, None)
+        self.on_done(claim, outcome)
+        try:
+            self.submit(*follow)
+        except OSError:  # the child died meanwhile: its sentinel tells, as for any task
+            log.warning("could not hand %s to child %s", follow[0].id, child.process.pid)
 
     def _enforce_limits(self) -> None:
         now = time.monotonic()

@@ -111,6 +111,9 @@ class Worker:
         self.ack_first: frozenset[str] = frozenset()  # see _acked_at_start
         self.held: dict[str, Claim] = {}  # claimed and not yet finished: renewed by heartbeat
         self.held_lock = threading.Lock()
+        # Taken to pop the buffer (by the main thread, or a pool thread: Pool.follow) and to
+        # empty it on a stop, so a claim is either submitted or released, never both.
+        self.handoff = threading.Lock()
         self.stopping = threading.Event()
         self.signals = 0
         self.waiting = False  # the main thread is blocked on the broker's wake-up
@@ -135,6 +138,7 @@ class Worker:
         self.executor = Executor(self.app, self.hostname)
         self.pool = self._make_pool()
         self.pool.peek = lambda: self.buffer[0] if self.buffer else None
+        self.pool.follow = self._follow
         self.pool.start()
         try:  # what was revoked before this worker started is skipped from the first claim
             self.sync_revoked()
@@ -166,8 +170,7 @@ class Worker:
                 self.hostname,
                 len(self.pool.active),
             )
-            self._release(list(self.buffer))
-            self.buffer.clear()
+            self._release(self._unbuffer())
             self.pool.join()
         except ColdShutdown:
             # a second signal, wherever it landed: abort, requeue, leave
@@ -223,13 +226,12 @@ class Worker:
             while self.buffer and not self.stopping.is_set():
                 if not self.pool.acquire(timeout=0.2):
                     continue
-                if self.stopping.is_set():
+                with self.handoff:
+                    taken = None if self.stopping.is_set() else self._pop()
+                if taken is None:  # stopping, or a pool thread took the rest (Pool.follow)
                     self.pool.slots.release()
-                    break
-                claim = self.buffer.popleft()
-                acked = self.acked == claim.id
-                if acked:
-                    self.acked = None
+                    continue
+                claim, acked = taken
                 if claim.id in self.revoked:
                     self.pool.slots.release()
                     self._skip_revoked(claim)
@@ -237,6 +239,31 @@ class Worker:
                 self.pool.submit(claim, acked)
             if not self.buffer:
                 self.pool.idle()
+
+    def _pop(self) -> tuple[Claim, bool] | None:
+        """The next buffered claim, and whether its claim acknowledged it (with `handoff`)."""
+        if not self.buffer:
+            return None
+        claim = self.buffer.popleft()
+        acked = self.acked == claim.id
+        if acked:
+            self.acked = None
+        return claim, acked
+
+    def _follow(self) -> tuple[Claim, bool] | None:
+        """Pool.follow: the next buffered claim for a slot just freed. A revoked one is left
+        to the main thread, which records it."""
+        with self.handoff:
+            if self.stopping.is_set() or not self.buffer or self.buffer[0].id in self.revoked:
+                return None
+            return self._pop()
+
+    def _unbuffer(self) -> list[Claim]:
+        """Empty the buffer on a stop: what no pool slot will take (then `_release` it)."""
+        with self.handoff:
+            rest = list(self.buffer)
+            self.buffer.clear()
+        return rest
 
     def _skip_revoked(self, claim: Claim) -> None:
         assert self.executor is not None
@@ -347,8 +374,7 @@ class Worker:
     def _cold_stop(self) -> None:
         self.stopping.set()
         aborted = self.pool.terminate()
-        pending = aborted + list(self.buffer)
-        self.buffer.clear()
+        pending = aborted + self._unbuffer()
         if aborted:
             log.warning(
                 "worker %s: aborted %d running task(s); they go back to their queue: %s",
