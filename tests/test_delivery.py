@@ -195,6 +195,31 @@ def test_second_signal_stops_at_once_and_requeues_running_task(app, start_worker
     assert runs("cold", "end") == [f"cold:end:{other.pid}"]
 
 
+@BOTH
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
+def test_a_stop_mid_drain_runs_every_task_once(app, start_worker, pool):
+    """With a finished task's slot going straight to the next buffered claim from a pool
+    thread (Pool.follow), a warm stop mid-drain still finishes what runs and returns the
+    rest of the buffer to the queue: each task runs once, none is lost."""
+    from tests.proj.tasks import sleep
+
+    results = [sleep.delay(0.02, f"d{i}") for i in range(120)]
+    worker = start_worker("-P", pool, "-c", "2", "--prefetch-multiplier", "8")
+    ended = lambda: [r for r in journal("runs") if ":end:" in r]  # noqa: E731
+    wait_for(lambda: len(ended()) >= 20, scaled(20), "the drain to be under way")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(scaled(10)) == 0
+    ran_first = len(ended())
+    assert ran_first == len(journal("runs")) - ran_first, "what started, finished"
+    assert 20 <= ran_first < 120, "stopped mid-way, buffer still full"
+    assert app.broker.queue_length("celery") == 120 - ran_first
+
+    start_worker("-P", "solo")
+    assert [r.get(timeout=scaled(20)) for r in results] == [f"d{i}" for i in range(120)]
+    starts = [r.split(":")[0] for r in journal("runs") if ":start:" in r]
+    assert sorted(starts) == sorted(f"d{i}" for i in range(120)), "each ran exactly once"
+
+
 def test_idle_worker_stops_at_once_on_sigterm(app, start_worker):
     worker = start_worker("-P", "solo")
     signalled = time.monotonic()

@@ -61,10 +61,18 @@ class Pool(abc.ABC):
         """Run `claim` in the slot reserved by `acquire`; `acked`: it was acknowledged
         already (in the claim), so it starts without an acknowledgement of its own."""
 
-    def _done(self, claim: Claim, outcome: Outcome | None = None) -> None:
+    def _done(
+        self, claim: Claim, outcome: Outcome | None = None, follow: bool = False
+    ) -> tuple[Claim, bool] | None:
+        """`claim` has finished: its slot is given back, or with `follow` goes straight to
+        the worker's next claim (returned; the caller starts it), so the worker's main
+        thread is not woken to hand it over: one wake-up less a task."""
         self.active.pop(claim.id, None)
-        self.slots.release()
+        after = self.follow() if follow else None
+        if after is None:
+            self.slots.release()
         self.on_done(claim, outcome)
+        return after
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for running tasks to finish; False if some still run after `timeout`."""
@@ -152,8 +160,10 @@ class ThreadPool(Pool):
                 outcome = self.executor.execute(claim, acked=acked)
             except BaseException:
                 log.exception("pool thread failed while running %s", claim.id)
-            finally:
-                self._done(claim, outcome)
+            item = self._done(claim, outcome, follow=True)
+            if item is not None:  # this thread runs the next one at once
+                self.active[item[0].id] = (item[0], time.time())
+                continue
             try:
                 item = self.inbox.get(timeout=IDLE_AFTER)
             except queue.Empty:
@@ -288,18 +298,12 @@ class PreforkPool(Pool):
             claim, child.claim = child.claim, None
         if claim is None:
             return
-        follow = None if self.stopping else self.follow()
-        if follow is None:
-            self._done(claim, outcome)
-            return
-        # The slot goes straight to the worker's next claim, from this thread: between two
-        # tasks the worker's main thread is not woken to hand it over (one wake-up a task).
-        self.active.pop(claim.id, None)
-        self.on_done(claim, outcome)
-        try:
-            self.submit(*follow)
-        except OSError:  # the child died meanwhile: its sentinel tells, as for any task
-            log.warning("could not hand %s to child %s", follow[0].id, child.process.pid)
+        after = self._done(claim, outcome, follow=not self.stopping)
+        if after is not None:
+            try:
+                self.submit(*after)
+            except OSError:  # the child died meanwhile: its sentinel tells, as for any task
+                log.warning("could not hand %s to child %s", after[0].id, child.process.pid)
 
     def _enforce_limits(self) -> None:
         now = time.monotonic()
