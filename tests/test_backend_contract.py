@@ -181,6 +181,42 @@ def test_a_due_message_goes_before_the_ready_ones(b: Backend) -> None:
     assert ids(b.claim(["q"], 3, 30).claims) == ["due", "ready1", "ready2"]
 
 
+def test_due_messages_go_earliest_first_even_when_claimed_in_between(b: Backend) -> None:
+    """Under a backlog a claim takes only part of what fell due; what falls due after it
+    goes behind the rest (not ahead of it, which starved the earliest ETA tasks), and all
+    of them before the ready ones."""
+    now = time.time()
+    b.send([out(f"a{i}", eta=now + 0.1) for i in range(3)])
+    b.send([out(f"b{i}", eta=now + 0.25) for i in range(3)])
+    b.send([out("ready")])
+    time.sleep(max(now + 0.1 - time.time(), 0) + 0.02)  # the a's due, not the b's
+    assert ids(b.claim(["q"], 1, 30).claims) == ["a0"]
+    time.sleep(max(now + 0.25 - time.time(), 0) + 0.02)  # the b's due too
+    assert b.queue_length("q") == 3  # a1, a2, ready: the b's come in with the next claim
+    assert ids(b.claim(["q"], 10, 30).claims) == ["a1", "a2", "b0", "b1", "b2", "ready"]
+
+
+def test_a_due_message_sent_again_is_taken_once(b: Backend) -> None:
+    now = time.time()
+    b.send([out("d1", eta=now + 0.05), out("d2", eta=now + 0.06)])
+    time.sleep(max(now + 0.06 - time.time(), 0) + 0.02)
+    assert ids(b.claim(["q"], 1, 30).claims) == ["d1"]  # d2 waits, due
+    b.send([out("d2")])  # replaced: ready once, at the tail
+    assert b.queue_length("q") == 1
+    assert ids(b.claim(["q"], 10, 30).claims) == ["d2"]
+    assert b.claim(["q"], 10, 30).claims == []
+
+
+def test_a_message_put_back_goes_before_one_sent_earlier(b: Backend) -> None:
+    b.send([out("first"), out("second")])
+    taken = b.claim(["q"], 1, 30).claims
+    assert ids(taken) == ["first"]
+    b.send([out("third")])
+    b.release(taken)
+    assert b.queue_length("q") == 3
+    assert ids(b.claim(["q"], 10, 30).claims) == ["first", "second", "third"]
+
+
 def test_an_eta_in_the_past_is_ready_at_once(b: Backend) -> None:
     b.send([out("past", eta=time.time() - 10)])
     assert b.queue_length("q") == 1 and b.scheduled() == []

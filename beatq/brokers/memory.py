@@ -42,6 +42,9 @@ from .base import (
 
 READY, DELAYED, CLAIMED = "ready", "delayed", "claimed"
 TOKEN_TTL = 86400.0  # seconds a finish's token is remembered
+# Sequence numbers of the due lane start here: below any a queue's head reaches (one less
+# per message released), so due messages are taken first (as on Redis and SQLite).
+DUE_LANE = -(2**40)
 
 
 @dataclass(slots=True)
@@ -101,6 +104,8 @@ class _Store:
         self.claimed: list[tuple[float, str]] = []  # (deadline, id)
         self.head = 0  # the lowest sequence number handed out
         self.tail = 0  # the highest
+        # The due lane (delayed messages that fell due, see claim.lua) comes before both.
+        self.due = DUE_LANE
         self.results: dict[str, _Expiring] = {}
         self.states: dict[str, _Expiring] = {}
         self.chords: dict[str, _Chord] = {}
@@ -132,13 +137,16 @@ class _Store:
             self.ready_count[msg.queue] -= 1
         return msg
 
-    def make_ready(self, id_: str, msg: _Message, head: bool = False) -> None:
+    def make_ready(self, id_: str, msg: _Message, head: bool = False, due: bool = False) -> None:
         if self.messages.get(id_) is not msg:
             self.drop(id_)
         elif msg.state == READY:
             self.ready_count[msg.queue] -= 1
         msg.token = ""
-        if head:
+        if due:
+            self.due += 1
+            msg.seq = self.due
+        elif head:
             self.head -= 1
             msg.seq = self.head
         else:
@@ -199,12 +207,15 @@ class _Store:
         return due
 
     def restore(self, now: float, ahead: float = 0.0) -> bool:
-        """Expired claims, then delayed messages due by `now` + `ahead` (earliest first),
-        back to the head."""
-        back = self._due(self.claimed, CLAIMED, now) + self._due(self.delayed, DELAYED, now + ahead)
-        for id_ in reversed(back):
+        """Expired claims back to the head of their queue; delayed messages due by `now` +
+        `ahead` to its due lane, earliest first (why: claim.lua)."""
+        expired = self._due(self.claimed, CLAIMED, now)
+        due = self._due(self.delayed, DELAYED, now + ahead)
+        for id_ in reversed(expired):
             self.make_ready(id_, self.messages[id_], head=True)
-        return bool(back)
+        for id_ in due:
+            self.make_ready(id_, self.messages[id_], due=True)
+        return bool(expired or due)
 
     def next_due(self, ahead: float = 0.0) -> float | None:
         """When the next claim comes due, or the next delayed message (`ahead` of its eta)."""

@@ -3,6 +3,8 @@
 Keys (prefix `beatq`, or the transport option `global_keyprefix`):
 
     {p}:q:{queue}   list    ready message ids; sent at the left, taken from the right
+    {p}:d:{queue}   list    the queue's due lane: ids of delayed messages that fell due,
+                            earliest eta at the right; taken before {p}:q:{queue}
     {p}:w:{queue}   list    at most one wake-up token for workers blocked on the queue
     {p}:wake:{t}    list    a stop signal's push that ends one worker's wait (60 s)
     {p}:msg         hash    id -> "queue\\nbody" for every message not yet acknowledged
@@ -91,6 +93,9 @@ class RedisKeys:
 
     def queue(self, name: str) -> str:
         return f"{self.prefix}:q:{name}"
+
+    def due(self, name: str) -> str:
+        return f"{self.prefix}:d:{name}"
 
     def wake(self, name: str) -> str:
         return f"{self.prefix}:w:{name}"
@@ -276,7 +281,9 @@ class RedisBackend(Backend):
 
     def queue_length(self, queue: str) -> int:
         with _errors(self.url):
-            return int(self.client.llen(self.keys.queue(queue)))
+            pipe = self.client.pipeline()
+            pipe.llen(self.keys.due(queue)).llen(self.keys.queue(queue))
+            return sum(int(n) for n in pipe.execute())
 
     def scheduled(self, limit: int = 100) -> list[tuple[float, Claim]]:
         with _errors(self.url):
@@ -317,7 +324,7 @@ class RedisBackend(Backend):
     # -- results ---------------------------------------------------------------------------
     def get_result(self, task_id: str) -> bytes | None:
         with _errors(self.url):
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self.client.pipeline()
             pipe.lindex(self.keys.result(task_id), 0)
             pipe.get(self.keys.state(task_id))
             final, state = pipe.execute()
@@ -325,7 +332,7 @@ class RedisBackend(Backend):
 
     def get_results(self, task_ids: Sequence[str]) -> list[bytes | None]:
         with _errors(self.url):
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self.client.pipeline()
             for task_id in task_ids:
                 pipe.lindex(self.keys.result(task_id), 0)
             return pipe.execute()
@@ -366,7 +373,7 @@ class RedisBackend(Backend):
             if not pairs:
                 return []
             ids = [i for i, _ in pairs]
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self.client.pipeline()
             pipe.hmget(k.dead, ids)
             pipe.hmget(k.dead_reason, ids)
             stored, reasons = pipe.execute()
@@ -511,14 +518,14 @@ class RedisBackend(Backend):
     # -- workers ---------------------------------------------------------------------------
     def heartbeat(self, worker: str, info: bytes, ttl: float) -> None:
         with _errors(self.url):
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self.client.pipeline()
             pipe.set(self.keys.worker(worker), info, px=max(1, int(ttl * 1000)))
             pipe.zadd(self.keys.workers, {worker: time.time() + ttl})
             pipe.execute()
 
     def unregister(self, worker: str) -> None:
         with _errors(self.url):
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self.client.pipeline()
             pipe.delete(self.keys.worker(worker))
             pipe.zrem(self.keys.workers, worker)
             pipe.execute()

@@ -54,11 +54,18 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
         yield items[i : i + CHUNK]
 
 
+# A ready message's `seq` orders its queue, lowest first, in three bands: the due lane
+# (delayed messages that fell due, earliest eta first; why: claim.lua) from DUE_LANE up,
+# then the head (messages put back: expired claims, releases) down from 0, then the tail
+# (messages sent) up from 1.
+DUE_LANE = -(2**40)
+HEAD_BAND = -(2**39)  # the lowest a head reaches (a message released 2**39 times at once)
+
 # One message as one statement: ready at the tail of its queue, or delayed until its eta.
 PUT_ONE = (
     "INSERT OR REPLACE INTO messages (id, queue, body, state, seq, eta) "
-    "SELECT ?1, ?2, ?3, ?4, CASE ?4 WHEN 'ready' THEN 1 + COALESCE(("
-    "SELECT MAX(seq) FROM messages WHERE state = 'ready' AND queue = ?2), 0) ELSE 0 END, ?5"
+    "SELECT ?1, ?2, ?3, ?4, CASE ?4 WHEN 'ready' THEN 1 + MAX(0, COALESCE(("
+    "SELECT MAX(seq) FROM messages WHERE state = 'ready' AND queue = ?2), 0)) ELSE 0 END, ?5"
 )
 
 # A live claim's message goes; a stale claim's (delivered again since) stays.
@@ -77,7 +84,7 @@ def _put(conn: sqlite3.Connection, messages: Iterable[Outgoing], now: float) -> 
             last = conn.execute(
                 "SELECT MAX(seq) FROM messages WHERE state = 'ready' AND queue = ?", (m.queue,)
             ).fetchone()[0]
-            tails[m.queue] = last or 0
+            tails[m.queue] = max(last or 0, 0)
         tails[m.queue] += 1
         rows.append((m.id, m.queue, m.body, "ready", tails[m.queue], None))
     conn.executemany(
@@ -97,14 +104,32 @@ def _due(conn: sqlite3.Connection, until: float) -> list[tuple[str, str]]:
 
 def _to_head(conn: sqlite3.Connection, rows: Sequence[tuple[str, str]]) -> None:
     """Make stored messages (id, queue) ready at the head of their queue, first foremost."""
+    _make_ready(conn, rows, due=False)
+
+
+def _to_due(conn: sqlite3.Connection, rows: Sequence[tuple[str, str]]) -> None:
+    """Make delayed messages (id, queue) that fell due ready at the end of their queue's
+    due lane, first foremost."""
+    _make_ready(conn, rows, due=True)
+
+
+def _make_ready(conn: sqlite3.Connection, rows: Sequence[tuple[str, str]], due: bool) -> None:
     by_queue: dict[str, list[str]] = {}
     for id_, queue in rows:
         by_queue.setdefault(queue, []).append(id_)
     for queue, ids in by_queue.items():
-        first = conn.execute(
-            "SELECT MIN(seq) FROM messages WHERE state = 'ready' AND queue = ?", (queue,)
-        ).fetchone()[0]
-        start = (first or 0) - len(ids)
+        if due:  # after the last of the due lane
+            last = conn.execute(
+                "SELECT MAX(seq) FROM messages WHERE state = 'ready' AND queue = ? AND seq < ?",
+                (queue, HEAD_BAND),
+            ).fetchone()[0]
+            start = (last or DUE_LANE) + 1
+        else:  # before the first of the head (or tail)
+            first = conn.execute(
+                "SELECT MIN(seq) FROM messages WHERE state = 'ready' AND queue = ? AND seq >= ?",
+                (queue, HEAD_BAND),
+            ).fetchone()[0]
+            start = min(1 if first is None else first, 1) - len(ids)
         conn.executemany(
             "UPDATE messages SET state = 'ready', seq = ?, eta = NULL, deadline = NULL, "
             "token = NULL WHERE id = ?",
@@ -190,8 +215,9 @@ class SqliteBackend(Backend):
                 "ORDER BY deadline LIMIT ?",
                 (now, RESTORE_LIMIT),
             ).fetchall()
-            # Expired claims, then due messages (earliest first), go back to the head.
-            _to_head(conn, expired + _due(conn, now))
+            # Expired claims go back to the head, due messages (earliest first) to the due lane.
+            _to_head(conn, expired)
+            _to_due(conn, _due(conn, now))
             claims: list[Claim] = []
             deadline = now + visibility
             token = new_token()
@@ -200,7 +226,7 @@ class SqliteBackend(Backend):
                 if early:  # nothing due: what falls due within `ahead` (see Backend.claim)
                     if claims or ahead <= 0:
                         break
-                    _to_head(conn, _due(conn, now + ahead))
+                    _to_due(conn, _due(conn, now + ahead))
                 for queue in queues:
                     if len(claims) >= count:
                         break

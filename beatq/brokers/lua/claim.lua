@@ -28,19 +28,24 @@ local function acked_at_claim(stored)
     and not string.find(stored, 'acks_late', payload_at, true)
 end
 
--- Due delayed messages and claims whose worker stopped renewing them (the visibility
--- timeout) go back to the head of their queue; due ones earliest eta first.
-local function requeue(zset, members, reverse)
+-- Claims whose worker stopped renewing them (the visibility timeout) go back to the head
+-- of their queue. Delayed messages that fell due join the queue's due lane ({p}:d:), which
+-- is taken before the queue itself: an ETA task does not wait behind work sent before its
+-- eta, and among due ones the earliest eta goes first, also under a backlog (were they
+-- pushed to the queue's head, each claim's newly due would go ahead of those due before).
+local function requeue(zset, members, due)
   if #members == 0 then return end
   local ids = {}
   for i, member in ipairs(members) do ids[i] = id_of(member) end
   local stored = redis.call('HMGET', msgs, unpack(ids))
-  local from, to, step = 1, #ids, 1
-  if reverse then from, to, step = #ids, 1, -1 end
-  for i = from, to, step do
+  for i = 1, #ids do
     if stored[i] then
       local queue = queue_of(stored[i])
-      redis.call('RPUSH', qkey(prefix, queue), ids[i])
+      if due then
+        redis.call('LPUSH', dkey(prefix, queue), ids[i])
+      else
+        redis.call('RPUSH', qkey(prefix, queue), ids[i])
+      end
       wake(prefix, queue, woken)
     end
   end
@@ -52,31 +57,33 @@ requeue(unacked, redis.call('ZRANGEBYSCORE', unacked, '-inf', now, 'LIMIT', 0, 1
 local out = {'', 0}
 local taken = 0
 local deadline = now + visibility
+local function take_from(q)
+  while taken < count do
+    local ids = redis.call('RPOP', q, count - taken)
+    if not ids then break end
+    local stored = redis.call('HMGET', msgs, unpack(ids))
+    local claims = {}
+    for j, id in ipairs(ids) do
+      if stored[j] then  -- an id without a body was acknowledged meanwhile: skip it
+        if taken == 0 and next(ack_first) and acked_at_claim(stored[j]) then
+          redis.call('HDEL', msgs, id)
+          out[2] = 1
+        else
+          claims[#claims + 1] = deadline
+          claims[#claims + 1] = id .. token
+        end
+        out[#out + 1] = id
+        out[#out + 1] = stored[j]
+        taken = taken + 1
+      end
+    end
+    if #claims > 0 then redis.call('ZADD', unacked, unpack(claims)) end
+  end
+end
 local function take()
   for i = first_queue, #ARGV do
-    if taken >= count then return end
-    local q = qkey(prefix, ARGV[i])
-    while taken < count do
-      local ids = redis.call('RPOP', q, count - taken)
-      if not ids then break end
-      local stored = redis.call('HMGET', msgs, unpack(ids))
-      local claims = {}
-      for j, id in ipairs(ids) do
-        if stored[j] then  -- an id without a body was acknowledged meanwhile: skip it
-          if taken == 0 and next(ack_first) and acked_at_claim(stored[j]) then
-            redis.call('HDEL', msgs, id)
-            out[2] = 1
-          else
-            claims[#claims + 1] = deadline
-            claims[#claims + 1] = id .. token
-          end
-          out[#out + 1] = id
-          out[#out + 1] = stored[j]
-          taken = taken + 1
-        end
-      end
-      if #claims > 0 then redis.call('ZADD', unacked, unpack(claims)) end
-    end
+    take_from(dkey(prefix, ARGV[i]))
+    take_from(qkey(prefix, ARGV[i]))
   end
 end
 take()
@@ -89,7 +96,8 @@ end
 
 -- Work left behind: leave a token so another idle worker wakes for it.
 for i = first_queue, #ARGV do
-  if redis.call('LLEN', qkey(prefix, ARGV[i])) > 0 then wake(prefix, ARGV[i], woken) end
+  local left = redis.call('LLEN', dkey(prefix, ARGV[i])) + redis.call('LLEN', qkey(prefix, ARGV[i]))
+  if left > 0 then wake(prefix, ARGV[i], woken) end
 end
 
 local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')

@@ -6,6 +6,7 @@ local function clock()
 end
 
 local function qkey(prefix, queue) return prefix .. ':q:' .. queue end
+local function dkey(prefix, queue) return prefix .. ':d:' .. queue end
 local function wkey(prefix, queue) return prefix .. ':w:' .. queue end
 local function rkey(prefix, id) return prefix .. ':r:' .. id end
 local function skey(prefix, id) return prefix .. ':s:' .. id end
@@ -38,7 +39,9 @@ local function store(prefix, msgs, delayed, woken, queue, id, body, eta)
   if redis.call('HSETNX', msgs, id, stored) == 0 then
     -- an id stored again replaces its message: out of its queue and off its eta first,
     -- or it would be taken twice (a fresh id, the usual case, skips this)
-    redis.call('LREM', qkey(prefix, queue_of(redis.call('HGET', msgs, id))), 0, id)
+    local old = queue_of(redis.call('HGET', msgs, id))
+    redis.call('LREM', qkey(prefix, old), 0, id)
+    redis.call('LREM', dkey(prefix, old), 0, id)
     redis.call('ZREM', delayed, id)
     redis.call('HSET', msgs, id, stored)
   end

@@ -9,6 +9,7 @@ for i = #ARGV - 3, 2, -4 do
     redis.call('HSET', KEYS[1], id, queue .. '\n' .. ARGV[i + 2])
     redis.call('ZREM', KEYS[3], id)
     redis.call('LREM', qkey(prefix, queue), 0, id)
+    redis.call('LREM', dkey(prefix, queue), 0, id)
     redis.call('RPUSH', qkey(prefix, queue), id)
     wake(prefix, queue, woken)
   end
