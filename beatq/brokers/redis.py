@@ -281,7 +281,7 @@ class RedisBackend(Backend):
 
     def queue_length(self, queue: str) -> int:
         with _errors(self.url):
-            pipe = self.client.pipeline()
+            pipe = self.client.pipeline()  # MULTI: one count of both lists
             pipe.llen(self.keys.due(queue)).llen(self.keys.queue(queue))
             return sum(int(n) for n in pipe.execute())
 
@@ -324,7 +324,7 @@ class RedisBackend(Backend):
     # -- results ---------------------------------------------------------------------------
     def get_result(self, task_id: str) -> bytes | None:
         with _errors(self.url):
-            pipe = self.client.pipeline()
+            pipe = self.client.pipeline(transaction=False)
             pipe.lindex(self.keys.result(task_id), 0)
             pipe.get(self.keys.state(task_id))
             final, state = pipe.execute()
@@ -332,7 +332,7 @@ class RedisBackend(Backend):
 
     def get_results(self, task_ids: Sequence[str]) -> list[bytes | None]:
         with _errors(self.url):
-            pipe = self.client.pipeline()
+            pipe = self.client.pipeline(transaction=False)
             for task_id in task_ids:
                 pipe.lindex(self.keys.result(task_id), 0)
             return pipe.execute()
@@ -373,7 +373,7 @@ class RedisBackend(Backend):
             if not pairs:
                 return []
             ids = [i for i, _ in pairs]
-            pipe = self.client.pipeline()
+            pipe = self.client.pipeline(transaction=False)
             pipe.hmget(k.dead, ids)
             pipe.hmget(k.dead_reason, ids)
             stored, reasons = pipe.execute()
@@ -518,14 +518,14 @@ class RedisBackend(Backend):
     # -- workers ---------------------------------------------------------------------------
     def heartbeat(self, worker: str, info: bytes, ttl: float) -> None:
         with _errors(self.url):
-            pipe = self.client.pipeline()
+            pipe = self.client.pipeline(transaction=False)
             pipe.set(self.keys.worker(worker), info, px=max(1, int(ttl * 1000)))
             pipe.zadd(self.keys.workers, {worker: time.time() + ttl})
             pipe.execute()
 
     def unregister(self, worker: str) -> None:
         with _errors(self.url):
-            pipe = self.client.pipeline()
+            pipe = self.client.pipeline(transaction=False)
             pipe.delete(self.keys.worker(worker))
             pipe.zrem(self.keys.workers, worker)
             pipe.execute()
