@@ -65,8 +65,8 @@ class Pool(abc.ABC):
         self, claim: Claim, outcome: Outcome | None = None, follow: bool = False
     ) -> tuple[Claim, bool] | None:
         """`claim` has finished: its slot is given back, or with `follow` goes straight to
-        the worker's next claim (returned; the caller starts it), so the worker's main
-        thread is not woken to hand it over: one wake-up less a task."""
+        the worker's next claim (returned, already in `active`; the caller starts it), so
+        the worker's main thread is not woken to hand it over: one wake-up less a task."""
         self.active.pop(claim.id, None)
         after = self.follow() if follow else None
         if after is None:
@@ -162,7 +162,6 @@ class ThreadPool(Pool):
                 log.exception("pool thread failed while running %s", claim.id)
             item = self._done(claim, outcome, follow=True)
             if item is not None:  # this thread runs the next one at once
-                self.active[item[0].id] = (item[0], time.time())
                 continue
             try:
                 item = self.inbox.get(timeout=IDLE_AFTER)

@@ -256,7 +256,10 @@ class Worker:
         with self.handoff:
             if self.stopping.is_set() or not self.buffer or self.buffer[0].id in self.revoked:
                 return None
-            return self._pop()
+            taken = self._pop()
+            if taken is not None:  # active from here: a cold stop returns it (see _cold_stop)
+                self.pool.active[taken[0].id] = (taken[0], time.time())
+            return taken
 
     def _unbuffer(self) -> list[Claim]:
         """Empty the buffer on a stop: what no pool slot will take (then `_release` it)."""
@@ -373,8 +376,10 @@ class Worker:
 
     def _cold_stop(self) -> None:
         self.stopping.set()
-        aborted = self.pool.terminate()
-        pending = aborted + self._unbuffer()
+        with self.handoff:  # no claim goes from the buffer to a slot meanwhile (_follow)
+            aborted = self.pool.terminate()
+            pending = aborted + list(self.buffer)
+            self.buffer.clear()
         if aborted:
             log.warning(
                 "worker %s: aborted %d running task(s); they go back to their queue: %s",
