@@ -20,11 +20,19 @@ def test_a_held_message_starts_at_its_eta_and_is_acknowledged_just_before(app) -
     from tests.proj.tasks import res_stamp
 
     broker = app.broker
-    eta = time.time() + AHEAD * 0.75
-    result = res_stamp.apply_async(eta=eta)
-    claimed = broker.claim(["celery"], 1, 30, ahead=AHEAD).claims
-    assert [c.id for c in claimed] == [result.id]
-    assert time.time() < eta, "too slow to claim it ahead of its eta"
+    # The send and the claim must both fit in the 15 ms before the eta: a busy host misses
+    # that now and then (a claim once came 76 ms late on CI), so up to 10 tries, each
+    # message taken and dropped if it was claimed too late.
+    for _ in range(10):
+        eta = time.time() + AHEAD * 0.75
+        result = res_stamp.apply_async(eta=eta)
+        claimed = broker.claim(["celery"], 1, 30, ahead=AHEAD).claims
+        assert [c.id for c in claimed] == [result.id]
+        if time.time() < eta:
+            break
+        broker.finish(ack=claimed)
+    else:
+        pytest.fail("never claimed ahead of its eta in 10 tries: host too slow")
     acked_at = []
     real_finish = broker.finish
 
