@@ -254,7 +254,7 @@ class Worker:
         """Pool.follow: the next buffered claim for a slot just freed. A revoked one is left
         to the main thread, which records it."""
         with self.handoff:
-            if self.stopping.is_set() or not self.buffer or self.buffer[0].id in self.revoked:
+            if self.stopping.is_set() or (self.buffer and self.buffer[0].id in self.revoked):
                 return None
             taken = self._pop()
             if taken is not None:  # active from here: a cold stop returns it (see _cold_stop)

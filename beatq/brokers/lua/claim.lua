@@ -38,16 +38,25 @@ local function requeue(zset, members, due)
   local ids = {}
   for i, member in ipairs(members) do ids[i] = id_of(member) end
   local stored = redis.call('HMGET', msgs, unpack(ids))
+  local by_queue, queues = {}, {}  -- the ids of each queue, in order: one push per queue
   for i = 1, #ids do
     if stored[i] then
       local queue = queue_of(stored[i])
-      if due then
-        redis.call('LPUSH', dkey(prefix, queue), ids[i])
-      else
-        redis.call('RPUSH', qkey(prefix, queue), ids[i])
+      if not by_queue[queue] then
+        by_queue[queue] = {}
+        queues[#queues + 1] = queue
       end
-      wake(prefix, queue, woken)
+      local list = by_queue[queue]
+      list[#list + 1] = ids[i]
     end
+  end
+  for _, queue in ipairs(queues) do
+    if due then
+      redis.call('LPUSH', dkey(prefix, queue), unpack(by_queue[queue]))
+    else
+      redis.call('RPUSH', qkey(prefix, queue), unpack(by_queue[queue]))
+    end
+    wake(prefix, queue, woken)
   end
   redis.call('ZREM', zset, unpack(members))
 end
