@@ -167,3 +167,69 @@ def test_prefork_parent_applies_the_per_call_time_limit(app, start_worker):
         stuck.get(timeout=scaled(5))
     assert longer.get(timeout=scaled(5)) == "finished"
     assert time.monotonic() - began < scaled(4)
+
+
+# -- what waits in a prefork child behind its running task (PreforkPool.QUEUED) ----------------
+def run_log(prefix: str) -> list[str]:
+    """The "runs" journal entries of the `sleep` task whose tag starts with `prefix`."""
+    return [r for r in journal("runs") if r.startswith(prefix)]
+
+
+def test_prefork_a_task_does_not_wait_behind_a_long_one_while_a_child_is_free(app, start_worker):
+    from tests.proj.tasks import sleep
+
+    start_worker("-P", "prefork", "-c", "2")
+    long = sleep.delay(4.0, "long")
+    wait_for(lambda: run_log("long:start"), scaled(10), "the long task to start")
+    short = [sleep.delay(0.2, f"short{i}") for i in range(4)]
+    # Some of them are handed to the child that runs the long task, to wait there: the
+    # other child takes them over as it frees up, so all four end long before it does.
+    assert [r.get(timeout=scaled(3.5)) for r in short] == [f"short{i}" for i in range(4)]
+    assert run_log("long:end") == [], "the short ones did not wait for the long one"
+    assert long.get(timeout=scaled(10)) == "long"
+    pids = {r.rsplit(":", 1)[1] for r in run_log("short") + run_log("long")}
+    assert len(pids) == 2
+
+
+def test_prefork_a_task_revoked_while_it_waits_in_a_child_never_runs(app, start_worker):
+    from tests.proj.tasks import sleep
+
+    start_worker("-P", "prefork", "-c", "1")
+    first = sleep.delay(3.0, "first")
+    wait_for(lambda: run_log("first:start"), scaled(10), "the first task to start")
+    second = sleep.delay(0.05, "second")
+    wait_for(lambda: app.broker.queue_length("celery") == 0, scaled(5), "the worker to claim it")
+    second.revoke()
+    assert first.get(timeout=scaled(10)) == "first"
+    wait_for(lambda: second.state == "REVOKED", scaled(5), "the revoked task's state")
+    assert run_log("second") == [], "a revoked task waiting in the child was not run"
+
+
+def test_prefork_what_waits_in_a_child_that_dies_runs_in_its_replacement(app, start_worker):
+    from tests.proj.tasks import add, dl_exit_after
+
+    start_worker("-P", "prefork", "-c", "1")
+    lost = dl_exit_after.delay(0.5)
+    after = add.delay(2, 3)
+    wait_for(lambda: app.broker.queue_length("celery") == 0, scaled(5), "the worker to claim both")
+    with pytest.raises(WorkerLostError):
+        lost.get(timeout=scaled(10))
+    # Not after the visibility timeout (60 s): handed to the new child at once.
+    assert after.get(timeout=scaled(5)) == 5
+
+
+def test_prefork_a_warm_stop_returns_what_waits_in_a_child(app, start_worker):
+    from tests.proj.tasks import sleep
+
+    worker = start_worker("-P", "prefork", "-c", "1")
+    first = sleep.delay(1.0, "first")
+    wait_for(lambda: run_log("first:start"), scaled(10), "the first task to start")
+    later = [sleep.delay(0.05, f"later{i}") for i in range(2)]
+    wait_for(lambda: app.broker.queue_length("celery") == 0, scaled(5), "the worker to claim them")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(scaled(10)) == 0
+    assert first.get(timeout=scaled(2)) == "first", "what ran, finished"
+    assert run_log("later") == [], "what waited did not run during the stop"
+    assert app.broker.queue_length("celery") == 2, "it went back to its queue"
+    start_worker("-P", "solo")
+    assert [r.get(timeout=scaled(10)) for r in later] == ["later0", "later1"]

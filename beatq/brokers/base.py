@@ -429,6 +429,12 @@ class Backend(abc.ABC):
         """Ready the store for a call that must be quick, without waiting: a beat calls it
         just before a run's instant. Backends that need no readying do nothing."""
 
+    def crowded(self) -> None:
+        """The calling thread's process is one of more busy processes than the host has
+        cores (a prefork worker): from now on its calls wait for replies in the kernel
+        rather than polling for them, which would take a core the server or a sibling
+        needs. Backends that never poll do nothing."""
+
     def ping(self) -> None:
         """Raise BrokerError if the store cannot be reached."""
 

@@ -590,6 +590,9 @@ class RedisBackend(Backend):
         # idle now, not when the dispatch arrives (~0.3 ms after a second of idle).
         self.calls.prime()
 
+    def crowded(self) -> None:
+        self.calls.quiet()
+
     def ping(self) -> None:
         with _errors(self.url):
             self.client.ping()

@@ -99,7 +99,15 @@ class Calls:
             local.polled = None  # the socket `poller` was made for
             local.poller = None  # polls `polled`; None: that socket is not polled
             local.primed = None  # the socket a PING was sent on (prime) whose reply is unread
+            local.quiet = getattr(local, "quiet", False)  # never spins (see `quiet`)
         return local.conn
+
+    def quiet(self) -> None:
+        """The calling thread waits for its replies in the kernel from now on, without
+        spinning (one of more busy processes than cores: a spin takes a core that the
+        server or a sibling process needs)."""
+        self._connection()
+        self.local.quiet = True
 
     def command(self, *args: Any, blocking: bool = False) -> Any:
         """Send one command and read its reply; a dropped connection is retried once.
@@ -148,7 +156,9 @@ class Calls:
         distant or busy server, a busy interpreter) sleeps on its calls for the next RESPIN
         seconds. TLS sockets are not polled (their first bytes are not the reply's)."""
         local = self.local
-        if self.spin <= 0 or (local.sleep_until and time.perf_counter() < local.sleep_until):
+        if self.spin <= 0 or local.quiet:
+            return
+        if local.sleep_until and time.perf_counter() < local.sleep_until:
             return
         sock = getattr(conn, "_sock", None)
         if local.polled is not sock:  # a new connection (a reconnect)

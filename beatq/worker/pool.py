@@ -14,11 +14,13 @@ import logging
 import multiprocessing
 import os
 import queue
+import selectors
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import Any
 
 from ..brokers import Claim
@@ -29,6 +31,42 @@ log = logging.getLogger("beatq.worker")
 
 OnDone = Callable[[Claim, "Outcome | None"], None]
 IDLE_AFTER = 0.02  # seconds without a next task before held-back events are sent
+LIMITS_EVERY = 0.05  # seconds between two looks at the prefork children's time limits
+
+
+class Slots:
+    """A semaphore for the pool's slots whose waiter can also be woken without one
+    (`nudge`): the worker's main thread waits here, and tops up its buffer when a pool
+    thread says it runs low."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.nudged = False
+        self.cond = threading.Condition(threading.Lock())
+
+    def acquire(self, timeout: float) -> bool:
+        """Take a slot, waiting up to `timeout`; False if none came, or on a nudge."""
+        with self.cond:
+            if not self.count and not self.nudged:
+                self.cond.wait(timeout)
+            if self.nudged:
+                self.nudged = False
+                return False
+            if self.count:
+                self.count -= 1
+                return True
+            return False
+
+    def release(self) -> None:
+        with self.cond:
+            self.count += 1
+            self.cond.notify()
+
+    def nudge(self) -> None:
+        with self.cond:
+            if not self.nudged:
+                self.nudged = True
+                self.cond.notify()
 
 
 class Pool(abc.ABC):
@@ -38,7 +76,7 @@ class Pool(abc.ABC):
         self.make_executor = make_executor
         self.concurrency = concurrency
         self.on_done = on_done
-        self.slots = threading.Semaphore(concurrency)
+        self.slots = Slots(concurrency)
         self.active: dict[str, tuple[Claim, float]] = {}  # id -> (claim, started)
         self.peek: Callable[[], Claim | None] = lambda: None  # the claim submitted next
         # The worker's next claim for a slot a finished task just freed, taken off its buffer
@@ -86,6 +124,20 @@ class Pool(abc.ABC):
     def terminate(self) -> list[Claim]:
         """Stop now; the claims of the tasks that were running."""
         return [claim for claim, _ in list(self.active.values())]
+
+    def running(self) -> list[tuple[Claim, float]]:
+        """The claims whose tasks run now, with when each started (wall clock)."""
+        return list(self.active.values())
+
+    def skip(self, task_id: str) -> bool:
+        """Record `task_id` REVOKED without running it if the pool holds it, not started
+        (prefork: it waits in a child); False otherwise."""
+        return False
+
+    def recall(self) -> list[Claim]:
+        """Take back the claims the pool holds and has not started (a warm stop puts them
+        back in their queue)."""
+        return []
 
     def stop_task(self, task_id: str) -> bool:
         """Stop the running task `task_id` (revoke with terminate); False if not running.
@@ -181,49 +233,123 @@ class ThreadPool(Pool):
         super().close()
 
 
-def _child(make_executor: Callable[[], Executor], conn: Connection) -> None:
+def _child(
+    make_executor: Callable[[], Executor], conn: Connection, board: Any, crowded: bool
+) -> None:
     # The parent coordinates shutdown: a child ignores Ctrl-C and SIGTERM sent to the
     # whole process group (a terminal, systemd), so its task can finish.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     parent = os.getppid()
     executor = make_executor()
+    if crowded:  # as many children as cores, beside the parent and often the server
+        for backend in {executor.app.broker, executor.app.result_store}:
+            backend.crowded()
+    queued: deque[tuple[int, Claim, bool]] = deque()  # handed over, not started: in order
     while True:
-        if not conn.poll(IDLE_AFTER):
-            executor.flush_events()  # no next task at once: send the events held back
-        # A parent killed with SIGKILL never says goodbye, and the pipe stays open (other
-        # children hold copies of its end): an idle child checks it still has its parent.
-        while not conn.poll(1.0):
-            if os.getppid() != parent:
+        if not queued:
+            if not conn.poll(IDLE_AFTER):
+                executor.flush_events()  # no next task at once: send the events held back
+            # A parent killed with SIGKILL never says goodbye, and the pipe stays open (other
+            # children hold copies of its end): an idle child checks it still has its parent.
+            while not conn.poll(1.0):
+                if os.getppid() != parent:
+                    return
+        while conn.poll():  # whatever the parent sent meanwhile, without waiting
+            try:
+                item = conn.recv()
+            except EOFError:
                 return
-        try:
-            item = conn.recv()
-        except EOFError:
-            return
-        if item is None:
-            executor.flush_events()
-            return
-        claim, acked = item
+            if item is None:
+                executor.flush_events()
+                return
+            queued.append(item)
+        seq, claim, acked = queued.popleft()
+        if not _begin(board, seq):
+            continue  # the parent took it back (_Child.withdraw)
+        then = queued[0][1] if queued and queued[0][0] >= board[1] else None
         outcome = None
         try:
-            outcome = executor.execute(claim, acked=acked)
+            outcome = executor.execute(claim, then, acked)
         except BaseException:
             log.exception("child failed while running %s", claim.id)
-        conn.send((claim.id, outcome))  # the parent counts it (metrics)
+        if then is not None and outcome is not None and outcome.then_acked:
+            queued[0] = (queued[0][0], then, True)
+        conn.send((seq, outcome))  # the parent counts it (metrics)
+
+
+def _begin(board: Any, seq: int) -> bool:
+    """In the child: start the claim numbered `seq`, unless the parent took it back."""
+    with board.get_lock():
+        if seq < board[FLOOR]:
+            return False
+        board[STARTED], board[SINCE] = seq, time.monotonic()
+        return True
+
+
+STARTED, FLOOR, SINCE = 0, 1, 2  # a child's board: see _Child
+
+
+class _Handed:
+    """A claim handed to a child, numbered in the order the child receives them."""
+
+    __slots__ = ("seq", "claim", "acked", "limit")
+
+    def __init__(self, seq: int, claim: Claim, acked: bool) -> None:
+        self.seq, self.claim, self.acked = seq, claim, acked
+        self.limit: float | None | object = _UNKNOWN  # its hard limit, read when first needed
+
+
+_UNKNOWN = object()
 
 
 class _Child:
-    def __init__(self, process: Any, conn: Connection) -> None:
+    """A child process, what it was handed, and the board it shares with the parent:
+    the number of the claim it started last, the lowest number it may still start
+    (what the parent took back lies below), and when it started (monotonic clock)."""
+
+    def __init__(self, process: Any, conn: Connection, board: Any) -> None:
         self.process = process
         self.conn = conn
-        self.claim: Claim | None = None
-        self.started = 0.0
-        self.limit: float | None = None  # the claim's hard time limit
+        self.board = board
+        self.handed: deque[_Handed] = deque()  # not reported finished; the first runs
+        self.seq = 0
         self.killed: BaseException | None = None  # why the parent killed it, if it did
+
+    def running(self) -> tuple[_Handed, float] | None:
+        """The claim this child runs now and since when (monotonic), if any."""
+        with self.board.get_lock():
+            started, since = self.board[STARTED], self.board[SINCE]
+        try:
+            first = self.handed[0]  # read without the pool's lock: it may empty meanwhile
+        except IndexError:
+            return None
+        return (first, since) if first.seq == started else None
+
+    def waiting(self) -> _Handed | None:
+        """The first claim handed over that the child has not started."""
+        started = self.board[STARTED]
+        return next((h for h in self.handed if h.seq > started), None)
+
+    def withdraw(self, handed: _Handed) -> bool:
+        """Take back `handed` if it is the first the child has not started (the child
+        skips it); False if the child started it meanwhile."""
+        with self.board.get_lock():
+            if self.waiting() is not handed:
+                return False
+            self.board[FLOOR] = handed.seq + 1
+        self.handed.remove(handed)
+        return True
 
 
 class PreforkPool(Pool):
     """N forked child processes; the parent hands each a claim over a pipe.
+
+    A busy child is handed its next claim while it runs one (at most `QUEUED` wait in a
+    child), so it goes from task to task without waiting for the parent, and a task's
+    finish acknowledges the next as in the solo pool. What waits in a child is not lost
+    to the others: a child with nothing to do takes it over once the task ahead of it
+    has run `STEAL_AFTER`; a revocation, a warm stop or the child's death gives it back.
 
     A child that dies mid-task, or outlives the task's hard time limit (then it is
     killed), is replaced; its task is recorded as failed and acknowledged.
@@ -231,6 +357,9 @@ class PreforkPool(Pool):
 
     name = "prefork"
     grace = 1.0  # seconds past the hard limit before the parent kills a stuck child
+    QUEUED = 2  # claims that wait in a busy child behind its running task
+    QUEUE_BODY_MAX = 32 * 1024  # bytes: a bigger message waits for an idle child here
+    STEAL_AFTER = 0.01  # seconds a task runs before a sibling takes what waits behind it
 
     def __init__(
         self,
@@ -238,22 +367,31 @@ class PreforkPool(Pool):
         concurrency: int,
         on_done: OnDone,
         hard_limit: Callable[[Claim], float | None] = lambda claim: None,
+        queued: int = QUEUED,
     ) -> None:
         super().__init__(make_executor, concurrency, on_done)
+        self.queued = queued  # at most QUEUED (the worker's prefetch may allow fewer)
+        self.slots = Slots(concurrency * (1 + queued))
         self.hard_limit = hard_limit
         self.ctx = multiprocessing.get_context("fork")
         self.children: list[_Child] = []
+        self.parked: deque[tuple[Claim, bool]] = deque()  # for the next idle child
         self.lock = threading.Lock()
         self.stopping = False
+        self.crowded = concurrency >= (os.cpu_count() or 1)
 
     def _spawn(self) -> _Child:
         parent_conn, child_conn = self.ctx.Pipe()
+        board = self.ctx.Array("d", [-1.0, 0.0, 0.0])
         process = self.ctx.Process(
-            target=_child, args=(self.make_executor, child_conn), daemon=True, name="beatq-child"
+            target=_child,
+            args=(self.make_executor, child_conn, board, self.crowded),
+            daemon=True,
+            name="beatq-child",
         )
         process.start()
         child_conn.close()
-        return _Child(process, parent_conn)
+        return _Child(process, parent_conn, board)
 
     def start(self) -> None:
         # Children ignore SIGTERM, so multiprocessing's own exit hook (terminate, then
@@ -264,66 +402,184 @@ class PreforkPool(Pool):
         self.collector = threading.Thread(target=self._collect, name="beatq-collector", daemon=True)
         self.collector.start()
 
+    def free(self) -> bool:
+        return any(not child.handed for child in self.children)
+
     def submit(self, claim: Claim, acked: bool = False) -> None:
         with self.lock:
-            child = next(c for c in self.children if c.claim is None)
-            child.claim, child.started = claim, time.monotonic()
-            child.limit = self.hard_limit(claim)  # once: it decodes the message
             self.active[claim.id] = (claim, time.time())
-        child.conn.send((claim, acked))
+            child = min(self.children, key=lambda c: len(c.handed))
+            # A big message waits here for an idle child: sent to a busy one it could
+            # fill the pipe, and the parent would wait until that child's task ends.
+            if child.handed and (
+                len(child.handed) > self.queued or len(claim.body) > self.QUEUE_BODY_MAX
+            ):
+                self.parked.append((claim, acked))
+            else:
+                self._hand(child, claim, acked)
+
+    def _hand(self, child: _Child, claim: Claim, acked: bool) -> None:
+        """With the lock: numbers and sends in one step, so the child gets them in order."""
+        child.seq += 1
+        child.handed.append(_Handed(child.seq, claim, acked))
+        try:
+            child.conn.send((child.seq, claim, acked))
+        except OSError:  # the child died meanwhile: its sentinel tells, and gives it back
+            log.warning("could not hand %s to child %s", claim.id, child.process.pid)
+
+    def running(self) -> list[tuple[Claim, float]]:
+        now, wall = time.monotonic(), time.time()
+        found = []
+        for child in list(self.children):
+            current = child.running()
+            if current is not None:
+                found.append((current[0].claim, wall - (now - current[1])))
+        return found
 
     def _collect(self) -> None:
+        selector = selectors.DefaultSelector()
+        listening: list[_Child] = []
+        checked = 0.0  # when the time limits were last looked at
         while not self.stopping:
-            with self.lock:
-                # every child's pipe, busy or not: one handed a task after this line
-                # must still be heard the moment it answers
-                pipes = {c.conn: c for c in self.children}
-                sentinels = {c.process.sentinel: c for c in self.children}
-            ready = wait([*pipes, *sentinels], timeout=0.1)
-            for item in ready:
-                if item in pipes:
-                    child = pipes[item]
+            if listening != self.children:  # a child was replaced: listen to the new one
+                selector.close()
+                selector = selectors.DefaultSelector()
+                listening = list(self.children)
+                for child in listening:
+                    selector.register(child.conn, selectors.EVENT_READ, (child, False))
+                    selector.register(child.process.sentinel, selectors.EVENT_READ, (child, True))
+            timeout = self.STEAL_AFTER if self.parked or self._stuck() else 0.1
+            for key, _ in selector.select(timeout):
+                child, died = key.data
+                if not died:
                     try:
-                        _, outcome = child.conn.recv()
+                        seq, outcome = child.conn.recv()
                     except (EOFError, OSError):
                         continue  # its sentinel tells
-                    self._free(child, outcome)
-                elif not self.stopping:
-                    self._replace(sentinels[item], WorkerLostError("the child process died"))
-            self._enforce_limits()
+                    self._free(child, seq, outcome)
+                elif not self.stopping and child in self.children:
+                    self._replace(child, WorkerLostError("the child process died"))
+            self._balance()
+            if time.monotonic() - checked >= LIMITS_EVERY:
+                checked = time.monotonic()
+                self._enforce_limits()
+        selector.close()
 
-    def _free(self, child: _Child, outcome: Outcome | None) -> None:
+    def _stuck(self) -> bool:
+        """Whether a claim waits in a child while another child has nothing to do."""
+        return any(not c.handed for c in self.children) and any(
+            len(c.handed) > 1 for c in self.children
+        )
+
+    def _free(self, child: _Child, seq: int, outcome: Outcome | None) -> None:
         with self.lock:
-            claim, child.claim = child.claim, None
-        if claim is None:
-            return
-        after = self._done(claim, outcome, follow=not self.stopping)
+            handed = next((h for h in child.handed if h.seq == seq), None)
+            if handed is None:
+                return
+            child.handed.remove(handed)
+        self._balance()
+        after = self._done(handed.claim, outcome, follow=not self.stopping)
         if after is not None:
-            try:
-                self.submit(*after)
-            except OSError:  # the child died meanwhile: its sentinel tells, as for any task
-                log.warning("could not hand %s to child %s", after[0].id, child.process.pid)
+            self.submit(*after)
+
+    def _balance(self) -> None:
+        """Give each idle child a parked claim, or one waiting behind a sibling's task
+        that has run STEAL_AFTER."""
+        if self.stopping:
+            return
+        with self.lock:
+            for child in self.children:
+                if child.handed:
+                    continue
+                if self.parked:
+                    self._hand(child, *self.parked.popleft())
+                    continue
+                taken = self._take_waiting(time.monotonic() - self.STEAL_AFTER)
+                if taken is not None:
+                    self._hand(child, taken.claim, taken.acked)
+
+    def _take_waiting(self, before: float) -> _Handed | None:
+        """With the lock: withdraw a claim waiting in a child whose task started `before`."""
+        for child in self.children:
+            if len(child.handed) < 2:
+                continue
+            current = child.running()
+            waiting = child.waiting()
+            if current is None or current[1] > before or waiting is None:
+                continue
+            if child.withdraw(waiting):
+                return waiting
+        return None
 
     def _enforce_limits(self) -> None:
         now = time.monotonic()
         for child in list(self.children):
-            claim = child.claim
-            if claim is None:
+            current = child.running()
+            if current is None:
                 continue
-            limit = child.limit
-            if limit and now - child.started > limit + self.grace:
+            handed, since = current
+            if handed.limit is _UNKNOWN:  # once, for a task still running at a check
+                handed.limit = self.hard_limit(handed.claim)
+            limit = handed.limit
+            if limit and now - since > limit + self.grace:  # type: ignore[operator]
                 self._kill(child, TimeLimitExceeded(f"time limit ({limit}s) exceeded"))
 
     def _kill(self, child: _Child, reason: BaseException) -> None:
-        child.killed = reason  # the collector may see it die first: it records this reason
-        os.kill(child.process.pid, signal.SIGKILL)
-        child.process.join(5)
-        self._replace(child, reason)
+        """SIGKILL `child`; the collector sees it die and records `reason` (_replace)."""
+        child.killed = reason
+        child.process.kill()  # not a pid reused after the collector reaped it
+
+    def skip(self, task_id: str) -> bool:
+        """Record `task_id` REVOKED without running it if it waits in a child (or for one)."""
+        with self.lock:
+            claim = self._recall(task_id)
+        if claim is None:
+            return False
+        outcome = None
+        try:
+            outcome = self.parent_executor.revoke(claim)
+        except Exception:
+            log.exception("could not record revoked task %s", claim.id)
+        self._done(claim, outcome)
+        return True
+
+    def _recall(self, task_id: str | None) -> Claim | None:
+        """With the lock: take back a claim not started (`task_id`'s, or any if None)."""
+        for i, (claim, _) in enumerate(self.parked):
+            if task_id is None or claim.id == task_id:
+                del self.parked[i]
+                return claim
+        for child in self.children:
+            waiting = child.waiting()  # only the first not started can be taken back
+            if waiting is None or (task_id is not None and waiting.claim.id != task_id):
+                continue
+            if child.withdraw(waiting):
+                return waiting.claim
+        return None
+
+    def recall(self) -> list[Claim]:
+        """Take back every claim no child has started (a warm stop returns them)."""
+        taken = []
+        with self.lock:
+            while (claim := self._recall(None)) is not None:
+                self.active.pop(claim.id, None)
+                taken.append(claim)
+        return taken
 
     def stop_task(self, task_id: str) -> bool:
-        """Kill the child running `task_id` and start another; the task becomes REVOKED."""
+        """Kill the child running `task_id` and start another; the task becomes REVOKED.
+        One that waits in a child is recorded REVOKED without running."""
+        if self.skip(task_id):
+            return True
         with self.lock:
-            child = next((c for c in self.children if c.claim and c.claim.id == task_id), None)
+            child = next(
+                (
+                    c
+                    for c in self.children
+                    if (current := c.running()) is not None and current[0].claim.id == task_id
+                ),
+                None,
+            )
         if child is None:
             return False
         log.warning("killing child process %s to terminate task %s", child.process.pid, task_id)
@@ -331,17 +587,34 @@ class PreforkPool(Pool):
         return True
 
     def _replace(self, child: _Child, reason: BaseException) -> None:
+        """In the collector: `child` died. Its reports still in the pipe count first; the
+        task it ran is recorded as lost, what waited in it is handed to others."""
         child.process.join(1)
         with self.lock:
-            if child not in self.children:
-                return
             self.children.remove(child)
             self.children.append(self._spawn())
-            claim, child.claim = child.claim, None
+        try:
+            while child.conn.poll():
+                seq, outcome = child.conn.recv()
+                self._free(child, seq, outcome)
+        except (EOFError, OSError):
+            pass
+        child.conn.close()
+        with self.lock:
+            started = child.board[STARTED]
+            lost = [h for h in child.handed if h.seq <= started]
+            again = [h for h in child.handed if h.seq > started]
+            child.handed.clear()
         log.error("child process %s exited (code %s)", child.process.pid, child.process.exitcode)
-        if claim is not None:
-            outcome = self.parent_executor.fail_lost(claim, child.killed or reason)
-            self._done(claim, outcome)
+        for handed in lost:
+            outcome = self.parent_executor.fail_lost(handed.claim, child.killed or reason)
+            self._done(handed.claim, outcome)
+        for handed in again:  # acknowledged or not, it runs once in another child
+            self.submit(handed.claim, acked=False)
+        try:
+            child.process.close()  # its sentinel's descriptor
+        except ValueError:
+            pass
 
     def terminate(self) -> list[Claim]:
         self.stopping = True

@@ -100,7 +100,16 @@ class Worker:
         multiplier = (
             conf.worker_prefetch_multiplier if prefetch_multiplier is None else prefetch_multiplier
         )
-        self.prefetch = max(1, self.concurrency * max(1, int(multiplier)))
+        multiplier = max(1, int(multiplier))
+        self.prefetch = max(1, self.concurrency * multiplier)
+        # Claims waiting in a prefork child behind its task come out of the prefetch: the
+        # worker holds what it runs and `prefetch` more, whatever the pool.
+        self.queued = min(PreforkPool.QUEUED, multiplier - 1) if self.pool_name == "prefork" else 0
+        self.batch = max(1, self.prefetch - self.concurrency * self.queued)  # claimed at once
+        # A busy pool's buffer is topped up when it falls to `low`, before it runs dry
+        # (see _top_up); `dry`: the last top-up found nothing, wait for the next claim.
+        self.low = self.batch // 2
+        self.dry = False
         self.hostname = hostname or default_hostname()
         options = conf.broker_transport_options or {}
         self.visibility = float(options.get("visibility_timeout", 60.0))
@@ -139,6 +148,8 @@ class Worker:
         self.pool = self._make_pool()
         self.pool.peek = lambda: self.buffer[0] if self.buffer else None
         self.pool.follow = self._follow
+        if isinstance(self.pool, PreforkPool) and self.pool.crowded:
+            self.app.broker.crowded()  # this thread's claims (the children say it themselves)
         self.pool.start()
         try:  # what was revoked before this worker started is skipped from the first claim
             self.sync_revoked()
@@ -147,7 +158,7 @@ class Worker:
         self._event(ev.WORKER_ONLINE)
         if self.metrics is not None:
             self.metrics.watch_worker(
-                self.app, self.queues, lambda: len(self.pool.active), lambda: len(self.buffer)
+                self.app, self.queues, lambda: len(self.pool.running()), lambda: len(self.buffer)
             )
         threading.Thread(target=self._heartbeat_loop, name="beatq-heartbeat", daemon=True).start()
         beat_thread = None
@@ -165,12 +176,12 @@ class Worker:
         try:
             self._consume()
             self._stop_beat(beat_thread)
+            self._release(self.pool.recall() + self._unbuffer())
             log.info(
                 "worker %s: warm shutdown, waiting for %d running task(s)",
                 self.hostname,
                 len(self.pool.active),
             )
-            self._release(self._unbuffer())
             self.pool.join()
         except ColdShutdown:
             # a second signal, wherever it landed: abort, requeue, leave
@@ -197,7 +208,9 @@ class Worker:
             return Executor(self.app, self.hostname)
 
         if self.pool_name == "prefork":
-            return PreforkPool(make_executor, self.concurrency, self._finished, self._hard_limit)
+            return PreforkPool(
+                make_executor, self.concurrency, self._finished, self._hard_limit, self.queued
+            )
         return POOLS[self.pool_name](make_executor, self.concurrency, self._finished)
 
     def _hard_limit(self, claim: Claim) -> float | None:
@@ -224,7 +237,8 @@ class Worker:
                 self.stopping.wait(delay)
                 continue
             while self.buffer and not self.stopping.is_set():
-                if not self.pool.acquire(timeout=0.2):
+                if not self.pool.acquire(timeout=0.2):  # or nudged: the buffer runs low
+                    self._top_up(broker)
                     continue
                 with self.handoff:
                     taken = None if self.stopping.is_set() else self._pop()
@@ -245,6 +259,8 @@ class Worker:
         if not self.buffer:
             return None
         claim = self.buffer.popleft()
+        if len(self.buffer) <= self.low and not self.dry and not self.pool.free():
+            self.pool.slots.nudge()  # the main thread tops the buffer up (_top_up)
         acked = self.acked == claim.id
         if acked:
             self.acked = None
@@ -290,10 +306,26 @@ class Worker:
             if not task.option("acks_late") and not task.option("track_started")
         )
 
+    def _top_up(self, broker: Any) -> None:
+        """The pool is busy and the buffer low: claim the rest of a batch now, so a slot
+        that frees up finds its next claim here rather than waiting for one."""
+        if self.dry or len(self.buffer) > self.low or self.pool.free() or self.stopping.is_set():
+            return
+        try:
+            claimed = broker.claim(
+                self.queues, self.batch - len(self.buffer), self.visibility, (), AHEAD
+            )
+        except BrokerError as exc:
+            log.error("could not claim more (%s); retrying once the buffer is empty", exc)
+            claimed = Claimed([], None)
+        if not self._hold(claimed):
+            self.dry = True
+
     def _fill(self, broker: Any) -> bool:
         """Claim a batch into the buffer; when there is none, wait for work. True if filled."""
+        self.dry = False
         ack_first = self.ack_first if self.pool.free() else ()
-        claimed = broker.claim(self.queues, self.prefetch, self.visibility, ack_first, AHEAD)
+        claimed = broker.claim(self.queues, self.batch, self.visibility, ack_first, AHEAD)
         # Said as soon as the broker answers, not after the wait for work that follows.
         if self.failures:
             log.warning("broker connection restored")
@@ -317,7 +349,7 @@ class Worker:
             if self.stopping.is_set():  # the signal came while claiming: don't wait
                 return False
             claimed = broker.wait_claim(
-                self.queues, timeout, self.prefetch, self.visibility, ack_first, AHEAD
+                self.queues, timeout, self.batch, self.visibility, ack_first, AHEAD
             )
         except _StopWaiting:
             return False
@@ -422,7 +454,7 @@ class Worker:
             "hostname": self.hostname,
             "pid": os.getpid(),
             "freq": self.heartbeat_interval,
-            "active": len(self.pool.active),
+            "active": len(self.pool.running()),
             "processed": self.processed,
             "pool": self.pool_name,
             "concurrency": self.concurrency,
@@ -450,7 +482,11 @@ class Worker:
             for task_id in [t for t, (when, _) in self.revoked.items() if when < horizon]:
                 del self.revoked[task_id]
         for task_id, terminate in fresh:
-            if terminate and task_id in self.pool.active:
+            if task_id not in self.pool.active:
+                continue  # not here, or in the buffer: skipped when its turn comes
+            if self.pool.skip(task_id):  # handed to the pool but not started
+                log.info("worker %s: revoked task %s skipped", self.hostname, task_id)
+            elif terminate:
                 log.warning("worker %s: terminating revoked task %s", self.hostname, task_id)
                 if not self.pool.stop_task(task_id):
                     log.warning("task %s finished before it could be terminated", task_id)
@@ -495,11 +531,13 @@ class Worker:
 
     def info(self) -> dict[str, Any]:
         """What `inspect` and `status` show, published with every heartbeat."""
-        active = [
-            self._describe(claim, time_start=started)
-            for claim, started in list(self.pool.active.values())
-        ]
-        reserved = [self._describe(claim) for claim in list(self.buffer)[:100]]
+        running = self.pool.running()
+        active = [self._describe(claim, time_start=started) for claim, started in running]
+        ids = {claim.id for claim, _ in running}
+        # claimed and not started: waiting in the pool (a prefork child's next), then the buffer
+        waiting = [c for c, _ in list(self.pool.active.values()) if c.id not in ids]
+        waiting += list(self.buffer)
+        reserved = [self._describe(claim) for claim in waiting[:100]]
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return {
             "hostname": self.hostname,
@@ -510,7 +548,7 @@ class Worker:
             "started": self.started_at,
             "registered": sorted(self.app.tasks),
             "active": active,
-            "reserved": len(self.buffer),
+            "reserved": len(waiting),
             "reserved_tasks": reserved,  # claimed, waiting for a pool slot (the first 100)
             "timezone": str(self.app.conf.timezone),
             "processed": self.processed,

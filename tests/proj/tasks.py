@@ -126,6 +126,13 @@ def dl_exit(code=1):
     os._exit(code)
 
 
+@app.task
+def dl_exit_after(seconds, code=1):
+    """The process running it dies after `seconds`."""
+    time.sleep(seconds)
+    os._exit(code)
+
+
 @app.task(time_limit=0.5)
 def dl_blocked_sleep(seconds):
     """Stuck where SIGALRM cannot reach it (as in C code): only the prefork parent can stop it."""
