@@ -107,8 +107,9 @@ class Worker:
         self.queued = min(PreforkPool.QUEUED, multiplier - 1) if self.pool_name == "prefork" else 0
         self.batch = max(1, self.prefetch - self.concurrency * self.queued)  # claimed at once
         # A busy pool's buffer is topped up when it falls to `low`, before it runs dry
-        # (see _top_up); `dry`: the last top-up found nothing, wait for the next claim.
-        self.low = self.batch // 2
+        # (see _top_up): a quarter, so each top-up claims most of a batch in its round
+        # trip. `dry`: the last top-up found nothing, wait for the next claim.
+        self.low = self.batch // 4
         self.dry = False
         self.hostname = hostname or default_hostname()
         options = conf.broker_transport_options or {}
