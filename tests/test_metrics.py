@@ -40,6 +40,34 @@ def reachable(port: int):
 
 
 @pytest.mark.backends("redis", "sqlite")
+def test_a_prefork_worker_holds_what_runs_and_its_prefetch_more(app, start_worker):
+    """Claims handed to a busy child to wait behind its task count as reserved, and come
+    out of the prefetch (concurrency 1 x multiplier 4): the worker holds at most 1 + 4,
+    whatever waits where."""
+    from tests.proj.tasks import add, sleep
+
+    port = free_port()
+    start_worker("-P", "prefork", "-c", "1", "--metrics-port", str(port))
+    wait_for(lambda: reachable(port), 10, "the metrics endpoint")
+    blocker = sleep.delay(3, "block")
+    wait_for(lambda: journal("runs"), 10, "the blocker to start")
+    waiting = [add.delay(i, i) for i in range(8)]
+
+    def settled():  # a scrape taken while no claim was under way: nothing counted twice
+        s = scrape(port)
+        reserved = value(s, "beatq_worker_reserved_tasks")
+        depth = value(s, "beatq_queue_depth", queue="celery")
+        return reserved and depth is not None and reserved + depth == 8 and s
+
+    samples = wait_for(settled, 10, "the worker's claims to settle")
+    assert value(samples, "beatq_worker_active_tasks") == 1
+    # two wait in the child (counted), at least one in the buffer, no more than 4 in all
+    assert 3 <= value(samples, "beatq_worker_reserved_tasks") <= 4
+    blocker.get(timeout=scaled(10))
+    assert [r.get(timeout=scaled(10)) for r in waiting] == [2 * i for i in range(8)]
+
+
+@pytest.mark.backends("redis", "sqlite")
 def test_worker_metrics_count_what_prefork_children_ran(app, start_worker):
     from tests.proj.tasks import add, fail, flaky, sleep
 
@@ -51,13 +79,16 @@ def test_worker_metrics_count_what_prefork_children_ran(app, start_worker):
     blocker = sleep.delay(3, "block")
     wait_for(lambda: journal("runs"), 10, "the blocker to start")
     waiting = [add.delay(i, i) for i in range(4)]
-    # one add is claimed (prefetch 1) and waits for the slot; three stay in the queue
-    samples = wait_for(
-        lambda: (s := scrape(port)) and value(s, "beatq_worker_reserved_tasks") == 1 and s,
-        10,
-        "one reserved task",
-    )
-    assert value(samples, "beatq_queue_depth", queue="celery") == 3
+
+    # one add is claimed (prefetch 1) and waits for the slot; three stay in the queue. A
+    # scrape reads the depth, then the worker's counts: a claim made in between (the
+    # SQLite worker polls for work) shows 4 and 1 at once, so both are awaited together.
+    def settled():
+        s = scrape(port)
+        depth = value(s, "beatq_queue_depth", queue="celery")
+        return value(s, "beatq_worker_reserved_tasks") == 1 and depth == 3 and s
+
+    samples = wait_for(settled, 10, "one reserved task and three in the queue")
     assert value(samples, "beatq_worker_active_tasks") == 1
     blocker.get(timeout=scaled(10))
     assert [r.get(timeout=scaled(10)) for r in waiting] == [0, 2, 4, 6]

@@ -159,7 +159,10 @@ class Worker:
         self._event(ev.WORKER_ONLINE)
         if self.metrics is not None:
             self.metrics.watch_worker(
-                self.app, self.queues, lambda: len(self.pool.running()), lambda: len(self.buffer)
+                self.app,
+                self.queues,
+                lambda: len(self.pool.running()),
+                lambda: len(self._waiting(self.pool.running())),
             )
         threading.Thread(target=self._heartbeat_loop, name="beatq-heartbeat", daemon=True).start()
         beat_thread = None
@@ -530,14 +533,18 @@ class Worker:
             entry.update(name="?", args="?", kwargs="?")
         return entry
 
+    def _waiting(self, running: list[tuple[Claim, float]]) -> list[Claim]:
+        """The claims held and not started: in the pool (a prefork child's next), then in
+        the buffer. `running`: the pool's running claims."""
+        ids = {claim.id for claim, _ in running}
+        waiting = [claim for claim, _ in list(self.pool.active.values()) if claim.id not in ids]
+        return waiting + list(self.buffer)
+
     def info(self) -> dict[str, Any]:
         """What `inspect` and `status` show, published with every heartbeat."""
         running = self.pool.running()
         active = [self._describe(claim, time_start=started) for claim, started in running]
-        ids = {claim.id for claim, _ in running}
-        # claimed and not started: waiting in the pool (a prefork child's next), then the buffer
-        waiting = [c for c, _ in list(self.pool.active.values()) if c.id not in ids]
-        waiting += list(self.buffer)
+        waiting = self._waiting(running)
         reserved = [self._describe(claim) for claim in waiting[:100]]
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return {
