@@ -5,6 +5,7 @@ SPEC §6: `-P prefork|threads|solo -c N`; `time_limit`/`soft_time_limit` stop a 
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import time
@@ -233,3 +234,32 @@ def test_prefork_a_warm_stop_returns_what_waits_in_a_child(app, start_worker):
     assert app.broker.queue_length("celery") == 2, "it went back to its queue"
     start_worker("-P", "solo")
     assert [r.get(timeout=scaled(10)) for r in later] == ["later0", "later1"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+def test_prefork_children_killed_mid_drain_lose_and_double_nothing(app, start_worker):
+    """kill -9 of a child, again and again, while its siblings drain: the task it ran fails
+    with WorkerLostError, what waited in it runs once elsewhere, nothing runs twice."""
+    from tests.proj.tasks import sleep
+
+    results = [sleep.delay(0.01, f"k{i}") for i in range(300)]
+    worker = start_worker("-P", "prefork", "-c", "2")
+    kills = 0
+    deadline = time.monotonic() + scaled(30)
+    while not all(r.ready() for r in results):
+        assert time.monotonic() < deadline, "the drain did not end"
+        children = children_of(worker.pid)
+        if kills < 6 and len(children) == 2 and len(journal("runs")) > 40 * (kills + 1):
+            os.kill(sorted(children)[kills % 2], signal.SIGKILL)
+            kills += 1
+        time.sleep(0.02)
+    assert kills == 6
+    failed = [r for r in results if r.state == "FAILURE"]
+    assert 1 <= len(failed) <= kills, "a kill fails the task it cut short, and only that one"
+    assert all(isinstance(r.result, WorkerLostError) for r in failed)
+    starts = collections.Counter(e.split(":")[0] for e in journal("runs") if ":start:" in e)
+    assert max(starts.values()) == 1, "no task ran twice"
+    ok = [r for r in results if r.state == "SUCCESS"]
+    assert len(ok) + len(failed) == 300
+    assert all(starts[r.result] == 1 for r in ok)
+    assert app.broker.queue_length("celery") == 0
