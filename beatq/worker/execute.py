@@ -320,6 +320,15 @@ class Executor:
         self._fail([claim], message, task, request, exc, None, states.REVOKED, ev.TASK_REVOKED)
         return Outcome(message.task, states.REVOKED)
 
+    def skip(self, claim: Claim) -> Outcome | None:
+        """`revoke` a claim never started; a failure to record it is logged, not raised
+        (the worker counts the claim done either way)."""
+        try:
+            return self.revoke(claim)
+        except Exception:
+            log.exception("could not record revoked task %s", claim.id)
+            return None
+
     def _retry(self, ack: list[Claim], message: Message, task: Task, exc: Retry) -> None:
         sig = exc.sig
         log.info("Task %s[%s] retry: %s", message.task, message.id, exc)

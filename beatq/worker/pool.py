@@ -278,6 +278,9 @@ def _child(
         conn.send((seq, outcome))  # the parent counts it (metrics)
 
 
+STARTED, FLOOR, SINCE = 0, 1, 2  # a child's board: see _Child
+
+
 def _begin(board: Any, seq: int) -> bool:
     """In the child: start the claim numbered `seq`, unless the parent took it back."""
     with board.get_lock():
@@ -285,9 +288,6 @@ def _begin(board: Any, seq: int) -> bool:
             return False
         board[STARTED], board[SINCE] = seq, time.monotonic()
         return True
-
-
-STARTED, FLOOR, SINCE = 0, 1, 2  # a child's board: see _Child
 
 
 class _Handed:
@@ -535,12 +535,7 @@ class PreforkPool(Pool):
             claim = self._recall(task_id)
         if claim is None:
             return False
-        outcome = None
-        try:
-            outcome = self.parent_executor.revoke(claim)
-        except Exception:
-            log.exception("could not record revoked task %s", claim.id)
-        self._done(claim, outcome)
+        self._done(claim, self.parent_executor.skip(claim))
         return True
 
     def _recall(self, task_id: str | None) -> Claim | None:

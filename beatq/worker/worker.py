@@ -290,12 +290,7 @@ class Worker:
 
     def _skip_revoked(self, claim: Claim) -> None:
         assert self.executor is not None
-        outcome = None
-        try:
-            outcome = self.executor.revoke(claim)
-        except Exception:
-            log.exception("could not record revoked task %s", claim.id)
-        self._finished(claim, outcome)
+        self._finished(claim, self.executor.skip(claim))
 
     def _acked_at_start(self) -> frozenset[str]:
         """The tasks acknowledged right before they start (not acks_late, no STARTED
