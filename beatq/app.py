@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from . import events as ev
-from . import timeutils
+from . import timezones
 from .brokers import Backend, Outgoing, ResultWrite, connect
 from .canvas import Signature, as_signatures
 from .conf import Settings
@@ -88,7 +88,7 @@ class Beatq:
 
     @property
     def timezone(self) -> tzinfo:
-        return timeutils.get_zone(self.conf.timezone)
+        return timezones.get_zone(self.conf.timezone)
 
     def now(self) -> datetime:
         """The current time in the app's time zone."""
@@ -200,7 +200,7 @@ class Beatq:
         countdown = options.pop("countdown", None)
         if eta is not None:
             eta_ts = (
-                timeutils.to_timestamp(eta, self.timezone)
+                timezones.to_timestamp(eta, self.timezone)
                 if isinstance(eta, datetime)
                 else float(eta)
             )
@@ -227,7 +227,7 @@ class Beatq:
             options=exec_options,
             queue=queue,
             eta=eta_ts,
-            expires=None if expires is None else timeutils.expiry_timestamp(expires, self.timezone),
+            expires=None if expires is None else timezones.expiry_timestamp(expires, self.timezone),
             retries=int(exec_options.pop("retries", 0)),
             parent=exec_options.pop("parent_id", None),
             root=exec_options.pop("root_id", None),

@@ -33,8 +33,8 @@ from ..brokers import BeatDispatch, Outgoing
 from ..exceptions import BrokerError, LeaseLost, ScheduleError
 from ..messages import Message
 from ..metrics import Metrics
-from ..timeutils import format_time
-from ..timing import nap_until, tighten_timer_slack
+from ..timezones import format_time
+from ..wakeup import nap_until, tighten_timer_slack
 from .entries import Entry
 from .lease import LeaderLease
 from .loader import load_all, schedule_files
@@ -326,7 +326,7 @@ class Beat:
     def _sleep(self, seconds: float, precise: bool) -> None:
         """Wait `seconds`, or less if stopped. Before a run (`precise`) the wait ends `lead`
         seconds early: the run is made ready (a long wait wakes late, and the first
-        Python after it runs ~10× slower than warm), then the rest is napped (timing.py)
+        Python after it runs ~10× slower than warm), then the rest is napped (wakeup.py)
         and the broker is woken `prime_ahead` before the instant (see Backend.prime)."""
         end = time.monotonic() + seconds
         if not precise or seconds <= 0:

@@ -13,10 +13,11 @@ log = logging.getLogger("beatq.beat")
 class LeaderLease:
     """Acquire, renew and release lease `name` for `holder`.
 
-    The broker sets it only when free (SET NX with an expiry) and hands out a token that
-    grows with every acquisition; each dispatch carries the token, and the broker refuses
-    one whose token is not the current holder's. Renewal happens at a third of the ttl,
-    so two renewals can fail before the lease is lost.
+    The backend grants it in one atomic step, only when no live holder has it (none, or
+    its expiry has passed), with an expiry `ttl` seconds ahead, and hands out a token that
+    grows with every acquisition (`Backend.acquire_lease`). Each dispatch carries the
+    token, and the backend refuses one whose token is not the current holder's. Renewal
+    happens at a third of the ttl, so two renewals can fail before the lease is lost.
     """
 
     def __init__(self, backend: Backend, name: str, holder: str, ttl: float) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from ..exceptions import ConfigurationError, ScheduleError
-from ..timeutils import get_zone
+from ..timezones import get_zone
 from .entries import CATCHUP, OVERLAP, Entry
 from .schedules import ScheduleSyntaxError, crontab, every, once, parse_duration
 

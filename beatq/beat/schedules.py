@@ -2,7 +2,8 @@
 
 No app and no clock inside: `next_after` works in `dt`'s zone and returns an aware
 datetime in that zone (or None when nothing is left). The beat, `schedule check` and
-the tests all call it.
+the tests all call it. Users import these names from `beatq` or from `beatq.schedules`,
+an alias module kept for code written against Celery's `celery.schedules`.
 
 Daylight saving follows Vixie cron, as SPEC §4 states:
 - an entry at fixed hours runs once per matching local day: a time skipped by a

@@ -434,7 +434,7 @@ class RedisBackend(Backend):
         calls = [(keys, self._dispatch_args(holder, token, r)) for r in runs]
         with _errors(self.url):
             # no spin for the reply: on a small host, Redis and the worker this wakes may
-            # be queued on the beat's own CPU (see timing.py)
+            # be queued on the beat's own CPU (see wakeup.py)
             replies = self.calls.fcall_many("beat_dispatch", calls, spin=False)
         return [r.decode() if isinstance(r, bytes) else str(r) for r in replies]
 

@@ -15,7 +15,7 @@ from ..beat import Beat
 from ..beat.beat import LEASE_NAME
 from ..beat.loader import load_all, schedule_files
 from ..exceptions import ScheduleError
-from ..timeutils import format_time, get_zone
+from ..timezones import format_time, get_zone
 from .base import (
     EXIT_FAILED,
     EXIT_USAGE,

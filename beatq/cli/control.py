@@ -8,7 +8,7 @@ import time
 
 import click
 
-from ..timeutils import format_time
+from ..timezones import format_time
 from .base import EXIT_FAILED, get_app, handle_errors, loglevel_option, require_shared_broker
 
 

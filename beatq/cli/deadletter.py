@@ -8,7 +8,7 @@ import sys
 import click
 
 from .. import messages
-from ..timeutils import format_time
+from ..timezones import format_time
 from .base import EXIT_FAILED, get_app, handle_errors, loglevel_option
 
 

@@ -18,7 +18,7 @@ import click
 
 from ..beat.beat import LEASE_NAME
 from ..events import Event, State
-from ..timeutils import format_time
+from ..timezones import format_time
 from .base import get_app, handle_errors, loglevel_option, require_shared_broker
 
 CLEAR = "\x1b[H\x1b[2J"

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from .. import messages
-from ..timeutils import format_time
+from ..timezones import format_time
 from .base import EXIT_FAILED, get_app, handle_errors, loglevel_option
 
 

@@ -12,7 +12,7 @@ import click
 from .. import states
 from ..exceptions import TimeoutError
 from ..result import AsyncResult
-from ..timeutils import format_time
+from ..timezones import format_time
 from .base import EXIT_FAILED, EXIT_NOT_READY, get_app, handle_errors, loglevel_option
 
 

@@ -25,7 +25,7 @@ from ..app import Beatq
 from ..beat.beat import LEASE_NAME
 from ..brokers import Backend
 from ..exceptions import ConfigurationError
-from ..timeutils import get_zone
+from ..timezones import get_zone
 from . import timefmt
 from .tasks import TaskFeed
 

@@ -27,7 +27,7 @@ from ..exceptions import BrokerError, Reject, Retry, TaskRevokedError
 from ..messages import Message
 from ..result import encode_meta, make_meta, result_ttl
 from ..task import Request, Task
-from ..timing import until_wall
+from ..wakeup import until_wall
 from .limits import raise_in, time_limits
 
 log = logging.getLogger("beatq.worker")

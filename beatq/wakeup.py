@@ -1,5 +1,5 @@
-"""How beatq meets an instant (the beat its send, a worker a held task's eta): a long wait
-that ends early, then short naps.
+"""Waking up on time: how beatq waits until an instant (the beat its send, a worker a
+held task's eta), a long wait that ends early, then short naps.
 
 A timed wait wakes late, and the longer it was the later: on a virtual machine, whose idle
 CPU the host halts, a 10 ms sleep wakes ~0.2 ms late and a 0.1 ms one ~10 µs late (with

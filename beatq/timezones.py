@@ -1,4 +1,7 @@
-"""Time zones and instants: `zoneinfo` inside, pytz and naive datetimes accepted at the edge."""
+"""Time zones and the instants read or printed in them: `zoneinfo` inside, pytz zones and
+naive datetimes accepted at the edge, every printed time carrying its UTC offset.
+
+(Waiting until an instant is another matter: `wakeup.py`.)"""
 
 from __future__ import annotations
 
