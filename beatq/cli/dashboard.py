@@ -41,6 +41,20 @@ from .base import EXIT_USAGE, get_app, handle_errors, loglevel_option
 @click.option(
     "-Q", "--queues", help="More queues to show, comma separated (known ones are always shown)."
 )
+@click.option(
+    "--max-connections",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Connections served at once, open pages' live streams included; past it, 503.",
+)
+@click.option(
+    "--timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds a connection may stay silent (mid-request or between requests).",
+)
 @loglevel_option
 @click.pass_context
 @handle_errors
@@ -51,6 +65,8 @@ def dashboard(
     token: str | None,
     basic_auth: str | None,
     queues: str | None,
+    max_connections: int,
+    timeout: float,
     loglevel: str | None,
 ) -> None:
     """Serve the web dashboard: workers, queues, recent tasks, schedules, the beat leader
@@ -67,7 +83,15 @@ def dashboard(
     app.broker.ping()
     board = Dashboard(app, [q.strip() for q in (queues or "").split(",")])
     try:
-        server = serve(board, host, port, token=token, basic_auth=basic_auth)
+        server = serve(
+            board,
+            host,
+            port,
+            token=token,
+            basic_auth=basic_auth,
+            max_connections=max_connections,
+            timeout=timeout,
+        )
     except OSError as exc:
         click.echo(f"Error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
         sys.exit(EXIT_USAGE)

@@ -13,10 +13,17 @@
 Live updates are Server-Sent Events: one long response per open page, which the
 browser's EventSource reconnects by itself. Auth, when configured, is a token
 (`Authorization: Bearer`, or `?token=` once, which sets a cookie for the rest) or HTTP
-basic auth; both are compared in constant time. POSTs must carry `X-Beatq: 1`, a header a
-page of another origin cannot send without a CORS preflight this server never grants.
-A server bound to loopback also refuses requests whose Host is not a loopback name, so
-a web page cannot reach it through DNS rebinding.
+basic auth; both are compared in constant time. POSTs must carry `X-Beatq: 1` and
+`Content-Type: application/json`, which a page of another origin cannot send without a CORS
+preflight this server never grants. A server bound to loopback also refuses requests whose
+Host is not a loopback name, so a web page cannot reach it through DNS rebinding.
+
+Framing is decided in one place (`Handler.parse_request`): a request's declared body is read
+in full before anything else looks at the request, and a malformed or oversized framing is
+refused at once; every error answer closes the connection. So no request body is ever parsed
+as the next request on a kept-alive connection (a cross-site "simple" POST cannot smuggle a
+request past the checks). Each connection has a socket timeout, and at most
+`max_connections` are served at once (live streams included); past that, 503.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import socket
 import threading
 from http import HTTPStatus
@@ -57,6 +65,12 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+MAX_BODY = 1_000_000  # bytes: the API's bodies are a few hundred
+TIMEOUT = 10.0  # seconds a connection may stay silent (headers, body, or between requests)
+MAX_CONNECTIONS = 64
+# a Host header: a name or [IPv6], then an optional port; nothing else (no userinfo, no path)
+HOST_HEADER = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9.-]+))(?::\d{1,5})?")
+SECRET_IN_QUERY = re.compile(r"(token=)[^&\s\"']*", re.IGNORECASE)
 
 
 def is_loopback(host: str) -> bool:
@@ -132,7 +146,21 @@ class DashboardServer(ThreadingHTTPServer):
     daemon_threads = True
     interval = 1.0  # seconds between pushes on the stream when nothing happens
 
-    def __init__(self, board: Dashboard, host: str, port: int, auth: Auth) -> None:
+    def __init__(
+        self,
+        board: Dashboard,
+        host: str,
+        port: int,
+        auth: Auth,
+        max_connections: int = MAX_CONNECTIONS,
+        timeout: float = TIMEOUT,
+    ) -> None:
+        if max_connections < 1:
+            raise ConfigurationError(f"--max-connections must be at least 1, not {max_connections}")
+        if not timeout > 0:
+            raise ConfigurationError(
+                f"--timeout must be positive seconds, not {timeout}"
+            )
         if not is_loopback(host) and not auth.enabled:
             raise ConfigurationError(
                 f"refusing to serve the dashboard on {host} without authentication: "
@@ -142,6 +170,9 @@ class DashboardServer(ThreadingHTTPServer):
         self.auth = auth
         self.loopback = is_loopback(host)
         self.stopping = threading.Event()
+        self.max_connections = max_connections
+        self.timeout_seconds = timeout
+        self.slots = threading.BoundedSemaphore(max_connections)
         self.static = {
             name: (resources.files(__package__) / "static" / name).read_bytes() for name in STATIC
         }
@@ -161,15 +192,98 @@ class DashboardServer(ThreadingHTTPServer):
         self.shutdown()
         self.server_close()
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # one thread per connection, but never more than max_connections of them
+        if not self.slots.acquire(blocking=False):
+            self._refuse_busy(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def _refuse_busy(self, request: socket.socket) -> None:
+        """503 on a connection past the cap, written here in the accepting thread: a small
+        answer into a fresh socket's empty buffer does not block."""
+        body = json.dumps(
+            {"error": f"too many connections (at most {self.max_connections}); try again later"}
+        ).encode()
+        head = [
+            "HTTP/1.1 503 Service Unavailable",
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+            "Connection: close",
+            "Retry-After: 1",
+            *(f"{name}: {value}" for name, value in SECURITY_HEADERS.items()),
+        ]
+        try:
+            request.settimeout(1.0)
+            request.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        except OSError:
+            pass
+        log.warning(
+            "dashboard: refused a connection: %d already open (--max-connections)",
+            self.max_connections,
+        )
+        self.shutdown_request(request)
+
 
 class Handler(BaseHTTPRequestHandler):
     server: DashboardServer
     protocol_version = "HTTP/1.1"
     server_version = "beatq-dashboard"
+    body = b""
+
+    def setup(self) -> None:
+        self.timeout = self.server.timeout_seconds  # StreamRequestHandler puts it on the socket
+        super().setup()
 
     # -- plumbing --------------------------------------------------------------------------
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
-        log.debug("%s " + format, self.client_address[0], *args)
+        # the request line may carry ?token=...: never write a credential to a log
+        log.debug("%s %s", self.client_address[0], SECRET_IN_QUERY.sub(r"\1***", format % args))
+
+    def parse_request(self) -> bool:
+        """The base's parsing, then the body's framing, decided here for every request:
+        the declared body is read in full now, so it can never be taken for the next
+        request, and a framing this server does not trust is refused at once."""
+        self.body = b""
+        if not super().parse_request():
+            return False
+        if self.headers.get("Transfer-Encoding") is not None:
+            self.send_error(HTTPStatus.NOT_IMPLEMENTED, "chunked request bodies are not supported")
+            return False
+        lengths = self.headers.get_all("Content-Length") or []
+        if len(lengths) > 1:
+            self.send_error(HTTPStatus.BAD_REQUEST, "more than one Content-Length header")
+            return False
+        declared = lengths[0].strip() if lengths else "0"
+        if not declared.isascii() or not declared.isdigit():
+            self.send_error(HTTPStatus.BAD_REQUEST, f"bad Content-Length {declared[:20]!r}")
+            return False
+        if int(declared) > MAX_BODY:
+            self.send_error(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"request body too large ({declared} bytes; at most {MAX_BODY})",
+            )
+            return False
+        self.body = self.rfile.read(int(declared))
+        if len(self.body) < int(declared):  # the client hung up mid-body
+            self.close_connection = True
+            return False
+        return True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The base's errors (bad request line, unsupported method...) in this server's
+        shape: JSON, the security headers, and the connection closed."""
+        self._error(code, message or self.responses.get(code, ("error",))[0])
 
     def _send(
         self,
@@ -184,6 +298,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         for name, value in {**SECURITY_HEADERS, **(headers or {})}.items():
             self.send_header(name, value)
+        if status >= 400:
+            # a refusal never leaves a connection open for whatever follows on it
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -198,12 +315,8 @@ class Handler(BaseHTTPRequestHandler):
     def _host_ok(self) -> bool:
         if not self.server.loopback:
             return True
-        host = (self.headers.get("Host") or "").strip()
-        if host.startswith("["):  # [::1]:5555
-            name = host[1 : host.find("]")]
-        else:
-            name = host.rsplit(":", 1)[0]
-        return is_loopback(name)
+        host = HOST_HEADER.fullmatch((self.headers.get("Host") or "").strip())
+        return host is not None and is_loopback(host["v6"] or host["name"])
 
     def _gate(self) -> bool:
         """True if the request may go on; otherwise the refusal has been sent."""
@@ -274,8 +387,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("X-Accel-Buffering", "no")
         for name, value in SECURITY_HEADERS.items():
             self.send_header(name, value)
+        self.send_header("Connection", "close")  # the stream ends only with the connection
         self.end_headers()
-        self.close_connection = True
+        if self.command == "HEAD":
+            return
         server = self.server
         while not server.stopping.is_set():
             try:
@@ -300,6 +415,11 @@ class Handler(BaseHTTPRequestHandler):
         if self.headers.get("X-Beatq") != "1":
             self._error(HTTPStatus.FORBIDDEN, "missing header X-Beatq: 1")
             return
+        if self.headers.get_content_type() != "application/json":
+            self._error(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send the body as Content-Type: application/json"
+            )
+            return
         try:
             body = self._body()
         except ValueError as exc:
@@ -320,15 +440,16 @@ class Handler(BaseHTTPRequestHandler):
                 board.set_paused(parts[2], parts[3] == "pause")
                 self._json(HTTPStatus.OK, {"entry": parts[2], "paused": parts[3] == "pause"})
             elif len(parts) == 4 and parts[:2] == ["api", "tasks"] and parts[3] == "revoke":
-                board.revoke(parts[2], terminate=bool(body.get("terminate")))
+                board.revoke(parts[2], terminate=_flag(body, "terminate"))
                 self._json(HTTPStatus.OK, {"revoked": parts[2]})
             elif parts == ["api", "dead-letters", "requeue"]:
                 ids = body.get("ids")
-                if not body.get("all") and not (
+                everything = _flag(body, "all")
+                if not everything and not (
                     isinstance(ids, list) and ids and all(isinstance(i, str) for i in ids)
                 ):
                     raise ValueError('send {"ids": ["…"]} or {"all": true}')
-                moved = board.requeue(None if body.get("all") else ids)
+                moved = board.requeue(None if everything else ids)
                 self._json(HTTPStatus.OK, {"requeued": moved})
             else:
                 self._error(HTTPStatus.NOT_FOUND, f"no such action {self.path!r}")
@@ -340,17 +461,22 @@ class Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"broker unreachable: {exc}")
 
     def _body(self) -> dict[str, Any]:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > 1_000_000:
-            raise ValueError("request body too large")
-        raw = self.rfile.read(length) if length else b"{}"
         try:
-            data = json.loads(raw or b"{}")
+            data = json.loads(self.body or b"{}")
         except ValueError:
             raise ValueError("request body is not JSON") from None
         if not isinstance(data, dict):
             raise ValueError("request body must be a JSON object")
         return data
+
+
+def _flag(body: dict[str, Any], name: str) -> bool:
+    """A yes/no field of a POST body: absent is false; anything but a JSON boolean is refused
+    (`"no"` is truthy in Python, and must not terminate a task)."""
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{name!r} must be true or false, not {json.dumps(value)}")
+    return value
 
 
 def _query(query: dict[str, list[str]]) -> str:
@@ -363,6 +489,8 @@ def serve(
     port: int = 5555,
     token: str | None = None,
     basic_auth: str | None = None,
+    max_connections: int = MAX_CONNECTIONS,
+    timeout: float = TIMEOUT,
 ) -> DashboardServer:
     """A bound server (not yet serving): call `serve_forever()`, and `stop()` to end it."""
-    return DashboardServer(board, host, port, Auth(token, basic_auth))
+    return DashboardServer(board, host, port, Auth(token, basic_auth), max_connections, timeout)
