@@ -158,9 +158,7 @@ class DashboardServer(ThreadingHTTPServer):
         if max_connections < 1:
             raise ConfigurationError(f"--max-connections must be at least 1, not {max_connections}")
         if not timeout > 0:
-            raise ConfigurationError(
-                f"--timeout must be positive seconds, not {timeout}"
-            )
+            raise ConfigurationError(f"--timeout must be positive seconds, not {timeout}")
         if not is_loopback(host) and not auth.enabled:
             raise ConfigurationError(
                 f"refusing to serve the dashboard on {host} without authentication: "
