@@ -14,23 +14,17 @@ from typing import Any
 from . import events as ev
 from . import timezones
 from .brokers import Backend, Outgoing, ResultWrite, connect
+from .builtins import register_builtins
 from .canvas import Signature, as_signatures
 from .conf import Settings
+from .context import current_app as current_app  # where `beatq.app.current_app` was
+from .context import set_current
 from .control import Control
 from .exceptions import BrokerError, ConfigurationError, NotRegistered
 from .messages import Message, new_id
 from .messages import decode as decode_message
 from .result import AsyncResult
 from .task import Task
-
-_current: list[Beatq] = []
-
-
-def current_app() -> Beatq:
-    """The most recently created app (what `AsyncResult(id)` uses without `app=`)."""
-    if not _current:
-        raise ConfigurationError("no beatq app exists yet; create one with Beatq('proj')")
-    return _current[-1]
 
 
 class Beatq:
@@ -63,9 +57,7 @@ class Beatq:
         self._lock = threading.Lock()
         self.events = ev.Events(self)
         self.control = Control(self)
-        _current.append(self)
-        from .builtins import register_builtins
-
+        set_current(self)
         register_builtins(self)
 
     # -- settings ------------------------------------------------------------------------

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import states
 from .canvas import Followup, Plan, all_ids, expand, maybe_signature
+from .context import App
 from .exceptions import ChordError
 from .result import decode_meta, dict_to_exception, group_key, is_exception_dict, result_ttl
-
-if TYPE_CHECKING:
-    from .app import Beatq
+from .workflow import errback_plan, failure_writes, tail_joins
 
 
-def register_builtins(app: Beatq) -> None:
+def register_builtins(app: App) -> None:
     @app.task(name="beatq.map")
     def map_(task: dict[str, Any], it: list[Any]) -> list[Any]:
         """`xsum.map([range(10), range(100)])`: the task over each item, in one message."""
@@ -48,14 +47,12 @@ def register_builtins(app: Beatq) -> None:
 
 
 def _fail_body(
-    app: Beatq,
+    app: App,
     body: dict[str, Any],
     extra: dict[str, Any] | None,
     member: str,
     meta: dict[str, Any] | None,
 ) -> Followup:
-    from .worker.execute import errback_plan, failure_writes, tail_joins
-
     if meta is None:
         reason = "has no result (ignore_result, or it expired)"
     else:

@@ -20,14 +20,12 @@ import copy
 import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .brokers import ChordJoin, Outgoing, ResultWrite
+from .context import App, TaskLike, current_app
 from .messages import new_id
-
-if TYPE_CHECKING:
-    from .app import Beatq
-    from .task import Task
+from .result import AsyncResult, EagerResult, GroupResult, encode_group
 
 
 class Signature(dict):
@@ -37,12 +35,12 @@ class Signature(dict):
 
     def __init__(
         self,
-        task: str | Task | Mapping[str, Any],
+        task: str | TaskLike | Mapping[str, Any],
         args: Iterable[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         options: Mapping[str, Any] | None = None,
         immutable: bool = False,
-        app: Beatq | None = None,
+        app: App | None = None,
         **extra_options: Any,
     ) -> None:
         if isinstance(task, Mapping):
@@ -110,16 +108,14 @@ class Signature(dict):
         return self.options.get("task_id")
 
     @property
-    def app(self) -> Beatq:
+    def app(self) -> App:
         if self._app is None:
-            from .app import current_app
-
             self._app = current_app()
         return self._app
 
     @property
-    def type(self) -> Task:
-        """The registered task this signature calls."""
+    def type(self) -> Any:
+        """The registered task (a `beatq.task.Task`) this signature calls."""
         return self.app.tasks[self.task]
 
     # -- building ------------------------------------------------------------------------
@@ -217,7 +213,7 @@ class chain(Signature):  # noqa: N801 (Celery's name)
 
     subtask_type = "chain"
 
-    def __init__(self, *tasks: Any, app: Beatq | None = None, **options: Any) -> None:
+    def __init__(self, *tasks: Any, app: App | None = None, **options: Any) -> None:
         if len(tasks) == 1 and isinstance(tasks[0], Mapping) and "task" not in tasks[0]:
             raise TypeError("chain() takes signatures")
         if (
@@ -267,7 +263,7 @@ class group(Signature):  # noqa: N801
 
     subtask_type = "group"
 
-    def __init__(self, *tasks: Any, app: Beatq | None = None, **options: Any) -> None:
+    def __init__(self, *tasks: Any, app: App | None = None, **options: Any) -> None:
         if (
             len(tasks) == 1
             and isinstance(tasks[0], Mapping)
@@ -310,7 +306,7 @@ class chord(Signature):  # noqa: N801
     subtask_type = "chord"
 
     def __init__(
-        self, header: Any, body: Any = None, app: Beatq | None = None, **options: Any
+        self, header: Any, body: Any = None, app: App | None = None, **options: Any
     ) -> None:
         if isinstance(header, Mapping) and header.get("subtask_type") == "chord":
             super().__init__(dict(header), app=app)
@@ -354,7 +350,7 @@ _TYPES: dict[str | None, type[Signature]] = {
 }
 
 
-def maybe_signature(value: Any, app: Beatq | None = None) -> Signature:
+def maybe_signature(value: Any, app: App | None = None) -> Signature:
     """The Signature (or chain, group, chord) for a signature or its dict."""
     if isinstance(value, Signature):
         if app is not None and value._app is None:
@@ -369,11 +365,11 @@ def maybe_signature(value: Any, app: Beatq | None = None) -> Signature:
 
 
 def signature(
-    task: str | Task | Mapping[str, Any],
+    task: str | TaskLike | Mapping[str, Any],
     args: Iterable[Any] | None = None,
     kwargs: Mapping[str, Any] | None = None,
     options: Mapping[str, Any] | None = None,
-    app: Beatq | None = None,
+    app: App | None = None,
     **extra: Any,
 ) -> Signature:
     """Celery's `signature(...)`: also turns a signature dict back into a Signature."""
@@ -384,7 +380,7 @@ def signature(
     return Signature(task, args, kwargs, options, app=app, **extra)
 
 
-def as_signatures(value: Any, app: Beatq | None = None) -> list[Signature]:
+def as_signatures(value: Any, app: App | None = None) -> list[Signature]:
     """`link=`/`link_error=` accept one signature or a list of them."""
     if value is None:
         return []
@@ -394,14 +390,12 @@ def as_signatures(value: Any, app: Beatq | None = None) -> list[Signature]:
 
 
 # -- freezing: ids up front ------------------------------------------------------------------
-def freeze(sig: Signature, app: Beatq, _seen: set[int] | None = None) -> Any:
+def freeze(sig: Signature, app: App, _seen: set[int] | None = None) -> Any:
     """Give every task in `sig` its id (kept in its options) and return the result handle.
 
     The same signature object used twice (`chain(*[add.s(1)] * 3)`) is copied, so each
     use gets its own id.
     """
-    from .result import AsyncResult, GroupResult
-
     seen = set() if _seen is None else _seen
     kind = sig.get("subtask_type")
     if kind is None:
@@ -494,7 +488,7 @@ class Followup:
 
 def expand(
     sig: Mapping[str, Any],
-    app: Beatq,
+    app: App,
     plan: Plan,
     args: list[Any] | None = None,
     kwargs: dict[str, Any] | None = None,
@@ -534,8 +528,6 @@ def expand(
         body = then[0] if len(then) == 1 else chain(*then, app=app)
         _expand_chord(sig, body, app, plan, args, kwargs, extra, outer)
     elif kind == "group":
-        from .result import encode_group
-
         ids = [i for t in sig["kwargs"]["tasks"] for i in final_ids(t)]
         plan.results.append(encode_group(app, sig["options"]["group_id"], ids))
         down = _handed_down(sig, outer)
@@ -567,15 +559,13 @@ def _handed_down(sig: Mapping[str, Any], outer: dict[str, Any]) -> dict[str, Any
 def _expand_chord(
     header: Mapping[str, Any],
     body: Mapping[str, Any],
-    app: Beatq,
+    app: App,
     plan: Plan,
     args: list[Any],
     kwargs: dict[str, Any],
     extra: dict[str, Any],
     outer: dict[str, Any],
 ) -> None:
-    from .result import encode_group
-
     group_id = header["options"]["group_id"]
     members = list(_flat_members(header, outer))
     ids = [i for m, _ in members for i in final_ids(m)]
@@ -603,10 +593,8 @@ def _flat_members(
 
 
 # -- eager -----------------------------------------------------------------------------------
-def _apply_eager(sig: Signature, app: Beatq, args: list[Any], kwargs: dict[str, Any]) -> Any:
+def _apply_eager(sig: Signature, app: App, args: list[Any], kwargs: dict[str, Any]) -> Any:
     """Run a canvas in this process (task_always_eager), returning its result handle."""
-    from .result import EagerResult, GroupResult
-
     kind = sig.get("subtask_type")
     if kind is None:
         call_args = list(sig.args) if sig.immutable else [*args, *sig.args]

@@ -17,10 +17,8 @@ keeps them; a task delayed by an eta further away than that runs when it comes d
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .app import Beatq
+from .context import App
 
 
 class Control:
@@ -29,7 +27,7 @@ class Control:
     >>> app.control.revoke(result.id, terminate=True)
     """
 
-    def __init__(self, app: Beatq) -> None:
+    def __init__(self, app: App) -> None:
         self.app = app
 
     def revoke(

@@ -29,8 +29,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .context import App
+
 if TYPE_CHECKING:
-    from .app import Beatq
     from .messages import Message
 
 TASK_SENT = "task-sent"
@@ -129,7 +130,7 @@ def sent_fields(message: Message) -> dict[str, Any]:
 class Events:
     """`app.events`: send to and read from the app broker's event stream."""
 
-    def __init__(self, app: Beatq) -> None:
+    def __init__(self, app: App) -> None:
         self.app = app
 
     def enabled(self, type_: str) -> bool:

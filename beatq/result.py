@@ -17,14 +17,12 @@ import builtins
 import sys
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import serializers, states
+from .brokers import ResultWrite
+from .context import App, current_app
 from .exceptions import BrokerError, TimeoutError
-
-if TYPE_CHECKING:
-    from .app import Beatq
-    from .brokers import ResultWrite
 
 
 # -- exceptions in results --------------------------------------------------------------
@@ -116,13 +114,11 @@ class AsyncResult:
     def __init__(
         self,
         id: str,
-        app: Beatq | None = None,
+        app: App | None = None,
         task_name: str | None = None,
         parent: AsyncResult | None = None,
     ) -> None:
         if app is None:
-            from .app import current_app
-
             app = current_app()
         self.id = id
         self.app = app
@@ -264,7 +260,7 @@ class EagerResult(AsyncResult):
     def __init__(
         self,
         id: str,
-        app: Beatq,
+        app: App,
         status: str,
         value: Any,
         traceback: str | None = None,
@@ -299,16 +295,14 @@ def group_key(group_id: str) -> str:
     return f"group:{group_id}"
 
 
-def encode_group(app: Beatq, group_id: str, ids: list[str]) -> ResultWrite:
+def encode_group(app: App, group_id: str, ids: list[str]) -> ResultWrite:
     """The saved form of a group: its member ids, kept as long as results are."""
-    from .brokers import ResultWrite
-
     meta = make_meta(group_key(group_id), states.SUCCESS, ids)
     data = encode_meta(meta, app.conf.result_serializer, app.conf.result_compression)
     return ResultWrite(group_key(group_id), data, result_ttl(app))
 
 
-def result_ttl(app: Beatq) -> float:
+def result_ttl(app: App) -> float:
     expires = app.conf.result_expires
     if hasattr(expires, "total_seconds"):
         expires = expires.total_seconds()
@@ -329,12 +323,10 @@ class GroupResult:
         self,
         id: str,
         results: list[Any],
-        app: Beatq | None = None,
+        app: App | None = None,
         parent: Any = None,
     ) -> None:
         if app is None:
-            from .app import current_app
-
             app = current_app()
         self.id = id
         self.results = results
@@ -407,11 +399,9 @@ class GroupResult:
         self.app.result_store.finish(results=[encode_group(self.app, self.id, ids)])
 
     @classmethod
-    def restore(cls, group_id: str, app: Beatq | None = None) -> GroupResult | None:
+    def restore(cls, group_id: str, app: App | None = None) -> GroupResult | None:
         """The group saved under `group_id` (applying a group saves it), or None."""
         if app is None:
-            from .app import current_app
-
             app = current_app()
         raw = app.result_store.get_result(group_key(group_id))
         if raw is None:

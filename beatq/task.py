@@ -9,16 +9,14 @@ import traceback as tb
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import states
-from .canvas import Signature, as_signatures
+from .canvas import Signature, as_signatures, chunks_of, group
+from .context import App
 from .exceptions import MaxRetriesExceededError, Retry
 from .messages import new_id
 from .result import AsyncResult, EagerResult
-
-if TYPE_CHECKING:
-    from .app import Beatq
 
 
 @dataclass
@@ -89,7 +87,7 @@ class Task:
 
     def __init__(
         self,
-        app: Beatq,
+        app: App,
         fun: Callable[..., Any],
         name: str,
         bind: bool = False,
@@ -282,8 +280,6 @@ class Task:
 
     def chunks(self, it: Iterable[Any], n: int) -> Signature:
         """A group of `starmap`s of `n` items each: `add.chunks(zip(a, b), 10)`."""
-        from .canvas import chunks_of, group
-
         return group((self.starmap(chunk) for chunk in chunks_of(it, n)), app=self.app)
 
     # -- retrying ------------------------------------------------------------------------

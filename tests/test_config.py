@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-import beatq.app
+import beatq.context
 from beatq import Beatq, messages
 from beatq.brokers import connect
 from beatq.cli.base import find_app
@@ -27,7 +27,7 @@ from tests.proj import journal
 @pytest.fixture
 def modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A folder on sys.path for this test's modules; apps made here stay out of current_app."""
-    monkeypatch.setattr(beatq.app, "_current", list(beatq.app._current))
+    monkeypatch.setattr(beatq.context, "_current", list(beatq.context._current))
     folder = tmp_path / "mods"
     folder.mkdir()
     monkeypatch.syspath_prepend(str(folder))

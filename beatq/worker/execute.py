@@ -22,12 +22,20 @@ from .. import events as ev
 from .. import messages, serializers, states
 from ..app import Beatq
 from ..brokers import ChordJoin, Claim, Outgoing, ResultWrite
-from ..canvas import Followup, Plan, all_ids, expand, final_ids, maybe_signature
+from ..canvas import Followup, Plan, all_ids, expand, maybe_signature
 from ..exceptions import BrokerError, Reject, Retry, TaskRevokedError
 from ..messages import Message
-from ..result import encode_meta, make_meta, result_ttl
+from ..result import encode_meta, make_meta
 from ..task import Request, Task
 from ..wakeup import until_wall
+from ..workflow import (
+    callback_message,
+    chord_join,
+    failure_writes,
+    root_of,
+    run_errbacks,
+    tail_joins,
+)
 from .limits import raise_in, time_limits
 
 log = logging.getLogger("beatq.worker")
@@ -257,7 +265,9 @@ class Executor:
         if not task.option("ignore_result"):
             plan.results.append(self._state(message, states.SUCCESS, value))
         for sig in message.options.get("link") or ():
-            plan.send.append(callback_message(self.app, sig, (value,), message.id, _root(message)))
+            plan.send.append(
+                callback_message(self.app, sig, (value,), message.id, root_of(message))
+            )
         chain = message.options.get("chain")
         if chain:
             extra = message.options.get("chain_extra")
@@ -288,12 +298,12 @@ class Executor:
         for sig in message.options.get("chain") or ():
             results += failure_writes(self.app, all_ids(sig), exc, tb, status)
         errbacks = message.options.get("link_error") or ()
-        send = run_errbacks(self.app, errbacks, request, exc, tb, _root(message))
+        send = run_errbacks(self.app, errbacks, request, exc, tb, root_of(message))
         joins = [j for j in (self._join(message),) if j is not None]
         chain = message.options.get("chain")
         if chain:  # the chain's tail that will never run may be what a chord waits for
             extra = message.options.get("chain_extra")
-            joins += tail_joins(self.app, extra, chain[-1], _root(message), self.result_ttl)
+            joins += tail_joins(self.app, extra, chain[-1], root_of(message), self.result_ttl)
         if status == states.REVOKED and event == ev.TASK_FAILED:
             event = ev.TASK_REVOKED
         tb_text = tb[-ev.TRACEBACK_MAX :] if tb else None
@@ -450,7 +460,7 @@ class Executor:
         chord = message.options.get("chord")
         if not chord:
             return None
-        return chord_join(self.app, chord, message.id, _root(message), self.result_ttl)
+        return chord_join(self.app, chord, message.id, root_of(message), self.result_ttl)
 
     def _finish_joins(
         self,
@@ -489,100 +499,3 @@ class Executor:
 
 def _bare_request(message: Message) -> Request:
     return Request(id=message.id, task=message.task, args=message.args, kwargs=message.kwargs)
-
-
-def _root(message: Message) -> str:
-    return message.root or message.id
-
-
-def chord_join(
-    app: Beatq, chord: dict[str, Any], member: str, root_id: str | None, ttl: float
-) -> ChordJoin:
-    """Count `member` toward `chord` (a join from a message's options), with the unlock."""
-    body = chord["body"]
-    queue = (body.get("options") or {}).get("queue")
-    unlock, data = app.build_message(
-        "beatq.chord_unlock",
-        [chord["id"], body, chord.get("extra") or {}],
-        queue=queue,
-        parent_id=member,
-        root_id=root_id,
-    )
-    outgoing = Outgoing(unlock.queue, unlock.id, data, None)
-    return ChordJoin(chord["id"], member, chord["size"], outgoing, ttl)
-
-
-def tail_joins(
-    app: Beatq, extra: dict[str, Any] | None, tail: Any, root_id: str | None, ttl: float
-) -> list[ChordJoin]:
-    """The joins of `tail`'s final tasks toward the chord in `extra`, when they will never
-    run because what fed them failed: the chord still completes, and fails."""
-    chord = (extra or {}).get("chord")
-    if not chord:
-        return []
-    return [chord_join(app, chord, member, root_id, ttl) for member in final_ids(tail)]
-
-
-def callback_message(
-    app: Beatq, sig: Any, args: tuple[Any, ...], parent_id: str, root_id: str
-) -> Outgoing:
-    """The message for a link or an old-style errback, with `args` before its own."""
-    sig = maybe_signature(sig, app)
-    call_args = list(sig.args) if sig.immutable else [*args, *sig.args]
-    options = {**sig.options, "parent_id": parent_id, "root_id": root_id}
-    message, body = app.build_message(sig.task, call_args, sig.kwargs, **options)
-    return Outgoing(message.queue, message.id, body, message.eta)
-
-
-def run_errbacks(
-    app: Beatq,
-    errbacks: Any,
-    request: Request,
-    exc: BaseException,
-    tb: str | None,
-    root_id: str,
-) -> list[Outgoing]:
-    """Run new-style errbacks (request, exc, traceback) here; return old-style ones to send.
-
-    As in Celery: an errback task taking three arguments is called in this process with
-    the failed request; one taking one argument is sent with the failed task's id.
-    """
-    send = []
-    for raw in errbacks:
-        sig = maybe_signature(raw, app)
-        errback = app.tasks.get(sig.task)
-        if errback is not None and errback._errback_arity >= 3:
-            try:
-                errback(request, exc, tb, *sig.args, **sig.kwargs)
-            except Exception:
-                log.exception(
-                    "errback %s for task %s[%s] failed", sig.task, request.task, request.id
-                )
-        else:
-            send.append(callback_message(app, sig, (request.id,), request.id, root_id))
-    return send
-
-
-def errback_plan(app: Beatq, failed: Any, exc: BaseException, tb: str | None) -> list[Outgoing]:
-    """The errbacks of a task that will not run because what fed it failed (a chord body)."""
-    request = Request(
-        id=failed.id or "",
-        task=failed.task,
-        args=list(failed.args),
-        kwargs=dict(failed.kwargs),
-        options=dict(failed.options),
-    )
-    return run_errbacks(app, failed.options.get("link_error") or (), request, exc, tb, request.id)
-
-
-def failure_writes(
-    app: Beatq, ids: list[str], exc: BaseException, tb: str | None, status: str = states.FAILURE
-) -> list[ResultWrite]:
-    """Final states for tasks that will never run (a chain stopped, a chord failed)."""
-    ttl = result_ttl(app)
-    out = []
-    for task_id in ids:
-        meta = make_meta(task_id, status, exc, tb)
-        data = encode_meta(meta, app.conf.result_serializer, app.conf.result_compression)
-        out.append(ResultWrite(task_id, data, ttl, True))
-    return out

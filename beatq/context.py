@@ -1,0 +1,112 @@
+"""The app as the modules under it see it: the `App` protocol, and `current_app()`.
+
+Results, canvas, tasks, events, control, the builtins and the workflow are each handed
+an app. They type it as `App`, and find the default one with `current_app()`, rather
+than importing `Beatq`: so app.py stands above them all and none of them imports it
+back. `beatq.app.Beatq` is the one implementation; the protocol names only what those
+modules use of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import tzinfo
+from typing import Any, Protocol
+
+from .brokers import Backend, Outgoing, ResultWrite
+from .conf import Settings
+from .exceptions import ConfigurationError
+from .messages import Message
+
+
+class Revoker(Protocol):
+    """`app.control` as results use it (`beatq.control.Control`)."""
+
+    def revoke(
+        self, task_id: str | Sequence[str], terminate: bool = False, signal: str | None = None
+    ) -> None: ...
+
+
+class App(Protocol):
+    """What the modules under app.py use of a beatq app (see `beatq.app.Beatq`)."""
+
+    conf: Settings
+
+    @property
+    def tasks(self) -> Mapping[str, Any]:
+        """The registered tasks by name (each a `beatq.task.Task`)."""
+        ...
+
+    @property
+    def broker(self) -> Backend: ...
+
+    @property
+    def result_store(self) -> Backend: ...
+
+    @property
+    def timezone(self) -> tzinfo: ...
+
+    @property
+    def control(self) -> Revoker: ...
+
+    def task(self, *args: Any, **options: Any) -> Any:
+        """Register a function as a task: `@app.task` or `@app.task(name=..., ...)`."""
+        ...
+
+    def build_message(
+        self,
+        name: str,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        task: Any = None,
+        **options: Any,
+    ) -> tuple[Message, bytes]: ...
+
+    def send_task(
+        self,
+        name: str,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        task: Any = None,
+        **options: Any,
+    ) -> Any:
+        """Send one message; returns its `beatq.result.AsyncResult`."""
+        ...
+
+    def send_many(
+        self, task: Any, calls: Sequence[tuple[Iterable[Any], Mapping[str, Any]]], **options: Any
+    ) -> list[Any]:
+        """Send many calls of one task; returns their `AsyncResult`s."""
+        ...
+
+    def publish(
+        self,
+        outgoing: Sequence[Outgoing],
+        retry: bool = True,
+        policy: Mapping[str, Any] | None = None,
+        results: Sequence[ResultWrite] = (),
+        events: Sequence[bytes] | None = None,
+    ) -> None: ...
+
+
+class TaskLike(Protocol):
+    """A registered task as a signature names it (`beatq.task.Task`)."""
+
+    name: str
+    app: App
+
+
+# Every app made in this process, the newest last (the default for `AsyncResult(id)`).
+_current: list[App] = []
+
+
+def current_app() -> App:
+    """The most recently created app (what `AsyncResult(id)` uses without `app=`)."""
+    if not _current:
+        raise ConfigurationError("no beatq app exists yet; create one with Beatq('proj')")
+    return _current[-1]
+
+
+def set_current(app: App) -> None:
+    """Make `app` the one `current_app()` returns (each new Beatq calls this)."""
+    _current.append(app)

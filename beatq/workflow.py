@@ -1,0 +1,131 @@
+"""Workflow: what a task's end asks of the canvas around it.
+
+canvas.py applies a canvas (`freeze`, then `expand` into the messages to send now);
+what comes later travels in the messages' options. When a task ends, the worker (and
+`beatq.chord_unlock`, see builtins.py) asks this module for the consequences, all of
+which go into the task's one finishing backend call:
+
+- `callback_message`: a `link` callback, or an old-style errback, as a message to send;
+- `chord_join`: the count toward a chord's header, with the unlock message that the
+  member completing it sends;
+- `tail_joins`: the counts of a chain's tail that will never run because what fed it
+  failed, so that the chord it belongs to still completes (and fails);
+- `run_errbacks`, `errback_plan`: new-style errbacks run here, old-style ones to send;
+- `failure_writes`: the final states of tasks that will never run.
+
+It takes the app as an argument and imports nothing from worker/: the worker calls it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from . import states
+from .brokers import ChordJoin, Outgoing, ResultWrite
+from .canvas import final_ids, maybe_signature
+from .context import App
+from .messages import Message
+from .result import encode_meta, make_meta, result_ttl
+from .task import Request
+
+# Errbacks run inside the worker: their failures are the worker's to log.
+log = logging.getLogger("beatq.worker")
+
+
+def root_of(message: Message) -> str:
+    """The id of the first task of the workflow `message` belongs to (its own if none)."""
+    return message.root or message.id
+
+
+def chord_join(
+    app: App, chord: dict[str, Any], member: str, root_id: str | None, ttl: float
+) -> ChordJoin:
+    """Count `member` toward `chord` (a join from a message's options), with the unlock."""
+    body = chord["body"]
+    queue = (body.get("options") or {}).get("queue")
+    unlock, data = app.build_message(
+        "beatq.chord_unlock",
+        [chord["id"], body, chord.get("extra") or {}],
+        queue=queue,
+        parent_id=member,
+        root_id=root_id,
+    )
+    outgoing = Outgoing(unlock.queue, unlock.id, data, None)
+    return ChordJoin(chord["id"], member, chord["size"], outgoing, ttl)
+
+
+def tail_joins(
+    app: App, extra: dict[str, Any] | None, tail: Any, root_id: str | None, ttl: float
+) -> list[ChordJoin]:
+    """The joins of `tail`'s final tasks toward the chord in `extra`, when they will never
+    run because what fed them failed: the chord still completes, and fails."""
+    chord = (extra or {}).get("chord")
+    if not chord:
+        return []
+    return [chord_join(app, chord, member, root_id, ttl) for member in final_ids(tail)]
+
+
+def callback_message(
+    app: App, sig: Any, args: tuple[Any, ...], parent_id: str, root_id: str
+) -> Outgoing:
+    """The message for a link or an old-style errback, with `args` before its own."""
+    sig = maybe_signature(sig, app)
+    call_args = list(sig.args) if sig.immutable else [*args, *sig.args]
+    options = {**sig.options, "parent_id": parent_id, "root_id": root_id}
+    message, body = app.build_message(sig.task, call_args, sig.kwargs, **options)
+    return Outgoing(message.queue, message.id, body, message.eta)
+
+
+def run_errbacks(
+    app: App,
+    errbacks: Any,
+    request: Request,
+    exc: BaseException,
+    tb: str | None,
+    root_id: str,
+) -> list[Outgoing]:
+    """Run new-style errbacks (request, exc, traceback) here; return old-style ones to send.
+
+    As in Celery: an errback task taking three arguments is called in this process with
+    the failed request; one taking one argument is sent with the failed task's id.
+    """
+    send = []
+    for raw in errbacks:
+        sig = maybe_signature(raw, app)
+        errback = app.tasks.get(sig.task)
+        if errback is not None and errback._errback_arity >= 3:
+            try:
+                errback(request, exc, tb, *sig.args, **sig.kwargs)
+            except Exception:
+                log.exception(
+                    "errback %s for task %s[%s] failed", sig.task, request.task, request.id
+                )
+        else:
+            send.append(callback_message(app, sig, (request.id,), request.id, root_id))
+    return send
+
+
+def errback_plan(app: App, failed: Any, exc: BaseException, tb: str | None) -> list[Outgoing]:
+    """The errbacks of a task that will not run because what fed it failed (a chord body)."""
+    request = Request(
+        id=failed.id or "",
+        task=failed.task,
+        args=list(failed.args),
+        kwargs=dict(failed.kwargs),
+        options=dict(failed.options),
+    )
+    return run_errbacks(app, failed.options.get("link_error") or (), request, exc, tb, request.id)
+
+
+def failure_writes(
+    app: App, ids: list[str], exc: BaseException, tb: str | None, status: str = states.FAILURE
+) -> list[ResultWrite]:
+    """Final states for tasks that will never run (a chain stopped, a chord failed)."""
+    ttl = result_ttl(app)
+    out = []
+    for task_id in ids:
+        meta = make_meta(task_id, status, exc, tb)
+        data = encode_meta(meta, app.conf.result_serializer, app.conf.result_compression)
+        out.append(ResultWrite(task_id, data, ttl, True))
+    return out
