@@ -473,7 +473,7 @@ class Plan:
 
     send: list[Outgoing] = field(default_factory=list)
     results: list[ResultWrite] = field(default_factory=list)
-    # chord members counted as failed because they will never run (see execute.finish_joins)
+    # chord members counted as failed because they will never run (see Executor._finish_joins)
     joins: list[ChordJoin] = field(default_factory=list)
 
 

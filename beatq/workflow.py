@@ -1,19 +1,21 @@
 """Workflow: what a task's end asks of the canvas around it.
 
 canvas.py applies a canvas (`freeze`, then `expand` into the messages to send now);
-what comes later travels in the messages' options. When a task ends, the worker (and
-`beatq.chord_unlock`, see builtins.py) asks this module for the consequences, all of
-which go into the task's one finishing backend call:
+what comes later travels in the messages' options (`link`, `link_error`, `chain`,
+`chord`). When a task ends, the worker asks this module what follows, and carries it
+out in the one backend call that finishes the task:
 
-- `callback_message`: a `link` callback, or an old-style errback, as a message to send;
-- `chord_join`: the count toward a chord's header, with the unlock message that the
-  member completing it sends;
-- `tail_joins`: the counts of a chain's tail that will never run because what fed it
-  failed, so that the chord it belongs to still completes (and fails);
-- `run_errbacks`, `errback_plan`: new-style errbacks run here, old-style ones to send;
-- `failure_writes`: the final states of tasks that will never run.
+- `callback_message`: a `link` callback (or an old-style errback) as a message;
+- `chord_join`: the task counted toward its chord's header, with the unlock message
+  that the member completing the header sends; `unlock_plan` is what that unlock
+  (`beatq.chord_unlock`, builtins.py) then does: send the body with the members'
+  results, or fail it;
+- on failure: `run_errbacks` (new-style errbacks run here, old-style ones sent),
+  `failure_writes` (the final states of tasks that will never run) and `tail_joins`
+  (their counts toward the chord that waits for them, so that it still completes,
+  and fails); `errback_plan` runs the errbacks of a chord body that never ran.
 
-It takes the app as an argument and imports nothing from worker/: the worker calls it.
+Each function is handed the app; nothing here imports from worker/.
 """
 
 from __future__ import annotations
@@ -23,10 +25,19 @@ from typing import Any
 
 from . import states
 from .brokers import ChordJoin, Outgoing, ResultWrite
-from .canvas import final_ids, maybe_signature
+from .canvas import Plan, all_ids, expand, final_ids, maybe_signature
 from .context import App
+from .exceptions import ChordError
 from .messages import Message
-from .result import encode_meta, make_meta, result_ttl
+from .result import (
+    decode_meta,
+    dict_to_exception,
+    encode_meta,
+    group_key,
+    is_exception_dict,
+    make_meta,
+    result_ttl,
+)
 from .task import Request
 
 # Errbacks run inside the worker: their failures are the worker's to log.
@@ -129,3 +140,54 @@ def failure_writes(
         data = encode_meta(meta, app.conf.result_serializer, app.conf.result_compression)
         out.append(ResultWrite(task_id, data, ttl, True))
     return out
+
+
+def unlock_plan(
+    app: App, group_id: str, body: dict[str, Any], extra: dict[str, Any] | None
+) -> Plan:
+    """A complete chord's next step: the members' results gathered in order and the body
+    sent with them; or, if a member failed (or has no result), the body failed."""
+    store = app.result_store
+    accept = app.conf.result_accept_content
+    saved = store.get_result(group_key(group_id))
+    if saved is None:
+        raise ChordError(f"chord {group_id}: its saved group has expired")
+    ids = decode_meta(saved, accept)["result"]
+    values = []
+    for member, raw in zip(ids, store.get_results(ids)):
+        meta = decode_meta(raw, accept) if raw is not None else None
+        if meta is None or meta["status"] != states.SUCCESS:
+            return _failed_body(app, body, extra, member, meta)
+        values.append(meta["result"])
+    plan = Plan()
+    expand(maybe_signature(body, app), app, plan, [values], {}, None, extra or None)
+    return plan
+
+
+def _failed_body(
+    app: App,
+    body: dict[str, Any],
+    extra: dict[str, Any] | None,
+    member: str,
+    meta: dict[str, Any] | None,
+) -> Plan:
+    """The body's tasks failed with ChordError naming `member`, its errbacks run."""
+    if meta is None:
+        reason = "has no result (ignore_result, or it expired)"
+    else:
+        value = meta.get("result")
+        cause = dict_to_exception(value) if is_exception_dict(value) else value
+        reason = (
+            f"raised {type(cause).__name__}: {cause}"
+            if meta["status"] != states.REVOKED
+            else "was revoked"
+        )
+    exc = ChordError(f"Dependency {member} {reason}")
+    tb = meta.get("traceback") if meta else None
+    plan = Plan(results=failure_writes(app, all_ids(body), exc, tb))
+    sig = maybe_signature(body, app)
+    first = sig.tasks[0] if sig.get("subtask_type") == "chain" else sig
+    plan.send += errback_plan(app, first, exc, tb)
+    # a chord in an outer chord's header: the outer one counts this body as failed
+    plan.joins = tail_joins(app, extra, body, None, result_ttl(app))
+    return plan
