@@ -12,6 +12,7 @@ caller holds the final result, with `.parent` walking back), then `expand` turns
 canvas into the messages to send now. What comes later travels in the messages'
 options: `chain` (the signatures to apply with this task's result) and `chord` (the
 join this task counts toward; the member that completes the header sends the unlock).
+When a task ends, workflow.py works out what those options ask for.
 """
 
 from __future__ import annotations
