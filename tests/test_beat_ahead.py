@@ -76,7 +76,7 @@ def test_each_slot_is_sent_once_with_the_schedule_args(ahead: bool) -> None:
         (SLOT + 2, [1, 2]),
     ]
     assert len({task_id for *_, task_id in got}) == 3
-    assert beat.records["tick"]["runs"] == 3 and beat.records["tick"]["missed"] == 0
+    assert beat.records["tick"].runs == 3 and beat.records["tick"].missed == 0
 
 
 def test_a_schedule_change_after_the_build_is_what_gets_sent() -> None:
@@ -100,7 +100,7 @@ def test_a_message_built_for_a_slot_that_is_not_run_is_not_sent() -> None:
     [(slot, args, task_id)] = sent(app)
     assert slot == SLOT + 1 and args == [1, 2]
     assert task_id != built.message.id
-    assert beat.records["tick"]["missed"] == 1
+    assert beat.records["tick"].missed == 1
 
 
 @pytest.mark.parametrize("ahead", [True, False], ids=["built-ahead", "built-at-the-instant"])
@@ -119,7 +119,7 @@ def test_the_stored_record_is_stamped_when_the_run_is_sent(ahead: bool) -> None:
         assert stored["last_sent"] == slot + 0.0007 * n
         assert stored["lateness"] == pytest.approx(0.0007 * n, abs=1e-6)
         assert (stored["runs"], stored["last_slot"], stored["settled"]) == (n, slot, slot)
-        assert stored == {**beat.records["tick"], "settled": slot}
+        assert stored == {**beat.records["tick"].to_dict(), "settled": slot}
 
 
 @pytest.mark.parametrize("overlap", ["allow", "skip"])

@@ -82,8 +82,8 @@ def test_a_run_falling_due_during_a_burst_goes_ahead_of_the_burst_rest(burst) ->
     assert all(name.startswith("bulk-") for name in calls[4]["entries"][1:])
     assert [i for i, c in enumerate(calls) if "tick" in c["entries"]] == [0, 4]
     records = beat.records
-    assert (records["tick"]["runs"], records["tick"]["missed"]) == (2, 0)
-    assert all(records[f"bulk-{i:04d}"]["runs"] == 1 for i in range(1200))
+    assert (records["tick"].runs, records["tick"].missed) == (2, 0)
+    assert all(records[f"bulk-{i:04d}"].runs == 1 for i in range(1200))
 
 
 def test_planning_that_outlasts_the_lease_keeps_it(monkeypatch: pytest.MonkeyPatch) -> None:

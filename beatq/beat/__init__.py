@@ -2,6 +2,7 @@
 
 from .beat import Beat
 from .entries import Entry
+from .record import EntryRecord
 from .schedules import crontab, every, once, schedule
 
-__all__ = ["Beat", "Entry", "crontab", "every", "once", "schedule"]
+__all__ = ["Beat", "Entry", "EntryRecord", "crontab", "every", "once", "schedule"]

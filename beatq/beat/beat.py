@@ -13,7 +13,6 @@ stale.
 from __future__ import annotations
 
 import heapq
-import json
 import logging
 import os
 import random
@@ -38,6 +37,7 @@ from ..wakeup import nap_until, tighten_timer_slack
 from .entries import Entry
 from .lease import LeaderLease
 from .loader import load_all, schedule_files
+from .record import EntryRecord
 
 log = logging.getLogger("beatq.beat")
 
@@ -50,7 +50,7 @@ class _Run:
 
     entry: Entry
     dispatch: BeatDispatch
-    update: dict[str, Any]
+    update: EntryRecord
     task_id: str | None
     sent_at: float
 
@@ -63,27 +63,26 @@ class _Ready:
     entry: Entry
     slot: float
     next_run: float | None  # the entry's run after `slot`
-    record: dict[str, Any]  # the record it was worked out from ...
-    settled: float  # ... and that record's settled instant then
+    record: EntryRecord  # the record it was worked out from ...
+    settled: float | None  # ... and that record's settled instant then
     message: Message | None  # None: the slot is settled without a message
     outgoing: list[Outgoing]
     busy: str | None
-    update: dict[str, Any]  # the record after this run, but for the stamps of its sending
-    head: bytes  # `update` as JSON without its closing brace (never empty: it has "settled")
+    update: EntryRecord  # the record after this run, but for the stamps of its sending
+    head: bytes  # `update.open_json()`: its JSON but for those stamps
 
-    def fits(self, entry: Entry, record: dict[str, Any]) -> bool:
+    def fits(self, entry: Entry, record: EntryRecord) -> bool:
         """Whether it was worked out for `entry` on `record` as it still is."""
-        return self.entry is entry and self.record is record and self.settled == record["settled"]
+        return self.entry is entry and self.record is record and self.settled == record.settled
 
     def stamped(self, sent_at: float) -> _Run:
         """The run as sent at `sent_at`: its record says when, and how late (0 when it was
         sent ahead, to start at its instant: see Beat.early)."""
-        update, info = self.update, self.head + b"}"
+        update = self.update
         task_id = self.message.id if self.message is not None else None
         if task_id is not None:
-            late = max(sent_at - self.slot, 0.0)
-            update["last_sent"], update["lateness"] = sent_at, late
-            info = self.head + b', "last_sent": %r, "lateness": %r}' % (sent_at, late)
+            update.last_sent, update.lateness = sent_at, max(sent_at - self.slot, 0.0)
+        info = EntryRecord.close_json(self.head, update.last_sent, update.lateness)
         dispatch = BeatDispatch(
             self.entry.name, self.slot, self.next_run, info, self.outgoing, self.busy
         )
@@ -126,7 +125,7 @@ class Beat:
         self.lease = LeaderLease(app.broker, LEASE_NAME, self.holder, self.ttl)
         self.stopping = threading.Event()
         self.entries: dict[str, Entry] = {}
-        self.records: dict[str, dict[str, Any]] = {}  # per entry: settled, counters, last task
+        self.records: dict[str, EntryRecord] = {}  # per entry: settled, counters, last task
         # (send at, -push number, version, name, run at): of runs sent at one instant, the
         # entry scheduled last (the most frequent: a 1-s entry beside a minutely burst) first
         self.heap: list[tuple[float, int, int, str, float]] = []
@@ -223,8 +222,8 @@ class Beat:
         self.records = {}
         for n, (name, saved) in enumerate(state.items(), start=1):
             if name in self.entries and saved.info:
-                record = json.loads(saved.info)
-                record["settled"] = saved.settled
+                record = EntryRecord.from_json(saved.info)
+                record.settled = saved.settled  # the broker's, newer after a skipped run
                 self.records[name] = record
             if n % self.plan_chunk == 0:
                 self._keep_lease("while the entries' state was read")
@@ -252,18 +251,17 @@ class Beat:
         """Entry `name`'s record brought up to its definition, and its next run scheduled
         here: (settled, next run, record as JSON) for the broker."""
         entry = self.entries[name]
-        record = self.records.get(name, {})
-        settled = record.get("settled")
-        if settled is None or record.get("fingerprint") != entry.fingerprint():
+        record = self.records.get(name) or EntryRecord()
+        settled = record.settled
+        if settled is None or record.fingerprint != entry.fingerprint():
             # a new or changed definition starts from now: no catch-up for it
             settled = max(settled or 0.0, now)
-        record.update(entry.describe(), settled=settled)
-        record.setdefault("runs", 0)
-        record.setdefault("missed", 0)
+        record.describe(entry)
+        record.settled = settled
         self.records[name] = record
         next_run = entry.next_after(settled) if entry.enabled else None
         self._push(name, next_run)
-        return settled, next_run, json.dumps(record).encode()
+        return settled, next_run, record.to_json()
 
     def _keep_lease(self, during: str) -> None:
         """Renew the lease if it is due; LeaseLost if it was lost meanwhile."""
@@ -353,12 +351,12 @@ class Beat:
             or self.versions.get(name) != version
         ):
             return
-        slots, count, next_run = entry.slots_between(record["settled"], at, 1)
+        slots, count, next_run = entry.slots_between(record.settled or 0.0, at, 1)
         if slots == [at] and count == 1:
             self.ahead = self._ready(entry, at, next_run, send=True)
 
     def _planned(
-        self, entry: Entry, record: dict[str, Any], now: float
+        self, entry: Entry, record: EntryRecord, now: float
     ) -> tuple[list[float], int, float | None] | None:
         """What `slots_between` would say at `now`, from the run made ready ahead: if it is
         that entry's, on the same record, and `now` is before the run after it."""
@@ -404,7 +402,9 @@ class Beat:
             # the instant up to which runs are due (`at` itself, whatever the rounding)
             seen = max(now + self._early(entry), at)
             planned = self._planned(entry, record, seen)
-            slots, count, next_run = planned or entry.slots_between(record["settled"], seen, limit)
+            slots, count, next_run = planned or entry.slots_between(
+                record.settled or 0.0, seen, limit
+            )
             if not entry.enabled:
                 next_run = None
             if entry.catchup == "all":
@@ -428,10 +428,8 @@ class Beat:
         if batch:
             self._dispatch(batch)
 
-    def _missed(
-        self, entry: Entry, record: dict[str, Any], missed: int, slots: list[float]
-    ) -> None:
-        record["missed"] += missed
+    def _missed(self, entry: Entry, record: EntryRecord, missed: int, slots: list[float]) -> None:
+        record.missed += missed
         log.warning(
             "beat: entry %r missed %d run(s) (catchup %s)", entry.name, missed, entry.catchup
         )
@@ -466,7 +464,7 @@ class Beat:
         """`entry`'s run at `slot` worked out from its record as it is now."""
         record = self.records[entry.name]
         message, outgoing = None, []
-        update = dict(record, settled=slot)
+        update = record.copy(settled=slot)
         if send:
             message, body = self._build(entry, slot)
             # a run sent `early` is ready in its queue at once (its backlog shows there, as
@@ -475,13 +473,20 @@ class Beat:
             outgoing.append(
                 Outgoing(message.queue, message.id, body, None if ready else message.eta)
             )
-            update.pop("last_sent", None)  # stamped as it is sent
-            update.pop("lateness", None)
-            update.update(runs=record["runs"] + 1, last_slot=slot, last_task_id=message.id)
-        busy = record.get("last_task_id") if entry.overlap == "skip" and send else None
-        head = json.dumps(update).encode()[:-1]
+            update.last_sent = update.lateness = None  # stamped as it is sent
+            update.runs, update.last_slot, update.last_task_id = record.runs + 1, slot, message.id
+        busy = record.last_task_id if entry.overlap == "skip" and send else None
         return _Ready(
-            entry, slot, next_run, record, record["settled"], message, outgoing, busy, update, head
+            entry,
+            slot,
+            next_run,
+            record,
+            record.settled,
+            message,
+            outgoing,
+            busy,
+            update,
+            update.open_json(),
         )
 
     def _build(self, entry: Entry, slot: float) -> tuple[Message, bytes]:
@@ -518,14 +523,14 @@ class Beat:
             self.records[entry.name] = update
             if send:
                 if self.metrics is not None:
-                    self.metrics.beat_dispatched(entry.name, update["lateness"])
+                    self.metrics.beat_dispatched(entry.name, update.lateness or 0.0)
                 self._event(
                     ev.BEAT_DISPATCHED,
                     entry=entry.name,
                     task=entry.task,
                     task_id=task_id,
                     slot=slot,
-                    lateness=update["lateness"],
+                    lateness=update.lateness,
                     next_run=next_run,
                 )
                 log.info(
@@ -538,8 +543,8 @@ class Beat:
                     task_id,
                 )
         elif outcome == "busy":
-            record["settled"] = slot
-            record["overlapped"] = record.get("overlapped", 0) + 1
+            record.settled = slot
+            record.overlapped += 1
             log.warning(
                 "beat: entry %r skipped its run of %s: the previous run %s is unfinished",
                 entry.name,
@@ -547,12 +552,12 @@ class Beat:
                 busy,
             )
         elif outcome == "paused":
-            record["settled"] = slot
+            record.settled = slot
             log.info(
                 "beat: entry %r is paused; run of %s skipped", entry.name, format_time(slot, zone)
             )
         else:
-            record["settled"] = max(record["settled"], slot)
+            record.settled = max(record.settled or 0.0, slot)
 
     # -- events ------------------------------------------------------------------------------
     def _event(self, type_: str, **fields: Any) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
-from .schedules import Schedule, format_duration
+from .schedules import Schedule
 
 CATCHUP = ("skip", "latest", "all")
 OVERLAP = ("allow", "skip")
@@ -67,16 +67,3 @@ class Entry:
         ]
         text = json.dumps(data, sort_keys=True, default=repr)
         return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "task": self.task,
-            "schedule": str(self.schedule),
-            "timezone": str(self.zone),
-            "catchup": self.catchup,
-            "overlap": self.overlap,
-            "jitter": format_duration(self.jitter) if self.jitter else "0s",
-            "source": self.source,
-            "queue": self.options.get("queue"),  # for the dashboard's list of queues
-            "fingerprint": self.fingerprint(),
-        }

@@ -14,6 +14,7 @@ import click
 from ..beat import Beat
 from ..beat.beat import LEASE_NAME
 from ..beat.loader import load_all, schedule_files
+from ..beat.record import EntryRecord
 from ..exceptions import ScheduleError
 from ..timezones import format_time, get_zone
 from .base import (
@@ -101,15 +102,16 @@ def status(ctx: click.Context, as_json: bool, loglevel: str | None) -> None:
     entries = app.broker.beat_entries()
     rows = []
     for name, state in entries.items():
-        info = json.loads(state.info) if state.info else {}
+        record = EntryRecord.from_json(state.info)
+        late = record.lateness
         rows.append(
             {
                 "name": name,
                 "paused": state.paused,
-                "runs": info.get("runs", 0),
-                "missed": info.get("missed", 0),
-                "lateness_ms": round(info["lateness"] * 1000, 3) if "lateness" in info else None,
-                "last_sent": info.get("last_sent"),
+                "runs": record.runs,
+                "missed": record.missed,
+                "lateness_ms": None if late is None else round(late * 1000, 3),
+                "last_sent": record.last_sent,
                 "next_run": state.next_run,
             }
         )
@@ -184,22 +186,23 @@ def list_cmd(ctx: click.Context, as_json: bool, loglevel: str | None) -> None:
     entries = app.broker.beat_entries()
     rows = []
     for name, state in entries.items():
-        info = json.loads(state.info) if state.info else {}
-        zone = get_zone(info.get("timezone") or app.conf.timezone)
+        record = EntryRecord.from_json(state.info)
+        zone = record.zone(app.timezone)
+        last = record.last_slot
         rows.append(
             {
                 "name": name,
-                "task": info.get("task"),
-                "schedule": info.get("schedule"),
+                "task": record.task,
+                "schedule": record.schedule,
                 "timezone": str(zone),
                 "paused": state.paused,
-                "last_run": format_time(info["last_slot"], zone) if "last_slot" in info else None,
+                "last_run": None if last is None else format_time(last, zone),
                 "next_run": format_time(state.next_run, zone) if state.next_run else None,
                 "next_run_utc": format_time(state.next_run, get_zone("UTC"))
                 if state.next_run
                 else None,
-                "runs": info.get("runs", 0),
-                "missed": info.get("missed", 0),
+                "runs": record.runs,
+                "missed": record.missed,
             }
         )
     if as_json:

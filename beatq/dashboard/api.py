@@ -23,9 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 from .. import messages
 from ..app import Beatq
 from ..beat.beat import LEASE_NAME
+from ..beat.record import EntryRecord
 from ..brokers import Backend
-from ..exceptions import ConfigurationError
-from ..timezones import get_zone
 from . import timefmt
 from .tasks import TaskFeed
 
@@ -258,32 +257,26 @@ class Dashboard:
     def _schedules(self, now: float) -> list[dict[str, Any]]:
         rows = []
         for name, state in sorted(self.broker.beat_entries().items()):
-            try:
-                info = json.loads(state.info) if state.info else {}
-            except ValueError:
-                info = {}
-            try:
-                zone = get_zone(info.get("timezone") or self.zone)
-            except ConfigurationError:
-                zone = self.zone
-            last = info.get("last_slot")
+            record = EntryRecord.from_json(state.info)
+            zone = record.zone(self.zone)
+            last = record.last_slot
             nxt = state.next_run
-            lateness = info.get("lateness")
+            lateness = record.lateness
             rows.append(
                 {
                     "name": name,
-                    "task": info.get("task"),
-                    "schedule": info.get("schedule"),
+                    "task": record.task,
+                    "schedule": record.schedule,
                     "zone": str(zone),
-                    "source": info.get("source"),
-                    "queue": info.get("queue") or self._route(info.get("task")),
+                    "source": record.source,
+                    "queue": record.queue or self._route(record.task),
                     "paused": state.paused,
-                    "runs": int(info.get("runs") or 0),
-                    "missed": int(info.get("missed") or 0),
-                    "overlapped": int(info.get("overlapped") or 0),
+                    "runs": record.runs,
+                    "missed": record.missed,
+                    "overlapped": record.overlapped,
                     "last_run": timefmt.zoned(last, zone) if last else None,
                     "last_run_utc": timefmt.utc(last) if last else None,
-                    "last_task_id": info.get("last_task_id"),
+                    "last_task_id": record.last_task_id,
                     "lateness_ms": round(lateness * 1000, 1) if lateness is not None else None,
                     "next_run": timefmt.zoned(nxt, zone) if nxt else None,
                     "next_run_utc": timefmt.utc(nxt) if nxt else None,
