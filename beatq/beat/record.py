@@ -124,8 +124,12 @@ class EntryRecord:
         self.fingerprint = entry.fingerprint()
 
     def copy(self, **changes: Any) -> EntryRecord:
-        """A copy with `changes`; the copy's `extra` is its own."""
-        return dataclasses.replace(self, extra=dict(self.extra), **changes)
+        """A copy with `changes` (values of the fields' types); the copy's `extra` is its
+        own. Made for each run the beat sends, so without `dataclasses.replace`'s checks."""
+        new = object.__new__(EntryRecord)
+        new.__dict__.update(self.__dict__, **changes)
+        new.extra = dict(self.extra)
+        return new
 
     # -- writing -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -150,37 +154,30 @@ class EntryRecord:
     def close_json(head: bytes, last_sent: float | None, lateness: float | None) -> bytes:
         """`head` (from `open_json`) finished with the send stamps: the same bytes as
         `to_json` of the record with those stamps."""
-        stamps = b"".join(
-            b', "%s": %r' % (key.encode(), value)
-            for key, value in zip(_STAMPS, (last_sent, lateness))
-            if value is not None
-        )
-        # `head` is never "{": a record always has its counters
-        return head + stamps + b"}"
+        # `head` is never "{": a record always has its counters. The common case first,
+        # as one formatting: this runs at the run's instant
+        if last_sent is not None and lateness is not None:
+            return head + b', "last_sent": %r, "lateness": %r}' % (last_sent, lateness)
+        if last_sent is not None:
+            return head + b', "last_sent": %r}' % last_sent
+        if lateness is not None:
+            return head + b', "lateness": %r}' % lateness
+        return head + b"}"
 
     def _unstamped(self) -> dict[str, Any]:
-        fields = {
-            "task": self.task,
-            "schedule": self.schedule,
-            "timezone": self.timezone,
-            "catchup": self.catchup,
-            "overlap": self.overlap,
-            "jitter": self.jitter,
-            "source": self.source,
-            "queue": self.queue,
-            "fingerprint": self.fingerprint,
-            "settled": self.settled,
-        }
-        fields = {key: value for key, value in fields.items() if value is not None}
-        fields.update(runs=self.runs, missed=self.missed)
-        if self.overlapped:
-            fields["overlapped"] = self.overlapped
-        for key in ("last_slot", "last_task_id"):
-            if (value := getattr(self, key)) is not None:
-                fields[key] = value
+        values = self.__dict__
+        fields = {key: values[key] for key in _UNSTAMPED if values[key] is not None}
+        if not self.overlapped:
+            del fields["overlapped"]  # absent until the first, as it always was
         for key, value in self.extra.items():
             fields.setdefault(key, value)
         return fields
+
+
+# the fields written before the send stamps, in the order they are written
+_UNSTAMPED = tuple(
+    f.name for f in dataclasses.fields(EntryRecord) if f.name not in (*_STAMPS, "extra")
+)
 
 
 def _text(value: Any) -> str | None:
