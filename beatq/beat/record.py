@@ -6,7 +6,7 @@ looks inside. Three readers parse them, all through `EntryRecord.from_json`: a b
 over the leadership (so a restart or a new leader neither repeats nor loses a run), and
 `beatq beat status` / `beatq schedule list` and the dashboard, which show them.
 
-The format is one flat JSON object, the same keys every beatq version has written:
+The format is one flat JSON object, with the keys the previous version wrote as a dict:
 
     {"task": "proj.tasks.add", "schedule": "every 10s", "timezone": "Asia/Shanghai",
      "catchup": "latest", "overlap": "allow", "jitter": "0s", "source": "python",
@@ -17,9 +17,9 @@ The format is one flat JSON object, the same keys every beatq version has writte
 Reading is tolerant, so neither an upgrade nor a rollback loses an entry's last run: a
 missing key takes its default, a value of the wrong type is dropped (its default again),
 a key this version does not know is kept and written back unchanged, and bytes that are
-not a JSON object read as an empty record. Writing leaves out the run fields that have no
-value yet (`last_slot`, `last_sent`, ...), as earlier versions did, whose readers test
-for the key rather than for null.
+not a JSON object read as an empty record. Writing leaves out every field that has no
+value (and `overlapped` until the first), as the previous version left out the run fields
+it had not set: its readers test for the key (`"lateness" in info`), not for null.
 
 Where the broker's own settled instant is known (`EntryState.settled`) it is the truth:
 the record's copy is only as new as the last run that was sent.
