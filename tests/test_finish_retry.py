@@ -8,6 +8,7 @@ so a link that already ran is not sent again.
 from __future__ import annotations
 
 from beatq.exceptions import BrokerError
+from beatq.worker.delivery import Delivery
 from beatq.worker.execute import Executor
 
 
@@ -33,7 +34,7 @@ def test_a_retried_finish_does_not_send_a_link_again(app, monkeypatch) -> None:
     monkeypatch.setattr(broker, "finish", finish_then_lose_the_reply)
     result = add.apply_async((2, 2), link=echo.s())
     executor = Executor(app, "test-host")
-    executor.execute(broker.claim(["celery"], 1, 30).claims[0])
+    executor.execute(Delivery(broker.claim(["celery"], 1, 30).claims[0]))
 
     assert len(calls) == 2 and calls[0] is not None and calls[0] == calls[1]
     assert result.get(timeout=1) == 4

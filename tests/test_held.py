@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from beatq.worker.delivery import Delivery
 from beatq.worker.execute import AHEAD, START_LEAD, Executor
 
 pytestmark = pytest.mark.backends("redis", "sqlite", "memory")
@@ -42,7 +43,7 @@ def test_a_held_message_starts_at_its_eta_and_is_acknowledged_just_before(app) -
         return real_finish(ack, *args, **kwargs)
 
     broker.finish = finish  # type: ignore[method-assign]
-    Executor(app, "test-host").execute(claimed[0])
+    Executor(app, "test-host").execute(Delivery(claimed[0]))
     started = result.get(timeout=5)
     assert started >= eta
     [acked] = acked_at
@@ -60,5 +61,5 @@ def test_a_task_finishing_does_not_acknowledge_a_held_one_next_in_line(app) -> N
     [now] = broker.claim(["celery"], 2, 30, ahead=1.0).claims  # nothing early: one is due
     [held] = broker.claim(["celery"], 2, 30, ahead=1.0).claims
     assert held.id == later.id
-    outcome = Executor(app, "test-host").execute(now, then=held)
+    outcome = Executor(app, "test-host").execute(Delivery(now), then=Delivery(held))
     assert outcome.state == "SUCCESS" and not outcome.then_acked

@@ -36,6 +36,7 @@ from ..workflow import (
     run_errbacks,
     tail_joins,
 )
+from .delivery import DECODE_ERRORS, Delivery
 from .limits import raise_in, time_limits
 
 log = logging.getLogger("beatq.worker")
@@ -111,14 +112,17 @@ class Executor:
         self.pending_lock = threading.Lock()
 
     # -- the steps -------------------------------------------------------------------------
-    def execute(self, claim: Claim, then: Claim | None = None, acked: bool = False) -> Outcome:
+    def execute(self, delivery: Delivery, then: Delivery | None = None) -> Outcome:
         """Run one claimed message to its end. Never raises for a bad message or a failing task.
 
-        Returns what became of it, for the worker's metrics. `then` is the claim this
-        thread runs next, if known: when it is to be acknowledged as it starts, this
-        task's finish acknowledges it (one round trip less) and the outcome says
-        `then_acked`; run it then with `acked=True`."""
-        message = self._decode(claim)
+        Returns what became of it, for the worker's metrics. `delivery.acked`: it was
+        acknowledged already, so it starts without an acknowledgement of its own. `then`
+        is the delivery this thread runs next, if known: when it is to be acknowledged as
+        it starts, this task's finish acknowledges it (one round trip less) and the
+        outcome says `then_acked`; set `then.acked` before running it. Each message is
+        decoded once, whether for `then` or to run it."""
+        claim, acked = delivery.claim, delivery.acked
+        message = self._decode(delivery)
         if message is None:
             return Outcome("?", DEAD_LETTERED)
         task = self.app.tasks.get(message.task)
@@ -155,7 +159,7 @@ class Executor:
             retrying(lambda: self.app.broker.add_events(early))
         # what this task's finish acknowledges: itself if late, the next one if early
         ack = ([claim] if acks_late else []) + self._acked_at_start(then)
-        folded = then is not None and then in ack
+        folded = then is not None and then.claim in ack
         request = self._request(message, task)
         if log.isEnabledFor(logging.INFO):
             log.info("Task %s[%s] received", message.task, message.id)
@@ -189,15 +193,15 @@ class Executor:
         self._succeed(ack, message, task, value, runtime)
         return Outcome(message.task, states.SUCCESS, runtime, folded)
 
-    def _acked_at_start(self, then: Claim | None) -> list[Claim]:
-        """[then] if it is a task acknowledged as it starts (not late, no STARTED state,
-        no events: those ride on its own acknowledgement) and due now (one held until its
-        eta is acknowledged just before it starts)."""
+    def _acked_at_start(self, then: Delivery | None) -> list[Claim]:
+        """[then's claim] if it is a task acknowledged as it starts (not late, no STARTED
+        state, no events: those ride on its own acknowledgement) and due now (one held
+        until its eta is acknowledged just before it starts)."""
         if then is None or self.events_on:
             return []
         try:
-            message = messages.decode(then.body, self.accept)
-        except (messages.MessageError, serializers.ContentDisallowed, serializers.DecodeError):
+            message = then.message(self.accept)
+        except DECODE_ERRORS:
             return []  # it is dead-lettered when its turn comes
         if message.eta is not None and message.eta > time.time():
             return []
@@ -206,15 +210,16 @@ class Executor:
             return []
         if message.options.get("acks_late", task.option("acks_late")):
             return []
-        return [then]
+        return [then.claim]
 
-    def _decode(self, claim: Claim) -> Message | None:
+    def _decode(self, delivery: Delivery) -> Message | None:
+        """The delivery's message (decoded once: see Delivery), or None: dead-lettered."""
         try:
-            return messages.decode(claim.body, self.accept)
+            return delivery.message(self.accept)
         except serializers.ContentDisallowed as exc:
-            self._dead_letter(claim, str(exc))
+            self._dead_letter(delivery.claim, str(exc))
         except (messages.MessageError, serializers.DecodeError) as exc:
-            self._dead_letter(claim, f"corrupt message: {exc}")
+            self._dead_letter(delivery.claim, f"corrupt message: {exc}")
         return None
 
     def _dead_letter(self, claim: Claim, reason: str) -> None:
@@ -320,7 +325,7 @@ class Executor:
 
     def revoke(self, claim: Claim, terminated: bool = False) -> Outcome:
         """Record the task of `claim` as revoked without running it (or after terminating it)."""
-        message = self._decode(claim)
+        message = self._decode(Delivery(claim))
         if message is None:
             return Outcome("?", DEAD_LETTERED)
         log.info("Task %s[%s] revoked; not run (REVOKED)", message.task, message.id)

@@ -1,9 +1,12 @@
 """Where tasks run: `solo` (inline), `threads` (N threads), `prefork` (N child processes).
 
-A pool takes claims one at a time once `acquire` has given it a free slot, runs each
-with the process's Executor, and calls `on_done(claim)` when it has finished (the
-executor has acknowledged it and stored its outcome). `terminate` stops at once and
-returns the claims it aborted, so the worker can put them back in their queue.
+A pool is given its Executor and the worker's Handoff. The worker's main thread submits
+deliveries one at a time, each into a slot reserved from the Handoff; a slot whose task
+has finished takes its next delivery from the Handoff itself (`follow`) or gives the
+slot back. The pool runs each with the Executor and calls `on_done(delivery, outcome)`
+when it has finished (the executor has acknowledged it and stored its outcome).
+`terminate` stops at once and returns the claims it aborted, so the worker can put them
+back in their queue.
 """
 
 from __future__ import annotations
@@ -21,95 +24,68 @@ import time
 from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..brokers import Claim
 from ..exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
+from .delivery import DECODE_ERRORS, Delivery
 from .execute import Executor, Outcome
+from .handoff import Handoff
 
 log = logging.getLogger("beatq.worker")
 
-OnDone = Callable[[Claim, "Outcome | None"], None]
+OnDone = Callable[[Delivery, "Outcome | None"], None]
 IDLE_AFTER = 0.02  # seconds without a next task before held-back events are sent
 LIMITS_EVERY = 0.05  # seconds between two looks at the prefork children's time limits
 
 
-class Slots:
-    """A semaphore for the pool's slots whose waiter can also be woken without one
-    (`nudge`): the worker's main thread waits here, and tops up its buffer when a pool
-    thread says it runs low."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-        self.nudged = False
-        self.cond = threading.Condition(threading.Lock())
-
-    def acquire(self, timeout: float) -> bool:
-        """Take a slot, waiting up to `timeout`; False if none came, or on a nudge."""
-        with self.cond:
-            if not self.count and not self.nudged:
-                self.cond.wait(timeout)
-            if self.nudged:
-                self.nudged = False
-                return False
-            if self.count:
-                self.count -= 1
-                return True
-            return False
-
-    def release(self) -> None:
-        with self.cond:
-            self.count += 1
-            self.cond.notify()
-
-    def nudge(self) -> None:
-        with self.cond:
-            if not self.nudged:
-                self.nudged = True
-                self.cond.notify()
-
-
 class Pool(abc.ABC):
+    """`executor`: runs the tasks (shared by the pool's threads; a prefork child makes
+    its own). `handoff`: where the worker leaves what it claimed (see handoff.py)."""
+
     name = ""
 
-    def __init__(self, make_executor: Callable[[], Executor], concurrency: int, on_done: OnDone):
-        self.make_executor = make_executor
+    def __init__(
+        self, executor: Executor, concurrency: int, on_done: OnDone, handoff: Handoff
+    ) -> None:
+        self.executor = executor
         self.concurrency = concurrency
         self.on_done = on_done
-        self.slots = Slots(concurrency)
-        self.active: dict[str, tuple[Claim, float]] = {}  # id -> (claim, started)
-        self.peek: Callable[[], Claim | None] = lambda: None  # the claim submitted next
-        # The worker's next claim for a slot a finished task just freed, taken off its buffer
-        # (and whether its claim acknowledged it); None: the slot is given back instead.
-        self.follow: Callable[[], tuple[Claim, bool] | None] = lambda: None
+        self.handoff = handoff
+        self.active: dict[str, tuple[Delivery, float]] = {}  # id -> (delivery, started)
+
+    @classmethod
+    def capacity(cls, concurrency: int, queued: int = 0) -> int:
+        """How many deliveries the pool holds at once: the Handoff's slots."""
+        return concurrency
 
     def start(self) -> None:
         """Start the pool's threads or processes."""
-
-    def acquire(self, timeout: float) -> bool:
-        """Wait up to `timeout` for a free slot; True once one is reserved for `submit`."""
-        return self.slots.acquire(timeout=timeout)
 
     def free(self) -> bool:
         """Whether a slot is free: a task submitted now starts at once."""
         return len(self.active) < self.concurrency
 
     @abc.abstractmethod
-    def submit(self, claim: Claim, acked: bool = False) -> None:
-        """Run `claim` in the slot reserved by `acquire`; `acked`: it was acknowledged
-        already (in the claim), so it starts without an acknowledgement of its own."""
+    def submit(self, delivery: Delivery) -> None:
+        """Run `delivery` in the slot reserved from the Handoff."""
+
+    def _start(self, delivery: Delivery) -> None:
+        """The Handoff gave this slot its next delivery (`follow`): it is the pool's now."""
+        self.active[delivery.id] = (delivery, time.time())
 
     def _done(
-        self, claim: Claim, outcome: Outcome | None = None, follow: bool = False
-    ) -> tuple[Claim, bool] | None:
-        """`claim` has finished: its slot is given back, or with `follow` goes straight to
-        the worker's next claim (returned, already in `active`; the caller starts it), so
-        the worker's main thread is not woken to hand it over: one wake-up less a task."""
-        self.active.pop(claim.id, None)
-        after = self.follow() if follow else None
+        self, delivery: Delivery, outcome: Outcome | None = None, follow: bool = False
+    ) -> Delivery | None:
+        """`delivery` has finished: its slot is given back, or with `follow` goes straight
+        to the worker's next delivery (returned, already in `active`; the caller starts
+        it), so the worker's main thread is not woken to hand it over: one wake-up less a
+        task."""
+        self.active.pop(delivery.id, None)
+        after = self.handoff.follow(self.free, self._start) if follow else None
         if after is None:
-            self.slots.release()
-        self.on_done(claim, outcome)
+            self.handoff.give_back()
+        self.on_done(delivery, outcome)
         return after
 
     def join(self, timeout: float | None = None) -> bool:
@@ -123,10 +99,18 @@ class Pool(abc.ABC):
 
     def terminate(self) -> list[Claim]:
         """Stop now; the claims of the tasks that were running."""
-        return [claim for claim, _ in list(self.active.values())]
+        return [delivery.claim for delivery, _ in list(self.active.values())]
 
-    def running(self) -> list[tuple[Claim, float]]:
-        """The claims whose tasks run now, with when each started (wall clock)."""
+    def holds(self, task_id: str) -> bool:
+        """Whether `task_id` was handed to the pool and has not finished."""
+        return task_id in self.active
+
+    def held(self) -> list[Delivery]:
+        """What was handed to the pool and has not finished, running or not."""
+        return [delivery for delivery, _ in list(self.active.values())]
+
+    def running(self) -> list[tuple[Delivery, float]]:
+        """The deliveries whose tasks run now, with when each started (wall clock)."""
         return list(self.active.values())
 
     def skip(self, task_id: str) -> bool:
@@ -145,8 +129,7 @@ class Pool(abc.ABC):
         Threads and solo raise TaskRevokedError inside the task's own code; the task
         finishes as REVOKED.
         """
-        executor = getattr(self, "executor", None)
-        return executor is not None and executor.interrupt(task_id)
+        return self.executor.interrupt(task_id)
 
     def close(self) -> None:
         """Release the pool's threads or processes after `join`."""
@@ -154,38 +137,32 @@ class Pool(abc.ABC):
 
     def idle(self) -> None:
         """Called when the worker has no work at hand: send the events held back."""
-        executor = getattr(self, "executor", None)
-        if executor is not None:
-            executor.flush_events()
+        self.executor.flush_events()
 
 
 class SoloPool(Pool):
     """Runs each task inline, in the worker's main thread.
 
-    It knows the claim it runs next (`peek`), so a task's finish also acknowledges the
-    next task when that one is acknowledged as it starts: one round trip per task.
+    It knows the delivery it runs next (the Handoff's `peek`), so a task's finish also
+    acknowledges the next task when that one is acknowledged as it starts: one round trip
+    per task.
     """
 
     name = "solo"
 
-    def start(self) -> None:
-        self.executor = self.make_executor()
-        self.acked: str | None = None  # the id acknowledged by the previous task's finish
-
-    def submit(self, claim: Claim, acked: bool = False) -> None:
-        self.active[claim.id] = (claim, time.time())
+    def submit(self, delivery: Delivery) -> None:
+        self.active[delivery.id] = (delivery, time.time())
         outcome = None
-        then = self.peek()
-        acked, self.acked = acked or self.acked == claim.id, None
+        then = self.handoff.peek()
         try:
-            outcome = self.executor.execute(claim, then, acked)
+            outcome = self.executor.execute(delivery, then)
             if outcome.then_acked and then is not None:
-                self.acked = then.id
+                then.acked = True
         except Exception:
-            log.exception("failed while running %s", claim.id)
+            log.exception("failed while running %s", delivery.id)
         # Not in a `finally`: a cold shutdown raised in the task leaves it active, so
         # `terminate` names it and the worker puts it back in its queue.
-        self._done(claim, outcome)
+        self._done(delivery, outcome)
 
 
 class ThreadPool(Pool):
@@ -194,8 +171,7 @@ class ThreadPool(Pool):
     name = "threads"
 
     def start(self) -> None:
-        self.executor = self.make_executor()
-        self.inbox: queue.SimpleQueue[tuple[Claim, bool] | None] = queue.SimpleQueue()
+        self.inbox: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
         self.threads = [
             threading.Thread(target=self._loop, name=f"beatq-pool-{i}", daemon=True)
             for i in range(self.concurrency)
@@ -204,26 +180,25 @@ class ThreadPool(Pool):
             thread.start()
 
     def _loop(self) -> None:
-        item = self.inbox.get()
-        while item is not None:
-            claim, acked = item
+        delivery = self.inbox.get()
+        while delivery is not None:
             outcome = None
             try:
-                outcome = self.executor.execute(claim, acked=acked)
+                outcome = self.executor.execute(delivery)
             except BaseException:
-                log.exception("pool thread failed while running %s", claim.id)
-            item = self._done(claim, outcome, follow=True)
-            if item is not None:  # this thread runs the next one at once
+                log.exception("pool thread failed while running %s", delivery.id)
+            delivery = self._done(delivery, outcome, follow=True)
+            if delivery is not None:  # this thread runs the next one at once
                 continue
             try:
-                item = self.inbox.get(timeout=IDLE_AFTER)
+                delivery = self.inbox.get(timeout=IDLE_AFTER)
             except queue.Empty:
                 self.executor.flush_events()
-                item = self.inbox.get()
+                delivery = self.inbox.get()
 
-    def submit(self, claim: Claim, acked: bool = False) -> None:
-        self.active[claim.id] = (claim, time.time())
-        self.inbox.put((claim, acked))
+    def submit(self, delivery: Delivery) -> None:
+        self.active[delivery.id] = (delivery, time.time())
+        self.inbox.put(delivery)
 
     def close(self) -> None:
         for _ in self.threads:
@@ -233,19 +208,19 @@ class ThreadPool(Pool):
         super().close()
 
 
-def _child(
-    make_executor: Callable[[], Executor], conn: Connection, board: Any, crowded: bool
-) -> None:
+def _child(parents: Executor, conn: Connection, board: Any, crowded: bool) -> None:
     # The parent coordinates shutdown: a child ignores Ctrl-C and SIGTERM sent to the
     # whole process group (a terminal, systemd), so its task can finish.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     parent = os.getppid()
-    executor = make_executor()
+    # An executor of its own for the same app and host: the parent's copy may hold a
+    # lock another parent thread had taken at the fork, and events held back there.
+    executor = Executor(parents.app, parents.hostname)
     if crowded:  # as many children as cores, beside the parent and often the server
         for backend in {executor.app.broker, executor.app.result_store}:
             backend.crowded()
-    queued: deque[tuple[int, Claim, bool]] = deque()  # handed over, not started: in order
+    queued: deque[tuple[int, Delivery]] = deque()  # handed over, not started: in order
     while True:
         if not queued:
             if not conn.poll(IDLE_AFTER):
@@ -263,50 +238,77 @@ def _child(
             if item is None:
                 executor.flush_events()
                 return
-            queued.append(item)
-        seq, claim, acked = queued.popleft()
+            seq, claim, acked = item
+            queued.append((seq, Delivery(claim, acked)))
+        seq, delivery = queued.popleft()
         if not _begin(board, seq):
             continue  # the parent took it back (_Child.withdraw)
-        then = queued[0][1] if queued and queued[0][0] >= board[1] else None
+        limit = _hard_limit(executor, delivery)  # decodes it, for `execute` too
+        if limit:
+            board[LIMIT] = limit
+        then = queued[0][1] if queued and queued[0][0] >= board[FLOOR] else None
         outcome = None
         try:
-            outcome = executor.execute(claim, then, acked)
+            outcome = executor.execute(delivery, then)
         except BaseException:
-            log.exception("child failed while running %s", claim.id)
+            log.exception("child failed while running %s", delivery.id)
         if then is not None and outcome is not None and outcome.then_acked:
-            queued[0] = (queued[0][0], then, True)
+            then.acked = True
         conn.send((seq, outcome))  # the parent counts it (metrics)
 
 
-STARTED, FLOOR, SINCE = 0, 1, 2  # a child's board: see _Child
+STARTED, FLOOR, SINCE, LIMIT = 0, 1, 2, 3  # a child's board: see _Child
 
 
 def _begin(board: Any, seq: int) -> bool:
-    """In the child: start the claim numbered `seq`, unless the parent took it back."""
+    """In the child: start the claim numbered `seq`, unless the parent took it back.
+    Its hard limit is not known yet (0) until the child has read it (_hard_limit)."""
     with board.get_lock():
         if seq < board[FLOOR]:
             return False
-        board[STARTED], board[SINCE] = seq, time.monotonic()
+        board[STARTED], board[SINCE], board[LIMIT] = seq, time.monotonic(), 0.0
         return True
 
 
+def _hard_limit(executor: Executor, delivery: Delivery) -> float:
+    """In the child: the hard time limit of `delivery`'s task in seconds, 0 for none. A
+    per-call time_limit (apply_async) wins over the task's. 0 for a message that does
+    not decode or names no task here: it is dead-lettered, not run."""
+    try:
+        message = delivery.message(executor.accept)
+    except DECODE_ERRORS:
+        return 0.0
+    task = executor.app.tasks.get(message.task)
+    limit = message.options.get("time_limit", task.option("time_limit") if task else None)
+    try:
+        return float(limit or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
 class _Handed:
-    """A claim handed to a child, numbered in the order the child receives them."""
+    """A delivery handed to a child, numbered in the order the child receives them."""
 
-    __slots__ = ("seq", "claim", "acked", "limit")
+    __slots__ = ("seq", "delivery")
 
-    def __init__(self, seq: int, claim: Claim, acked: bool) -> None:
-        self.seq, self.claim, self.acked = seq, claim, acked
-        self.limit: float | None | object = _UNKNOWN  # its hard limit, read when first needed
+    def __init__(self, seq: int, delivery: Delivery) -> None:
+        self.seq, self.delivery = seq, delivery
 
 
-_UNKNOWN = object()
+class _Running(NamedTuple):
+    """What a child runs now: since when (monotonic clock), its hard limit (0: none)."""
+
+    handed: _Handed
+    since: float
+    limit: float
 
 
 class _Child:
     """A child process, what it was handed, and the board it shares with the parent:
     the number of the claim it started last, the lowest number it may still start
-    (what the parent took back lies below), and when it started (monotonic clock)."""
+    (what the parent took back lies below), when it started (monotonic clock) and the
+    hard time limit of its task, which the child reads as it decodes the message (0
+    until then, or for none)."""
 
     def __init__(self, process: Any, conn: Connection, board: Any) -> None:
         self.process = process
@@ -316,15 +318,15 @@ class _Child:
         self.seq = 0
         self.killed: BaseException | None = None  # why the parent killed it, if it did
 
-    def running(self) -> tuple[_Handed, float] | None:
-        """The claim this child runs now and since when (monotonic), if any."""
+    def running(self) -> _Running | None:
+        """The delivery this child runs now, since when, and its limit, if any."""
         with self.board.get_lock():
-            started, since = self.board[STARTED], self.board[SINCE]
+            started, since, limit = self.board[STARTED], self.board[SINCE], self.board[LIMIT]
         try:
             first = self.handed[0]  # read without the pool's lock: it may empty meanwhile
         except IndexError:
             return None
-        return (first, since) if first.seq == started else None
+        return _Running(first, since, limit) if first.seq == started else None
 
     def waiting(self) -> _Handed | None:
         """The first claim handed over that the child has not started."""
@@ -363,29 +365,27 @@ class PreforkPool(Pool):
 
     def __init__(
         self,
-        make_executor: Callable[[], Executor],
+        executor: Executor,
         concurrency: int,
         on_done: OnDone,
-        hard_limit: Callable[[Claim], float | None] = lambda claim: None,
+        handoff: Handoff,
         queued: int = QUEUED,
     ) -> None:
-        super().__init__(make_executor, concurrency, on_done)
+        super().__init__(executor, concurrency, on_done, handoff)
         self.queued = queued  # at most QUEUED (the worker's prefetch may allow fewer)
-        self.slots = Slots(concurrency * (1 + queued))
-        self.hard_limit = hard_limit
         self.ctx = multiprocessing.get_context("fork")
         self.children: list[_Child] = []
-        self.parked: deque[tuple[Claim, bool]] = deque()  # for the next idle child
+        self.parked: deque[Delivery] = deque()  # for the next idle child
         self.lock = threading.Lock()
         self.stopping = False
         self.crowded = concurrency >= (os.cpu_count() or 1)
 
     def _spawn(self) -> _Child:
         parent_conn, child_conn = self.ctx.Pipe()
-        board = self.ctx.Array("d", [-1.0, 0.0, 0.0])
+        board = self.ctx.Array("d", [-1.0, 0.0, 0.0, 0.0])
         process = self.ctx.Process(
             target=_child,
-            args=(self.make_executor, child_conn, board, self.crowded),
+            args=(self.executor, child_conn, board, self.crowded),
             daemon=True,
             name="beatq-child",
         )
@@ -398,42 +398,47 @@ class PreforkPool(Pool):
         # join) would wait for them forever if the parent left by an unexpected path.
         atexit.register(self._kill_all)
         self.children = [self._spawn() for _ in range(self.concurrency)]
-        self.parent_executor = self.make_executor()
         self.collector = threading.Thread(target=self._collect, name="beatq-collector", daemon=True)
         self.collector.start()
+
+    @classmethod
+    def capacity(cls, concurrency: int, queued: int = QUEUED) -> int:
+        """A running task and up to `queued` waiting behind it, in each child."""
+        return concurrency * (1 + queued)
 
     def free(self) -> bool:
         return any(not child.handed for child in self.children)
 
-    def submit(self, claim: Claim, acked: bool = False) -> None:
+    def submit(self, delivery: Delivery) -> None:
         with self.lock:
-            self.active[claim.id] = (claim, time.time())
+            self.active[delivery.id] = (delivery, time.time())
             child = min(self.children, key=lambda c: len(c.handed))
             # A big message waits here for an idle child: sent to a busy one it could
             # fill the pipe, and the parent would wait until that child's task ends.
             if child.handed and (
-                len(child.handed) > self.queued or len(claim.body) > self.QUEUE_BODY_MAX
+                len(child.handed) > self.queued or len(delivery.claim.body) > self.QUEUE_BODY_MAX
             ):
-                self.parked.append((claim, acked))
+                self.parked.append(delivery)
             else:
-                self._hand(child, claim, acked)
+                self._hand(child, delivery)
 
-    def _hand(self, child: _Child, claim: Claim, acked: bool) -> None:
-        """With the lock: numbers and sends in one step, so the child gets them in order."""
+    def _hand(self, child: _Child, delivery: Delivery) -> None:
+        """With the lock: numbers and sends in one step, so the child gets them in order.
+        The child is sent the claim, not the decoded message: it decodes it itself."""
         child.seq += 1
-        child.handed.append(_Handed(child.seq, claim, acked))
+        child.handed.append(_Handed(child.seq, delivery))
         try:
-            child.conn.send((child.seq, claim, acked))
+            child.conn.send((child.seq, delivery.claim, delivery.acked))
         except OSError:  # the child died meanwhile: its sentinel tells, and gives it back
-            log.warning("could not hand %s to child %s", claim.id, child.process.pid)
+            log.warning("could not hand %s to child %s", delivery.id, child.process.pid)
 
-    def running(self) -> list[tuple[Claim, float]]:
+    def running(self) -> list[tuple[Delivery, float]]:
         now, wall = time.monotonic(), time.time()
         found = []
         for child in list(self.children):
             current = child.running()
             if current is not None:
-                found.append((current[0].claim, wall - (now - current[1])))
+                found.append((current.handed.delivery, wall - (now - current.since)))
         return found
 
     def _collect(self) -> None:
@@ -478,9 +483,9 @@ class PreforkPool(Pool):
                 return
             child.handed.remove(handed)
         self._balance()
-        after = self._done(handed.claim, outcome, follow=not self.stopping)
+        after = self._done(handed.delivery, outcome, follow=not self.stopping)
         if after is not None:
-            self.submit(*after)
+            self.submit(after)
 
     def _balance(self) -> None:
         """Give each idle child a parked claim, or one waiting behind a sibling's task
@@ -492,11 +497,11 @@ class PreforkPool(Pool):
                 if child.handed:
                     continue
                 if self.parked:
-                    self._hand(child, *self.parked.popleft())
+                    self._hand(child, self.parked.popleft())
                     continue
                 taken = self._take_waiting(time.monotonic() - self.STEAL_AFTER)
                 if taken is not None:
-                    self._hand(child, taken.claim, taken.acked)
+                    self._hand(child, taken.delivery)
 
     def _take_waiting(self, before: float) -> _Handed | None:
         """With the lock: withdraw a claim waiting in a child whose task started `before`."""
@@ -505,7 +510,7 @@ class PreforkPool(Pool):
                 continue
             current = child.running()
             waiting = child.waiting()
-            if current is None or current[1] > before or waiting is None:
+            if current is None or current.since > before or waiting is None:
                 continue
             if child.withdraw(waiting):
                 return waiting
@@ -515,14 +520,11 @@ class PreforkPool(Pool):
         now = time.monotonic()
         for child in list(self.children):
             current = child.running()
-            if current is None:
+            if current is None or not current.limit:
                 continue
-            handed, since = current
-            if handed.limit is _UNKNOWN:  # once, for a task still running at a check
-                handed.limit = self.hard_limit(handed.claim)
-            limit = handed.limit
-            if limit and now - since > limit + self.grace:  # type: ignore[operator]
-                self._kill(child, TimeLimitExceeded(f"time limit ({limit}s) exceeded"))
+            if now - current.since > current.limit + self.grace:
+                limit = current.limit
+                self._kill(child, TimeLimitExceeded(f"time limit ({limit:g}s) exceeded"))
 
     def _kill(self, child: _Child, reason: BaseException) -> None:
         """SIGKILL `child`; the collector sees it die and records `reason` (_replace)."""
@@ -532,33 +534,33 @@ class PreforkPool(Pool):
     def skip(self, task_id: str) -> bool:
         """Record `task_id` REVOKED without running it if it waits in a child (or for one)."""
         with self.lock:
-            claim = self._recall(task_id)
-        if claim is None:
+            delivery = self._recall(task_id)
+        if delivery is None:
             return False
-        self._done(claim, self.parent_executor.skip(claim))
+        self._done(delivery, self.executor.skip(delivery.claim))
         return True
 
-    def _recall(self, task_id: str | None) -> Claim | None:
-        """With the lock: take back a claim not started (`task_id`'s, or any if None)."""
-        for i, (claim, _) in enumerate(self.parked):
-            if task_id is None or claim.id == task_id:
+    def _recall(self, task_id: str | None) -> Delivery | None:
+        """With the lock: take back a delivery not started (`task_id`'s, or any if None)."""
+        for i, delivery in enumerate(self.parked):
+            if task_id is None or delivery.id == task_id:
                 del self.parked[i]
-                return claim
+                return delivery
         for child in self.children:
             waiting = child.waiting()  # only the first not started can be taken back
-            if waiting is None or (task_id is not None and waiting.claim.id != task_id):
+            if waiting is None or (task_id is not None and waiting.delivery.id != task_id):
                 continue
             if child.withdraw(waiting):
-                return waiting.claim
+                return waiting.delivery
         return None
 
     def recall(self) -> list[Claim]:
         """Take back every claim no child has started (a warm stop returns them)."""
         taken = []
         with self.lock:
-            while (claim := self._recall(None)) is not None:
-                self.active.pop(claim.id, None)
-                taken.append(claim)
+            while (delivery := self._recall(None)) is not None:
+                self.active.pop(delivery.id, None)
+                taken.append(delivery.claim)
         return taken
 
     def stop_task(self, task_id: str) -> bool:
@@ -571,7 +573,8 @@ class PreforkPool(Pool):
                 (
                     c
                     for c in self.children
-                    if (current := c.running()) is not None and current[0].claim.id == task_id
+                    if (current := c.running()) is not None
+                    and current.handed.delivery.id == task_id
                 ),
                 None,
             )
@@ -602,10 +605,11 @@ class PreforkPool(Pool):
             child.handed.clear()
         log.error("child process %s exited (code %s)", child.process.pid, child.process.exitcode)
         for handed in lost:
-            outcome = self.parent_executor.fail_lost(handed.claim, child.killed or reason)
-            self._done(handed.claim, outcome)
+            outcome = self.executor.fail_lost(handed.delivery.claim, child.killed or reason)
+            self._done(handed.delivery, outcome)
         for handed in again:  # acknowledged or not, it runs once in another child
-            self.submit(handed.claim, acked=False)
+            handed.delivery.acked = False
+            self.submit(handed.delivery)
         try:
             child.process.close()  # its sentinel's descriptor
         except ValueError:

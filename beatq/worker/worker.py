@@ -17,19 +17,19 @@ import signal
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .. import events as ev
-from .. import messages, serializers
 from ..app import Beatq
 from ..brokers import Claim, Claimed
 from ..exceptions import BrokerError, ConfigurationError
 from ..metrics import Metrics
+from .delivery import Delivery
 from .execute import AHEAD, Executor, Outcome
+from .handoff import Handoff
 from .pool import POOLS, Pool, PreforkPool
 
 log = logging.getLogger("beatq.worker")
@@ -106,24 +106,14 @@ class Worker:
         # worker holds what it runs and `prefetch` more, whatever the pool.
         self.queued = min(PreforkPool.QUEUED, multiplier - 1) if self.pool_name == "prefork" else 0
         self.batch = max(1, self.prefetch - self.concurrency * self.queued)  # claimed at once
-        # A busy pool's buffer is topped up when it falls to `low`, before it runs dry
-        # (see _top_up): a quarter, so each top-up claims most of a batch in its round
-        # trip. `dry`: the last top-up found nothing, wait for the next claim.
-        self.low = self.batch // 4
-        self.dry = False
         self.hostname = hostname or default_hostname()
         options = conf.broker_transport_options or {}
         self.visibility = float(options.get("visibility_timeout", 60.0))
         self.heartbeat_interval = min(float(conf.worker_heartbeat_interval), self.visibility / 4)
         self.idle_wait = idle_wait
-        self.buffer: deque[Claim] = deque()
-        self.acked: str | None = None  # the buffered claim acknowledged in its claim
         self.ack_first: frozenset[str] = frozenset()  # see _acked_at_start
         self.held: dict[str, Claim] = {}  # claimed and not yet finished: renewed by heartbeat
         self.held_lock = threading.Lock()
-        # Taken to pop the buffer (by the main thread, or a pool thread: Pool.follow) and to
-        # empty it on a stop, so a claim is either submitted or released, never both.
-        self.handoff = threading.Lock()
         self.stopping = threading.Event()
         self.signals = 0
         self.waiting = False  # the main thread is blocked on the broker's wake-up
@@ -136,7 +126,12 @@ class Worker:
         self.revoked: dict[str, tuple[float, bool]] = {}  # task id -> (when, terminate)
         self.revoked_after = 0.0  # the newest revocation seen (the broker's clock)
         self.revoke_ttl = float(conf.worker_revoke_expires)
-        self.executor: Executor | None = None  # records revoked tasks from this process
+        # What was claimed and not yet handed to the pool. A busy pool's buffer is topped
+        # up when it falls to a quarter of a batch, before it runs dry (see _top_up), so
+        # each top-up claims most of a batch in its round trip.
+        slots = POOLS[self.pool_name].capacity(self.concurrency, self.queued)
+        self.handoff = Handoff(slots, self.revoked, self.stopping, low=self.batch // 4)
+        self.executor: Executor | None = None  # this process's (the pool's too), from run
         self.metrics = metrics  # counted here, whatever the pool (prefork children report)
 
     # -- running -----------------------------------------------------------------------------
@@ -146,9 +141,7 @@ class Worker:
         self.ack_first = self._acked_at_start()
         self._install_signals()
         self.executor = Executor(self.app, self.hostname)
-        self.pool = self._make_pool()
-        self.pool.peek = lambda: self.buffer[0] if self.buffer else None
-        self.pool.follow = self._follow
+        self.pool = self._make_pool(self.executor)
         if isinstance(self.pool, PreforkPool) and self.pool.crowded:
             self.app.broker.crowded()  # this thread's claims (the children say it themselves)
         self.pool.start()
@@ -184,7 +177,7 @@ class Worker:
             log.info(
                 "worker %s: warm shutdown, waiting for %d running task(s)",
                 self.hostname,
-                len(self.pool.active),
+                len(self.pool.held()),
             )
             self.pool.join()
         except ColdShutdown:
@@ -207,31 +200,19 @@ class Worker:
         """Stop taking work and let running tasks finish."""
         self.stopping.set()
 
-    def _make_pool(self) -> Pool:
-        def make_executor() -> Executor:
-            return Executor(self.app, self.hostname)
-
+    def _make_pool(self, executor: Executor) -> Pool:
         if self.pool_name == "prefork":
             return PreforkPool(
-                make_executor, self.concurrency, self._finished, self._hard_limit, self.queued
+                executor, self.concurrency, self._finished, self.handoff, self.queued
             )
-        return POOLS[self.pool_name](make_executor, self.concurrency, self._finished)
-
-    def _hard_limit(self, claim: Claim) -> float | None:
-        # A per-call time_limit (apply_async) wins over the task's, as in the child.
-        try:
-            message = messages.decode(claim.body, self.app.conf.accept_content)
-        except (messages.MessageError, serializers.ContentDisallowed, serializers.DecodeError):
-            return None
-        task = self.app.tasks.get(message.task)
-        default = task.option("time_limit") if task is not None else None
-        return message.options.get("time_limit", default)
+        return POOLS[self.pool_name](executor, self.concurrency, self._finished, self.handoff)
 
     def _consume(self) -> None:
         broker = self.app.broker
+        handoff = self.handoff
         while not self.stopping.is_set():
             try:
-                if not self.buffer:
+                if not handoff.buffer:
                     if not self._fill(broker):
                         continue
             except BrokerError as exc:
@@ -240,57 +221,29 @@ class Worker:
                 log.error("broker unreachable (%s); retrying in %.1fs", exc, delay)
                 self.stopping.wait(delay)
                 continue
-            while self.buffer and not self.stopping.is_set():
-                if not self.pool.acquire(timeout=0.2):  # or nudged: the buffer runs low
+            while handoff.buffer and not self.stopping.is_set():
+                if not handoff.reserve(timeout=0.2):  # or nudged: the buffer runs low
                     self._top_up(broker)
                     continue
-                with self.handoff:
-                    taken = None if self.stopping.is_set() else self._pop()
-                if taken is None:  # stopping, or a pool thread took the rest (Pool.follow)
-                    self.pool.slots.release()
+                delivery = handoff.take(self.pool.free)
+                if delivery is None:  # stopping, or a pool slot took the rest (follow)
                     continue
-                claim, acked = taken
-                if claim.id in self.revoked:
-                    self.pool.slots.release()
-                    self._skip_revoked(claim)
+                if handoff.is_revoked(delivery):
+                    handoff.give_back()
+                    self._skip_revoked(delivery)
                     continue
-                self.pool.submit(claim, acked)
-            if not self.buffer:
+                self.pool.submit(delivery)
+            if not handoff.buffer:
                 self.pool.idle()
-
-    def _pop(self) -> tuple[Claim, bool] | None:
-        """The next buffered claim, and whether its claim acknowledged it (with `handoff`)."""
-        if not self.buffer:
-            return None
-        claim = self.buffer.popleft()
-        if len(self.buffer) <= self.low and not self.dry and not self.pool.free():
-            self.pool.slots.nudge()  # the main thread tops the buffer up (_top_up)
-        acked = self.acked == claim.id
-        if acked:
-            self.acked = None
-        return claim, acked
-
-    def _follow(self) -> tuple[Claim, bool] | None:
-        """Pool.follow: the next buffered claim for a slot just freed. A revoked one is left
-        to the main thread, which records it."""
-        with self.handoff:
-            if self.stopping.is_set() or (self.buffer and self.buffer[0].id in self.revoked):
-                return None
-            taken = self._pop()
-            if taken is not None:  # active from here: a cold stop returns it (see _cold_stop)
-                self.pool.active[taken[0].id] = (taken[0], time.time())
-            return taken
 
     def _unbuffer(self) -> list[Claim]:
         """Empty the buffer on a stop: what no pool slot will take (then `_release` it)."""
-        with self.handoff:
-            rest = list(self.buffer)
-            self.buffer.clear()
-        return rest
+        with self.handoff.frozen() as rest:
+            return rest
 
-    def _skip_revoked(self, claim: Claim) -> None:
+    def _skip_revoked(self, delivery: Delivery) -> None:
         assert self.executor is not None
-        self._finished(claim, self.executor.skip(claim))
+        self._finished(delivery, self.executor.skip(delivery.claim))
 
     def _acked_at_start(self) -> frozenset[str]:
         """The tasks acknowledged right before they start (not acks_late, no STARTED
@@ -308,21 +261,22 @@ class Worker:
     def _top_up(self, broker: Any) -> None:
         """The pool is busy and the buffer low: claim the rest of a batch now, so a slot
         that frees up finds its next claim here rather than waiting for one."""
-        if self.dry or len(self.buffer) > self.low or self.pool.free() or self.stopping.is_set():
+        handoff = self.handoff
+        if not handoff.runs_low() or self.pool.free() or self.stopping.is_set():
             return
         try:
             claimed = broker.claim(
-                self.queues, self.batch - len(self.buffer), self.visibility, (), AHEAD
+                self.queues, self.batch - len(handoff.buffer), self.visibility, (), AHEAD
             )
         except BrokerError as exc:
             log.error("could not claim more (%s); retrying once the buffer is empty", exc)
             claimed = Claimed([], None)
         if not self._hold(claimed):
-            self.dry = True
+            handoff.dry = True  # wait for the next claim
 
     def _fill(self, broker: Any) -> bool:
         """Claim a batch into the buffer; when there is none, wait for work. True if filled."""
-        self.dry = False
+        self.handoff.dry = False
         ack_first = self.ack_first if self.pool.free() else ()
         claimed = broker.claim(self.queues, self.batch, self.visibility, ack_first, AHEAD)
         # Said as soon as the broker answers, not after the wait for work that follows.
@@ -364,14 +318,13 @@ class Worker:
         with self.held_lock:
             for claim in claims:
                 self.held[claim.id] = claim
-        self.buffer.extend(claims)
-        if claimed.acked:  # it starts next, at once: the pool has a free slot
-            self.acked = claims[0].id
+        # the first acknowledged in its claim starts next, at once: the pool has a free slot
+        self.handoff.hold(claims, claimed.acked)
         return True
 
-    def _finished(self, claim: Claim, outcome: Outcome | None = None) -> None:
+    def _finished(self, delivery: Delivery, outcome: Outcome | None = None) -> None:
         with self.held_lock:
-            self.held.pop(claim.id, None)
+            self.held.pop(delivery.id, None)
             self.processed += 1
         if self.metrics is not None and outcome is not None:
             self.metrics.task_done(outcome.name, outcome.state, outcome.runtime)
@@ -407,10 +360,9 @@ class Worker:
 
     def _cold_stop(self) -> None:
         self.stopping.set()
-        with self.handoff:  # no claim goes from the buffer to a slot meanwhile (_follow)
+        with self.handoff.frozen() as rest:  # no claim goes from the buffer to a slot meanwhile
             aborted = self.pool.terminate()
-            pending = aborted + list(self.buffer)
-            self.buffer.clear()
+        pending = aborted + rest
         if aborted:
             log.warning(
                 "worker %s: aborted %d running task(s); they go back to their queue: %s",
@@ -481,7 +433,7 @@ class Worker:
             for task_id in [t for t, (when, _) in self.revoked.items() if when < horizon]:
                 del self.revoked[task_id]
         for task_id, terminate in fresh:
-            if task_id not in self.pool.active:
+            if not self.pool.holds(task_id):
                 continue  # not here, or in the buffer: skipped when its turn comes
             if self.pool.skip(task_id):  # handed to the pool but not started
                 log.info("worker %s: revoked task %s skipped", self.hostname, task_id)
@@ -514,10 +466,11 @@ class Worker:
         self.sync_revoked()
         self._event(ev.WORKER_HEARTBEAT)
 
-    def _describe(self, claim: Claim, **extra: Any) -> dict[str, Any]:
+    def _describe(self, delivery: Delivery, **extra: Any) -> dict[str, Any]:
+        claim = delivery.claim
         entry: dict[str, Any] = {"id": claim.id, "queue": claim.queue, **extra}
         try:
-            message = messages.decode(claim.body, self.app.conf.accept_content)
+            message = delivery.message(self.app.conf.accept_content)
             entry.update(
                 name=message.task,
                 args=ev.short_repr(message.args),
@@ -528,19 +481,19 @@ class Worker:
             entry.update(name="?", args="?", kwargs="?")
         return entry
 
-    def _waiting(self, running: list[tuple[Claim, float]]) -> list[Claim]:
-        """The claims held and not started: in the pool (a prefork child's next), then in
-        the buffer. `running`: the pool's running claims."""
-        ids = {claim.id for claim, _ in running}
-        waiting = [claim for claim, _ in list(self.pool.active.values()) if claim.id not in ids]
-        return waiting + list(self.buffer)
+    def _waiting(self, running: list[tuple[Delivery, float]]) -> list[Delivery]:
+        """The deliveries held and not started: in the pool (a prefork child's next), then
+        in the buffer. `running`: the pool's running deliveries."""
+        ids = {delivery.id for delivery, _ in running}
+        waiting = [delivery for delivery in self.pool.held() if delivery.id not in ids]
+        return waiting + list(self.handoff.buffer)
 
     def info(self) -> dict[str, Any]:
         """What `inspect` and `status` show, published with every heartbeat."""
         running = self.pool.running()
-        active = [self._describe(claim, time_start=started) for claim, started in running]
+        active = [self._describe(delivery, time_start=started) for delivery, started in running]
         waiting = self._waiting(running)
-        reserved = [self._describe(claim) for claim in waiting[:100]]
+        reserved = [self._describe(delivery) for delivery in waiting[:100]]
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return {
             "hostname": self.hostname,
