@@ -199,7 +199,7 @@ def test_second_signal_stops_at_once_and_requeues_running_task(app, start_worker
 @pytest.mark.parametrize("pool", ["threads", "prefork"])
 def test_a_stop_mid_drain_runs_every_task_once(app, start_worker, pool):
     """With a finished task's slot going straight to the next buffered claim from a pool
-    thread (Pool.follow), a warm stop mid-drain still finishes what runs and returns the
+    thread (Handoff.follow), a warm stop mid-drain still finishes what runs and returns the
     rest of the buffer to the queue: each task runs once, none is lost."""
     from tests.proj.tasks import sleep
 

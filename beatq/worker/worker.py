@@ -30,9 +30,12 @@ from ..metrics import Metrics
 from .delivery import Delivery
 from .execute import AHEAD, Executor, Outcome
 from .handoff import Handoff
-from .pool import POOLS, Pool, PreforkPool
+from .pool import Pool, SoloPool, ThreadPool
+from .prefork import PreforkPool
 
 log = logging.getLogger("beatq.worker")
+
+POOLS: dict[str, type[Pool]] = {"solo": SoloPool, "threads": ThreadPool, "prefork": PreforkPool}
 
 
 class ColdShutdown(BaseException):

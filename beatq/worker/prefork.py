@@ -1,0 +1,468 @@
+"""The prefork pool: N forked child processes, each handed claims over a pipe.
+
+The parent (the worker's process) hands each child its next claims while it runs one, so
+a child goes from task to task without waiting for it; a collector thread in the parent
+reads what the children report, gives an idle child what waits behind a busy sibling,
+replaces a child that died, and kills one stuck past its task's hard time limit. Parent
+and child share a small board per child (see _Child) instead of a message per step.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing
+import os
+import selectors
+import signal
+import threading
+import time
+from collections import deque
+from multiprocessing.connection import Connection
+from typing import Any, NamedTuple
+
+from ..brokers import Claim
+from ..exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
+from .delivery import DECODE_ERRORS, Delivery
+from .execute import Executor, Outcome
+from .handoff import Handoff
+from .pool import IDLE_AFTER, OnDone, Pool
+
+log = logging.getLogger("beatq.worker")
+
+LIMITS_EVERY = 0.05  # seconds between two looks at the children's time limits
+
+
+def _child(parents: Executor, conn: Connection, board: Any, crowded: bool) -> None:
+    # The parent coordinates shutdown: a child ignores Ctrl-C and SIGTERM sent to the
+    # whole process group (a terminal, systemd), so its task can finish.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = os.getppid()
+    # An executor of its own for the same app and host: the parent's copy may hold a
+    # lock another parent thread had taken at the fork, and events held back there.
+    executor = Executor(parents.app, parents.hostname)
+    if crowded:  # as many children as cores, beside the parent and often the server
+        for backend in {executor.app.broker, executor.app.result_store}:
+            backend.crowded()
+    queued: deque[tuple[int, Delivery]] = deque()  # handed over, not started: in order
+    while True:
+        if not queued:
+            if not conn.poll(IDLE_AFTER):
+                executor.flush_events()  # no next task at once: send the events held back
+            # A parent killed with SIGKILL never says goodbye, and the pipe stays open (other
+            # children hold copies of its end): an idle child checks it still has its parent.
+            while not conn.poll(1.0):
+                if os.getppid() != parent:
+                    return
+        while conn.poll():  # whatever the parent sent meanwhile, without waiting
+            try:
+                item = conn.recv()
+            except EOFError:
+                return
+            if item is None:
+                executor.flush_events()
+                return
+            seq, claim, acked = item
+            queued.append((seq, Delivery(claim, acked)))
+        seq, delivery = queued.popleft()
+        if not _begin(board, seq):
+            continue  # the parent took it back (_Child.withdraw)
+        limit = _hard_limit(executor, delivery)  # decodes it, for `execute` too
+        if limit:
+            board[LIMIT] = limit
+        then = queued[0][1] if queued and queued[0][0] >= board[FLOOR] else None
+        outcome = None
+        try:
+            outcome = executor.execute(delivery, then)
+        except BaseException:
+            log.exception("child failed while running %s", delivery.id)
+        if then is not None and outcome is not None and outcome.then_acked:
+            then.acked = True
+        conn.send((seq, outcome))  # the parent counts it (metrics)
+
+
+STARTED, FLOOR, SINCE, LIMIT = 0, 1, 2, 3  # a child's board: see _Child
+
+
+def _begin(board: Any, seq: int) -> bool:
+    """In the child: start the claim numbered `seq`, unless the parent took it back.
+    Its hard limit is not known yet (0) until the child has read it (_hard_limit)."""
+    with board.get_lock():
+        if seq < board[FLOOR]:
+            return False
+        board[STARTED], board[SINCE], board[LIMIT] = seq, time.monotonic(), 0.0
+        return True
+
+
+def _hard_limit(executor: Executor, delivery: Delivery) -> float:
+    """In the child: the hard time limit of `delivery`'s task in seconds, 0 for none. A
+    per-call time_limit (apply_async) wins over the task's. 0 for a message that does
+    not decode or names no task here: it is dead-lettered, not run."""
+    try:
+        message = delivery.message(executor.accept)
+    except DECODE_ERRORS:
+        return 0.0
+    task = executor.app.tasks.get(message.task)
+    limit = message.options.get("time_limit", task.option("time_limit") if task else None)
+    try:
+        return float(limit or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+class _Handed:
+    """A delivery handed to a child, numbered in the order the child receives them."""
+
+    __slots__ = ("seq", "delivery")
+
+    def __init__(self, seq: int, delivery: Delivery) -> None:
+        self.seq, self.delivery = seq, delivery
+
+
+class _Running(NamedTuple):
+    """What a child runs now: since when (monotonic clock), its hard limit (0: none)."""
+
+    handed: _Handed
+    since: float
+    limit: float
+
+
+class _Child:
+    """A child process, what it was handed, and the board it shares with the parent:
+    the number of the claim it started last, the lowest number it may still start
+    (what the parent took back lies below), when it started (monotonic clock) and the
+    hard time limit of its task, which the child reads as it decodes the message (0
+    until then, or for none)."""
+
+    def __init__(self, process: Any, conn: Connection, board: Any) -> None:
+        self.process = process
+        self.conn = conn
+        self.board = board
+        self.handed: deque[_Handed] = deque()  # not reported finished; the first runs
+        self.seq = 0
+        self.killed: BaseException | None = None  # why the parent killed it, if it did
+
+    def running(self) -> _Running | None:
+        """The delivery this child runs now, since when, and its limit, if any."""
+        with self.board.get_lock():
+            started, since, limit = self.board[STARTED], self.board[SINCE], self.board[LIMIT]
+        try:
+            first = self.handed[0]  # read without the pool's lock: it may empty meanwhile
+        except IndexError:
+            return None
+        return _Running(first, since, limit) if first.seq == started else None
+
+    def waiting(self) -> _Handed | None:
+        """The first claim handed over that the child has not started."""
+        started = self.board[STARTED]
+        return next((h for h in self.handed if h.seq > started), None)
+
+    def withdraw(self, handed: _Handed) -> bool:
+        """Take back `handed` if it is the first the child has not started (the child
+        skips it); False if the child started it meanwhile."""
+        with self.board.get_lock():
+            if self.waiting() is not handed:
+                return False
+            self.board[FLOOR] = handed.seq + 1
+        self.handed.remove(handed)
+        return True
+
+
+class PreforkPool(Pool):
+    """N forked child processes; the parent hands each a claim over a pipe.
+
+    A busy child is handed its next claim while it runs one (at most `QUEUED` wait in a
+    child), so it goes from task to task without waiting for the parent, and a task's
+    finish acknowledges the next as in the solo pool. What waits in a child is not lost
+    to the others: a child with nothing to do takes it over once the task ahead of it
+    has run `STEAL_AFTER`; a revocation, a warm stop or the child's death gives it back.
+
+    A child that dies mid-task, or outlives the task's hard time limit (then it is
+    killed), is replaced; its task is recorded as failed and acknowledged.
+    """
+
+    name = "prefork"
+    grace = 1.0  # seconds past the hard limit before the parent kills a stuck child
+    QUEUED = 2  # claims that wait in a busy child behind its running task
+    QUEUE_BODY_MAX = 32 * 1024  # bytes: a bigger message waits for an idle child here
+    STEAL_AFTER = 0.01  # seconds a task runs before a sibling takes what waits behind it
+
+    def __init__(
+        self,
+        executor: Executor,
+        concurrency: int,
+        on_done: OnDone,
+        handoff: Handoff,
+        queued: int = QUEUED,
+    ) -> None:
+        super().__init__(executor, concurrency, on_done, handoff)
+        self.queued = queued  # at most QUEUED (the worker's prefetch may allow fewer)
+        self.ctx = multiprocessing.get_context("fork")
+        self.children: list[_Child] = []
+        self.parked: deque[Delivery] = deque()  # for the next idle child
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.crowded = concurrency >= (os.cpu_count() or 1)
+
+    def _spawn(self) -> _Child:
+        parent_conn, child_conn = self.ctx.Pipe()
+        board = self.ctx.Array("d", [-1.0, 0.0, 0.0, 0.0])
+        process = self.ctx.Process(
+            target=_child,
+            args=(self.executor, child_conn, board, self.crowded),
+            daemon=True,
+            name="beatq-child",
+        )
+        process.start()
+        child_conn.close()
+        return _Child(process, parent_conn, board)
+
+    def start(self) -> None:
+        # Children ignore SIGTERM, so multiprocessing's own exit hook (terminate, then
+        # join) would wait for them forever if the parent left by an unexpected path.
+        atexit.register(self._kill_all)
+        self.children = [self._spawn() for _ in range(self.concurrency)]
+        self.collector = threading.Thread(target=self._collect, name="beatq-collector", daemon=True)
+        self.collector.start()
+
+    @classmethod
+    def capacity(cls, concurrency: int, queued: int = QUEUED) -> int:
+        """A running task and up to `queued` waiting behind it, in each child."""
+        return concurrency * (1 + queued)
+
+    def free(self) -> bool:
+        return any(not child.handed for child in self.children)
+
+    def submit(self, delivery: Delivery) -> None:
+        with self.lock:
+            self.active[delivery.id] = (delivery, time.time())
+            child = min(self.children, key=lambda c: len(c.handed))
+            # A big message waits here for an idle child: sent to a busy one it could
+            # fill the pipe, and the parent would wait until that child's task ends.
+            if child.handed and (
+                len(child.handed) > self.queued or len(delivery.claim.body) > self.QUEUE_BODY_MAX
+            ):
+                self.parked.append(delivery)
+            else:
+                self._hand(child, delivery)
+
+    def _hand(self, child: _Child, delivery: Delivery) -> None:
+        """With the lock: numbers and sends in one step, so the child gets them in order.
+        The child is sent the claim, not the decoded message: it decodes it itself."""
+        child.seq += 1
+        child.handed.append(_Handed(child.seq, delivery))
+        try:
+            child.conn.send((child.seq, delivery.claim, delivery.acked))
+        except OSError:  # the child died meanwhile: its sentinel tells, and gives it back
+            log.warning("could not hand %s to child %s", delivery.id, child.process.pid)
+
+    def running(self) -> list[tuple[Delivery, float]]:
+        now, wall = time.monotonic(), time.time()
+        found = []
+        for child in list(self.children):
+            current = child.running()
+            if current is not None:
+                found.append((current.handed.delivery, wall - (now - current.since)))
+        return found
+
+    def _collect(self) -> None:
+        selector = selectors.DefaultSelector()
+        listening: list[_Child] = []
+        checked = 0.0  # when the time limits were last looked at
+        while not self.stopping:
+            if listening != self.children:  # a child was replaced: listen to the new one
+                selector.close()
+                selector = selectors.DefaultSelector()
+                listening = list(self.children)
+                for child in listening:
+                    selector.register(child.conn, selectors.EVENT_READ, (child, False))
+                    selector.register(child.process.sentinel, selectors.EVENT_READ, (child, True))
+            timeout = self.STEAL_AFTER if self.parked or self._stuck() else 0.1
+            for key, _ in selector.select(timeout):
+                child, died = key.data
+                if not died:
+                    try:
+                        seq, outcome = child.conn.recv()
+                    except (EOFError, OSError):
+                        continue  # its sentinel tells
+                    self._free(child, seq, outcome)
+                elif not self.stopping and child in self.children:
+                    self._replace(child, WorkerLostError("the child process died"))
+            self._balance()
+            if time.monotonic() - checked >= LIMITS_EVERY:
+                checked = time.monotonic()
+                self._enforce_limits()
+        selector.close()
+
+    def _stuck(self) -> bool:
+        """Whether a claim waits in a child while another child has nothing to do."""
+        return any(not c.handed for c in self.children) and any(
+            len(c.handed) > 1 for c in self.children
+        )
+
+    def _free(self, child: _Child, seq: int, outcome: Outcome | None) -> None:
+        with self.lock:
+            handed = next((h for h in child.handed if h.seq == seq), None)
+            if handed is None:
+                return
+            child.handed.remove(handed)
+        self._balance()
+        after = self._done(handed.delivery, outcome, follow=not self.stopping)
+        if after is not None:
+            self.submit(after)
+
+    def _balance(self) -> None:
+        """Give each idle child a parked claim, or one waiting behind a sibling's task
+        that has run STEAL_AFTER."""
+        if self.stopping:
+            return
+        with self.lock:
+            for child in self.children:
+                if child.handed:
+                    continue
+                if self.parked:
+                    self._hand(child, self.parked.popleft())
+                    continue
+                taken = self._take_waiting(time.monotonic() - self.STEAL_AFTER)
+                if taken is not None:
+                    self._hand(child, taken.delivery)
+
+    def _take_waiting(self, before: float) -> _Handed | None:
+        """With the lock: withdraw a claim waiting in a child whose task started `before`."""
+        for child in self.children:
+            if len(child.handed) < 2:
+                continue
+            current = child.running()
+            waiting = child.waiting()
+            if current is None or current.since > before or waiting is None:
+                continue
+            if child.withdraw(waiting):
+                return waiting
+        return None
+
+    def _enforce_limits(self) -> None:
+        now = time.monotonic()
+        for child in list(self.children):
+            current = child.running()
+            if current is None or not current.limit:
+                continue
+            if now - current.since > current.limit + self.grace:
+                limit = current.limit
+                self._kill(child, TimeLimitExceeded(f"time limit ({limit:g}s) exceeded"))
+
+    def _kill(self, child: _Child, reason: BaseException) -> None:
+        """SIGKILL `child`; the collector sees it die and records `reason` (_replace)."""
+        child.killed = reason
+        child.process.kill()  # not a pid reused after the collector reaped it
+
+    def skip(self, task_id: str) -> bool:
+        """Record `task_id` REVOKED without running it if it waits in a child (or for one)."""
+        with self.lock:
+            delivery = self._recall(task_id)
+        if delivery is None:
+            return False
+        self._done(delivery, self.executor.skip(delivery.claim))
+        return True
+
+    def _recall(self, task_id: str | None) -> Delivery | None:
+        """With the lock: take back a delivery not started (`task_id`'s, or any if None)."""
+        for i, delivery in enumerate(self.parked):
+            if task_id is None or delivery.id == task_id:
+                del self.parked[i]
+                return delivery
+        for child in self.children:
+            waiting = child.waiting()  # only the first not started can be taken back
+            if waiting is None or (task_id is not None and waiting.delivery.id != task_id):
+                continue
+            if child.withdraw(waiting):
+                return waiting.delivery
+        return None
+
+    def recall(self) -> list[Claim]:
+        """Take back every claim no child has started (a warm stop returns them)."""
+        taken = []
+        with self.lock:
+            while (delivery := self._recall(None)) is not None:
+                self.active.pop(delivery.id, None)
+                taken.append(delivery.claim)
+        return taken
+
+    def stop_task(self, task_id: str) -> bool:
+        """Kill the child running `task_id` and start another; the task becomes REVOKED.
+        One that waits in a child is recorded REVOKED without running."""
+        if self.skip(task_id):
+            return True
+        with self.lock:
+            child = next(
+                (
+                    c
+                    for c in self.children
+                    if (current := c.running()) is not None
+                    and current.handed.delivery.id == task_id
+                ),
+                None,
+            )
+        if child is None:
+            return False
+        log.warning("killing child process %s to terminate task %s", child.process.pid, task_id)
+        self._kill(child, TaskRevokedError("terminated"))
+        return True
+
+    def _replace(self, child: _Child, reason: BaseException) -> None:
+        """In the collector: `child` died. Its reports still in the pipe count first; the
+        task it ran is recorded as lost, what waited in it is handed to others."""
+        child.process.join(1)
+        with self.lock:
+            self.children.remove(child)
+            self.children.append(self._spawn())
+        try:
+            while child.conn.poll():
+                seq, outcome = child.conn.recv()
+                self._free(child, seq, outcome)
+        except (EOFError, OSError):
+            pass
+        child.conn.close()
+        with self.lock:
+            started = child.board[STARTED]
+            lost = [h for h in child.handed if h.seq <= started]
+            again = [h for h in child.handed if h.seq > started]
+            child.handed.clear()
+        log.error("child process %s exited (code %s)", child.process.pid, child.process.exitcode)
+        for handed in lost:
+            outcome = self.executor.fail_lost(handed.delivery.claim, child.killed or reason)
+            self._done(handed.delivery, outcome)
+        for handed in again:  # acknowledged or not, it runs once in another child
+            handed.delivery.acked = False
+            self.submit(handed.delivery)
+        try:
+            child.process.close()  # its sentinel's descriptor
+        except ValueError:
+            pass
+
+    def terminate(self) -> list[Claim]:
+        self.stopping = True
+        aborted = super().terminate()
+        for child in self.children:
+            if child.process.is_alive():
+                os.kill(child.process.pid, signal.SIGKILL)
+        for child in self.children:
+            child.process.join(5)
+        return aborted
+
+    def _kill_all(self) -> None:
+        for child in self.children:
+            if child.process.is_alive():
+                child.process.kill()
+
+    def close(self) -> None:
+        self.stopping = True
+        for child in self.children:
+            try:
+                child.conn.send(None)
+            except OSError:
+                pass
+        for child in self.children:
+            child.process.join(5)
+            if child.process.is_alive():
+                child.process.kill()
