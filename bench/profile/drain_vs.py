@@ -16,14 +16,19 @@ tar -x -C DIR`) so edits during the run do not leak in.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench.core import own_redis, with_db  # noqa: E402
 
 APP = """
 import os
@@ -95,39 +100,6 @@ finally:
 """
 
 
-def own_redis():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import redis
-
-    client = redis.Redis(port=port)
-    for _ in range(200):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.02)
-    return proc, f"redis://127.0.0.1:{port}/1", client
-
-
 def one(tree: Path, url: str, args: str, n: int, appdir: str) -> dict:
     env = {
         **os.environ,
@@ -161,7 +133,9 @@ def main() -> None:
     a = ap.parse_args()
     appdir = tempfile.mkdtemp(prefix="drainapp-")
     Path(appdir, "drainapp.py").write_text(APP)
-    redis_proc, redis_url, client = own_redis()
+    stack = contextlib.ExitStack()
+    redis_url = with_db(stack.enter_context(own_redis()), 1)
+    client = redis.Redis.from_url(redis_url)
     trees = {"old": a.old.resolve(), "new": a.new.resolve()}
     rows = []
     try:
@@ -175,8 +149,7 @@ def main() -> None:
                     got = {}
                     for side in order:
                         if store == "redis":
-                            client.select(1)
-                            client.execute_command("FLUSHDB")
+                            client.flushdb()
                             url = redis_url
                         else:
                             db = Path(appdir, f"q-{side}-{i}.db")
@@ -199,8 +172,7 @@ def main() -> None:
                 row = (store, pool, rates, ratios, cpus)
                 rows.append(row)
     finally:
-        redis_proc.terminate()
-        redis_proc.wait()
+        stack.close()
 
     def cell(v: list[float], fmt: str = ",.0f") -> str:
         return f"{statistics.median(v):{fmt}} [{min(v):{fmt}}–{max(v):{fmt}}]"
