@@ -314,7 +314,7 @@ class Beat:
         """Take (up to `limit`) runs due to be sent off the heap, earliest first:
         (send at, (entry, run at))."""
         now = self.clock()
-        due = []
+        due: list[tuple[float, tuple[Entry, float]]] = []
         while self.heap and self.heap[0][0] <= now and (limit is None or len(due) < limit):
             at, _, version, name, slot = heapq.heappop(self.heap)
             if self.versions.get(name) == version and name in self.entries:

@@ -163,7 +163,10 @@ def _schedule(kind: str, value: Any, zone: tzinfo) -> Any:
                 raise ScheduleSyntaxError(
                     f"unknown field {unknown[0]!r}{_suggest(unknown[0], CRON_FIELDS)}"
                 )
-            return crontab(**{k: str(v) if isinstance(v, int) else v for k, v in value.items()})
+            fields: dict[str, Any] = {
+                k: str(v) if isinstance(v, int) else v for k, v in value.items()
+            }
+            return crontab(**fields)
         raise ScheduleSyntaxError("give a cron string ('30 7 * * mon') or a mapping of fields")
     # at: an ISO time (YAML may already have parsed it)
     if isinstance(value, datetime):

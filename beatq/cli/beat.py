@@ -103,14 +103,14 @@ def status(ctx: click.Context, as_json: bool, loglevel: str | None) -> None:
     rows = []
     for name, state in entries.items():
         record = EntryRecord.from_json(state.info)
-        late = record.lateness
+        lateness = record.lateness
         rows.append(
             {
                 "name": name,
                 "paused": state.paused,
                 "runs": record.runs,
                 "missed": record.missed,
-                "lateness_ms": None if late is None else round(late * 1000, 3),
+                "lateness_ms": None if lateness is None else round(lateness * 1000, 3),
                 "last_sent": record.last_sent,
                 "next_run": state.next_run,
             }
