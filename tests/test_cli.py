@@ -73,7 +73,8 @@ HELP_CASES = {
                              "-E, --events", "--metrics-port", "--metrics-host"]),
     "call": (("call",), ["TASK", "-a, --args", "-k, --kwargs", "--countdown", "--eta",
                          "--expires", "-Q, --queue", "-l, --loglevel"]),
-    "result": (("result",), ["TASK_ID", "--wait", "-t, --timeout", "--traceback", "--json"]),
+    "result": (("result",), ["TASK_ID", "--wait", "-t, --timeout", "--traceback",
+                             "-v, --verbose", "--json"]),
     "inspect": (("inspect",), ["registered", "active", "reserved", "scheduled", "stats",
                                "--json"]),
     "dead-letter": (("dead-letter",), ["list", "requeue"]),
@@ -116,7 +117,7 @@ def test_call_prints_an_id_and_result_shows_success_and_failure(app, start_worke
     task_id = call_id(env, "tests.proj.tasks.add", "--args", "[2, 3]")
     assert str(uuid.UUID(task_id)) == task_id
 
-    proc = beatq(env, "result", task_id, "--wait", "--timeout", "5")
+    proc = beatq(env, "result", task_id, "--wait", "--timeout", "5", "--verbose")
     assert proc.returncode == 0, show(proc)
     lines = proc.stdout.splitlines()
     assert lines[:2] == ["state: SUCCESS", "result: 5"], show(proc)
@@ -129,7 +130,7 @@ def test_call_prints_an_id_and_result_shows_success_and_failure(app, start_worke
     assert abs(done.timestamp() - time.time()) < 30
 
     # The CLI prints times in the app's zone with the offset: here Asia/Shanghai.
-    proc = beatq({**env, "BEATQ_TEST_TIMEZONE": "Asia/Shanghai"}, "result", task_id)
+    proc = beatq({**env, "BEATQ_TEST_TIMEZONE": "Asia/Shanghai"}, "result", task_id, "-v")
     match = re.search(rf"^date_done: ({TIME_WITH_OFFSET})$", proc.stdout, re.M)
     assert match, show(proc)
     shown = datetime.fromisoformat(match.group(1))
@@ -141,23 +142,47 @@ def test_call_prints_an_id_and_result_shows_success_and_failure(app, start_worke
     kw_only = call_id(env, "tests.proj.tasks.add", "-k", '{"x": 4, "y": 6}')
     assert app.AsyncResult(kw_only).get(timeout=scaled(5)) == 10
 
+    check_value_alone(env)
     check_failure(env)
+
+
+def check_value_alone(env: dict[str, str]) -> None:
+    """By default `result` prints the value alone, as JSON, as `celery result ID` does:
+    what a script reads (issue 22, defect 2)."""
+    value = {"rows": [1, 2.5, None], "name": "zoë", "ok": True}
+    task_id = call_id(env, "tests.proj.tasks.echo", "--args", json.dumps([value]))
+    proc = beatq(env, "result", task_id, "--wait", "--timeout", str(scaled(5)))
+    assert proc.returncode == 0, show(proc)
+    assert json.loads(proc.stdout) == value, show(proc)
+    assert proc.stdout.count("\n") == 1, "one line: no state, no date_done"
+
+    task_id = call_id(env, "tests.proj.tasks.echo", "--args", '["plain text"]')
+    proc = beatq(env, "result", task_id, "--wait", "--timeout", str(scaled(5)))
+    assert (proc.returncode, proc.stdout) == (0, '"plain text"\n'), show(proc)
 
 
 def check_failure(env: dict[str, str]) -> None:
     """A failed task: exit 1, its exception, and with --traceback where it was raised."""
     task_id = call_id(env, "tests.proj.tasks.fail", "--kwargs", '{"message": "kaput"}')
 
-    proc = beatq(env, "result", task_id, "--wait", "--timeout", "5", "--traceback")
+    proc = beatq(env, "result", task_id, "--wait", "--timeout", "5", "--traceback", "-v")
     assert proc.returncode == 1, show(proc)
     assert proc.stdout.startswith("state: FAILURE\nresult: CustomError('kaput')\n"), show(proc)
     assert "Traceback (most recent call last):" in proc.stdout
     assert "raise CustomError(message)" in proc.stdout
     assert "tests.proj.tasks.CustomError: kaput" in proc.stdout
 
-    proc = beatq(env, "result", task_id)
+    proc = beatq(env, "result", task_id, "--verbose")
     assert proc.returncode == 1, show(proc)
     assert "Traceback" not in proc.stdout
+
+    # By default: no value on stdout, the state and exception on stderr, exit 1.
+    proc = beatq(env, "result", task_id)
+    assert (proc.returncode, proc.stdout) == (1, ""), show(proc)
+    assert proc.stderr.strip() == "FAILURE: CustomError('kaput')", show(proc)
+    proc = beatq(env, "result", task_id, "--traceback")
+    assert proc.returncode == 1, show(proc)
+    assert proc.stdout.rstrip().endswith("tests.proj.tasks.CustomError: kaput"), show(proc)
 
     proc = beatq(env, "result", task_id, "--json")
     assert proc.returncode == 1, show(proc)
@@ -175,7 +200,7 @@ def test_countdown_is_pending_at_first_and_runs_later(app, start_worker, env):
         env, "tests.proj.tasks.add", "--args", "[20, 22]", "--countdown", str(countdown)
     )
 
-    proc = beatq(env, "result", task_id)
+    proc = beatq(env, "result", task_id, "--verbose")
     assert time.time() - sent < countdown, "too slow to check before the countdown ends"
     assert proc.returncode == 3, show(proc)
     assert proc.stdout.splitlines() == ["state: PENDING"]
@@ -208,9 +233,14 @@ def test_call_eta_naive_is_read_in_the_app_time_zone_and_aware_is_exact(app, env
 
 def test_result_of_an_unknown_id_is_pending_and_exits_3(app, env):
     unknown = str(uuid.uuid4())
-    proc = beatq(env, "result", unknown)
+    proc = beatq(env, "result", unknown, "--verbose")
     assert proc.returncode == 3, show(proc)
     assert proc.stdout.splitlines() == ["state: PENDING"]
+
+    proc = beatq(env, "result", unknown)
+    assert proc.returncode == 3, show(proc)
+    assert proc.stdout == "", "nothing a script could take for a value"
+    assert "PENDING" in proc.stderr and "Traceback" not in proc.stderr, show(proc)
 
     started = time.monotonic()
     proc = beatq(env, "result", unknown, "--wait", "--timeout", "0.3", "--json")

@@ -70,6 +70,7 @@ def call(
 @click.option("--wait", "wait", is_flag=True, help="Wait for the task to finish.")
 @click.option("-t", "--timeout", type=float, help="With --wait: give up after this many seconds.")
 @click.option("--traceback", "show_tb", is_flag=True, help="Print the traceback of a failure.")
+@click.option("-v", "--verbose", is_flag=True, help="Print the state and times besides the result.")
 @click.option("--json", "as_json", is_flag=True, help="Print state, result and times as JSON.")
 @loglevel_option
 @click.pass_context
@@ -80,10 +81,15 @@ def result(
     wait: bool,
     timeout: float | None,
     show_tb: bool,
+    verbose: bool,
     as_json: bool,
     loglevel: str | None,
 ) -> None:
-    """Show the state and result of a task.
+    """Print the result of a task: its return value alone, as JSON, as `celery result` does.
+
+    A task not finished or failed prints nothing on stdout and one line on stderr (with
+    --traceback, a failure's traceback on stdout). --verbose prints the state and times;
+    --json all of it as one JSON object.
 
     Exit 0 on SUCCESS, 1 on FAILURE or REVOKED, 3 when not finished (or unknown).
     """
@@ -111,7 +117,7 @@ def result(
                 default=repr,
             )
         )
-    else:
+    elif verbose:
         click.echo(f"state: {state}")
         if state == states.SUCCESS:
             click.echo(f"result: {json.dumps(value, default=repr)}")
@@ -119,6 +125,17 @@ def result(
             click.echo(f"result: {value!r}")
         if done is not None:
             click.echo(f"date_done: {format_time(done.timestamp(), app.timezone)}")
+        if show_tb and res.traceback:
+            click.echo(res.traceback.rstrip())
+    elif state == states.SUCCESS:
+        click.echo(json.dumps(value, default=repr))
+    else:
+        # Scripts read stdout as the value: anything else goes to stderr, and the exit code
+        # says which case it is.
+        if state in states.READY_STATES:
+            click.echo(f"{state}: {value!r}" if value is not None else state, err=True)
+        else:
+            click.echo(f"{state}: not finished (or an unknown id)", err=True)
         if show_tb and res.traceback:
             click.echo(res.traceback.rstrip())
     if state == states.SUCCESS:
