@@ -85,6 +85,11 @@ class Task:
     retry_backoff_max: float = 600.0
     retry_jitter: bool = True
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "run" in cls.__dict__:
+            refuse_async(cls.__dict__["run"], f"{cls.__module__}.{cls.__qualname__}.run")
+
     def __init__(
         self,
         app: App,
@@ -93,6 +98,7 @@ class Task:
         bind: bool = False,
         **options: Any,
     ) -> None:
+        refuse_async(fun, name)
         self.app = app
         self.run = fun
         self.name = name
@@ -146,7 +152,7 @@ class Task:
         """Run with `request` as `self.request`, turning `autoretry_for` errors into retries."""
         self.push_request(request)
         try:
-            return self(*request.args, **request.kwargs)
+            value = self(*request.args, **request.kwargs)
         except Retry:
             raise
         except self.autoretry_for as exc:
@@ -159,6 +165,15 @@ class Task:
             raise self.retry(exc=exc, countdown=countdown, **opts) from exc
         finally:
             self.pop_request()
+        if inspect.iscoroutine(value):
+            # A plain function that hands back a coroutine (an async function behind a sync
+            # decorator) did not do its work: fail rather than store SUCCESS for it.
+            value.close()
+            raise TypeError(
+                f"task {self.name!r} returned a coroutine that nothing awaited: async tasks "
+                "are not supported yet (SPEC §13 will add them)"
+            )
+        return value
 
     def backoff(self, retries: int) -> float:
         """Exponential backoff for `retry_backoff`: factor * 2**retries, capped, jittered."""
@@ -327,6 +342,25 @@ class Task:
 
     def __repr__(self) -> str:
         return f"<@task: {self.name}>"
+
+
+def refuse_async(fun: Any, name: str) -> None:
+    """Raise TypeError, naming the task, when `fun` is an `async def` (or an async generator).
+
+    Until async tasks run natively (SPEC §13), a worker would only create the coroutine and
+    store it as the result: refused where the task is declared, so nothing reports SUCCESS
+    for work that never ran.
+    """
+    call = fun if inspect.isroutine(fun) else getattr(fun, "__call__", None)  # noqa: B004
+    if inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call):
+        where = getattr(getattr(fun, "__code__", None), "co_filename", None)
+        line = getattr(getattr(fun, "__code__", None), "co_firstlineno", None)
+        at = f" ({where}:{line})" if where else ""
+        raise TypeError(
+            f"task {name!r}{at} is an async def: async tasks are not supported yet "
+            "(SPEC §13 will add them); declare it with a plain def, and run a coroutine "
+            "inside with asyncio.run(...)"
+        )
 
 
 def _positional_arity(fun: Callable[..., Any]) -> int:

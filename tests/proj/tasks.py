@@ -305,6 +305,25 @@ def cv_seen(value, tag="seen"):
     return value
 
 
+# -- async refusal (ar_) -------------------------------------------------------------------------
+def _ar_sync_front(coroutine_function):
+    """A plain-def decorator around an async function: declared sync, it returns a coroutine."""
+
+    def front(*args, **kwargs):
+        return coroutine_function(*args, **kwargs)
+
+    front.__name__ = front.__qualname__ = coroutine_function.__name__
+    return front
+
+
+async def _ar_work(tag):
+    record("ar_runs", tag)  # never reached: nothing awaits the coroutine
+    return tag
+
+
+ar_behind_sync = app.task(name="tests.proj.tasks.ar_behind_sync")(_ar_sync_front(_ar_work))
+
+
 # -- shared-file tests (sq_) --------------------------------------------------------------------
 @app.task(bind=True)
 def sq_host(self, seconds=0.0):
