@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from . import events as ev
-from . import timezones
+from . import signing, timezones
 from .brokers import Backend, Outgoing, ResultWrite, connect
 from .builtins import register_builtins
 from .canvas import Signature, as_signatures
@@ -55,6 +55,7 @@ class Beatq:
         self.tasks: dict[str, Task] = {}
         self._backends: dict[str, tuple[int, Backend]] = {}
         self._lock = threading.Lock()
+        self._signer: tuple[Any, signing.Signer | None] = (None, None)  # (setting, its Signer)
         self.events = ev.Events(self)
         self.control = Control(self)
         set_current(self)
@@ -109,6 +110,17 @@ class Beatq:
     def result_store(self) -> Backend:
         """The backend that holds results: `result_backend`, or the broker when unset."""
         return self._backend_for(self.conf.result_backend or self.conf.broker_url)
+
+    @property
+    def signer(self) -> signing.Signer | None:
+        """What signs this app's messages and verifies a worker's: from `security_key`
+        (read again only when the setting changes); None when it is unset."""
+        setting = self.conf.security_key
+        made_for, signer = self._signer
+        if setting != made_for:
+            signer = signing.signer_for(setting)
+            self._signer = (setting, signer)
+        return signer
 
     def close(self) -> None:
         for _, backend in self._backends.values():
@@ -229,6 +241,7 @@ class Beatq:
         body = message.encode(
             serializer or self.conf.task_serializer,
             compression or self.conf.task_compression,
+            self.signer,
         )
         return message, body
 
@@ -264,13 +277,14 @@ class Beatq:
         routers = routes if isinstance(routes, (list, tuple)) else [routes]
         each = "task_id" in options or any(callable(r) for r in routers)
         first: Message | None = None
+        signer = self.signer
         for args, kwargs in calls:
             if first is None or each:
                 message, body = self.build_message(task.name, args, kwargs, task, **options)
                 first = message
             else:
                 message = first.again(list(args or ()), dict(kwargs or {}))
-                body = message.encode(first.content_type, first.content_encoding)
+                body = message.encode(first.content_type, first.content_encoding, signer)
             outgoing.append(Outgoing(message.queue, message.id, body, message.eta))
             if events is not None:
                 events.append(_sent_event(message))

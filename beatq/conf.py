@@ -58,6 +58,9 @@ DEFAULTS: dict[str, Any] = {
     "beat_schedule_files": ["schedules/*.yaml"],
     "beat_lease_ttl": 4.0,  # seconds: a standby takes over within this after the leader dies
     "beat_max_loop_interval": 5.0,
+    # A key, "file:PATH", or a list of them (the first signs, all verify): messages are
+    # signed and workers run only signed ones (beatq/signing.py). None: no signing.
+    "security_key": None,
 }
 
 # Celery's pre-4.0 names, accepted by config_from_object and update.
@@ -101,6 +104,7 @@ OLD_NAMES: dict[str, str] = {
 ENV_OVERRIDES: dict[str, str] = {
     "BEATQ_BROKER_URL": "broker_url",
     "BEATQ_RESULT_BACKEND": "result_backend",
+    "BEATQ_SECURITY_KEY": "security_key",
 }
 
 

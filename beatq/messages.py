@@ -21,6 +21,8 @@ message of a content type it does not accept, and `inspect` can show any message
     queue     "celery"                         queue it was routed to
     priority  null | 0..9                      kept for routing; queues give the order
     sent      1732465798.2                     POSIX seconds when it was sent
+    sig       absent | "<64 hex digits>"       HMAC-SHA256 with security_key, first member
+                                               when present (see signing.py)
 
 The payload, serialized with the content type and compressed with the encoding, is
 `[args, kwargs, options]` where options is a dict holding `link` and `link_error`
@@ -34,9 +36,12 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import serializers
+
+if TYPE_CHECKING:
+    from .signing import Signer
 
 VERSION = 1
 
@@ -132,15 +137,22 @@ class Message:
             self.priority,
         )
 
-    def encode(self, serializer: str = "json", compression: str | None = None) -> bytes:
-        """Serialize once: the body that goes to the broker."""
+    def encode(
+        self,
+        serializer: str = "json",
+        compression: str | None = None,
+        signer: Signer | None = None,
+    ) -> bytes:
+        """Serialize once: the body that goes to the broker, signed by `signer` if given
+        (the one place a message is signed: see signing.py)."""
         if not self.sent:
             self.sent = time.time()
         ct, ce, payload = serializers.encode(
             [self.args, self.kwargs, self.options], serializer, compression
         )
         self.content_type, self.content_encoding = ct, ce
-        return self._header_json().encode() + b"\n" + payload
+        body = self._header_json().encode() + b"\n" + payload
+        return body if signer is None else signer.sign(body)
 
     def _header_json(self) -> str:
         if self.eta is not None or self.expires is not None:

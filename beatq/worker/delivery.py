@@ -25,11 +25,12 @@ class Delivery:
     acknowledgement of its own. The flag travels with the claim rather than beside it.
     """
 
-    __slots__ = ("claim", "acked", "_message", "_error")
+    __slots__ = ("claim", "acked", "signed", "_message", "_error")
 
     def __init__(self, claim: Claim, acked: bool = False) -> None:
         self.claim = claim
         self.acked = acked
+        self.signed = False  # its signature was checked and holds (Executor._refusal)
         self._message: Message | None = None
         self._error: Exception | None = None
 

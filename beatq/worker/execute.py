@@ -102,6 +102,8 @@ class Executor:
             expires = expires.total_seconds()
         self.result_ttl = float(expires) if expires else 10 * 365 * 86400.0
         self.split_store = bool(conf.result_backend) and conf.result_backend != conf.broker_url
+        # With security_key set, only messages signed with it run (see `_refusal`).
+        self.signer = app.signer
         self.processed = 0
         self.events_on = bool(conf.worker_send_task_events)
         self.bodies: dict[str, int] = {}  # task id -> thread, while the task's own code runs
@@ -199,6 +201,8 @@ class Executor:
         until its eta is acknowledged just before it starts)."""
         if then is None or self.events_on:
             return []
+        if self._refusal(then) is not None:
+            return []  # it is dead-lettered when its turn comes
         try:
             message = then.message(self.accept)
         except DECODE_ERRORS:
@@ -212,8 +216,21 @@ class Executor:
             return []
         return [then.claim]
 
+    def _refusal(self, delivery: Delivery) -> str | None:
+        """Why `delivery` may not even be read: its signature, with security_key set (see
+        signing.py); None if it may. Checked once per delivery."""
+        if self.signer is None or delivery.signed:
+            return None
+        refused = self.signer.refusal(delivery.claim.body)
+        delivery.signed = refused is None
+        return refused
+
     def _decode(self, delivery: Delivery) -> Message | None:
         """The delivery's message (decoded once: see Delivery), or None: dead-lettered."""
+        refused = self._refusal(delivery)
+        if refused is not None:  # never decoded: its callbacks and errbacks are not ours
+            self._dead_letter(delivery.claim, refused)
+            return None
         try:
             return delivery.message(self.accept)
         except serializers.ContentDisallowed as exc:
@@ -489,6 +506,8 @@ class Executor:
         if isinstance(exc, TaskRevokedError):
             return self.revoke(claim, terminated=True)
         try:
+            if self._refusal(Delivery(claim)) is not None:  # its errbacks must not be sent
+                raise messages.MessageError("refused")
             message = messages.decode(claim.body, self.accept)
         except (messages.MessageError, serializers.ContentDisallowed, serializers.DecodeError):
             self._finish([claim])
