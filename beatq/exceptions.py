@@ -4,6 +4,7 @@ BeatqError
 ├─ ConfigurationError        bad setting, URL or app path
 │  └─ ScheduleError          bad YAML/Python schedule (file, line, entry)
 ├─ BrokerError               backend unreachable or misbehaving
+│  └─ BrokerAccessDenied     the backend turned us away: login, TLS trust, ACL
 ├─ LeaseLost                 the leader's lease expired or was taken
 ├─ TaskError
 │  ├─ NotRegistered          a task name no worker knows
@@ -38,6 +39,12 @@ class ScheduleError(ConfigurationError):
 
 class BrokerError(BeatqError, ConnectionError):
     """The backend cannot be reached or answered something unexpected."""
+
+
+class BrokerAccessDenied(BrokerError):
+    """The backend was reached and refused us: a wrong user or password, a TLS certificate
+    this client does not trust, or an ACL that forbids a command or key. Retrying the
+    same thing will not help; the message says what to fix."""
 
 
 class LeaseLost(BeatqError):

@@ -41,17 +41,21 @@ round trip.
 from __future__ import annotations
 
 import contextlib
+import ssl
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError as RedisAuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoPermissionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from ..exceptions import BrokerError
+from ..exceptions import BrokerAccessDenied, BrokerError
 from .base import (
     Backend,
     BeatDispatch,
@@ -124,10 +128,38 @@ class RedisKeys:
 
 @contextlib.contextmanager
 def _errors(url: str) -> Iterator[None]:
+    """Redis's errors as beatq's: one line that names the server (never its password)
+    and, when Redis turned us away rather than being out of reach, what to fix."""
     try:
         yield
+    except RedisAuthenticationError as exc:
+        raise BrokerAccessDenied(
+            f"Redis at {shown_url(url)} refused the login: {str(exc).rstrip('.')} "
+            "(check the user name and password in the broker URL)"
+        ) from exc
+    except NoPermissionError as exc:
+        raise BrokerAccessDenied(
+            f"Redis at {shown_url(url)} refused a command: {exc} (the ACL user needs every "
+            "key under beatq's key prefix, pub/sub and scripting: ~PREFIX* &* +@all -@dangerous)"
+        ) from exc
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        raise BrokerError(f"Redis at {url} is unreachable: {exc}") from exc
+        if isinstance(exc.__cause__, ssl.SSLCertVerificationError):
+            raise BrokerAccessDenied(
+                f"Redis at {shown_url(url)}: TLS certificate not trusted "
+                f"({exc.__cause__.verify_message}); name the CA that signed it with "
+                "?ssl_ca_certs=/path/to/ca.crt in the broker URL"
+            ) from exc
+        raise BrokerError(f"Redis at {shown_url(url)} is unreachable: {exc}") from exc
+
+
+def shown_url(url: str) -> str:
+    """`url` with its password masked, fit for a log line or an error message."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _split(stored: bytes) -> tuple[str, bytes]:

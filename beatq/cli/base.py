@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from ..app import Beatq
-from ..exceptions import BrokerError, ConfigurationError
+from ..exceptions import BrokerAccessDenied, BrokerError, ConfigurationError
 from ..log import setup_logging
 
 # Exit codes scripts can rely on.
@@ -96,6 +96,22 @@ def get_app(ctx: click.Context, loglevel: str | None, default_level: str = "WARN
     app = find_app(path)
     setup_logging(loglevel or obj.get("loglevel") or default_level, app.timezone)
     return app
+
+
+def check_access(app: Beatq) -> None:
+    """Raise BrokerAccessDenied (exit 4, one line) when the broker or the result store
+    turns this process away: a wrong password or an untrusted TLS certificate does not
+    mend with waiting. An unreachable one passes: a worker or beat started before its
+    broker waits for it, retrying."""
+    stores = {app.conf.broker_url: app.broker}
+    stores.setdefault(app.conf.result_backend or app.conf.broker_url, app.result_store)
+    for store in stores.values():
+        try:
+            store.queue_length(app.conf.task_default_queue)
+        except BrokerAccessDenied:
+            raise
+        except BrokerError:
+            pass
 
 
 def handle_errors(f: F) -> F:
