@@ -46,6 +46,22 @@ def test_claim_acknowledges_the_first_message_of_a_task_acked_at_start(b: Backen
     assert [(c.id, c.body) for c in b.claim(["q"], 10, 30).claims] == [("a1", sent[0].body)]
 
 
+def test_a_message_acknowledged_in_its_claim_can_still_be_dead_lettered(b: Backend) -> None:
+    """A worker refuses a message (a bad signature, a corrupt payload) only once it holds
+    it: one acknowledged in its claim goes to the dead letters all the same, once."""
+    sent = task_out("a1", "early")
+    b.send([sent])
+    claimed = b.claim(["q"], 1, 30, ack_first={"early"})
+    assert claimed.acked
+    b.dead_letter(claimed.claims[0], "bad signature")
+    b.dead_letter(claimed.claims[0], "bad signature")
+    letters = b.dead_letters()
+    assert [(d.id, d.queue, d.reason, d.body) for d in letters] == [
+        ("a1", "q", "bad signature", sent.body)
+    ]
+    assert b.claim(["q"], 10, 30).claims == [] and b.queue_length("q") == 0
+
+
 @pytest.mark.parametrize(
     "message, ack_first",
     [

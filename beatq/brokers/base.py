@@ -287,8 +287,10 @@ class Backend(abc.ABC):
     # -- dead letters ----------------------------------------------------------------------
     @abc.abstractmethod
     def dead_letter(self, claim: Claim, reason: str) -> None:
-        """Move a claimed message to the dead letters, atomically, with the reason; nothing
-        if the claim's token is no longer the message's."""
+        """Move a claimed message to the dead letters, atomically, with the reason. As in
+        `release`, a message no longer stored (acknowledged already, e.g. in its claim:
+        a worker refuses a message only once it has read it) goes there with the claim's
+        body; one stored under another token (delivered again) is left to its holder."""
 
     @abc.abstractmethod
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:

@@ -450,7 +450,7 @@ class MemoryBackend(Backend):
     # -- dead letters ----------------------------------------------------------------------
     def dead_letter(self, claim: Claim, reason: str) -> None:
         with self._locked() as s:
-            if s.held(claim) is None:
+            if claim.id in s.messages and s.held(claim) is None:
                 return
             s.drop(claim.id)
             s.dead.pop(claim.id, None)  # dying again puts it last

@@ -424,7 +424,10 @@ class SqliteBackend(Backend):
                 "DELETE FROM messages WHERE id = ? AND state = 'claimed' AND token = ?",
                 (claim.id, claim.token),
             )
-            if held.rowcount != 1:
+            if (
+                held.rowcount != 1
+                and conn.execute("SELECT 1 FROM messages WHERE id = ?", (claim.id,)).fetchone()
+            ):
                 return
             conn.execute(
                 "INSERT OR REPLACE INTO dead_letters (id, queue, body, reason, time) "

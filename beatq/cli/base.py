@@ -98,11 +98,13 @@ def get_app(ctx: click.Context, loglevel: str | None, default_level: str = "WARN
     return app
 
 
-def check_access(app: Beatq) -> None:
-    """Raise BrokerAccessDenied (exit 4, one line) when the broker or the result store
-    turns this process away: a wrong password or an untrusted TLS certificate does not
-    mend with waiting. An unreachable one passes: a worker or beat started before its
-    broker waits for it, retrying."""
+def check_start(app: Beatq) -> None:
+    """What a worker or a beat checks before it starts, failing in one line: its
+    security_key setting (ConfigurationError, exit 2), and that the broker and the result
+    store let it in (BrokerAccessDenied, exit 4: a wrong password or an untrusted TLS
+    certificate does not mend with waiting). An unreachable store passes: a worker or
+    beat started before its broker waits for it, retrying."""
+    app.signer  # noqa: B018 (reading it checks the setting)
     stores = {app.conf.broker_url: app.broker}
     stores.setdefault(app.conf.result_backend or app.conf.broker_url, app.result_store)
     for store in stores.values():

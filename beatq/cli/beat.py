@@ -20,7 +20,7 @@ from ..timezones import format_time, get_zone
 from .base import (
     EXIT_FAILED,
     EXIT_USAGE,
-    check_access,
+    check_start,
     get_app,
     handle_errors,
     loglevel_option,
@@ -62,7 +62,7 @@ def beat(
     if ctx.invoked_subcommand is not None:
         return
     app = get_app(ctx, loglevel, default_level="INFO")
-    check_access(app)
+    check_start(app)
     if send_events:
         app.conf.beat_send_events = True
     metrics = start_metrics(metrics_port, metrics_host)

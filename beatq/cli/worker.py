@@ -11,7 +11,7 @@ from ..exceptions import ScheduleError
 from ..worker import Worker
 from .base import (
     EXIT_USAGE,
-    check_access,
+    check_start,
     get_app,
     handle_errors,
     loglevel_option,
@@ -69,7 +69,7 @@ def worker(
 ) -> None:
     """Run a worker: take tasks from the queues and run them."""
     app = get_app(ctx, loglevel, default_level="INFO")
-    check_access(app)
+    check_start(app)
     if send_events:
         app.conf.worker_send_task_events = True
         app.conf.beat_send_events = True

@@ -252,10 +252,8 @@ class Worker:
         """The tasks acknowledged right before they start (not acks_late, no STARTED
         state): when a pool slot is free, the claim acknowledges the first message it
         takes if it is one of them (one round trip less). None with events on: a task's
-        received and started events travel with its own acknowledgement. None with
-        security_key set: a message that fails its signature check must still be there
-        to go to the dead letters, and the broker cannot check signatures."""
-        if self.events_on or self.app.signer is not None:
+        received and started events travel with its own acknowledgement."""
+        if self.events_on:
             return frozenset()
         return frozenset(
             name

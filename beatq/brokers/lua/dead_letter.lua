@@ -1,7 +1,10 @@
 -- KEYS: unacked, msgs, dead, dead_reason, dead_index
 -- ARGV: "id|token", id, "queue\nbody", reason, time
--- Only a live claim moves its message to the dead letters.
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+-- A live claim moves its message to the dead letters, and so does one whose message is
+-- no longer stored (acknowledged in its claim); a message delivered again is left alone.
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 and redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then
+  return 0
+end
 redis.call('HDEL', KEYS[2], ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[4])

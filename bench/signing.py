@@ -1,0 +1,133 @@
+"""Signed messages on and off (`security_key`, beatq/signing.py), side by side in one run.
+
+On one private redis-server, each repetition runs beatq twice, once without a key and once
+with one (set as BEATQ_SECURITY_KEY for the client here and the workers), the order
+alternating between repetitions. Each side does the suite's figures 1-3 (bench/jobs.py):
+enqueue N no-ops with `delay()` and drain them with a `-P solo` worker; enqueue N with
+`apply_many` and drain them with the default worker (prefork -c 2); K sequential round
+trips against a `-P solo` worker. The ratio signed / unsigned is taken within each
+repetition; medians [min-max] over the repetitions are printed and kept in
+bench/results/signing.json. Runs in the project's venv (no peers needed):
+
+    .venv/bin/python -m bench.signing [--repeat 5] [-n 20000] [-k 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+from bench.core import RESULTS, BenchError, frozen_beatq, own_redis
+
+KEY = "bench-signing-key-" + "0123456789abcdef" * 2
+FIGURES = [  # name, unit, higher is better
+    ("enqueue delay()", "tasks/s", True),
+    ("drain -P solo", "tasks/s", True),
+    ("enqueue apply_many", "tasks/s", True),
+    ("drain prefork -c 2", "tasks/s", True),
+    ("round trip p50", "ms", False),
+    ("round trip p95", "ms", False),
+]
+
+
+def one_side(peer, signed: bool, n: int, k: int, logs: Path, tag: str) -> dict[str, float]:
+    from bench import jobs
+
+    if signed:
+        os.environ["BEATQ_SECURITY_KEY"] = KEY  # the client's app and the workers' env
+    else:
+        os.environ.pop("BEATQ_SECURITY_KEY", None)
+    settings = peer.settings()
+    out: dict[str, float] = {}
+    out["enqueue delay()"], full = jobs.load(peer, n, batch=False)
+    _check_signed(peer, signed)
+    out["drain -P solo"] = jobs.drain(peer, settings["one"], full, 60, logs / f"{tag}-one.log")[
+        "rate"
+    ]
+    _check_none_refused(peer)
+    out["enqueue apply_many"], full = jobs.load(peer, n, batch=True)
+    _check_signed(peer, signed)
+    drained = jobs.drain(peer, settings["default"], full, 60, logs / f"{tag}-default.log")
+    out["drain prefork -c 2"] = drained["rate"]
+    _check_none_refused(peer)
+    rt = jobs.roundtrips(peer, settings["one"], False, k, 30, logs / f"{tag}-rt.log")
+    out["round trip p50"], out["round trip p95"] = rt["p50"], rt["p95"]
+    return out
+
+
+def _check_signed(peer, signed: bool) -> None:
+    body = next(peer.r.hscan_iter("beatq:msg", count=10))[1]
+    if body.partition(b"\n")[2].startswith(b'{"sig":') != signed:
+        raise BenchError(f"messages are {'not ' if signed else ''}signed: {body[:120]!r}")
+
+
+def _check_none_refused(peer) -> None:
+    refused = peer.r.hlen("beatq:dead")
+    if refused:
+        raise BenchError(f"{refused} messages went to the dead letters")
+
+
+def cell(s: dict[str, float], fmt: str) -> str:
+    return f"{fmt.format(s['median'])} [{fmt.format(s['min'])}–{fmt.format(s['max'])}]"
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("-n", type=int, default=20_000, help="no-ops per drain")
+    parser.add_argument("-k", type=int, default=500, help="round trips")
+    args = parser.parse_args()
+    logs = RESULTS / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    runs: list[dict[str, dict[str, float]]] = []
+    with frozen_beatq(), own_redis() as base:
+        from bench.peers import BeatqPeer
+
+        peer = BeatqPeer(base)
+        began = time.time()
+        for rep in range(args.repeat):
+            sides = ["off", "on"] if rep % 2 == 0 else ["on", "off"]
+            run = {}
+            for side in sides:
+                run[side] = one_side(
+                    peer, side == "on", args.n, args.k, logs, f"signing-{side}-{rep}"
+                )
+            runs.append(run)
+            print(f"rep {rep + 1}/{args.repeat}: " + json.dumps(run))
+        peer.close()
+    os.environ.pop("BEATQ_SECURITY_KEY", None)
+    rows = []
+    summary = {}
+    for name, unit, _ in FIGURES:
+        off = [r["off"][name] for r in runs]
+        on = [r["on"][name] for r in runs]
+        ratio = [r["on"][name] / r["off"][name] for r in runs]
+        summary[name] = {"unit": unit, "off": spread(off), "on": spread(on), "ratio": spread(ratio)}
+        rows.append((name, unit, spread(off), spread(on), spread(ratio)))
+    load = os.getloadavg()[0]
+    took = time.time() - began
+    print(f"\n{args.repeat} runs, n={args.n}, k={args.k}, {took:.0f} s, load {load:.1f}")
+    print("| figure | unsigned | signed | signed / unsigned |")
+    print("|---|---|---|---|")
+    for name, unit, off, on, ratio in rows:
+        fmt = "{:,.0f}" if unit == "tasks/s" else "{:.3f}"
+        print(
+            f"| {name} ({unit}) | {cell(off, fmt)} | {cell(on, fmt)} | "
+            f"{ratio['median']:.3f} [{ratio['min']:.3f}–{ratio['max']:.3f}] |"
+        )
+    out = RESULTS / "signing.json"
+    out.write_text(json.dumps({"args": vars(args), "runs": runs, "summary": summary}, indent=1))
+    print(f"\nJSON: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
