@@ -21,16 +21,20 @@ import statistics
 import time
 from pathlib import Path
 
-from bench.core import RESULTS, BenchError, frozen_beatq, own_redis
+from bench.core import RESULTS, BenchError, frozen_beatq, own_redis, wait_for
 
 KEY = "bench-signing-key-" + "0123456789abcdef" * 2
-FIGURES = [  # name, unit, higher is better
-    ("enqueue delay()", "tasks/s", True),
-    ("drain -P solo", "tasks/s", True),
-    ("enqueue apply_many", "tasks/s", True),
-    ("drain prefork -c 2", "tasks/s", True),
-    ("round trip p50", "ms", False),
-    ("round trip p95", "ms", False),
+TICK = os.sysconf("SC_CLK_TCK")
+FIGURES = [  # name, unit
+    ("enqueue delay()", "tasks/s"),
+    ("enqueue delay(): client CPU", "µs/task"),
+    ("drain -P solo", "tasks/s"),
+    ("drain -P solo: worker CPU", "µs/task"),
+    ("enqueue apply_many", "tasks/s"),
+    ("drain prefork -c 2", "tasks/s"),
+    ("drain prefork -c 2: worker CPU", "µs/task"),
+    ("round trip p50", "ms"),
+    ("round trip p95", "ms"),
 ]
 
 
@@ -43,20 +47,46 @@ def one_side(peer, signed: bool, n: int, k: int, logs: Path, tag: str) -> dict[s
         os.environ.pop("BEATQ_SECURITY_KEY", None)
     settings = peer.settings()
     out: dict[str, float] = {}
+    cpu = time.process_time()
     out["enqueue delay()"], full = jobs.load(peer, n, batch=False)
+    out["enqueue delay(): client CPU"] = (time.process_time() - cpu) / n * 1e6
     _check_signed(peer, signed)
-    out["drain -P solo"] = jobs.drain(peer, settings["one"], full, 60, logs / f"{tag}-one.log")[
-        "rate"
-    ]
+    rate, worker_cpu = drain(peer, settings["one"], full, logs / f"{tag}-one.log")
+    out["drain -P solo"], out["drain -P solo: worker CPU"] = rate, worker_cpu
     _check_none_refused(peer)
     out["enqueue apply_many"], full = jobs.load(peer, n, batch=True)
     _check_signed(peer, signed)
-    drained = jobs.drain(peer, settings["default"], full, 60, logs / f"{tag}-default.log")
-    out["drain prefork -c 2"] = drained["rate"]
+    rate, worker_cpu = drain(peer, settings["default"], full, logs / f"{tag}-default.log")
+    out["drain prefork -c 2"], out["drain prefork -c 2: worker CPU"] = rate, worker_cpu
     _check_none_refused(peer)
     rt = jobs.roundtrips(peer, settings["one"], False, k, 30, logs / f"{tag}-rt.log")
     out["round trip p50"], out["round trip p95"] = rt["p50"], rt["p95"]
     return out
+
+
+def drain(peer, setting, full: int, log: Path) -> tuple[float, float]:
+    """jobs.drain's rate (first message taken to the sentinel's own stamp), and the CPU
+    its worker processes took over that time, in µs per task (from /proc: Linux only)."""
+    from bench.jobs import START_TIMEOUT, Workers
+
+    with Workers(peer, setting, log) as w:
+        wait_for(lambda: peer.depth() < full, START_TIMEOUT, w.label, w.check_alive)
+        w0, cpu0 = time.time(), cpu_seconds(w.pids())
+        wait_for(lambda: peer.r.get("bench:done") is not None, 120, "the sentinel", w.check_alive)
+        cpu = cpu_seconds(w.pids()) - cpu0
+        stamp = float(peer.r.get("bench:done"))
+    return (full - 1) / (stamp - w0), cpu / (full - 1) * 1e6
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / TICK
 
 
 def _check_signed(peer, signed: bool) -> None:
@@ -106,7 +136,7 @@ def main() -> int:
     os.environ.pop("BEATQ_SECURITY_KEY", None)
     rows = []
     summary = {}
-    for name, unit, _ in FIGURES:
+    for name, unit in FIGURES:
         off = [r["off"][name] for r in runs]
         on = [r["on"][name] for r in runs]
         ratio = [r["on"][name] / r["off"][name] for r in runs]
@@ -118,7 +148,7 @@ def main() -> int:
     print("| figure | unsigned | signed | signed / unsigned |")
     print("|---|---|---|---|")
     for name, unit, off, on, ratio in rows:
-        fmt = "{:,.0f}" if unit == "tasks/s" else "{:.3f}"
+        fmt = {"tasks/s": "{:,.0f}", "µs/task": "{:.1f}"}.get(unit, "{:.3f}")
         print(
             f"| {name} ({unit}) | {cell(off, fmt)} | {cell(on, fmt)} | "
             f"{ratio['median']:.3f} [{ratio['min']:.3f}–{ratio['max']:.3f}] |"

@@ -38,11 +38,11 @@ class TlsRedis:
         query = f"?ssl_ca_certs={self.ca}" if ca else ""
         return f"rediss://beatq:{password}@127.0.0.1:{self.port}/0{query}"
 
-    def env(self, url: str) -> dict[str, str]:
+    def env(self, url: str, prefix: str = PREFIX) -> dict[str, str]:
         return {
             **os.environ,
             "BEATQ_BROKER_URL": url,
-            "BEATQ_TEST_PREFIX": PREFIX,
+            "BEATQ_TEST_PREFIX": prefix,
             "BEATQ_TEST_JOURNAL": str(self.folder / "journal"),
             "PYTHONPATH": str(ROOT),
         }
@@ -201,21 +201,25 @@ def test_worker_beat_and_client_over_tls_as_the_acl_user(
     [
         ("wrong password", "refused the login: invalid username-password pair"),
         ("no CA", "TLS certificate not trusted"),
+        ("keys the ACL forbids", "refused a command: this user has no permissions"),
     ],
 )
-def test_a_wrong_password_or_an_untrusted_certificate_exits_4_in_one_line(
+def test_a_wrong_password_an_untrusted_certificate_or_the_acl_exits_4_in_one_line(
     tls_redis: TlsRedis, command: str, case: str, says: str
 ):
+    prefix = PREFIX
     if case == "wrong password":
         url = tls_redis.url(password="not-the-password")
-    else:
+    elif case == "no CA":
         url = tls_redis.url(ca=False)
+    else:
+        url, prefix = tls_redis.url(), "not-beatqs"
     args = {
         "worker": ["worker", "-P", "solo"],
         "beat": ["beat"],
         "call": ["call", "tests.proj.tasks.add", "--args", "[1, 2]"],
     }[command]
-    done = beatq(tls_redis.env(url), *args)
+    done = beatq(tls_redis.env(url, prefix), *args)
     assert done.returncode == 4, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
