@@ -26,6 +26,8 @@ from .messages import decode as decode_message
 from .result import AsyncResult
 from .task import Task
 
+_UNSET = object()
+
 
 class Beatq:
     """A beatq application.
@@ -55,7 +57,8 @@ class Beatq:
         self.tasks: dict[str, Task] = {}
         self._backends: dict[str, tuple[int, Backend]] = {}
         self._lock = threading.Lock()
-        self._signer: tuple[Any, signing.Signer | None] = (None, None)  # (setting, its Signer)
+        # (the security_key value it was made for, the Signer); see `signer`
+        self._signer: tuple[Any, signing.Signer | None] = (_UNSET, None)
         self.events = ev.Events(self)
         self.control = Control(self)
         set_current(self)
@@ -113,12 +116,16 @@ class Beatq:
 
     @property
     def signer(self) -> signing.Signer | None:
-        """What signs this app's messages and verifies a worker's: from `security_key`
-        (read again only when the setting changes); None when it is unset."""
-        setting = self.conf.security_key
+        """What signs this app's messages and verifies a worker's, from `security_key`
+        (BEATQ_SECURITY_KEY wins over the code); None when neither is set.
+
+        Worked out on first use and again when the setting is changed, not on every send:
+        the variable is read then too (reading it costs as much as the signature)."""
+        setting = dict.get(self.conf, "security_key")
         made_for, signer = self._signer
-        if setting != made_for:
-            signer = signing.signer_for(setting)
+        if setting is not made_for:
+            value = os.environ.get("BEATQ_SECURITY_KEY") or setting
+            signer = signing.signer_for(value)
             self._signer = (setting, signer)
         return signer
 

@@ -60,6 +60,7 @@ DEFAULTS: dict[str, Any] = {
     "beat_max_loop_interval": 5.0,
     # A key, "file:PATH", or a list of them (the first signs, all verify): messages are
     # signed and workers run only signed ones (beatq/signing.py). None: no signing.
+    # BEATQ_SECURITY_KEY is read when the app first signs, and whenever this is set.
     "security_key": None,
 }
 

@@ -42,9 +42,10 @@ def one_side(peer, signed: bool, n: int, k: int, logs: Path, tag: str) -> dict[s
     from bench import jobs
 
     if signed:
-        os.environ["BEATQ_SECURITY_KEY"] = KEY  # the client's app and the workers' env
+        os.environ["BEATQ_SECURITY_KEY"] = KEY  # the workers' environment
     else:
         os.environ.pop("BEATQ_SECURITY_KEY", None)
+    peer.app.app.conf.security_key = KEY if signed else None  # the client (this process)
     settings = peer.settings()
     out: dict[str, float] = {}
     cpu = time.process_time()
