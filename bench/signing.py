@@ -7,7 +7,11 @@ enqueue N no-ops with `delay()` and drain them with a `-P solo` worker; enqueue 
 `apply_many` and drain them with the default worker (prefork -c 2); K sequential round
 trips against a `-P solo` worker. The ratio signed / unsigned is taken within each
 repetition; medians [min-max] over the repetitions are printed and kept in
-bench/results/signing.json. Runs in the project's venv (no peers needed):
+bench/results/signing.json. On a machine shared with other work the rates swing more
+than signing costs; the CPU a process spends per task moves less, and the last two rows
+time signing's own steps in this process (CPU time, on and off alternating 40 times):
+what a client spends to build and sign a message, what a worker spends to check and
+decode one. Runs in the project's venv (no peers needed):
 
     .venv/bin/python -m bench.signing [--repeat 5] [-n 20000] [-k 500]
 """
@@ -62,6 +66,34 @@ def one_side(peer, signed: bool, n: int, k: int, logs: Path, tag: str) -> dict[s
     _check_none_refused(peer)
     rt = jobs.roundtrips(peer, settings["one"], False, k, 30, logs / f"{tag}-rt.log")
     out["round trip p50"], out["round trip p95"] = rt["p50"], rt["p95"]
+    return out
+
+
+def steps(rounds: int = 40, n: int = 3000) -> dict[str, dict[str, list[float]]]:
+    """CPU µs per message of building one (with `Message.encode`'s signature) and of a
+    worker's check and decode (Executor._refusal, messages.decode), signing off and on."""
+    from beatq import Beatq, messages, signing
+
+    app = Beatq("bench_signing", broker="memory://")
+    noop = app.task(name="noop", ignore_result=True)(lambda: None)
+    signer = signing.signer_for(KEY)
+    _, signed_body = app.build_message("noop", (), {}, noop)
+    out: dict[str, dict[str, list[float]]] = {"build": {}, "check": {}}
+    for i in range(rounds):
+        for side in ("off", "on") if i % 2 else ("on", "off"):
+            app.conf.security_key = KEY if side == "on" else None
+            t = time.process_time()
+            for _ in range(n):
+                app.build_message("noop", (), {}, noop)
+            out["build"].setdefault(side, []).append((time.process_time() - t) / n * 1e6)
+            body = app.build_message("noop", (), {}, noop)[1]
+            check = signer if side == "on" else None
+            t = time.process_time()
+            for _ in range(n):
+                if check is not None and check.refusal(body) is not None:
+                    raise BenchError("refused")
+                messages.decode(body, ["json"])
+            out["check"].setdefault(side, []).append((time.process_time() - t) / n * 1e6)
     return out
 
 
@@ -135,6 +167,7 @@ def main() -> int:
             print(f"rep {rep + 1}/{args.repeat}: " + json.dumps(run))
         peer.close()
     os.environ.pop("BEATQ_SECURITY_KEY", None)
+    timed = steps()
     rows = []
     summary = {}
     for name, unit in FIGURES:
@@ -143,19 +176,26 @@ def main() -> int:
         ratio = [r["on"][name] / r["off"][name] for r in runs]
         summary[name] = {"unit": unit, "off": spread(off), "on": spread(on), "ratio": spread(ratio)}
         rows.append((name, unit, spread(off), spread(on), spread(ratio)))
+    for step, name in (("build", "client: build a message"), ("check", "worker: check, decode")):
+        off, on = timed[step]["off"], timed[step]["on"]
+        ratio = [b / a for a, b in zip(off, on)]
+        summary[name] = {"unit": "µs CPU", "off": spread(off), "on": spread(on)}
+        summary[name]["ratio"] = spread(ratio)
+        rows.append((name, "µs CPU", spread(off), spread(on), spread(ratio)))
     load = os.getloadavg()[0]
     took = time.time() - began
     print(f"\n{args.repeat} runs, n={args.n}, k={args.k}, {took:.0f} s, load {load:.1f}")
     print("| figure | unsigned | signed | signed / unsigned |")
     print("|---|---|---|---|")
     for name, unit, off, on, ratio in rows:
-        fmt = {"tasks/s": "{:,.0f}", "µs/task": "{:.1f}"}.get(unit, "{:.3f}")
+        fmt = {"tasks/s": "{:,.0f}", "µs/task": "{:.1f}", "µs CPU": "{:.2f}"}.get(unit, "{:.3f}")
         print(
             f"| {name} ({unit}) | {cell(off, fmt)} | {cell(on, fmt)} | "
             f"{ratio['median']:.3f} [{ratio['min']:.3f}–{ratio['max']:.3f}] |"
         )
     out = RESULTS / "signing.json"
-    out.write_text(json.dumps({"args": vars(args), "runs": runs, "summary": summary}, indent=1))
+    record = {"args": vars(args), "load": load, "runs": runs, "steps": timed, "summary": summary}
+    out.write_text(json.dumps(record, indent=1))
     print(f"\nJSON: {out}")
     return 0
 
