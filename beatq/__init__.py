@@ -1,6 +1,6 @@
 """beatq: a distributed task queue with the periodic scheduler at its centre."""
 
-from .app import Beatq, current_app
+from .app import Beatq, Celery, current_app, shared_task
 from .beat.schedules import crontab, every, once, schedule
 from .canvas import Signature, chain, chord, group, signature
 from .result import AsyncResult, GroupResult
@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncResult",
     "Beatq",
+    "Celery",
     "GroupResult",
     "Signature",
     "Task",
@@ -22,5 +23,6 @@ __all__ = [
     "group",
     "once",
     "schedule",
+    "shared_task",
     "signature",
 ]

@@ -7,12 +7,13 @@ import importlib
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from . import events as ev
-from . import signing, timezones
+from . import signals, signing, timezones
 from .brokers import Backend, Outgoing, ResultWrite, connect
 from .builtins import register_builtins
 from .canvas import Signature, as_signatures
@@ -21,7 +22,7 @@ from .context import current_app as current_app  # where `beatq.app.current_app`
 from .context import set_current
 from .control import Control
 from .exceptions import BrokerError, ConfigurationError, NotRegistered
-from .messages import Message, new_id
+from .messages import Message, MessageError, new_id
 from .messages import decode as decode_message
 from .result import AsyncResult
 from .task import Task
@@ -63,6 +64,9 @@ class Beatq:
         self.control = Control(self)
         set_current(self)
         register_builtins(self)
+        _apps.add(self)
+        for shared in list(_shared_tasks):  # @shared_task run before this app was made
+            shared.register(self)
 
     # -- settings ------------------------------------------------------------------------
     def config_from_object(self, obj: Any, namespace: str | None = None) -> None:
@@ -151,6 +155,19 @@ class Beatq:
             raise TypeError("use @app.task or @app.task(option=value, ...)")
         return register
 
+    def register_task(self, task: Task | type[Task]) -> Task:
+        """Register a class-based task (`class Fetch(Task): ... def run(self, ...)`),
+        given as an instance or a class; named `module.Class` unless it has a `name`."""
+        if isinstance(task, type):
+            task = task()
+        task.app = self
+        if not task.name:
+            cls = type(task)
+            module = self.main if cls.__module__ == "__main__" and self.main else cls.__module__
+            task.name = f"{module}.{cls.__qualname__}"
+        self.tasks[task.name] = task
+        return task
+
     def gen_task_name(self, fun: Callable[..., Any]) -> str:
         module = fun.__module__
         if module == "__main__" and self.main:
@@ -224,6 +241,8 @@ class Beatq:
         serializer = options.pop("serializer", None) or opt("serializer")
         compression = options.pop("compression", None) or opt("compression")
         task_id = options.pop("task_id", None) or new_id()
+        announce = bool(signals.before_task_publish.receivers)
+        policy = options.get("retry_policy") if announce else None
         for key in ("retry", "retry_policy", "routing_key", "exchange", "shadow", "headers"):
             options.pop(key, None)
         exec_options = {k: v for k, v in options.items() if v is not None}
@@ -245,6 +264,8 @@ class Beatq:
             group=exec_options.pop("group_id", None),
             priority=exec_options.pop("priority", opt("priority")),
         )
+        if announce:
+            announce_before(message, policy)
         body = message.encode(
             serializer or self.conf.task_serializer,
             compression or self.conf.task_compression,
@@ -283,6 +304,7 @@ class Beatq:
         routes = self.conf.task_routes
         routers = routes if isinstance(routes, (list, tuple)) else [routes]
         each = "task_id" in options or any(callable(r) for r in routers)
+        each = each or bool(signals.before_task_publish.receivers)  # one signal per message
         first: Message | None = None
         signer = self.signer
         for args, kwargs in calls:
@@ -350,6 +372,8 @@ class Beatq:
             broker.finish(results=results, send=outgoing, events=events)
         else:
             broker.send(outgoing, events)
+        if signals.after_task_publish.receivers:
+            announce_published(outgoing)
 
     def _sent_events(self, outgoing: Sequence[Outgoing]) -> list[bytes]:
         """task-sent for each message (task_send_sent_event), sent with the messages."""
@@ -364,6 +388,144 @@ class Beatq:
 
     def __repr__(self) -> str:
         return f"<Beatq {self.main or '__main__'}>"
+
+
+Celery = Beatq  # `from beatq import Celery`: code written for Celery keeps its name
+
+# Every app made in this process (shared tasks register with each), and the shared tasks.
+_apps: weakref.WeakSet[Beatq] = weakref.WeakSet()
+_shared_tasks: list[SharedTask] = []
+
+
+class SharedTask:
+    """What `@shared_task` gives: the task as the current app has it.
+
+    The function is registered with every app, those made before and after the
+    decorator ran; each use (`.delay()`, a call, `.s()`, `.name`) goes to the task of
+    the current app (`beatq.current_app()`, the newest), as Celery's proxy does."""
+
+    def __init__(self, fun: Callable[..., Any], options: Mapping[str, Any]) -> None:
+        self._fun = fun
+        self._options = dict(options)
+        self._tasks: weakref.WeakKeyDictionary[Beatq, Task] = weakref.WeakKeyDictionary()
+        self.__wrapped__ = fun
+        self.__doc__ = fun.__doc__
+        self.__name__ = getattr(fun, "__name__", "task")
+
+    def register(self, app: Beatq) -> Task:
+        """This function's task in `app`, registered there if it is not yet."""
+        task = self._tasks.get(app)
+        if task is None:
+            task = app.task(**self._options)(self._fun)
+            self._tasks[app] = task
+        return task
+
+    def _task(self) -> Task:
+        app = current_app()
+        if not isinstance(app, Beatq):  # pragma: no cover (the only App is Beatq)
+            raise ConfigurationError(f"current app {app!r} is not a Beatq")
+        return self.register(app)
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # isinstance(shared, Task) holds, as for Celery's proxy
+        try:
+            return type(self._task())
+        except ConfigurationError:
+            return SharedTask
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self._task(), name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._task()(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        try:
+            return repr(self._task())
+        except ConfigurationError:
+            return f"<@shared_task: {self.__name__} (no app yet)>"
+
+
+def shared_task(*args: Any, **options: Any) -> Any:
+    """A task for reusable apps (`@shared_task` or `@shared_task(bind=True, ...)`) that
+    binds to whichever app the program makes, before or after this decorator runs; the
+    same options as `@app.task`."""
+
+    def make(fun: Callable[..., Any]) -> SharedTask:
+        shared = SharedTask(fun, options)
+        _shared_tasks.append(shared)
+        for app in list(_apps):
+            shared.register(app)
+        return shared
+
+    if len(args) == 1 and callable(args[0]) and not options:
+        return make(args[0])
+    if args:
+        raise TypeError("use @shared_task or @shared_task(option=value, ...)")
+    return make
+
+
+def _headers(message: Message) -> dict[str, Any]:
+    """A message's headers as Celery's before/after_task_publish give them (protocol 2)."""
+
+    def iso(ts: float | None) -> str | None:
+        return None if ts is None else datetime.fromtimestamp(ts, timezones.UTC).isoformat()
+
+    return {
+        "lang": "py",
+        "task": message.task,
+        "id": message.id,
+        "eta": iso(message.eta),
+        "expires": iso(message.expires),
+        "retries": message.retries,
+        "root_id": message.root or message.id,
+        "parent_id": message.parent,
+        "group": message.group,
+        "priority": message.priority,
+    }
+
+
+def _body(message: Message) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
+    opts = message.options
+    embed = {
+        "callbacks": opts.get("link"),
+        "errbacks": opts.get("link_error"),
+        "chain": opts.get("chain"),
+        "chord": opts.get("chord"),
+    }
+    return message.args, message.kwargs, embed
+
+
+def announce_before(message: Message, retry_policy: Any = None) -> None:
+    """Send `before_task_publish` for a message about to be encoded and sent."""
+    signals.before_task_publish.send(
+        sender=message.task,
+        body=_body(message),
+        exchange="",
+        routing_key=message.queue,
+        headers=_headers(message),
+        properties={"correlation_id": message.id, "priority": message.priority},
+        declare=[],
+        retry_policy=retry_policy,
+    )
+
+
+def announce_published(outgoing: Iterable[Outgoing]) -> None:
+    """Send `after_task_publish` for each message just handed to the broker."""
+    for o in outgoing:
+        try:
+            message = decode_message(o.body, None)
+        except (MessageError, ValueError):  # not ours to judge here (DecodeError too)
+            continue
+        signals.after_task_publish.send(
+            sender=message.task,
+            body=_body(message),
+            exchange="",
+            routing_key=message.queue,
+            headers=_headers(message),
+        )
 
 
 def _sent_event(message: Message) -> bytes:

@@ -6,6 +6,8 @@ import logging
 import sys
 from datetime import datetime, tzinfo
 
+from . import signals
+
 FORMAT = "[%(asctime)s %(levelname)s/%(processName)s] %(name)s: %(message)s"
 
 
@@ -23,11 +25,24 @@ class ZoneFormatter(logging.Formatter):
 
 
 def setup_logging(level: str | int, zone: tzinfo) -> None:
-    """Send beatq's logs (and the app's) to stderr at `level`, times in `zone`."""
+    """Send beatq's logs (and the app's) to stderr at `level`, times in `zone`.
+
+    As Celery: a receiver of the `setup_logging` signal replaces this set-up (it is
+    called instead); `after_setup_logger` follows either way, with the root logger."""
     if isinstance(level, str):
         level = logging.getLevelName(level.upper())
         if not isinstance(level, int):
             raise ValueError("log level must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    described = {"loglevel": level, "logfile": None, "format": FORMAT, "colorize": False}
+    if signals.setup_logging.receivers:
+        signals.setup_logging.send(sender=None, **described)
+    else:
+        _to_stderr(level, zone)
+    if signals.after_setup_logger.receivers:
+        signals.after_setup_logger.send(sender=None, logger=logging.getLogger(), **described)
+
+
+def _to_stderr(level: int, zone: tzinfo) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(ZoneFormatter(zone))
     root = logging.getLogger()

@@ -302,6 +302,20 @@ def encode_group(app: App, group_id: str, ids: list[str]) -> ResultWrite:
     return ResultWrite(group_key(group_id), data, result_ttl(app))
 
 
+def state_write(
+    app: App,
+    task_id: str,
+    status: str,
+    value: Any = None,
+    traceback: str | None = None,
+    name: str | None = None,
+) -> ResultWrite:
+    """A state to store for `task_id`, encoded as `app` stores results."""
+    meta = make_meta(task_id, status, value, traceback, name)
+    data = encode_meta(meta, app.conf.result_serializer, app.conf.result_compression)
+    return ResultWrite(task_id, data, result_ttl(app), status in states.READY_STATES)
+
+
 def result_ttl(app: App) -> float:
     expires = app.conf.result_expires
     if hasattr(expires, "total_seconds"):

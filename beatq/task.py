@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import random
 import threading
-import traceback as tb
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from . import states
+from . import signals, states
 from .canvas import Signature, as_signatures, chunks_of, group
-from .context import App
+from .context import App, current_app
+from .einfo import ExceptionInfo
 from .exceptions import MaxRetriesExceededError, Retry
 from .messages import new_id
-from .result import AsyncResult, EagerResult
+from .result import AsyncResult, EagerResult, state_write
+
+log = logging.getLogger("beatq.task")
 
 
 @dataclass
@@ -67,6 +70,11 @@ TASK_DEFAULTS: dict[str, str | None] = {
 }
 
 
+_UNSET = object()
+
+HOOKS = ("before_start", "on_success", "on_failure", "on_retry", "after_return")
+
+
 class Task:
     """A function the app can send to workers. Made by `@app.task`.
 
@@ -78,12 +86,15 @@ class Task:
     4
     """
 
+    name: str | None = None  # a Task subclass may set it; else made at registration
+    bind = False
     autoretry_for: tuple[type[BaseException], ...] = ()
     dont_autoretry_for: tuple[type[BaseException], ...] = ()
     retry_kwargs: dict[str, Any] = {}
     retry_backoff: bool | float = False
     retry_backoff_max: float = 600.0
     retry_jitter: bool = True
+    _app: App | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -92,32 +103,146 @@ class Task:
 
     def __init__(
         self,
-        app: App,
-        fun: Callable[..., Any],
-        name: str,
+        app: App | None = None,
+        fun: Callable[..., Any] | None = None,
+        name: str | None = None,
         bind: bool = False,
         **options: Any,
     ) -> None:
-        refuse_async(fun, name)
-        self.app = app
-        self.run = fun
-        self.name = name
+        """`@app.task` makes one from a function (also with `base=` a subclass); a
+        class-based task (`class Fetch(Task): name = ...; def run(self, url): ...`) is
+        made with no arguments and registered with `app.register_task(Fetch())`.
+
+        Options are `@app.task`'s keyword arguments; a subclass may also give them as
+        class attributes (`acks_late = True`, `queue = "io"`)."""
+        cls = type(self)
+        if app is not None:
+            self._app = app
+        if fun is None:  # class-based: `run` is the subclass's method, self comes with it
+            fun = self.run
+            bind = False
+        else:
+            refuse_async(fun, name or getattr(fun, "__name__", cls.__name__))
+            self.run = fun  # type: ignore[method-assign]
+        if name:
+            self.name = name
         self.bind = bind
-        self.__name__ = getattr(fun, "__name__", name)
+        self.__name__ = getattr(fun, "__name__", None) or cls.__name__
         self.__doc__ = fun.__doc__
         self.__wrapped__ = fun
         self.__module__ = getattr(fun, "__module__", None) or __name__
-        self._options: dict[str, Any] = {}
+        self._options: dict[str, Any] = _class_options(cls)
         for key, value in options.items():
             if key in TASK_DEFAULTS:
                 self._options[key] = value
-            elif hasattr(Task, key) and not callable(getattr(Task, key)):
+            elif hasattr(cls, key) and not callable(getattr(cls, key)):
                 setattr(self, key, value)
             else:
                 raise TypeError(f"@app.task got an unknown option {key!r}")
         self.autoretry_for = tuple(self.autoretry_for)
         self._requests = _RequestStack()
         self._errback_arity = _positional_arity(fun) - (1 if bind else 0)
+        self._hooked = _overrides_hooks(cls)
+
+    @property
+    def app(self) -> App:
+        """The app this task is registered with (the current app until it is)."""
+        app = self._app
+        return current_app() if app is None else app
+
+    @app.setter
+    def app(self, value: App) -> None:
+        self._app = value
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """The task's body: the decorated function, or a Task subclass's own `run`."""
+        raise NotImplementedError(f"{type(self).__name__} must define run(self, ...)")
+
+    # -- hooks (Celery's): override them in a Task subclass or a `base=` class ----------
+    def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        """Called in the process that runs the task, just before it starts."""
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        """Called after the task succeeded (its result is stored)."""
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo
+    ) -> None:
+        """Called after the task failed (its failure is stored)."""
+
+    def on_retry(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo
+    ) -> None:
+        """Called after the task asked to be retried (the retry is sent)."""
+
+    def after_return(
+        self,
+        status: str,
+        retval: Any,
+        task_id: str,
+        args: Any,
+        kwargs: Any,
+        einfo: ExceptionInfo | None,
+    ) -> None:
+        """Called after on_success or on_failure, with the state and the value or
+        exception (not after a retry, as in Celery)."""
+
+    def ended(
+        self, request: Request, state: str, retval: Any, einfo: ExceptionInfo | None = None
+    ) -> None:
+        """What follows a run whose outcome is stored, in Celery's order: on_success
+        and task_success, on_failure and task_failure, or on_retry and task_retry; then
+        after_return (success and failure), then task_postrun. `self.request` is the
+        run's request meanwhile. A hook that raises is logged: the outcome stands."""
+        if not (
+            self._hooked
+            or _END_SIGNALS.get(state, _NO_SIGNAL).receivers
+            or signals.task_postrun.receivers
+        ):
+            return
+        self.push_request(request)
+        try:
+            self._end_hooks(request, state, retval, einfo)
+        finally:
+            self.pop_request()
+
+    def _end_hooks(
+        self, request: Request, state: str, retval: Any, einfo: ExceptionInfo | None
+    ) -> None:
+        task_id, args, kwargs = request.id, request.args, request.kwargs
+        if state == states.SUCCESS:
+            _hook(self, "on_success", retval, task_id, args, kwargs)
+            if signals.task_success.receivers:
+                signals.task_success.send(sender=self, result=retval)
+        elif state == states.FAILURE:
+            _hook(self, "on_failure", retval, task_id, args, kwargs, einfo)
+            if signals.task_failure.receivers:
+                signals.task_failure.send(
+                    sender=self,
+                    task_id=task_id,
+                    exception=retval,
+                    args=args,
+                    kwargs=kwargs,
+                    traceback=einfo.tb if einfo is not None else None,
+                    einfo=einfo,
+                )
+        elif state == states.RETRY:
+            exc = getattr(retval, "exc", None) or retval
+            _hook(self, "on_retry", exc, task_id, args, kwargs, einfo)
+            if signals.task_retry.receivers:
+                signals.task_retry.send(sender=self, request=request, reason=retval, einfo=einfo)
+        if state in (states.SUCCESS, states.FAILURE):
+            _hook(self, "after_return", state, retval, task_id, args, kwargs, einfo)
+        if signals.task_postrun.receivers:
+            signals.task_postrun.send(
+                sender=self,
+                task_id=task_id,
+                task=self,
+                args=args,
+                kwargs=kwargs,
+                retval=retval,
+                state=state,
+            )
 
     def option(self, name: str) -> Any:
         """This task's value for an option, or the app's setting behind it."""
@@ -129,6 +254,10 @@ class Task:
     def __getattr__(self, name: str) -> Any:
         if name in TASK_DEFAULTS:
             return self.option(name)
+        if name in _LAZY:  # a subclass whose __init__ did not call Task.__init__
+            value = _LAZY[name](self)
+            setattr(self, name, value)
+            return value
         raise AttributeError(name)
 
     # -- running here --------------------------------------------------------------------
@@ -152,6 +281,16 @@ class Task:
         """Run with `request` as `self.request`, turning `autoretry_for` errors into retries."""
         self.push_request(request)
         try:
+            if signals.task_prerun.receivers:
+                signals.task_prerun.send(
+                    sender=self,
+                    task_id=request.id,
+                    task=self,
+                    args=request.args,
+                    kwargs=request.kwargs,
+                )
+            if self._hooked:
+                self.before_start(request.id, request.args, request.kwargs)
             value = self(*request.args, **request.kwargs)
         except Retry:
             raise
@@ -202,6 +341,7 @@ class Task:
         try:
             value = self.run_in(request)
         except Retry as exc:
+            self.ended(request, states.RETRY, exc, ExceptionInfo())
             if exc.sig is None:
                 return EagerResult(request.id, self.app, states.RETRY, exc, name=self.name)
             again = exc.sig
@@ -209,14 +349,18 @@ class Task:
             again_options = {**options, **again.options}
             return self.apply(again.args, again.kwargs, request.id, retries + 1, **again_options)
         except Exception as exc:
+            einfo = ExceptionInfo()
             if self.app.conf.task_eager_propagates:
+                self.ended(request, states.FAILURE, exc, einfo)
                 raise
-            trace = tb.format_exc()
+            trace = einfo.traceback
             self._eager_errbacks(request, exc, trace)
+            self.ended(request, states.FAILURE, exc, einfo)
             return EagerResult(request.id, self.app, states.FAILURE, exc, trace, name=self.name)
         # `link=` takes one signature or a list, as apply_async does.
         for callback in as_signatures(options.get("link"), self.app):
             callback.type.apply(*_call_parts(callback, (value,)))
+        self.ended(request, states.SUCCESS, value)
         return EagerResult(request.id, self.app, states.SUCCESS, value, name=self.name)
 
     def _eager_errbacks(self, request: Request, exc: BaseException, trace: str) -> None:
@@ -297,6 +441,26 @@ class Task:
         """A group of `starmap`s of `n` items each: `add.chunks(zip(a, b), 10)`."""
         return group((self.starmap(chunk) for chunk in chunks_of(it, n)), app=self.app)
 
+    # -- states ---------------------------------------------------------------------------
+    def update_state(
+        self,
+        task_id: str | None = None,
+        state: str | None = None,
+        meta: Any = None,
+        **_: Any,
+    ) -> None:
+        """Store `state` (a custom one such as "PROGRESS", or a built-in) with `meta` for
+        this run (or `task_id`): `AsyncResult(id).state` and `.info` read it from any
+        process until the next state replaces it. Does not wake a waiting `get()`
+        unless the state is a final one."""
+        task_id = task_id or self.request.id
+        if not task_id:
+            raise ValueError("update_state outside a running task needs task_id=")
+        if not state:
+            raise ValueError("update_state needs state=, such as state='PROGRESS'")
+        write = state_write(self.app, task_id, state, meta, name=self.name)
+        self.app.result_store.finish(results=[write])
+
     # -- retrying ------------------------------------------------------------------------
     def retry(
         self,
@@ -361,6 +525,44 @@ def refuse_async(fun: Any, name: str) -> None:
             "(SPEC §13 will add them); declare it with a plain def, and run a coroutine "
             "inside with asyncio.run(...)"
         )
+
+
+def _overrides_hooks(cls: type[Task]) -> bool:
+    """Whether a Task subclass defines any of the hooks (else none is called)."""
+    return any(getattr(cls, hook) is not getattr(Task, hook) for hook in HOOKS)
+
+
+def _class_options(cls: type[Task]) -> dict[str, Any]:
+    """The options a Task subclass gives as class attributes."""
+    found = {}
+    for key in TASK_DEFAULTS:  # Task itself defines none of them
+        value = getattr(cls, key, _UNSET)
+        if value is not _UNSET:
+            found[key] = value
+    return found
+
+
+def _hook(task: Task, name: str, *args: Any) -> None:
+    try:
+        getattr(task, name)(*args)
+    except Exception:
+        log.exception("Task %s[%s]: its %s hook raised", task.name, task.request.id, name)
+
+
+_NO_SIGNAL = signals.Signal("none")
+_END_SIGNALS = {
+    states.SUCCESS: signals.task_success,
+    states.FAILURE: signals.task_failure,
+    states.RETRY: signals.task_retry,
+}
+
+# What Task.__init__ sets, made when first read by a subclass whose __init__ skipped it.
+_LAZY: dict[str, Callable[[Task], Any]] = {
+    "_options": lambda task: _class_options(type(task)),
+    "_requests": lambda task: _RequestStack(),
+    "_errback_arity": lambda task: _positional_arity(task.run),
+    "_hooked": lambda task: _overrides_hooks(type(task)),
+}
 
 
 def _positional_arity(fun: Callable[..., Any]) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from .. import signals
 from ..beat import Beat
 from ..beat.beat import LEASE_NAME
 from ..beat.loader import load_all, schedule_files
@@ -74,6 +75,7 @@ def beat(
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
     try:
+        signals.beat_init.send(sender=runner)
         runner.run()
     except ScheduleError as exc:
         click.echo(f"Error: {exc}", err=True)

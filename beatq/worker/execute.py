@@ -19,11 +19,12 @@ from datetime import timedelta
 from typing import Any, NamedTuple
 
 from .. import events as ev
-from .. import messages, serializers, states
-from ..app import Beatq
+from .. import messages, serializers, signals, states
+from ..app import Beatq, announce_published
 from ..brokers import ChordJoin, Claim, Outgoing, ResultWrite
 from ..canvas import Followup, Plan, all_ids, expand, maybe_signature
-from ..exceptions import BrokerError, Reject, Retry, TaskRevokedError
+from ..einfo import ExceptionInfo
+from ..exceptions import BrokerError, NotRegistered, Reject, Retry, TaskRevokedError
 from ..messages import Message
 from ..result import encode_meta, make_meta
 from ..task import Request, Task
@@ -131,9 +132,16 @@ class Executor:
         if task is None:
             own = sorted(n for n in self.app.tasks if not n.startswith("beatq."))
             registered = ", ".join(own[:10])
-            self._dead_letter(
-                claim, f"unknown task {message.task!r}; registered: {registered or '(none)'}"
-            )
+            reason = f"unknown task {message.task!r}; registered: {registered or '(none)'}"
+            self._dead_letter(claim, reason)
+            if signals.task_unknown.receivers:
+                signals.task_unknown.send(
+                    sender=self.hostname,
+                    name=message.task,
+                    id=message.id,
+                    message=message,
+                    exc=NotRegistered(message.task, list(self.app.tasks)),
+                )
             return Outcome(message.task, DEAD_LETTERED)
         # claimed ahead of its instant (see AHEAD): held until then
         held = message.eta if message.eta is not None and message.eta > time.time() else None
@@ -165,6 +173,8 @@ class Executor:
         request = self._request(message, task)
         if log.isEnabledFor(logging.INFO):
             log.info("Task %s[%s] received", message.task, message.id)
+        if signals.task_received.receivers:
+            signals.task_received.send(sender=self.hostname, request=request)
         soft = message.options.get("soft_time_limit", task.option("soft_time_limit"))
         hard = message.options.get("time_limit", task.option("time_limit"))
         if held is not None:
@@ -173,16 +183,21 @@ class Executor:
         try:
             with time_limits(soft, hard), self._body(message.id):
                 value = task.run_in(request)
+        # Each outcome is stored first, then the task's hooks and the signals run (task.ended)
         except Retry as exc:
             self._retry(ack, message, task, exc)
+            task.ended(request, states.RETRY, exc, ExceptionInfo())
             return Outcome(message.task, states.RETRY, then_acked=folded)
         except Reject as exc:
             self._reject(claim, message, exc)
+            task.ended(request, REJECTED, exc)
             return Outcome(message.task, REJECTED)
         except TaskRevokedError:  # revoked with terminate (threads, solo): see interrupt
             log.warning("Task %s[%s] terminated (REVOKED)", message.task, message.id)
             exc = TaskRevokedError("terminated")
             self._fail(ack, message, task, request, exc, traceback.format_exc(), states.REVOKED)
+            _revoked_signal(task, request, terminated=True)
+            task.ended(request, states.REVOKED, exc)
             return Outcome(message.task, states.REVOKED, then_acked=folded)
         except Exception as exc:
             runtime = time.perf_counter() - began
@@ -190,9 +205,11 @@ class Executor:
                 "Task %s[%s] raised %r\n%s", message.task, message.id, exc, traceback.format_exc()
             )
             self._fail(ack, message, task, request, exc, traceback.format_exc())
+            task.ended(request, states.FAILURE, exc, ExceptionInfo())
             return Outcome(message.task, states.FAILURE, runtime, folded)
         runtime = time.perf_counter() - began
         self._succeed(ack, message, task, value, runtime)
+        task.ended(request, states.SUCCESS, value)
         return Outcome(message.task, states.SUCCESS, runtime, folded)
 
     def _acked_at_start(self, then: Delivery | None) -> list[Claim]:
@@ -235,8 +252,12 @@ class Executor:
             return delivery.message(self.accept)
         except serializers.ContentDisallowed as exc:
             self._dead_letter(delivery.claim, str(exc))
+            rejected: Exception = exc
         except (messages.MessageError, serializers.DecodeError) as exc:
             self._dead_letter(delivery.claim, f"corrupt message: {exc}")
+            rejected = exc
+        if signals.task_rejected.receivers:
+            signals.task_rejected.send(sender=self.hostname, message=delivery.claim, exc=rejected)
         return None
 
     def _dead_letter(self, claim: Claim, reason: str) -> None:
@@ -339,6 +360,7 @@ class Executor:
         exc = TaskRevokedError("expired")
         request = self._request(message, task)
         self._fail([claim], message, task, request, exc, None, states.REVOKED, ev.TASK_EXPIRED)
+        _revoked_signal(task, request, expired=True)
 
     def revoke(self, claim: Claim, terminated: bool = False) -> Outcome:
         """Record the task of `claim` as revoked without running it (or after terminating it)."""
@@ -350,6 +372,7 @@ class Executor:
         task = self.app.tasks.get(message.task)
         request = self._request(message, task) if task is not None else _bare_request(message)
         self._fail([claim], message, task, request, exc, None, states.REVOKED, ev.TASK_REVOKED)
+        _revoked_signal(task, request, terminated=terminated)
         return Outcome(message.task, states.REVOKED)
 
     def skip(self, claim: Claim) -> Outcome | None:
@@ -465,6 +488,8 @@ class Executor:
             with self.pending_lock:
                 self.pending[:0] = held
             raise
+        if send and signals.after_task_publish.receivers:
+            announce_published(send)
 
     def flush_events(self) -> None:
         """Send the events held back (see `_finish`) in a round trip of their own; the
@@ -518,7 +543,26 @@ class Executor:
             id=message.id, task=message.task, args=message.args, kwargs=message.kwargs
         )
         self._fail([claim], message, task, request, exc, f"{type(exc).__name__}: {exc}\n")
+        if task is not None and signals.task_failure.receivers:  # its process is gone
+            signals.task_failure.send(
+                sender=task,
+                task_id=message.id,
+                exception=exc,
+                args=message.args,
+                kwargs=message.kwargs,
+                traceback=None,
+                einfo=None,
+            )
         return Outcome(message.task, states.FAILURE)
+
+
+def _revoked_signal(
+    task: Task | None, request: Request, terminated: bool = False, expired: bool = False
+) -> None:
+    if task is not None and signals.task_revoked.receivers:
+        signals.task_revoked.send(
+            sender=task, request=request, terminated=terminated, signum=None, expired=expired
+        )
 
 
 def _bare_request(message: Message) -> Request:

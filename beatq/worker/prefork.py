@@ -21,6 +21,7 @@ from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
+from .. import signals
 from ..brokers import Claim
 from ..exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
 from .delivery import DECODE_ERRORS, Delivery
@@ -42,6 +43,7 @@ def _child(parents: Executor, conn: Connection, board: Any, crowded: bool) -> No
     # An executor of its own for the same app and host: the parent's copy may hold a
     # lock another parent thread had taken at the fork, and events held back there.
     executor = Executor(parents.app, parents.hostname)
+    signals.worker_process_init.send(sender=None)
     if crowded:  # as many children as cores, beside the parent and often the server
         for backend in {executor.app.broker, executor.app.result_store}:
             backend.crowded()
@@ -62,6 +64,7 @@ def _child(parents: Executor, conn: Connection, board: Any, crowded: bool) -> No
                 return
             if item is None:
                 executor.flush_events()
+                signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
                 return
             seq, claim, acked = item
             queued.append((seq, Delivery(claim, acked)))

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .. import events as ev
+from .. import signals
 from ..app import Beatq
 from ..brokers import Claim, Claimed
 from ..exceptions import BrokerError, ConfigurationError
@@ -140,7 +141,14 @@ class Worker:
     # -- running -----------------------------------------------------------------------------
     def run(self) -> int:
         """Run until stopped by a signal (or `stop`); the process exit status."""
+        if signals.celeryd_init.receivers:
+            options = {"queues": self.queues, "pool": self.pool_name}
+            options["concurrency"] = self.concurrency
+            signals.celeryd_init.send(
+                sender=self.hostname, instance=self, conf=self.app.conf, options=options
+            )
         self.app.import_modules()
+        signals.worker_init.send(sender=self)  # after the task modules, as Celery's loader
         self.ack_first = self._acked_at_start()
         self._install_signals()
         self.executor = Executor(self.app, self.hostname)
@@ -163,6 +171,7 @@ class Worker:
         threading.Thread(target=self._heartbeat_loop, name="beatq-heartbeat", daemon=True).start()
         beat_thread = None
         if self.beat is not None:
+            signals.beat_embedded_init.send(sender=self.beat)
             beat_thread = threading.Thread(target=self.beat.run, name="beatq-beat", daemon=True)
             beat_thread.start()
         log.info(
@@ -173,6 +182,7 @@ class Worker:
             self.concurrency,
             len(self.app.tasks),
         )
+        signals.worker_ready.send(sender=self)
         try:
             self._consume()
             self._stop_beat(beat_thread)
@@ -187,10 +197,12 @@ class Worker:
             # a second signal, wherever it landed: abort, requeue, leave
             self._stop_beat(beat_thread)
             self._cold_stop()
+            signals.worker_shutdown.send(sender=self)
             return 0
         self.pool.close()
         self._unregister()
         log.info("worker %s stopped", self.hostname)
+        signals.worker_shutdown.send(sender=self)
         return 0
 
     def _stop_beat(self, thread: threading.Thread | None) -> None:
@@ -349,6 +361,7 @@ class Worker:
                 name,
             )
             self.stopping.set()
+            self._shutting_down(name, "Warm")
             if self.waiting:
                 # The broker ends the wait as if woken: whatever the claim behind it takes
                 # is held, and released by the warm shutdown. Failing that, the read is
@@ -359,7 +372,12 @@ class Worker:
             return
         log.warning("worker %s: %s received, stopping now", self.hostname, name)
         self.stopping.set()
+        self._shutting_down(name, "Cold")
         raise ColdShutdown()
+
+    def _shutting_down(self, sig: str, how: str) -> None:
+        if signals.worker_shutting_down.receivers:
+            signals.worker_shutting_down.send(sender=self.hostname, sig=sig, how=how, exitcode=0)
 
     def _cold_stop(self) -> None:
         self.stopping.set()
