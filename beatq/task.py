@@ -216,16 +216,7 @@ class Task:
                 signals.task_success.send(sender=self, result=retval)
         elif state == states.FAILURE:
             _hook(self, "on_failure", retval, task_id, args, kwargs, einfo)
-            if signals.task_failure.receivers:
-                signals.task_failure.send(
-                    sender=self,
-                    task_id=task_id,
-                    exception=retval,
-                    args=args,
-                    kwargs=kwargs,
-                    traceback=einfo.tb if einfo is not None else None,
-                    einfo=einfo,
-                )
+            failure_signal(self, task_id, retval, args, kwargs, einfo)
         elif state == states.RETRY:
             exc = getattr(retval, "exc", None) or retval
             _hook(self, "on_retry", exc, task_id, args, kwargs, einfo)
@@ -540,6 +531,22 @@ def _class_options(cls: type[Task]) -> dict[str, Any]:
         if value is not _UNSET:
             found[key] = value
     return found
+
+
+def failure_signal(
+    task: Task, task_id: str, exc: BaseException, args: Any, kwargs: Any, einfo: Any
+) -> None:
+    """Send `task_failure` for a run of `task` that failed with `exc`."""
+    if signals.task_failure.receivers:
+        signals.task_failure.send(
+            sender=task,
+            task_id=task_id,
+            exception=exc,
+            args=args,
+            kwargs=kwargs,
+            traceback=einfo.tb if einfo is not None else None,
+            einfo=einfo,
+        )
 
 
 def _hook(task: Task, name: str, *args: Any) -> None:

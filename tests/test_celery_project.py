@@ -237,6 +237,20 @@ def test_task_signals_fire_in_the_process_celery_fires_them_in(
     assert revoked[0]["sender"] == ADD
 
 
+def test_a_task_whose_process_died_sends_task_failure_from_the_worker(
+    client: Beatq, start: Callable[..., WorkerProcess]
+) -> None:
+    worker = start("-P", "prefork", "-c", "1")
+    died = client.send_task(f"{PROJ}.tasks.die")
+    with pytest.raises(Exception) as raised:
+        died.get(timeout=scaled(30))
+    assert type(raised.value).__name__ == "WorkerLostError"
+    entries = wait_for(lambda: [e for e in trace(died.id) if e.get("signal") == "task_failure"])
+    assert [(e["pid"], e["exception"][:16]) for e in entries] == [(worker.pid, "WorkerLostError(")]
+    # its hooks ran up to the start only: the process that would run on_failure is gone
+    assert [e["hook"] for e in trace(died.id) if "hook" in e] == ["before_start"]
+
+
 def test_worker_signals_from_start_to_a_warm_stop(
     client: Beatq, start: Callable[..., WorkerProcess]
 ) -> None:

@@ -27,7 +27,7 @@ from ..einfo import ExceptionInfo
 from ..exceptions import BrokerError, NotRegistered, Reject, Retry, TaskRevokedError
 from ..messages import Message
 from ..result import encode_meta, make_meta
-from ..task import Request, Task
+from ..task import Request, Task, failure_signal
 from ..wakeup import until_wall
 from ..workflow import (
     callback_message,
@@ -543,16 +543,8 @@ class Executor:
             id=message.id, task=message.task, args=message.args, kwargs=message.kwargs
         )
         self._fail([claim], message, task, request, exc, f"{type(exc).__name__}: {exc}\n")
-        if task is not None and signals.task_failure.receivers:  # its process is gone
-            signals.task_failure.send(
-                sender=task,
-                task_id=message.id,
-                exception=exc,
-                args=message.args,
-                kwargs=message.kwargs,
-                traceback=None,
-                einfo=None,
-            )
+        if task is not None:  # its process is gone: the signal is sent from here, as Celery
+            failure_signal(task, message.id, exc, message.args, message.kwargs, None)
         return Outcome(message.task, states.FAILURE)
 
 

@@ -1,6 +1,7 @@
 """The project's tasks: shared tasks with a base= class, a class-based task, progress."""
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -70,3 +71,9 @@ class Plain(Task):
 
 
 plain = app.register_task(Plain)
+
+
+@shared_task(base=Journaled)
+def die():
+    """Its process dies under it (as under the OOM killer)."""
+    os.kill(os.getpid(), signal.SIGKILL)
