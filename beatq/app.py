@@ -14,7 +14,7 @@ from typing import Any
 
 from . import events as ev
 from . import signals, signing, timezones
-from .brokers import Backend, Outgoing, ResultWrite, connect
+from .brokers import Backend, Outgoing, Results, ResultWrite, connect
 from .builtins import register_builtins
 from .canvas import Signature, as_signatures
 from .conf import Settings
@@ -94,29 +94,38 @@ class Beatq:
         """The current time in the app's time zone."""
         return datetime.now(self.timezone)
 
-    # -- backends (one per URL, per process) ---------------------------------------------------
-    def _backend_for(self, url: str) -> Backend:
-        pid = os.getpid()
-        entry = self._backends.get(url)
-        if entry is None or entry[0] != pid:
-            with self._lock:
-                entry = self._backends.get(url)
-                if entry is None or entry[0] != pid:
-                    backend = connect(url, self.conf.broker_transport_options)
-                    backend.event_max_len = int(self.conf.events_max_len)
-                    entry = (pid, backend)
-                    self._backends[url] = entry
-        return entry[1]
-
+    # -- backends (one per broker URL, per process) ----------------------------------------------
     @property
     def broker(self) -> Backend:
-        """The backend that holds queues, delayed messages, dead letters and leases."""
-        return self._backend_for(self.conf.broker_url)
+        """The backend that holds queues, delayed messages, dead letters, leases and beat
+        state; its results are kept by `result_backend` when that names another URL."""
+        entry = self._backends.get(self.conf.broker_url)
+        if entry is None or entry[0] != os.getpid():
+            return self._connect()
+        return entry[1]
+
+    def _connect(self) -> Backend:
+        url = self.conf.broker_url
+        with self._lock:
+            entry = self._backends.get(url)
+            if entry is None or entry[0] != os.getpid():
+                options = self.conf.broker_transport_options
+                backend = connect(url, options, self.conf.result_backend)
+                backend.event_max_len = int(self.conf.events_max_len)
+                entry = self._backends[url] = (os.getpid(), backend)
+            return entry[1]
 
     @property
-    def result_store(self) -> Backend:
-        """The backend that holds results: `result_backend`, or the broker when unset."""
-        return self._backend_for(self.conf.result_backend or self.conf.broker_url)
+    def result_store(self) -> Results:
+        """The store of results: `result_backend`'s, or the broker's when unset."""
+        broker = self.broker
+        # a result_backend changed since the broker was connected: connected again (the
+        # broker's own check stays one lookup, on every send)
+        if broker.results.url != (self.conf.result_backend or broker.url):
+            with self._lock:
+                self._backends.pop(broker.url, None)
+            broker = self._connect()
+        return broker.results
 
     @property
     def signer(self) -> signing.Signer | None:
@@ -283,7 +292,7 @@ class Beatq:
     ) -> AsyncResult:
         """Send a message for task `name` (registered here or not) and return its result."""
         message, body = self.build_message(name, args, kwargs, task, **options)
-        outgoing = Outgoing(message.queue, message.id, body, message.eta)
+        outgoing = self.outgoing(message, body, task)
         events = [_sent_event(message)] if self.conf.task_send_sent_event else None
         self.publish([outgoing], *self._retry_options(options), events=events)
         return AsyncResult(message.id, app=self, task_name=name)
@@ -307,18 +316,45 @@ class Beatq:
         each = each or bool(signals.before_task_publish.receivers)  # one signal per message
         first: Message | None = None
         signer = self.signer
+        ack_at_claim = False
         for args, kwargs in calls:
             if first is None or each:
                 message, body = self.build_message(task.name, args, kwargs, task, **options)
                 first = message
+                ack_at_claim = self.ack_at_claim(message, task)
             else:
                 message = first.again(list(args or ()), dict(kwargs or {}))
                 body = message.encode(first.content_type, first.content_encoding, signer)
-            outgoing.append(Outgoing(message.queue, message.id, body, message.eta))
+            outgoing.append(Outgoing(message.queue, message.id, body, message.eta, ack_at_claim))
             if events is not None:
                 events.append(_sent_event(message))
         self.publish(outgoing, *self._retry_options(options), events=events)
         return [AsyncResult(o.id, app=self, task_name=task.name) for o in outgoing]
+
+    def ack_at_claim(self, message: Message, task: Task | None = None) -> bool:
+        """Whether `message` may be acknowledged as a worker claims it (`Outgoing`): its
+        task, known here, is acknowledged as it starts (not acks_late, per call or per
+        task) and stores no STARTED state. Unknown here: False, its worker decides."""
+        if task is None:
+            task = self.tasks.get(message.task)
+            if task is None:
+                return False
+        late = message.options.get("acks_late")
+        if late is None:
+            late = task.option("acks_late")
+        return not late and not task.option("track_started")
+
+    def outgoing(
+        self, message: Message, body: bytes, task: Task | None = None, held: bool = False
+    ) -> Outgoing:
+        """`message` (encoded as `body`) as the broker takes it: queue, id, eta and its
+        delivery property. `held`: sent ready although its body has an eta (a beat run
+        sent ahead, which its worker holds until then): never acknowledged at claim."""
+        if held:
+            return Outgoing(message.queue, message.id, body, None)
+        return Outgoing(
+            message.queue, message.id, body, message.eta, self.ack_at_claim(message, task)
+        )
 
     def _retry_options(self, options: Mapping[str, Any]) -> tuple[bool, Any]:
         """A send's retry flag (its own, or task_publish_retry) and its retry_policy."""
@@ -364,14 +400,10 @@ class Beatq:
     def _publish_once(
         self, outgoing: Sequence[Outgoing], results: Sequence[ResultWrite], events: Any
     ) -> None:
-        broker = self.broker
-        if results and self.result_store is not broker:
-            self.result_store.finish(results=results)
-            results = ()
         if results:
-            broker.finish(results=results, send=outgoing, events=events)
+            self.broker.finish(results=results, send=outgoing, events=events)
         else:
-            broker.send(outgoing, events)
+            self.broker.send(outgoing, events)
         if signals.after_task_publish.receivers:
             announce_published(outgoing)
 

@@ -518,7 +518,7 @@ def expand(
         call_args = list(sig["args"]) if sig.get("immutable") else [*args, *sig["args"]]
         call_kwargs = dict(sig["kwargs"]) if sig.get("immutable") else {**sig["kwargs"], **kwargs}
         message, body = app.build_message(sig["task"], call_args, call_kwargs, **options)
-        plan.send.append(Outgoing(message.queue, message.id, body, message.eta))
+        plan.send.append(app.outgoing(message, body))
     elif kind == "chain":
         tasks = sig["kwargs"]["tasks"]
         # as in Celery, a chain's options go to its first task (a countdown delays it all)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import tzinfo
 from typing import Any, Protocol
 
-from .brokers import Backend, Outgoing, ResultWrite
+from .brokers import Backend, Outgoing, Results, ResultWrite
 from .conf import Settings
 from .exceptions import ConfigurationError
 from .messages import Message
@@ -41,7 +41,7 @@ class App(Protocol):
     def broker(self) -> Backend: ...
 
     @property
-    def result_store(self) -> Backend: ...
+    def result_store(self) -> Results: ...
 
     @property
     def timezone(self) -> tzinfo: ...
@@ -61,6 +61,12 @@ class App(Protocol):
         task: Any = None,
         **options: Any,
     ) -> tuple[Message, bytes]: ...
+
+    def outgoing(
+        self, message: Message, body: bytes, task: Any = None, held: bool = False
+    ) -> Outgoing:
+        """`message` as the broker takes it, with its delivery property."""
+        ...
 
     def send_task(
         self,

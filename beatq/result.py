@@ -410,7 +410,7 @@ class GroupResult:
     def save(self) -> None:
         """Keep the member ids in the store, so `GroupResult.restore(id)` finds them."""
         ids = [r.id for r in self.results]
-        self.app.result_store.finish(results=[encode_group(self.app, self.id, ids)])
+        self.app.result_store.store_results([encode_group(self.app, self.id, ids)])
 
     @classmethod
     def restore(cls, group_id: str, app: App | None = None) -> GroupResult | None:

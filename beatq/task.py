@@ -450,7 +450,7 @@ class Task:
         if not state:
             raise ValueError("update_state needs state=, such as state='PROGRESS'")
         write = state_write(self.app, task_id, state, meta, name=self.name)
-        self.app.result_store.finish(results=[write])
+        self.app.result_store.store_results([write])
 
     # -- retrying ------------------------------------------------------------------------
     def retry(

@@ -62,7 +62,7 @@ def chord_join(
         parent_id=member,
         root_id=root_id,
     )
-    outgoing = Outgoing(unlock.queue, unlock.id, data, None)
+    outgoing = app.outgoing(unlock, data)
     return ChordJoin(chord["id"], member, chord["size"], outgoing, ttl)
 
 
@@ -85,7 +85,7 @@ def callback_message(
     call_args = list(sig.args) if sig.immutable else [*args, *sig.args]
     options = {**sig.options, "parent_id": parent_id, "root_id": root_id}
     message, body = app.build_message(sig.task, call_args, sig.kwargs, **options)
-    return Outgoing(message.queue, message.id, body, message.eta)
+    return app.outgoing(message, body)
 
 
 def run_errbacks(

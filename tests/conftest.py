@@ -289,15 +289,17 @@ def stored_messages(app) -> list[Stored]:
     broker = app.broker
     kind = type(broker).__name__
     if kind == "RedisBackend":
+        from beatq.brokers.redis import split_stored
+
         client, keys = broker.client, broker.keys
         claimed = {m.decode().partition("|")[0] for m in client.zrange(keys.unacked, 0, -1)}
         delayed = {m.decode() for m in client.zrange(keys.delayed, 0, -1)}
         found = []
         for id_, value in client.hgetall(keys.msgs).items():
             id_ = id_.decode()
-            queue, _, body = value.partition(b"\n")
+            queue, body = split_stored(value)
             state = "claimed" if id_ in claimed else "delayed" if id_ in delayed else "ready"
-            found.append(Stored(id_, queue.decode(), state, body))
+            found.append(Stored(id_, queue, state, body))
         return found
     if kind == "SqliteBackend":
         with broker.db.read() as conn:

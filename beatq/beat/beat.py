@@ -469,10 +469,8 @@ class Beat:
             message, body = self._build(entry, slot)
             # a run sent `early` is ready in its queue at once (its backlog shows there, as
             # any run's): the eta in its body holds it in the worker until its instant
-            ready = message.eta is None or message.eta == slot
-            outgoing.append(
-                Outgoing(message.queue, message.id, body, None if ready else message.eta)
-            )
+            held = message.eta is not None and message.eta == slot
+            outgoing.append(self.app.outgoing(message, body, held=held))
             update.last_sent = update.lateness = None  # stamped as it is sent
             update.runs, update.last_slot, update.last_task_id = record.runs + 1, slot, message.id
         busy = record.last_task_id if entry.overlap == "skip" and send else None

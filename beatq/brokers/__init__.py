@@ -1,4 +1,9 @@
-"""Backends by URL scheme: `connect(url)` returns the one for a broker URL."""
+"""Backends by URL scheme: `connect(url)` returns the store of a broker URL in every role.
+
+The roles (one interface per concern, each with its contract) are in roles.py, the
+records that cross them in records.py; memory.py, sqlite.py and redis.py each play every
+role on their own URL.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +12,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..exceptions import ConfigurationError
-from .base import (
-    Backend,
-    BeatDispatch,
-    ChordJoin,
-    Claim,
-    Claimed,
-    DeadLetter,
-    EntryState,
-    Lease,
-    Outgoing,
-    ResultWrite,
-)
+from .records import *  # noqa: F403 (the records that cross the roles: records.__all__)
+from .records import __all__ as _records
+from .roles import Backend, BeatState, Delivery, Events, Leases, Results, Workers
 
 
 def _redis(url: str, options: Mapping[str, Any]) -> Backend:
@@ -48,26 +44,38 @@ SCHEMES: dict[str, Callable[[str, Mapping[str, Any]], Backend]] = {
 }
 
 
-def connect(url: str, options: Mapping[str, Any] | None = None) -> Backend:
-    """The backend for `url`; `options` are the broker transport options."""
+def _open(url: str, options: Mapping[str, Any]) -> Backend:
     scheme = urlsplit(url).scheme
     factory = SCHEMES.get(scheme)
     if factory is None:
         valid = ", ".join(f"{name}://" for name in sorted(SCHEMES))
         raise ConfigurationError(f"broker URL {url!r} has unknown scheme {scheme!r}; use {valid}")
-    return factory(url, options or {})
+    return factory(url, options)
+
+
+def connect(
+    url: str, options: Mapping[str, Any] | None = None, results: str | None = None
+) -> Backend:
+    """The store of `url` in every role; `options` are the broker transport options.
+
+    `results`: the URL of the store that keeps task results, when not this one (a
+    `result_backend` of its own). The backend's `finish` then stores results there and
+    `backend.results` reads them there; nothing else needs to know.
+    """
+    backend = _open(url, options or {})
+    if results and results != url:
+        backend.keep_results_in(_open(results, options or {}))
+    return backend
 
 
 __all__ = [
+    *_records,
     "Backend",
-    "BeatDispatch",
-    "ChordJoin",
-    "Claim",
-    "Claimed",
-    "DeadLetter",
-    "EntryState",
-    "Lease",
-    "Outgoing",
-    "ResultWrite",
+    "BeatState",
+    "Delivery",
+    "Events",
+    "Leases",
+    "Results",
+    "Workers",
     "connect",
 ]

@@ -3,8 +3,9 @@
 Every backend of the process that names the same URL shares one store, so several app
 objects see the same queues. One lock guards a store; two conditions on that lock wake
 `wait` (messages may be ready) and `wait_result` (a final result was stored): waiters
-are notified, never polled. This is the plainest reading of the contract in base.py,
-and the model the other backends are checked against.
+are notified, never polled. This is the plainest reading of the contracts in roles.py,
+and the model the other backends are checked against. Leases and beat entries follow
+the rules of rows.py, which the store applies to itself (`_Store` is its own `Rows`).
 
 Ordering. A ready message has a sequence number: sending appends after every number
 handed out so far, putting back (release, expired claim, due eta) goes before every
@@ -20,25 +21,15 @@ import os
 import threading
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..exceptions import BrokerError
-from .base import (
-    Backend,
-    ChordJoin,
-    Claim,
-    Claimed,
-    DeadLetter,
-    EntryState,
-    Lease,
-    Outgoing,
-    ResultWrite,
-    acked_at_claim,
-    new_token,
-)
+from .records import ChordJoin, Claim, Claimed, DeadLetter, EntryState, Outgoing
+from .roles import Backend, Finish, Take, new_token
+from .rows import LeaseRow, RowBeatState
 
 READY, DELAYED, CLAIMED = "ready", "delayed", "claimed"
 TOKEN_TTL = 86400.0  # seconds a finish's token is remembered
@@ -56,6 +47,7 @@ class _Message:
     eta: float = 0.0  # while delayed
     deadline: float = 0.0  # while claimed
     token: str = ""  # while claimed: the delivery's token
+    ack_at_claim: bool = False  # the sender's word (see Outgoing)
 
 
 @dataclass(slots=True)
@@ -69,17 +61,6 @@ class _Chord:
     members: set[str]
     fired: bool
     expires: float
-
-
-@dataclass(slots=True)
-class _Lease:
-    holder: str | None  # None: released
-    token: int  # the last token handed out: it survives release and expiry (fencing)
-    expires: float
-    since: float
-
-    def held(self, now: float) -> bool:
-        return self.holder is not None and self.expires > now
 
 
 @dataclass(slots=True)
@@ -113,9 +94,9 @@ class _Store:
         self.workers: dict[str, _Expiring] = {}
         self.expiring: list[tuple[float, str, str]] = []  # (when, table, key)
         self.dead: dict[str, DeadLetter] = {}  # in order of death
-        self.leases: dict[str, _Lease] = {}
+        self.leases: dict[str, LeaseRow] = {}
         self.entries: dict[str, _Entry] = {}
-        self.paused: set[str] = set()
+        self.paused_entries: set[str] = set()
         self.events: deque[tuple[int, bytes]] = deque()  # (number, data), oldest first
         self.event_seq = 0
         self.new_event = threading.Condition(self.lock)
@@ -159,7 +140,7 @@ class _Store:
 
     def put(self, m: Outgoing, now: float) -> None:
         """Store one message: delayed until its eta, or ready at the tail of its queue."""
-        msg = _Message(m.queue, m.body, DELAYED)
+        msg = _Message(m.queue, m.body, DELAYED, ack_at_claim=m.ack_at_claim)
         if m.eta is not None and m.eta > now:
             self.drop(m.id)
             msg.eta = m.eta
@@ -214,7 +195,10 @@ class _Store:
         for id_ in reversed(expired):
             self.make_ready(id_, self.messages[id_], head=True)
         for id_ in due:
-            self.make_ready(id_, self.messages[id_], due=True)
+            msg = self.messages[id_]
+            if msg.eta > now:  # held by its worker until then (see Delivery.claim)
+                msg.ack_at_claim = False
+            self.make_ready(id_, msg, due=True)
         return bool(expired or due)
 
     def next_due(self, ahead: float = 0.0) -> float | None:
@@ -252,16 +236,43 @@ class _Store:
         chord.fired = True
         return True
 
-    def holds(self, lease: str, holder: str, token: int, now: float) -> bool:
-        current = self.leases.get(lease)
-        return (
-            current is not None
-            and current.held(now)
-            and (current.holder, current.token) == (holder, token)
-        )
+    # -- rows.Rows: leases and beat entries -------------------------------------------------
+    def lease(self, name: str) -> LeaseRow | None:
+        return self.leases.get(name)
 
-    def entry(self, name: str) -> _Entry:
-        return self.entries.setdefault(name, _Entry())
+    def put_lease(self, name: str, row: LeaseRow) -> None:
+        self.leases[name] = row
+
+    def settled(self, entry: str) -> float | None:
+        found = self.entries.get(entry)
+        return None if found is None else found.settled
+
+    def set_entry(
+        self, entry: str, settled: float | None, next_run: float | None, info: bytes | None
+    ) -> None:
+        state = self.entries.setdefault(entry, _Entry())
+        if settled is not None:
+            state.settled = settled
+        if info is not None:
+            state.info = info
+        state.next_run = next_run
+
+    def remove_entries(self, entries: Sequence[str]) -> None:
+        for name in entries:
+            self.entries.pop(name, None)
+            self.paused_entries.discard(name)
+
+    def paused(self, entry: str) -> bool:
+        return entry in self.paused_entries
+
+    def stored(self, message_id: str) -> bool:
+        return message_id in self.messages
+
+    def send(self, messages: Sequence[Outgoing], now: float) -> None:
+        for m in messages:
+            self.put(m, now)
+        if messages:
+            self.work.notify_all()
 
 
 _STORES: dict[str, _Store] = {}
@@ -279,7 +290,7 @@ def _store_for(url: str) -> _Store:
         return _STORES[key]
 
 
-class MemoryBackend(Backend):
+class MemoryBackend(RowBeatState, Backend):
     shared_between_processes = False
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
@@ -297,6 +308,9 @@ class MemoryBackend(Backend):
         with s.lock:
             yield s
 
+    def rows(self, write: bool = True) -> contextlib.AbstractContextManager[_Store]:
+        return self._locked()
+
     # -- queue ---------------------------------------------------------------------------
     def send(self, messages: Sequence[Outgoing], events: Sequence[bytes] = ()) -> None:
         with self._locked() as s:
@@ -306,38 +320,36 @@ class MemoryBackend(Backend):
             s.work.notify_all()
             s.add_events(events, self.event_max_len)
 
-    def claim(
-        self,
-        queues: Sequence[str],
-        count: int,
-        visibility: float,
-        ack_first: Collection[str] = (),
-        ahead: float = 0.0,
-    ) -> Claimed:
+    def take(self, ask: Take) -> Claimed:
         with self._locked() as s:
             now = time.time()
             changed = s.restore(now)
             claims: list[Claim] = []
-            token = new_token()
-            acked = False
-            for early in (False, True):
-                if early:  # nothing due: what falls due within `ahead` (see Backend.claim)
-                    if claims or ahead <= 0:
-                        break
-                    changed = s.restore(now, ahead) or changed
-                for queue in queues:
-                    while len(claims) < count and (item := s.take(queue)) is not None:
-                        id_, msg = item
-                        if not claims and ack_first and acked_at_claim(msg.body, ack_first, now):
-                            del s.messages[id_]  # taken off its queue: gone for good
-                            acked = True
-                        else:
-                            s.claim(id_, msg, now + visibility)
-                            msg.token = token
-                        claims.append(Claim(id_, queue, msg.body, token))
+            acked = self._take(s, ask, now, claims)
+            if not claims and ask.ahead > 0:  # what falls due within `ahead` (Delivery.claim)
+                changed = s.restore(now, ask.ahead) or changed
+                acked = self._take(s, ask, now, claims)
             if changed or claims:
                 s.work.notify_all()  # work left behind, or a new earliest deadline
             return Claimed(claims, s.top(s.delayed, DELAYED), acked)
+
+    @staticmethod
+    def _take(s: _Store, ask: Take, now: float, claims: list[Claim]) -> bool:
+        """Claim ready messages into `claims`, up to `ask.count`; whether the first one was
+        acknowledged in the claim."""
+        token = new_token()
+        acked = False
+        for queue in ask.queues:
+            while len(claims) < ask.count and (item := s.take(queue)) is not None:
+                id_, msg = item
+                if not claims and ask.ack_first and msg.ack_at_claim:
+                    del s.messages[id_]  # taken off its queue: gone for good
+                    acked = True
+                else:
+                    s.claim(id_, msg, now + ask.visibility)
+                    msg.token = token
+                claims.append(Claim(id_, queue, msg.body, token))
+        return acked
 
     def wait(self, queues: Sequence[str], timeout: float, ahead: float = 0.0) -> bool:
         end = time.monotonic() + timeout
@@ -380,39 +392,32 @@ class MemoryBackend(Backend):
             return [(eta, Claim(id_, m.queue, m.body)) for eta, id_, m in first]
 
     # -- finishing -------------------------------------------------------------------------
-    def finish(
-        self,
-        ack: Sequence[Claim] = (),
-        results: Sequence[ResultWrite] = (),
-        send: Sequence[Outgoing] = (),
-        join: ChordJoin | None = None,
-        events: Sequence[bytes] = (),
-        token: str | None = None,
-    ) -> None:
+    def settle(self, step: Finish) -> None:
         with self._locked() as s:
             now = time.time()
             s.sweep(now)
-            if token is not None:
-                if s.alive("tokens", token, now):
+            if step.token is not None:
+                if s.alive("tokens", step.token, now):
                     return
-                s.keep("tokens", token, _Expiring(b"", now + TOKEN_TTL))
-            for c in ack:
+                s.keep("tokens", step.token, _Expiring(b"", now + TOKEN_TTL))
+            for c in step.ack:
                 if s.held(c) is not None:
                     s.drop(c.id)
+            results = step.results
             for r in results:
                 if r.final:
                     s.states.pop(r.task_id, None)
                     s.keep("results", r.task_id, _Expiring(r.meta, now + r.ttl))
                 else:
                     s.keep("states", r.task_id, _Expiring(r.meta, now + r.ttl))
-            if join is not None and s.join(join, now):
-                s.put(join.unlock, now)
-            for m in send:
+            if step.join is not None and s.join(step.join, now):
+                s.put(step.join.unlock, now)
+            for m in step.send:
                 s.put(m, now)
             if any(r.final for r in results):
                 s.finals.notify_all()
             s.work.notify_all()
-            s.add_events(events, self.event_max_len)
+            s.add_events(step.events, self.event_max_len)
 
     # -- results ---------------------------------------------------------------------------
     def get_result(self, task_id: str) -> bytes | None:
@@ -472,104 +477,20 @@ class MemoryBackend(Backend):
             s.work.notify_all()
             return moved
 
-    # -- leases ----------------------------------------------------------------------------
-    def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
-        with self._locked() as s:
-            now = time.time()
-            current = s.leases.get(name)
-            if current is not None and current.held(now):
-                return None
-            token = (current.token if current is not None else 0) + 1
-            s.leases[name] = _Lease(holder, token, now + ttl, now)
-            return token
-
-    def renew_lease(self, name: str, holder: str, token: int, ttl: float) -> bool:
-        with self._locked() as s:
-            now = time.time()
-            if not s.holds(name, holder, token, now):
-                return False
-            s.leases[name].expires = now + ttl
-            return True
-
-    def release_lease(self, name: str, holder: str, token: int) -> None:
-        with self._locked() as s:
-            if s.holds(name, holder, token, time.time()):
-                s.leases[name].holder = None
-
-    def get_lease(self, name: str) -> Lease | None:
-        with self._locked() as s:
-            now = time.time()
-            current = s.leases.get(name)
-            if current is None or current.holder is None or current.expires <= now:
-                return None
-            return Lease(current.holder, current.token, current.expires - now, current.since)
-
-    # -- beat state -------------------------------------------------------------------------
-    def beat_dispatch(
-        self,
-        lease: str,
-        holder: str,
-        token: int,
-        entry: str,
-        slot: float,
-        next_run: float | None,
-        info: bytes,
-        send: Sequence[Outgoing] = (),
-        busy_id: str | None = None,
-    ) -> str:
-        with self._locked() as s:
-            now = time.time()
-            if not s.holds(lease, holder, token, now):
-                return "lost"
-            state = s.entry(entry)
-            state.next_run = next_run
-            if state.settled is not None and state.settled >= slot:
-                return "done"
-            state.settled = slot
-            if entry in s.paused:
-                return "paused"
-            if busy_id and busy_id in s.messages:
-                return "busy"
-            state.info = info
-            for m in send:
-                s.put(m, now)
-            s.work.notify_all()
-            return "sent"
-
-    def beat_plan(
-        self,
-        lease: str,
-        holder: str,
-        token: int,
-        entries: Mapping[str, tuple[float | None, float | None, bytes]],
-        remove: Sequence[str] = (),
-    ) -> bool:
-        with self._locked() as s:
-            if not s.holds(lease, holder, token, time.time()):
-                return False
-            for name, (settled, next_run, info) in entries.items():
-                state = s.entry(name)
-                if settled is not None:
-                    state.settled = settled
-                state.next_run, state.info = next_run, info
-            for name in remove:
-                s.entries.pop(name, None)
-                s.paused.discard(name)
-            return True
-
+    # -- beat state (leases and dispatch: RowBeatState) ------------------------------------
     def beat_entries(self) -> dict[str, EntryState]:
         with self._locked() as s:
             return {
-                name: EntryState(name, e.settled, e.next_run, name in s.paused, e.info)
+                name: EntryState(name, e.settled, e.next_run, s.paused(name), e.info)
                 for name, e in sorted(s.entries.items())
             }
 
     def beat_pause(self, entry: str, paused: bool) -> None:
         with self._locked() as s:
             if paused:
-                s.paused.add(entry)
+                s.paused_entries.add(entry)
             else:
-                s.paused.discard(entry)
+                s.paused_entries.discard(entry)
 
     # -- workers ---------------------------------------------------------------------------
     def heartbeat(self, worker: str, info: bytes, ttl: float) -> None:

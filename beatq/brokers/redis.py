@@ -7,13 +7,15 @@ Keys (prefix `beatq`, or the transport option `global_keyprefix`):
                             earliest eta at the right; taken before {p}:q:{queue}
     {p}:w:{queue}   list    at most one wake-up token for workers blocked on the queue
     {p}:wake:{t}    list    a stop signal's push that ends one worker's wait (60 s)
-    {p}:msg         hash    id -> "queue\\nbody" for every message not yet acknowledged
+    {p}:msg         hash    id -> "queue\\n", a byte, the body: every message not yet
+                            acknowledged; the byte is its delivery property (\\1: it may
+                            be acknowledged as it is claimed, \\2: not; see `_stored`)
     {p}:delayed     zset    id by eta
     {p}:unacked     zset    "id|token" of each claim by its deadline (the visibility timeout)
     {p}:r:{id}      list    the final result of a task (one element; waiters BLMOVE on it)
     {p}:s:{id}      string  the latest non-final state (STARTED, RETRY)
     {p}:chord:{g}   set     finished members of chord g; {p}:chord:{g}:fired once complete
-    {p}:dead        hash    id -> "queue\\nbody" of dead letters
+    {p}:dead        hash    id -> "queue\\n\\2body" of dead letters
     {p}:dead:why    hash    id -> reason
     {p}:dead:idx    zset    id by time of death
     {p}:lease:{n}   string  "holder|token" with the lease's expiry
@@ -43,7 +45,7 @@ from __future__ import annotations
 import contextlib
 import ssl
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -56,20 +58,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from ..exceptions import BrokerAccessDenied, BrokerError
-from .base import (
-    Backend,
-    BeatDispatch,
-    ChordJoin,
-    Claim,
-    Claimed,
-    DeadLetter,
-    EntryState,
-    Lease,
-    Outgoing,
-    ResultWrite,
-    new_token,
-)
+from .records import BeatDispatch, Claim, Claimed, DeadLetter, EntryState, Lease, Outgoing
 from .redis_calls import SPIN, Calls
+from .roles import Backend, Finish, Plan, Take, new_token
 
 MAX_BLOCK = 5.0  # seconds: the longest a blocking read waits before asking again
 TOKEN_TTL = 86400.0  # seconds a finish's token is kept: a retry later than that is not caught
@@ -162,8 +153,21 @@ def shown_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-def _split(stored: bytes) -> tuple[str, bytes]:
+# The byte stored between a message's queue and its body: its delivery property.
+ACK_AT_CLAIM, ACK_AFTER = b"\x01", b"\x02"
+
+
+def _stored(m: Outgoing) -> bytes:
+    """What a message's body is stored as: its delivery property, then the body."""
+    return (ACK_AT_CLAIM if m.ack_at_claim else ACK_AFTER) + m.body
+
+
+def split_stored(stored: bytes) -> tuple[str, bytes]:
+    """The queue and the body of a stored message ("queue\\n", its property, the body; one
+    stored before properties were has none)."""
     queue, _, body = stored.partition(b"\n")
+    if body[:1] in (ACK_AT_CLAIM, ACK_AFTER):
+        body = body[1:]
     return queue.decode(), body
 
 
@@ -182,7 +186,7 @@ def _claimed(reply: list[Any], token: str) -> Claimed:
     next_eta = float(reply[0]) if reply[0] else None
     claims = []
     for i in range(2, len(reply), 2):
-        queue, body = _split(reply[i + 1])
+        queue, body = split_stored(reply[i + 1])
         claims.append(Claim(reply[i].decode(), queue, body, token))
     return Claimed(claims, next_eta, reply[1] == 1)
 
@@ -190,7 +194,7 @@ def _claimed(reply: list[Any], token: str) -> Claimed:
 def _flatten(messages: Sequence[Outgoing]) -> list[Any]:
     args: list[Any] = []
     for m in messages:
-        args += [m.queue, m.id, m.body, "" if m.eta is None else repr(float(m.eta))]
+        args += [m.queue, m.id, _stored(m), "" if m.eta is None else repr(float(m.eta))]
     return args
 
 
@@ -235,50 +239,22 @@ class RedisBackend(Backend):
         elif events:
             self.add_events(events)
 
-    def claim(
-        self,
-        queues: Sequence[str],
-        count: int,
-        visibility: float,
-        ack_first: Collection[str] = (),
-        ahead: float = 0.0,
-    ) -> Claimed:
-        return self._claim(queues, count, visibility, ack_first, ahead)
+    def take(self, ask: Take, before: Sequence[tuple[Any, ...]] = ()) -> Claimed:
+        k = self.keys
+        token = new_token()
+        args = [k.prefix, ask.count, ask.visibility, token, ask.ahead, "1" if ask.ack_first else ""]
+        with _errors(self.url):
+            reply = self.calls.fcall(
+                "claim", [k.msgs, k.delayed, k.unacked], [*args, *ask.queues], before=before
+            )
+        return _claimed(reply, token)
 
-    def wait_claim(
-        self,
-        queues: Sequence[str],
-        timeout: float,
-        count: int,
-        visibility: float,
-        ack_first: Collection[str] = (),
-        ahead: float = 0.0,
-    ) -> Claimed:
+    def wait_take(self, ask: Take, timeout: float) -> Claimed:
         # One round trip: the BLPOP holds the claim back until it is served (woken, timed
         # out, or ended by interrupt_wait), then Redis runs the claim at once.
         block = min(max(timeout, 0.01), MAX_BLOCK)
-        wait = ("BLPOP", *[self.keys.wake(q) for q in queues], self.interrupt_key, block)
-        return self._claim(queues, count, visibility, ack_first, ahead, before=[wait])
-
-    def _claim(
-        self,
-        queues: Sequence[str],
-        count: int,
-        visibility: float,
-        ack_first: Collection[str],
-        ahead: float = 0.0,
-        before: Sequence[tuple[Any, ...]] = (),
-    ) -> Claimed:
-        k = self.keys
-        token = new_token()
-        with _errors(self.url):
-            reply = self.calls.fcall(
-                "claim",
-                [k.msgs, k.delayed, k.unacked],
-                [k.prefix, count, visibility, token, ahead, len(ack_first), *ack_first, *queues],
-                before=before,
-            )
-        return _claimed(reply, token)
+        wait = ("BLPOP", *[self.keys.wake(q) for q in ask.queues], self.interrupt_key, block)
+        return self.take(ask, before=[wait])
 
     def interrupt_wait(self) -> bool:
         # Over a connection of its own (the waiting one is busy, and the pool's lock may be
@@ -307,8 +283,8 @@ class RedisBackend(Backend):
         if claims:
             k = self.keys
             args: list[Any] = [k.prefix]
-            for c in claims:
-                args += [c.queue, c.id, c.body, _member(c)]
+            for c in claims:  # put back, it is acknowledged by its worker (see Delivery.release)
+                args += [c.queue, c.id, ACK_AFTER + c.body, _member(c)]
             self._run("release", [k.msgs, k.unacked, k.delayed], args)
 
     def queue_length(self, queue: str) -> int:
@@ -326,32 +302,25 @@ class RedisBackend(Backend):
         out = []
         for (id_, eta), value in zip(pairs, stored):
             if value is not None:
-                queue, body = _split(value)
+                queue, body = split_stored(value)
                 out.append((float(eta), Claim(id_.decode(), queue, body)))
         return out
 
     # -- finishing -------------------------------------------------------------------------
-    def finish(
-        self,
-        ack: Sequence[Claim] = (),
-        results: Sequence[ResultWrite] = (),
-        send: Sequence[Outgoing] = (),
-        join: ChordJoin | None = None,
-        events: Sequence[bytes] = (),
-        token: str | None = None,
-    ) -> None:
-        k = self.keys
-        args: list[Any] = [k.prefix, token or "", _ms(TOKEN_TTL), len(ack), *map(_member, ack)]
-        args.append(len(results))
-        for r in results:
+    def settle(self, step: Finish) -> None:
+        k, ack, join = self.keys, step.ack, step.join
+        args: list[Any] = [k.prefix, step.token or "", _ms(TOKEN_TTL), len(ack)]
+        args += map(_member, ack)
+        args.append(len(step.results))
+        for r in step.results:
             kind = "final" if r.final else "state"
             args += [kind, r.task_id, r.meta, _ms(r.ttl)]
         if join is None:
             args += ["", "", 0, 0, *_flatten([Outgoing("", "", b"")])]
         else:
             args += [join.group, join.member, join.size, _ms(join.ttl), *_flatten([join.unlock])]
-        args += _flatten(send)
-        self._run("finish", [k.msgs, k.unacked, k.delayed], args, events)
+        args += _flatten(step.send)
+        self._run("finish", [k.msgs, k.unacked, k.delayed], args, step.events)
 
     # -- results ---------------------------------------------------------------------------
     def get_result(self, task_id: str) -> bytes | None:
@@ -391,7 +360,7 @@ class RedisBackend(Backend):
     # -- dead letters ----------------------------------------------------------------------
     def dead_letter(self, claim: Claim, reason: str) -> None:
         k = self.keys
-        stored = claim.queue.encode() + b"\n" + claim.body
+        stored = claim.queue.encode() + b"\n" + ACK_AFTER + claim.body
         self._run(
             "dead_letter",
             [k.unacked, k.msgs, k.dead, k.dead_reason, k.dead_index],
@@ -412,7 +381,7 @@ class RedisBackend(Backend):
         out = []
         for (id_, when), value, reason in zip(pairs, stored, reasons):
             if value is not None:
-                queue, body = _split(value)
+                queue, body = split_stored(value)
                 why = (reason or b"").decode()
                 out.append(DeadLetter(id_.decode(), queue, why, float(when), body))
         return out
@@ -482,30 +451,8 @@ class RedisBackend(Backend):
             *_flatten(run.send),
         ]
 
-    def beat_dispatch(
-        self,
-        lease: str,
-        holder: str,
-        token: int,
-        entry: str,
-        slot: float,
-        next_run: float | None,
-        info: bytes,
-        send: Sequence[Outgoing] = (),
-        busy_id: str | None = None,
-    ) -> str:
-        run = BeatDispatch(entry, slot, next_run, info, send, busy_id)
-        keys = [*self._beat_keys(lease), self.keys.msgs, self.keys.delayed]
-        reply = self._run("beat_dispatch", keys, self._dispatch_args(holder, token, run))
-        return reply.decode() if isinstance(reply, bytes) else str(reply)
-
     def beat_plan(
-        self,
-        lease: str,
-        holder: str,
-        token: int,
-        entries: Mapping[str, tuple[float | None, float | None, bytes]],
-        remove: Sequence[str] = (),
+        self, lease: str, holder: str, token: int, entries: Plan, remove: Sequence[str] = ()
     ) -> bool:
         args: list[Any] = [f"{holder}|{token}", len(entries)]
         for name, (settled, next_run, info) in entries.items():
@@ -629,6 +576,6 @@ class RedisBackend(Backend):
         with _errors(self.url):
             self.client.ping()
 
-    def close(self) -> None:
+    def disconnect(self) -> None:
         self.client.close()
         self.client.connection_pool.disconnect()

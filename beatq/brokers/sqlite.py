@@ -2,12 +2,13 @@
 
 The embedded default: no server, and several processes of one host share the file.
 Tables (sqlite_db.SCHEMA): `messages` holds every message not yet acknowledged with its
-state (ready, delayed until `eta`, claimed until `deadline`) and, while ready, its place
-`seq` in its queue; `results` and `states` the final and the latest non-final task
-states; `chords` and `chord_members` the chord joins; `dead_letters`; `leases` (with the
-last fencing token); `beat_entries` and `beat_paused`; `workers`; `events` (the capped
-event stream) and `revoked`.
+state (ready, delayed until `eta`, claimed until `deadline`), its delivery property
+`ack_at_claim` and, while ready, its place `seq` in its queue; `results` and `states`
+the final and the latest non-final task states; `chords` and `chord_members` the chord
+joins; `dead_letters`; `leases` (with the last fencing token); `beat_entries` and
+`beat_paused`; `workers`; `events` (the capped event stream) and `revoked`.
 
+Leases and beat entries follow the rules of rows.py, over `_Rows` (one transaction).
 Every operation of the interface is one transaction, so it is atomic as a Redis script
 is; times are the caller's `time.time()` (one host, one clock). `wait` and
 `wait_result` poll cheaply (see sqlite_db.Database.poll): SQLite cannot notify another
@@ -16,25 +17,16 @@ process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from .base import (
-    Backend,
-    ChordJoin,
-    Claim,
-    Claimed,
-    DeadLetter,
-    EntryState,
-    Lease,
-    Outgoing,
-    ResultWrite,
-    acked_at_claim,
-    new_token,
-)
+from .records import ChordJoin, Claim, Claimed, DeadLetter, EntryState, Outgoing
+from .roles import Backend, Finish, Take, new_token
+from .rows import LeaseRow, RowBeatState
 from .sqlite_db import Database, is_relative, path_of
 
 log = logging.getLogger("beatq.broker")
@@ -63,9 +55,9 @@ HEAD_BAND = -(2**39)  # the lowest a head reaches (a message released 2**39 time
 
 # One message as one statement: ready at the tail of its queue, or delayed until its eta.
 PUT_ONE = (
-    "INSERT OR REPLACE INTO messages (id, queue, body, state, seq, eta) "
+    "INSERT OR REPLACE INTO messages (id, queue, body, state, seq, eta, ack_at_claim) "
     "SELECT ?1, ?2, ?3, ?4, CASE ?4 WHEN 'ready' THEN 1 + MAX(0, COALESCE(("
-    "SELECT MAX(seq) FROM messages WHERE state = 'ready' AND queue = ?2), 0)) ELSE 0 END, ?5"
+    "SELECT MAX(seq) FROM messages WHERE state = 'ready' AND queue = ?2), 0)) ELSE 0 END, ?5, ?6"
 )
 
 # A live claim's message goes; a stale claim's (delivered again since) stays.
@@ -75,10 +67,10 @@ ACK = "DELETE FROM messages WHERE id = ? AND state = 'claimed' AND token = ?"
 def _put(conn: sqlite3.Connection, messages: Iterable[Outgoing], now: float) -> None:
     """Store messages: delayed until their eta, or ready at the tail of their queue."""
     tails: dict[str, int] = {}
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     for m in messages:
         if m.eta is not None and m.eta > now:
-            rows.append((m.id, m.queue, m.body, "delayed", 0, m.eta))
+            rows.append((m.id, m.queue, m.body, "delayed", 0, m.eta, m.ack_at_claim))
             continue
         if m.queue not in tails:
             last = conn.execute(
@@ -86,10 +78,10 @@ def _put(conn: sqlite3.Connection, messages: Iterable[Outgoing], now: float) -> 
             ).fetchone()[0]
             tails[m.queue] = max(last or 0, 0)
         tails[m.queue] += 1
-        rows.append((m.id, m.queue, m.body, "ready", tails[m.queue], None))
+        rows.append((m.id, m.queue, m.body, "ready", tails[m.queue], None, m.ack_at_claim))
     conn.executemany(
-        "INSERT OR REPLACE INTO messages (id, queue, body, state, seq, eta) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO messages (id, queue, body, state, seq, eta, ack_at_claim) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
         rows,
     )
 
@@ -137,14 +129,6 @@ def _make_ready(conn: sqlite3.Connection, rows: Sequence[tuple[str, str]], due: 
         )
 
 
-def _holds(conn: sqlite3.Connection, lease: str, holder: str, token: int, now: float) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM leases WHERE name = ? AND holder = ? AND token = ? AND expires > ?",
-        (lease, holder, token, now),
-    ).fetchone()
-    return row is not None
-
-
 def _wake_probe(queues: Sequence[str]) -> str:
     """SQL: whether `queues` have ready messages, and when the next eta or claim is due."""
     return (
@@ -155,7 +139,58 @@ def _wake_probe(queues: Sequence[str]) -> str:
     )
 
 
-class SqliteBackend(Backend):
+class _Rows:
+    """rows.Rows over one transaction of the file."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def lease(self, name: str) -> LeaseRow | None:
+        row = self.conn.execute(
+            "SELECT holder, token, expires, since FROM leases WHERE name = ?", (name,)
+        ).fetchone()
+        return None if row is None else LeaseRow(row[0], row[1], row[2] or 0.0, row[3] or 0.0)
+
+    def put_lease(self, name: str, row: LeaseRow) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO leases (name, holder, token, expires, since) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (name, row.holder, row.token, row.expires, row.since),
+        )
+
+    def settled(self, entry: str) -> float | None:
+        row = self.conn.execute(
+            "SELECT settled FROM beat_entries WHERE name = ?", (entry,)
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def set_entry(
+        self, entry: str, settled: float | None, next_run: float | None, info: bytes | None
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO beat_entries (name, settled, next_run, info) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET settled = COALESCE(excluded.settled, settled), "
+            "next_run = excluded.next_run, info = COALESCE(excluded.info, info)",
+            (entry, settled, next_run, info),
+        )
+
+    def remove_entries(self, entries: Sequence[str]) -> None:
+        self.conn.executemany("DELETE FROM beat_entries WHERE name = ?", [(n,) for n in entries])
+        self.conn.executemany("DELETE FROM beat_paused WHERE name = ?", [(n,) for n in entries])
+
+    def paused(self, entry: str) -> bool:
+        found = self.conn.execute("SELECT 1 FROM beat_paused WHERE name = ?", (entry,))
+        return found.fetchone() is not None
+
+    def stored(self, message_id: str) -> bool:
+        found = self.conn.execute("SELECT 1 FROM messages WHERE id = ?", (message_id,))
+        return found.fetchone() is not None
+
+    def send(self, messages: Sequence[Outgoing], now: float) -> None:
+        _put(self.conn, messages, now)
+
+
+class SqliteBackend(RowBeatState, Backend):
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         options = options or {}
         self.url = url
@@ -179,7 +214,7 @@ class SqliteBackend(Backend):
             m = messages[0]
             delayed = m.eta is not None and m.eta > time.time()
             state, eta = ("delayed", m.eta) if delayed else ("ready", None)
-            self.db.write_one(PUT_ONE, (m.id, m.queue, m.body, state, eta))
+            self.db.write_one(PUT_ONE, (m.id, m.queue, m.body, state, eta, m.ack_at_claim))
         elif messages or events:
             with self.db.write() as conn:
                 _put(conn, messages, time.time())
@@ -195,14 +230,8 @@ class SqliteBackend(Backend):
         due = min((t for t in (early, deadline) if t is not None), default=None)
         return bool(ready) or (due is not None and due <= now), eta, due
 
-    def claim(
-        self,
-        queues: Sequence[str],
-        count: int,
-        visibility: float,
-        ack_first: Collection[str] = (),
-        ahead: float = 0.0,
-    ) -> Claimed:
+    def take(self, ask: Take) -> Claimed:
+        queues, count, ahead = ask.queues, ask.count, ask.ahead
         # Look first without the write lock: an idle worker's claim then costs no write.
         with self.db.read() as conn:
             workable, eta, _ = self._workable(conn, queues, time.time(), ahead)
@@ -219,33 +248,38 @@ class SqliteBackend(Backend):
             _to_head(conn, expired)
             _to_due(conn, _due(conn, now))
             claims: list[Claim] = []
-            deadline = now + visibility
+            deadline = now + ask.visibility
             token = new_token()
             acked = False
             for early in (False, True):
                 if early:  # nothing due: what falls due within `ahead` (see Backend.claim)
                     if claims or ahead <= 0:
                         break
-                    _to_due(conn, _due(conn, now + ahead))
+                    soon = _due(conn, now + ahead)
+                    # held by their worker until their eta (see Delivery.claim)
+                    conn.executemany(
+                        "UPDATE messages SET ack_at_claim = 0 WHERE id = ? AND eta > ?",
+                        [(id_, now) for id_, _ in soon],
+                    )
+                    _to_due(conn, soon)
                 for queue in queues:
                     if len(claims) >= count:
                         break
                     rows = conn.execute(
-                        "SELECT id, body FROM messages WHERE state = 'ready' AND queue = ? "
-                        "ORDER BY seq LIMIT ?",
+                        "SELECT id, body, ack_at_claim FROM messages "
+                        "WHERE state = 'ready' AND queue = ? ORDER BY seq LIMIT ?",
                         (queue, count - len(claims)),
                     ).fetchall()
                     held = rows
-                    first = rows and not claims and ack_first
-                    if first and acked_at_claim(rows[0][1], ack_first, now):
+                    if rows and not claims and ask.ack_first and rows[0][2]:
                         conn.execute("DELETE FROM messages WHERE id = ?", (rows[0][0],))
                         acked, held = True, rows[1:]
                     conn.executemany(
                         "UPDATE messages SET state = 'claimed', deadline = ?, token = ? "
                         "WHERE id = ?",
-                        [(deadline, token, id_) for id_, _ in held],
+                        [(deadline, token, row[0]) for row in held],
                     )
-                    claims += [Claim(id_, queue, body, token) for id_, body in rows]
+                    claims += [Claim(id_, queue, body, token) for id_, body, _ in rows]
             next_eta = conn.execute(
                 "SELECT MIN(eta) FROM messages WHERE state = 'delayed'"
             ).fetchone()[0]
@@ -277,6 +311,7 @@ class SqliteBackend(Backend):
                         "SELECT state = 'claimed' AND token IS ? FROM messages WHERE id = ?",
                         (c.token, c.id),
                     ).fetchone()
+                    # put back, it is acknowledged by its worker (see Delivery.release)
                     if row is None:  # acknowledged already: stored again, body and all
                         conn.execute(
                             "INSERT INTO messages (id, queue, body, state) "
@@ -286,7 +321,15 @@ class SqliteBackend(Backend):
                     elif not row[0]:
                         continue  # delivered again meanwhile: its new holder has it
                     back.append((c.id, c.queue))
+                conn.executemany(
+                    "UPDATE messages SET ack_at_claim = 0 WHERE id = ?", [(i,) for i, _ in back]
+                )
                 _to_head(conn, back)
+
+    def _select(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """The rows of one query, read without the write lock."""
+        with self.db.read() as conn:
+            return conn.execute(sql, params).fetchall()
 
     def queue_length(self, queue: str) -> int:
         with self.db.read() as conn:
@@ -295,38 +338,31 @@ class SqliteBackend(Backend):
             ).fetchone()[0]
 
     def scheduled(self, limit: int = 100) -> list[tuple[float, Claim]]:
-        with self.db.read() as conn:
-            rows = conn.execute(
-                "SELECT eta, id, queue, body FROM messages WHERE state = 'delayed' "
-                "ORDER BY eta, id LIMIT ?",
-                (limit,),
-            ).fetchall()
+        rows = self._select(
+            "SELECT eta, id, queue, body FROM messages WHERE state = 'delayed' "
+            "ORDER BY eta, id LIMIT ?",
+            (limit,),
+        )
         return [(eta, Claim(id_, queue, body)) for eta, id_, queue, body in rows]
 
     # -- finishing -------------------------------------------------------------------------
-    def finish(
-        self,
-        ack: Sequence[Claim] = (),
-        results: Sequence[ResultWrite] = (),
-        send: Sequence[Outgoing] = (),
-        join: ChordJoin | None = None,
-        events: Sequence[bytes] = (),
-        token: str | None = None,
-    ) -> None:
-        if len(ack) == 1 and token is None and not (results or send or join or events):
-            self.db.write_one(ACK, (ack[0].id, ack[0].token))  # an early ack: one statement
+    def settle(self, step: Finish) -> None:
+        ack, join = step.ack, step.join
+        alone = not (step.results or step.send or join or step.events)
+        if len(ack) == 1 and step.token is None and alone:  # an early ack: one statement
+            self.db.write_one(ACK, (ack[0].id, ack[0].token))
             return
         with self.db.write() as conn:
             now = time.time()
-            if token is not None:
+            if step.token is not None:
                 done = conn.execute(
                     "INSERT OR IGNORE INTO finish_tokens (token, expires) VALUES (?, ?)",
-                    (token, now + TOKEN_TTL),
+                    (step.token, now + TOKEN_TTL),
                 )
                 if done.rowcount == 0:
                     return
             conn.executemany(ACK, [(c.id, c.token) for c in ack])
-            for r in results:
+            for r in step.results:
                 if r.final:
                     conn.execute("DELETE FROM states WHERE task_id = ?", (r.task_id,))
                 table = "results" if r.final else "states"
@@ -336,8 +372,8 @@ class SqliteBackend(Backend):
                 )
             if join is not None and self._join(conn, join, now):
                 _put(conn, [join.unlock], now)
-            _put(conn, send, now)
-            self._add_events(conn, events, None)
+            _put(conn, step.send, now)
+            self._add_events(conn, step.events, None)
             self._sweep(conn, now)
 
     def _join(self, conn: sqlite3.Connection, join: ChordJoin, now: float) -> bool:
@@ -436,12 +472,10 @@ class SqliteBackend(Backend):
             )
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        with self.db.read() as conn:
-            rows = conn.execute(
-                "SELECT id, queue, reason, time, body FROM dead_letters "
-                "ORDER BY time, rowid LIMIT ?",
-                (limit,),
-            ).fetchall()
+        rows = self._select(
+            "SELECT id, queue, reason, time, body FROM dead_letters ORDER BY time, rowid LIMIT ?",
+            (limit,),
+        )
         return [DeadLetter(*row) for row in rows]
 
     def requeue_dead(self, ids: Sequence[str] | None = None) -> list[str]:
@@ -462,124 +496,18 @@ class SqliteBackend(Backend):
             conn.executemany("DELETE FROM dead_letters WHERE id = ?", [(r[0],) for r in rows])
         return [r[0] for r in rows]
 
-    # -- leases ----------------------------------------------------------------------------
-    def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
-        with self.db.write() as conn:
-            now = time.time()
-            row = conn.execute(
-                "SELECT holder, token, expires FROM leases WHERE name = ?", (name,)
-            ).fetchone()
-            if row is not None and row[0] is not None and row[2] > now:
-                return None
-            token = (row[1] if row is not None else 0) + 1
-            conn.execute(
-                "INSERT OR REPLACE INTO leases (name, holder, token, expires, since) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (name, holder, token, now + ttl, now),
-            )
-            return token
-
-    def renew_lease(self, name: str, holder: str, token: int, ttl: float) -> bool:
-        with self.db.write() as conn:
-            now = time.time()
-            renewed = conn.execute(
-                "UPDATE leases SET expires = ? "
-                "WHERE name = ? AND holder = ? AND token = ? AND expires > ?",
-                (now + ttl, name, holder, token, now),
-            )
-            return renewed.rowcount == 1
-
-    def release_lease(self, name: str, holder: str, token: int) -> None:
-        with self.db.write() as conn:
-            conn.execute(
-                "UPDATE leases SET holder = NULL, expires = NULL "
-                "WHERE name = ? AND holder = ? AND token = ? AND expires > ?",
-                (name, holder, token, time.time()),
-            )
-
-    def get_lease(self, name: str) -> Lease | None:
-        with self.db.read() as conn:
-            now = time.time()
-            row = conn.execute(
-                "SELECT holder, token, expires, since FROM leases "
-                "WHERE name = ? AND holder IS NOT NULL AND expires > ?",
-                (name, now),
-            ).fetchone()
-        if row is None:
-            return None
-        holder, token, expires, since = row
-        return Lease(holder, token, expires - now, since)
-
-    # -- beat state -------------------------------------------------------------------------
-    def beat_dispatch(
-        self,
-        lease: str,
-        holder: str,
-        token: int,
-        entry: str,
-        slot: float,
-        next_run: float | None,
-        info: bytes,
-        send: Sequence[Outgoing] = (),
-        busy_id: str | None = None,
-    ) -> str:
-        with self.db.write() as conn:
-            now = time.time()
-            if not _holds(conn, lease, holder, token, now):
-                return "lost"
-            row = conn.execute(
-                "SELECT settled FROM beat_entries WHERE name = ?", (entry,)
-            ).fetchone()
-            if row is not None and row[0] is not None and row[0] >= slot:
-                outcome = "done"
-            elif conn.execute("SELECT 1 FROM beat_paused WHERE name = ?", (entry,)).fetchone():
-                outcome = "paused"
-            elif (
-                busy_id
-                and conn.execute("SELECT 1 FROM messages WHERE id = ?", (busy_id,)).fetchone()
-            ):
-                outcome = "busy"
-            else:
-                outcome = "sent"
-            settled = row[0] if outcome == "done" else slot
-            conn.execute(
-                "INSERT INTO beat_entries (name, settled, next_run, info) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET settled = excluded.settled, "
-                "next_run = excluded.next_run, info = COALESCE(excluded.info, info)",
-                (entry, settled, next_run, info if outcome == "sent" else None),
-            )
-            if outcome == "sent":
-                _put(conn, send, now)
-            return outcome
-
-    def beat_plan(
-        self,
-        lease: str,
-        holder: str,
-        token: int,
-        entries: Mapping[str, tuple[float | None, float | None, bytes]],
-        remove: Sequence[str] = (),
-    ) -> bool:
-        with self.db.write() as conn:
-            if not _holds(conn, lease, holder, token, time.time()):
-                return False
-            conn.executemany(
-                "INSERT INTO beat_entries (name, settled, next_run, info) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET settled = COALESCE(excluded.settled, settled), "
-                "next_run = excluded.next_run, info = excluded.info",
-                [(name, s, n, info) for name, (s, n, info) in entries.items()],
-            )
-            conn.executemany("DELETE FROM beat_entries WHERE name = ?", [(n,) for n in remove])
-            conn.executemany("DELETE FROM beat_paused WHERE name = ?", [(n,) for n in remove])
-            return True
+    # -- beat state (leases and dispatch: RowBeatState) ------------------------------------
+    @contextlib.contextmanager
+    def rows(self, write: bool = True) -> Iterator[_Rows]:
+        with self.db.write() if write else self.db.read() as conn:
+            yield _Rows(conn)
 
     def beat_entries(self) -> dict[str, EntryState]:
-        with self.db.read() as conn:
-            rows = conn.execute(
-                "SELECT e.name, e.settled, e.next_run, p.name IS NOT NULL, e.info "
-                "FROM beat_entries e LEFT JOIN beat_paused p ON p.name = e.name "
-                "ORDER BY e.name"
-            ).fetchall()
+        rows = self._select(
+            "SELECT e.name, e.settled, e.next_run, p.name IS NOT NULL, e.info "
+            "FROM beat_entries e LEFT JOIN beat_paused p ON p.name = e.name "
+            "ORDER BY e.name"
+        )
         return {
             name: EntryState(name, settled, next_run, bool(paused), info)
             for name, settled, next_run, paused, info in rows
@@ -605,11 +533,10 @@ class SqliteBackend(Backend):
             conn.execute("DELETE FROM workers WHERE name = ?", (worker,))
 
     def workers(self) -> dict[str, bytes]:
-        with self.db.read() as conn:
-            rows = conn.execute(
-                "SELECT name, info FROM workers WHERE expires > ? ORDER BY expires",
-                (time.time(),),
-            ).fetchall()
+        rows = self._select(
+            "SELECT name, info FROM workers WHERE expires > ? ORDER BY expires",
+            (time.time(),),
+        )
         return dict(rows)
 
     # -- events ----------------------------------------------------------------------------
@@ -645,10 +572,7 @@ class SqliteBackend(Backend):
         return self.db.poll(probe, timeout or 0.0) or []
 
     def recent_events(self, count: int = 100) -> list[tuple[str, bytes]]:
-        with self.db.read() as conn:
-            rows = conn.execute(
-                "SELECT seq, data FROM events ORDER BY seq DESC LIMIT ?", (count,)
-            ).fetchall()
+        rows = self._select("SELECT seq, data FROM events ORDER BY seq DESC LIMIT ?", (count,))
         return [(str(n), data) for n, data in reversed(rows)]
 
     # -- revoked tasks ----------------------------------------------------------------------
@@ -665,11 +589,10 @@ class SqliteBackend(Backend):
                 )
 
     def revoked(self, after: float = 0.0) -> list[tuple[str, float, bool]]:
-        with self.db.read() as conn:
-            rows = conn.execute(
-                "SELECT task_id, time, terminate FROM revoked WHERE time >= ? ORDER BY time",
-                (after,),
-            ).fetchall()
+        rows = self._select(
+            "SELECT task_id, time, terminate FROM revoked WHERE time >= ? ORDER BY time",
+            (after,),
+        )
         return [(id_, when, bool(term)) for id_, when, term in rows]
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -677,5 +600,5 @@ class SqliteBackend(Backend):
         with self.db.read() as conn:
             conn.execute("SELECT 1").fetchone()
 
-    def close(self) -> None:
+    def disconnect(self) -> None:
         self.db.close()

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from .. import events as ev
 from .. import messages, serializers, signals, states
 from ..app import Beatq, announce_published
-from ..brokers import ChordJoin, Claim, Outgoing, ResultWrite
+from ..brokers import ChordJoin, Claim, ResultWrite
 from ..canvas import Followup, Plan, all_ids, expand, maybe_signature
 from ..einfo import ExceptionInfo
 from ..exceptions import BrokerError, NotRegistered, Reject, Retry, TaskRevokedError
@@ -102,7 +102,6 @@ class Executor:
         if isinstance(expires, timedelta):
             expires = expires.total_seconds()
         self.result_ttl = float(expires) if expires else 10 * 365 * 86400.0
-        self.split_store = bool(conf.result_backend) and conf.result_backend != conf.broker_url
         # With security_key set, only messages signed with it run (see `_refusal`).
         self.signer = app.signer
         self.processed = 0
@@ -403,7 +402,7 @@ class Executor:
         args = sig.args if sig is not None else message.args
         kwargs = sig.kwargs if sig is not None else message.kwargs
         retried, body = self.app.build_message(message.task, args, kwargs, task, **options)
-        outgoing = Outgoing(retried.queue, retried.id, body, retried.eta)
+        outgoing = self.app.outgoing(retried, body, task)
         tb = traceback.format_exc()
         state = self._state(message, states.RETRY, exc.exc or exc, tb)
         events = self._event(
@@ -471,9 +470,6 @@ class Executor:
             results = [results]
         results = list(results or ())
         token = uuid.uuid4().hex if send or join else None
-        if self.split_store and results:
-            retrying(lambda: self.app.result_store.finish(results=results))
-            results = []
         if not (ack or results or send or join):
             if events:  # nothing else to say: they wait for the next round trip (or idle)
                 with self.pending_lock:

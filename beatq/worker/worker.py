@@ -292,7 +292,7 @@ class Worker:
     def _fill(self, broker: Any) -> bool:
         """Claim a batch into the buffer; when there is none, wait for work. True if filled."""
         self.handoff.dry = False
-        ack_first = self.ack_first if self.pool.free() else ()
+        ack_first = bool(self.ack_first) and self.pool.free()
         claimed = broker.claim(self.queues, self.batch, self.visibility, ack_first, AHEAD)
         # Said as soon as the broker answers, not after the wait for work that follows.
         if self.failures:

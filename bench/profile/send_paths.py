@@ -15,7 +15,7 @@ import redis
 from redis.connection import _RESP2Parser
 from redis.utils import HIREDIS_AVAILABLE
 
-from beatq.brokers.base import Outgoing
+from beatq.brokers import Outgoing
 from beatq.brokers.redis import RedisBackend
 
 LEAN = """#!lua name=hp_probe

@@ -1,5 +1,5 @@
 -- KEYS: msgs, delayed, unacked
--- ARGV: prefix, count, visibility, token, ahead, n, n task names (ack_first), queue...
+-- ARGV: prefix, count, visibility, token, ahead, ack_first ('1' or ''), queue...
 -- Returns {next_eta or '', acked (0 | 1), id1, stored1, id2, stored2, ...}; each is
 -- claimed as "id|token", except the first when acked: acknowledged (deleted) at once.
 -- When nothing is due, delayed messages due within `ahead` seconds are taken as if due
@@ -8,24 +8,31 @@ local msgs, delayed, unacked = KEYS[1], KEYS[2], KEYS[3]
 local prefix, count, visibility = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local token = '|' .. ARGV[4]
 local ahead = tonumber(ARGV[5])
-local ack_first = {}
-local first_queue = 7 + tonumber(ARGV[6])
-for i = 7, first_queue - 1 do ack_first[ARGV[i]] = true end
+local ack_first = ARGV[6] == '1'
+local first_queue = 7
 local now = clock()
 local woken = {}
 
--- Whether the first message claimed is acknowledged in the claim: the rule of
--- base.acked_at_claim (a task of ack_first, due now, a plain JSON payload without
--- "acks_late").
+-- Whether its sender stored the message as acknowledged at claim: the byte after its
+-- queue (see redis.py `_stored`).
 local function acked_at_claim(stored)
-  local head_at = string.find(stored, '\n', 1, true) + 1
-  local payload_at = string.find(stored, '\n', head_at, true)
-  if not payload_at then return false end
-  local ok, header = pcall(cjson.decode, string.sub(stored, head_at, payload_at - 1))
-  return ok and type(header) == 'table' and ack_first[header.task] == true
-    and header.ct == 'application/json' and (header.ce == nil or header.ce == cjson.null)
-    and (type(header.eta) ~= 'number' or header.eta <= now)
-    and not string.find(stored, 'acks_late', payload_at, true)
+  return string.byte(stored, string.find(stored, '\n', 1, true) + 1) == 1
+end
+
+-- Messages made ready before their eta are held by their worker until then: they are no
+-- longer acknowledged at claim (that worker could die first; see roles.Delivery.claim).
+local function hold(ids)
+  if #ids == 0 then return end
+  local stored = redis.call('HMGET', msgs, unpack(ids))
+  for i, id in ipairs(ids) do
+    local value = stored[i]
+    if value then
+      local at = string.find(value, '\n', 1, true) + 1
+      if string.byte(value, at) == 1 then
+        redis.call('HSET', msgs, id, string.sub(value, 1, at - 1) .. '\2' .. string.sub(value, at + 1))
+      end
+    end
+  end
 end
 
 -- Claims whose worker stopped renewing them (the visibility timeout) go back to the head
@@ -74,7 +81,7 @@ local function take_from(q)
     local claims = {}
     for j, id in ipairs(ids) do
       if stored[j] then  -- an id without a body was acknowledged meanwhile: skip it
-        if taken == 0 and next(ack_first) and acked_at_claim(stored[j]) then
+        if taken == 0 and ack_first and acked_at_claim(stored[j]) then
           redis.call('HDEL', msgs, id)
           out[2] = 1
         else
@@ -99,6 +106,7 @@ take()
 -- Nothing due: what falls due within `ahead` (a worker with work to do takes none early,
 -- or it would hold it while due messages wait)
 if taken == 0 and ahead > 0 then
+  hold(redis.call('ZRANGEBYSCORE', delayed, '(' .. now, now + ahead, 'LIMIT', 0, 1000))
   requeue(delayed, redis.call('ZRANGEBYSCORE', delayed, '-inf', now + ahead, 'LIMIT', 0, 1000), true)
   take()
 end

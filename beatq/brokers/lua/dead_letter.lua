@@ -1,7 +1,7 @@
 -- KEYS: unacked, msgs, dead, dead_reason, dead_index
--- ARGV: "id|token", id, "queue\nbody", reason, time
--- A live claim moves its message to the dead letters, and so does one whose message is
--- no longer stored (acknowledged in its claim); a message delivered again is left alone.
+-- ARGV: "id|token", id, "queue\n\2body", reason, time
+-- A live claim moves its message to the dead letters, and so does one whose message is no
+-- longer stored (acknowledged in its claim); a message delivered again stays its new holder's.
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 and redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then
   return 0
 end

@@ -27,7 +27,7 @@ local function id_of(claim)
   return bar and string.sub(claim, 1, bar - 1) or claim
 end
 
--- The queue name stored in front of a message body ("queue\nbody").
+-- The queue name stored in front of a message ("queue\n", its delivery property byte, the body).
 local function queue_of(stored)
   return string.sub(stored, 1, string.find(stored, '\n', 1, true) - 1)
 end

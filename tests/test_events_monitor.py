@@ -1,113 +1,18 @@
-"""The event stream and revocations in every backend, and what a monitor makes of them.
-
-Each backend test runs on memory://, sqlite:// (a file in tmp_path) and Redis (a key
-prefix of the test's own), as the contract suite does.
-"""
+"""Events as an app sends them, and what a monitor makes of them (the stream itself, in
+every backend: tests/contract/test_events.py)."""
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from beatq import Beatq
 from beatq import events as ev
-from beatq.brokers import Backend, Claim, Outgoing, ResultWrite, connect
 from beatq.events import Event, State
-from tests.conftest import scaled
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def b(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    kind = request.param
-    if kind == "memory":
-        backend = connect(f"memory://events-{uuid.uuid4().hex}")
-    elif kind == "sqlite":
-        backend = connect(f"sqlite:///{tmp_path / 'broker.db'}")
-    else:
-        prefix = request.getfixturevalue("prefix")
-        backend = connect(request.getfixturevalue("redis_url"), {"global_keyprefix": prefix})
-    yield backend
-    backend.close()
-
-
-def data(rows: list[tuple[str, bytes]]) -> list[bytes]:
-    return [d for _, d in rows]
-
-
-def test_events_read_in_order_from_a_cursor(b: Backend) -> None:
-    b.add_events([b"a", b"b"])
-    b.add_events([b"c"])
-    rows = b.read_events()
-    assert data(rows) == [b"a", b"b", b"c"]
-    assert data(b.read_events(after=rows[0][0])) == [b"b", b"c"]
-    assert b.read_events(after=rows[-1][0]) == []
-    assert data(b.read_events(count=2)) == [b"a", b"b"]
-    assert data(b.recent_events(2)) == [b"b", b"c"]
-
-
-def test_event_stream_is_capped_to_about_maxlen(b: Backend) -> None:
-    for start in range(0, 1000, 50):
-        b.add_events([str(i).encode() for i in range(start, start + 50)], maxlen=100)
-    kept = data(b.read_events(count=10_000))
-    # Redis trims whole stream nodes (MAXLEN ~): about maxlen, never fewer
-    assert 100 <= len(kept) <= 300
-    assert kept[-1] == b"999"
-    assert kept == [str(i).encode() for i in range(1000 - len(kept), 1000)]
-
-
-def test_a_blocked_read_wakes_on_the_next_event(b: Backend) -> None:
-    b.add_events([b"old"])
-    cursor = b.read_events()[-1][0]
-    timer = threading.Timer(0.3, lambda: b.add_events([b"new"]))
-    timer.start()
-    began = time.monotonic()
-    rows = b.read_events(after=cursor, timeout=5.0)
-    waited = time.monotonic() - began
-    timer.join()
-    assert data(rows) == [b"new"]
-    assert 0.2 < waited < scaled(2.0)
-    began = time.monotonic()
-    assert b.read_events(after=rows[-1][0], timeout=0.2) == []
-    assert time.monotonic() - began >= 0.15
-
-
-def test_send_and_finish_carry_events_in_the_same_call(b: Backend) -> None:
-    b.send([Outgoing("q", "t1", b"body")], events=[b"sent"])
-    claims = b.claim(["q"], 1, 60).claims
-    assert [c.id for c in claims] == ["t1"]
-    b.finish(ack=claims, results=[ResultWrite("t1", b"meta", 60)], events=[b"done", b"more"])
-    assert b.get_result("t1") == b"meta"
-    assert data(b.read_events()) == [b"sent", b"done", b"more"]
-    b.finish(ack=[Claim("t1", "q", b"body")])  # no events: none added
-    assert len(b.read_events()) == 3
-
-
-def test_revocations_are_kept_with_their_terminate_flag(b: Backend) -> None:
-    assert b.revoked() == []
-    b.revoke(["t1", "t2"], terminate=False, ttl=60)
-    b.revoke(["t3"], terminate=True, ttl=60)
-    found = b.revoked()
-    assert [(i, term) for i, _, term in found] == [("t1", False), ("t2", False), ("t3", True)]
-    last = found[-1][1]
-    assert [i for i, _, _ in b.revoked(after=last)] == ["t3"]  # at or after `after`
-    b.revoke(["t1"], terminate=True, ttl=60)  # renewed, terminate added
-    b.revoke(["t3"], terminate=False, ttl=60)  # renewed, terminate kept
-    again = {i: term for i, _, term in b.revoked(after=last)}
-    assert again["t1"] is True and again["t3"] is True
-
-
-def test_old_revocations_are_dropped(b: Backend) -> None:
-    b.revoke(["old"], terminate=False, ttl=0.2)
-    time.sleep(0.3)  # the ttl itself is what is tested
-    b.revoke(["new"], terminate=False, ttl=0.2)
-    assert [i for i, _, _ in b.revoked()] == ["new"]
-
 
 # -- app.events and State ----------------------------------------------------------------
 

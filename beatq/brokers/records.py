@@ -1,0 +1,126 @@
+"""The records that cross the backend interface (roles.py): plain data, bytes inside.
+
+A message's body is opaque here; what a backend needs to know of a message beside its
+body (its queue, its eta, whether it may be acknowledged as it is claimed) the sender
+says in `Outgoing`, and the backend stores it beside the body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "BeatDispatch",
+    "ChordJoin",
+    "Claim",
+    "Claimed",
+    "DeadLetter",
+    "EntryState",
+    "Lease",
+    "Outgoing",
+    "ResultWrite",
+]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A message as a worker holds it: its broker id, its queue, its body and the token of
+    this delivery. Each `claim` hands out a new token, so a message delivered again (its
+    claim expired) has a new one: acks, renewals, dead-lettering and releases that carry
+    an old token come from a worker that lost the message, and change nothing."""
+
+    id: str
+    queue: str
+    body: bytes
+    token: str = ""  # empty for a message that is not claimed (see `scheduled`)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message to send: queue, id, body, optional eta (POSIX seconds), and its delivery
+    property, which the backend stores beside the body.
+
+    `ack_at_claim`: the sender knows this message is acknowledged as its task starts
+    (not acks_late, whether by the call or by the task), so a claim that starts it at
+    once may acknowledge it as it takes it (`Delivery.claim(ack_first=True)`). False
+    (the default, for anything the sender cannot vouch for) leaves the acknowledgement
+    to the worker: a message of an unknown task or a bad body can still be dead-lettered.
+    """
+
+    queue: str
+    id: str
+    body: bytes
+    eta: float | None = None
+    ack_at_claim: bool = False
+
+
+@dataclass(frozen=True)
+class ResultWrite:
+    """A task state to store. `final` states (SUCCESS, FAILURE, REVOKED) wake waiters."""
+
+    task_id: str
+    meta: bytes
+    ttl: float
+    final: bool = True
+
+
+@dataclass(frozen=True)
+class ChordJoin:
+    """A chord member finishing: count `member` in `group`; the member that makes the
+    count reach `size` (and only that one) sends `unlock`."""
+
+    group: str
+    member: str
+    size: int
+    unlock: Outgoing
+    ttl: float
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What `claim` returns: the claims, and the eta of the earliest delayed message."""
+
+    claims: list[Claim]
+    next_eta: float | None
+    acked: bool = False  # the first claim was acknowledged in the claim (see `Delivery.claim`)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: str
+    queue: str
+    reason: str
+    time: float
+    body: bytes
+
+
+@dataclass(frozen=True)
+class EntryState:
+    """What the broker keeps of a beat entry."""
+
+    name: str
+    settled: float | None  # runs at or before this instant are done (dispatched or given up)
+    next_run: float | None
+    paused: bool
+    info: bytes | None  # the beat's own record: task, schedule, counters (JSON)
+
+
+@dataclass(frozen=True)
+class BeatDispatch:
+    """One run of a beat entry to settle and send (see `BeatState.beat_dispatch`)."""
+
+    entry: str
+    slot: float
+    next_run: float | None
+    info: bytes
+    send: Sequence[Outgoing] = ()
+    busy_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Lease:
+    holder: str
+    token: int
+    remaining: float  # seconds left before it expires
+    since: float | None = None  # when this holder acquired it (POSIX seconds)

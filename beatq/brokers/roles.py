@@ -1,0 +1,446 @@
+"""The backend roles: one small interface per concern, each with its contract.
+
+Bytes in, bytes out: serialization lives above this layer (messages.py, result.py). A
+store is chosen by URL scheme (`beatq.brokers.connect`); each of memory.py, sqlite.py
+and redis.py is one class that plays every role (`Backend`) on its own URL.
+
+    Store          url, ping, close, prime, crowded: a connection to one URL
+    ├─ Delivery    queues: send, claim, wait, renew, release, finish; dead letters
+    ├─ Results     task states: store, read, wait for, forget
+    ├─ Leases      the beat's leader lock, with a fencing token
+    │  └─ BeatState   each entry's settled run, next run and record, fenced by a lease
+    ├─ Events      the capped event stream
+    └─ Workers     live workers (heartbeats) and revoked tasks
+    Backend        all of them on one URL; its results may live elsewhere (`results`)
+
+Delivery model. A message is *ready* (in its queue), *delayed* (until its eta) or
+*claimed* by a worker until a deadline. `claim` moves ready messages to claimed,
+`renew` pushes the deadline of live claims forward, `finish` acknowledges (forgets a
+message for good), `release` puts claimed or aborted messages back at the head of their
+queue. A claim whose deadline passes (its worker died) goes back to its queue by
+itself: that is the visibility timeout. Due delayed messages become ready by themselves
+too. Every method that changes more than one thing does it atomically.
+
+Claims are fenced: each delivery of a message carries its own token (`Claim.token`).
+A worker that paused past its visibility timeout, while its message went to another
+worker, still holds the old token; its ack, renewal, dead letter or release then leaves
+the message to its new holder instead of deleting or duplicating it.
+
+Whether a message may be acknowledged as it is claimed is the sender's word, stored
+beside the body at send (`Outgoing.ack_at_claim`): no backend reads a body.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ..exceptions import ConfigurationError
+from .records import (
+    BeatDispatch,
+    ChordJoin,
+    Claim,
+    Claimed,
+    DeadLetter,
+    EntryState,
+    Lease,
+    Outgoing,
+    ResultWrite,
+)
+
+#: Beat entries as the leader plans them: name -> (settled or None to keep it, next run, info).
+Plan = Mapping[str, tuple[float | None, float | None, bytes]]
+
+
+def new_token() -> str:
+    """A fresh claim token (see `Delivery`): 64 random bits, so two deliveries never share one."""
+    return os.urandom(8).hex()
+
+
+@dataclass(slots=True)
+class Finish:
+    """The parts of one `Delivery.finish`, in the order they happen (see there)."""
+
+    ack: Sequence[Claim] = ()
+    results: Sequence[ResultWrite] = ()
+    send: Sequence[Outgoing] = ()
+    join: ChordJoin | None = None
+    events: Sequence[bytes] = ()
+    token: str | None = None
+
+
+@dataclass(slots=True)
+class Take:
+    """What a claim asks for (the arguments of `Delivery.claim`)."""
+
+    queues: Sequence[str]
+    count: int
+    visibility: float
+    ack_first: bool = False
+    ahead: float = 0.0
+
+
+class Store(abc.ABC):
+    """A connection to one URL's storage. Every method of every role raises `BrokerError`
+    when the store is unreachable."""
+
+    url: str
+
+    #: Whether other processes reach the same store through the same URL. A worker whose
+    #: broker is not shared cannot hand messages to forked pool children (prefork).
+    shared_between_processes: bool = True
+
+    def prime(self) -> None:
+        """Ready the store for a call that must be quick, without waiting: a beat calls it
+        just before a run's instant. Stores that need no readying do nothing."""
+
+    def crowded(self) -> None:
+        """The calling thread's process is one of more busy processes than the host has
+        cores (a prefork worker): from now on its calls wait for replies in the kernel
+        rather than polling for them, which would take a core the server or a sibling
+        needs. Stores that never poll do nothing."""
+
+    def ping(self) -> None:
+        """Raise BrokerError if the store cannot be reached."""
+
+    def disconnect(self) -> None:
+        """Release this store's own connections (what `close` does for it)."""
+
+    def close(self) -> None:
+        """Release connections; the store may not be used afterwards."""
+        self.disconnect()
+
+
+class Results(Store):
+    """Task states by task id: the latest non-final one (STARTED, RETRY) and the final one
+    (SUCCESS, FAILURE, REVOKED), each kept for its ttl."""
+
+    @abc.abstractmethod
+    def store_results(self, results: Sequence[ResultWrite]) -> None:
+        """Store `results`, atomically and idempotently. A final state replaces the
+        task's non-final one and wakes every `wait_result` on its task id."""
+
+    @abc.abstractmethod
+    def get_result(self, task_id: str) -> bytes | None:
+        """The stored state of `task_id` (final if there is one), or None."""
+
+    @abc.abstractmethod
+    def get_results(self, task_ids: Sequence[str]) -> list[bytes | None]:
+        """The final states of many tasks at once (None where there is none), in order."""
+
+    @abc.abstractmethod
+    def wait_result(self, task_id: str, timeout: float | None) -> bytes | None:
+        """Block until `task_id` has a final state and return it; None after `timeout`."""
+
+    @abc.abstractmethod
+    def forget(self, task_id: str) -> None:
+        """Delete every state stored for `task_id`."""
+
+
+class Delivery(Store):
+    """Queues of messages, delayed messages, claims, and the dead letters."""
+
+    _results: Results | None = None  # set by `keep_results_in`
+
+    @property
+    def results(self) -> Results:
+        """Where `finish` stores results, and where they are read: this store, unless
+        another was given (`keep_results_in`, a `result_backend` on another URL)."""
+        if self._results is not None:
+            return self._results
+        if not isinstance(self, Results):
+            raise ConfigurationError(f"{self.url} keeps no results and was given no store")
+        return self
+
+    def keep_results_in(self, store: Results) -> None:
+        """Keep results in `store` (another URL's) from now on; `close` closes it too."""
+        self._results = store
+
+    def close(self) -> None:
+        super().close()
+        if self._results is not None:
+            self._results.close()
+
+    # -- sending -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def send(self, messages: Sequence[Outgoing], events: Sequence[bytes] = ()) -> None:
+        """Add messages, atomically and in order, in one round trip.
+
+        A message with an eta in the future is delayed until then; the others are ready
+        at once at the tail of their queue. Sending an id that is already stored replaces
+        its body (a retry keeps its task id). Each message's `ack_at_claim` is stored with
+        it. `events` are appended to the event stream after the messages, in the same
+        round trip (see `Events.add_events`).
+        """
+
+    # -- claiming ------------------------------------------------------------------------
+    def claim(
+        self,
+        queues: Sequence[str],
+        count: int,
+        visibility: float,
+        ack_first: bool = False,
+        ahead: float = 0.0,
+    ) -> Claimed:
+        """Take up to `count` ready messages, draining `queues` in the order given.
+
+        Each is claimed until now + `visibility` seconds. Before taking, due delayed
+        messages become ready and expired claims go back to their queue. Never blocks.
+
+        `ahead`: when none of `queues` has a message ready or due, delayed messages due
+        within that many seconds count as due, for a caller that holds each until its eta
+        (an idle worker: it starts the task at its instant instead of finding it only
+        then; a busy one takes none early, which it would hold while others wait). A
+        message made ready before its eta is no longer `ack_at_claim`: its holder could
+        die before the eta, and the message must come back then.
+
+        `ack_first`: the caller starts the first message at once. When that message was
+        sent `ack_at_claim`, it is acknowledged in the same step, as `finish(ack=...)`
+        would (gone for good; `release` and `dead_letter` still take it back), and
+        `Claimed.acked` is True. Like any early acknowledgement, it is lost if the caller
+        never sees the reply (a dropped connection, a kill), as after a worker killed
+        between its ack and the run.
+        """
+        return self.take(Take(queues, count, visibility, ack_first, ahead))
+
+    @abc.abstractmethod
+    def take(self, ask: Take) -> Claimed:
+        """`claim` as `ask` says: what each store implements."""
+
+    @abc.abstractmethod
+    def wait(self, queues: Sequence[str], timeout: float, ahead: float = 0.0) -> bool:
+        """Block up to `timeout` seconds until one of `queues` may have ready messages
+        (a delayed message counts from `ahead` seconds before its eta, as in `claim`).
+
+        True means "try `claim`"; a spurious True is allowed, a missed wake-up is not.
+        """
+
+    def wait_claim(
+        self,
+        queues: Sequence[str],
+        timeout: float,
+        count: int,
+        visibility: float,
+        ack_first: bool = False,
+        ahead: float = 0.0,
+    ) -> Claimed:
+        """`wait`, then `claim`, as an idle worker does; a store may make it one round trip.
+
+        The claim runs whether the wait was woken or timed out (due delayed messages and
+        expired claims are taken up either way)."""
+        return self.wait_take(Take(queues, count, visibility, ack_first, ahead), timeout)
+
+    def wait_take(self, ask: Take, timeout: float) -> Claimed:
+        """`wait_claim` as `ask` says; by default a `wait`, then a `take`."""
+        self.wait(ask.queues, timeout, ask.ahead)
+        return self.take(ask)
+
+    def interrupt_wait(self) -> bool:
+        """End the `wait` or `wait_claim` this process is blocked in, as if it were woken.
+
+        Safe to call from a signal handler while the main thread waits. False when this
+        store cannot (or is unreachable): the caller interrupts it itself."""
+        return False
+
+    @abc.abstractmethod
+    def renew(self, claims: Sequence[Claim], visibility: float) -> None:
+        """Extend `claims` to now + `visibility`. Claims no longer held (acknowledged,
+        expired and put back, or delivered again under another token) are skipped."""
+
+    @abc.abstractmethod
+    def release(self, claims: Sequence[Claim]) -> None:
+        """Put messages back at the head of their queue: those still held with the claim's
+        token, and those no longer stored (acknowledged already: the body comes back, no
+        longer `ack_at_claim`). A message stored under another token (delivered again) is
+        left to its holder."""
+
+    @abc.abstractmethod
+    def queue_length(self, queue: str) -> int:
+        """How many ready messages `queue` holds."""
+
+    @abc.abstractmethod
+    def scheduled(self, limit: int = 100) -> list[tuple[float, Claim]]:
+        """The delayed messages, earliest eta first, as (eta, message)."""
+
+    # -- finishing -----------------------------------------------------------------------
+    def finish(
+        self,
+        ack: Sequence[Claim] = (),
+        results: Sequence[ResultWrite] = (),
+        send: Sequence[Outgoing] = (),
+        join: ChordJoin | None = None,
+        events: Sequence[bytes] = (),
+        token: str | None = None,
+    ) -> None:
+        """In one atomic step and in this order: acknowledge `ack` (the messages are gone
+        for good; a claim whose token is no longer the message's acknowledges nothing),
+        store `results`, count the chord member `join`, send `send`. Any part may be
+        empty. Idempotent for ack, results and join (a member counts once however often
+        it finishes); a final result wakes every `wait_result` on its task id.
+        `events` are appended to the event stream afterwards, in the same round trip.
+
+        `token`, unique per finish: a call repeating a token already finished does
+        nothing, so retrying a finish whose reply was lost never sends its messages twice.
+
+        Results kept in another store (`results`) are stored there first, then the rest
+        here: a task's result is never missing once its message is acknowledged.
+        """
+        if results and self._results is not None:
+            self._results.store_results(results)
+            results = ()
+            if not (ack or send or join or events):
+                return
+        self.settle(Finish(ack, results, send, join, events, token))
+
+    @abc.abstractmethod
+    def settle(self, step: Finish) -> None:
+        """`finish` in this store, results included: what each store implements."""
+
+    # -- dead letters --------------------------------------------------------------------
+    @abc.abstractmethod
+    def dead_letter(self, claim: Claim, reason: str) -> None:
+        """Move a claimed message to the dead letters, atomically, with the reason. As in
+        `release`, a message no longer stored (acknowledged already, e.g. in its claim:
+        a worker refuses a message only once it has read it) goes there with the claim's
+        body; one stored under another token (delivered again) is left to its holder."""
+
+    @abc.abstractmethod
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The dead letters, oldest first."""
+
+    @abc.abstractmethod
+    def requeue_dead(self, ids: Sequence[str] | None = None) -> list[str]:
+        """Send dead letters (all when `ids` is None) back to their queue; the ids moved.
+        They are acknowledged by their worker, not in a claim."""
+
+
+class Leases(Store):
+    """Named leases: one holder at a time, for a ttl, with a fencing token that grows with
+    every acquisition of the same lease (the beat's leader lock)."""
+
+    @abc.abstractmethod
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
+        """Take lease `name` for `ttl` seconds if it is free; its new fencing token, or None.
+
+        Tokens grow strictly with every acquisition of the same lease.
+        """
+
+    @abc.abstractmethod
+    def renew_lease(self, name: str, holder: str, token: int, ttl: float) -> bool:
+        """Extend the lease if `holder` still holds it with `token`; False if it was lost."""
+
+    @abc.abstractmethod
+    def release_lease(self, name: str, holder: str, token: int) -> None:
+        """Give the lease up at once if held with `token`; otherwise do nothing."""
+
+    @abc.abstractmethod
+    def get_lease(self, name: str) -> Lease | None:
+        """Who holds lease `name` now, or None."""
+
+
+class BeatState(Leases):
+    """Each beat entry's settled instant, next run, paused flag and record (the beat's
+    JSON). Writes are fenced by a lease of the same store: a holder that lost it changes
+    nothing. A dispatch sends messages, so the store that keeps beat state is the broker."""
+
+    def beat_dispatch(self, lease: str, holder: str, token: int, run: BeatDispatch) -> str:
+        """Settle run `run.slot` of `run.entry` and send its messages, in one atomic step.
+
+        Returns what happened:
+        - "lost": `holder` does not hold `lease` with `token`; nothing changed (fencing);
+        - "done": a run at or after the slot was settled already; nothing sent;
+        - "paused": the entry is paused; the run is settled, nothing sent;
+        - "busy": message `run.busy_id` is still stored (unfinished); settled, nothing sent;
+        - "sent": `run.send` was sent (none settles a slot given up by catch-up).
+        Except for "lost", the entry's next run becomes `run.next_run` (None: no more
+        runs); for "sent" its settled time becomes the slot and its info `run.info`.
+        """
+        return self.beat_dispatch_many(lease, holder, token, [run])[0]
+
+    @abc.abstractmethod
+    def beat_dispatch_many(
+        self, lease: str, holder: str, token: int, runs: Sequence[BeatDispatch]
+    ) -> list[str]:
+        """`beat_dispatch` for each of `runs`, in order, in as few round trips as the
+        store can (each is its own atomic, fenced step); their outcomes."""
+
+    @abc.abstractmethod
+    def beat_plan(
+        self, lease: str, holder: str, token: int, entries: Plan, remove: Sequence[str] = ()
+    ) -> bool:
+        """As the leader: set entries' (settled, next run, info) and delete `remove`.
+
+        A settled time of None keeps the stored one. False (nothing changed) if the
+        lease is not held with `token`.
+        """
+
+    @abc.abstractmethod
+    def beat_entries(self) -> dict[str, EntryState]:
+        """Every entry the store knows of."""
+
+    @abc.abstractmethod
+    def beat_pause(self, entry: str, paused: bool) -> None:
+        """Pause or resume `entry`: a paused entry's runs are skipped, not caught up."""
+
+
+class Events(Store):
+    """The event stream: appended to, capped to about the newest `event_max_len`."""
+
+    event_max_len: int = 10_000
+
+    @abc.abstractmethod
+    def add_events(self, items: Sequence[bytes], maxlen: int | None = None) -> None:
+        """Append events to the stream, in order. The stream keeps about the newest
+        `maxlen` (default `event_max_len`); older ones are dropped, never an error."""
+
+    @abc.abstractmethod
+    def read_events(
+        self, after: str | None = None, count: int = 100, timeout: float | None = None
+    ) -> list[tuple[str, bytes]]:
+        """Up to `count` events newer than the id `after` (None: from the oldest kept),
+        oldest first, as (id, data). Ids grow with each event: the last one read is the
+        cursor for the next call. With nothing newer, block up to `timeout` seconds
+        (None or 0: return at once) until something arrives."""
+
+    @abc.abstractmethod
+    def recent_events(self, count: int = 100) -> list[tuple[str, bytes]]:
+        """The newest `count` events, newest last."""
+
+
+class Workers(Store):
+    """What control commands reach: the live workers, and the revoked tasks they skip."""
+
+    @abc.abstractmethod
+    def heartbeat(self, worker: str, info: bytes, ttl: float) -> None:
+        """Record that `worker` is alive for `ttl` seconds, with its current `info`."""
+
+    @abc.abstractmethod
+    def unregister(self, worker: str) -> None:
+        """Forget `worker` at once (clean shutdown)."""
+
+    @abc.abstractmethod
+    def workers(self) -> dict[str, bytes]:
+        """The live workers and their last info."""
+
+    @abc.abstractmethod
+    def revoke(self, task_ids: Sequence[str], terminate: bool, ttl: float) -> None:
+        """Keep `task_ids` as revoked for `ttl` seconds (revoking again renews and may add
+        `terminate`); workers skip them, and with `terminate` stop them if running."""
+
+    @abc.abstractmethod
+    def revoked(self, after: float = 0.0) -> list[tuple[str, float, bool]]:
+        """The revocations made after `after` (POSIX seconds, as returned here before) and
+        still kept, oldest first, as (task id, when, terminate)."""
+
+
+class Backend(Delivery, Results, BeatState, Events, Workers):
+    """One URL's store in every role: what `connect` returns for a broker URL.
+
+    Its `results` are its own unless `connect` was given a result URL of its own: read
+    results through `backend.results`, never through the broker's own `get_result`.
+    """
+
+    def store_results(self, results: Sequence[ResultWrite]) -> None:
+        self.settle(Finish(results=results))
