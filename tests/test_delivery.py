@@ -228,3 +228,23 @@ def test_idle_worker_stops_at_once_on_sigterm(app, start_worker):
     assert time.monotonic() - signalled < 1.5, "not held up by its 2 s idle wait for work"
     assert worker.name not in app.broker.workers()
     assert "stopped" in worker.log()
+
+
+@BOTH
+def test_an_acks_late_task_sent_as_acknowledged_at_claim_is_run_and_said_once(app, start_worker):
+    """The sender decides at send time whether a message is acknowledged as it is claimed.
+    A sender whose definition of the task is not acks_late (another version of the code)
+    gets at-most-once delivery for it: the worker runs it, and warns once, naming the task."""
+    from beatq.brokers import Outgoing
+    from tests.proj.tasks import sleep_late
+
+    worker = start_worker("-P", "solo")
+    results = []
+    for tag in ("sent-a", "sent-b"):
+        message, body = app.build_message(sleep_late.name, (0.01, tag), task=sleep_late)
+        app.broker.send([Outgoing(message.queue, message.id, body, None, True)])
+        results.append(AsyncResult(message.id, app=app))
+    assert [r.get(timeout=scaled(10)) for r in results] == ["sent-a", "sent-b"]
+    warning = f"Task {sleep_late.name} is acks_late in this worker, but its sender marked"
+    wait_for(lambda: warning in worker.log(), 5, "the warning")
+    assert worker.log().count(warning) == 1

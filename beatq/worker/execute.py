@@ -112,6 +112,7 @@ class Executor:
         # wait here for the next round trip instead of taking one of their own.
         self.pending: list[bytes] = []
         self.pending_lock = threading.Lock()
+        self.warned_acked: set[str] = set()  # see _acked_by_sender
 
     # -- the steps -------------------------------------------------------------------------
     def execute(self, delivery: Delivery, then: Delivery | None = None) -> Outcome:
@@ -151,6 +152,8 @@ class Executor:
             self._expire(claim, message, task)
             return Outcome(message.task, states.REVOKED)
         acks_late = message.options.get("acks_late", task.option("acks_late"))
+        if acks_late and acked:
+            self._acked_by_sender(message.task)
         early: list[bytes] = []
         if self.events_on:  # sent with the early acknowledgement: no round trip of their own
             now = time.time()
@@ -240,6 +243,20 @@ class Executor:
         refused = self.signer.refusal(delivery.claim.body)
         delivery.signed = refused is None
         return refused
+
+    def _acked_by_sender(self, name: str) -> None:
+        """An acks_late task here whose message its sender let be acknowledged at claim
+        (the sender's definition of the task is not acks_late: another version of the code,
+        or a worker-only setting). It runs at most once, not at least once: say so, once."""
+        if name in self.warned_acked:
+            return
+        self.warned_acked.add(name)
+        log.warning(
+            "Task %s is acks_late in this worker, but its sender marked its messages to be "
+            "acknowledged as they are claimed, so a crash mid-task will not run it again; "
+            "give the task acks_late where it is sent too (the sender decides at send time)",
+            name,
+        )
 
     def _decode(self, delivery: Delivery) -> Message | None:
         """The delivery's message (decoded once: see Delivery), or None: dead-lettered."""
