@@ -6,6 +6,26 @@ Nothing is defined here. The schedules live in `beatq/beat/schedules.py`, beside
 of the beat, and beatq's own modules import them from there, never from this alias.
 """
 
-from .beat.schedules import crontab, every, once, parse_duration, schedule
+from .beat.due import schedstate
+from .beat.schedules import (
+    ParseException,
+    crontab,
+    crontab_parser,
+    every,
+    once,
+    parse_duration,
+    schedule,
+    solar,
+)
 
-__all__ = ["crontab", "every", "once", "parse_duration", "schedule"]
+__all__ = [
+    "ParseException",
+    "crontab",
+    "crontab_parser",
+    "every",
+    "once",
+    "parse_duration",
+    "schedstate",
+    "schedule",
+    "solar",
+]

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import calendar
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from typing import Any
+
+from .due import DueProtocol
 
 UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -35,14 +37,31 @@ class ScheduleSyntaxError(ValueError):
     """A schedule that cannot be parsed; the message names the field and the valid values."""
 
 
+# Celery's name for what its crontab_parser raises; one class here, so `except
+# ParseException` and `except ValueError` (Celery's out-of-range error) both catch it.
+ParseException = ScheduleSyntaxError
+
+
 # -- crontab ----------------------------------------------------------------------------
-_DAY_NAMES = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
-_MONTH_NAMES = {
-    name: i + 1
-    for i, name in enumerate(
-        ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
-    )
-}
+def _names(full: list[str], extra: dict[str, int], first: int) -> dict[str, int]:
+    """Each full name and its three-letter abbreviation (as Celery's periodic-tasks table
+    spells them: "sun", "sunday"), plus common longer abbreviations."""
+    table = {name[:3]: i + first for i, name in enumerate(full)}
+    table.update({name: i + first for i, name in enumerate(full)})
+    return {**table, **extra}
+
+
+_DAY_NAMES = _names(
+    ["sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday"],
+    {"tues": 2, "thur": 4, "thurs": 4},
+    0,
+)
+_MONTH_NAMES = _names(
+    ["january", "february", "march", "april", "may", "june", "july", "august", "september"]
+    + ["october", "november", "december"],
+    {"sept": 9},
+    1,
+)
 _FIELDS = {
     # name: (low, high, names)
     "minute": (0, 59, {}),
@@ -67,7 +86,8 @@ def _value(text: str, field: str, names: dict[str, int]) -> int:
     if text in names:
         return names[text]
     if not text.isdigit():
-        valid = f" or a name ({', '.join(names)})" if names else ""
+        short = [name for name in names if len(name) == 3]
+        valid = f" or a name ({', '.join(short)}, or in full)" if names else ""
         raise ScheduleSyntaxError(f"{field}: {text!r} is not a number{valid}")
     return int(text)
 
@@ -75,12 +95,18 @@ def _value(text: str, field: str, names: dict[str, int]) -> int:
 def parse_field(spec: Any, field: str) -> frozenset[int]:
     """The values a crontab field matches: `*`, `*/15`, `1-5`, `mon-fri`, `0,30`, 7, [1, 2]."""
     low, high, names = _FIELDS[field]
+    return _parse_values(spec, field, low, high, names)
+
+
+def _parse_values(
+    spec: Any, field: str, low: int, high: int, names: dict[str, int]
+) -> frozenset[int]:
     if isinstance(spec, int) and not isinstance(spec, bool):
         parts: list[str] = [str(spec)]
     elif isinstance(spec, str):
         parts = spec.split(",")
     elif isinstance(spec, Iterable):
-        return frozenset().union(*(parse_field(item, field) for item in spec))
+        return frozenset().union(*(_parse_values(i, field, low, high, names) for i in spec))
     else:
         raise ScheduleSyntaxError(f"{field}: {spec!r} is not a crontab field")
     values: set[int] = set()
@@ -134,12 +160,40 @@ def _resolve(wall: datetime, zone: tzinfo) -> datetime:
     return hi.replace(microsecond=0).astimezone(zone)
 
 
-class crontab:  # noqa: N801 (Celery's name)
+class crontab_parser:  # noqa: N801 (Celery's name)
+    """Celery's parser of one crontab field: `crontab_parser(60).parse("*/15")` is
+    {0, 15, 30, 45}; `crontab_parser(max_, min_)` reads values from min_ to min_ + max_ - 1
+    (hours `crontab_parser(24)`, days of week `(7)`, of month `(31, 1)`, months `(12, 1)`,
+    these last three with their names too). Raises ParseException (a ValueError) naming
+    the bad part."""
+
+    _KNOWN = {
+        (60, 0): "minute",
+        (24, 0): "hour",
+        (7, 0): "day_of_week",
+        (31, 1): "day_of_month",
+        (12, 1): "month_of_year",
+    }
+
+    def __init__(self, max_: int = 60, min_: int = 0) -> None:
+        self.max_, self.min_ = max_, min_
+
+    def parse(self, spec: str) -> set[int]:
+        field = self._KNOWN.get((self.max_, self.min_))
+        if field is not None:
+            return set(parse_field(spec, field))
+        high = self.min_ + self.max_ - 1
+        return set(_parse_values(spec, "value", self.min_, high, {}))
+
+
+class crontab(DueProtocol):  # noqa: N801 (Celery's name)
     """A cron schedule, with Celery's arguments: `crontab(minute=30, hour=7, day_of_week=1)`.
 
     `crontab.from_string("30 7 * * mon")` reads the five-field cron syntax; there, as in
     cron, a restricted day of month and day of week match when either does. With
-    keyword arguments both must match, as in Celery.
+    keyword arguments both must match, as in Celery. Two crontabs are equal when they
+    run at the same times ("1,2" == "1-2"). `is_due`/`remaining_estimate` answer Celery's
+    protocol (see beat/due.py; `nowfun=` and `app=` as Celery's).
     """
 
     def __init__(
@@ -151,8 +205,11 @@ class crontab:  # noqa: N801 (Celery's name)
         month_of_year: Any = "*",
         *,
         day_or: bool = False,
+        nowfun: Callable[[], datetime] | None = None,
+        app: Any = None,
         **_: Any,
     ) -> None:
+        self.nowfun, self.app = nowfun, app
         self.spec = {
             "minute": minute,
             "hour": hour,
@@ -251,11 +308,23 @@ class crontab:  # noqa: N801 (Celery's name)
             at = nxt
         return None
 
+    def _meaning(self) -> tuple[Any, ...]:
+        # `follows_clock` counts: "*" and "0-23" hours differ on a daylight-saving day
+        return (
+            self.minute_set,
+            self.hour_set,
+            self.days_of_month,
+            self.months,
+            self.days_of_week,
+            self.day_or,
+            self.follows_clock,
+        )
+
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, crontab) and (self.spec, self.day_or) == (other.spec, other.day_or)
+        return isinstance(other, crontab) and self._meaning() == other._meaning()
 
     def __hash__(self) -> int:
-        return hash(str(self))
+        return hash(self._meaning())
 
     def __str__(self) -> str:
         s = self.spec
@@ -300,14 +369,23 @@ def parse_duration(value: Any) -> timedelta:
     )
 
 
-class every:  # noqa: N801 (reads as `every("30s")`)
+class every(DueProtocol):  # noqa: N801 (reads as `every("30s")`)
     """Runs every `interval`, on a grid counted in elapsed time from `anchor`.
 
     The grid makes slots the same whoever computes them: `every("30s")` runs at :00 and
-    :30 of each minute, on every beat, before and after a restart.
+    :30 of each minute, on every beat, before and after a restart. `is_due` and
+    `remaining_estimate` answer Celery's protocol (see beat/due.py).
     """
 
-    def __init__(self, interval: Any, anchor: datetime | None = None) -> None:
+    def __init__(
+        self,
+        interval: Any,
+        anchor: datetime | None = None,
+        *,
+        nowfun: Callable[[], datetime] | None = None,
+        app: Any = None,
+    ) -> None:
+        self.nowfun, self.app = nowfun, app
         self.interval = parse_duration(interval)
         if self.interval <= timedelta(0):
             raise ScheduleSyntaxError(f"interval {interval!r} must be positive")
@@ -315,6 +393,15 @@ class every:  # noqa: N801 (reads as `every("30s")`)
         if self.anchor.tzinfo is None:
             raise ValueError("every(anchor=...) needs an aware datetime")
         self._step = self.interval // timedelta(microseconds=1)
+
+    @property
+    def run_every(self) -> timedelta:
+        """Celery's name for the interval."""
+        return self.interval
+
+    @property
+    def seconds(self) -> float:
+        return self.interval.total_seconds()
 
     def next_after(self, dt: datetime) -> datetime:
         if dt.tzinfo is None:
@@ -372,9 +459,45 @@ class once:  # noqa: N801
         return f"<once {self.at.isoformat()}>"
 
 
-def schedule(run_every: Any) -> every:
-    """Celery's `schedule(run_every=timedelta(...))`."""
-    return every(run_every)
+def schedule(
+    run_every: Any = None,
+    relative: bool = False,
+    nowfun: Callable[[], datetime] | None = None,
+    app: Any = None,
+) -> every:
+    """Celery's `schedule(run_every=timedelta(...))` (seconds or a timedelta): an `every`.
+
+    Its runs lie on beatq's grid, rounded to the interval, whatever `relative` says
+    (Celery's `relative=True`; see `every`)."""
+    if run_every is None:
+        raise ScheduleSyntaxError("schedule() needs run_every: seconds or a timedelta")
+    return every(run_every, nowfun=nowfun, app=app)
+
+
+SOLAR_EVENTS = (
+    "dawn_astronomical",
+    "dawn_nautical",
+    "dawn_civil",
+    "sunrise",
+    "solar_noon",
+    "sunset",
+    "dusk_civil",
+    "dusk_nautical",
+    "dusk_astronomical",
+)
+
+
+def solar(event: str, lat: float, lon: float, **_: Any) -> Any:
+    """Celery's `solar(event, lat, lon)`: refused, loudly, until beatq computes it.
+
+    A solar schedule that ran at the wrong minute would be worse than none, and beatq
+    has no sun-position calculation it has tested yet, so this raises rather than
+    returning a schedule."""
+    raise NotImplementedError(
+        f"solar({event!r}, {lat}, {lon}) is not supported by beatq yet: it has no tested "
+        "sun-position calculation. Use a crontab at the event's local time instead, in "
+        "the place's zone (a schedule file's timezone: key, or the app's timezone)"
+    )
 
 
 Schedule = crontab | every | once
