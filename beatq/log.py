@@ -9,6 +9,8 @@ from datetime import datetime, tzinfo
 from . import signals
 
 FORMAT = "[%(asctime)s %(levelname)s/%(processName)s] %(name)s: %(message)s"
+# A record from a task logger (beatq.utils.log) logged inside a task, as Celery prints it
+TASK_FORMAT = "[%(asctime)s %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s]: %(message)s"
 
 
 class ZoneFormatter(logging.Formatter):
@@ -17,6 +19,12 @@ class ZoneFormatter(logging.Formatter):
     def __init__(self, zone: tzinfo, fmt: str = FORMAT) -> None:
         super().__init__(fmt)
         self.zone = zone
+        self._task_style = logging.PercentStyle(TASK_FORMAT) if fmt == FORMAT else None
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802
+        if self._task_style is not None and getattr(record, "task_id", ""):
+            return self._task_style.format(record)
+        return super().formatMessage(record)
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
         return datetime.fromtimestamp(record.created, self.zone).isoformat(

@@ -3,6 +3,8 @@
 import os
 import time
 
+from beatq.utils.log import get_task_logger
+
 from . import app, record
 
 
@@ -322,6 +324,17 @@ async def _ar_work(tag):
 
 
 ar_behind_sync = app.task(name="tests.proj.tasks.ar_behind_sync")(_ar_sync_front(_ar_work))
+
+
+# -- task loggers (lg_) --------------------------------------------------------------------------
+lg_logger = get_task_logger(__name__)
+
+
+@app.task
+def lg_log(text):
+    """Log `text` at INFO through a task logger (records carry this task's name and id)."""
+    lg_logger.info("said %s", text)
+    return text
 
 
 # -- shared-file tests (sq_) --------------------------------------------------------------------

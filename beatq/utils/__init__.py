@@ -1,0 +1,1 @@
+"""Helpers under Celery's names (`celery.utils.log` becomes `beatq.utils.log`)."""
