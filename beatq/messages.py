@@ -33,6 +33,7 @@ The payload, serialized with the content type and compressed with the encoding, 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -193,13 +194,63 @@ def read_header(body: bytes) -> dict[str, Any]:
     return header
 
 
+# The header fields a decoded message uses, by what each may hold (all may be null/absent but
+# `ct`; `v`, `id` and `task` are read_header's). Fields not named here (another version's,
+# `sig`) are left alone.
+_TEXT_FIELDS = ("ce", "queue", "parent", "root", "group")
+_TIME_FIELDS = ("eta", "expires", "sent")
+_COUNT_FIELDS = ("retries", "priority")
+
+
+def check_header(header: dict[str, Any]) -> None:
+    """Raise MessageError, one line naming the field, unless every field a worker uses holds
+    what it should.
+
+    The one place a header is validated, whole, before any of it is used: a message with
+    a missing `ct` or `"retries": "abc"` is refused here (a worker dead-letters it) instead
+    of raising deep inside the worker on every delivery, forever.
+    """
+    ct = header.get("ct")
+    if not isinstance(ct, str) or not ct:
+        raise _bad_field(header, "ct", 'a content type such as "application/json"')
+    for name in _TEXT_FIELDS:
+        value = header.get(name)
+        if value is not None and not isinstance(value, str):
+            raise _bad_field(header, name, "a string or null")
+    for name in _TIME_FIELDS:
+        value = header.get(name)
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
+            raise _bad_field(header, name, "POSIX seconds (a finite number) or null")
+    for name in _COUNT_FIELDS:
+        value = header.get(name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 0
+        ):
+            raise _bad_field(header, name, "a whole number >= 0 or null")
+
+
+def _bad_field(header: dict[str, Any], name: str, expected: str) -> MessageError:
+    if name not in header:
+        return MessageError(f"header field {name!r} is missing; expected {expected}")
+    shown = repr(header[name])
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return MessageError(f"header field {name!r} is {shown}; expected {expected}")
+
+
 def decode(body: bytes, accept: list[str] | None) -> Message:
     """The Message in `body`.
 
-    Raises MessageError for a corrupt header, serializers.ContentDisallowed for a content
-    type not in `accept`, serializers.DecodeError for a corrupt payload.
+    Raises MessageError for a corrupt or malformed header (see check_header),
+    serializers.ContentDisallowed for a content type not in `accept`,
+    serializers.DecodeError for a corrupt payload.
     """
     header = read_header(body)
+    check_header(header)
     payload = body[body.index(b"\n") + 1 :]
     data = serializers.decode(payload, header["ct"], header.get("ce"), accept)
     try:
