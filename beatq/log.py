@@ -22,7 +22,7 @@ class ZoneFormatter(logging.Formatter):
         self._task_style = logging.PercentStyle(TASK_FORMAT) if fmt == FORMAT else None
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802
-        if self._task_style is not None and getattr(record, "task_id", ""):
+        if self._task_style is not None and record.__dict__.get("task_id"):
             return self._task_style.format(record)
         return super().formatMessage(record)
 

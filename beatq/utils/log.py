@@ -10,6 +10,7 @@ beatq's log format prints them as Celery's does: `proj.tasks.add[6b1c...]: messa
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 TASK_LOGGER = "beatq.task"
 
@@ -49,7 +50,8 @@ class TaskFilter(logging.Filter):
         return True
 
 
-def _running_request() -> object | None:
+def _running_request() -> Any:
+    """The Request of the task running in this thread, or None."""
     from ..context import current_app
 
     try:
