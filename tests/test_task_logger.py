@@ -13,6 +13,7 @@ from datetime import timezone
 
 import pytest
 
+from beatq import Beatq
 from beatq.log import ZoneFormatter
 from beatq.utils.log import get_logger, get_task_logger
 from tests.conftest import scaled, wait_for
@@ -47,8 +48,11 @@ def test_outside_a_task_a_record_prints_as_any_other() -> None:
 
 
 def test_inside_an_eager_task_the_record_carries_the_task() -> None:
+    """Also when the task's app is not the newest one in the process."""
     from tests.proj import app
     from tests.proj.tasks import lg_log, lg_logger
+
+    newer = Beatq("newer", broker="memory://")
 
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
@@ -60,6 +64,7 @@ def test_inside_an_eager_task_the_record_carries_the_task() -> None:
     finally:
         lg_logger.removeHandler(handler)
         lg_logger.setLevel(logging.NOTSET)
+    newer.close()
     assert res.get() == "here"
     assert app.tasks[lg_log.name] is lg_log
     [record] = records

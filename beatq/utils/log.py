@@ -39,7 +39,7 @@ def get_task_logger(name: str) -> logging.Logger:
 class TaskFilter(logging.Filter):
     """Sets `task_name` and `task_id` on each record from the task running in this thread.
 
-    Found by asking the current app's tasks for their `request` (each task keeps its
+    Found by asking the apps' tasks for their `request` (each task keeps its
     requests per thread): only records of task loggers pay for it, nothing on the path
     that runs a task does."""
 
@@ -52,14 +52,13 @@ class TaskFilter(logging.Filter):
 
 def _running_request() -> Any:
     """The Request of the task running in this thread, or None."""
-    from ..context import current_app
+    from ..context import all_apps
 
-    try:
-        tasks = current_app().tasks
-    except Exception:  # no app yet: logged outside any task
-        return None
-    for task in list(tasks.values()):
-        request = task.request
-        if request.id:
-            return request
+    # Every app, not only the newest: a process may make several (tests do), and the task
+    # that logs may belong to any of them.
+    for app in all_apps():
+        for task in list(app.tasks.values()):
+            request = task.request
+            if request.id:
+                return request
     return None
