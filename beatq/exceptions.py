@@ -33,6 +33,12 @@ class ConfigurationError(BeatqError, ValueError):
     """A setting, a URL or an app path is wrong."""
 
 
+class AsyncTaskNotSupported(ConfigurationError, TypeError):
+    """A task declared with `async def`, which no pool runs yet: refused where declared
+    (a TypeError as Python's own for a wrong kind of callable; a ConfigurationError so the
+    CLI reports it in one line)."""
+
+
 class ScheduleError(ConfigurationError):
     """A schedule file or entry is wrong; the message names the file, line and entry."""
 

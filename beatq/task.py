@@ -15,7 +15,7 @@ from . import signals, states
 from .canvas import Signature, as_signatures, chunks_of, group
 from .context import App, current_app
 from .einfo import ExceptionInfo
-from .exceptions import MaxRetriesExceededError, Retry
+from .exceptions import AsyncTaskNotSupported, MaxRetriesExceededError, Retry
 from .messages import new_id
 from .result import AsyncResult, EagerResult, state_write
 
@@ -500,7 +500,8 @@ class Task:
 
 
 def refuse_async(fun: Any, name: str) -> None:
-    """Raise TypeError, naming the task, when `fun` is an `async def` (or an async generator).
+    """Raise AsyncTaskNotSupported (a TypeError), naming the task, when `fun` is an
+    `async def` (or an async generator).
 
     Until async tasks run natively (SPEC §13), a worker would only create the coroutine and
     store it as the result: refused where the task is declared, so nothing reports SUCCESS
@@ -511,10 +512,9 @@ def refuse_async(fun: Any, name: str) -> None:
         where = getattr(getattr(fun, "__code__", None), "co_filename", None)
         line = getattr(getattr(fun, "__code__", None), "co_firstlineno", None)
         at = f" ({where}:{line})" if where else ""
-        raise TypeError(
-            f"task {name!r}{at} is an async def: async tasks are not supported yet "
-            "(SPEC §13 will add them); declare it with a plain def, and run a coroutine "
-            "inside with asyncio.run(...)"
+        raise AsyncTaskNotSupported(
+            f"task {name!r}{at} is an async def: async tasks are not supported yet; "
+            "declare it with a plain def, and run a coroutine inside with asyncio.run(...)"
         )
 
 

@@ -14,7 +14,7 @@ from beatq import Beatq, Task
 from tests.conftest import scaled
 from tests.proj import journal
 
-NOT_YET = "async tasks are not supported yet (SPEC §13 will add them)"
+NOT_YET = "async tasks are not supported yet; declare it with a plain def"
 
 
 async def fetch(url):
@@ -92,3 +92,31 @@ def test_a_coroutine_behind_a_sync_decorator_fails_the_task_on_a_real_worker(app
     assert res.state == "FAILURE"
     assert journal("ar_runs") == []
     assert add.delay(2, 3).get(timeout=scaled(10)) == 5, "the worker carries on"
+
+
+def test_the_worker_cli_says_it_in_one_line(tmp_path):
+    """A project that declares an async task: `beatq -A` exits 2 with one line naming it."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "asyncproj.py").write_text(
+        "from beatq import Beatq\n"
+        "app = Beatq('asyncproj', broker='memory://')\n"
+        "@app.task\n"
+        "async def fetch(url):\n"
+        "    return url\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "beatq", "-A", "asyncproj", "worker"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Error: task 'asyncproj.fetch' (")
+    assert NOT_YET in lines[0]

@@ -223,3 +223,8 @@ def test_schedule_takes_celery_arguments() -> None:
 def test_solar_is_refused_loudly_not_stubbed() -> None:
     with pytest.raises(NotImplementedError, match="solar.*not supported by beatq yet"):
         solar("sunrise", -33.87, 151.21)
+
+
+def test_crontab_refuses_an_argument_it_does_not_know():
+    with pytest.raises(TypeError, match=r"unknown argument\(s\) minutes; it takes minute, hour"):
+        crontab(minutes=5)

@@ -207,8 +207,15 @@ class crontab(DueProtocol):  # noqa: N801 (Celery's name)
         day_or: bool = False,
         nowfun: Callable[[], datetime] | None = None,
         app: Any = None,
-        **_: Any,
+        **unknown: Any,
     ) -> None:
+        if unknown:
+            # a misspelt field (`minutes=5`) must not leave a schedule that runs every minute
+            names = ", ".join(sorted(unknown))
+            raise TypeError(
+                f"crontab() got unknown argument(s) {names}; it takes minute, hour, "
+                "day_of_week, day_of_month, month_of_year, day_or, nowfun and app"
+            )
         self.nowfun, self.app = nowfun, app
         self.spec = {
             "minute": minute,
