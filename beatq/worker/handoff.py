@@ -3,20 +3,26 @@
     main thread:  hold(claims)  reserve(timeout) -> take(free) -> pool.submit(delivery)
     pool slot:    a task finished -> follow(free, start): its next delivery, or give_back()
     stop:         frozen() -> what was not handed over, to put back in its queue
+    urgency:      put(taken back from the pool), give_up(n) -> the least urgent, to release
 
 The worker owns one Handoff and gives it to its pool. Everything that moves a claim from
 the worker to the pool goes through it: the buffer of claims not yet handed over, the
 pool's free slots, the lock under which a claim leaves the buffer, and the revocation
 check. The lock is why a claim is either handed to the pool or, on a stop, returned to
 its queue, never both.
+
+The buffer is kept in `-Q` order (SPEC §6: the first queue the most urgent): sorted by
+the rank of each claim's queue, first come first served within a rank. A worker of one
+queue only appends, as a plain FIFO.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
 import threading
 from collections import deque
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Iterator, Sequence
 
 from ..brokers import Claim
 from .delivery import Delivery
@@ -67,12 +73,19 @@ class Handoff:
     unless the last top-up found nothing (`dry`).
 
     `free` arguments below ask the pool whether a task submitted now would start at
-    once; they are called only when the buffer runs low.
+    once; they are called only when the buffer runs low. `queues`: the worker's `-Q`, the
+    first the most urgent; the buffer hands out the claims of an earlier one first.
     """
 
     def __init__(
-        self, slots: int, revoked: Container[str], stopping: threading.Event, low: int
+        self,
+        slots: int,
+        revoked: Container[str],
+        stopping: threading.Event,
+        low: int,
+        queues: Sequence[str] = (),
     ) -> None:
+        self.ranks = {queue: rank for rank, queue in reversed(list(enumerate(queues)))}
         self.buffer: deque[Delivery] = deque()
         self.slots = Slots(slots)
         self.revoked = revoked
@@ -83,11 +96,51 @@ class Handoff:
 
     # -- the worker's main thread ------------------------------------------------------------
     def hold(self, claims: list[Claim], acked: bool) -> None:
-        """Buffer `claims`, in order; `acked`: the first was acknowledged in its claim."""
-        first = len(self.buffer)
-        self.buffer.extend(Delivery(claim) for claim in claims)
-        if acked and claims:
-            self.buffer[first].acked = True
+        """Buffer `claims` (see `put`); `acked`: the first was acknowledged in its claim."""
+        deliveries = [Delivery(claim) for claim in claims]
+        if acked and deliveries:
+            deliveries[0].acked = True  # the most urgent of its claim: it starts next
+        self.put(deliveries)
+
+    def queue_rank(self, queue: str) -> int:
+        """The urgency of `queue`: its place in `-Q`, 0 the most urgent."""
+        return self.ranks.get(queue, len(self.ranks))
+
+    def rank(self, delivery: Delivery) -> int:
+        return self.ranks.get(delivery.claim.queue, len(self.ranks))
+
+    def put(self, deliveries: list[Delivery], before: bool = False) -> None:
+        """Buffer `deliveries` in rank order, after those buffered of the same rank, or
+        before them with `before` (taken back from the pool: they came first)."""
+        if len(self.ranks) <= 1:  # one queue: a FIFO
+            if before:
+                self.buffer.extendleft(reversed(deliveries))
+            else:
+                self.buffer.extend(deliveries)
+            return
+        rank = self.rank
+        new = sorted(deliveries, key=rank)  # stable: FIFO within a rank
+        if not new:
+            return
+        with self.lock:  # a slot's `follow` sees the buffer before or after, never between
+            if not before and (not self.buffer or rank(self.buffer[-1]) <= rank(new[0])):
+                self.buffer.extend(new)
+                return
+            held = list(self.buffer)
+            first, then = (new, held) if before else (held, new)
+            merged = list(heapq.merge(first, then, key=rank))  # ties: `first`'s go first
+            self.buffer.clear()
+            self.buffer.extend(merged)
+
+    def give_up(self, count: int, rank: int) -> list[Claim]:
+        """Take up to `count` claims of rank `rank` or less urgent off the buffer's end
+        (the least urgent, the last come): the caller returns them to their queue."""
+        given: list[Claim] = []
+        with self.lock:
+            while len(given) < count and self.buffer and self.rank(self.buffer[-1]) >= rank:
+                given.append(self.buffer.pop().claim)
+        given.reverse()  # back in their queue in the order they were claimed
+        return given
 
     def reserve(self, timeout: float) -> bool:
         """Wait up to `timeout` for a free pool slot and reserve it for `take`. False when

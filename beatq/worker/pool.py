@@ -111,6 +111,11 @@ class Pool(abc.ABC):
     def recall(self) -> list[Claim]:
         """Take back the claims the pool holds and has not started (a warm stop puts them
         back in their queue)."""
+        return [delivery.claim for delivery in self.withdraw()]
+
+    def withdraw(self) -> list[Delivery]:
+        """Take back the deliveries the pool holds and has not started, each child's in
+        the order it was handed them; they are no longer the pool's (nor in `held`)."""
         return []
 
     def stop_task(self, task_id: str) -> bool:

@@ -382,13 +382,18 @@ class PreforkPool(Pool):
                 return waiting.delivery
         return None
 
-    def recall(self) -> list[Claim]:
-        """Take back every claim no child has started (a warm stop returns them)."""
+    def withdraw(self) -> list[Delivery]:
+        """Take back every claim no child has started (a warm stop returns them; a more
+        urgent claim than they are goes ahead of them)."""
         taken = []
         with self.lock:
-            while (delivery := self._recall(None)) is not None:
+            for child in self.children:  # what waits in a child came before what is parked
+                while (waiting := child.waiting()) is not None and child.withdraw(waiting):
+                    taken.append(waiting.delivery)
+            taken += self.parked
+            self.parked.clear()
+            for delivery in taken:
                 self.active.pop(delivery.id, None)
-                taken.append(delivery.claim)
         return taken
 
     def stop_task(self, task_id: str) -> bool:

@@ -5,6 +5,18 @@
 
 The heartbeat thread renews the claims this worker holds, so a live worker's message
 never reaches another worker, and publishes what the worker runs for `inspect`.
+
+Urgency (SPEC §6: the first `-Q` queue the most urgent). A busy worker holds claims ahead
+of its free slots: in its buffer (kept in `-Q` order, see handoff.py) and, in prefork,
+behind the task a child runs. Those must not overtake more urgent work sent since:
+
+    claims held that outrank some a prefork child waits on -> take those back (withdraw)
+        into the buffer, which hands them out again in rank order (`_reorder`)
+    less urgent claims waiting -> every URGENT_EVERY, claim from the more urgent queues
+        only (one round trip) and give back as many of the least urgent (`_look_up`)
+
+so the worker keeps holding what it held (its prefetch), the most urgent part of it. A
+worker of one queue does neither.
 """
 
 from __future__ import annotations
@@ -67,6 +79,9 @@ class Worker:
     """
 
     BLOCK_PRECISION = 0.15  # seconds: how late a broker wait may wake past its timeout
+    # seconds between two looks for more urgent work while less urgent claims wait: how
+    # late such work may be noticed, for one round trip each time
+    URGENT_EVERY = 0.1
 
     def __init__(
         self,
@@ -134,7 +149,11 @@ class Worker:
         # up when it falls to a quarter of a batch, before it runs dry (see _top_up), so
         # each top-up claims most of a batch in its round trip.
         slots = POOLS[self.pool_name].capacity(self.concurrency, self.queued)
-        self.handoff = Handoff(slots, self.revoked, self.stopping, low=self.batch // 4)
+        self.handoff = Handoff(
+            slots, self.revoked, self.stopping, low=self.batch // 4, queues=self.queues
+        )
+        self.ranked = len(set(self.queues)) > 1  # queues of different urgency (see _look_up)
+        self.looked = 0.0  # when _look_up last looked (monotonic clock)
         self.executor: Executor | None = None  # this process's (the pool's too), from run
         self.metrics = metrics  # counted here, whatever the pool (prefork children report)
 
@@ -236,8 +255,11 @@ class Worker:
                 log.error("broker unreachable (%s); retrying in %.1fs", exc, delay)
                 self.stopping.wait(delay)
                 continue
+            wait = self.URGENT_EVERY if self.ranked else 0.2
             while handoff.buffer and not self.stopping.is_set():
-                if not handoff.reserve(timeout=0.2):  # or nudged: the buffer runs low
+                if self.ranked:
+                    self._look_up(broker)
+                if not handoff.reserve(timeout=wait):  # or nudged: the buffer runs low
                     self._top_up(broker)
                     continue
                 delivery = handoff.take(self.pool.free)
@@ -335,7 +357,51 @@ class Worker:
                 self.held[claim.id] = claim
         # the first acknowledged in its claim starts next, at once: the pool has a free slot
         self.handoff.hold(claims, claimed.acked)
+        if self.ranked:
+            self._reorder(min(self.handoff.queue_rank(claim.queue) for claim in claims))
         return True
+
+    # -- urgency (see the module's docstring) ------------------------------------------------
+    def _pool_waiting(self) -> list[Delivery]:
+        """What the pool holds and has not started (prefork: behind a child's task)."""
+        running = {delivery.id for delivery, _ in self.pool.running()}
+        return [delivery for delivery in self.pool.held() if delivery.id not in running]
+
+    def _reorder(self, best: int) -> None:
+        """Claims of rank `best` were just buffered: what waits in the pool that they
+        outrank goes back to the buffer, which hands everything out again in rank order
+        (a slot given back for each)."""
+        handoff = self.handoff
+        if not any(handoff.rank(d) > best for d in self._pool_waiting()):
+            return
+        taken = self.pool.withdraw()
+        handoff.put(taken, before=True)
+        for _ in taken:
+            handoff.give_back()
+
+    def _look_up(self, broker: Any) -> None:
+        """While less urgent claims wait (buffer or pool), look for more urgent work, at
+        most every URGENT_EVERY: claim from the queues more urgent than the least urgent
+        waiting, as many as wait at that rank; each found takes the place of one of them,
+        which goes back to the head of its queue. Not started, it loses nothing."""
+        now = time.monotonic()
+        if now - self.looked < self.URGENT_EVERY or self.stopping.is_set():
+            return
+        self.looked = now
+        handoff = self.handoff
+        ranks = [handoff.rank(d) for d in self._pool_waiting() + list(handoff.buffer)]
+        worst = max(ranks, default=0)
+        if not worst:
+            return
+        count = ranks.count(worst)
+        try:
+            # nothing early (ahead 0): only what is ready now outranks what is held
+            claimed = broker.claim(self.queues[:worst], count, self.visibility, False, 0.0)
+        except BrokerError as exc:
+            log.error("could not look for more urgent work (%s); retrying", exc)
+            return
+        if self._hold(claimed):
+            self._release(handoff.give_up(len(claimed.claims), worst))
 
     def _finished(self, delivery: Delivery, outcome: Outcome | None = None) -> None:
         with self.held_lock:
