@@ -123,8 +123,10 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def _check_signed(peer, signed: bool) -> None:
-    body = next(peer.r.hscan_iter("beatq:msg", count=10))[1]
-    if body.partition(b"\n")[2].startswith(b'{"sig":') != signed:
+    from beatq.brokers.redis import split_stored
+
+    body = split_stored(next(peer.r.hscan_iter("beatq:msg", count=10))[1])[1]
+    if body.startswith(b'{"sig":') != signed:
         raise BenchError(f"messages are {'not ' if signed else ''}signed: {body[:120]!r}")
 
 
