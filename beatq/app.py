@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -12,12 +14,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
+from . import discovery, signals, signing, timezones
 from . import events as ev
-from . import signals, signing, timezones
 from .brokers import Backend, Outgoing, Results, ResultWrite, connect
 from .builtins import register_builtins
 from .canvas import Signature, as_signatures
-from .conf import Settings
+from .conf import DEFAULTS, Settings
 from .context import current_app as current_app  # where `beatq.app.current_app` was
 from .context import set_current
 from .control import Control
@@ -25,9 +27,15 @@ from .exceptions import BrokerError, ConfigurationError, NotRegistered
 from .messages import Message, MessageError, new_id
 from .messages import decode as decode_message
 from .result import AsyncResult
+from .signals import Signal
 from .task import Task
 
 _UNSET = object()
+log = logging.getLogger("beatq.app")
+
+# What an entry added by add_periodic_task takes besides the call's options: beatq's own
+# keys of a beat_schedule entry (beat/loader.py checks their values).
+_ENTRY_KEYS = ("catchup", "catchup_window", "overlap", "jitter", "enabled", "description")
 
 
 class Beatq:
@@ -48,6 +56,16 @@ class Beatq:
         **settings: Any,
     ) -> None:
         self.main = main
+        # Celery's app signals (`@app.on_after_configure.connect`); see `_configure`, `finalize`
+        self.on_configure = Signal("app.on_configure")
+        self.on_after_configure = Signal("app.on_after_configure")
+        self.on_after_finalize = Signal("app.on_after_finalize")
+        self.configured = False
+        self.finalized = False
+        self._discover: list[tuple[Any, str | None]] = []  # autodiscover_tasks, not yet run
+        # add_periodic_task's entries: name -> (beat_schedule-style spec, where it was added)
+        self._periodic: dict[str, tuple[dict[str, Any], str]] = {}
+        self.periodic_conflicts: list[str] = []  # a name added twice, differently
         self.conf = Settings(settings)
         if broker:
             self.conf.broker_url = broker
@@ -105,7 +123,11 @@ class Beatq:
         return entry[1]
 
     def _connect(self) -> Backend:
+        if not self.configured:  # the first use of the settings: as Celery's app does
+            self._configure()
         url = self.conf.broker_url
+        if url == DEFAULTS["broker_url"]:
+            _say_default_store(url)
         with self._lock:
             entry = self._backends.get(url)
             if entry is None or entry[0] != os.getpid():
@@ -184,7 +206,10 @@ class Beatq:
         return f"{module}.{fun.__qualname__}"
 
     def import_modules(self) -> None:
-        """Import the modules named by `include` and `imports` so their tasks register."""
+        """Import the modules named by `include` and `imports`, and those autodiscover_tasks
+        finds, so their tasks register; then the app is finalized (`on_after_finalize`).
+        What a worker, a beat and the schedule commands do as they start."""
+        self._configure()
         for name in (*self.conf.imports, *self.conf.include):
             try:
                 importlib.import_module(name)
@@ -192,6 +217,119 @@ class Beatq:
                 raise ConfigurationError(
                     f"cannot import {name!r} listed in include/imports: {exc}"
                 ) from exc
+        while self._discover:
+            packages, related_name = self._discover.pop(0)
+            discovery.discover(packages, related_name)
+        self.finalize()
+
+    def autodiscover_tasks(
+        self,
+        packages: discovery.Packages = None,
+        related_name: str | None = "tasks",
+        force: bool = False,
+    ) -> None:
+        """Import `<package>.tasks` for each package, so that their tasks register.
+
+        `packages`: a list, or a callable returning one, read when the modules are
+        imported (Django: `lambda: settings.INSTALLED_APPS`); None: Django's installed
+        apps, when Django is configured. The import happens as a worker or a beat starts
+        (`import_modules`), as in Celery; `force=True` imports now. A package without the
+        module is skipped; a tasks module that fails to import raises `DiscoveryError`
+        (an ImportError) with its own message."""
+        if force or self.finalized:
+            discovery.discover(packages, related_name)
+        else:
+            self._discover.append((packages, related_name))
+
+    def _configure(self) -> None:
+        """Send `on_configure` and `on_after_configure`, once, when the settings are first
+        used (the first connection to the broker) or the app is finalized, whichever
+        comes first: receivers connected in the project's modules are connected by then."""
+        if self.configured:
+            return
+        self.configured = True
+        self.on_configure.send(sender=self)
+        self.on_after_configure.send(sender=self, source=self.conf)
+
+    def finalize(self, auto: bool = False) -> None:
+        """Mark the app complete and send `on_after_finalize`, once (Celery's name and
+        signal): after the task modules are imported as a worker or beat starts."""
+        self._configure()
+        if self.finalized:
+            return
+        self.finalized = True
+        self.on_after_finalize.send(sender=self)
+
+    # -- periodic tasks in code ------------------------------------------------------------
+    def add_periodic_task(
+        self,
+        schedule: Any,
+        sig: Any,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        **opts: Any,
+    ) -> str:
+        """Run `sig` on `schedule` (seconds, a timedelta, a crontab, any beatq schedule)
+        in the beat, as an entry of the code (as `beat_schedule`'s): with the beat's lease,
+        fencing and catch-up. Returns the entry's name: `name`, or the signature's repr
+        as in Celery (`proj.tasks.test('hello')`).
+
+        `opts` are the call's options (`queue`, `expires`, ...) and beatq's entry keys
+        (`catchup`, `overlap`, `jitter`, ...). A name added again with the same entry is
+        kept once; with another entry it is refused (ConfigurationError, and the beat
+        refuses to start): Celery would keep the last silently, losing the first."""
+        sig = self._periodic_signature(sig, args, kwargs)
+        options = dict(sig.options)
+        entry: dict[str, Any] = {k: opts.pop(k) for k in _ENTRY_KEYS if k in opts}
+        options.update(opts)
+        entry.update(
+            task=sig.task,
+            schedule=schedule,
+            args=list(sig.args),
+            kwargs=dict(sig.kwargs),
+            options=options,
+        )
+        key = name or repr(sig)
+        caller = sys._getframe(1)
+        where = f"add_periodic_task at {_relative(caller.f_code.co_filename)}:{caller.f_lineno}"
+        known = self._periodic.get(key)
+        if known is None:
+            self._periodic[key] = (entry, where)
+        elif known[0] != entry:
+            problem = (
+                f"periodic task {key!r} is added twice with different entries ({known[1]}, "
+                f"and {where}); give each its own name= (Celery would keep the last only)"
+            )
+            self.periodic_conflicts.append(problem)
+            raise ConfigurationError(problem)
+        return key
+
+    def _periodic_signature(self, sig: Any, args: Any, kwargs: Any) -> Signature:
+        """`sig` (a signature, a task or a task name) with add_periodic_task's args and
+        kwargs merged as Celery merges them (args first)."""
+        if isinstance(sig, str):
+            sig = self.signature(sig)
+        elif not isinstance(sig, Signature):
+            if not isinstance(getattr(sig, "name", None), str):
+                raise TypeError(
+                    f"add_periodic_task needs a signature (task.s(...)), a task or a task "
+                    f"name, not {type(sig).__name__}"
+                )
+            sig = self.signature(sig.name)
+        if sig.get("subtask_type"):
+            raise ConfigurationError(
+                f"add_periodic_task runs one task, not a {sig['subtask_type']} ({sig!r}): "
+                "make a task that starts it, and schedule that task"
+            )
+        if args or kwargs:
+            sig = sig.clone(args, kwargs)
+        return sig
+
+    @property
+    def periodic_tasks(self) -> dict[str, tuple[dict[str, Any], str]]:
+        """The entries added by add_periodic_task: name -> (entry, where it was added)."""
+        return dict(self._periodic)
 
     def get_task(self, name: str) -> Task:
         try:
@@ -558,6 +696,32 @@ def announce_published(outgoing: Iterable[Outgoing]) -> None:
             routing_key=message.queue,
             headers=_headers(message),
         )
+
+
+_said_default_store = False
+
+
+def _say_default_store(url: str) -> None:
+    """Log once per process the file a process uses when no broker is configured: a client
+    and a worker started in two directories would use two files and never meet."""
+    global _said_default_store
+    if _said_default_store:
+        return
+    _said_default_store = True
+    log.info(
+        "no broker_url is set: using the embedded default, the SQLite file %s (set "
+        "broker_url or BEATQ_BROKER_URL to share it with processes started elsewhere)",
+        os.path.abspath(url.split("///", 1)[1]),
+    )
+
+
+def _relative(path: str) -> str:
+    """`path` relative to the working directory when it lies under it."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+    return path if rel.startswith("..") else rel
 
 
 def _sent_event(message: Message) -> bytes:

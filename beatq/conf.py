@@ -6,9 +6,13 @@ setting names. `config_from_object` also accepts the old upper-case names.
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
+
+log = logging.getLogger("beatq.conf")
 
 DEFAULTS: dict[str, Any] = {
     "broker_url": "sqlite:///beatq.sqlite3",  # embedded: no server to install (SPEC §9)
@@ -99,7 +103,60 @@ OLD_NAMES: dict[str, str] = {
     "CELERY_SEND_TASK_SENT_EVENT": "task_send_sent_event",
     "CELERYBEAT_SCHEDULE": "beat_schedule",
     "CELERYBEAT_MAX_LOOP_INTERVAL": "beat_max_loop_interval",
+    "CELERY_RESULT_ACCEPT_CONTENT": "result_accept_content",
+    "CELERY_SECURITY_KEY": "security_key",
+    "CELERY_DEFAULT_RETRY_DELAY": "task_default_retry_delay",
+    "CELERY_MAX_RETRIES": "task_max_retries",
+    "CELERYD_SEND_EVENTS": "worker_send_task_events",
 }
+
+# Celery's settings that beatq does not read: setting one logs that it has no effect.
+CELERY_ONLY = frozenset(
+    """
+    task_annotations task_protocol task_store_eager_result task_remote_tracebacks
+    task_store_errors_even_if_ignored task_acks_on_failure_or_timeout task_reject_on_worker_lost
+    task_default_rate_limit task_allow_error_cb_on_chord_header task_queues
+    task_queue_max_priority task_default_priority task_inherit_parent_priority
+    task_create_missing_queues task_create_missing_queue_type task_default_queue_type
+    task_default_exchange task_default_exchange_type task_default_routing_key
+    task_default_delivery_mode worker_direct result_backend_always_retry
+    result_backend_max_sleep_between_retries result_backend_base_sleep_between_retries
+    result_backend_max_retries result_backend_thread_safe result_backend_transport_options
+    result_extended result_cache_max result_chord_join_timeout result_chord_retry_interval
+    override_backends result_persistent result_exchange result_exchange_type
+    database_engine_options database_short_lived_sessions database_table_schemas
+    database_table_names database_create_tables_at_setup redis_backend_health_check_interval
+    redis_backend_use_ssl redis_max_connections redis_socket_connect_timeout
+    redis_socket_timeout redis_retry_on_timeout redis_socket_keepalive cache_backend
+    cache_backend_options broker_read_url broker_write_url broker_failover_strategy
+    broker_heartbeat broker_heartbeat_checkrate broker_use_ssl broker_pool_limit
+    broker_connection_timeout broker_connection_retry_on_startup broker_channel_error_retry
+    broker_login_method broker_transport broker_host broker_port broker_user broker_password
+    broker_vhost worker_enable_prefetch_count_reduction worker_lost_wait
+    worker_max_tasks_per_child worker_max_memory_per_child worker_disable_rate_limits
+    worker_state_db worker_timer_precision worker_enable_remote_control
+    worker_proc_alive_timeout worker_cancel_long_running_tasks_on_connection_loss
+    worker_soft_shutdown_timeout worker_enable_soft_shutdown_on_idle event_queue_ttl
+    event_queue_expires event_queue_prefix event_exchange event_serializer control_queue_ttl
+    control_queue_expires control_exchange control_queue_durable control_queue_exclusive
+    worker_hijack_root_logger worker_log_color worker_log_format worker_task_log_format
+    worker_redirect_stdouts worker_redirect_stdouts_level security_certificate
+    security_cert_store security_digest security_key_password worker_pool_restarts
+    worker_autoscaler worker_consumer worker_timer worker_deduplicate_successful_tasks
+    beat_scheduler beat_schedule_filename beat_sync_every beat_cron_starting_deadline
+    """.split()
+)
+
+# Celery settings whose usual value is what beatq always does: taken without a word.
+SAME_AS_BEATQ: dict[str, Any] = {
+    "broker_connection_retry_on_startup": True,  # a worker started before its broker waits
+    "task_create_missing_queues": True,  # a queue exists once something is sent to it
+    "task_protocol": 2,
+}
+
+# The prefixes of Celery's old upper-case names: one of these that is not in OLD_NAMES is
+# worth a word; other upper-case names in a settings module (Django's DEBUG) are not ours.
+OLD_PREFIXES = ("CELERY_", "CELERYD_", "CELERYBEAT_", "CELERYMON_", "BROKER_", "CELERY_REDIS_")
 
 # Environment variables that win over the code.
 ENV_OVERRIDES: dict[str, str] = {
@@ -115,6 +172,49 @@ _ENV_FOR = {name: env for env, name in ENV_OVERRIDES.items()}
 def canonical(name: str) -> str:
     """The lower-case setting name for `name`, translating Celery's old names."""
     return OLD_NAMES.get(name, name)
+
+
+# The keys already warned about in this process: each is named once, however often set.
+_warned: set[str] = set()
+
+
+def check_key(name: str, value: Any = None, shown: str | None = None, prefix: str = "") -> None:
+    """Log one warning (once per process per key) when `name` is not a setting beatq reads:
+    a typo (`brokr_url`) gets a did-you-mean, a Celery setting beatq does not use says so.
+    `shown`: the key as the user wrote it (`CELERY_BROKR_URL`), `prefix` its namespace."""
+    shown = shown or name
+    if name in DEFAULTS or shown in _warned:
+        return
+    if name in SAME_AS_BEATQ and SAME_AS_BEATQ[name] == value:
+        return
+    _warned.add(shown)
+    if name in CELERY_ONLY or name in SAME_AS_BEATQ:
+        log.warning("setting %r is Celery's; beatq does not read it, so it has no effect", shown)
+        return
+    if name.isupper():  # an old name: suggest the old name it is close to
+        close = difflib.get_close_matches(name, list(OLD_NAMES), n=1, cutoff=0.8)
+    else:
+        close = difflib.get_close_matches(name, list(DEFAULTS), n=1, cutoff=0.7)
+        close = [f"{prefix}{c.upper()}" if prefix else c for c in close]
+    log.warning(
+        "unknown setting %r: beatq does not read it, so it has no effect%s",
+        shown,
+        f" (did you mean {close[0]!r}?)" if close else "",
+    )
+
+
+def _warn_unprefixed(key: str, prefix: str) -> None:
+    if key in _warned:
+        return
+    _warned.add(key)
+    new = canonical(key)
+    log.warning(
+        "setting %r is not read: with namespace %r only %s* names are; name it %r",
+        key,
+        prefix.rstrip("_"),
+        prefix,
+        f"{prefix}{new.upper()}",
+    )
 
 
 class Settings(dict):
@@ -143,7 +243,10 @@ class Settings(dict):
             return default
 
     def __setitem__(self, key: str, value: Any) -> None:
-        super().__setitem__(canonical(key), value)
+        name = canonical(key)
+        if name not in DEFAULTS:
+            check_key(name, value, key)
+        super().__setitem__(name, value)
 
     def __getattr__(self, key: str) -> Any:
         try:
@@ -163,22 +266,39 @@ class Settings(dict):
     def from_object(self, obj: Any, namespace: str | None = None) -> None:
         """Take every setting from a module or object: lower-case names and old upper-case ones.
 
-        With `namespace="CELERY"` (Django style), `CELERY_BROKER_URL` sets `broker_url`.
+        With `namespace="CELERY"` (Django style), `CELERY_BROKER_URL` sets `broker_url` and
+        only names with that prefix are read; an old Celery name left without it
+        (`BROKER_URL`, `CELERYBEAT_SCHEDULE`) is named in a warning, as it is not read.
         """
         prefix = f"{namespace.upper()}_" if namespace else None
         for key in dir(obj):
             if key.startswith("_"):
                 continue
-            value = getattr(obj, key)
             if prefix:
                 if key.startswith(prefix):
-                    name = key[len(prefix) :].lower()
-                    self[name if name in DEFAULTS else key] = value
+                    self._set_namespaced(key, prefix, getattr(obj, key))
+                elif key in OLD_NAMES:
+                    _warn_unprefixed(key, prefix)
                 continue
-            if key in OLD_NAMES or key.islower():
-                if key.islower() and (callable(value) or type(value).__name__ == "module"):
+            if key in OLD_NAMES:
+                self[key] = getattr(obj, key)
+            elif key.islower():
+                value = getattr(obj, key)
+                if callable(value) or type(value).__name__ == "module":
                     continue
                 self[key] = value
+            elif key.startswith(OLD_PREFIXES):
+                check_key(key)
+
+    def _set_namespaced(self, key: str, prefix: str, value: Any) -> None:
+        """`CELERY_BROKER_URL` as broker_url; an old name under the prefix
+        (`CELERY_ALWAYS_EAGER`) as the setting it always meant."""
+        name = key[len(prefix) :].lower()
+        if name not in DEFAULTS and key in OLD_NAMES:
+            name = OLD_NAMES[key]
+        if name not in DEFAULTS:
+            check_key(name, value, key, prefix)
+        dict.__setitem__(self, name, value)
 
     def __iter__(self) -> Iterator[str]:
         return super().__iter__()

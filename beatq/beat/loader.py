@@ -196,6 +196,26 @@ def load_python(app: Any) -> dict[str, Entry]:
             entries[name] = build_entry(name, spec, zone, "python", app.tasks or None)
         except EntryError as exc:
             raise ScheduleError(f"{where}: {exc}") from None
+    entries.update(load_added(app, entries))
+    return entries
+
+
+def load_added(app: Any, defined: Mapping[str, Entry]) -> dict[str, Entry]:
+    """The entries of `app.add_periodic_task`, each with where it was added as its source;
+    a name also in beat_schedule, or added twice differently, is an error."""
+    for problem in getattr(app, "periodic_conflicts", ()):
+        raise ScheduleError(problem)
+    entries = {}
+    for name, (spec, where) in getattr(app, "periodic_tasks", {}).items():
+        if name in defined:
+            raise ScheduleError(
+                f"{where}: periodic task {name!r} is also in beat_schedule; give it "
+                "another name="
+            )
+        try:
+            entries[name] = build_entry(name, spec, app.timezone, where, app.tasks or None)
+        except EntryError as exc:
+            raise ScheduleError(f"{where}: periodic task {name!r}: {exc}") from None
     return entries
 
 
