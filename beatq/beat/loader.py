@@ -209,8 +209,7 @@ def load_added(app: Any, defined: Mapping[str, Entry]) -> dict[str, Entry]:
     for name, (spec, where) in getattr(app, "periodic_tasks", {}).items():
         if name in defined:
             raise ScheduleError(
-                f"{where}: periodic task {name!r} is also in beat_schedule; give it "
-                "another name="
+                f"{where}: periodic task {name!r} is also in beat_schedule; give it another name="
             )
         try:
             entries[name] = build_entry(name, spec, app.timezone, where, app.tasks or None)

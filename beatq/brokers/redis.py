@@ -43,6 +43,8 @@ round trip.
 from __future__ import annotations
 
 import contextlib
+import difflib
+import inspect
 import ssl
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -57,7 +59,7 @@ from redis.exceptions import NoPermissionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from ..exceptions import BrokerAccessDenied, BrokerError
+from ..exceptions import BrokerAccessDenied, BrokerError, ConfigurationError
 from .records import BeatDispatch, Claim, Claimed, DeadLetter, EntryState, Lease, Outgoing
 from .redis_calls import SPIN, Calls
 from .roles import Backend, Finish, Plan, Take, new_token
@@ -115,6 +117,33 @@ class RedisKeys:
 
     def worker(self, name: str) -> str:
         return f"{self.prefix}:worker:{name}"
+
+
+# What a Redis URL's query may set besides the connection's own arguments (the pool's).
+_POOL_OPTIONS = frozenset({"max_connections", "timeout"})
+
+
+def check_url(url: str) -> None:
+    """Refuse a Redis URL redis-py would accept here and fail on later: an option in its
+    query that no connection takes (a typo, `?sockt_timeout=1`) or a value it cannot read,
+    with one error naming the option (never the password)."""
+    try:
+        parsed = redis.connection.parse_url(url)
+    except ValueError as exc:
+        raise ConfigurationError(f"broker URL {shown_url(url)}: {exc}") from exc
+    known = set(_POOL_OPTIONS)
+    for cls in parsed.get("connection_class", redis.connection.Connection).__mro__:
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            known.update(inspect.signature(init).parameters)
+    for name in parsed:
+        if name not in known and name != "connection_class":
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigurationError(
+                f"broker URL {shown_url(url)}: unknown option {name!r} in its query{hint}; "
+                "remove it or use one of redis-py's connection options"
+            )
 
 
 @contextlib.contextmanager
@@ -201,6 +230,7 @@ def _flatten(messages: Sequence[Outgoing]) -> list[Any]:
 class RedisBackend(Backend):
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         options = dict(options or {})
+        check_url(url)
         self.url = url
         self.keys = RedisKeys(options.pop("global_keyprefix", None) or "beatq")
         # Blocking reads (BLPOP, BLMOVE) block at most MAX_BLOCK seconds at a time, so a
