@@ -427,12 +427,13 @@ def test_eta_task_waits_in_the_broker_and_survives_a_killed_worker(app, start_wo
     from tests.proj.tasks import res_stamp
 
     first = start_worker("-P", "solo")
+    countdown = scaled(2.5)  # long enough to kill a worker and start another before it
     sent = time.time()
-    result = res_stamp.apply_async(countdown=1.5)
+    result = res_stamp.apply_async(countdown=countdown)
     scheduled = app.broker.scheduled()
     assert [claim.id for _, claim in scheduled] == [result.id]
     eta = scheduled[0][0]
-    assert sent + 1.5 <= eta < sent + 1.6
+    assert sent + countdown <= eta < sent + countdown + 0.1
 
     os.kill(first.pid, signal.SIGKILL)
     first.wait(5)
@@ -440,5 +441,5 @@ def test_eta_task_waits_in_the_broker_and_survives_a_killed_worker(app, start_wo
     start_worker("-P", "solo")
     assert time.time() < eta, "the second worker started too late for this test to mean anything"
     started = result.get(timeout=scaled(5))
-    assert eta <= started < eta + 1.0
+    assert eta <= started < eta + scaled(1.0)
     assert app.broker.scheduled() == []
