@@ -19,6 +19,7 @@ from . import events as ev
 from .brokers import Backend, Outgoing, Results, ResultWrite, connect
 from .builtins import register_builtins
 from .canvas import Signature, as_signatures
+from .canvas import signature as canvas_signature
 from .conf import DEFAULTS, Settings
 from .context import current_app as current_app  # where `beatq.app.current_app` was
 from .context import set_current
@@ -337,8 +338,9 @@ class Beatq:
         except KeyError:
             raise NotRegistered(name, list(self.tasks)) from None
 
-    def signature(self, name: str, *args: Any, **kwargs: Any) -> Signature:
-        return Signature(name, *args, app=self, **kwargs)
+    def signature(self, name: str | Mapping[str, Any], *args: Any, **kwargs: Any) -> Signature:
+        """`app.signature("proj.add", (2, 2))`, or a signature's dict read back."""
+        return canvas_signature(name, *args, app=self, **kwargs)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 (Celery's name)
         return AsyncResult(task_id, app=self)

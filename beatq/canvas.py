@@ -83,29 +83,55 @@ class Signature(dict):
                 if kwargs.get(part) is not None:
                     kwargs[part] = maybe_signature(kwargs[part], self._app)
 
-    # -- fields --------------------------------------------------------------------------
+    # -- fields (settable, as Celery's) ----------------------------------------------------
     @property
     def task(self) -> str:
+        return self["task"]
+
+    @task.setter
+    def task(self, value: str) -> None:
+        self["task"] = value
+
+    @property
+    def name(self) -> str:
+        """The task's name (as `Task.name`, so a signature reads like its task)."""
         return self["task"]
 
     @property
     def args(self) -> list[Any]:
         return self["args"]
 
+    @args.setter
+    def args(self, value: Iterable[Any]) -> None:
+        self["args"] = list(value)
+
     @property
     def kwargs(self) -> dict[str, Any]:
         return self["kwargs"]
+
+    @kwargs.setter
+    def kwargs(self, value: Mapping[str, Any]) -> None:
+        self["kwargs"] = dict(value)
 
     @property
     def options(self) -> dict[str, Any]:
         return self["options"]
 
+    @options.setter
+    def options(self, value: Mapping[str, Any]) -> None:
+        self["options"] = dict(value)
+
     @property
     def immutable(self) -> bool:
         return self["immutable"]
 
+    @immutable.setter
+    def immutable(self, value: bool) -> None:
+        self["immutable"] = bool(value)
+
     @property
     def id(self) -> str | None:
+        """The task id `freeze` gave (None until frozen)."""
         return self.options.get("task_id")
 
     @property
@@ -118,6 +144,14 @@ class Signature(dict):
     def type(self) -> Any:
         """The registered task (a `beatq.task.Task`) this signature calls."""
         return self.app.tasks[self.task]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], app: App | None = None) -> Signature:
+        """The signature (or chain, group, chord) a dict describes: `dict(sig)` read back,
+        from JSON, a message or a file."""
+        if isinstance(data, Signature):
+            data = copy.deepcopy(dict(data))
+        return maybe_signature(data, app)
 
     # -- building ------------------------------------------------------------------------
     def clone(
@@ -143,16 +177,37 @@ class Signature(dict):
         return self
 
     def link(self, callback: Signature) -> Signature:
+        """Run `callback` with this task's result when it succeeds; returns `callback`."""
         self["options"].setdefault("link", []).append(callback)
         return callback
 
     def link_error(self, errback: Signature) -> Signature:
+        """Run `errback` when this task fails; returns `errback`."""
         self["options"].setdefault("link_error", []).append(errback)
         return errback
 
-    def freeze(self) -> Any:
-        """Give this canvas its ids now; the result it will have."""
-        return freeze(self, self.app)
+    def on_error(self, errback: Signature) -> Signature:
+        """`link_error`, returning this signature (`sig.on_error(eb).delay()`)."""
+        self.link_error(errback)
+        return self
+
+    def freeze(
+        self,
+        _id: str | None = None,
+        group_id: str | None = None,
+        root_id: str | None = None,
+        parent_id: str | None = None,
+        **_: Any,
+    ) -> Any:
+        """Give this canvas its ids now and return the result it will have: `_id` is the
+        id of the task whose result that is (a chain's last task, a chord's body, a
+        group's own id)."""
+        for key, value in (("root_id", root_id), ("parent_id", parent_id)):
+            if value is not None:
+                self.options[key] = value
+        if group_id is not None and not self.get("subtask_type"):
+            self.options["group_id"] = group_id
+        return freeze(self, self.app, _id=_id)
 
     # -- applying ------------------------------------------------------------------------
     def apply_async(
@@ -183,14 +238,26 @@ class Signature(dict):
     def delay(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
 
+    def apply(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """Run it here, now, as a worker would (a canvas too), and return its result
+        (an EagerResult, or a GroupResult of them)."""
+        sig = self.clone(**options)
+        return _apply_eager(sig, self.app, list(args or ()), dict(kwargs or {}))
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the task here and now, as a plain function call."""
         call_args = list(self.args) if self.immutable else list(args) + list(self.args)
         return self.type(*call_args, **{**self.kwargs, **kwargs})
 
-    def __or__(self, other: Signature) -> Signature:
+    def __or__(self, other: Any) -> Signature:
+        """`a | b`: b gets a's result (a chain; after a group, a chord)."""
         if isinstance(other, Signature):
-            return chain(self, other)
+            return chain(self, other, app=self._app)
         return NotImplemented
 
     def __invert__(self) -> Any:
@@ -293,6 +360,12 @@ class group(Signature):  # noqa: N801
             maybe_signature(t, self._app).link_error(errback)
         return errback
 
+    def __or__(self, other: Any) -> Signature:
+        """`group(...) | body` is a chord, as in Celery."""
+        if isinstance(other, Signature):
+            return chord(self, other, app=self._app)
+        return NotImplemented
+
     def __repr__(self) -> str:
         return f"group([{', '.join(repr(t) for t in self.tasks)}])"
 
@@ -326,6 +399,29 @@ class chord(Signature):  # noqa: N801
         body = self.kwargs.get("body")
         return maybe_signature(body, self._app) if body is not None else None
 
+    @body.setter
+    def body(self, value: Any) -> None:
+        self.kwargs["body"] = maybe_signature(value, self._app) if value is not None else None
+
+    @property
+    def tasks(self) -> list[Signature]:
+        """The header's tasks (Celery's `chord.tasks`)."""
+        return self.header.tasks
+
+    def __or__(self, other: Any) -> Signature:
+        """`chord | task` adds the task after the body (a group of one is its task)."""
+        if isinstance(other, group) and len(other.kwargs["tasks"]) == 1:
+            other = other.tasks[0]
+        if isinstance(other, Signature) and other.get("subtask_type") in (None, "chain"):
+            body = self.body
+            return chord(
+                self.header,
+                other if body is None else chain(body, other, app=self._app),
+                app=self._app,
+                **self.options,
+            )
+        return super().__or__(other)
+
     def __call__(self, body: Any = None, **options: Any) -> Any:
         sig = chord(self.header, body, app=self._app, **self.options) if body is not None else self
         return sig.apply_async(**options)
@@ -358,6 +454,8 @@ def maybe_signature(value: Any, app: App | None = None) -> Signature:
             value._app = app
         return value
     if not isinstance(value, Mapping):
+        if isinstance(getattr(value, "name", None), str) and callable(getattr(value, "s", None)):
+            return value.s()  # a task object stands for its signature with no arguments
         raise TypeError(f"not a signature: {value!r}")
     cls = _TYPES[value.get("subtask_type")]
     if cls is Signature:
@@ -377,7 +475,7 @@ def signature(
     if isinstance(task, Mapping) and not isinstance(task, Signature):
         return maybe_signature(task, app)
     if isinstance(task, Signature):
-        return task
+        return task.clone()
     return Signature(task, args, kwargs, options, app=app, **extra)
 
 
@@ -391,36 +489,54 @@ def as_signatures(value: Any, app: App | None = None) -> list[Signature]:
 
 
 # -- freezing: ids up front ------------------------------------------------------------------
-def freeze(sig: Signature, app: App, _seen: set[int] | None = None) -> Any:
+def freeze(sig: Signature, app: App, _seen: set[int] | None = None, _id: str | None = None) -> Any:
     """Give every task in `sig` its id (kept in its options) and return the result handle.
 
-    The same signature object used twice (`chain(*[add.s(1)] * 3)`) is copied, so each
-    use gets its own id.
+    `_id`, when given, is the id of the task whose result is `sig`'s (a chain's last, a
+    chord's body; a group's own id). The same signature object used twice
+    (`chain(*[add.s(1)] * 3)`) is copied, so each use gets its own id.
+
+    A group's result has Celery's shape: a group nested in a group is unrolled into it
+    (its members' results take its place), and a group of one member whose result is a
+    group (`group(add.s(1, 2) | group(...))`) is that group's result.
     """
     seen = set() if _seen is None else _seen
     kind = sig.get("subtask_type")
     if kind is None:
+        if _id is not None:
+            sig.options["task_id"] = _id
         task_id = sig.options.setdefault("task_id", new_id())
         return AsyncResult(task_id, app=app, task_name=sig.task)
     if kind in ("chain", "group"):
         tasks = [_own(maybe_signature(t, app), seen) for t in sig.kwargs["tasks"]]
         sig.kwargs["tasks"] = tasks
         if kind == "group":
+            if _id is not None:
+                sig.options["group_id"] = _id
             group_id = sig.options.setdefault("group_id", new_id())
-            return GroupResult(group_id, [freeze(t, app, seen) for t in tasks], app=app)
+            results: list[Any] = []
+            for t in tasks:
+                member = freeze(t, app, seen)
+                if t.get("subtask_type") == "group":
+                    results.extend(member.results)
+                else:
+                    results.append(member)
+            if len(results) == 1 and isinstance(results[0], GroupResult):
+                return results[0]
+            return GroupResult(group_id, results, app=app)
         result = None
-        for t in tasks:
-            nxt = freeze(t, app, seen)
+        for i, t in enumerate(tasks):
+            nxt = freeze(t, app, seen, _id if i == len(tasks) - 1 else None)
             _set_parent(nxt, result)
             result = nxt
         return result
     sig.kwargs["header"] = header_sig = _own(maybe_signature(sig.kwargs["header"], app), seen)
-    header = freeze(header_sig, app, seen)
     body = sig.kwargs.get("body")
+    header = freeze(header_sig, app, seen, None if body is not None else _id)
     if body is None:
         return header
     sig.kwargs["body"] = body_sig = _own(maybe_signature(body, app), seen)
-    result = freeze(body_sig, app, seen)
+    result = freeze(body_sig, app, seen, _id)
     _set_parent(result, header)
     return result
 
@@ -451,6 +567,34 @@ def final_ids(sig: Mapping[str, Any]) -> list[str]:
         return [i for t in sig["kwargs"]["tasks"] for i in final_ids(t)]
     body = sig["kwargs"].get("body")
     return final_ids(body if body is not None else sig["kwargs"]["header"])
+
+
+def result_shape(sig: Mapping[str, Any]) -> Any:
+    """The ids of `sig`'s result in the shape its value has: one id, or for a group (or
+    a chain ending in one) a list, nested groups unrolled into it as Celery does."""
+    kind = sig.get("subtask_type")
+    if kind is None:
+        return sig["options"]["task_id"]
+    if kind == "chain":
+        return result_shape(sig["kwargs"]["tasks"][-1])
+    if kind == "group":
+        shape: list[Any] = []
+        for t in sig["kwargs"]["tasks"]:
+            inner = result_shape(t)
+            if t.get("subtask_type") == "group":
+                shape.extend(inner)
+            else:
+                shape.append(inner)
+        return shape
+    body = sig["kwargs"].get("body")
+    return result_shape(body if body is not None else sig["kwargs"]["header"])
+
+
+def flat_ids(shape: Any) -> list[str]:
+    """The ids in a `result_shape`, in order."""
+    if isinstance(shape, list):
+        return [i for part in shape for i in flat_ids(part)]
+    return [shape]
 
 
 def all_ids(sig: Mapping[str, Any]) -> list[str]:
@@ -529,8 +673,7 @@ def expand(
         body = then[0] if len(then) == 1 else chain(*then, app=app)
         _expand_chord(sig, body, app, plan, args, kwargs, extra, outer)
     elif kind == "group":
-        ids = [i for t in sig["kwargs"]["tasks"] for i in final_ids(t)]
-        plan.results.append(encode_group(app, sig["options"]["group_id"], ids))
+        plan.results.append(encode_group(app, sig["options"]["group_id"], result_shape(sig)))
         down = _handed_down(sig, outer)
         for t in sig["kwargs"]["tasks"]:
             expand(t, app, plan, args, kwargs, None, extra, down)
@@ -569,8 +712,10 @@ def _expand_chord(
 ) -> None:
     group_id = header["options"]["group_id"]
     members = list(_flat_members(header, outer))
-    ids = [i for m, _ in members for i in final_ids(m)]
-    plan.results.append(encode_group(app, group_id, ids))
+    # a member that is a chain ending in a group gives the body a list, as in Celery
+    shape = [result_shape(m) for m, _ in members]
+    ids = flat_ids(shape)
+    plan.results.append(encode_group(app, group_id, shape))
     if not members:  # Celery runs the body at once with an empty list
         expand(body, app, plan, [[]], {}, None, extra)
         return

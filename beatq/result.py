@@ -187,10 +187,14 @@ class AsyncResult:
         timeout: float | None = None,
         propagate: bool = True,
         interval: float = 0.5,
+        follow_parents: bool = True,
         **_: Any,
     ) -> Any:
         """Wait for the task to finish and return its value (or raise its exception).
 
+        As in Celery, when it failed because a task it depended on failed (a chord's
+        header member, an earlier link of its chain), the exception raised is that
+        task's own, the earliest in the workflow (`follow_parents=False`: this task's).
         The store wakes the waiter the moment the result is written; `interval` is
         accepted for Celery compatibility and unused.
         """
@@ -200,8 +204,26 @@ class AsyncResult:
             return value
         exc = dict_to_exception(value) if is_exception_dict(value) else Exception(value)
         if propagate:
+            if follow_parents and self.parent is not None:
+                self._raise_failed_parent()
             raise exc
         return exc
+
+    def _raise_failed_parent(self) -> None:
+        """Raise the exception of the earliest failed task this one depended on, with a
+        note naming it; return if none failed (only read when this task failed)."""
+        lineage = []
+        node = self.parent
+        while node is not None:
+            lineage.append(node)
+            node = getattr(node, "parent", None)
+        for node in reversed(lineage):
+            for member in _members(node):
+                if member.state in states.PROPAGATE_STATES:
+                    exc = member.get(timeout=0, propagate=False, follow_parents=False)
+                    if hasattr(exc, "add_note"):
+                        exc.add_note(f"raised by task {member.id}, which {self.id} depended on")
+                    raise exc
 
     wait = get
 
@@ -290,13 +312,21 @@ class EagerResult(AsyncResult):
         pass  # it ran already, here
 
 
+def _members(node: Any) -> list[AsyncResult]:
+    """The task results a result stands for: itself, or a group's members, in order."""
+    if isinstance(node, GroupResult):
+        return [m for r in node.results for m in _members(r)]
+    return [node] if isinstance(node, AsyncResult) else []
+
+
 def group_key(group_id: str) -> str:
     """Where a group's member ids are saved in the result store."""
     return f"group:{group_id}"
 
 
-def encode_group(app: App, group_id: str, ids: list[str]) -> ResultWrite:
-    """The saved form of a group: its member ids, kept as long as results are."""
+def encode_group(app: App, group_id: str, ids: list[Any]) -> ResultWrite:
+    """The saved form of a group: its member ids (a member that is itself a group of
+    results, a list of ids), kept as long as results are."""
     meta = make_meta(group_key(group_id), states.SUCCESS, ids)
     data = encode_meta(meta, app.conf.result_serializer, app.conf.result_compression)
     return ResultWrite(group_key(group_id), data, result_ttl(app))
@@ -420,8 +450,19 @@ class GroupResult:
         raw = app.result_store.get_result(group_key(group_id))
         if raw is None:
             return None
-        ids = decode_meta(raw, app.conf.result_accept_content)["result"]
-        return cls(group_id, [AsyncResult(i, app=app) for i in ids], app=app)
+        shape = decode_meta(raw, app.conf.result_accept_content)["result"]
+        return cls._from_shape(group_id, shape, app)
+
+    @classmethod
+    def _from_shape(cls, group_id: str, shape: list[Any], app: App) -> GroupResult:
+        """Members as saved: an id, or a list of them (a chain that ended in a group)."""
+        members = [
+            cls._from_shape(group_id, part, app)
+            if isinstance(part, list)
+            else AsyncResult(part, app=app)
+            for part in shape
+        ]
+        return cls(group_id, members, app=app)
 
     def __repr__(self) -> str:
         return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"

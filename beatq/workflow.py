@@ -25,7 +25,7 @@ from typing import Any
 
 from . import states
 from .brokers import ChordJoin, Outgoing, ResultWrite
-from .canvas import Plan, all_ids, expand, final_ids, maybe_signature
+from .canvas import Plan, all_ids, expand, final_ids, flat_ids, maybe_signature
 from .context import App
 from .exceptions import ChordError
 from .messages import Message
@@ -152,16 +152,25 @@ def unlock_plan(
     saved = store.get_result(group_key(group_id))
     if saved is None:
         raise ChordError(f"chord {group_id}: its saved group has expired")
-    ids = decode_meta(saved, accept)["result"]
-    values = []
+    shape = decode_meta(saved, accept)["result"]
+    ids = flat_ids(shape)
+    found = {}
     for member, raw in zip(ids, store.get_results(ids)):
         meta = decode_meta(raw, accept) if raw is not None else None
         if meta is None or meta["status"] != states.SUCCESS:
             return _failed_body(app, body, extra, member, meta)
-        values.append(meta["result"])
+        found[member] = meta["result"]
+    values = _shaped(shape, found)
     plan = Plan()
     expand(maybe_signature(body, app), app, plan, [values], {}, None, extra or None)
     return plan
+
+
+def _shaped(shape: Any, values: dict[str, Any]) -> Any:
+    """The members' values laid out as their ids are (see canvas.result_shape)."""
+    if isinstance(shape, list):
+        return [_shaped(part, values) for part in shape]
+    return values[shape]
 
 
 def _failed_body(
