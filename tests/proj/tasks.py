@@ -357,3 +357,6 @@ def beat_stamp(self):
     """Journal this beat run's slot, the time it started and its eta ("slot start eta")."""
     run = self.request.options.get("beat") or {}
     record("beat_starts", f"{run.get('slot')!r} {time.time()!r} {self.request.eta!r}")
+
+
+from . import canvas_guide  # noqa: E402, F401  (Celery's canvas guide: tests/test_guide_canvas.py)
