@@ -377,7 +377,7 @@ class Beatq:
         countdown = options.pop("countdown", None)
         if eta is not None:
             eta_ts = (
-                timezones.to_timestamp(eta, self.timezone)
+                self._eta_timestamp(eta)
                 if isinstance(eta, datetime)
                 else float(eta)
             )
@@ -421,6 +421,15 @@ class Beatq:
             self.signer,
         )
         return message, body
+
+    def _eta_timestamp(self, eta: datetime) -> float:
+        """The instant of an `eta=` datetime; a naive one is read in the app's timezone
+        (SPEC §4). A naive eta more than a minute in the past is most often
+        `datetime.utcnow() + ...` under a zone east of UTC: warned about, once."""
+        ts = timezones.to_timestamp(eta, self.timezone)
+        if eta.tzinfo is None and ts < time.time() - 60:
+            _warn_naive_eta(eta, ts, self.conf.timezone)
+        return ts
 
     def send_task(
         self,
@@ -698,6 +707,26 @@ def announce_published(outgoing: Iterable[Outgoing]) -> None:
             routing_key=message.queue,
             headers=_headers(message),
         )
+
+
+_warned_naive_eta = False
+
+
+def _warn_naive_eta(eta: datetime, ts: float, zone: str) -> None:
+    global _warned_naive_eta
+    if _warned_naive_eta:
+        return
+    _warned_naive_eta = True
+    late = time.time() - ts
+    ago = f"{late / 3600:.1f} h" if late >= 3600 else f"{late / 60:.0f} min"
+    log.warning(
+        "eta=%s has no time zone, so it is read in the app's timezone (%s): %s ago, and "
+        "the task runs at once. Pass an aware datetime: datetime.now(timezone.utc) + "
+        "timedelta(...), not datetime.utcnow() (warned once per process)",
+        eta.isoformat(sep=" "),
+        zone,
+        ago,
+    )
 
 
 _said_default_store = False

@@ -40,11 +40,12 @@ def django_packages() -> list[str]:
 
     if not (settings.configured or os.environ.get("DJANGO_SETTINGS_MODULE")):
         return []
+    import django  # type: ignore[import-not-found]
     from django.apps import apps  # type: ignore[import-not-found]
 
-    if apps.ready:
-        return [config.name for config in apps.get_app_configs()]
-    return list(settings.INSTALLED_APPS)
+    if not apps.ready:  # tasks modules import models: the app registry must be ready
+        django.setup()
+    return [config.name for config in apps.get_app_configs()]
 
 
 def packages_of(packages: Packages) -> list[str]:
