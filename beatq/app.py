@@ -376,11 +376,7 @@ class Beatq:
         eta = options.pop("eta", None)
         countdown = options.pop("countdown", None)
         if eta is not None:
-            eta_ts = (
-                self._eta_timestamp(eta)
-                if isinstance(eta, datetime)
-                else float(eta)
-            )
+            eta_ts = self._eta_timestamp(eta) if isinstance(eta, datetime) else float(eta)
         elif countdown is not None:
             eta_ts = time.time() + _seconds(countdown)
         else:

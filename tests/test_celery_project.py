@@ -1,7 +1,8 @@
 """A project written as Celery projects are (tests/proj_celery), run by real beatq workers.
 
-Its shared tasks, class-based tasks, base= hooks, signal receivers, update_state and
-periodic tasks, on Redis and SQLite. The tests' own process sends through a plain client
+Its shared tasks (autodiscovered in a sub-package too), class-based tasks, base= hooks,
+signal receivers, update_state and periodic tasks (beat_schedule and add_periodic_task),
+on Redis and SQLite. The tests' own process sends through a plain client
 app and never imports the project: only the worker processes hold its receivers.
 Hooks and receivers journal to one kind ("trace") in the order they ran.
 """
@@ -96,6 +97,9 @@ def test_shared_and_class_based_tasks_run_with_their_hooks_in_the_prefork_child(
     assert product.get(timeout=scaled(20)) == 42
     plain = client.send_task(f"{PROJ}.tasks.Plain")
     assert plain.get(timeout=scaled(20)) == f"{PROJ}.tasks.Plain"
+    # the sub-package app's tasks, found by autodiscover_tasks (listed nowhere else)
+    invoiced = client.send_task(f"{PROJ}.billing.tasks.invoice", (12,))
+    assert invoiced.get(timeout=scaled(20)) == "invoiced 12"
 
     child = runs_of("add")[0]["pid"]
     assert child != worker.pid
@@ -294,6 +298,13 @@ def test_periodic_tasks_run_and_beats_signal_their_start(
     worker = start("-P", "prefork", "-c", "1", "-B")
     wait_for(lambda: len(journal("ticks")) >= 2, 20, "two periodic runs")
     assert worker.pid not in {t["pid"] for t in journal("ticks")}  # run by the child
+    # the entry celery.py adds with add_periodic_task, in its on_after_configure receiver
+    wait_for(lambda: len(journal("settled")) >= 2, 20, "two runs of the code's entry")
+    assert {s["period"] for s in journal("settled")} == {"half-second"}
+    assert sorted(client.broker.beat_entries()) == [
+        "settle every half second",
+        "tick-every-half-second",
+    ]
     embedded = [e for e in trace() if e.get("signal") == "beat_embedded_init"]
     assert [(e["sender"], e["pid"]) for e in embedded] == [("Beat", worker.pid)]
     worker.stop()
