@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from ..exceptions import ConfigurationError
 from .records import *  # noqa: F403 (the records that cross the roles: records.__all__)
 from .records import __all__ as _records
-from .roles import Backend, BeatState, Delivery, Events, Leases, Results, Workers
+from .roles import Backend, BeatState, Delivery, Events, Leases, Results, Schedules, Workers
 
 
 def _redis(url: str, options: Mapping[str, Any]) -> Backend:
@@ -76,6 +76,7 @@ __all__ = [
     "Events",
     "Leases",
     "Results",
+    "Schedules",
     "Workers",
     "connect",
 ]

@@ -30,6 +30,7 @@ from ..exceptions import BrokerError
 from .records import ChordJoin, Claim, Claimed, DeadLetter, EntryState, Outgoing
 from .roles import Backend, Finish, Take, new_token
 from .rows import LeaseRow, RowBeatState
+from .schedule_rows import RowSchedules, ScheduleTables, TableRows
 
 READY, DELAYED, CLAIMED = "ready", "delayed", "claimed"
 TOKEN_TTL = 86400.0  # seconds a finish's token is remembered
@@ -101,6 +102,7 @@ class _Store:
         self.event_seq = 0
         self.new_event = threading.Condition(self.lock)
         self.revocations: dict[str, tuple[float, bool]] = {}  # id -> (when, terminate)
+        self.schedule_tables = ScheduleTables()  # app.schedules' entries, requests, histories
 
     def add_events(self, items: Sequence[bytes], maxlen: int) -> None:
         for item in items:
@@ -290,7 +292,7 @@ def _store_for(url: str) -> _Store:
         return _STORES[key]
 
 
-class MemoryBackend(RowBeatState, Backend):
+class MemoryBackend(RowBeatState, RowSchedules, Backend):
     shared_between_processes = False
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
@@ -310,6 +312,11 @@ class MemoryBackend(RowBeatState, Backend):
 
     def rows(self, write: bool = True) -> contextlib.AbstractContextManager[_Store]:
         return self._locked()
+
+    @contextlib.contextmanager
+    def schedule_rows(self, write: bool = True) -> Iterator[TableRows]:
+        with self._locked() as s:
+            yield TableRows(s.schedule_tables, s)
 
     # -- queue ---------------------------------------------------------------------------
     def send(self, messages: Sequence[Outgoing], events: Sequence[bytes] = ()) -> None:

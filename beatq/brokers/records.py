@@ -20,6 +20,7 @@ __all__ = [
     "Lease",
     "Outgoing",
     "ResultWrite",
+    "RunRequest",
 ]
 
 
@@ -124,3 +125,15 @@ class Lease:
     token: int
     remaining: float  # seconds left before it expires
     since: float | None = None  # when this holder acquired it (POSIX seconds)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A request to run a beat entry out of turn (`Schedules.schedule_request`): its id,
+    the caller's bytes (which entry, which slots), the last slot run for it so far, and
+    when it was done (None: still pending)."""
+
+    id: str
+    body: bytes
+    cursor: float | None = None
+    done: float | None = None

@@ -24,6 +24,12 @@ Keys (prefix `beatq`, or the transport option `global_keyprefix`):
     {p}:beat:next   zset    entry by next run
     {p}:beat:info   hash    entry -> the beat's JSON record (task, schedule, counters)
     {p}:beat:paused set     paused entries
+    {p}:sched:spec  hash    entry -> its spec, for entries added at run time (app.schedules)
+    {p}:sched:ver   string  a counter bumped by every change of specs or requests
+    {p}:sched:req   hash    request id -> "n\\nbody": a trigger or backfill, n its order
+    {p}:sched:cur   hash    request id -> the last slot sent for it
+    {p}:sched:done  zset    request id by when it was done
+    {p}:sched:h:{e} list    entry e's run history, newest first, capped
     {p}:worker:{n}  string  a worker's last heartbeat info, expiring
     {p}:workers     zset    worker name by heartbeat expiry
     {p}:events      stream  the event stream (field "e": one JSON event), capped
@@ -60,7 +66,16 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from ..exceptions import BrokerAccessDenied, BrokerError, ConfigurationError
-from .records import BeatDispatch, Claim, Claimed, DeadLetter, EntryState, Lease, Outgoing
+from .records import (
+    BeatDispatch,
+    Claim,
+    Claimed,
+    DeadLetter,
+    EntryState,
+    Lease,
+    Outgoing,
+    RunRequest,
+)
 from .redis_calls import SPIN, Calls
 from .roles import Backend, Finish, Plan, Take, new_token
 
@@ -523,6 +538,95 @@ class RedisBackend(Backend):
                 self.client.sadd(self.keys.beat_paused, entry)
             else:
                 self.client.srem(self.keys.beat_paused, entry)
+
+    # -- schedules at run time (roles.Schedules) --------------------------------------------
+    def _schedule_keys(self, lease: str = "") -> list[str]:
+        p, k = self.keys.prefix, self.keys
+        named = [f"{p}:sched:{n}" for n in ("spec", "ver", "req", "cur", "done")]
+        return [*named, k.lease(lease), k.msgs, k.delayed]
+
+    def schedule_version(self) -> int:
+        with _errors(self.url):
+            found = self.client.get(f"{self.keys.prefix}:sched:ver")
+        return int(found or 0)
+
+    def schedule_specs(self) -> tuple[int, dict[str, bytes]]:
+        with _errors(self.url):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.get(f"{self.keys.prefix}:sched:ver")
+            pipe.hgetall(f"{self.keys.prefix}:sched:spec")
+            version, specs = pipe.execute()
+        return int(version or 0), {n.decode(): specs[n] for n in sorted(specs)}
+
+    def schedule_put(self, name: str, spec: bytes, mode: str) -> bool:
+        if mode not in ("add", "update", "set"):
+            raise ValueError(f"mode must be 'add', 'update' or 'set', not {mode!r}")
+        return bool(self._run("schedules", self._schedule_keys(), ["put", name, spec, mode]))
+
+    def schedule_delete(self, name: str) -> bool:
+        return bool(self._run("schedules", self._schedule_keys(), ["delete", name]))
+
+    def schedule_request(self, request_id: str, body: bytes, keep: float) -> bool:
+        args = ["request", request_id, body, repr(float(keep))]
+        return bool(self._run("schedules", self._schedule_keys(), args))
+
+    def schedule_requests(self) -> list[RunRequest]:
+        p = self.keys.prefix
+        with _errors(self.url):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hgetall(f"{p}:sched:req")
+            pipe.hgetall(f"{p}:sched:cur")
+            pipe.zrange(f"{p}:sched:done", 0, -1, withscores=True)
+            bodies, cursors, done = pipe.execute()
+        done_at = dict(done)
+        found = []
+        for key, stored in bodies.items():
+            order, _, body = stored.partition(b"\n")
+            cursor = cursors.get(key)
+            request = RunRequest(
+                key.decode(), body, None if cursor is None else float(cursor), done_at.get(key)
+            )
+            found.append((int(order), request))
+        return [request for _, request in sorted(found, key=lambda item: item[0])]
+
+    def schedule_run(
+        self,
+        lease: str,
+        holder: str,
+        token: int,
+        request_id: str,
+        slot: float,
+        last: bool,
+        send: Sequence[Outgoing] = (),
+    ) -> str:
+        args = [
+            "run",
+            self.keys.prefix,
+            f"{holder}|{token}",
+            request_id,
+            repr(float(slot)),
+            "1" if last else "",
+            *_flatten(send),
+        ]
+        reply = self._run("schedules", self._schedule_keys(lease), args)
+        return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+    def history_add(self, items: Sequence[tuple[str, bytes]], maxlen: int) -> None:
+        if not items:
+            return
+        with _errors(self.url):
+            pipe = self.client.pipeline(transaction=False)
+            for name, record in items:
+                key = f"{self.keys.prefix}:sched:h:{name}"
+                pipe.lpush(key, record)
+                pipe.ltrim(key, 0, maxlen - 1)
+            pipe.execute()
+
+    def history(self, name: str, limit: int) -> list[bytes]:
+        if limit <= 0:
+            return []
+        with _errors(self.url):
+            return list(self.client.lrange(f"{self.keys.prefix}:sched:h:{name}", 0, limit - 1))
 
     # -- workers ---------------------------------------------------------------------------
     def heartbeat(self, worker: str, info: bytes, ttl: float) -> None:

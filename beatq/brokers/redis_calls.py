@@ -53,6 +53,7 @@ SCRIPTS = (
     "beat_dispatch",
     "beat_plan",
     "revoke",
+    "schedules",
 )
 
 

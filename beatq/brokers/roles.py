@@ -8,7 +8,8 @@ and redis.py is one class that plays every role (`Backend`) on its own URL.
     ├─ Delivery    queues: send, claim, wait, renew, release, finish; dead letters
     ├─ Results     task states: store, read, wait for, forget
     ├─ Leases      the beat's leader lock, with a fencing token
-    │  └─ BeatState   each entry's settled run, next run and record, fenced by a lease
+    │  ├─ BeatState   each entry's settled run, next run and record, fenced by a lease
+    │  └─ Schedules   entries added at run time, requests to run them now, run history
     ├─ Events      the capped event stream
     └─ Workers     live workers (heartbeats) and revoked tasks
     Backend        all of them on one URL; its results may live elsewhere (`results`)
@@ -48,6 +49,7 @@ from .records import (
     Lease,
     Outgoing,
     ResultWrite,
+    RunRequest,
 )
 
 #: Beat entries as the leader plans them: name -> (settled or None to keep it, next run, info).
@@ -385,6 +387,72 @@ class BeatState(Leases):
         """Pause or resume `entry`: a paused entry's runs are skipped, not caught up."""
 
 
+class Schedules(Leases):
+    """What `app.schedules` keeps in the broker beside the beat's state: the entries added
+    at run time (name -> the caller's spec, JSON), a version that grows with every change
+    of them (the leader reads it, one read, to learn of a change), the requests to run an
+    entry out of turn (trigger, backfill), and each entry's capped run history.
+
+    A request is run slot by slot, in order, by the leader: each slot's message is sent
+    in the same atomic, fenced step that moves the request's cursor to that slot, so a
+    new leader resumes after the last slot sent, and no slot is sent twice or skipped.
+    """
+
+    @abc.abstractmethod
+    def schedule_version(self) -> int:
+        """A number that changes whenever an entry or a request is added, changed or
+        removed (0 before the first)."""
+
+    @abc.abstractmethod
+    def schedule_specs(self) -> tuple[int, dict[str, bytes]]:
+        """The version and every stored entry's spec, read together."""
+
+    @abc.abstractmethod
+    def schedule_put(self, name: str, spec: bytes, mode: str) -> bool:
+        """Store entry `name`'s spec and bump the version, atomically. `mode` "add": only
+        if there is no such entry; "update": only if there is; "set": either way. False
+        (nothing changed) when the mode refuses."""
+
+    @abc.abstractmethod
+    def schedule_delete(self, name: str) -> bool:
+        """Forget entry `name`'s spec (its history stays); False if there was none."""
+
+    @abc.abstractmethod
+    def schedule_request(self, request_id: str, body: bytes, keep: float) -> bool:
+        """Add a request under `request_id` and bump the version, unless a request of that
+        id is stored already (pending, or done less than `keep` seconds ago): False then,
+        and nothing changed. Requests done longer ago are forgotten in the same step."""
+
+    @abc.abstractmethod
+    def schedule_requests(self) -> list[RunRequest]:
+        """Every stored request, pending and done, in the order they were added."""
+
+    @abc.abstractmethod
+    def schedule_run(
+        self,
+        lease: str,
+        holder: str,
+        token: int,
+        request_id: str,
+        slot: float,
+        last: bool,
+        send: Sequence[Outgoing] = (),
+    ) -> str:
+        """As the leader, run slot `slot` of request `request_id`, in one atomic step:
+        - "lost": `holder` does not hold `lease` with `token`; nothing changed;
+        - "done": the request is done, gone, or its cursor is at or past `slot`;
+        - "sent": `send` was sent and the cursor moved to `slot` (done too if `last`)."""
+
+    @abc.abstractmethod
+    def history_add(self, items: Sequence[tuple[str, bytes]], maxlen: int) -> None:
+        """Append (entry, record) items to their entries' histories, each capped to the
+        newest `maxlen`."""
+
+    @abc.abstractmethod
+    def history(self, name: str, limit: int) -> list[bytes]:
+        """Entry `name`'s newest `limit` history records, newest first."""
+
+
 class Events(Store):
     """The event stream: appended to, capped to about the newest `event_max_len`."""
 
@@ -435,7 +503,7 @@ class Workers(Store):
         still kept, oldest first, as (task id, when, terminate)."""
 
 
-class Backend(Delivery, Results, BeatState, Events, Workers):
+class Backend(Delivery, Results, BeatState, Schedules, Events, Workers):
     """One URL's store in every role: what `connect` returns for a broker URL.
 
     Its `results` are its own unless `connect` was given a result URL of its own: read

@@ -24,9 +24,10 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from .records import ChordJoin, Claim, Claimed, DeadLetter, EntryState, Outgoing
+from .records import ChordJoin, Claim, Claimed, DeadLetter, EntryState, Outgoing, RunRequest
 from .roles import Backend, Finish, Take, new_token
 from .rows import LeaseRow, RowBeatState
+from .schedule_rows import RowSchedules
 from .sqlite_db import Database, is_relative, path_of
 
 log = logging.getLogger("beatq.broker")
@@ -190,7 +191,80 @@ class _Rows:
         _put(self.conn, messages, now)
 
 
-class SqliteBackend(RowBeatState, Backend):
+class _ScheduleRows(_Rows):
+    """schedule_rows.ScheduleRows over one transaction of the file."""
+
+    def version(self) -> int:
+        row = self.conn.execute("SELECT version FROM schedule_version WHERE id = 1").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def bump(self) -> None:
+        self.conn.execute(
+            "INSERT INTO schedule_version (id, version) VALUES (1, 1) "
+            "ON CONFLICT (id) DO UPDATE SET version = version + 1"
+        )
+
+    def specs(self) -> dict[str, bytes]:
+        rows = self.conn.execute("SELECT name, spec FROM schedule_specs ORDER BY name")
+        return {name: bytes(spec) for name, spec in rows}
+
+    def has_spec(self, name: str) -> bool:
+        found = self.conn.execute("SELECT 1 FROM schedule_specs WHERE name = ?", (name,))
+        return found.fetchone() is not None
+
+    def put_spec(self, name: str, spec: bytes) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO schedule_specs (name, spec) VALUES (?, ?)", (name, spec)
+        )
+
+    def delete_spec(self, name: str) -> bool:
+        gone = self.conn.execute("DELETE FROM schedule_specs WHERE name = ?", (name,))
+        return gone.rowcount > 0
+
+    def request(self, request_id: str) -> RunRequest | None:
+        row = self.conn.execute(
+            "SELECT id, body, cursor, done FROM schedule_requests WHERE id = ?", (request_id,)
+        ).fetchone()
+        return None if row is None else RunRequest(row[0], bytes(row[1]), row[2], row[3])
+
+    def requests(self) -> list[RunRequest]:
+        rows = self.conn.execute(
+            "SELECT id, body, cursor, done FROM schedule_requests ORDER BY seq"
+        )
+        return [RunRequest(i, bytes(b), c, d) for i, b, c, d in rows]
+
+    def add_request(self, request_id: str, body: bytes) -> None:
+        self.conn.execute(
+            "INSERT INTO schedule_requests (id, body) VALUES (?, ?)", (request_id, body)
+        )
+
+    def move_request(self, request_id: str, cursor: float, done: float | None) -> None:
+        self.conn.execute(
+            "UPDATE schedule_requests SET cursor = ?, done = ? WHERE id = ?",
+            (cursor, done, request_id),
+        )
+
+    def forget_done(self, before: float) -> None:
+        self.conn.execute("DELETE FROM schedule_requests WHERE done < ?", (before,))
+
+    def add_history(self, name: str, record: bytes, maxlen: int) -> None:
+        self.conn.execute("INSERT INTO schedule_history (name, data) VALUES (?, ?)", (name, record))
+        # keep the newest `maxlen`: delete below the maxlen-th newest
+        self.conn.execute(
+            "DELETE FROM schedule_history WHERE name = ?1 AND seq <= (SELECT seq FROM "
+            "schedule_history WHERE name = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+            (name, maxlen),
+        )
+
+    def history(self, name: str, limit: int) -> list[bytes]:
+        rows = self.conn.execute(
+            "SELECT data FROM schedule_history WHERE name = ? ORDER BY seq DESC LIMIT ?",
+            (name, limit),
+        )
+        return [bytes(data) for (data,) in rows]
+
+
+class SqliteBackend(RowBeatState, RowSchedules, Backend):
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         options = options or {}
         self.url = url
@@ -501,6 +575,11 @@ class SqliteBackend(RowBeatState, Backend):
     def rows(self, write: bool = True) -> Iterator[_Rows]:
         with self.db.write() if write else self.db.read() as conn:
             yield _Rows(conn)
+
+    @contextlib.contextmanager
+    def schedule_rows(self, write: bool = True) -> Iterator[_ScheduleRows]:
+        with self.db.write() if write else self.db.read() as conn:
+            yield _ScheduleRows(conn)
 
     def beat_entries(self) -> dict[str, EntryState]:
         rows = self._select(

@@ -40,7 +40,7 @@ from ..exceptions import BrokerError, ConfigurationError
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 5  # every statement is IF NOT EXISTS: a newer version only adds
+SCHEMA_VERSION = 6  # every statement is IF NOT EXISTS: a newer version only adds
 # Columns added to tables of older versions (CREATE TABLE IF NOT EXISTS leaves them out).
 ADDED_COLUMNS = [
     ("messages", "token", "TEXT"),  # version 3
@@ -133,6 +133,27 @@ CREATE TABLE IF NOT EXISTS revoked (
     terminate INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS revoked_time ON revoked (time);
+
+-- app.schedules (version 6): entries added at run time, requests to run them out of
+-- turn, and each entry's run history
+CREATE TABLE IF NOT EXISTS schedule_specs (name TEXT PRIMARY KEY, spec BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS schedule_version (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS schedule_requests (
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    id     TEXT NOT NULL UNIQUE,
+    body   BLOB NOT NULL,
+    cursor REAL,                  -- the last slot sent for it
+    done   REAL                   -- when it was done
+);
+CREATE TABLE IF NOT EXISTS schedule_history (
+    seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS schedule_history_name ON schedule_history (name, seq);
 """
 
 POLL_FAST = 0.001  # seconds between data_version checks early in a wait

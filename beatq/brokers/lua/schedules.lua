@@ -1,0 +1,48 @@
+-- app.schedules' changes (roles.Schedules), each atomic.
+-- KEYS: specs, version, requests, cursors, done, lease, msgs, delayed
+-- ARGV: op, then per op:
+--   put:     name, spec, mode ('add' | 'update' | 'set')          -> 1 | 0
+--   delete:  name                                                  -> 1 | 0
+--   request: id, body, seconds a done request is remembered        -> 1 | 0
+--   run:     prefix, "holder|token", id, slot, last ('1' | ''), then (queue, id, body, eta)
+--            per message                                           -> 'lost' | 'done' | 'sent'
+local op = ARGV[1]
+if op == 'put' then
+  local there = redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1
+  if (ARGV[4] == 'add' and there) or (ARGV[4] == 'update' and not there) then return 0 end
+  redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+  redis.call('INCR', KEYS[2])
+  return 1
+end
+if op == 'delete' then
+  if redis.call('HDEL', KEYS[1], ARGV[2]) == 0 then return 0 end
+  redis.call('INCR', KEYS[2])
+  return 1
+end
+if op == 'request' then
+  local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. (clock() - tonumber(ARGV[4])))
+  for _, id in ipairs(old) do
+    redis.call('HDEL', KEYS[3], id)
+    redis.call('HDEL', KEYS[4], id)
+  end
+  if #old > 0 then redis.call('ZREM', KEYS[5], unpack(old)) end
+  if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then return 0 end
+  -- the body carries its own order: a counter, so requests read back as they were added
+  local n = redis.call('INCR', KEYS[2])
+  redis.call('HSET', KEYS[3], ARGV[2], n .. '\n' .. ARGV[3])
+  return 1
+end
+-- run
+if redis.call('GET', KEYS[6]) ~= ARGV[3] then return 'lost' end
+local id, slot = ARGV[4], ARGV[5]
+if redis.call('HEXISTS', KEYS[3], id) == 0 then return 'done' end
+if redis.call('ZSCORE', KEYS[5], id) then return 'done' end
+local cursor = redis.call('HGET', KEYS[4], id)
+if cursor and tonumber(cursor) >= tonumber(slot) then return 'done' end
+local woken = {}
+for i = 7, #ARGV, 4 do
+  send_one(ARGV[2], KEYS[7], KEYS[8], woken, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+end
+redis.call('HSET', KEYS[4], id, slot)
+if ARGV[6] == '1' then redis.call('ZADD', KEYS[5], clock(), id) end
+return 'sent'
