@@ -1,4 +1,5 @@
-"""Tasks every app has: `beatq.map`, `beatq.starmap` and `beatq.chord_unlock`."""
+"""Tasks every app has: `beatq.map`, `beatq.starmap`, `beatq.accumulate` and
+`beatq.chord_unlock`."""
 
 from __future__ import annotations
 
@@ -21,6 +22,12 @@ def register_builtins(app: App) -> None:
         """`add.starmap(zip(a, b))`: the task over each item's arguments, in one message."""
         sig = maybe_signature(task, app)
         return [sig(*item) for item in it]
+
+    @app.task(name="beatq.accumulate")
+    def accumulate(*args: Any, index: int | None = None) -> Any:
+        """What `Task.replace` puts after a group, under the replaced task's id: the
+        group's list (its argument `index`), or all its arguments."""
+        return args[index] if index is not None else list(args)
 
     @app.task(name="beatq.chord_unlock", acks_late=True, ignore_result=True)
     def chord_unlock(group_id: str, body: dict[str, Any], extra: dict[str, Any]) -> Followup:

@@ -10,6 +10,7 @@ BeatqError
 │  ├─ NotRegistered          a task name no worker knows
 │  ├─ Retry                  raised by Task.retry to ask for another run
 │  ├─ Reject                 raised by a task to refuse its message
+│  ├─ Ignore                 raised by a task (or Task.replace) to end with no state stored
 │  ├─ MaxRetriesExceededError a retry was asked for past max_retries
 │  ├─ TaskRevokedError       the task was revoked or expired before it ran
 │  ├─ WorkerLostError        the process running the task died
@@ -99,6 +100,16 @@ class Reject(TaskError):
     def __init__(self, reason: str = "", requeue: bool = False) -> None:
         self.reason = reason
         self.requeue = requeue
+        super().__init__(reason)
+
+
+class Ignore(TaskError):
+    """Raised by a task to end its run with no state stored and nothing following it: the
+    message is acknowledged (Celery's `Ignore`). `Task.replace` raises it with `followup`,
+    what it sends instead, which the worker sends in the step that acknowledges."""
+
+    def __init__(self, reason: str = "", followup: Any = None) -> None:
+        self.followup = followup
         super().__init__(reason)
 
 

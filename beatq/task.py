@@ -12,10 +12,26 @@ from datetime import datetime
 from typing import Any
 
 from . import signals, states
-from .canvas import Signature, as_signatures, chunks_of, group
+from .canvas import (
+    Plan,
+    Signature,
+    as_signatures,
+    chord,
+    chunks_of,
+    expand,
+    group,
+    maybe_signature,
+)
+from .canvas import freeze as freeze_canvas
 from .context import App, current_app
 from .einfo import ExceptionInfo
-from .exceptions import AsyncTaskNotSupported, MaxRetriesExceededError, Retry
+from .exceptions import (
+    AsyncTaskNotSupported,
+    ConfigurationError,
+    Ignore,
+    MaxRetriesExceededError,
+    Retry,
+)
 from .messages import new_id
 from .result import AsyncResult, EagerResult, state_write
 
@@ -451,6 +467,40 @@ class Task:
             raise ValueError("update_state needs state=, such as state='PROGRESS'")
         write = state_write(self.app, task_id, state, meta, name=self.name)
         self.app.result_store.store_results([write])
+
+    # -- replacing -----------------------------------------------------------------------
+    def replace(self, sig: Any) -> Any:
+        """End this run and put `sig` (a signature, chain, group or chord) in its place, as
+        Celery's `Task.replace`: `sig`'s result is stored under this task's id (a group's,
+        as its list), and what was to follow this task (its links and errbacks, the rest
+        of its chain, its chord) follows `sig` instead. Raises `Ignore`, which the worker
+        takes as "acknowledge, store no state, send `sig`" in one step: write
+        `return self.replace(sig)`. Run eagerly (`apply`, a plain call), `sig` runs here
+        and its value is returned."""
+        request = self.request
+        sig = maybe_signature(sig, self.app).clone()
+        kind = sig.get("subtask_type")
+        if kind == "chain" and not sig.kwargs["tasks"]:
+            raise ConfigurationError("Cannot replace with an empty chain")
+        if request.is_eager or not request.id:
+            return sig.apply().get()
+        if kind == "group":  # a chord, so that one task (with this id) holds the list
+            sig = chord(sig, self.app.signature("beatq.accumulate", kwargs={"index": 0}))
+        for callback in request.callbacks:
+            sig.link(maybe_signature(callback, self.app))
+        for errback in request.errbacks:
+            sig.link_error(maybe_signature(errback, self.app))
+        freeze_canvas(sig, self.app, _id=request.id)
+        options = request.options
+        then = list(options.get("chain") or ())
+        if then:
+            extra = options.get("chain_extra") or {}
+        else:  # the last of its chain: it may count toward a chord
+            extra = {"chord": options["chord"], "acks_late": True} if options.get("chord") else {}
+        lineage = {"parent_id": request.id, "root_id": request.root_id or request.id}
+        plan = Plan()
+        expand(sig, self.app, plan, [], {}, then, extra, lineage)
+        raise Ignore(f"replaced by {sig!r}", followup=plan)
 
     # -- retrying ------------------------------------------------------------------------
     def retry(

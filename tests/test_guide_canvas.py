@@ -22,6 +22,11 @@ from tests.proj.canvas_guide import (
     gc_hello,
     gc_log_error,
     gc_note,
+    gc_replace_add,
+    gc_replace_after,
+    gc_replace_chain,
+    gc_replace_failing,
+    gc_replace_group,
     gc_tsum,
 )
 from tests.proj.tasks import CustomError, add, echo, fail, mul
@@ -247,3 +252,48 @@ def test_a_chord_with_a_failing_member(worker, drained):
     wait_for(lambda: journal("gc_errors"), 10, "the body's errback")
     drained(worker)
     assert journal("gc_errors") == [f"{result.id}:ChordError:{result.result}"]
+
+
+# -- replace -----------------------------------------------------------------------------------
+@BOTH
+def test_replace_takes_the_tasks_place(start_worker, drained):
+    """`return self.replace(sig)`: sig's result is stored under the replaced task's id;
+    nothing after the call runs; links and errbacks move to the replacement."""
+    worker = start_worker("-P", "prefork", "-c", "2")
+    assert gc_replace_add.delay(2, 3).get(timeout=T) == 5
+    assert gc_replace_chain.delay(1).get(timeout=T) == 12  # 1 + 1 + 10
+    assert gc_replace_group.delay(3).get(timeout=T) == [4, 6]  # a group: its list
+    assert gc_replace_after.delay(1).get(timeout=T) == 101
+
+    linked = gc_replace_add.apply_async((2, 3), link=gc_note.s(tag="linked"))
+    failing = gc_replace_failing.apply_async(("gone",), link_error=gc_log_error.s())
+    assert linked.get(timeout=T) == 5
+    with pytest.raises(CustomError, match="gone"):
+        failing.get(timeout=T)
+    wait_for(lambda: journal("gc_errors") and "linked:5" in journal("gc"), 10, "the callbacks")
+    drained(worker)
+    assert "after-replace" not in journal("gc")
+    assert [n for n in journal("gc") if n.startswith("linked")] == ["linked:5"]
+    assert journal("gc_errors") == [f"{failing.id}:CustomError:gone"]
+
+
+@BOTH
+def test_replace_in_chains_and_chords(worker):
+    """What followed the replaced task follows its replacement: the rest of its chain,
+    and its place in a chord's header."""
+    result = chain(add.s(1, 1), gc_replace_chain.s(), add.s(100))()
+    assert result.get(timeout=T) == 113  # 2 -> (2 + 1 + 10) -> + 100
+    assert result.parent.get(timeout=T) == 13  # the replaced task's id holds the chain's
+    assert chain(gc_replace_group.s(3), gc_tsum.s())().get(timeout=T) == 10
+    assert (add.s(1, 1) | gc_replace_add.s(5) | mul.s(2))().get(timeout=T) == 14
+    header = [gc_replace_add.s(1, 2), gc_replace_group.s(3), gc_replace_chain.s(0), add.s(1, 1)]
+    assert chord(header, echo.s())().get(timeout=T) == [3, [4, 6], 11, 2]
+    failed = chord([gc_replace_failing.s("in a header"), add.s(1, 1)], echo.s())()
+    with pytest.raises(CustomError, match="in a header"):
+        failed.get(timeout=T)
+
+
+def test_replace_run_eagerly_returns_the_value(app):
+    assert gc_replace_add.apply((2, 3)).get() == 5
+    assert gc_replace_group.apply((3,)).get() == [4, 6]
+    assert stored_messages(app) == []

@@ -24,7 +24,7 @@ from ..app import Beatq, announce_published
 from ..brokers import ChordJoin, Claim, ResultWrite
 from ..canvas import Followup, Plan, all_ids, expand, maybe_signature
 from ..einfo import ExceptionInfo
-from ..exceptions import BrokerError, NotRegistered, Reject, Retry, TaskRevokedError
+from ..exceptions import BrokerError, Ignore, NotRegistered, Reject, Retry, TaskRevokedError
 from ..messages import Message
 from ..result import encode_meta, make_meta
 from ..task import Request, Task, failure_signal
@@ -43,6 +43,7 @@ from .limits import raise_in, time_limits
 log = logging.getLogger("beatq.worker")
 
 REJECTED = "REJECTED"  # outcomes beyond the task states, for metrics
+IGNORED = "IGNORED"  # raise Ignore, or Task.replace
 DEAD_LETTERED = "DEAD_LETTERED"
 # Seconds ahead of its eta that a worker claims a delayed message (a beat's run is sent
 # that early, see Beat.early); the pool holds it, decoded, and starts it at its instant
@@ -190,6 +191,10 @@ class Executor:
             self._retry(ack, message, task, exc)
             task.ended(request, states.RETRY, exc, ExceptionInfo())
             return Outcome(message.task, states.RETRY, then_acked=folded)
+        except Ignore as exc:
+            self._ignored(ack, message, exc)
+            task.ended(request, IGNORED, exc)
+            return Outcome(message.task, IGNORED, then_acked=folded)
         except Reject as exc:
             self._reject(claim, message, exc)
             task.ended(request, REJECTED, exc)
@@ -428,6 +433,13 @@ class Executor:
         # An early-acked message is gone already; a late one is acknowledged before the
         # retry is sent under the same id, in the same atomic step.
         self._finish(ack, state, [outgoing], events=events)
+
+    def _ignored(self, ack: list[Claim], message: Message, exc: Ignore) -> None:
+        """Acknowledge a run that raised Ignore, with no state stored; what `Task.replace`
+        sends in its place (`exc.followup`) is sent in the same atomic step."""
+        log.info("Task %s[%s] ignored: %s", message.task, message.id, exc)
+        plan = exc.followup if isinstance(exc.followup, Plan) else Plan()
+        self._finish_joins(ack, plan.results, plan.send, plan.joins)
 
     def _reject(self, claim: Claim, message: Message, exc: Reject) -> None:
         if exc.requeue:
