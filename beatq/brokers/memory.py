@@ -103,6 +103,9 @@ class _Store:
         self.new_event = threading.Condition(self.lock)
         self.revocations: dict[str, tuple[float, bool]] = {}  # id -> (when, terminate)
         self.schedule_tables = ScheduleTables()  # app.schedules' entries, requests, histories
+        self.commands: deque[tuple[int, bytes]] = deque()  # the control channel, oldest first
+        self.command_seq = 0
+        self.replies: dict[str, _Expiring] = {}  # command id -> {worker: reply}
 
     def add_events(self, items: Sequence[bytes], maxlen: int) -> None:
         for item in items:
@@ -392,6 +395,15 @@ class MemoryBackend(RowBeatState, RowSchedules, Backend):
         with self._locked() as s:
             return s.ready_count[queue]
 
+    def purge(self, queues: Sequence[str]) -> int:
+        count = 0
+        with self._locked() as s:
+            for queue in dict.fromkeys(queues):
+                while (taken := s.take(queue)) is not None:
+                    del s.messages[taken[0]]
+                    count += 1
+        return count
+
     def scheduled(self, limit: int = 100) -> list[tuple[float, Claim]]:
         with self._locked() as s:
             delayed = [(m.eta, i, m) for i, m in s.messages.items() if m.state == DELAYED]
@@ -557,3 +569,32 @@ class MemoryBackend(RowBeatState, RowSchedules, Backend):
         with self._locked() as s:
             found = [(i, when, term) for i, (when, term) in s.revocations.items() if when >= after]
             return sorted(found, key=lambda r: r[1])
+
+    # -- control channel -------------------------------------------------------------------
+    def send_command(self, command: bytes) -> None:
+        with self._locked() as s:
+            s.command_seq += 1
+            s.commands.append((s.command_seq, command))
+            while len(s.commands) > self.control_max_len:
+                s.commands.popleft()
+
+    def commands(self, after: str | None) -> tuple[str, list[bytes]]:
+        with self._locked() as s:
+            if after is None:
+                return str(s.command_seq), []
+            last = int(after)
+            return str(s.command_seq), [c for n, c in s.commands if n > last]
+
+    def reply(self, command_id: str, worker: str, data: bytes, ttl: float) -> None:
+        with self._locked() as s:
+            now = time.time()
+            s.sweep(now)
+            found = s.alive("replies", command_id, now)
+            replies = {} if found is None else found.value
+            replies[worker] = data
+            s.keep("replies", command_id, _Expiring(replies, now + ttl))
+
+    def replies(self, command_id: str) -> dict[str, bytes]:
+        with self._locked() as s:
+            found = s.alive("replies", command_id, time.time())
+            return {} if found is None else dict(found.value)

@@ -35,6 +35,8 @@ Keys (prefix `beatq`, or the transport option `global_keyprefix`):
     {p}:events      stream  the event stream (field "e": one JSON event), capped
     {p}:revoked     zset    revoked task id by time of revocation (server clock)
     {p}:revoked:term set    revoked task ids to terminate if running
+    {p}:control     stream  the control channel (field "c": one command), capped
+    {p}:reply:{c}   hash    worker -> its reply to command c, expiring
 
     {p}:done:{t}    string  a finish's idempotency token, kept while a retry may come
 
@@ -102,6 +104,7 @@ class RedisKeys:
         self.events = f"{prefix}:events"
         self.revoked = f"{prefix}:revoked"
         self.revoked_term = f"{prefix}:revoked:term"
+        self.control = f"{prefix}:control"
 
     def queue(self, name: str) -> str:
         return f"{self.prefix}:q:{name}"
@@ -132,6 +135,9 @@ class RedisKeys:
 
     def worker(self, name: str) -> str:
         return f"{self.prefix}:worker:{name}"
+
+    def reply(self, command_id: str) -> str:
+        return f"{self.prefix}:reply:{command_id}"
 
 
 # What a Redis URL's query may set besides the connection's own arguments (the pool's).
@@ -337,6 +343,12 @@ class RedisBackend(Backend):
             pipe = self.client.pipeline()  # MULTI: one count of both lists
             pipe.llen(self.keys.due(queue)).llen(self.keys.queue(queue))
             return sum(int(n) for n in pipe.execute())
+
+    def purge(self, queues: Sequence[str]) -> int:
+        names = list(dict.fromkeys(queues))
+        if not names:
+            return 0
+        return int(self._run("purge", [self.keys.msgs], [self.keys.prefix, *names]))
 
     def scheduled(self, limit: int = 100) -> list[tuple[float, Claim]]:
         with _errors(self.url):
@@ -696,6 +708,35 @@ class RedisBackend(Backend):
                 return []
             flags = self.client.smismember(k.revoked_term, [i for i, _ in pairs])
         return [(i.decode(), float(when), bool(f)) for (i, when), f in zip(pairs, flags)]
+
+    # -- control channel -------------------------------------------------------------------
+    def send_command(self, command: bytes) -> None:
+        with _errors(self.url):
+            self.client.xadd(
+                self.keys.control, {"c": command}, maxlen=self.control_max_len, approximate=False
+            )
+
+    def commands(self, after: str | None) -> tuple[str, list[bytes]]:
+        with _errors(self.url):
+            if after is None:
+                last = self.client.xrevrange(self.keys.control, count=1)
+                return (last[0][0].decode() if last else "0-0"), []
+            reply = self.client.xread({self.keys.control: after})
+        rows = reply[0][1] if reply else []
+        return (rows[-1][0].decode() if rows else after), [fields[b"c"] for _, fields in rows]
+
+    def reply(self, command_id: str, worker: str, data: bytes, ttl: float) -> None:
+        key = self.keys.reply(command_id)
+        with _errors(self.url):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(key, worker, data)
+            pipe.pexpire(key, max(1, int(ttl * 1000)))
+            pipe.execute()
+
+    def replies(self, command_id: str) -> dict[str, bytes]:
+        with _errors(self.url):
+            found = self.client.hgetall(self.keys.reply(command_id))
+        return {worker.decode(): data for worker, data in found.items()}
 
     # -- lifecycle -------------------------------------------------------------------------
     def prime(self) -> None:

@@ -54,6 +54,7 @@ SCRIPTS = (
     "beat_plan",
     "revoke",
     "schedules",
+    "purge",
 )
 
 

@@ -263,6 +263,13 @@ class Delivery(Store):
         """How many ready messages `queue` holds."""
 
     @abc.abstractmethod
+    def purge(self, queues: Sequence[str]) -> int:
+        """Delete the ready messages of `queues` for good, atomically; how many there were.
+
+        Delayed messages (an eta to come) and claimed ones (a worker holds them) are left,
+        as Celery's purge leaves what its workers hold."""
+
+    @abc.abstractmethod
     def scheduled(self, limit: int = 100) -> list[tuple[float, Claim]]:
         """The delayed messages, earliest eta first, as (eta, message)."""
 
@@ -478,7 +485,15 @@ class Events(Store):
 
 
 class Workers(Store):
-    """What control commands reach: the live workers, and the revoked tasks they skip."""
+    """What control commands reach: the live workers, the revoked tasks they skip, and
+    the control channel (commands broadcast to every worker, replies kept per command).
+
+    The channel is a log that each worker reads with its heartbeat, from a cursor of its
+    own: a command reaches the workers alive when it is sent, each once, and none that
+    starts later. The log keeps about the newest `control_max_len` commands; replies to a
+    command are kept `ttl` seconds after the last one."""
+
+    control_max_len: int = 1000
 
     @abc.abstractmethod
     def heartbeat(self, worker: str, info: bytes, ttl: float) -> None:
@@ -501,6 +516,23 @@ class Workers(Store):
     def revoked(self, after: float = 0.0) -> list[tuple[str, float, bool]]:
         """The revocations made after `after` (POSIX seconds, as returned here before) and
         still kept, oldest first, as (task id, when, terminate)."""
+
+    @abc.abstractmethod
+    def send_command(self, command: bytes) -> None:
+        """Append `command` to the control channel (see the class)."""
+
+    @abc.abstractmethod
+    def commands(self, after: str | None) -> tuple[str, list[bytes]]:
+        """The commands sent after cursor `after`, oldest first, and the cursor to pass
+        next time. `after=None`: no command, and the cursor of now (a worker starting)."""
+
+    @abc.abstractmethod
+    def reply(self, command_id: str, worker: str, data: bytes, ttl: float) -> None:
+        """Keep `worker`'s reply to command `command_id` for `ttl` seconds."""
+
+    @abc.abstractmethod
+    def replies(self, command_id: str) -> dict[str, bytes]:
+        """The replies to command `command_id` kept so far, by worker."""
 
 
 class Backend(Delivery, Results, BeatState, Schedules, Events, Workers):

@@ -6,7 +6,8 @@ state (ready, delayed until `eta`, claimed until `deadline`), its delivery prope
 `ack_at_claim` and, while ready, its place `seq` in its queue; `results` and `states`
 the final and the latest non-final task states; `chords` and `chord_members` the chord
 joins; `dead_letters`; `leases` (with the last fencing token); `beat_entries` and
-`beat_paused`; `workers`; `events` (the capped event stream) and `revoked`.
+`beat_paused`; `workers`; `events` (the capped event stream), `revoked`, `control` (the control
+channel) and `replies`.
 
 Leases and beat entries follow the rules of rows.py, over `_Rows` (one transaction).
 Every operation of the interface is one transaction, so it is atomic as a Redis script
@@ -411,6 +412,17 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
                 "SELECT COUNT(*) FROM messages WHERE state = 'ready' AND queue = ?", (queue,)
             ).fetchone()[0]
 
+    def purge(self, queues: Sequence[str]) -> int:
+        names = list(dict.fromkeys(queues))
+        if not names:
+            return 0
+        with self.db.write() as conn:
+            cursor = conn.execute(
+                f"DELETE FROM messages WHERE state = 'ready' AND queue IN ({_marks(len(names))})",
+                names,
+            )
+            return cursor.rowcount
+
     def scheduled(self, limit: int = 100) -> list[tuple[float, Claim]]:
         rows = self._select(
             "SELECT eta, id, queue, body FROM messages WHERE state = 'delayed' "
@@ -673,6 +685,39 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
             (after,),
         )
         return [(id_, when, bool(term)) for id_, when, term in rows]
+
+    # -- control channel -------------------------------------------------------------------
+    def send_command(self, command: bytes) -> None:
+        with self.db.write() as conn:
+            conn.execute("INSERT INTO control (data) VALUES (?)", (command,))
+            last = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'control'").fetchone()
+            conn.execute("DELETE FROM control WHERE seq <= ?", (last[0] - self.control_max_len,))
+
+    def commands(self, after: str | None) -> tuple[str, list[bytes]]:
+        if after is None:
+            rows = self._select("SELECT seq FROM sqlite_sequence WHERE name = 'control'")
+            return str(rows[0][0] if rows else 0), []
+        rows = self._select(
+            "SELECT seq, data FROM control WHERE seq > ? ORDER BY seq", (int(after),)
+        )
+        return (str(rows[-1][0]) if rows else after), [data for _, data in rows]
+
+    def reply(self, command_id: str, worker: str, data: bytes, ttl: float) -> None:
+        with self.db.write() as conn:
+            now = time.time()
+            conn.execute("DELETE FROM replies WHERE expires <= ?", (now,))
+            conn.execute(
+                "INSERT OR REPLACE INTO replies (command, worker, data, expires) "
+                "VALUES (?, ?, ?, ?)",
+                (command_id, worker, data, now + ttl),
+            )
+
+    def replies(self, command_id: str) -> dict[str, bytes]:
+        rows = self._select(
+            "SELECT worker, data FROM replies WHERE command = ? AND expires > ?",
+            (command_id, time.time()),
+        )
+        return dict(rows)
 
     # -- lifecycle -------------------------------------------------------------------------
     def ping(self) -> None:

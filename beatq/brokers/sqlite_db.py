@@ -40,7 +40,7 @@ from ..exceptions import BrokerError, ConfigurationError
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 6  # every statement is IF NOT EXISTS: a newer version only adds
+SCHEMA_VERSION = 7  # every statement is IF NOT EXISTS: a newer version only adds
 # Columns added to tables of older versions (CREATE TABLE IF NOT EXISTS leaves them out).
 ADDED_COLUMNS = [
     ("messages", "token", "TEXT"),  # version 3
@@ -154,6 +154,19 @@ CREATE TABLE IF NOT EXISTS schedule_history (
     data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS schedule_history_name ON schedule_history (name, seq);
+
+-- the control channel (version 7)
+CREATE TABLE IF NOT EXISTS control (  -- the control channel, capped to the newest rows
+    seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replies (  -- workers' replies to control commands
+    command TEXT NOT NULL,
+    worker  TEXT NOT NULL,
+    data    BLOB NOT NULL,
+    expires REAL NOT NULL,
+    PRIMARY KEY (command, worker)
+) WITHOUT ROWID;
 """
 
 POLL_FAST = 0.001  # seconds between data_version checks early in a wait
