@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "task_soft_time_limit": None,
     "task_default_retry_delay": 180.0,
     "task_max_retries": 3,
+    "task_default_rate_limit": None,  # a rate limit for every task ("10/s"), per worker
     "task_publish_retry": True,
     "task_publish_retry_policy": {
         "max_retries": 3,
@@ -55,6 +56,10 @@ DEFAULTS: dict[str, Any] = {
     "worker_heartbeat_interval": 1.0,
     "worker_send_task_events": False,  # worker -E: task and worker events (beatq/events.py)
     "worker_revoke_expires": 10800.0,  # seconds a revoked id is kept (Celery's 3 hours)
+    "worker_disable_rate_limits": False,  # True: workers ignore every rate_limit
+    # Celery's child recycling: not offered yet, refused by the worker when set (issue 25)
+    "worker_max_tasks_per_child": None,
+    "worker_max_memory_per_child": None,
     "task_send_sent_event": False,  # the client sends task-sent
     "beat_send_events": False,  # beat -E: beat-elected, -lost, -dispatched, -missed
     "events_max_len": 10_000,  # the event stream keeps about this many of the newest
@@ -99,6 +104,10 @@ OLD_NAMES: dict[str, str] = {
     "CELERYD_CONCURRENCY": "worker_concurrency",
     "CELERYD_POOL": "worker_pool",
     "CELERYD_PREFETCH_MULTIPLIER": "worker_prefetch_multiplier",
+    "CELERY_DEFAULT_RATE_LIMIT": "task_default_rate_limit",
+    "CELERY_DISABLE_RATE_LIMITS": "worker_disable_rate_limits",
+    "CELERYD_MAX_TASKS_PER_CHILD": "worker_max_tasks_per_child",
+    "CELERYD_MAX_MEMORY_PER_CHILD": "worker_max_memory_per_child",
     "CELERY_SEND_EVENTS": "worker_send_task_events",
     "CELERY_SEND_TASK_SENT_EVENT": "task_send_sent_event",
     "CELERYBEAT_SCHEDULE": "beat_schedule",

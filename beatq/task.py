@@ -33,6 +33,7 @@ from .exceptions import (
     Retry,
 )
 from .messages import new_id
+from .rates import parse_rate
 from .result import AsyncResult, EagerResult, state_write
 
 log = logging.getLogger("beatq.task")
@@ -83,6 +84,7 @@ TASK_DEFAULTS: dict[str, str | None] = {
     "queue": None,
     "expires": None,
     "priority": None,
+    "rate_limit": "task_default_rate_limit",
 }
 
 
@@ -155,6 +157,8 @@ class Task:
                 setattr(self, key, value)
             else:
                 raise TypeError(f"@app.task got an unknown option {key!r}")
+        if self._options.get("rate_limit") is not None:
+            _check_rate(self._options["rate_limit"], name or self.name or self.__name__)
         self.autoretry_for = tuple(self.autoretry_for)
         self._requests = _RequestStack()
         self._errback_arity = _positional_arity(fun) - (1 if bind else 0)
@@ -571,6 +575,14 @@ def refuse_async(fun: Any, name: str) -> None:
 def _overrides_hooks(cls: type[Task]) -> bool:
     """Whether a Task subclass defines any of the hooks (else none is called)."""
     return any(getattr(cls, hook) is not getattr(Task, hook) for hook in HOOKS)
+
+
+def _check_rate(value: Any, task: str) -> None:
+    """Refuse a rate limit Celery would not read, where the task is declared."""
+    try:
+        parse_rate(value)
+    except ValueError as exc:
+        raise ValueError(f"task {task}: {exc}") from None
 
 
 def _class_options(cls: type[Task]) -> dict[str, Any]:

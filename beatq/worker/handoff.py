@@ -26,6 +26,7 @@ from collections.abc import Callable, Container, Iterator, Sequence
 
 from ..brokers import Claim
 from .delivery import Delivery
+from .throttle import Throttle
 
 
 class Slots:
@@ -75,6 +76,8 @@ class Handoff:
     `free` arguments below ask the pool whether a task submitted now would start at
     once; they are called only when the buffer runs low. `queues`: the worker's `-Q`, the
     first the most urgent; the buffer hands out the claims of an earlier one first.
+    `throttle`: the worker's rate limits; while any is set, every delivery goes through
+    the main thread (`take`), which checks it, never straight to a slot (`follow`).
     """
 
     def __init__(
@@ -84,7 +87,9 @@ class Handoff:
         stopping: threading.Event,
         low: int,
         queues: Sequence[str] = (),
+        throttle: Throttle | None = None,
     ) -> None:
+        self.throttle = throttle or Throttle({})
         self.ranks = {queue: rank for rank, queue in reversed(list(enumerate(queues)))}
         self.buffer: deque[Delivery] = deque()
         self.slots = Slots(slots)
@@ -181,7 +186,9 @@ class Handoff:
     # -- a pool slot -----------------------------------------------------------------------
     def peek(self) -> Delivery | None:
         """The delivery taken next, if known (the solo pool lets the finish of a task
-        acknowledge it)."""
+        acknowledge it); never while rate limits are on (it might have to wait)."""
+        if self.throttle.on:
+            return None
         return self.buffer[0] if self.buffer else None
 
     def follow(
@@ -193,7 +200,9 @@ class Handoff:
         when stopping or when the next one is revoked (left to the main thread, which
         records it); the caller then gives the slot back."""
         with self.lock:
-            if self.stopping.is_set() or (self.buffer and self.buffer[0].id in self.revoked):
+            if self.stopping.is_set() or self.throttle.on:
+                return None
+            if self.buffer and self.buffer[0].id in self.revoked:
                 return None
             taken = self._pop(free)
             if taken is not None:

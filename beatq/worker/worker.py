@@ -29,6 +29,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from types import FrameType
 from typing import Any
@@ -37,7 +38,8 @@ from urllib.parse import urlsplit, urlunsplit
 from .. import events as ev
 from .. import signals
 from ..app import Beatq
-from ..brokers import Claim, Claimed
+from ..brokers import Claim, Claimed, Outgoing
+from ..brokers.roles import new_token
 from ..exceptions import BrokerError, ConfigurationError
 from ..metrics import Metrics
 from .delivery import Delivery
@@ -45,6 +47,8 @@ from .execute import AHEAD, Executor, Outcome
 from .handoff import Handoff
 from .pool import Pool, SoloPool, ThreadPool
 from .prefork import PreforkPool
+from .remote import CONTROL_EVERY, run_commands
+from .throttle import Throttle
 
 log = logging.getLogger("beatq.worker")
 
@@ -142,6 +146,7 @@ class Worker:
         self.beat = beat  # an embedded Beat (worker -B), run in a thread of its own
         self.events_on = bool(conf.worker_send_task_events)
         self.processed = 0  # tasks finished (in the pool, whatever the pool)
+        self.totals: Counter[str] = Counter()  # tasks finished by name (inspect stats)
         self.revoked: dict[str, tuple[float, bool]] = {}  # task id -> (when, terminate)
         self.revoked_after = 0.0  # the newest revocation seen (the broker's clock)
         self.revoke_ttl = float(conf.worker_revoke_expires)
@@ -149,9 +154,17 @@ class Worker:
         # up when it falls to a quarter of a batch, before it runs dry (see _top_up), so
         # each top-up claims most of a batch in its round trip.
         slots = POOLS[self.pool_name].capacity(self.concurrency, self.queued)
+        # rate limits (throttle.py): the tasks' own, read again once their modules are in
+        self.throttle = Throttle({}, bool(conf.worker_disable_rate_limits), cap=self.prefetch)
         self.handoff = Handoff(
-            slots, self.revoked, self.stopping, low=self.batch // 4, queues=self.queues
+            slots,
+            self.revoked,
+            self.stopping,
+            low=self.batch // 4,
+            queues=self.queues,
+            throttle=self.throttle,
         )
+        self.control_cursor: str | None = None  # where this worker reads the control channel
         self.ranked = len(set(self.queues)) > 1  # queues of different urgency (see _look_up)
         self.looked = 0.0  # when _look_up last looked (monotonic clock)
         self.executor: Executor | None = None  # this process's (the pool's too), from run
@@ -168,6 +181,7 @@ class Worker:
             )
         self.app.import_modules()
         signals.worker_init.send(sender=self)  # after the task modules, as Celery's loader
+        self.throttle.load(self.app.tasks)
         self.ack_first = self._acked_at_start()
         self._install_signals()
         self.executor = Executor(self.app, self.hostname)
@@ -179,6 +193,10 @@ class Worker:
             self.sync_revoked()
         except BrokerError as exc:
             log.error("could not read the revoked tasks (%s); the heartbeat retries", exc)
+        try:  # commands sent from now on reach this worker; none sent before
+            self.control_cursor = self.app.broker.commands(None)[0]
+        except BrokerError as exc:
+            log.error("could not read the control channel (%s); the heartbeat retries", exc)
         self._event(ev.WORKER_ONLINE)
         if self.metrics is not None:
             self.metrics.watch_worker(
@@ -205,7 +223,7 @@ class Worker:
         try:
             self._consume()
             self._stop_beat(beat_thread)
-            self._release(self.pool.recall() + self._unbuffer())
+            self._release(self.pool.recall() + self._unbuffer() + self._unthrottle_all())
             log.info(
                 "worker %s: warm shutdown, waiting for %d running task(s)",
                 self.hostname,
@@ -234,6 +252,16 @@ class Worker:
         """Stop taking work and let running tasks finish."""
         self.stopping.set()
 
+    def stop_warmly(self, why: str) -> None:
+        """`stop`, from another thread (a control command): a wait for work ends at once
+        where the broker can end it (otherwise within `idle_wait`)."""
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        self._shutting_down(why, "Warm")
+        if self.waiting:
+            self.app.broker.interrupt_wait()
+
     def _make_pool(self, executor: Executor) -> Pool:
         if self.pool_name == "prefork":
             return PreforkPool(
@@ -244,7 +272,10 @@ class Worker:
     def _consume(self) -> None:
         broker = self.app.broker
         handoff = self.handoff
+        throttle = self.throttle
         while not self.stopping.is_set():
+            if throttle.waiting:
+                self._unthrottle()
             try:
                 if not handoff.buffer:
                     if not self._fill(broker):
@@ -259,6 +290,8 @@ class Worker:
             while handoff.buffer and not self.stopping.is_set():
                 if self.ranked:
                     self._look_up(broker)
+                if throttle.waiting:
+                    self._unthrottle()
                 if not handoff.reserve(timeout=wait):  # or nudged: the buffer runs low
                     self._top_up(broker)
                     continue
@@ -269,6 +302,8 @@ class Worker:
                     handoff.give_back()
                     self._skip_revoked(delivery)
                     continue
+                if throttle.on and self._throttled(delivery):
+                    continue
                 self.pool.submit(delivery)
             if not handoff.buffer:
                 self.pool.idle()
@@ -277,6 +312,41 @@ class Worker:
         """Empty the buffer on a stop: what no pool slot will take (then `_release` it)."""
         with self.handoff.frozen() as rest:
             return rest
+
+    # -- rate limits (see throttle.py) ------------------------------------------------------
+    def _throttled(self, delivery: Delivery) -> bool:
+        """Whether `delivery` must wait for its turn: then it waits in the throttle (or,
+        when the worker holds enough waiting, in the broker) and its slot is given back."""
+        wait, here = self.throttle.delay(delivery)
+        if wait <= 0:
+            return False
+        self.handoff.give_back()
+        if here or not self._defer(delivery, wait):
+            self.throttle.hold(delivery, wait)
+        return True
+
+    def _defer(self, delivery: Delivery, wait: float) -> bool:
+        """Send `delivery`'s message back to the broker, delayed `wait` seconds, in one
+        atomic step with its acknowledgement. False if the broker could not be reached."""
+        claim = delivery.claim
+        later = Outgoing(claim.queue, claim.id, claim.body, time.time() + wait)
+        try:
+            self.app.broker.finish(ack=[claim], send=[later], token=new_token())
+        except BrokerError as exc:
+            log.error("could not give back a rate-limited task (%s); held here", exc)
+            return False
+        with self.held_lock:
+            self.held.pop(claim.id, None)
+        return True
+
+    def _unthrottle(self) -> None:
+        """Put the deliveries whose turn came back at the head of the buffer."""
+        due = self.throttle.due()
+        if due:
+            self.handoff.put(due, before=True)
+
+    def _unthrottle_all(self) -> list[Claim]:
+        return [delivery.claim for delivery in self.throttle.take_all()]
 
     def _skip_revoked(self, delivery: Delivery) -> None:
         assert self.executor is not None
@@ -314,7 +384,7 @@ class Worker:
     def _fill(self, broker: Any) -> bool:
         """Claim a batch into the buffer; when there is none, wait for work. True if filled."""
         self.handoff.dry = False
-        ack_first = bool(self.ack_first) and self.pool.free()
+        ack_first = bool(self.ack_first) and self.pool.free() and not self.throttle.on
         claimed = broker.claim(self.queues, self.batch, self.visibility, ack_first, AHEAD)
         # Said as soon as the broker answers, not after the wait for work that follows.
         if self.failures:
@@ -332,6 +402,12 @@ class Worker:
                 self.stopping.wait(max(until, 0.0))
                 return False
             timeout = min(timeout, until - self.BLOCK_PRECISION)
+        turn = self.throttle.next_due()
+        if turn is not None:  # a rate-limited task's turn comes
+            if turn <= self.BLOCK_PRECISION:
+                self.stopping.wait(turn)
+                return False
+            timeout = min(timeout, turn - self.BLOCK_PRECISION)
         # The wait and the claim after it are one round trip where the broker allows.
         # A stop signal ends the wait at once rather than when it times out (see _on_signal).
         try:
@@ -407,6 +483,8 @@ class Worker:
         with self.held_lock:
             self.held.pop(delivery.id, None)
             self.processed += 1
+            if outcome is not None:
+                self.totals[outcome.name] += 1
         if self.metrics is not None and outcome is not None:
             self.metrics.task_done(outcome.name, outcome.state, outcome.runtime)
 
@@ -449,7 +527,7 @@ class Worker:
         self.stopping.set()
         with self.handoff.frozen() as rest:  # no claim goes from the buffer to a slot meanwhile
             aborted = self.pool.terminate()
-        pending = aborted + rest
+        pending = aborted + rest + self._unthrottle_all()
         if aborted:
             log.warning(
                 "worker %s: aborted %d running task(s); they go back to their queue: %s",
@@ -531,15 +609,33 @@ class Worker:
 
     # -- heartbeat -------------------------------------------------------------------------
     def _heartbeat_loop(self) -> None:
+        """A heartbeat every `heartbeat_interval`; between them, a look at the control
+        channel every CONTROL_EVERY (remote.py)."""
+        beat_at = 0.0
         while True:
+            if time.monotonic() >= beat_at:
+                beat_at = time.monotonic() + self.heartbeat_interval
+                try:
+                    self.heartbeat()
+                except BrokerError as exc:
+                    log.error("heartbeat failed: %s", exc)
+                except Exception:
+                    log.exception("heartbeat failed")
             try:
-                self.heartbeat()
+                self.control()
             except BrokerError as exc:
-                log.error("heartbeat failed: %s", exc)
+                log.error("could not read the control channel: %s", exc)
             except Exception:
-                log.exception("heartbeat failed")
-            if self.stopping.wait(self.heartbeat_interval):
+                log.exception("control command failed")
+            left = beat_at - time.monotonic()
+            if self.stopping.wait(max(0.0, min(CONTROL_EVERY, left))):
                 return
+
+    def control(self) -> None:
+        """Run the control commands sent to this worker since the last look."""
+        if self.control_cursor is None:  # the first read failed at start: from now on
+            self.control_cursor = self.app.broker.commands(None)[0]
+        run_commands(self)
 
     def heartbeat(self) -> None:
         """Renew the claims this worker holds and publish its state."""
@@ -573,7 +669,8 @@ class Worker:
         in the buffer. `running`: the pool's running deliveries."""
         ids = {delivery.id for delivery, _ in running}
         waiting = [delivery for delivery in self.pool.held() if delivery.id not in ids]
-        return waiting + list(self.handoff.buffer)
+        waiting += list(self.handoff.buffer)
+        return waiting + self.throttle.held() if self.throttle.waiting else waiting
 
     def info(self) -> dict[str, Any]:
         """What `inspect` and `status` show, published with every heartbeat."""
@@ -595,6 +692,8 @@ class Worker:
             "reserved_tasks": reserved,  # claimed, waiting for a pool slot (the first 100)
             "timezone": str(self.app.conf.timezone),
             "processed": self.processed,
+            "total": dict(self.totals),
+            "rate_limits": self.throttle.limits(),
             "prefetch_count": self.prefetch,
             "visibility_timeout": self.visibility,
             "heartbeat_interval": self.heartbeat_interval,

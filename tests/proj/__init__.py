@@ -13,7 +13,7 @@ import time
 from beatq import Beatq
 from tests.journal import journal, record  # noqa: F401 (the tasks and the tests import them here)
 
-app = Beatq("tests.proj", include=["tests.proj.tasks"])
+app = Beatq("tests.proj", include=["tests.proj.tasks", "tests.proj.limited"])
 app.conf.update(
     broker_transport_options={
         "global_keyprefix": os.environ.get("BEATQ_TEST_PREFIX", "beatq-test"),
