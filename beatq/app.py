@@ -54,9 +54,17 @@ class Beatq:
         broker: str | None = None,
         backend: str | None = None,
         include: Iterable[str] | None = None,
+        config_source: Any = None,
+        namespace: str | None = None,
+        task_cls: type[Task] | str | None = None,
+        set_as_current: bool = True,
         **settings: Any,
     ) -> None:
+        _refuse_celery_only(settings)
+        settings.update(settings.pop("changes", None) or {})  # Celery's dict of settings
         self.main = main
+        self.namespace = namespace  # config_from_object's default namespace, as in Celery
+        self.task_cls = task_cls  # the default base= of @app.task ("module:Class" too)
         # Celery's app signals (`@app.on_after_configure.connect`); see `_configure`, `finalize`
         self.on_configure = Signal("app.on_configure")
         self.on_after_configure = Signal("app.on_after_configure")
@@ -81,29 +89,39 @@ class Beatq:
         self._signer: tuple[Any, signing.Signer | None] = (_UNSET, None)
         self.events = ev.Events(self)
         self.control = Control(self)
-        set_current(self)
+        if set_as_current:
+            set_current(self)
         register_builtins(self)
         _apps.add(self)
         for shared in list(_shared_tasks):  # @shared_task run before this app was made
             shared.register(self)
+        if config_source is not None:
+            self.config_from_object(config_source)
 
     # -- settings ------------------------------------------------------------------------
-    def config_from_object(self, obj: Any, namespace: str | None = None) -> None:
+    def config_from_object(
+        self, obj: Any, namespace: str | None = None, silent: bool = False, force: bool = False
+    ) -> bool:
         """Load settings from a module, a path to one ("proj.config", "django.conf:settings"),
-        or any object; `namespace="CELERY"` reads CELERY_-prefixed names, Django style."""
+        or any object; `namespace="CELERY"` reads CELERY_-prefixed names, Django style
+        (default: the app's `namespace=`). `silent`: a module that cannot be imported is
+        skipped (returns False), as Celery's."""
         if isinstance(obj, str):
             path, _, attr = obj.partition(":")
             try:
                 obj = importlib.import_module(path)
             except ImportError as exc:
+                if silent:
+                    return False
                 raise ConfigurationError(f"cannot import config module {path!r}: {exc}") from exc
             if attr:
                 try:
                     obj = getattr(obj, attr)
                 except AttributeError:
                     raise ConfigurationError(f"config module {path!r} has no {attr!r}") from None
-        self.conf.from_object(obj, namespace)
+        self.conf.from_object(obj, namespace or self.namespace)
         self._backends.clear()
+        return True
 
     @property
     def timezone(self) -> tzinfo:
@@ -176,7 +194,7 @@ class Beatq:
 
         def register(fun: Callable[..., Any]) -> Task:
             name = options.pop("name", None) or self.gen_task_name(fun)
-            base = options.pop("base", None) or Task
+            base = options.pop("base", None) or self._task_cls()
             task = base(self, fun, name, **options)
             self.tasks[name] = task
             return task
@@ -186,6 +204,23 @@ class Beatq:
         if args:
             raise TypeError("use @app.task or @app.task(option=value, ...)")
         return register
+
+    def _task_cls(self) -> type[Task]:
+        """The default base of @app.task: `task_cls` (a class, or "module:Class" imported
+        on first use, as the module may import the app), else Task."""
+        cls = self.task_cls
+        if cls is None:
+            return Task
+        if isinstance(cls, str):
+            module, _, attr = cls.partition(":") if ":" in cls else cls.rpartition(".")
+            try:
+                cls = getattr(importlib.import_module(module), attr)
+            except (ImportError, AttributeError) as exc:
+                raise ConfigurationError(f"task_cls {self.task_cls!r}: {exc}") from exc
+            self.task_cls = cls
+        if not (isinstance(cls, type) and issubclass(cls, Task)):
+            raise ConfigurationError(f"task_cls must be a subclass of beatq.Task, not {cls!r}")
+        return cls
 
     def register_task(self, task: Task | type[Task]) -> Task:
         """Register a class-based task (`class Fetch(Task): ... def run(self, ...)`),
@@ -703,6 +738,24 @@ def announce_published(outgoing: Iterable[Outgoing]) -> None:
             routing_key=message.queue,
             headers=_headers(message),
         )
+
+
+# Celery(...)'s arguments that have no meaning in beatq, and why: refused, not dropped.
+_CELERY_ONLY_ARGS = {
+    "loader": "beatq has no loaders: settings come from conf and config_from_object",
+    "amqp": "beatq has no AMQP layer: brokers are chosen by broker_url",
+    "events": "beatq's events are app.events, not replaceable",
+    "log": "beatq's logging is set up by its CLI (or the setup_logging signal)",
+    "control": "beatq's remote control is app.control, not replaceable",
+    "fixups": "beatq has no fixups: Django's apps are read by autodiscover_tasks()",
+    "autofinalize": "beatq's app is finalized as a worker or beat starts",
+}
+
+
+def _refuse_celery_only(settings: Mapping[str, Any]) -> None:
+    for key, why in _CELERY_ONLY_ARGS.items():
+        if key in settings:
+            raise TypeError(f"Celery({key}=...) is not supported by beatq: {why}")
 
 
 _warned_naive_eta = False

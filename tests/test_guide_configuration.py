@@ -28,7 +28,7 @@ import pytest
 import beatq.app
 import beatq.conf
 import beatq.context
-from beatq import Beatq
+from beatq import Beatq, Celery
 from beatq.discovery import DiscoveryError
 from tests.conftest import ROOT, scaled, wait_for
 
@@ -142,6 +142,7 @@ def django_project(folder: Path, tag: str, settings: str = "") -> str:
 def django_settings() -> Iterator[None]:
     """Django's settings as new, before and after the test (its app registry is left
     alone: the tests that need it run in processes of their own)."""
+    pytest.importorskip("django")  # in the test extras; a venv made before it skips
     from django import conf as django_conf
     from django.utils.functional import empty
 
@@ -193,6 +194,7 @@ def test_django_settings_are_read_under_the_celery_namespace(
 def test_a_django_project_runs_its_apps_tasks_in_a_real_worker(
     env: dict[str, str], tmp_path: Path, prefix: str
 ) -> None:
+    pytest.importorskip("django")
     folder = tmp_path / "site"
     tag = uuid.uuid4().hex[:6]
     proj = django_project(folder, tag)
@@ -451,3 +453,44 @@ def test_a_naive_eta_in_the_past_is_read_in_the_app_zone_and_warned_about_once(
     delayed = {claim.id for _, claim in app.broker.scheduled()}
     assert len(delayed) == 2 and trapped.id not in delayed
     app.close()
+
+
+# -- the constructor ------------------------------------------------------------------------
+def test_celerys_constructor_arguments(modules: Path) -> None:
+    write(
+        modules,
+        {
+            "ctor_base.py": """
+                from beatq import Task
+
+
+                class Audited(Task):
+                    audited = True
+            """,
+            "ctor_settings.py": """
+                CELERY_TASK_DEFAULT_QUEUE = "from.namespace"
+                task_default_queue = "not read: no prefix"
+            """,
+        },
+    )
+    current = Beatq("current")
+    app = Celery(
+        "ctor",
+        config_source="ctor_settings",
+        namespace="CELERY",
+        task_cls="ctor_base:Audited",
+        set_as_current=False,
+        changes={"timezone": "Europe/Paris"},
+    )
+    assert beatq.context.current_app() is current  # set_as_current=False
+    assert app.conf.task_default_queue == "from.namespace"
+    assert app.conf.timezone == "Europe/Paris"
+
+    @app.task
+    def ping():
+        return "pong"
+
+    assert type(ping).__name__ == "Audited" and ping.audited is True
+    assert app.config_from_object("no_such_settings_xyz", silent=True) is False
+    with pytest.raises(TypeError, match=r"Celery\(loader=\.\.\.\) is not supported by beatq"):
+        Celery("ctor", loader="celery.loaders.app:AppLoader")

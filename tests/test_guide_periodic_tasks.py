@@ -215,3 +215,36 @@ def test_app_signals_fire_once_in_celerys_order(local) -> None:
         "app.on_after_configure",
         "app.on_after_finalize",
     ]
+
+
+def test_entries_added_on_after_finalize_see_the_discovered_tasks(local, modules_dir) -> None:
+    (modules_dir / "pt_app").mkdir()
+    (modules_dir / "pt_app" / "__init__.py").write_text("")
+    (modules_dir / "pt_app" / "tasks.py").write_text(
+        "from beatq import shared_task\n\n\n@shared_task\ndef report(kind):\n    return kind\n"
+    )
+    local.autodiscover_tasks(["pt_app"])
+
+    @local.on_after_finalize.connect
+    def setup(sender, **kwargs):  # the tasks modules are imported by now, as in Celery
+        sender.add_periodic_task(
+            crontab(minute=0, hour=9), sender.tasks["pt_app.tasks.report"].s("daily")
+        )
+
+    entries = Beat(local, files=[]).load()  # what a beat does as it starts
+    entry = entries["pt_app.tasks.report('daily')"]
+    assert (entry.task, entry.args, str(entry.schedule)) == (
+        "pt_app.tasks.report",
+        ["daily"],
+        "0 9 * * *",
+    )
+
+
+@pytest.fixture
+def modules_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    folder = tmp_path / "mods"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    yield folder
+    for name in [n for n in sys.modules if n == "pt_app" or n.startswith("pt_app.")]:
+        del sys.modules[name]
