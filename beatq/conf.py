@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "task_compression": None,
     "task_default_queue": "celery",
     "task_routes": {},
+    "task_queues": None,  # Celery's declared queues: beatq makes queues on use; purge reads names
     "task_always_eager": False,
     "task_eager_propagates": False,
     "task_track_started": False,
@@ -124,7 +125,7 @@ CELERY_ONLY = frozenset(
     """
     task_annotations task_protocol task_store_eager_result task_remote_tracebacks
     task_store_errors_even_if_ignored task_acks_on_failure_or_timeout task_reject_on_worker_lost
-    task_default_rate_limit task_allow_error_cb_on_chord_header task_queues
+    task_default_rate_limit task_allow_error_cb_on_chord_header
     task_queue_max_priority task_default_priority task_inherit_parent_priority
     task_create_missing_queues task_create_missing_queue_type task_default_queue_type
     task_default_exchange task_default_exchange_type task_default_routing_key

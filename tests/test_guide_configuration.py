@@ -333,6 +333,7 @@ def test_unknown_settings_are_warned_about_once_with_a_did_you_mean(
                 task_serializr = "json"
                 worker_hijack_root_logger = False
                 broker_connection_retry_on_startup = True
+                task_queues = ["billing"]  # read by purge: no word
                 CELERYD_TASK_TIME_LIMT = 10
                 CELERYBEAT_SCHEDULE = {}
                 DEBUG = True
