@@ -29,9 +29,13 @@ def register_builtins(app: App) -> None:
         group's list (its argument `index`), or all its arguments."""
         return args[index] if index is not None else list(args)
 
-    @app.task(name="beatq.chord_unlock", acks_late=True, ignore_result=True)
-    def chord_unlock(group_id: str, body: dict[str, Any], extra: dict[str, Any]) -> Followup:
+    @app.task(name="beatq.chord_unlock", acks_late=True, ignore_result=True, bind=True)
+    def chord_unlock(
+        self: Any, group_id: str, body: dict[str, Any], extra: dict[str, Any]
+    ) -> Followup:
         """Sent once, by the member that completes the header: the body sent with the
         members' results, or failed if a member failed (see `workflow.unlock_plan`),
-        in the step that acknowledges this task."""
-        return Followup(None, unlock_plan(app, group_id, body, extra))
+        in the step that acknowledges this task. The body's parent is that member."""
+        request = self.request
+        origin = {"parent_id": request.parent_id, "root_id": request.root_id or request.parent_id}
+        return Followup(None, unlock_plan(app, group_id, body, extra, origin))

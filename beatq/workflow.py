@@ -49,6 +49,12 @@ def root_of(message: Message) -> str:
     return message.root or message.id
 
 
+def lineage(message: Message) -> dict[str, str]:
+    """The parent and root ids of what `message`'s task starts when it ends (a chain's
+    next task): that task, and the first task of its workflow."""
+    return {"parent_id": message.id, "root_id": root_of(message)}
+
+
 def chord_join(
     app: App, chord: dict[str, Any], member: str, root_id: str | None, ttl: float
 ) -> ChordJoin:
@@ -143,10 +149,15 @@ def failure_writes(
 
 
 def unlock_plan(
-    app: App, group_id: str, body: dict[str, Any], extra: dict[str, Any] | None
+    app: App,
+    group_id: str,
+    body: dict[str, Any],
+    extra: dict[str, Any] | None,
+    origin: dict[str, str] | None = None,
 ) -> Plan:
     """A complete chord's next step: the members' results gathered in order and the body
-    sent with them; or, if a member failed (or has no result), the body failed."""
+    sent with them; or, if a member failed (or has no result), the body failed. `origin`:
+    the body's parent and root ids (the member that completed the header, its root)."""
     store = app.result_store
     accept = app.conf.result_accept_content
     saved = store.get_result(group_key(group_id))
@@ -162,7 +173,7 @@ def unlock_plan(
         found[member] = meta["result"]
     values = _shaped(shape, found)
     plan = Plan()
-    expand(maybe_signature(body, app), app, plan, [values], {}, None, extra or None)
+    expand(maybe_signature(body, app), app, plan, [values], {}, None, extra or None, origin)
     return plan
 
 

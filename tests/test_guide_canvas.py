@@ -19,7 +19,9 @@ from tests.conftest import scaled, stored_messages, wait_for
 from tests.proj import journal
 from tests.proj.canvas_guide import (
     gc_add_debug,
+    gc_collect_ids,
     gc_hello,
+    gc_ids,
     gc_log_error,
     gc_note,
     gc_replace_add,
@@ -297,3 +299,48 @@ def test_replace_run_eagerly_returns_the_value(app):
     assert gc_replace_add.apply((2, 3)).get() == 5
     assert gc_replace_group.apply((3,)).get() == [4, 6]
     assert stored_messages(app) == []
+
+
+# -- lineage: root_id and parent_id through a workflow (Celery's integration checks) ---------
+def _ids(result):
+    root_id, parent_id, value = result.get(timeout=T)
+    return root_id, parent_id, value
+
+
+@BOTH
+def test_a_chain_gives_each_task_its_parent_and_root(worker):
+    result = chain(gc_ids.si(i) for i in range(5))()
+    root = result
+    while root.parent is not None:
+        root = root.parent
+    node, i = result, 4
+    while node is not None:
+        root_id, parent_id, value = _ids(node)
+        assert value == i and root_id == root.id
+        assert parent_id == (node.parent.id if node.parent is not None else None)
+        node, i = node.parent, i - 1
+    assert i == -1
+
+
+@BOTH
+def test_a_group_after_a_chain_and_a_chord_body(worker):
+    result = (gc_ids.si(1) | gc_ids.si(2) | group(gc_ids.si(i) for i in range(3, 7)))()
+    first, second = result.parent.parent, result.parent
+    assert [value[2] for value in result.get(timeout=T)] == [3, 4, 5, 6]
+    for root_id, parent_id, _ in result.get(timeout=T):
+        assert (root_id, parent_id) == (first.id, second.id)
+
+    root = gc_ids.si(1)
+    expected_root = root.freeze().id
+    body = chain(gc_collect_ids.s(i=50), gc_ids.si(51))
+    res = chain(root, gc_ids.si(2), chord(group(gc_ids.si(i) for i in range(3, 8)), body))()
+    assert isinstance(res.parent.parent, GroupResult)
+    assert _ids(res) == (expected_root, res.parent.id, 51)
+    header_values, (root_id, parent_id, value) = res.parent.get(timeout=T)
+    assert (root_id, value) == (expected_root, 50)
+    assert parent_id in [r.id for r in res.parent.parent.results]  # a header member
+    two = res.parent.parent.parent
+    for member_root, member_parent, _ in header_values:
+        assert (member_root, member_parent) == (expected_root, two.id)
+    assert _ids(two) == (expected_root, two.parent.id, 2)
+    assert _ids(two.parent) == (expected_root, None, 1)

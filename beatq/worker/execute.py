@@ -33,6 +33,7 @@ from ..workflow import (
     callback_message,
     chord_join,
     failure_writes,
+    lineage,
     root_of,
     run_errbacks,
     tail_joins,
@@ -308,7 +309,7 @@ class Executor:
             eta=message.eta,
             expires=message.expires,
             parent_id=message.parent,
-            root_id=message.root,
+            root_id=message.root or message.id,
             group=message.group,
             callbacks=list(message.options.get("link") or ()),
             errbacks=list(message.options.get("link_error") or ()),
@@ -335,9 +336,8 @@ class Executor:
         chain = message.options.get("chain")
         if chain:
             extra = message.options.get("chain_extra")
-            expand(
-                maybe_signature(chain[0], self.app), self.app, plan, [value], {}, chain[1:], extra
-            )
+            first = maybe_signature(chain[0], self.app)
+            expand(first, self.app, plan, [value], {}, chain[1:], extra, lineage(message))
         joins = [j for j in (self._join(message),) if j is not None] + plan.joins
         events = self._event(
             ev.TASK_SUCCEEDED, message, result=ev.short_repr(value), runtime=runtime
