@@ -227,6 +227,20 @@ def _warn_unprefixed(key: str, prefix: str) -> None:
     )
 
 
+def _warn_no_namespace(key: str) -> None:
+    """`CELERY_BEAT_SCHEDULE` read without a namespace: Django's settings loaded without
+    `namespace="CELERY"` (Celery's old name for it, if any, would have been taken)."""
+    if key in _warned:
+        return
+    _warned.add(key)
+    log.warning(
+        "setting %r is not read: it is %r under namespace 'CELERY'; load it with "
+        "config_from_object(..., namespace=\"CELERY\")",
+        key,
+        key[7:].lower(),
+    )
+
+
 class Settings(dict):
     """The app's settings: Celery's lower-case names, read as keys or attributes.
 
@@ -297,6 +311,8 @@ class Settings(dict):
                 if callable(value) or type(value).__name__ == "module":
                     continue
                 self[key] = value
+            elif key.startswith("CELERY_") and key[7:].lower() in DEFAULTS:
+                _warn_no_namespace(key)
             elif key.startswith(OLD_PREFIXES):
                 check_key(key)
 

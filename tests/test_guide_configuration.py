@@ -189,6 +189,18 @@ def test_django_settings_are_read_under_the_celery_namespace(
     assert app.broker.queue_length("blog") == 1  # CELERY_TASK_ROUTES routed it
     assert sent.id
 
+    # the same settings without the namespace: the new names are not read, and said so
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        plain = Beatq("plain", broker="memory://plain", set_as_current=False)
+        plain.config_from_object("django.conf:settings")
+    assert plain.conf.timezone == "Asia/Shanghai"  # CELERY_TIMEZONE: Celery's old name
+    assert plain.conf.task_routes == {}
+    assert (
+        "setting 'CELERY_TASK_ROUTES' is not read: it is 'task_routes' under namespace "
+        "'CELERY'; load it with config_from_object(..., namespace=\"CELERY\")"
+    ) in warnings_of(caplog)
+
 
 @pytest.mark.backends("redis", "sqlite")
 def test_a_django_project_runs_its_apps_tasks_in_a_real_worker(
