@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from ..exceptions import BrokerError
 from .records import ChordJoin, Claim, Claimed, DeadLetter, EntryState, Outgoing
-from .roles import Backend, Finish, Take, new_token
+from .roles import Backend, Finish, Take, forget_elsewhere, new_token
 from .rows import LeaseRow, RowBeatState
 from .schedule_rows import RowSchedules, ScheduleTables, TableRows
 
@@ -49,6 +49,7 @@ class _Message:
     deadline: float = 0.0  # while claimed
     token: str = ""  # while claimed: the delivery's token
     ack_at_claim: bool = False  # the sender's word (see Outgoing)
+    redelivered: bool = False  # put back as its claim expired (see Claim)
 
 
 @dataclass(slots=True)
@@ -198,7 +199,9 @@ class _Store:
         expired = self._due(self.claimed, CLAIMED, now)
         due = self._due(self.delayed, DELAYED, now + ahead)
         for id_ in reversed(expired):
-            self.make_ready(id_, self.messages[id_], head=True)
+            msg = self.messages[id_]
+            msg.redelivered = True
+            self.make_ready(id_, msg, head=True)
         for id_ in due:
             msg = self.messages[id_]
             if msg.eta > now:  # held by its worker until then (see Delivery.claim)
@@ -358,7 +361,7 @@ class MemoryBackend(RowBeatState, RowSchedules, Backend):
                 else:
                     s.claim(id_, msg, now + ask.visibility)
                     msg.token = token
-                claims.append(Claim(id_, queue, msg.body, token))
+                claims.append(Claim(id_, queue, msg.body, token, msg.redelivered))
         return acked
 
     def wait(self, queues: Sequence[str], timeout: float, ahead: float = 0.0) -> bool:
@@ -388,7 +391,8 @@ class MemoryBackend(RowBeatState, RowSchedules, Backend):
         with self._locked() as s:
             for c in reversed(claims):
                 if c.id not in s.messages or s.held(c) is not None:
-                    s.make_ready(c.id, _Message(c.queue, c.body, READY), head=True)
+                    again = _Message(c.queue, c.body, READY, redelivered=c.redelivered)
+                    s.make_ready(c.id, again, head=True)
             s.work.notify_all()
 
     def queue_length(self, queue: str) -> int:
@@ -492,9 +496,14 @@ class MemoryBackend(RowBeatState, RowSchedules, Backend):
                 letter = s.dead.pop(id_, None)
                 if letter is not None:
                     s.put(Outgoing(letter.queue, id_, letter.body), now)
+                    if self._results is None:  # the FAILURE stored as it died
+                        s.results.pop(id_, None)
+                        s.states.pop(id_, None)
                     moved.append(id_)
             s.work.notify_all()
-            return moved
+        if self._results is not None:
+            forget_elsewhere(self.results, moved)
+        return moved
 
     # -- beat state (leases and dispatch: RowBeatState) ------------------------------------
     def beat_entries(self) -> dict[str, EntryState]:

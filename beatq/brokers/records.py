@@ -35,6 +35,9 @@ class Claim:
     queue: str
     body: bytes
     token: str = ""  # empty for a message that is not claimed (see `scheduled`)
+    # Delivered before and not finished: its claim expired (its worker died, or stopped
+    # renewing it) and it was put back. The request's delivery_info["redelivered"].
+    redelivered: bool = False
 
 
 @dataclass(frozen=True)

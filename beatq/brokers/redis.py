@@ -12,6 +12,7 @@ Keys (prefix `beatq`, or the transport option `global_keyprefix`):
                             be acknowledged as it is claimed, \\2: not; see `_stored`)
     {p}:delayed     zset    id by eta
     {p}:unacked     zset    "id|token" of each claim by its deadline (the visibility timeout)
+    {p}:redelivered set     ids put back as their claim expired, until claimed again
     {p}:r:{id}      list    the final result of a task (one element; waiters BLMOVE on it)
     {p}:s:{id}      string  the latest non-final state (STARTED, RETRY)
     {p}:chord:{g}   set     finished members of chord g; {p}:chord:{g}:fired once complete
@@ -79,7 +80,7 @@ from .records import (
     RunRequest,
 )
 from .redis_calls import SPIN, Calls
-from .roles import Backend, Finish, Plan, Take, new_token
+from .roles import Backend, Finish, Plan, Take, forget_elsewhere, new_token
 
 MAX_BLOCK = 5.0  # seconds: the longest a blocking read waits before asking again
 TOKEN_TTL = 86400.0  # seconds a finish's token is kept: a retry later than that is not caught
@@ -212,6 +213,11 @@ def _stored(m: Outgoing) -> bytes:
     return (ACK_AT_CLAIM if m.ack_at_claim else ACK_AFTER) + m.body
 
 
+# In a claim's reply only, in place of that byte: the message was delivered before (its
+# claim expired); claim.lua keeps the ids of such messages in {p}:redelivered until claimed.
+REDELIVERED = b"\x03"
+
+
 def split_stored(stored: bytes) -> tuple[str, bytes]:
     """The queue and the body of a stored message ("queue\\n", its property, the body; one
     stored before properties were has none)."""
@@ -236,8 +242,11 @@ def _claimed(reply: list[Any], token: str) -> Claimed:
     next_eta = float(reply[0]) if reply[0] else None
     claims = []
     for i in range(2, len(reply), 2):
-        queue, body = split_stored(reply[i + 1])
-        claims.append(Claim(reply[i].decode(), queue, body, token))
+        queue, _, body = reply[i + 1].partition(b"\n")
+        mark = body[:1]
+        if mark in (ACK_AT_CLAIM, ACK_AFTER, REDELIVERED):
+            body = body[1:]
+        claims.append(Claim(reply[i].decode(), queue.decode(), body, token, mark == REDELIVERED))
     return Claimed(claims, next_eta, reply[1] == 1)
 
 
@@ -445,12 +454,16 @@ class RedisBackend(Backend):
 
     def requeue_dead(self, ids: Sequence[str] | None = None) -> list[str]:
         k = self.keys
+        here = self._results is None  # the results are kept here: forgotten in the script
         moved = self._run(
             "requeue_dead",
             [k.dead, k.dead_reason, k.dead_index, k.msgs, k.delayed],
-            [k.prefix, *(ids or ())],
+            [k.prefix, "1" if here else "", *(ids or ())],
         )
-        return [m.decode() for m in moved]
+        moved = [m.decode() for m in moved]
+        if not here:
+            forget_elsewhere(self.results, moved)
+        return moved
 
     # -- leases ----------------------------------------------------------------------------
     def _lease(self, op: str, name: str, holder: str, token: int, ttl: float) -> Any:

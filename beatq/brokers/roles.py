@@ -322,7 +322,17 @@ class Delivery(Store):
     @abc.abstractmethod
     def requeue_dead(self, ids: Sequence[str] | None = None) -> list[str]:
         """Send dead letters (all when `ids` is None) back to their queue; the ids moved.
-        They are acknowledged by their worker, not in a claim."""
+        They are acknowledged by their worker, not in a claim. Each one's stored state
+        (the FAILURE its worker stored as it dead-lettered it) is forgotten, in the same
+        step where the results are kept here, so a waiter waits for the new run."""
+
+
+def forget_elsewhere(results: Results, ids: Sequence[str]) -> None:
+    """Forget the states of requeued dead letters kept in another store (a `result_backend`
+    on another URL): after the requeue, so a run that finishes first loses its result
+    (a window of one round trip, on that set-up only)."""
+    for id_ in ids:
+        results.forget(id_)
 
 
 class Leases(Store):

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .records import ChordJoin, Claim, Claimed, DeadLetter, EntryState, Outgoing, RunRequest
-from .roles import Backend, Finish, Take, new_token
+from .roles import Backend, Finish, Take, forget_elsewhere, new_token
 from .rows import LeaseRow, RowBeatState
 from .schedule_rows import RowSchedules
 from .sqlite_db import Database, is_relative, path_of
@@ -319,7 +319,11 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
                 "ORDER BY deadline LIMIT ?",
                 (now, RESTORE_LIMIT),
             ).fetchall()
-            # Expired claims go back to the head, due messages (earliest first) to the due lane.
+            # Expired claims go back to the head, marked delivered before; due messages
+            # (earliest first) to the due lane.
+            conn.executemany(
+                "UPDATE messages SET redelivered = 1 WHERE id = ?", [(i,) for i, _ in expired]
+            )
             _to_head(conn, expired)
             _to_due(conn, _due(conn, now))
             claims: list[Claim] = []
@@ -341,7 +345,7 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
                     if len(claims) >= count:
                         break
                     rows = conn.execute(
-                        "SELECT id, body, ack_at_claim FROM messages "
+                        "SELECT id, body, ack_at_claim, redelivered FROM messages "
                         "WHERE state = 'ready' AND queue = ? ORDER BY seq LIMIT ?",
                         (queue, count - len(claims)),
                     ).fetchall()
@@ -354,7 +358,7 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
                         "WHERE id = ?",
                         [(deadline, token, row[0]) for row in held],
                     )
-                    claims += [Claim(id_, queue, body, token) for id_, body, _ in rows]
+                    claims += [Claim(id_, queue, body, token, bool(r)) for id_, body, _, r in rows]
             next_eta = conn.execute(
                 "SELECT MIN(eta) FROM messages WHERE state = 'delayed'"
             ).fetchone()[0]
@@ -579,7 +583,13 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
                     if row is not None:
                         rows.append(row)
             _put(conn, [Outgoing(queue, id_, body) for id_, queue, body in rows], time.time())
-            conn.executemany("DELETE FROM dead_letters WHERE id = ?", [(r[0],) for r in rows])
+            moved = [(r[0],) for r in rows]
+            conn.executemany("DELETE FROM dead_letters WHERE id = ?", moved)
+            if self._results is None:  # the FAILURE stored as it died: a waiter waits anew
+                conn.executemany("DELETE FROM results WHERE task_id = ?", moved)
+                conn.executemany("DELETE FROM states WHERE task_id = ?", moved)
+        if self._results is not None:
+            forget_elsewhere(self.results, [r[0] for r in rows])
         return [r[0] for r in rows]
 
     # -- beat state (leases and dispatch: RowBeatState) ------------------------------------

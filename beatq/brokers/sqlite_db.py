@@ -40,11 +40,12 @@ from ..exceptions import BrokerError, ConfigurationError
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 7  # every statement is IF NOT EXISTS: a newer version only adds
+SCHEMA_VERSION = 8  # every statement is IF NOT EXISTS: a newer version only adds
 # Columns added to tables of older versions (CREATE TABLE IF NOT EXISTS leaves them out).
 ADDED_COLUMNS = [
     ("messages", "token", "TEXT"),  # version 3
     ("messages", "ack_at_claim", "INTEGER NOT NULL DEFAULT 0"),  # version 5
+    ("messages", "redelivered", "INTEGER NOT NULL DEFAULT 0"),  # version 8
 ]
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -56,7 +57,8 @@ CREATE TABLE IF NOT EXISTS messages (
     eta      REAL,                        -- while delayed
     deadline REAL,                        -- while claimed: the visibility timeout
     token    TEXT,                        -- while claimed: the delivery's token
-    ack_at_claim INTEGER NOT NULL DEFAULT 0  -- the sender's word: see records.Outgoing
+    ack_at_claim INTEGER NOT NULL DEFAULT 0,  -- the sender's word: see records.Outgoing
+    redelivered INTEGER NOT NULL DEFAULT 0  -- put back as its claim expired: see Claim
 );
 CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, seq) WHERE state = 'ready';
 CREATE INDEX IF NOT EXISTS messages_delayed ON messages (eta) WHERE state = 'delayed';

@@ -274,6 +274,19 @@ def test_an_unrenewed_claim_expires_and_comes_back(b: Backend) -> None:
     assert b.claim(["q"], 10, 30).claims == [], "the renewed claim stays with its holder"
 
 
+def test_a_message_back_from_an_expired_claim_is_marked_redelivered(b: Backend) -> None:
+    """What `delivery_info["redelivered"]` reads (issue 22): set for a message put back as
+    its claim expired (its worker died), not for a fresh one nor one sent again by id."""
+    b.send([out("lost")])
+    assert [(c.id, c.redelivered) for c in b.claim(["q"], 1, 0.5).claims] == [("lost", False)]
+    back = wait_for(lambda: b.claim(["q"], 1, 30).claims, 10, "the expired claim")
+    assert [(c.id, c.redelivered) for c in back] == [("lost", True)]
+    b.send([out("fresh")])
+    assert [(c.id, c.redelivered) for c in b.claim(["q"], 1, 30).claims] == [("fresh", False)]
+    b.finish(ack=back, send=[out("lost")])  # a retry: the same id, a new message
+    assert [(c.id, c.redelivered) for c in b.claim(["q"], 1, 30).claims] == [("lost", False)]
+
+
 def test_renew_does_not_bring_back_an_acknowledged_message(b: Backend) -> None:
     b.send([out("m")])
     claims = b.claim(["q"], 1, 0.2).claims
@@ -409,6 +422,19 @@ def test_concurrent_chord_members_fire_the_unlock_exactly_once(store: Store) -> 
 
 
 # -- dead letters ---------------------------------------------------------------------------------
+def test_requeuing_a_dead_letter_forgets_the_state_stored_as_it_died(b: Backend) -> None:
+    """A worker stores FAILURE for a message it dead-letters (so nobody waits PENDING); sent
+    back, the message's waiters wait for its new run, not that old outcome."""
+    b.send([out("m")])
+    [claim] = b.claim(["q"], 1, 30).claims
+    b.dead_letter(claim, "not in accept_content")
+    b.store_results([ResultWrite("m", b"FAILURE", 60)])
+    assert b.get_result("m") == b"FAILURE"
+    assert b.requeue_dead(["m"]) == ["m"]
+    assert b.get_result("m") is None
+    assert ids(b.claim(["q"], 1, 30).claims) == ["m"]
+
+
 def test_dead_letters_keep_reason_and_body_and_can_be_requeued(b: Backend) -> None:
     b.send([out("d1"), out("d2"), out("d3")])
     c1, c2, c3 = b.claim(["q"], 3, 0.2).claims

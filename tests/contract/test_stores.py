@@ -257,10 +257,11 @@ def test_sqlite_a_file_of_the_previous_schema_is_migrated_in_place(tmp_path: Pat
     path = tmp_path / "old.db"
     old_schema = sqlite_db.SCHEMA.replace(
         "    token    TEXT,                        -- while claimed: the delivery's token\n"
-        "    ack_at_claim INTEGER NOT NULL DEFAULT 0  -- the sender's word: see records.Outgoing\n",
+        "    ack_at_claim INTEGER NOT NULL DEFAULT 0,  -- the sender's word: see records.Outgoing\n"
+        "    redelivered INTEGER NOT NULL DEFAULT 0  -- put back as its claim expired: see Claim\n",
         "    token    TEXT                         -- while claimed: the delivery's token\n",
     )
-    assert "ack_at_claim" not in old_schema
+    assert "ack_at_claim" not in old_schema and "redelivered" not in old_schema
     with sqlite3.connect(path) as raw:
         raw.executescript(old_schema)
         raw.execute(

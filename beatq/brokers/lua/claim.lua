@@ -12,6 +12,8 @@ local ack_first = ARGV[6] == '1'
 local first_queue = 7
 local now = clock()
 local woken = {}
+-- ids of messages put back as their claim expired, until claimed again (see Claim.redelivered)
+local redelivered = prefix .. ':redelivered'
 
 -- Whether its sender stored the message as acknowledged at claim: the byte after its
 -- queue (see redis.py `_stored`).
@@ -57,6 +59,7 @@ local function requeue(zset, members, due)
       list[#list + 1] = ids[i]
     end
   end
+  if not due then redis.call('SADD', redelivered, unpack(ids)) end
   for _, queue in ipairs(queues) do
     if due then
       redis.call('LPUSH', dkey(prefix, queue), unpack(by_queue[queue]))
@@ -73,6 +76,15 @@ requeue(unacked, redis.call('ZRANGEBYSCORE', unacked, '-inf', now, 'LIMIT', 0, 1
 local out = {'', 0}
 local taken = 0
 local deadline = now + visibility
+local marked = redis.call('SCARD', redelivered) > 0  -- one look a claim when none is
+-- A redelivered message's reply carries \3 for its delivery byte (stored as it was).
+local function reply_of(id, stored)
+  if marked and redis.call('SREM', redelivered, id) == 1 then
+    local at = string.find(stored, '\n', 1, true)
+    return string.sub(stored, 1, at) .. '\3' .. string.sub(stored, at + 2)
+  end
+  return stored
+end
 local function take_from(q)
   while taken < count do
     local ids = redis.call('RPOP', q, count - taken)
@@ -89,7 +101,7 @@ local function take_from(q)
           claims[#claims + 1] = id .. token
         end
         out[#out + 1] = id
-        out[#out + 1] = stored[j]
+        out[#out + 1] = reply_of(id, stored[j])
         taken = taken + 1
       end
     end
