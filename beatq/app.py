@@ -29,7 +29,7 @@ from .messages import Message, MessageError, new_id
 from .messages import decode as decode_message
 from .result import AsyncResult
 from .signals import Signal
-from .task import Task
+from .task import Task, check_time_limits, running_request
 
 _UNSET = object()
 log = logging.getLogger("beatq.app")
@@ -423,12 +423,27 @@ class Beatq:
         task_id = options.pop("task_id", None) or new_id()
         announce = bool(signals.before_task_publish.receivers)
         policy = options.get("retry_policy") if announce else None
-        for key in ("retry", "retry_policy", "routing_key", "exchange", "shadow", "headers"):
+        for key in ("retry", "retry_policy", "routing_key", "exchange", "shadow"):
             options.pop(key, None)
         exec_options = {k: v for k, v in options.items() if v is not None}
         for key in ("link", "link_error"):
             if key in exec_options:
                 exec_options[key] = as_signatures(exec_options[key], self)
+        if "headers" in exec_options:
+            exec_options["headers"] = _custom_headers(exec_options["headers"])
+        if "soft_time_limit" in exec_options or "time_limit" in exec_options:
+            check_time_limits(
+                exec_options.get("soft_time_limit", opt("soft_time_limit")),
+                exec_options.get("time_limit", opt("time_limit")),
+                f"sending {name!r}",
+            )
+        parent = exec_options.pop("parent_id", None)
+        root = exec_options.pop("root_id", None)
+        if parent is None:  # sent from inside a running task: it is the parent (as Celery)
+            running = running_request()
+            if running is not None:
+                parent = running.id
+                root = root or running.root_id or running.id
         message = Message(
             id=task_id,
             task=name,
@@ -439,8 +454,8 @@ class Beatq:
             eta=eta_ts,
             expires=None if expires is None else timezones.expiry_timestamp(expires, self.timezone),
             retries=int(exec_options.pop("retries", 0)),
-            parent=exec_options.pop("parent_id", None),
-            root=exec_options.pop("root_id", None),
+            parent=parent,
+            root=root,
             group=exec_options.pop("group_id", None),
             priority=exec_options.pop("priority", opt("priority")),
         )
@@ -686,6 +701,7 @@ def _headers(message: Message) -> dict[str, Any]:
         return None if ts is None else datetime.fromtimestamp(ts, timezones.UTC).isoformat()
 
     return {
+        **(message.options.get("headers") or {}),  # beatq's own go over a custom namesake
         "lang": "py",
         "task": message.task,
         "id": message.id,
@@ -697,6 +713,12 @@ def _headers(message: Message) -> dict[str, Any]:
         "group": message.group,
         "priority": message.priority,
     }
+
+
+# The headers beatq itself gives before/after_task_publish; any other is a custom header.
+_STANDARD_HEADERS = frozenset(
+    ("lang", "task", "id", "eta", "expires", "retries", "root_id", "parent_id", "group", "priority")
+)
 
 
 def _body(message: Message) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
@@ -711,17 +733,35 @@ def _body(message: Message) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
 
 
 def announce_before(message: Message, retry_policy: Any = None) -> None:
-    """Send `before_task_publish` for a message about to be encoded and sent."""
+    """Send `before_task_publish` for a message about to be encoded and sent. What its
+    receivers add to `headers` (a tracing integration's trace context) travels with the
+    message as its custom headers, as in Celery."""
+    custom = message.options.get("headers") or {}
+    headers = _headers(message)  # the custom ones among them
     signals.before_task_publish.send(
         sender=message.task,
         body=_body(message),
         exchange="",
         routing_key=message.queue,
-        headers=_headers(message),
+        headers=headers,
         properties={"correlation_id": message.id, "priority": message.priority},
         declare=[],
         retry_policy=retry_policy,
     )
+    found = {**custom, **{k: v for k, v in headers.items() if k not in _STANDARD_HEADERS}}
+    if found != custom:
+        message.options["headers"] = _custom_headers(found)
+
+
+def _custom_headers(value: Any) -> dict[str, Any]:
+    """`apply_async(headers=...)`: a mapping of names (str) to values the task's
+    serializer can carry; TypeError, naming the fault, for anything else."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"headers= takes a dict of custom headers, not {type(value).__name__}")
+    for key in value:
+        if not isinstance(key, str):
+            raise TypeError(f"headers=: a header name must be a str, not {key!r}")
+    return dict(value)
 
 
 def announce_published(outgoing: Iterable[Outgoing]) -> None:

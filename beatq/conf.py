@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "task_eager_propagates": False,
     "task_track_started": False,
     "task_acks_late": False,
+    "task_reject_on_worker_lost": False,
     "task_ignore_result": False,
     "task_time_limit": None,
     "task_soft_time_limit": None,
@@ -61,6 +62,9 @@ DEFAULTS: dict[str, Any] = {
     # Celery's child recycling: not offered yet, refused by the worker when set (issue 25)
     "worker_max_tasks_per_child": None,
     "worker_max_memory_per_child": None,
+    # times a message may be put back unfinished (Reject(requeue=True), a lost child with
+    # reject_on_worker_lost) before it goes to the dead letters instead: no endless loop
+    "worker_requeue_max": 100,
     "task_send_sent_event": False,  # the client sends task-sent
     "beat_send_events": False,  # beat -E: beat-elected, -lost, -dispatched, -missed
     "events_max_len": 10_000,  # the event stream keeps about this many of the newest
@@ -97,6 +101,7 @@ OLD_NAMES: dict[str, str] = {
     "CELERY_EAGER_PROPAGATES_EXCEPTIONS": "task_eager_propagates",
     "CELERY_TRACK_STARTED": "task_track_started",
     "CELERY_ACKS_LATE": "task_acks_late",
+    "CELERY_REJECT_ON_WORKER_LOST": "task_reject_on_worker_lost",
     "CELERY_IGNORE_RESULT": "task_ignore_result",
     "CELERYD_TASK_TIME_LIMIT": "task_time_limit",
     "CELERYD_TASK_SOFT_TIME_LIMIT": "task_soft_time_limit",

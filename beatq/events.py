@@ -43,6 +43,7 @@ TASK_RETRIED = "task-retried"
 TASK_REVOKED = "task-revoked"
 TASK_EXPIRED = "task-expired"
 TASK_DEAD_LETTERED = "task-dead-lettered"
+TASK_REJECTED = "task-rejected"  # Reject(requeue=False), or requeued past worker_requeue_max
 WORKER_ONLINE = "worker-online"
 WORKER_HEARTBEAT = "worker-heartbeat"
 WORKER_OFFLINE = "worker-offline"
@@ -61,6 +62,7 @@ TASK_TYPES = (
     TASK_REVOKED,
     TASK_EXPIRED,
     TASK_DEAD_LETTERED,
+    TASK_REJECTED,
 )
 WORKER_TYPES = (WORKER_ONLINE, WORKER_HEARTBEAT, WORKER_OFFLINE)
 BEAT_TYPES = (BEAT_ELECTED, BEAT_LOST, BEAT_DISPATCHED, BEAT_MISSED)
@@ -216,6 +218,7 @@ _TASK_STATE = {
     TASK_REVOKED: "REVOKED",
     TASK_EXPIRED: "REVOKED",
     TASK_DEAD_LETTERED: "FAILURE",
+    TASK_REJECTED: "FAILURE",  # as its stored result (Celery's monitors say REJECTED)
 }
 _FINAL = {"SUCCESS", "FAILURE", "REVOKED"}
 _TIME_FIELD = {
@@ -227,6 +230,7 @@ _TIME_FIELD = {
     TASK_REVOKED: "finished",
     TASK_EXPIRED: "finished",
     TASK_DEAD_LETTERED: "finished",
+    TASK_REJECTED: "finished",
 }
 _COPIED = ("name", "args", "kwargs", "result", "exception", "traceback", "queue", "runtime")
 

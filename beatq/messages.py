@@ -21,13 +21,16 @@ message of a content type it does not accept, and `inspect` can show any message
     queue     "celery"                         queue it was routed to
     priority  null | 0..9                      kept for routing; queues give the order
     sent      1732465798.2                     POSIX seconds when it was sent
+    requeued  absent | 1..                     times a worker put it back unfinished
+                                               (Reject(requeue=True), reject_on_worker_lost)
     sig       absent | "<64 hex digits>"       HMAC-SHA256 with security_key, first member
                                                when present (see signing.py)
 
 The payload, serialized with the content type and compressed with the encoding, is
 `[args, kwargs, options]` where options is a dict holding `link` and `link_error`
 (lists of signature dicts, see canvas.py) and any other per-call execution options
-(`time_limit`, `soft_time_limit`, `acks_late`, `ignore_result`, `chord`, ...).
+(`time_limit`, `soft_time_limit`, `acks_late`, `ignore_result`, `chord`, ...), and the
+call's custom `headers` (a dict, only when given: `apply_async(headers={...})`).
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ _HEADER_FIELDS = (
     "queue",
     "priority",
     "sent",
+    "requeued",
 )
 
 _HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"))  # made once: json.dumps makes one a call
@@ -101,9 +105,10 @@ class Message:
     sent: float = 0.0
     content_type: str = "application/json"
     content_encoding: str | None = None
+    requeued: int = 0
 
     def header(self) -> dict[str, Any]:
-        return {
+        header: dict[str, Any] = {
             "id": self.id,
             "task": self.task,
             "eta": self.eta,
@@ -119,6 +124,9 @@ class Message:
             "ct": self.content_type,
             "ce": self.content_encoding,
         }
+        if self.requeued:  # absent, not 0, on every message never put back
+            header["requeued"] = self.requeued
+        return header
 
     def again(self, args: list[Any], kwargs: dict[str, Any]) -> Message:
         """The same call options with a new id and these arguments (a batch of calls)."""
@@ -156,7 +164,7 @@ class Message:
         return body if signer is None else signer.sign(body)
 
     def _header_json(self) -> str:
-        if self.eta is not None or self.expires is not None:
+        if self.eta is not None or self.expires is not None or self.requeued:
             return _HEADER_ENCODER.encode(self.header())
         key = (
             self.task,
@@ -180,6 +188,17 @@ class Message:
         return f'{{"id":{_HEADER_ENCODER.encode(self.id)},"sent":{self.sent!r},{fixed}}}'
 
 
+def requeued_body(body: bytes, count: int, signer: Signer | None = None) -> bytes:
+    """`body` with its header's `requeued` set to `count`, its payload byte for byte (so
+    its serializer and compression stay), signed again by `signer` when given."""
+    header = read_header(body)
+    header.pop("sig", None)  # it covered the old header
+    header["requeued"] = count
+    payload = body[body.index(b"\n") + 1 :]
+    again = _HEADER_ENCODER.encode(header).encode() + b"\n" + payload
+    return again if signer is None else signer.sign(again)
+
+
 def read_header(body: bytes) -> dict[str, Any]:
     """The header of a body, without touching its payload; MessageError if it is not one."""
     head, sep, _ = body.partition(b"\n")
@@ -199,7 +218,7 @@ def read_header(body: bytes) -> dict[str, Any]:
 # `sig`) are left alone.
 _TEXT_FIELDS = ("ce", "queue", "parent", "root", "group")
 _TIME_FIELDS = ("eta", "expires", "sent")
-_COUNT_FIELDS = ("retries", "priority")
+_COUNT_FIELDS = ("retries", "priority", "requeued")
 
 
 def check_header(header: dict[str, Any]) -> None:
@@ -260,6 +279,7 @@ def decode(body: bytes, accept: list[str] | None) -> Message:
         raise serializers.DecodeError("message payload is not [args, kwargs, options]") from None
     fields = {name: header.get(name) for name in _HEADER_FIELDS}
     fields["retries"] = int(fields["retries"] or 0)
+    fields["requeued"] = int(fields["requeued"] or 0)
     fields["sent"] = float(fields["sent"] or 0.0)
     fields["queue"] = fields["queue"] or "celery"
     return Message(

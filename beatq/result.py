@@ -33,38 +33,84 @@ def _plain(value: Any) -> Any:
 
 
 def exception_to_dict(exc: BaseException) -> dict[str, Any]:
+    """A task's exception as a result stores it: class, module, arguments, and its text
+    (`exc_str`) when that is not what the arguments say (a custom `__str__`, an
+    `__init__` that words its own message), so a reader that cannot rebuild it still
+    tells what happened."""
     cls = type(exc)
-    return {
+    data = {
         "exc_type": cls.__qualname__,
         "exc_module": cls.__module__,
         "exc_message": [_plain(a) for a in exc.args],
     }
+    text = _text(exc)
+    if text != _text(Exception(*exc.args)):
+        data["exc_str"] = text
+    return data
 
 
-_synthesized: dict[tuple[str, str], type[Exception]] = {}
+def _text(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # a __str__ that fails: its class name says what there is
+        return f"<{type(exc).__name__}: str() failed>"
+
+
+# Stand-in classes, made once each: for a class this process lacks, by (module, name); for
+# one it has but cannot rebuild an instance of, by that class.
+_synthesized: dict[Any, type[BaseException]] = {}
 
 
 def dict_to_exception(data: dict[str, Any]) -> BaseException:
     """Rebuild a task's exception: its own class where this process has it imported.
 
     Only modules already imported are looked in: a result never makes us import code.
+    An exception that cannot be rebuilt (its class is not here, or its `__init__` wants
+    other arguments than it kept) comes back as a stand-in of the same class name, and
+    module, whose str is the original text; a subclass of the real class when this
+    process has it, so `except ThatError` still catches it.
     """
     name, module = data.get("exc_type", "Exception"), data.get("exc_module", "builtins")
     args = data.get("exc_message") or []
     if not isinstance(args, (list, tuple)):
         args = [args]
+    text = data.get("exc_str")
     cls: Any = builtins if module == "builtins" else sys.modules.get(module)
-    for part in name.split("."):
+    for part in str(name).split("."):
         cls = getattr(cls, part, None)
     if isinstance(cls, type) and issubclass(cls, BaseException):
         try:
-            return cls(*args)
+            exc = cls(*args)
+            if text is None or _text(exc) == text:
+                return exc
         except Exception:
             pass
-    key = (module, name)
-    if key not in _synthesized:
-        _synthesized[key] = type(name.rpartition(".")[2], (Exception,), {"__module__": module})
-    return _synthesized[key](*args)
+        stand_in = _stand_in(cls, cls, str(name), module)
+    else:
+        stand_in = _stand_in((module, name), Exception, str(name), module)
+    if text is None:
+        text = _text(Exception(*args))
+    exc = BaseException.__new__(stand_in, *args)  # its own __init__ is not called
+    exc.__dict__["_beatq_text"] = text
+    return exc
+
+
+def _stand_in(key: Any, base: type[BaseException], name: str, module: str) -> type:
+    """A class named `name` (in `module`) under `base`, whose str is the stored text."""
+    found = _synthesized.get(key)
+    if found is None:
+        short = name.rpartition(".")[2]
+        attrs = {"__module__": module, "__qualname__": name, "__str__": _stored_text}
+        try:
+            found = type(short, (base,), attrs)
+        except Exception:  # a class that refuses subclasses: its name is still kept
+            found = type(short, (Exception,), attrs)
+        _synthesized[key] = found
+    return found
+
+
+def _stored_text(self: BaseException) -> str:
+    return str(self.__dict__.get("_beatq_text", ""))
 
 
 def is_exception_dict(value: Any) -> bool:

@@ -41,7 +41,15 @@ log = logging.getLogger("beatq.task")
 
 @dataclass
 class Request:
-    """What a running task knows of its call: `self.request` inside a bound task."""
+    """What a running task knows of its call: `self.request` inside a bound task.
+
+    Celery's fields: `id`, `args`, `kwargs`, `retries`, `eta` and `expires` (POSIX
+    seconds), `is_eager`, `parent_id` (the task that sent this one) and `root_id` (the
+    first task of the workflow), `group`, `hostname`, `delivery_info` (`exchange`,
+    `routing_key`, `priority`, `redelivered`), `headers` (the custom headers of
+    `apply_async(headers=...)`, also readable as attributes: `self.request.trace_id`),
+    `timelimit` (hard, soft), `correlation_id`, `reply_to`, `callbacks`, `errbacks`.
+    """
 
     id: str
     task: str
@@ -59,10 +67,53 @@ class Request:
     delivery_info: dict[str, Any] = field(default_factory=dict)
     hostname: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, Any] = field(default_factory=dict)
+    timelimit: tuple[float | None, float | None] = (None, None)
+    reply_to: str | None = None
+    origin: str | None = None
 
     @property
     def correlation_id(self) -> str:
         return self.id
+
+    @property
+    def called_directly(self) -> bool:
+        """True for a plain call (`add(2, 2)`), False in a worker or `apply`."""
+        return not self.id
+
+    @property
+    def time_limit(self) -> float | None:
+        """The hard time limit this run has, in seconds (None: none)."""
+        return self.timelimit[0]
+
+    @property
+    def soft_time_limit(self) -> float | None:
+        return self.timelimit[1]
+
+    @property
+    def chord(self) -> Any:
+        return self.options.get("chord")
+
+    @property
+    def chain(self) -> Any:
+        return self.options.get("chain")
+
+    @property
+    def ignore_result(self) -> bool:
+        return bool(self.options.get("ignore_result"))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A field or a custom header by name, as Celery's `request.get(key)`."""
+        value = getattr(self, key, _UNSET)
+        return default if value is _UNSET else value
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for a name that is not a field: a custom header, as in Celery,
+        # where they are the request's attributes (tracing integrations read them so).
+        headers = self.__dict__.get("headers")
+        if headers and name in headers:
+            return headers[name]
+        raise AttributeError(f"{type(self).__name__!r} has no field or header {name!r}")
 
 
 class _RequestStack(threading.local):
@@ -70,11 +121,28 @@ class _RequestStack(threading.local):
         self.stack: list[Request] = []
 
 
+# The requests this thread runs, innermost last, whatever their task: a message sent from
+# inside one gets it as its parent (see `running_request`).
+_running = _RequestStack()
+
+
+def running_request() -> Request | None:
+    """The request of the task a worker runs in this thread now, or None (also for an
+    eager run, as Celery's `current_worker_task`)."""
+    stack = _running.stack
+    if stack:
+        request = stack[-1]
+        if not request.is_eager:
+            return request
+    return None
+
+
 # Task attributes that a call's options fall back to, and the app setting behind each.
 TASK_DEFAULTS: dict[str, str | None] = {
     "serializer": "task_serializer",
     "compression": "task_compression",
     "acks_late": "task_acks_late",
+    "reject_on_worker_lost": "task_reject_on_worker_lost",
     "ignore_result": "task_ignore_result",
     "track_started": "task_track_started",
     "time_limit": "task_time_limit",
@@ -159,6 +227,12 @@ class Task:
                 raise TypeError(f"@app.task got an unknown option {key!r}")
         if self._options.get("rate_limit") is not None:
             _check_rate(self._options["rate_limit"], name or self.name or self.__name__)
+        if "soft_time_limit" in self._options or "time_limit" in self._options:
+            check_time_limits(
+                self._options.get("soft_time_limit"),
+                self._options.get("time_limit"),
+                f"task {name or self.__name__!r}",
+            )
         self.autoretry_for = tuple(self.autoretry_for)
         self._requests = _RequestStack()
         self._errback_arity = _positional_arity(fun) - (1 if bind else 0)
@@ -291,6 +365,8 @@ class Task:
     def run_in(self, request: Request) -> Any:
         """Run with `request` as `self.request`, turning `autoretry_for` errors into retries."""
         self.push_request(request)
+        running = _running.stack
+        running.append(request)
         try:
             if signals.task_prerun.receivers:
                 signals.task_prerun.send(
@@ -314,6 +390,7 @@ class Task:
             opts = {k: v for k, v in self.retry_kwargs.items() if k != "countdown"}
             raise self.retry(exc=exc, countdown=countdown, **opts) from exc
         finally:
+            running.pop()
             self.pop_request()
         if inspect.iscoroutine(value):
             # A plain function that hands back a coroutine (an async function behind a sync
@@ -551,6 +628,23 @@ class Task:
 
     def __repr__(self) -> str:
         return f"<@task: {self.name}>"
+
+
+def check_time_limits(soft: Any, hard: Any, where: str) -> None:
+    """Raise ValueError, one line naming `where`, unless the time limits are seconds (or
+    None) and the soft one lies below the hard one: a soft limit past the hard one would
+    never fire, since the hard one kills the task first."""
+    for name, value in (("soft_time_limit", soft), ("time_limit", hard)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+        ):
+            raise ValueError(f"{where}: {name}={value!r} is not a number of seconds >= 0")
+    if soft and hard and soft > hard:
+        raise ValueError(
+            f"{where}: soft_time_limit={soft:g} is greater than time_limit={hard:g}, so it "
+            "would never fire (the hard limit kills the task first); give a soft limit below "
+            "the hard one"
+        )
 
 
 def refuse_async(fun: Any, name: str) -> None:

@@ -144,7 +144,7 @@ def test_content_type_not_accepted_goes_to_dead_letters_and_can_be_requeued(app,
     assert "accept_content" in letter.reason
     assert letter.queue == "celery"
     assert add.delay(2, 2).get(timeout=scaled(5)) == 4  # the worker carries on
-    assert refused.state == "PENDING"  # never run
+    assert app.AsyncResult(refused.id).state == "FAILURE"  # never run; waiters told (issue 22)
     [line] = lines_naming(strict.log(), refused.id)
     assert "dead letters" in line and "Traceback" not in strict.log()
 
@@ -237,7 +237,8 @@ def test_yaml_is_loaded_safely_and_a_bad_payload_is_dead_lettered(sapp, tmp_path
     assert "zlib" in zlib_letter.reason
     assert add.delay(1, 1).get(timeout=scaled(5)) == 2
     assert not marker.exists()
-    assert AsyncResult(yaml_id, app=sapp).state == "PENDING"
+    refused = AsyncResult(yaml_id, app=sapp)  # never run; its waiters told (issue 22)
+    assert refused.state == "FAILURE" and type(refused.result).__name__ == "DecodeError"
 
 
 # -- routing -----------------------------------------------------------------------------------

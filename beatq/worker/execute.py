@@ -21,10 +21,18 @@ from typing import Any, NamedTuple
 from .. import events as ev
 from .. import messages, serializers, signals, states
 from ..app import Beatq, announce_published
-from ..brokers import ChordJoin, Claim, ResultWrite
+from ..brokers import ChordJoin, Claim, Outgoing, ResultWrite
 from ..canvas import Followup, Plan, all_ids, expand, maybe_signature
 from ..einfo import ExceptionInfo
-from ..exceptions import BrokerError, Ignore, NotRegistered, Reject, Retry, TaskRevokedError
+from ..exceptions import (
+    BrokerError,
+    Ignore,
+    NotRegistered,
+    Reject,
+    Retry,
+    TaskRevokedError,
+    WorkerLostError,
+)
 from ..messages import Message
 from ..result import encode_meta, make_meta
 from ..task import Request, Task, failure_signal
@@ -115,6 +123,7 @@ class Executor:
         self.pending: list[bytes] = []
         self.pending_lock = threading.Lock()
         self.warned_acked: set[str] = set()  # see _acked_by_sender
+        self.requeue_max = int(conf.worker_requeue_max)
 
     # -- the steps -------------------------------------------------------------------------
     def execute(self, delivery: Delivery, then: Delivery | None = None) -> Outcome:
@@ -174,13 +183,13 @@ class Executor:
         # what this task's finish acknowledges: itself if late, the next one if early
         ack = ([claim] if acks_late else []) + self._acked_at_start(then)
         folded = then is not None and then.claim in ack
-        request = self._request(message, task)
+        soft = message.options.get("soft_time_limit", task.option("soft_time_limit"))
+        hard = message.options.get("time_limit", task.option("time_limit"))
+        request = self._request(message, task, delivery.claim, (hard, soft))
         if log.isEnabledFor(logging.INFO):
             log.info("Task %s[%s] received", message.task, message.id)
         if signals.task_received.receivers:
             signals.task_received.send(sender=self.hostname, request=request)
-        soft = message.options.get("soft_time_limit", task.option("soft_time_limit"))
-        hard = message.options.get("time_limit", task.option("time_limit"))
         if held is not None:
             until_wall(held, START_LEAD)
         began = time.perf_counter()
@@ -197,9 +206,9 @@ class Executor:
             task.ended(request, IGNORED, exc)
             return Outcome(message.task, IGNORED, then_acked=folded)
         except Reject as exc:
-            self._reject(claim, message, exc)
+            self._reject(ack, claim, message, task, request, exc)
             task.ended(request, REJECTED, exc)
-            return Outcome(message.task, REJECTED)
+            return Outcome(message.task, REJECTED, then_acked=folded)
         except TaskRevokedError:  # revoked with terminate (threads, solo): see interrupt
             log.warning("Task %s[%s] terminated (REVOKED)", message.task, message.id)
             exc = TaskRevokedError("terminated")
@@ -274,13 +283,29 @@ class Executor:
             return delivery.message(self.accept)
         except serializers.ContentDisallowed as exc:
             self._dead_letter(delivery.claim, str(exc))
+            self._unread(delivery.claim, exc)
             rejected: Exception = exc
-        except (messages.MessageError, serializers.DecodeError) as exc:
+        except serializers.DecodeError as exc:
+            self._dead_letter(delivery.claim, f"corrupt message: {exc}")
+            self._unread(delivery.claim, exc)
+            rejected = exc
+        except messages.MessageError as exc:
             self._dead_letter(delivery.claim, f"corrupt message: {exc}")
             rejected = exc
         if signals.task_rejected.receivers:
             signals.task_rejected.send(sender=self.hostname, message=delivery.claim, exc=rejected)
         return None
+
+    def _unread(self, claim: Claim, exc: Exception) -> None:
+        """Store FAILURE, with `exc`, for a message whose header holds but whose payload
+        this worker may not or cannot read (not in accept_content, corrupt), so a client
+        waiting on it raises at once rather than waiting PENDING. Its callbacks, errbacks
+        and chord lie in that payload: they are not run (the dead letter keeps them)."""
+        header = messages.read_header(claim.body)  # it held, or this is not reached
+        meta = make_meta(header["id"], states.FAILURE, exc, None, header["task"])
+        data = encode_meta(meta, self.result_serializer, self.result_compression)
+        write = ResultWrite(header["id"], data, self.result_ttl, True)
+        retrying(lambda: self.app.result_store.store_results([write]))
 
     def _dead_letter(self, claim: Claim, reason: str) -> None:
         log.warning(
@@ -299,7 +324,14 @@ class Executor:
             event = ev.encode(ev.TASK_DEAD_LETTERED, {**fields, "hostname": self.hostname})
             retrying(lambda: self.app.broker.add_events([event]))
 
-    def _request(self, message: Message, task: Task) -> Request:
+    def _request(
+        self,
+        message: Message,
+        task: Task,
+        claim: Claim | None = None,
+        timelimit: tuple[Any, Any] = (None, None),
+    ) -> Request:
+        options = message.options
         return Request(
             id=message.id,
             task=message.task,
@@ -311,11 +343,19 @@ class Executor:
             parent_id=message.parent,
             root_id=message.root or message.id,
             group=message.group,
-            callbacks=list(message.options.get("link") or ()),
-            errbacks=list(message.options.get("link_error") or ()),
-            delivery_info={"routing_key": message.queue, "queue": message.queue},
+            callbacks=list(options.get("link") or ()),
+            errbacks=list(options.get("link_error") or ()),
+            delivery_info={
+                "exchange": "",
+                "routing_key": message.queue,
+                "queue": message.queue,
+                "priority": message.priority,
+                "redelivered": bool(message.requeued) or (claim is not None and claim.redelivered),
+            },
             hostname=self.hostname,
-            options=message.options,
+            options=options,
+            headers=options.get("headers") or {},
+            timelimit=timelimit,
         )
 
     # -- outcomes --------------------------------------------------------------------------
@@ -441,12 +481,64 @@ class Executor:
         plan = exc.followup if isinstance(exc.followup, Plan) else Plan()
         self._finish_joins(ack, plan.results, plan.send, plan.joins)
 
-    def _reject(self, claim: Claim, message: Message, exc: Reject) -> None:
+    def _reject(
+        self,
+        ack: list[Claim],
+        claim: Claim,
+        message: Message,
+        task: Task,
+        request: Request,
+        exc: Reject,
+    ) -> None:
+        """`raise Reject(...)`: requeued (counted, up to worker_requeue_max), or moved to
+        the dead letters with its result stored as FAILURE, so `get()` raises at once."""
+        reason = str(exc.reason or "") or "no reason given"
+        if exc.requeue and message.requeued < self.requeue_max:
+            log.info(
+                "Task %s[%s] rejected (%s); requeued (%d of at most %d)",
+                message.task,
+                message.id,
+                reason,
+                message.requeued + 1,
+                self.requeue_max,
+            )
+            self._requeue(ack, claim, message)
+            return
         if exc.requeue:
-            log.info("Task %s[%s] rejected; requeued", message.task, message.id)
-            retrying(lambda: self.app.broker.release([claim]))
+            reason = (
+                f"rejected and requeued {message.requeued} times (worker_requeue_max), "
+                f"then rejected again: {reason}"
+            )
         else:
-            self._dead_letter(claim, f"rejected by the task: {exc.reason or 'no reason given'}")
+            reason = f"rejected by the task: {reason}"
+        self._refuse(ack, claim, message, task, request, Reject(reason), ev.TASK_REJECTED)
+        if signals.task_rejected.receivers:
+            signals.task_rejected.send(sender=self.hostname, message=claim, exc=exc)
+
+    def _requeue(self, ack: list[Claim], claim: Claim, message: Message) -> None:
+        """Put `message` back at the end of its queue, its `requeued` count one up (its
+        next run sees `delivery_info["redelivered"]`), acknowledging this delivery in the
+        same atomic step (as a retry does)."""
+        body = messages.requeued_body(claim.body, message.requeued + 1, self.signer)
+        again = Outgoing(message.queue, message.id, body)
+        acks = ack if claim in ack else [claim, *ack]  # one acknowledged at start: gone
+        self._finish(acks, send=[again])
+
+    def _refuse(
+        self,
+        ack: list[Claim],
+        claim: Claim,
+        message: Message,
+        task: Task | None,
+        request: Request,
+        exc: BaseException,
+        event: str = ev.TASK_FAILED,
+    ) -> None:
+        """Move `claim` to the dead letters with `exc` as the reason, and store its task's
+        FAILURE (errbacks, chain and chord as for any failure): nobody waits PENDING."""
+        self._dead_letter(claim, str(exc))
+        others = [c for c in ack if c is not claim]  # the next one, acknowledged with this
+        self._fail(others, message, task, request, exc, None, event=event)
 
     @contextlib.contextmanager
     def _body(self, task_id: str) -> Iterator[None]:
@@ -563,14 +655,39 @@ class Executor:
             self._finish([claim])
             return Outcome("?", states.FAILURE)
         task = self.app.tasks.get(message.task)
+        if task is not None and self._requeues_lost(message, task, exc):
+            if message.requeued < self.requeue_max:
+                log.error(
+                    "Task %s[%s] lost its process (%s); requeued (reject_on_worker_lost, "
+                    "%d of at most %d)",
+                    message.task,
+                    message.id,
+                    exc,
+                    message.requeued + 1,
+                    self.requeue_max,
+                )
+                self._requeue([claim], claim, message)
+                return Outcome(message.task, REJECTED)
+            exc = WorkerLostError(
+                f"{exc}; requeued {message.requeued} times (worker_requeue_max) after its "
+                "process was lost, not again"
+            )
+            self._dead_letter(claim, str(exc))
         log.error("Task %s[%s] failed: %r", message.task, message.id, exc)
-        request = Request(
-            id=message.id, task=message.task, args=message.args, kwargs=message.kwargs
-        )
+        request = _bare_request(message)
         self._fail([claim], message, task, request, exc, f"{type(exc).__name__}: {exc}\n")
         if task is not None:  # its process is gone: the signal is sent from here, as Celery
             failure_signal(task, message.id, exc, message.args, message.kwargs, None)
         return Outcome(message.task, states.FAILURE)
+
+    @staticmethod
+    def _requeues_lost(message: Message, task: Task, exc: BaseException) -> bool:
+        """Whether a task whose process died goes back to its queue: acks_late and
+        reject_on_worker_lost, and the process was lost, not killed for its hard time
+        limit (Celery's rule; a revoke with terminate is handled before)."""
+        if not isinstance(exc, WorkerLostError) or not task.option("reject_on_worker_lost"):
+            return False
+        return bool(message.options.get("acks_late", task.option("acks_late")))
 
 
 def _revoked_signal(

@@ -359,4 +359,130 @@ def beat_stamp(self):
     record("beat_starts", f"{run.get('slot')!r} {time.time()!r} {self.request.eta!r}")
 
 
+# -- Celery's tasks page: the request, Reject, lost children (gt_, tests/test_guide_tasks.py) -
+def _gt_fields(request):
+    """What a test reads of a request, as JSON."""
+    return {
+        "id": request.id,
+        "parent_id": request.parent_id,
+        "root_id": request.root_id,
+        "hostname": request.hostname,
+        "retries": request.retries,
+        "is_eager": request.is_eager,
+        "eta": request.eta,
+        "expires": request.expires,
+        "correlation_id": request.correlation_id,
+        "delivery_info": request.delivery_info,
+        "headers": request.headers,
+        "timelimit": list(request.timelimit),
+        "time_limit": request.time_limit,
+        "soft_time_limit": request.soft_time_limit,
+        "called_directly": request.called_directly,
+    }
+
+
+@app.task(bind=True)
+def gt_request(self, header=None):
+    """The request's fields; with `header`, that custom header read as an attribute."""
+    fields = _gt_fields(self.request)
+    if header:
+        fields["attribute"] = getattr(self.request, header)
+        fields["get"] = self.request.get(header)
+    return fields
+
+
+@app.task(bind=True)
+def gt_descend(self, depth):
+    """This request's fields and the id of the task it sends, `depth` - 1 levels down."""
+    child = gt_descend.delay(depth - 1).id if depth > 0 else None
+    return {"fields": _gt_fields(self.request), "child": child}
+
+
+@app.task(bind=True, acks_late=True)
+def gt_requeue_once(self, tag):
+    """Celery's example: rejected with requeue until it comes back redelivered."""
+    redelivered = self.request.delivery_info["redelivered"]
+    record("gt_requeue_once", {"tag": tag, "redelivered": redelivered})
+    if not redelivered:
+        from beatq.exceptions import Reject
+
+        raise Reject("no reason", requeue=True)
+    return "received two times"
+
+
+@app.task(bind=True)
+def gt_requeue_forever(self, tag):
+    """Rejects with requeue every time: the loop worker_requeue_max bounds."""
+    from beatq.exceptions import Reject
+
+    record("gt_requeue_forever", tag)
+    raise Reject(f"not now ({tag})", requeue=True)
+
+
+@app.task(acks_late=True)
+def gt_reject(reason):
+    from beatq.exceptions import Reject
+
+    raise Reject(reason, requeue=False)
+
+
+@app.task(bind=True, acks_late=True, reject_on_worker_lost=True)
+def gt_lost_requeued(self, tag, seconds=30.0):
+    """Journals its pid, then sleeps unless it was delivered again (its child killed)."""
+    redelivered = self.request.delivery_info["redelivered"]
+    record("gt_lost", {"tag": tag, "pid": os.getpid(), "redelivered": redelivered})
+    if not redelivered:
+        time.sleep(seconds)
+    return f"{tag} ran again"
+
+
+@app.task(acks_late=True, reject_on_worker_lost=True, time_limit=0.5)
+def gt_lost_limited(tag):
+    """Killed for its hard time limit: it fails, reject_on_worker_lost or not."""
+    record("gt_lost", {"tag": tag, "pid": os.getpid(), "redelivered": False})
+    time.sleep(30)
+
+
+@app.task(bind=True, acks_late=True)
+def gt_lost_failed(self, tag, seconds=30.0):
+    """As gt_lost_requeued without reject_on_worker_lost: a lost child fails it."""
+    record("gt_lost", {"tag": tag, "pid": os.getpid(), "redelivered": False})
+    time.sleep(seconds)
+    return tag
+
+
+class GtNeedsArgs(Exception):
+    """An exception whose __init__ wants other arguments than the ones it keeps."""
+
+    def __init__(self, code, detail):
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+
+
+class GtPathError(Exception):
+    """An exception that keeps no arguments and words its message in __str__."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def __str__(self):
+        return f"cannot open {self.path}"
+
+
+@app.task
+def gt_raise(kind):
+    if kind == "needs-args":
+        raise GtNeedsArgs(404, "no such page")
+    if kind == "custom-str":
+        raise GtPathError("/etc/beatq.conf")
+    if kind == "worker-only":  # its module exists in the worker only
+        raise type("WorkerOnlyError", (Exception,), {"__module__": "gt_worker_only"})("only here")
+    if kind == "holds-a-lock":
+        import threading
+
+        raise ValueError("cannot pickle this", threading.Lock())
+    raise LookupError(kind)
+
+
 from . import canvas_guide  # noqa: E402, F401  (Celery's canvas guide: tests/test_guide_canvas.py)
