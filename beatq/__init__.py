@@ -2,7 +2,7 @@
 
 from .app import Beatq, Celery, current_app, shared_task
 from .beat.schedules import crontab, every, once, schedule
-from .canvas import Signature, chain, chord, group, signature
+from .canvas import Signature, chain, chord, chunks, group, maybe_signature, signature
 from .result import AsyncResult, GroupResult
 from .task import Task
 
@@ -17,10 +17,12 @@ __all__ = [
     "Task",
     "chain",
     "chord",
+    "chunks",
     "crontab",
     "current_app",
     "every",
     "group",
+    "maybe_signature",
     "once",
     "schedule",
     "shared_task",

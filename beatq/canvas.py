@@ -360,6 +360,38 @@ class group(Signature):  # noqa: N801
             maybe_signature(t, self._app).link_error(errback)
         return errback
 
+    def link(self, callback: Signature) -> Signature:
+        """As Celery's: `callback`, made immutable, is linked to the group's first task (it
+        runs when that task succeeds, not when the group ends: for that, use a chord)."""
+        tasks = self.kwargs["tasks"]
+        if not tasks:
+            raise TypeError("an empty group has no task to link to: use a chord (group | task)")
+        immutable = maybe_signature(callback, self._app).clone().set(immutable=True)
+        return maybe_signature(tasks[0], self._app).link(immutable)
+
+    def apply_async(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        if options.get("link") is not None:
+            raise TypeError(
+                "group.apply_async(link=...): a group has no one result to pass on; "
+                "use a chord, (group(...) | callback)(), to run it with the group's results"
+            )
+        return super().apply_async(args, kwargs, **options)
+
+    def skew(self, start: float = 1.0, stop: float | None = None, step: float = 1.0) -> group:
+        """Spread the members' starts, as Celery's: countdowns start, start + step, ...
+        (past `stop`, `stop` again). Returns the group."""
+        countdown = start
+        for t in self.kwargs["tasks"]:
+            maybe_signature(t, self._app).set(countdown=countdown)
+            if stop is None or countdown + step <= stop:
+                countdown += step
+        return self
+
     def __or__(self, other: Any) -> Signature:
         """`group(...) | body` is a chord, as in Celery."""
         if isinstance(other, Signature):
@@ -368,6 +400,26 @@ class group(Signature):  # noqa: N801
 
     def __repr__(self) -> str:
         return f"group([{', '.join(repr(t) for t in self.tasks)}])"
+
+
+class chunks(group):  # noqa: N801
+    """`add.chunks(zip(a, b), 10)` or `chunks(add.s(), zip(a, b), 10)`: the task over
+    every item's arguments, `n` items to a message; a group of `beatq.starmap` tasks
+    (`.group()` gives it as a plain group, to `skew` it, as Celery's)."""
+
+    def __init__(
+        self, task: Any, it: Iterable[Any], n: int, app: App | None = None, **options: Any
+    ) -> None:
+        sig = maybe_signature(task, app)
+        app = app or sig._app
+        parts = [
+            Signature("beatq.starmap", (), {"task": sig, "it": [list(i) for i in chunk]}, app=app)
+            for chunk in chunks_of(it, n)
+        ]
+        super().__init__(parts, app=app, **options)
+
+    def group(self) -> group:
+        return group(self.tasks, app=self._app, **self.options)
 
 
 class chord(Signature):  # noqa: N801

@@ -17,9 +17,8 @@ from .canvas import (
     Signature,
     as_signatures,
     chord,
-    chunks_of,
+    chunks,
     expand,
-    group,
     maybe_signature,
 )
 from .canvas import freeze as freeze_canvas
@@ -527,7 +526,7 @@ class Task:
 
     def chunks(self, it: Iterable[Any], n: int) -> Signature:
         """A group of `starmap`s of `n` items each: `add.chunks(zip(a, b), 10)`."""
-        return group((self.starmap(chunk) for chunk in chunks_of(it, n)), app=self.app)
+        return chunks(self.s(), it, n, app=self.app)
 
     # -- states ---------------------------------------------------------------------------
     def update_state(

@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from beatq import GroupResult, Signature, chain, chord, group, signature
+from beatq import GroupResult, Signature, chain, chord, chunks, group, signature
 from beatq.exceptions import ChordError
 from beatq.result import EagerResult
 from tests.conftest import scaled, stored_messages, wait_for
@@ -344,3 +344,30 @@ def test_a_group_after_a_chain_and_a_chord_body(worker):
         assert (member_root, member_parent) == (expected_root, two.id)
     assert _ids(two) == (expected_root, two.parent.id, 2)
     assert _ids(two.parent) == (expected_root, None, 1)
+
+
+# -- map, starmap, chunks; group links ---------------------------------------------------------
+@BOTH
+def test_map_starmap_and_chunks(worker):
+    assert ~gc_tsum.map([range(10), range(100)]) == [45, 4950]
+    assert ~add.starmap(zip(range(10), range(10))) == [2 * i for i in range(10)]
+    result = add.chunks(zip(range(100), range(100)), 10)()
+    assert result.get(timeout=T) == [[2 * i for i in range(s, s + 10)] for s in range(0, 100, 10)]
+    assert chunks(add.s(), zip(range(4), range(4)), 2)().get(timeout=T) == [[0, 2], [4, 6]]
+    skewed = add.chunks(zip(range(10), range(10)), 2).group().skew(start=0, step=0.1, stop=0.2)
+    assert [t.options["countdown"] for t in skewed.tasks] == pytest.approx([0, 0.1, 0.2, 0.2, 0.2])
+    assert skewed().get(timeout=T) == [[0, 2], [4, 6], [8, 10], [12, 14], [16, 18]]
+
+
+@BOTH
+def test_a_group_link_runs_with_its_first_task(worker, drained):
+    """Celery's group.link: the callback, made immutable, is linked to the first task;
+    apply_async(link=...) on a group is refused, naming the fix (a chord)."""
+    linked = group(add.s(1, 1), add.s(2, 2))
+    linked.link(gc_note.s("once", tag="glink"))
+    assert linked().get(timeout=T) == [2, 4]
+    with pytest.raises(TypeError, match="use a chord"):
+        group(add.s(1, 1)).apply_async(link=gc_note.s(tag="never"))
+    wait_for(lambda: journal("gc"), 10, "the group's link")
+    drained(worker)
+    assert journal("gc") == ["glink:once"]
