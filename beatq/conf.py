@@ -130,7 +130,7 @@ CELERY_ONLY = frozenset(
     """
     task_annotations task_protocol task_store_eager_result task_remote_tracebacks
     task_store_errors_even_if_ignored task_acks_on_failure_or_timeout task_reject_on_worker_lost
-    task_default_rate_limit task_allow_error_cb_on_chord_header
+    task_allow_error_cb_on_chord_header
     task_queue_max_priority task_default_priority task_inherit_parent_priority
     task_create_missing_queues task_create_missing_queue_type task_default_queue_type
     task_default_exchange task_default_exchange_type task_default_routing_key
@@ -148,7 +148,6 @@ CELERY_ONLY = frozenset(
     broker_connection_timeout broker_connection_retry_on_startup broker_channel_error_retry
     broker_login_method broker_transport broker_host broker_port broker_user broker_password
     broker_vhost worker_enable_prefetch_count_reduction worker_lost_wait
-    worker_max_tasks_per_child worker_max_memory_per_child worker_disable_rate_limits
     worker_state_db worker_timer_precision worker_enable_remote_control
     worker_proc_alive_timeout worker_cancel_long_running_tasks_on_connection_loss
     worker_soft_shutdown_timeout worker_enable_soft_shutdown_on_idle event_queue_ttl

@@ -32,8 +32,9 @@ class ZoneFormatter(logging.Formatter):
         )
 
 
-def setup_logging(level: str | int, zone: tzinfo) -> None:
-    """Send beatq's logs (and the app's) to stderr at `level`, times in `zone`.
+def setup_logging(level: str | int, zone: tzinfo, logfile: str | None = None) -> None:
+    """Send beatq's logs (and the app's) to stderr, or to `logfile`, at `level`, times in
+    `zone`.
 
     As Celery: a receiver of the `setup_logging` signal replaces this set-up (it is
     called instead); `after_setup_logger` follows either way, with the root logger."""
@@ -41,17 +42,21 @@ def setup_logging(level: str | int, zone: tzinfo) -> None:
         level = logging.getLevelName(level.upper())
         if not isinstance(level, int):
             raise ValueError("log level must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
-    described = {"loglevel": level, "logfile": None, "format": FORMAT, "colorize": False}
+    described = {"loglevel": level, "logfile": logfile, "format": FORMAT, "colorize": False}
     if signals.setup_logging.receivers:
         signals.setup_logging.send(sender=None, **described)
     else:
-        _to_stderr(level, zone)
+        _to_stderr(level, zone, logfile)
     if signals.after_setup_logger.receivers:
         signals.after_setup_logger.send(sender=None, logger=logging.getLogger(), **described)
 
 
-def _to_stderr(level: int, zone: tzinfo) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def _to_stderr(level: int, zone: tzinfo, logfile: str | None = None) -> None:
+    handler: logging.Handler
+    if logfile:  # appended to, as Celery's --logfile; forked children share it
+        handler = logging.FileHandler(logfile, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(ZoneFormatter(zone))
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -8,13 +8,22 @@ time), and the command-line habits of Celery operators (`purge`, `control`, `ins
 
 from __future__ import annotations
 
+import json
+import signal
+import socket
+import subprocess
+import sys
 import time
+import uuid
+from pathlib import Path
 
 import pytest
 
 import tests.proj.limited  # noqa: F401  (registers the rate-limited tasks here too)
 from beatq import states
-from tests.conftest import scaled, stored_messages, wait_for
+from beatq.cli.process import expand
+from beatq.exceptions import ConfigurationError
+from tests.conftest import ROOT, WorkerProcess, scaled, stored_messages, wait_for
 from tests.journal import journal
 from tests.proj import tasks
 
@@ -30,13 +39,15 @@ def starts(prefix: str) -> list[float]:
 def test_ping_answers_for_every_worker_or_the_destination_named(app, start_worker) -> None:
     w0 = start_worker("-P", "threads", "-c", "1")
     w1 = start_worker("-P", "threads", "-c", "1")
-    replies = app.control.ping(timeout=scaled(3))
+    replies = app.control.ping(timeout=scaled(10))
     assert sorted(replies, key=lambda r: next(iter(r))) == [
         {w0.name: {"ok": "pong"}},
         {w1.name: {"ok": "pong"}},
     ]
-    assert app.control.ping(destination=[w1.name], timeout=scaled(3)) == [{w1.name: {"ok": "pong"}}]
-    assert app.control.inspect(destination=[w0.name], timeout=scaled(3)).ping() == {
+    assert app.control.ping(destination=[w1.name], timeout=scaled(10)) == [
+        {w1.name: {"ok": "pong"}}
+    ]
+    assert app.control.inspect(destination=[w0.name], timeout=scaled(10)).ping() == {
         w0.name: {"ok": "pong"}
     }
     began = time.monotonic()
@@ -51,7 +62,7 @@ def test_inspect_shows_what_a_worker_runs_holds_and_knows(app, start_worker) -> 
     assert done.get(timeout=scaled(10)) == 3
     long = tasks.sleep.delay(3, "long")
     waiting = [tasks.echo.delay(n) for n in range(2)]
-    inspect = app.control.inspect(timeout=scaled(3))
+    inspect = app.control.inspect(timeout=scaled(10))
 
     active = wait_for(lambda: (inspect.active() or {}).get(w.name), 10, "the task to run")
     assert [t["id"] for t in active] == [long.id]
@@ -86,7 +97,7 @@ def test_shutdown_stops_a_worker_warmly_and_loses_nothing(app, start_worker) -> 
     long = tasks.sleep.delay(1.5, "long")
     rest = [tasks.echo.delay(n) for n in range(3)]
     wait_for(lambda: any(e.startswith("long:start") for e in journal("runs")), 10, "the start")
-    assert app.control.shutdown(destination=[w.name], reply=True, timeout=scaled(3)) == [
+    assert app.control.shutdown(destination=[w.name], reply=True, timeout=scaled(10)) == [
         {w.name: {"ok": "shutting down"}}
     ]
     assert w.wait(15) == 0
@@ -128,7 +139,7 @@ def test_a_declared_rate_limit_spaces_the_starts_and_blocks_nothing_else(app, st
 def test_rate_limit_at_run_time_slows_a_task_on_live_workers(app, start_worker) -> None:
     w = start_worker("-c", "2")
     name = "tests.proj.limited.stamp"
-    assert app.control.rate_limit(name, "2/s", reply=True, timeout=scaled(3)) == [
+    assert app.control.rate_limit(name, "2/s", reply=True, timeout=scaled(10)) == [
         {w.name: {"ok": "new rate limit set successfully"}}
     ]
     results = [tests.proj.limited.stamp.delay(f"slow{n}") for n in range(4)]
@@ -137,7 +148,7 @@ def test_rate_limit_at_run_time_slows_a_task_on_live_workers(app, start_worker) 
     assert times[-1] - times[0] >= 1.5 * 0.9  # 2/s: four starts take 1.5 s
     assert app.control.inspect().stats()[w.name]["rate_limits"][name] == 2.0
     # lifted: the next ones run at once
-    app.control.rate_limit(name, None, reply=True, timeout=scaled(3))
+    app.control.rate_limit(name, None, reply=True, timeout=scaled(10))
     fast = [tests.proj.limited.stamp.delay(f"fast{n}") for n in range(4)]
     assert [r.get(timeout=scaled(10)) for r in fast] == [f"fast{n}" for n in range(4)]
     times = starts("fast")
@@ -145,7 +156,7 @@ def test_rate_limit_at_run_time_slows_a_task_on_live_workers(app, start_worker) 
     # a bad rate or an unknown task: one clear error, nothing set
     with pytest.raises(ValueError, match="invalid rate limit '5/fortnight'"):
         app.control.rate_limit(name, "5/fortnight")
-    assert app.control.rate_limit("no.such.task", "1/s", reply=True, timeout=scaled(3)) == [
+    assert app.control.rate_limit("no.such.task", "1/s", reply=True, timeout=scaled(10)) == [
         {w.name: {"error": "unknown task 'no.such.task'"}}
     ]
 
@@ -171,3 +182,131 @@ def test_an_invalid_rate_limit_is_refused_where_the_task_is_declared(app) -> Non
 
         @app.task(name=f"good-{good}", rate_limit=good)
         def fine() -> None: ...
+
+
+# -- the command line -------------------------------------------------------------------------
+def beatq(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "beatq", "-A", "tests.proj", *args],
+        env=env,
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=scaled(60),
+    )
+
+
+def test_control_and_inspect_from_the_command_line(app, env, start_worker) -> None:
+    w = start_worker("-P", "threads", "-c", "1")
+    ping = beatq(env, "control", "ping", "-d", w.name, "-t", str(scaled(10)))
+    assert ping.returncode == 0, ping.stderr
+    assert ping.stdout.splitlines() == [f"-> {w.name}: OK pong", "1 node online."]
+    nobody = beatq(env, "control", "ping", "-d", "nobody@nowhere", "-t", "0.3")
+    assert nobody.returncode == 1 and "no worker replied" in nobody.stderr
+    assert beatq(env, "inspect", "ping", "-t", str(scaled(10))).stdout == f"-> {w.name}: OK pong\n"
+    queues = beatq(env, "inspect", "active_queues")
+    assert queues.stdout.splitlines() == [f"-> {w.name}", "   celery"]
+
+    limit = beatq(
+        env, "control", "rate_limit", "tests.proj.limited.stamp", "2/s", "-t", str(scaled(10))
+    )
+    assert limit.stdout.splitlines()[0] == f"-> {w.name}: OK new rate limit set successfully"
+    bad = beatq(env, "control", "rate_limit", "tests.proj.limited.stamp", "2/fortnight")
+    assert bad.returncode == 2 and "invalid rate limit '2/fortnight'" in bad.stderr
+    results = [tests.proj.limited.stamp.delay(f"cli{n}") for n in range(3)]
+    assert [r.get(timeout=scaled(10)) for r in results] == ["cli0", "cli1", "cli2"]
+    times = starts("cli")
+    assert times[-1] - times[0] >= 1.0 * 0.9  # 2/s
+
+    long = tasks.sleep.delay(3, "long")
+    wait_for(lambda: (app.control.inspect().active() or {}).get(w.name), 10, "the task to run")
+    found = beatq(env, "inspect", "query_task", long.id, "--json")
+    assert json.loads(found.stdout)[w.name][long.id][0] == "active"
+
+    down = beatq(env, "control", "shutdown", "-d", w.name, "-t", str(scaled(10)))
+    assert down.stdout.splitlines()[0] == f"-> {w.name}: OK shutting down"
+    assert w.wait(15) == 0
+    assert long.get(timeout=1) == "long"
+
+
+def test_purge_from_the_command_line_asks_first(app, env) -> None:
+    for n in range(3):
+        tasks.echo.delay(n)
+    for n in range(2):
+        tasks.echo.apply_async((n,), queue="other")
+    forced = beatq(env, "purge", "-Q", "other", "-f")
+    assert forced.returncode == 0 and forced.stdout == "Purged 2 messages from other.\n"
+    declined = beatq(env, "purge", stdin="n\n")
+    assert declined.returncode == 1 and "Aborted" in declined.stderr
+    assert len(stored_messages(app)) == 3  # nothing deleted
+    agreed = beatq(env, "purge", stdin="y\n")
+    assert agreed.returncode == 0 and agreed.stdout.endswith("Purged 3 messages from celery.\n")
+    assert stored_messages(app) == []
+
+
+def test_node_names_expand_as_celery_expands_them() -> None:
+    host = "george.example.com"
+    assert expand("worker1@%h", hostname=host) == "worker1@george.example.com"
+    assert expand("worker1@%n", hostname=host) == "worker1@george"
+    assert expand("worker1@%d", hostname=host) == "worker1@example.com"
+    assert expand("/var/log/%p.log", "w1@george", host) == "/var/log/w1@george.log"
+    assert expand("100%%", hostname=host) == "100%"
+    with pytest.raises(ConfigurationError, match="%i .*is not offered"):
+        expand("/var/log/%n%i.log", hostname=host)
+    with pytest.raises(ConfigurationError, match="unknown %x"):
+        expand("w@%x", hostname=host)
+
+
+def test_worker_pidfile_logfile_and_name(app, env, tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:6]
+    pidfile, logfile = tmp_path / "w.pid", tmp_path / "%n.log"
+    args = ["worker", "-P", "threads", "-c", "1", "-n", f"w{tag}@%h", "-O", "fair"]
+    args += ["--pidfile", str(pidfile), "--logfile", str(logfile)]
+    w = WorkerProcess(["-A", "tests.proj", *args], env, tmp_path / "out.log")
+    name = f"w{tag}@{socket.gethostname()}"
+    try:
+        wait_for(lambda: name in app.broker.workers() or w.process.poll() is not None, 60)
+        assert pidfile.read_text() == f"{w.pid}\n"
+        written = tmp_path / f"{socket.gethostname().partition('.')[0]}.log"
+        assert f"worker {name} ready" in written.read_text()
+        assert tasks.add.delay(2, 3).get(timeout=scaled(10)) == 5
+        second = beatq(env, *args)  # the same pidfile: refused while the first runs
+        assert second.returncode == 2
+        assert f"pidfile {pidfile} names process {w.pid}, which is running" in second.stderr
+    finally:
+        w.stop()
+    assert w.process.returncode == 0
+    assert not pidfile.exists()  # removed on exit
+
+
+def test_worker_options_beatq_does_not_offer_are_refused(env) -> None:
+    other = beatq(env, "worker", "-O", "default")
+    assert other.returncode == 2 and "beatq always hands a task to a free pool" in other.stderr
+    for option in ("--max-tasks-per-child", "--max-memory-per-child"):
+        refused = beatq(env, "worker", option, "10")
+        assert refused.returncode == 2 and "not offered yet" in refused.stderr
+
+
+def test_beat_pidfile_keeps_a_second_beat_from_starting(app, env, tmp_path: Path) -> None:
+    pidfile = tmp_path / "beat.pid"
+    schedule = tmp_path / "none.yaml"
+    schedule.write_text("schedules: {}\n")
+    args = ["beat", "-s", str(schedule), "--pidfile", str(pidfile), "-l", "info"]
+    first = WorkerProcess(["-A", "tests.proj", *args], env, tmp_path / "beat.log")
+    try:
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().endswith("\n"), 60)
+        assert pidfile.read_text() == f"{first.pid}\n"
+        second = beatq(env, *args)
+        assert second.returncode == 2 and "which is running" in second.stderr
+    finally:
+        first.signal(signal.SIGTERM)
+        first.wait(15)
+        first.stop()
+    assert not pidfile.exists()
+    pidfile.write_text("999999999\n")  # left by a process long gone: replaced
+    third = WorkerProcess(["-A", "tests.proj", *args], env, tmp_path / "beat3.log")
+    try:
+        wait_for(lambda: pidfile.read_text() == f"{third.pid}\n", 60, "the stale pidfile")
+    finally:
+        third.stop()

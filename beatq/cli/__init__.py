@@ -6,7 +6,7 @@ import click
 
 from .base import loglevel_option
 from .beat import beat, schedule
-from .control import revoke, status
+from .control import control_cmd, purge, revoke, status
 from .dashboard import dashboard
 from .deadletter import dead_letter
 from .events import events_cmd
@@ -41,3 +41,5 @@ main.add_command(dashboard)
 main.add_command(events_cmd)
 main.add_command(status)
 main.add_command(revoke)
+main.add_command(control_cmd)
+main.add_command(purge)

@@ -80,8 +80,14 @@ def loglevel_option(f: F) -> F:
     )(f)
 
 
-def get_app(ctx: click.Context, loglevel: str | None, default_level: str = "WARNING") -> Beatq:
-    """The app named by -A (with -b applied), logging set up in its time zone."""
+def get_app(
+    ctx: click.Context,
+    loglevel: str | None,
+    default_level: str = "WARNING",
+    logfile: str | None = None,
+) -> Beatq:
+    """The app named by -A (with -b applied), logging set up in its time zone (to stderr,
+    or appended to `logfile`)."""
     root = ctx.find_root()
     obj = root.obj or {}
     path = obj.get("app") or os.environ.get("BEATQ_APP")
@@ -94,7 +100,10 @@ def get_app(ctx: click.Context, loglevel: str | None, default_level: str = "WARN
     # A bad -A raises ConfigurationError: `handle_errors` prints it as one line, exit 2,
     # without a usage text (the command line itself was fine).
     app = find_app(path)
-    setup_logging(loglevel or obj.get("loglevel") or default_level, app.timezone)
+    try:
+        setup_logging(loglevel or obj.get("loglevel") or default_level, app.timezone, logfile)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write the log file {logfile}: {exc}") from None
     return app
 
 

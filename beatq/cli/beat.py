@@ -28,6 +28,7 @@ from .base import (
     metrics_options,
     start_metrics,
 )
+from .process import Pidfile, expand
 
 UTC = timezone.utc
 
@@ -43,6 +44,13 @@ UTC = timezone.utc
 )
 @click.option("--lease-ttl", type=float, help="Seconds a dead leader holds the lease (default 4).")
 @click.option("-E", "--events", "send_events", is_flag=True, help="Send beat events.")
+@click.option(
+    "--pidfile",
+    metavar="PATH",
+    help="Write the beat's process id to PATH; refuse to start if it names a running "
+    "process. Removed on exit.",
+)
+@click.option("-f", "--logfile", metavar="PATH", help="Append the log to PATH, not stderr.")
 @metrics_options
 @loglevel_option
 @click.pass_context
@@ -52,6 +60,8 @@ def beat(
     files: tuple[str, ...],
     lease_ttl: float | None,
     send_events: bool,
+    pidfile: str | None,
+    logfile: str | None,
     metrics_port: int | None,
     metrics_host: str,
     loglevel: str | None,
@@ -62,8 +72,27 @@ def beat(
     """
     if ctx.invoked_subcommand is not None:
         return
-    app = get_app(ctx, loglevel, default_level="INFO")
+    app = get_app(ctx, loglevel, default_level="INFO", logfile=logfile and expand(logfile))
     check_start(app)
+    lock = Pidfile(expand(pidfile)) if pidfile else None
+    if lock is not None:
+        lock.acquire()
+        try:
+            _run_beat(app, files, lease_ttl, send_events, metrics_port, metrics_host)
+        finally:
+            lock.release()
+        return
+    _run_beat(app, files, lease_ttl, send_events, metrics_port, metrics_host)
+
+
+def _run_beat(
+    app: Any,
+    files: tuple[str, ...],
+    lease_ttl: float | None,
+    send_events: bool,
+    metrics_port: int | None,
+    metrics_host: str,
+) -> None:
     if send_events:
         app.conf.beat_send_events = True
     metrics = start_metrics(metrics_port, metrics_host)

@@ -1,4 +1,5 @@
-"""`beatq status` (are workers alive?) and `beatq revoke ID... [--terminate]`."""
+"""`beatq status` (are workers alive?), `beatq revoke ID... [--terminate]`, `beatq control
+ping|shutdown|rate_limit` (commands to live workers) and `beatq purge` (empty queues)."""
 
 from __future__ import annotations
 
@@ -82,3 +83,112 @@ def revoke(
     verb = "revoked and terminating" if terminate else "revoked"
     for task_id in task_ids:
         click.echo(f"{verb}: {task_id}")
+
+
+def _destination(value: str | None) -> list[str] | None:
+    return [n.strip() for n in value.split(",") if n.strip()] if value else None
+
+
+@click.command("control")
+@click.argument("command", type=click.Choice(["ping", "shutdown", "rate_limit"]))
+@click.argument("arguments", nargs=-1)
+@click.option(
+    "-d", "--destination", metavar="NAME,...", help="The workers addressed (default: all)."
+)
+@click.option(
+    "-t", "--timeout", type=float, default=1.0, show_default=True, help="Seconds to wait."
+)
+@click.option("-j", "--json", "as_json", is_flag=True, help="Print JSON.")
+@loglevel_option
+@click.pass_context
+@handle_errors
+def control_cmd(
+    ctx: click.Context,
+    command: str,
+    arguments: tuple[str, ...],
+    destination: str | None,
+    timeout: float,
+    as_json: bool,
+    loglevel: str | None,
+) -> None:
+    """Send a command to live workers and print their replies, as `celery control`:
+
+    \b
+    ping                      each worker answers pong
+    shutdown                  stop warmly: running tasks finish, held ones go back
+    rate_limit TASK RATE      set TASK's rate limit ("10/s", "100/m", "1000/h"; 0: none)
+
+    Exit 1 when no worker answers within the timeout.
+    """
+    app = get_app(ctx, loglevel)
+    require_shared_broker(app, "control")
+    wanted = {"rate_limit": 2}.get(command, 0)
+    if len(arguments) != wanted:
+        usage = "rate_limit TASK RATE" if command == "rate_limit" else command
+        raise click.UsageError(f"control {command} takes {wanted} argument(s): {usage}")
+    names = _destination(destination)
+    control = app.control
+    if command == "rate_limit":
+        task, rate = arguments
+        try:
+            replies = control.rate_limit(task, rate, destination=names, reply=True, timeout=timeout)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="RATE") from None
+    else:
+        replies = control.broadcast(command, destination=names, reply=True, timeout=timeout)
+    _print_replies(replies or [], as_json)
+
+
+def _print_replies(replies: list[dict], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({k: v for one in replies for k, v in one.items()}))
+    else:
+        for one in replies:
+            for name, answer in one.items():
+                if "ok" in answer:
+                    click.echo(f"-> {name}: OK {answer['ok']}")
+                else:
+                    click.echo(f"-> {name}: ERROR {answer.get('error', answer)}")
+        count = len(replies)
+        if count:
+            click.echo(f"{count} node{'s' if count != 1 else ''} online.")
+    if not replies:
+        click.echo("Error: no worker replied within the timeout", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+@click.command("purge")
+@click.option("-Q", "--queues", metavar="A,B", help="Queues to purge (default: the app's queues).")
+@click.option("-X", "--exclude-queues", metavar="A,B", help="Queues to leave out.")
+@click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
+@loglevel_option
+@click.pass_context
+@handle_errors
+def purge(
+    ctx: click.Context,
+    queues: str | None,
+    exclude_queues: str | None,
+    force: bool,
+    loglevel: str | None,
+) -> None:
+    """Delete every waiting message of the queues, for good, as `celery purge`.
+
+    The app's queues: the default one, the tasks' own, those in task_routes and those
+    live workers consume. Messages waiting for their eta and those workers hold are kept.
+    """
+    app = get_app(ctx, loglevel)
+    require_shared_broker(app, "purge")
+    names = _destination(queues) or app.control.queues()
+    names = [q for q in names if q not in set(_destination(exclude_queues) or ())]
+    if not names:
+        click.echo("No queue to purge.")
+        return
+    shown = ", ".join(names)
+    if not force:
+        click.confirm(
+            f"Delete every waiting message of {len(names)} queue(s) ({shown})? "
+            "This cannot be undone",
+            abort=True,
+        )
+    count = app.control.purge(queues=names)
+    click.echo(f"Purged {count} message{'s' if count != 1 else ''} from {shown}.")

@@ -7,8 +7,9 @@ import sys
 import click
 
 from ..beat import Beat
-from ..exceptions import ScheduleError
+from ..exceptions import ConfigurationError, ScheduleError
 from ..worker import Worker
+from ..worker.worker import default_hostname
 from .base import (
     EXIT_USAGE,
     check_start,
@@ -18,6 +19,25 @@ from .base import (
     metrics_options,
     start_metrics,
 )
+from .process import Pidfile, expand
+
+
+def _optimization(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value not in (None, "fair"):
+        raise click.BadParameter(
+            f"{value!r} is not offered: beatq always hands a task to a free pool process "
+            "(Celery's -O fair); drop -O or use -O fair"
+        )
+    return value
+
+
+def _not_yet(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None:
+        raise click.BadParameter(
+            "replacing pool processes after a number of tasks or an amount of memory is "
+            "not offered yet; drop the option (and the worker_max_*_per_child setting)"
+        )
+    return value
 
 
 @click.command()
@@ -29,7 +49,45 @@ from .base import (
     type=click.Choice(["prefork", "threads", "solo"]),
     help="Pool (default prefork).",
 )
-@click.option("-n", "--hostname", help="Worker name (default beatq@HOST.PID).")
+@click.option(
+    "-n",
+    "--hostname",
+    help="Worker name (default beatq@HOST.PID); %h, %n, %d expand to the host name, its "
+    "first label and its domain, as in Celery (-n worker1@%h).",
+)
+@click.option(
+    "-f",
+    "--logfile",
+    metavar="PATH",
+    help="Append the log to PATH instead of stderr (%p: the worker's name; %h, %n, %d).",
+)
+@click.option(
+    "--pidfile",
+    metavar="PATH",
+    help="Write the worker's process id to PATH; refuse to start if it names a running "
+    "process (%p, %h, %n, %d expand). Removed on exit.",
+)
+@click.option(
+    "-O",
+    "optimization",
+    metavar="fair",
+    callback=_optimization,
+    help="Accepted for Celery's -O fair: beatq is always fair.",
+)
+@click.option(
+    "--max-tasks-per-child",
+    type=int,
+    callback=_not_yet,
+    expose_value=False,
+    help="Not offered yet: refused.",
+)
+@click.option(
+    "--max-memory-per-child",
+    type=int,
+    callback=_not_yet,
+    expose_value=False,
+    help="Not offered yet: refused.",
+)
 @click.option("--prefetch-multiplier", type=click.IntRange(min=1), help="Claims per pool slot.")
 @click.option("-B", "--beat", "with_beat", is_flag=True, help="Also run a beat in this worker.")
 @click.option(
@@ -58,6 +116,9 @@ def worker(
     concurrency: int | None,
     pool: str | None,
     hostname: str | None,
+    logfile: str | None,
+    pidfile: str | None,
+    optimization: str | None,
     prefetch_multiplier: int | None,
     with_beat: bool,
     files: tuple[str, ...],
@@ -68,7 +129,15 @@ def worker(
     loglevel: str | None,
 ) -> None:
     """Run a worker: take tasks from the queues and run them."""
-    app = get_app(ctx, loglevel, default_level="INFO")
+    node = expand(hostname) if hostname else default_hostname()
+    logfile = expand(logfile, node) if logfile else None
+    app = get_app(ctx, loglevel, default_level="INFO", logfile=logfile)
+    for setting in ("worker_max_tasks_per_child", "worker_max_memory_per_child"):
+        if app.conf.get(setting) is not None:
+            raise ConfigurationError(
+                f"{setting} is not offered yet: beatq does not replace pool processes "
+                "after a number of tasks or an amount of memory; remove the setting"
+            )
     check_start(app)
     if send_events:
         app.conf.worker_send_task_events = True
@@ -88,9 +157,17 @@ def worker(
         queues=names,
         pool=pool,
         concurrency=concurrency,
-        hostname=hostname,
+        hostname=node,
         prefetch_multiplier=prefetch_multiplier,
         beat=beat,
         metrics=metrics,
     )
-    sys.exit(w.run())
+    lock = Pidfile(expand(pidfile, node)) if pidfile else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        code = w.run()
+    finally:
+        if lock is not None:
+            lock.release()
+    sys.exit(code)
