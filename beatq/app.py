@@ -12,7 +12,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import discovery, signals, signing, timezones
 from . import events as ev
@@ -30,6 +30,9 @@ from .messages import decode as decode_message
 from .result import AsyncResult
 from .signals import Signal
 from .task import Task, check_time_limits, running_request
+
+if TYPE_CHECKING:
+    from .beat.store import ScheduleStore
 
 _UNSET = object()
 log = logging.getLogger("beatq.app")
@@ -376,6 +379,14 @@ class Beatq:
     def signature(self, name: str | Mapping[str, Any], *args: Any, **kwargs: Any) -> Signature:
         """`app.signature("proj.add", (2, 2))`, or a signature's dict read back."""
         return canvas_signature(name, *args, app=self, **kwargs)
+
+    @property
+    def schedules(self) -> ScheduleStore:
+        """The beat entries kept in the broker: add, update, remove, pause, resume,
+        trigger, backfill and history while the system runs (beat/store.py)."""
+        from .beat.store import ScheduleStore
+
+        return ScheduleStore(self)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 (Celery's name)
         return AsyncResult(task_id, app=self)

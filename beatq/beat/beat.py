@@ -2,7 +2,13 @@
 
     standby: try to take the lease every half second
     leader:  plan entries in the broker, then sleep exactly until the next run (or a
-             renewal, or a file check), dispatch what is due, repeat
+             renewal, or a file or store check), dispatch what is due, repeat
+
+Entries come from the app's code, the schedule files and the broker's store (entries
+added at run time: `app.schedules`, beat/store.py). A file or code entry owns its name:
+a store entry of the same name is left out, with an error in the log. The leader reads
+the store's version every `store_interval` (one read); when it changed, it reads the
+specs and the run requests again and plans what changed, as for an edited file.
 
 Every dispatch is one atomic, fenced broker call that settles the run and sends its
 message, so a restart, a second beat or a change of leader neither repeats a run nor
@@ -35,13 +41,27 @@ from ..metrics import Metrics
 from ..timezones import format_time
 from ..wakeup import nap_until, tighten_timer_slack
 from .entries import Entry
+from .history import BACKFILL, CAUGHT_UP, NO_LEADER, OVERLAP, PAUSED, TRIGGER, RunRecord
 from .lease import LeaderLease
 from .loader import load_all, schedule_files
 from .record import EntryRecord
+from .specs import SOURCE, decode, entry_of
 
 log = logging.getLogger("beatq.beat")
 
 LEASE_NAME = "beat"
+
+
+@dataclass
+class _Request:
+    """A trigger or a backfill the leader is running: its slots still to send, in order."""
+
+    id: str
+    entry: str
+    kind: str  # trigger or backfill
+    slots: deque[float]
+    spacing: float  # seconds between two of its runs
+    next_at: float  # when its next slot is sent
 
 
 @dataclass
@@ -107,6 +127,8 @@ class Beat:
     # its instant: whether the previous run is still unfinished is known only then (and
     # one whose options give an eta or countdown, counted from the send, as before).
     early = 0.01
+    store_interval = 0.5  # seconds between reads of the store's version (see the module)
+    request_keep = 86400.0  # seconds a done trigger's run id is remembered
 
     def __init__(
         self,
@@ -137,6 +159,14 @@ class Beat:
         # the next run, made ready while the beat waits for its instant; _run_due and
         # _prepare take it if it is still that entry's run
         self.ahead: _Ready | None = None
+        self.defined: dict[str, Entry] = {}  # the entries of files and code
+        self.store_version: int | None = None  # the store's version last read (None: never)
+        self.next_store_check = 0.0
+        self.requests: dict[str, _Request] = {}  # triggers and backfills being run
+        self.store_since: dict[str, float] = {}  # when each store entry was last changed
+        self.history: list[tuple[str, bytes]] = []  # run records not written yet
+        self.history_len = int(app.conf.beat_history_len or 0)
+        self.led_at = 0.0  # when this beat last became the leader
         if metrics is not None:
             metrics.watch_lease(app, LEASE_NAME)
 
@@ -146,7 +176,9 @@ class Beat:
         self.app.import_modules()
         files = schedule_files(self.patterns)
         self.file_stamps = {path: _mtime(path) for path in files}
-        return {n: e for n, e in load_all(self.app, files).items()}
+        self.defined = dict(load_all(self.app, files))
+        stored = {n: e for n, e in self.entries.items() if e.source == SOURCE}
+        return {**{n: e for n, e in stored.items() if n not in self.defined}, **self.defined}
 
     def _files_changed(self) -> bool:
         files = schedule_files(self.patterns)
@@ -217,6 +249,9 @@ class Beat:
             except ScheduleError as exc:
                 log.error("beat: schedule change refused, keeping the current one: %s", exc)
             self._keep_lease("while the schedule was loaded")
+        self.led_at = self.clock()
+        self.requests.clear()
+        self._read_store()
         state = self.app.broker.beat_entries()
         stale = [name for name in state if name not in self.entries]
         self.records = {}
@@ -228,6 +263,7 @@ class Beat:
             if n % self.plan_chunk == 0:
                 self._keep_lease("while the entries' state was read")
         self._plan(list(self.entries), stale)
+        self._take_requests()
 
     def _plan(self, names: list[str], remove: list[str]) -> None:
         """Store the entries' next runs in the broker and schedule them here, `plan_chunk`
@@ -254,8 +290,10 @@ class Beat:
         record = self.records.get(name) or EntryRecord()
         settled = record.settled
         if settled is None or record.fingerprint != entry.fingerprint():
-            # a new or changed definition starts from now: no catch-up for it
-            settled = max(settled or 0.0, now)
+            # a new or changed definition starts from now (a store entry: from when it
+            # was changed, so its first run is on time however soon it is seen)
+            start = min(self.store_since.get(name, now), now) if entry.source == SOURCE else now
+            settled = max(settled or 0.0, start)
         record.describe(entry)
         record.settled = settled
         self.records[name] = record
@@ -291,6 +329,10 @@ class Beat:
             self.next_reload = now + self.reload_interval
             if self._files_changed():
                 self._reload()
+        if now >= self.next_store_check:
+            self.next_store_check = now + self.store_interval
+            if self.app.broker.schedule_version() != self.store_version:
+                self._store_changed()
         # Due entries go out in batches, earliest first; the first batch leaves before the
         # rest of a big burst is even taken off the heap. Whatever falls due while a burst
         # is out (a 1-s entry beside 100,000 minutely ones) goes ahead of the burst's rest.
@@ -302,11 +344,17 @@ class Beat:
             popped = self._pop_due()
             due.extendleft(reversed([run for at, run in popped if at > now]))
             due.extend(run for at, run in popped if at <= now)
+        if self.requests:
+            self._run_requests()
+        if self.history:
+            self._write_history()
         run_at = self.heap[0][0] if self.heap else now + self.ttl
         wake = min(
             run_at,
             now + max(self.lease.renew_at - time.monotonic(), 0.0),
             self.next_reload,
+            self.next_store_check,
+            min((r.next_at for r in self.requests.values()), default=run_at),
         )
         self._sleep(wake - self.clock(), precise=wake == run_at)
 
@@ -390,6 +438,184 @@ class Beat:
             )
             self._plan(changed, removed)
 
+    # -- the store (entries added at run time, triggers, backfills) --------------------------
+    def _stored_entries(self, specs: dict[str, bytes]) -> dict[str, Entry]:
+        """The store's entries that the beat can run: one that is bad here (its task not
+        registered on this host, say) or whose name a file or code entry owns is left
+        out, with an error in the log."""
+        registered = list(self.app.tasks) if self.app.tasks else None
+        found = {}
+        for name, data in specs.items():
+            if name in self.defined:
+                log.error(
+                    "beat: store entry %r is left out: %s defines an entry of that name",
+                    name,
+                    self.defined[name].source,
+                )
+                continue
+            spec = decode(data)
+            try:
+                found[name] = entry_of(name, spec, self.app.timezone, registered)
+            except ScheduleError as exc:
+                log.error("beat: store entry %r is left out: %s", name, exc)
+                continue
+            changed = spec.get("updated")
+            if isinstance(changed, (int, float)):
+                self.store_since[name] = float(changed)
+        return found
+
+    def _read_store(self) -> None:
+        """Take up the store's entries as they are now (as the leader takes over)."""
+        version, specs = self.app.broker.schedule_specs()
+        self.store_version = version
+        stored = self._stored_entries(specs)
+        for name in [n for n, e in self.entries.items() if e.source == SOURCE]:
+            if name not in stored:
+                del self.entries[name]
+        self.entries.update(stored)
+
+    def _store_changed(self) -> None:
+        """Plan what changed in the store since it was last read, and take up new requests."""
+        version, specs = self.app.broker.schedule_specs()
+        stored = self._stored_entries(specs)
+        old = {n: e for n, e in self.entries.items() if e.source == SOURCE}
+        removed = [n for n in old if n not in stored]
+        changed = [
+            n
+            for n, e in stored.items()
+            if n not in old
+            or old[n].fingerprint() != e.fingerprint()
+            or old[n].enabled != e.enabled
+        ]
+        for name in removed:
+            del self.entries[name]
+            self.versions[name] = self.versions.get(name, 0) + 1
+        self.entries.update(stored)
+        self.store_version = version
+        if changed or removed:
+            log.warning(
+                "beat: store changed: %d new or changed, %d removed", len(changed), len(removed)
+            )
+            self._plan(changed, removed)
+        self._take_requests()
+
+    def _take_requests(self) -> None:
+        """Take up the pending triggers and backfills not being run yet."""
+        now = self.clock()
+        for request in self.app.broker.schedule_requests():
+            if request.done is not None or request.id in self.requests:
+                continue
+            body = decode(request.body)
+            name, kind = str(body.get("entry")), body.get("kind")
+            entry = self.entries.get(name)
+            if entry is None or kind not in (TRIGGER, BACKFILL):
+                why = "no such entry" if entry is None else f"unknown kind {kind!r}"
+                log.error("beat: run request %s of entry %r dropped: %s", request.id, name, why)
+                self._end_request(request.id, now)
+                continue
+            if kind == TRIGGER:
+                slots = [float(body.get("at") or now)]
+            else:
+                slots = self._backfill_slots(entry, body)
+            cursor = request.cursor
+            todo = deque(s for s in slots if cursor is None or s > cursor)
+            if not todo:
+                self._end_request(request.id, now)
+                continue
+            spacing = float(body.get("spacing") or 0.0)
+            self.requests[request.id] = _Request(request.id, name, kind, todo, spacing, now)
+            log.info("beat: %s %s of entry %r: %d run(s)", kind, request.id, name, len(todo))
+
+    def _backfill_slots(self, entry: Entry, body: dict[str, Any]) -> list[float]:
+        """The slots of `entry` in [start, end) that it settled without running them (the
+        slots still to come are the schedule's), oldest first."""
+        start, end = float(body.get("start") or 0.0), float(body.get("end") or 0.0)
+        record = self.records.get(entry.name)
+        settled = record.settled if record is not None and record.settled else 0.0
+        ran = set()
+        for data in self.app.broker.history(entry.name, max(self.history_len, 1)):
+            run = RunRecord.from_json(data)
+            if run is not None and run.sent_at is not None and run.kind != TRIGGER:
+                ran.add(run.slot)
+        slots: list[float] = []
+        at = entry.next_after(start - 1e-6)
+        while at is not None and at < end and at <= settled and len(slots) < 100_000:
+            if at not in ran:
+                slots.append(at)
+            at = entry.next_after(at)
+        return slots
+
+    def _end_request(self, request_id: str, now: float) -> None:
+        """Mark a request done without running anything more of it."""
+        token = self.lease.token or 0
+        outcome = self.app.broker.schedule_run(
+            LEASE_NAME, self.holder, token, request_id, now, True
+        )
+        if outcome == "lost":
+            raise LeaseLost(f"request {request_id} refused: another beat holds the lease")
+        self.requests.pop(request_id, None)
+
+    def _run_requests(self) -> None:
+        """Send the requests' slots that are due, each in one fenced step with its cursor."""
+        now = self.clock()
+        token = self.lease.token or 0
+        for request in list(self.requests.values()):
+            while request.slots and request.next_at <= now:
+                entry = self.entries.get(request.entry)
+                if entry is None:  # removed since: its runs end here
+                    self._end_request(request.id, now)
+                    break
+                slot = request.slots.popleft()
+                last = not request.slots
+                extra = {"task_id": request.id} if request.kind == TRIGGER else {}
+                message, body = self._build(entry, slot, request.kind, **extra)
+                outgoing = self.app.outgoing(message, body)
+                sent_at = self.clock()
+                outcome = self.app.broker.schedule_run(
+                    LEASE_NAME, self.holder, token, request.id, slot, last, [outgoing]
+                )
+                if outcome == "lost":
+                    raise LeaseLost(f"{request.kind} of {entry.name!r} refused: lease lost")
+                if outcome == "sent":
+                    lateness = max(sent_at - slot, 0.0)
+                    self._remember(entry, slot, request.kind, sent_at, lateness, message.id)
+                    log.info(
+                        "beat: sent %s for entry %r (%s of %s), id %s",
+                        entry.task,
+                        entry.name,
+                        request.kind,
+                        format_time(slot, entry.zone),
+                        message.id,
+                    )
+                if outcome == "done" or last:
+                    self.requests.pop(request.id, None)
+                    break
+                request.next_at = (sent_at + request.spacing) if request.spacing else now
+                self._keep_lease("while a request ran")
+
+    # -- history -----------------------------------------------------------------------------
+    def _remember(
+        self,
+        entry: Entry,
+        slot: float,
+        kind: str = "schedule",
+        sent_at: float | None = None,
+        lateness: float | None = None,
+        task_id: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Keep a run record of `entry` for its history (written after the dispatch)."""
+        if self.history_len > 0:
+            record = RunRecord(slot, kind, sent_at, lateness, task_id, reason)
+            self.history.append((entry.name, record.to_json()))
+
+    def _write_history(self) -> None:
+        items, self.history = self.history, []
+        try:
+            self.app.broker.history_add(items, self.history_len)
+        except BrokerError as exc:
+            log.error("beat: %d run record(s) not written to the history: %s", len(items), exc)
+
     # -- dispatching -------------------------------------------------------------------------
     def _run_due(self, runs: list[tuple[Entry, float]], now: float) -> None:
         """Settle the due runs of the (entry, run at) `runs` in one batch of fenced
@@ -415,7 +641,7 @@ class Beat:
                 chosen = slots[-1:]
             missed = count - len(chosen)
             if missed:
-                self._missed(entry, record, missed, slots)
+                self._missed(entry, record, missed, slots, chosen)
             if len(chosen) > 1:
                 for slot in chosen:
                     self._dispatch([self._prepare(entry, slot, next_run)])
@@ -428,8 +654,22 @@ class Beat:
         if batch:
             self._dispatch(batch)
 
-    def _missed(self, entry: Entry, record: EntryRecord, missed: int, slots: list[float]) -> None:
+    def _missed(
+        self,
+        entry: Entry,
+        record: EntryRecord,
+        missed: int,
+        slots: list[float],
+        chosen: list[float],
+    ) -> None:
         record.missed += missed
+        if self.history_len > 0:
+            # the slots given up: the newest 100 of them, each with why
+            given_up, _, _ = entry.slots_between(record.settled or 0.0, slots[-1], 100)
+            for slot in given_up:
+                if slot not in chosen:
+                    why = NO_LEADER if slot < self.led_at else CAUGHT_UP
+                    self._remember(entry, slot, reason=why)
         log.warning(
             "beat: entry %r missed %d run(s) (catchup %s)", entry.name, missed, entry.catchup
         )
@@ -487,10 +727,16 @@ class Beat:
             update.open_json(),
         )
 
-    def _build(self, entry: Entry, slot: float) -> tuple[Message, bytes]:
-        """The message of `entry`'s run at `slot`, and its encoded body."""
+    def _build(
+        self, entry: Entry, slot: float, kind: str | None = None, **extra: Any
+    ) -> tuple[Message, bytes]:
+        """The message of `entry`'s run at `slot`, and its encoded body (`kind`: a
+        trigger's or a backfill's, not the schedule's)."""
         # the run this message is, carried for tracing (Request.options["beat"])
-        options = {**entry.options, "beat": {"entry": entry.name, "slot": slot}}
+        run: dict[str, Any] = {"entry": entry.name, "slot": slot}
+        if kind is not None:
+            run["kind"] = kind
+        options = {**entry.options, "beat": run, **extra}
         if entry.overlap == "skip":
             # unfinished = still stored in the broker: acknowledge only when done
             options["acks_late"] = True
@@ -520,6 +766,7 @@ class Beat:
         if outcome == "sent":
             self.records[entry.name] = update
             if send:
+                self._remember(entry, slot, "schedule", sent_at, update.lateness, task_id)
                 if self.metrics is not None:
                     self.metrics.beat_dispatched(entry.name, update.lateness or 0.0)
                 self._event(
@@ -543,6 +790,7 @@ class Beat:
         elif outcome == "busy":
             record.settled = slot
             record.overlapped += 1
+            self._remember(entry, slot, reason=OVERLAP)
             log.warning(
                 "beat: entry %r skipped its run of %s: the previous run %s is unfinished",
                 entry.name,
@@ -551,6 +799,7 @@ class Beat:
             )
         elif outcome == "paused":
             record.settled = slot
+            self._remember(entry, slot, reason=PAUSED)
             log.info(
                 "beat: entry %r is paused; run of %s skipped", entry.name, format_time(slot, zone)
             )

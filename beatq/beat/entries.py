@@ -28,12 +28,20 @@ class Entry:
     overlap: str = "allow"
     jitter: timedelta = timedelta(0)
     enabled: bool = True
-    source: str = "python"  # "file.yaml:12" for entries from a file
+    source: str = "python"  # "file.yaml:12" for entries from a file; "store" (app.schedules)
+    start_at: float | None = None  # no run before this POSIX instant ...
+    end_at: float | None = None  # ... nor at or after this one
 
     def next_after(self, instant: float) -> float | None:
-        """The next run strictly after POSIX instant `instant`, as a POSIX instant."""
+        """The next run strictly after POSIX instant `instant`, as a POSIX instant, within
+        [start_at, end_at)."""
+        if self.start_at is not None and instant < self.start_at:
+            instant = self.start_at - 1e-6  # a run at start_at itself is the first
         at = self.schedule.next_after(datetime.fromtimestamp(instant, self.zone))
-        return None if at is None else at.timestamp()
+        if at is None:
+            return None
+        found = at.timestamp()
+        return None if self.end_at is not None and found >= self.end_at else found
 
     def slots_between(
         self, after: float, until: float, limit: int
@@ -65,5 +73,7 @@ class Entry:
             self.overlap,
             self.jitter.total_seconds(),
         ]
+        if self.start_at is not None or self.end_at is not None:
+            data.append([self.start_at, self.end_at])  # only then: older fingerprints hold
         text = json.dumps(data, sort_keys=True, default=repr)
         return hashlib.sha1(text.encode()).hexdigest()[:16]

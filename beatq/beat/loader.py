@@ -34,6 +34,8 @@ ENTRY_KEYS = (
     "jitter",
     "enabled",
     "description",
+    "start_at",
+    "end_at",
 )
 FILE_KEYS = ("timezone", "schedules")
 PYTHON_KEYS = ("task", "schedule", "args", "kwargs", "options", "relative", *ENTRY_KEYS)
@@ -126,6 +128,12 @@ def build_entry(
             durations[key] = parse_duration(spec.get(key) or default)
         except ScheduleSyntaxError as exc:
             raise EntryError(f"{key}: {exc}", key) from None
+    window = {key: _instant(key, spec.get(key), zone) for key in ("start_at", "end_at")}
+    if None not in window.values() and window["end_at"] <= window["start_at"]:  # type: ignore[operator]
+        raise EntryError(
+            "end_at must be after start_at (no run at or after end_at, none before start_at)",
+            "end_at",
+        )
     return Entry(
         name=name,
         task=task,
@@ -140,6 +148,33 @@ def build_entry(
         jitter=durations["jitter"],
         enabled=enabled,
         source=source,
+        start_at=window["start_at"],
+        end_at=window["end_at"],
+    )
+
+
+def _instant(key: str, value: Any, zone: tzinfo) -> float | None:
+    """`start_at` / `end_at` as a POSIX instant: an ISO time (naive: in the entry's zone),
+    a datetime, a date (its midnight) or POSIX seconds."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        pass
+    elif isinstance(value, (int, float)):
+        return float(value)
+    elif isinstance(value, datetime):
+        return _aware(value, zone).timestamp()
+    elif isinstance(value, date):
+        return datetime.combine(value, time(), zone).timestamp()
+    elif isinstance(value, str):
+        try:
+            return _aware(datetime.fromisoformat(value), zone).timestamp()
+        except ValueError:
+            pass
+    raise EntryError(
+        f"{key} {value!r} is not a time; give an ISO 8601 time such as "
+        "'2027-01-01T09:00:00' (read in the entry's zone) or a datetime",
+        key,
     )
 
 

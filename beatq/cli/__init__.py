@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from . import schedules as _schedules  # noqa: F401 (schedule add, update, ...)
 from .base import loglevel_option
 from .beat import beat, schedule
 from .control import control_cmd, purge, revoke, status

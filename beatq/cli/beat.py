@@ -167,7 +167,8 @@ def status(ctx: click.Context, as_json: bool, loglevel: str | None) -> None:
 
 @click.group()
 def schedule() -> None:
-    """Check, list, pause and resume schedule entries."""
+    """Check, list, pause and resume schedule entries; add, change, remove, run now and
+    backfill those kept in the broker, and read any entry's run history."""
 
 
 @schedule.command("check")

@@ -1,0 +1,67 @@
+"""An entry's run history: one record per slot the leader settled, kept in the broker.
+
+The leader writes a record for every slot it settles, run or not, after the fenced
+dispatch that settled it (a separate round trip, after the run's message is out: a
+run is never later for its history): when it was sent, how late, the task id, or why
+it did not run. The task's outcome is not written by anyone: `app.schedules.history`
+reads it from the result store when asked (state, when it finished, and how long after
+its run was sent).
+
+Each entry keeps its newest `beat_history_len` records (1,000 by default; 0 keeps none).
+A record is one flat JSON object, read tolerantly (a missing key is None).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+# why a slot did not run
+PAUSED = "paused"
+OVERLAP = "overlap: the previous run was unfinished"
+CAUGHT_UP = "caught up: given up by the catch-up policy"
+NO_LEADER = "missed while no beat led"
+RAN_ALREADY = "ran already"
+REMOVED = "entry removed"
+OUTSIDE = "outside start_at/end_at"
+
+# what put the slot there
+SCHEDULE, TRIGGER, BACKFILL = "schedule", "trigger", "backfill"
+
+
+@dataclass
+class RunRecord:
+    """One slot of an entry, as its history keeps it."""
+
+    slot: float  # the instant the run was for (a trigger: when it was asked for)
+    kind: str = SCHEDULE  # schedule, trigger or backfill
+    sent_at: float | None = None  # None: not sent (see reason)
+    lateness: float | None = None  # seconds after its slot it was sent (0: ahead)
+    task_id: str | None = None
+    reason: str | None = None  # why it did not run
+    # read from the result store when the history is read, never stored
+    state: str | None = None
+    finished_at: float | None = None
+    took: float | None = None  # seconds from its sending (or its slot, if later) to its end
+
+    def to_json(self) -> bytes:
+        stored = {k: v for k, v in asdict(self).items() if v is not None}
+        for key in ("state", "finished_at", "took"):
+            stored.pop(key, None)
+        return json.dumps(stored).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> RunRecord | None:
+        """The record in `data`, or None when it is not one."""
+        try:
+            found = json.loads(data)
+        except ValueError:
+            return None
+        if not isinstance(found, dict) or not isinstance(found.get("slot"), (int, float)):
+            return None
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in found.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,440 @@
+"""`app.schedules`: add, change, remove, pause, run now and backfill beat entries while the
+system runs, and read each entry's run history.
+
+Design, in five rules (the beat's guarantees stay whole: one leader, fenced dispatch,
+each (entry, slot) once):
+
+- Where entries live. A store entry is its spec (beat/specs.py: the entry as a schedule
+  file writes it, JSON) under its name in the broker's `Schedules` role, beside the
+  beat's own state. Files and code still define entries; each entry knows its source
+  (`file:line`, `beat_schedule`/`add_periodic_task`, or "store"). A name a file or code
+  defines is theirs: the API refuses to add, change or remove it and names the file.
+- How the leader learns of a change. Every change bumps a version in the same atomic
+  step; the leader reads the version every half second (one GET or SELECT) and, only when
+  it moved, reads the specs again and plans what changed as it does for an edited file.
+- A change mid-flight. The entry's settled instant in the broker, moved by the fenced
+  dispatch, stays the one truth: a changed definition starts after the later of its
+  settled instant and the time of the change, so no slot runs twice or under both
+  definitions; a removed entry's heap item is dropped (its run in flight finishes).
+- Run now (trigger). A request stored once per `run_id` (a second client with the same
+  id is told it exists); the leader sends it with the run id as the task id, in one
+  fenced step that also marks it done, so one run results however many hosts ask.
+- Backfill. A request holding [start, end); the leader sends its slots (those the entry
+  settled without running) oldest first, each in one fenced step that moves the
+  request's cursor to that slot. A new leader resumes after the cursor: across a
+  failover no slot is sent twice or dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, tzinfo
+from pathlib import Path
+from typing import Any
+
+from ..exceptions import ScheduleError
+from .entries import Entry
+from .history import BACKFILL, TRIGGER, RunRecord
+from .loader import load_file, load_python, schedule_files
+from .record import EntryRecord
+from .specs import SOURCE, SpecError, check_fires, decode, encode, entry_of, make_spec
+
+MAX_BACKFILL = 100_000  # slots one backfill may ask for
+
+
+class EntryNotFound(ScheduleError):
+    """No entry of that name (in the store, the files, the code or the leader's plan)."""
+
+
+@dataclass
+class ScheduleEntry:
+    """An entry as `get` and `list` show it: its definition and how it runs now."""
+
+    name: str
+    source: str  # "store", "path.yaml:12", "python", "add_periodic_task at ..."
+    task: str | None
+    schedule: str | None  # as `schedule list` prints it: "every 30s", "*/5 * * * *"
+    spec: dict[str, Any] = field(default_factory=dict)  # a store entry's stored spec
+    paused: bool = False
+    next_run: float | None = None  # POSIX seconds, as the leader planned it
+    last_run: float | None = None  # the slot of the last run sent
+    runs: int = 0
+    missed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "task": self.task,
+            "schedule": self.schedule,
+            "spec": self.spec,
+            "paused": self.paused,
+            "next_run": self.next_run,
+            "last_run": self.last_run,
+            "runs": self.runs,
+            "missed": self.missed,
+        }
+
+
+class ScheduleStore:
+    """The entries of `app`'s beat that live in its broker (see the module docstring).
+
+    >>> app.schedules.add("report", "proj.tasks.report", "0 7 * * mon", args=[1])
+    >>> app.schedules.update("report", schedule="30 7 * * mon")
+    >>> app.schedules.trigger("report", run_id="report-rerun-1")   # an AsyncResult
+    >>> app.schedules.history("report", limit=10)                  # newest first
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    # -- entries -----------------------------------------------------------------------------
+    def add(
+        self,
+        name: str,
+        task: str,
+        schedule: Any,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+        timezone: str | None = None,
+        catchup: str | None = None,
+        overlap: str | None = None,
+        jitter: Any = None,
+        start_at: Any = None,
+        end_at: Any = None,
+        **more: Any,
+    ) -> ScheduleEntry:
+        """Add entry `name`: `task` on `schedule` (what YAML takes: "*/5 * * * *", "30s",
+        crontab(...), a timedelta, an ISO time or datetime for one run). `more`: the other
+        keys of a file entry (catchup_window, enabled, description). ScheduleError if the
+        name is taken or anything is wrong; the leader runs it within a second."""
+        self._check_name(name)
+        fields = {
+            "task": task,
+            "schedule": schedule,
+            "args": list(args),
+            "kwargs": dict(kwargs or {}),
+            "options": dict(options or {}),
+            "timezone": timezone,
+            "catchup": catchup,
+            "overlap": overlap,
+            "jitter": jitter,
+            "start_at": start_at,
+            "end_at": end_at,
+            **more,
+        }
+        spec = make_spec(name, fields)
+        self._check(name, spec)
+        if not self.app.broker.schedule_put(name, encode(spec), "add"):
+            raise ScheduleError(
+                f"schedule entry {name!r} exists already; change it with update({name!r}, ...) "
+                "or remove it first"
+            )
+        return self.get(name)
+
+    def update(self, name: str, **fields: Any) -> ScheduleEntry:
+        """Change fields of store entry `name` (those `add` takes; `schedule` replaces the
+        schedule whatever its kind). The new definition runs from the next slot after now:
+        no slot runs twice, none under both definitions."""
+        current = self._stored(name)
+        if not fields:
+            raise SpecError(name, None, "update() was given no field to change")
+        changes = make_spec(name, fields)
+        spec = {k: v for k, v in current.items() if k not in ("source", "created", "updated")}
+        if any(k in changes for k in ("every", "cron", "at")):
+            for kind in ("every", "cron", "at"):
+                spec.pop(kind, None)
+        for key in [k for k, v in fields.items() if v is None and k != "schedule"]:
+            spec.pop(key, None)  # None: back to the default
+        spec.update(changes)
+        self._check(name, spec)
+        if not self.app.broker.schedule_put(name, encode(spec, current.get("created")), "update"):
+            raise EntryNotFound(f"schedule entry {name!r} was removed meanwhile")
+        return self.get(name)
+
+    def remove(self, name: str) -> None:
+        """Remove store entry `name`: a run in flight finishes, no more are sent. Its
+        history stays readable."""
+        self._stored(name)
+        if not self.app.broker.schedule_delete(name):
+            raise EntryNotFound(f"schedule entry {name!r} was removed meanwhile")
+
+    def get(self, name: str) -> ScheduleEntry:
+        """Entry `name`, whatever its source; EntryNotFound if there is none."""
+        for entry in self.list():
+            if entry.name == name:
+                return entry
+        raise self._not_found(name)
+
+    def list(self) -> list[ScheduleEntry]:
+        """Every entry: the store's, and those the leader planned from files and code (and
+        this app's code), sorted by name."""
+        broker = self.app.broker
+        _, specs = broker.schedule_specs()
+        states = broker.beat_entries()
+        found: dict[str, ScheduleEntry] = {}
+        for name, state in states.items():
+            record = EntryRecord.from_json(state.info)
+            found[name] = ScheduleEntry(
+                name,
+                record.source or "?",
+                record.task,
+                record.schedule,
+                paused=state.paused,
+                next_run=state.next_run,
+                last_run=record.last_slot,
+                runs=record.runs,
+                missed=record.missed,
+            )
+        for name, data in specs.items():
+            spec = decode(data)
+            shown = found.get(name)
+            if shown is not None and shown.source != SOURCE:
+                continue  # a file or code entry of that name wins (see beat.py)
+            if shown is None:
+                shown = found[name] = ScheduleEntry(name, SOURCE, None, None)
+                shown.paused = name in states and states[name].paused
+            shown.source, shown.spec = (
+                SOURCE,
+                {k: v for k, v in spec.items() if k not in ("source",)},
+            )
+            shown.task = spec.get("task")
+            try:
+                shown.schedule = str(entry_of(name, spec, self.app.timezone).schedule)
+            except ScheduleError:
+                shown.schedule = None
+        for name, entry in self._defined().items():
+            if name not in found:
+                found[name] = ScheduleEntry(name, entry.source, entry.task, str(entry.schedule))
+        return [found[n] for n in sorted(found)]
+
+    def pause(self, name: str) -> None:
+        """Pause entry `name` (any source) on every beat: its slots are skipped, and its
+        history says so, until `resume`."""
+        self._known(name)
+        self.app.broker.beat_pause(name, True)
+
+    def resume(self, name: str) -> None:
+        """Resume entry `name`; the slots skipped while paused are not caught up."""
+        self._known(name)
+        self.app.broker.beat_pause(name, False)
+
+    # -- running out of turn -----------------------------------------------------------------
+    def trigger(self, name: str, run_id: str | None = None) -> Any:
+        """Run entry `name` once now, outside its schedule (paused or not). Called on many
+        hosts with the same `run_id`, it runs once: the run's task id is the run id. The
+        leader sends it within a second. Returns the run's AsyncResult."""
+        self._known(name)
+        run_id = self._run_id(run_id, "run_id")
+        body = {"entry": name, "kind": TRIGGER, "at": time.time()}
+        self.app.broker.schedule_request(run_id, json.dumps(body).encode(), _KEEP)
+        return self.app.AsyncResult(run_id)
+
+    def backfill(
+        self,
+        name: str,
+        start: Any,
+        end: Any,
+        spacing: float = 0.0,
+        run_id: str | None = None,
+    ) -> str:
+        """Run every slot of entry `name` in [start, end) that it settled without running
+        (paused, missed, given up), oldest first, each once, across a change of leader.
+        `spacing`: seconds between two of its runs (0: as fast as the beat sends). Returns
+        the request's id (`run_id` if given: asking twice with one id backfills once)."""
+        entry = self._known(name)
+        zone = self.app.timezone
+        begin, until = _instant(name, "start", start, zone), _instant(name, "end", end, zone)
+        if until <= begin:
+            raise SpecError(name, "end", "must be after start (the range is [start, end))")
+        if until > time.time() + 1:
+            raise SpecError(
+                name,
+                "end",
+                "is in the future; backfill runs past slots (the schedule runs "
+                "the rest): give an end up to now",
+            )
+        if not isinstance(spacing, (int, float)) or spacing < 0:
+            raise SpecError(name, "spacing", f"{spacing!r}: give seconds >= 0")
+        if entry is not None:
+            count, at = 0, entry.next_after(begin - 1e-6)
+            while at is not None and at < until:
+                count += 1
+                if count > MAX_BACKFILL:
+                    raise SpecError(
+                        name,
+                        "end",
+                        f"the range holds more than {MAX_BACKFILL} slots; backfill it in parts",
+                    )
+                at = entry.next_after(at)
+            if not count:
+                raise SpecError(name, "start", "the entry has no slot in [start, end)")
+        request_id = self._run_id(run_id, "run_id")
+        body = {"entry": name, "kind": BACKFILL, "start": begin, "end": until, "spacing": spacing}
+        self.app.broker.schedule_request(request_id, json.dumps(body).encode(), _KEEP)
+        return request_id
+
+    # -- history -----------------------------------------------------------------------------
+    def history(self, name: str, limit: int = 100) -> list[RunRecord]:
+        """Entry `name`'s newest `limit` slots, newest first: when each was sent, how late,
+        its task id and final state (read from the result store now), or why it did not
+        run. Kept per entry up to `beat_history_len` (default 1,000)."""
+        if not isinstance(limit, int) or limit < 1:
+            raise SpecError(name, "limit", f"{limit!r}: give a whole number >= 1")
+        records = [
+            r
+            for r in (RunRecord.from_json(d) for d in self.app.broker.history(name, limit))
+            if r is not None
+        ]
+        sent = [r for r in records if r.task_id and r.sent_at is not None]
+        if sent:
+            self._outcomes(sent)
+        return records
+
+    def _outcomes(self, records: list[RunRecord]) -> None:
+        from ..result import decode_meta
+
+        store = self.app.broker.results
+        found = store.get_results([r.task_id for r in records if r.task_id])
+        for record, data in zip(records, found):
+            if data is None:
+                record.state = "PENDING"
+                continue
+            try:
+                meta = decode_meta(data, self.app.conf.accept_content)
+            except Exception:  # a result this host cannot read: say so, never fail
+                record.state = "UNKNOWN"
+                continue
+            record.state = meta.get("status")
+            done = meta.get("date_done")
+            if isinstance(done, (int, float)):
+                record.finished_at = float(done)
+                began = max(record.sent_at or 0.0, record.slot)
+                record.took = max(float(done) - began, 0.0)
+
+    # -- checks ------------------------------------------------------------------------------
+    def _check_name(self, name: str) -> None:
+        if not isinstance(name, str) or not name.strip() or name != name.strip():
+            raise SpecError(str(name), "name", "give a non-empty name without outer spaces")
+        if any(c in name for c in "\n\r"):
+            raise SpecError(name, "name", "a name is one line")
+        owner = self._owner(name)
+        if owner is not None:
+            raise ScheduleError(
+                f"schedule entry {name!r} is defined in {owner}; change it there, or add "
+                "this one under another name"
+            )
+
+    def _check(self, name: str, spec: dict[str, Any]) -> Entry:
+        """The entry of `spec`, checked as the beat will read it, and to fire again."""
+        registered = self._registered()
+        entry = entry_of(name, spec, self.app.timezone, registered)
+        check_fires(entry, time.time())
+        encode(spec)  # JSON, or one clear error
+        return entry
+
+    def _registered(self) -> list[str] | None:
+        """The task names to check against: this app's, when it registered any of its own
+        (a client that registers none may send tasks it does not know)."""
+        self.app.import_modules()
+        names = list(self.app.tasks)
+        return names if any(not n.startswith("beatq.") for n in names) else None
+
+    def _defined(self) -> dict[str, Entry]:
+        """The entries of this app's code and of the schedule files this process sees."""
+        found: dict[str, Entry] = {}
+        try:
+            found.update(load_python(self.app))
+        except ScheduleError:
+            pass  # a bad beat_schedule is the beat's to refuse, with its reason
+        for path in schedule_files(self.app.conf.beat_schedule_files):
+            if Path(path).exists():
+                try:
+                    found.update(load_file(path, self.app.timezone))
+                except ScheduleError:
+                    pass  # `schedule check` says what is wrong with it
+        return found
+
+    def _owner(self, name: str) -> str | None:
+        """Where a file or code entry `name` is defined (None: nowhere, or in the store)."""
+        defined = self._defined().get(name)
+        source = defined.source if defined is not None else None
+        state = self.app.broker.beat_entries().get(name) if source is None else None
+        if state is not None:
+            source = EntryRecord.from_json(state.info).source
+        if not source or source == SOURCE:
+            return None
+        return "the app's beat_schedule" if source == "python" else source
+
+    def _stored(self, name: str) -> dict[str, Any]:
+        """Store entry `name`'s spec; a file or code entry is refused, naming its file."""
+        owner = self._owner(name)
+        if owner is not None:
+            raise ScheduleError(
+                f"schedule entry {name!r} is defined in {owner}, not in the store; change it there"
+            )
+        _, specs = self.app.broker.schedule_specs()
+        if name not in specs:
+            raise self._not_found(name)
+        return decode(specs[name])
+
+    def _known(self, name: str) -> Entry | None:
+        """The entry `name` as this process can build it (None: known to the leader only);
+        EntryNotFound if nobody knows it."""
+        _, specs = self.app.broker.schedule_specs()
+        defined = self._defined()
+        if name in defined:
+            return defined[name]
+        if name in specs:
+            try:
+                return entry_of(name, decode(specs[name]), self.app.timezone)
+            except ScheduleError:
+                return None
+        if name in self.app.broker.beat_entries():
+            return None
+        raise self._not_found(name)
+
+    def _not_found(self, name: str) -> EntryNotFound:
+        names = [e.name for e in self.list()]
+        shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+        return EntryNotFound(
+            f"no schedule entry {name!r}; entries: {shown or '(none)'}; add one with "
+            "app.schedules.add (or `beatq schedule add`)"
+        )
+
+    @staticmethod
+    def _run_id(value: str | None, field_name: str) -> str:
+        if value is None:
+            return uuid.uuid4().hex
+        if not isinstance(value, str) or not value.strip() or len(value) > 200:
+            raise ScheduleError(f"{field_name} {value!r}: give a non-empty string (200 at most)")
+        return value
+
+
+_KEEP = 86400.0  # seconds a done run id is remembered (a repeat within it runs nothing)
+
+
+def _instant(name: str, key: str, value: Any, zone: tzinfo) -> float:
+    """`value` (a datetime, a date, an ISO time or POSIX seconds) as POSIX seconds; a
+    naive time is read in the app's zone, as everywhere in beatq."""
+    if isinstance(value, bool):
+        pass
+    elif isinstance(value, (int, float)):
+        return float(value)
+    elif isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=zone)).timestamp()
+    elif isinstance(value, date):
+        return datetime.combine(value, datetime.min.time(), zone).timestamp()
+    elif isinstance(value, str):
+        try:
+            return _instant(name, key, datetime.fromisoformat(value), zone)
+        except ValueError:
+            pass
+    elif isinstance(value, timedelta):
+        return time.time() - value.total_seconds()  # that long ago
+    raise SpecError(name, key, f"{value!r} is not a time; give an ISO time or a datetime")
