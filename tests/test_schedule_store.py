@@ -19,10 +19,12 @@ from pathlib import Path
 import pytest
 
 from beatq import Beatq
+from beatq.beat.history import NO_LEADER
 from beatq.beat.schedules import crontab
 from beatq.beat.store import EntryNotFound
 from beatq.exceptions import ScheduleError
 from tests.conftest import scaled, wait_for
+from tests.proj import journal
 from tests.test_beat_e2e import (
     OUT,
     assert_each_slot_once,
@@ -139,6 +141,69 @@ def test_store_entries_survive_a_beat_restart(app, beat_file, start_beat):
     start_beat(beat_file)
     wait_for(lambda: max(runs_of(app, "tick")) >= stopped + 3, 15, "runs after the restart")
     assert_each_slot_once(runs_of(app, "tick"), 5)  # catchup all: the restart's gap filled
+
+
+@BOTH
+def test_a_run_in_flight_finishes_after_its_entry_is_removed(
+    app, beat_file, start_beat, start_worker
+):
+    start_worker("-P", "threads", "-c", "2")
+    beat = start_beat(beat_file)
+    leading(app)
+    at = datetime.fromtimestamp(math.ceil(time.time()) + 2, timezone.utc)
+    app.schedules.add("slow", "tests.proj.tasks.sleep", at, args=[2.0, "slow"])
+    wait_for(lambda: "slow:start" in str(journal("runs")), 15, "the run to start")
+    app.schedules.remove("slow")
+    changed_seen(beat, 2)
+    wait_for(lambda: "slow:end" in str(journal("runs")), 15, "the run to finish")
+    (record,) = app.schedules.history("slow", 10)
+    assert record.slot == at.timestamp() and record.state == "SUCCESS"
+    assert record.took is not None and record.took >= 2.0
+    assert "slow" not in app.broker.beat_entries()
+
+
+@BOTH
+def test_history_shows_every_slot_with_its_reason(app, beat_file, start_beat):
+    beats = [start_beat(beat_file, ttl=3)]
+    leading(app)
+    beats.append(start_beat(beat_file, ttl=3))
+    app.schedules.add("tick", ADD, "1s", options={"queue": OUT})  # catchup latest
+
+    def records(reason: str | None = None, sent_only: bool = False) -> list[float]:
+        found = app.schedules.history("tick", 1000)
+        return sorted(
+            r.slot
+            for r in found
+            if (r.sent_at is not None if sent_only else r.reason == reason or reason is None)
+        )
+
+    wait_for(lambda: len(records(sent_only=True)) >= 2, 10, "2 runs")
+    app.schedules.pause("tick")
+    wait_for(lambda: len(records("paused")) >= 2, 10, "2 slots paused")
+    app.schedules.resume("tick")
+    resumed = max(records("paused"))
+    wait_for(lambda: max(records(sent_only=True)) > resumed, 10, "a run after resume")
+    # kill the leader between two runs, once the last one's record is written
+    last = max(slots_sent := runs_of(app, "tick"))
+    wait_for(lambda: last in records(sent_only=True), 5, "the last run's record")
+    old = led_by(app, beats)
+    os.kill(old.pid, signal.SIGKILL)
+    old.wait(5)
+    wait_for(lambda: len(records(NO_LEADER)) >= 1, 20, "the slots missed while no beat led")
+    wait_for(lambda: len(records(sent_only=True)) >= len(slots_sent) + 2, 10, "2 more runs")
+
+    everything = app.schedules.history("tick", 1000)
+    found = sorted(r.slot for r in everything)
+    assert_each_slot_once(found, 8)  # every slot from the first on, each with a record
+    for r in everything:
+        if r.sent_at is None:
+            assert r.reason in ("paused", NO_LEADER) and r.task_id is None, r
+        else:
+            assert r.reason is None and r.task_id and r.lateness is not None, r
+    assert sorted(s for s in found if s not in records(sent_only=True)) == sorted(
+        records("paused") + records(NO_LEADER)
+    )
+    assert sorted(runs_of(app, "tick")) == records(sent_only=True), "a record per run sent"
 
 
 # -- running out of turn ------------------------------------------------------------------------
