@@ -240,7 +240,7 @@ def _warn_no_namespace(key: str) -> None:
     _warned.add(key)
     log.warning(
         "setting %r is not read: it is %r under namespace 'CELERY'; load it with "
-        "config_from_object(..., namespace=\"CELERY\")",
+        'config_from_object(..., namespace="CELERY")',
         key,
         key[7:].lower(),
     )

@@ -284,8 +284,41 @@ def test_worker_options_beatq_does_not_offer_are_refused(env) -> None:
     other = beatq(env, "worker", "-O", "default")
     assert other.returncode == 2 and "beatq always hands a task to a free pool" in other.stderr
     for option in ("--max-tasks-per-child", "--max-memory-per-child"):
-        refused = beatq(env, "worker", option, "10")
-        assert refused.returncode == 2 and "not offered yet" in refused.stderr
+        refused = beatq(env, "worker", "-P", "threads", option, "10")
+        assert refused.returncode == 2
+        assert "pool threads has none: use -P prefork" in refused.stderr
+
+
+def child_pids(tags: list[str]) -> dict[str, int]:
+    """The pid of the child that started each tag's run (tests.proj.tasks.sleep's journal)."""
+    found: dict[str, int] = {}
+    for entry in journal("runs"):
+        tag, what, pid = entry.split(":")
+        if what == "start" and tag in tags:
+            assert tag not in found, f"{tag} ran twice"
+            found[tag] = int(pid)
+    return found
+
+
+def test_max_tasks_per_child_replaces_a_child_and_runs_every_task_once(app, start_worker) -> None:
+    w = start_worker("-c", "1", "--max-tasks-per-child", "2")
+    tags = [f"r{n}" for n in range(7)]
+    results = [tasks.sleep.delay(0.05, tag) for tag in tags]
+    assert [r.get(timeout=scaled(20)) for r in results] == tags
+    pids = child_pids(tags)
+    assert sorted(pids) == sorted(tags)  # each ran, once
+    per_child = [list(pids.values()).count(pid) for pid in dict.fromkeys(pids.values())]
+    assert per_child == [2, 2, 2, 1], pids  # one child after another, two tasks each
+    assert w.pid not in pids.values()
+    assert "exited (code 0)" in w.log()
+
+
+def test_max_memory_per_child_replaces_a_child_after_the_task(app, start_worker) -> None:
+    start_worker("-c", "1", "--max-memory-per-child", "1")  # 1 KiB: every child is past it
+    tags = [f"m{n}" for n in range(3)]
+    results = [tasks.sleep.delay(0.05, tag) for tag in tags]
+    assert [r.get(timeout=scaled(20)) for r in results] == tags
+    assert len(set(child_pids(tags).values())) == 3  # a new child for each
 
 
 def test_beat_pidfile_keeps_a_second_beat_from_starting(app, env, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..beat import Beat
-from ..exceptions import ConfigurationError, ScheduleError
+from ..exceptions import ScheduleError
 from ..worker import Worker
 from ..worker.worker import default_hostname
 from .base import (
@@ -27,15 +27,6 @@ def _optimization(ctx: click.Context, param: click.Parameter, value: str | None)
         raise click.BadParameter(
             f"{value!r} is not offered: beatq always hands a task to a free pool process "
             "(Celery's -O fair); drop -O or use -O fair"
-        )
-    return value
-
-
-def _not_yet(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
-    if value is not None:
-        raise click.BadParameter(
-            "replacing pool processes after a number of tasks or an amount of memory is "
-            "not offered yet; drop the option (and the worker_max_*_per_child setting)"
         )
     return value
 
@@ -76,17 +67,15 @@ def _not_yet(ctx: click.Context, param: click.Parameter, value: int | None) -> i
 )
 @click.option(
     "--max-tasks-per-child",
-    type=int,
-    callback=_not_yet,
-    expose_value=False,
-    help="Not offered yet: refused.",
+    type=click.IntRange(min=1),
+    help="Prefork: replace a child once it has run N tasks (worker_max_tasks_per_child).",
 )
 @click.option(
     "--max-memory-per-child",
-    type=int,
-    callback=_not_yet,
-    expose_value=False,
-    help="Not offered yet: refused.",
+    type=click.IntRange(min=1),
+    metavar="KIB",
+    help="Prefork: replace a child after the task that took its resident memory past KIB "
+    "kibibytes (worker_max_memory_per_child).",
 )
 @click.option("--prefetch-multiplier", type=click.IntRange(min=1), help="Claims per pool slot.")
 @click.option("-B", "--beat", "with_beat", is_flag=True, help="Also run a beat in this worker.")
@@ -119,6 +108,8 @@ def worker(
     logfile: str | None,
     pidfile: str | None,
     optimization: str | None,
+    max_tasks_per_child: int | None,
+    max_memory_per_child: int | None,
     prefetch_multiplier: int | None,
     with_beat: bool,
     files: tuple[str, ...],
@@ -132,12 +123,6 @@ def worker(
     node = expand(hostname) if hostname else default_hostname()
     logfile = expand(logfile, node) if logfile else None
     app = get_app(ctx, loglevel, default_level="INFO", logfile=logfile)
-    for setting in ("worker_max_tasks_per_child", "worker_max_memory_per_child"):
-        if app.conf.get(setting) is not None:
-            raise ConfigurationError(
-                f"{setting} is not offered yet: beatq does not replace pool processes "
-                "after a number of tasks or an amount of memory; remove the setting"
-            )
     check_start(app)
     if send_events:
         app.conf.worker_send_task_events = True
@@ -161,6 +146,8 @@ def worker(
         prefetch_multiplier=prefetch_multiplier,
         beat=beat,
         metrics=metrics,
+        max_tasks_per_child=max_tasks_per_child,
+        max_memory_per_child=max_memory_per_child,
     )
     lock = Pidfile(expand(pidfile, node)) if pidfile else None
     if lock is not None:

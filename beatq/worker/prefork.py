@@ -28,13 +28,16 @@ from .delivery import DECODE_ERRORS, Delivery
 from .execute import Executor, Outcome
 from .handoff import Handoff
 from .pool import IDLE_AFTER, OnDone, Pool
+from .recycle import Recycle
 
 log = logging.getLogger("beatq.worker")
 
 LIMITS_EVERY = 0.05  # seconds between two looks at the children's time limits
 
 
-def _child(parents: Executor, conn: Connection, board: Any, crowded: bool) -> None:
+def _child(
+    parents: Executor, conn: Connection, board: Any, crowded: bool, recycle: Recycle = Recycle()
+) -> None:
     # The parent coordinates shutdown: a child ignores Ctrl-C and SIGTERM sent to the
     # whole process group (a terminal, systemd), so its task can finish.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -48,6 +51,7 @@ def _child(parents: Executor, conn: Connection, board: Any, crowded: bool) -> No
         for backend in {executor.app.broker, executor.app.result_store}:
             backend.crowded()
     queued: deque[tuple[int, Delivery]] = deque()  # handed over, not started: in order
+    done = 0  # tasks run, for recycle
     while True:
         if not queued:
             if not conn.poll(IDLE_AFTER):
@@ -75,6 +79,8 @@ def _child(parents: Executor, conn: Connection, board: Any, crowded: bool) -> No
         if limit:
             board[LIMIT] = limit
         then = queued[0][1] if queued and queued[0][0] >= board[FLOOR] else None
+        if then is not None and recycle.last(done):
+            then = None  # this child's last task: the next runs in another, acked there
         outcome = None
         try:
             outcome = executor.execute(delivery, then)
@@ -83,6 +89,13 @@ def _child(parents: Executor, conn: Connection, board: Any, crowded: bool) -> No
         if then is not None and outcome is not None and outcome.then_acked:
             then.acked = True
         conn.send((seq, outcome))  # the parent counts it (metrics)
+        done += 1
+        why = recycle and recycle.due(done)
+        if why:  # retire: the parent replaces this child and re-hands what waits here
+            log.info("child process %s %s: replaced", os.getpid(), why)
+            executor.flush_events()
+            signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
+            return
 
 
 STARTED, FLOOR, SINCE, LIMIT = 0, 1, 2, 3  # a child's board: see _Child
@@ -198,8 +211,10 @@ class PreforkPool(Pool):
         on_done: OnDone,
         handoff: Handoff,
         queued: int = QUEUED,
+        recycle: Recycle = Recycle(),
     ) -> None:
         super().__init__(executor, concurrency, on_done, handoff)
+        self.recycle = recycle  # when a child retires (recycle.py)
         self.queued = queued  # at most QUEUED (the worker's prefetch may allow fewer)
         self.ctx = multiprocessing.get_context("fork")
         self.children: list[_Child] = []
@@ -213,7 +228,7 @@ class PreforkPool(Pool):
         board = self.ctx.Array("d", [-1.0, 0.0, 0.0, 0.0])
         process = self.ctx.Process(
             target=_child,
-            args=(self.executor, child_conn, board, self.crowded),
+            args=(self.executor, child_conn, board, self.crowded, self.recycle),
             daemon=True,
             name="beatq-child",
         )
@@ -436,7 +451,14 @@ class PreforkPool(Pool):
             lost = [h for h in child.handed if h.seq <= started]
             again = [h for h in child.handed if h.seq > started]
             child.handed.clear()
-        log.error("child process %s exited (code %s)", child.process.pid, child.process.exitcode)
+        code = child.process.exitcode
+        # a child that retired (recycle.py) exits 0 once it has reported its last task
+        log.log(
+            logging.INFO if code == 0 and not lost else logging.ERROR,
+            "child process %s exited (code %s)",
+            child.process.pid,
+            code,
+        )
         for handed in lost:
             outcome = self.executor.fail_lost(handed.delivery.claim, child.killed or reason)
             self._done(handed.delivery, outcome)

@@ -47,6 +47,7 @@ from .execute import AHEAD, Executor, Outcome
 from .handoff import Handoff
 from .pool import Pool, SoloPool, ThreadPool
 from .prefork import PreforkPool
+from .recycle import Recycle
 from .remote import CONTROL_EVERY, run_commands
 from .throttle import Throttle
 
@@ -98,6 +99,8 @@ class Worker:
         idle_wait: float = 2.0,
         beat: Any = None,
         metrics: Metrics | None = None,
+        max_tasks_per_child: int | None = None,
+        max_memory_per_child: int | None = None,
     ) -> None:
         conf = app.conf
         self.app = app
@@ -115,6 +118,15 @@ class Worker:
                 )
             log.info("broker %s lives in this process only: pool threads", app.broker.url)
             self.pool_name = "threads"
+        self.recycle = Recycle(
+            max_tasks_per_child or conf.worker_max_tasks_per_child or None,
+            max_memory_per_child or conf.worker_max_memory_per_child or None,
+        )
+        if self.recycle and self.pool_name != "prefork":
+            raise ConfigurationError(
+                f"max-tasks-per-child and max-memory-per-child replace prefork children; "
+                f"pool {self.pool_name} has none: use -P prefork or drop them"
+            )
         self.concurrency = (
             1
             if self.pool_name == "solo"
@@ -265,7 +277,7 @@ class Worker:
     def _make_pool(self, executor: Executor) -> Pool:
         if self.pool_name == "prefork":
             return PreforkPool(
-                executor, self.concurrency, self._finished, self.handoff, self.queued
+                executor, self.concurrency, self._finished, self.handoff, self.queued, self.recycle
             )
         return POOLS[self.pool_name](executor, self.concurrency, self._finished, self.handoff)
 
