@@ -42,6 +42,7 @@ from ..timezones import format_time
 from ..wakeup import nap_until, tighten_timer_slack
 from .entries import Entry
 from .history import BACKFILL, CAUGHT_UP, NO_LEADER, OVERLAP, PAUSED, TRIGGER, RunRecord
+from .history import encode as encode_run
 from .lease import LeaderLease
 from .loader import load_all, schedule_files
 from .record import EntryRecord
@@ -606,8 +607,8 @@ class Beat:
     ) -> None:
         """Keep a run record of `entry` for its history (written after the dispatch)."""
         if self.history_len > 0:
-            record = RunRecord(slot, kind, sent_at, lateness, task_id, reason)
-            self.history.append((entry.name, record.to_json()))
+            record = encode_run(slot, kind, sent_at, lateness, task_id, reason)
+            self.history.append((entry.name, record))
 
     def _write_history(self) -> None:
         items, self.history = self.history, []

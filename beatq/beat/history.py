@@ -46,10 +46,8 @@ class RunRecord:
     took: float | None = None  # seconds from its sending (or its slot, if later) to its end
 
     def to_json(self) -> bytes:
-        stored = {k: v for k, v in asdict(self).items() if v is not None}
-        for key in ("state", "finished_at", "took"):
-            stored.pop(key, None)
-        return json.dumps(stored).encode()
+        """The stored record: the fields that have a value, but the ones read later."""
+        return encode(self.slot, self.kind, self.sent_at, self.lateness, self.task_id, self.reason)
 
     @classmethod
     def from_json(cls, data: bytes) -> RunRecord | None:
@@ -65,3 +63,24 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def encode(
+    slot: float,
+    kind: str = SCHEDULE,
+    sent_at: float | None = None,
+    lateness: float | None = None,
+    task_id: str | None = None,
+    reason: str | None = None,
+) -> bytes:
+    """A record's stored bytes, made without a RunRecord: the leader makes one per run."""
+    fields: dict[str, Any] = {"slot": slot, "kind": kind}
+    if sent_at is not None:
+        fields["sent_at"] = sent_at
+    if lateness is not None:
+        fields["lateness"] = lateness
+    if task_id is not None:
+        fields["task_id"] = task_id
+    if reason is not None:
+        fields["reason"] = reason
+    return json.dumps(fields).encode()
