@@ -129,13 +129,15 @@ class ScheduleStore:
             **more,
         }
         spec = make_spec(name, fields)
-        self._check(name, spec)
-        if not self.app.broker.schedule_put(name, encode(spec), "add"):
+        entry = self._check(name, spec)
+        data = encode(spec)
+        if not self.app.broker.schedule_put(name, data, "add"):
             raise ScheduleError(
                 f"schedule entry {name!r} exists already; change it with update({name!r}, ...) "
                 "or remove it first"
             )
-        return self.get(name)
+        stored = {k: v for k, v in decode(data).items() if k != "source"}
+        return ScheduleEntry(name, SOURCE, entry.task, str(entry.schedule), spec=stored)
 
     def update(self, name: str, **fields: Any) -> ScheduleEntry:
         """Change fields of store entry `name` (those `add` takes; `schedule` replaces the
