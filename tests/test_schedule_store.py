@@ -312,6 +312,7 @@ def test_bad_input_names_the_entry_the_field_and_the_fix(app, backend):
         },
         "field 'jitter': jitter: 'lots' is not a duration": {"jitter": "lots"},
         "field 'retries': unknown field": {"retries": 3},
+        "field 'kwargs': cannot be stored in the broker as JSON": {"kwargs": {"x": object()}},
     }
     for expected, change in cases.items():
         fields = {"task": ADD, "schedule": "1s", **change}

@@ -337,7 +337,16 @@ class ScheduleStore:
         registered = self._registered()
         entry = entry_of(name, spec, self.app.timezone, registered)
         check_fires(entry, time.time())
-        encode(spec)  # JSON, or one clear error
+        for key, value in spec.items():
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError) as exc:
+                raise SpecError(
+                    name,
+                    key,
+                    f"cannot be stored in the broker as JSON ({exc}); give numbers, strings, "
+                    "lists and dicts (a time as an ISO string)",
+                ) from None
         return entry
 
     def _registered(self) -> list[str] | None:
