@@ -21,15 +21,15 @@ from .builtins import register_builtins
 from .canvas import Signature, as_signatures
 from .canvas import signature as canvas_signature
 from .conf import DEFAULTS, Settings
+from .context import add_child, running_request, set_current
 from .context import current_app as current_app  # where `beatq.app.current_app` was
-from .context import set_current
 from .control import Control
 from .exceptions import BrokerError, ConfigurationError, NotRegistered
 from .messages import Message, MessageError, new_id
 from .messages import decode as decode_message
 from .result import AsyncResult
 from .signals import Signal
-from .task import Task, check_time_limits, running_request
+from .task import Task, check_time_limits
 
 if TYPE_CHECKING:
     from .beat.store import ScheduleStore
@@ -496,12 +496,18 @@ class Beatq:
         task: Task | None = None,
         **options: Any,
     ) -> AsyncResult:
-        """Send a message for task `name` (registered here or not) and return its result."""
+        """Send a message for task `name` (registered here or not) and return its result.
+        Sent from inside a running task, the result is one of that task's children
+        (`add_to_parent=False`: not)."""
+        add_to_parent = options.pop("add_to_parent", True)
         message, body = self.build_message(name, args, kwargs, task, **options)
         outgoing = self.outgoing(message, body, task)
         events = [_sent_event(message)] if self.conf.task_send_sent_event else None
         self.publish([outgoing], *self._retry_options(options), events=events)
-        return AsyncResult(message.id, app=self, task_name=name)
+        result = AsyncResult(message.id, app=self, task_name=name)
+        if add_to_parent and message.parent is not None:
+            add_child(result)
+        return result
 
     def send_many(
         self,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .brokers import ChordJoin, Outgoing, ResultWrite
-from .context import App, TaskLike, current_app
+from .context import App, TaskLike, add_child, current_app
 from .messages import new_id
 from .result import AsyncResult, EagerResult, GroupResult, encode_group
 
@@ -218,6 +218,7 @@ class Signature(dict):
     ) -> Any:
         """Send it; `args` come before the signature's own unless it is immutable."""
         app = self.app
+        add_to_parent = options.pop("add_to_parent", True)
         callbacks = {}
         if self.get("subtask_type"):  # a canvas places its callbacks on the right tasks
             callbacks = {k: options.pop(k) for k in ("link", "link_error") if k in options}
@@ -233,6 +234,8 @@ class Signature(dict):
         plan = Plan()
         expand(sig, app, plan, list(args or ()), dict(kwargs or {}))
         app.publish(plan.send, results=plan.results)
+        if add_to_parent:
+            add_child(result)  # sent from inside a running task: one of its children
         return result
 
     def delay(self, *args: Any, **kwargs: Any) -> Any:
@@ -640,6 +643,27 @@ def result_shape(sig: Mapping[str, Any]) -> Any:
         return shape
     body = sig["kwargs"].get("body")
     return result_shape(body if body is not None else sig["kwargs"]["header"])
+
+
+def result_ref(sig: Mapping[str, Any]) -> Any:
+    """What frozen `sig`'s result is, as a child of the task that starts it is stored (see
+    result.child_ref): its id, or for a group `[group id, [its members]]`."""
+    kind = sig.get("subtask_type")
+    if kind is None:
+        return sig["options"]["task_id"]
+    if kind == "chain":
+        return result_ref(sig["kwargs"]["tasks"][-1])
+    if kind == "group":
+        members: list[Any] = []
+        for t in sig["kwargs"]["tasks"]:
+            ref = result_ref(t)
+            if t.get("subtask_type") == "group":
+                members.extend(ref[1])
+            else:
+                members.append(ref)
+        return [sig["options"]["group_id"], members]
+    body = sig["kwargs"].get("body")
+    return result_ref(body if body is not None else sig["kwargs"]["header"])
 
 
 def flat_ids(shape: Any) -> list[str]:

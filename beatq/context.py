@@ -1,4 +1,6 @@
-"""The app as the modules under it see it: the `App` protocol, and `current_app()`.
+"""The app as the modules under it see it: the `App` protocol, and `current_app()`; and
+the task a worker runs in this thread (`running_request()`), which what it sends names as
+its parent and adds to its children.
 
 Results, canvas, tasks, events, control, the builtins and the workflow are each handed
 an app. They type it as `App`, and find the default one with `current_app()`, rather
@@ -9,6 +11,7 @@ modules use of it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import tzinfo
 from typing import Any, Protocol
@@ -121,3 +124,34 @@ def all_apps() -> list[App]:
 def set_current(app: App) -> None:
     """Make `app` the one `current_app()` returns (each new Beatq calls this)."""
     _current.append(app)
+
+
+class _Running(threading.local):
+    def __init__(self) -> None:
+        self.stack: list[Any] = []
+
+
+# The requests this thread runs, innermost last, whatever their task (Task.run_in pushes
+# them): a message sent from inside one gets it as its parent (see `running_request`).
+running_requests = _Running()
+
+
+def running_request() -> Any:
+    """The request (a `beatq.task.Request`) of the task a worker runs in this thread now,
+    or None (also for an eager run, as Celery's `current_worker_task`)."""
+    stack = running_requests.stack
+    if stack:
+        request = stack[-1]
+        if not request.is_eager:
+            return request
+    return None
+
+
+def add_child(result: Any) -> None:
+    """Count `result` (of what the running task sent) among that task's children, stored
+    with its state (`AsyncResult.children`), as Celery's add_to_parent does."""
+    request = running_request()
+    if request is not None:
+        if request.children is None:
+            request.children = []
+        request.children.append(result)

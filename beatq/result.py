@@ -135,10 +135,12 @@ def make_meta(
     result: Any = None,
     traceback: str | None = None,
     name: str | None = None,
+    children: list[Any] | None = None,
 ) -> dict[str, Any]:
+    """A state to store; `children` (results of what the task sent) only when it has some."""
     if isinstance(result, BaseException):
         result = exception_to_dict(result)
-    return {
+    meta = {
         "task_id": task_id,
         "status": status,
         "result": result,
@@ -146,6 +148,23 @@ def make_meta(
         "date_done": time.time(),
         "name": name,
     }
+    if children:
+        meta["children"] = [child_ref(c) for c in children]
+    return meta
+
+
+def child_ref(result: Any) -> Any:
+    """A child result as stored: its id, or for a group `[group id, [its members]]`."""
+    if isinstance(result, GroupResult):
+        return [result.id, [child_ref(r) for r in result.results]]
+    return result if isinstance(result, (str, list)) else result.id
+
+
+def child_result(ref: Any, app: App) -> Any:
+    """The AsyncResult (or GroupResult) a stored child reference stands for."""
+    if isinstance(ref, list):
+        return GroupResult(ref[0], [child_result(r, app) for r in ref[1]], app=app)
+    return AsyncResult(ref, app=app)
 
 
 class AsyncResult:
@@ -216,6 +235,12 @@ class AsyncResult:
     @property
     def traceback(self) -> str | None:
         return self._meta().get("traceback")
+
+    @property
+    def children(self) -> list[Any]:
+        """Results of what the task sent, as Celery's: tasks and canvases it sent while it
+        ran, then its links and its chain's next step (once its state is stored)."""
+        return [child_result(ref, self.app) for ref in self._meta().get("children") or ()]
 
     @property
     def date_done(self) -> datetime | None:

@@ -23,6 +23,7 @@ from .canvas import (
 )
 from .canvas import freeze as freeze_canvas
 from .context import App, current_app
+from .context import running_requests as _running
 from .einfo import ExceptionInfo
 from .exceptions import (
     AsyncTaskNotSupported,
@@ -70,6 +71,7 @@ class Request:
     timelimit: tuple[float | None, float | None] = (None, None)
     reply_to: str | None = None
     origin: str | None = None
+    children: list[Any] | None = None  # results of what it sent (see context.add_child)
 
     @property
     def correlation_id(self) -> str:
@@ -118,22 +120,6 @@ class Request:
 class _RequestStack(threading.local):
     def __init__(self) -> None:
         self.stack: list[Request] = []
-
-
-# The requests this thread runs, innermost last, whatever their task: a message sent from
-# inside one gets it as its parent (see `running_request`).
-_running = _RequestStack()
-
-
-def running_request() -> Request | None:
-    """The request of the task a worker runs in this thread now, or None (also for an
-    eager run, as Celery's `current_worker_task`)."""
-    stack = _running.stack
-    if stack:
-        request = stack[-1]
-        if not request.is_eager:
-            return request
-    return None
 
 
 # Task attributes that a call's options fall back to, and the app setting behind each.

@@ -29,6 +29,8 @@ from tests.proj.canvas_guide import (
     gc_replace_chain,
     gc_replace_failing,
     gc_replace_group,
+    gc_spawn,
+    gc_spawn_group,
     gc_tsum,
 )
 from tests.proj.tasks import CustomError, add, echo, fail, mul
@@ -371,3 +373,33 @@ def test_a_group_link_runs_with_its_first_task(worker, drained):
     wait_for(lambda: journal("gc"), 10, "the group's link")
     drained(worker)
     assert journal("gc") == ["glink:once"]
+
+
+# -- children --------------------------------------------------------------------------------
+@BOTH
+def test_children_are_what_a_task_sent(worker):
+    """`AsyncResult.children`: the tasks (and canvases) sent from inside the task, then its
+    links and its chain's next step, as Celery stores them."""
+    spawned = gc_spawn.delay(3)
+    assert spawned.get(timeout=T) == 3
+    children = spawned.children
+    assert [c.get(timeout=T) for c in children] == [0, 2, 4]
+    grouped = gc_spawn_group.delay(3)
+    assert grouped.get(timeout=T) == 3
+    (inner,) = grouped.children
+    assert isinstance(inner, GroupResult) and inner.get(timeout=T) == [0, 2, 4]
+
+    result = chain(add.s(1, 1), add.s(10), group(add.s(1), add.s(2)))()
+    assert result.get(timeout=T) == [13, 14]
+    first, second = result.parent.parent, result.parent
+    assert [c.id for c in first.children] == [second.id]  # the chain's next step
+    (fanned,) = second.children
+    assert isinstance(fanned, GroupResult) and fanned.get(timeout=T) == [13, 14]
+
+    callback = add.s(8)
+    callback_result = callback.freeze()
+    linked = add.apply_async((2, 2), link=callback)
+    assert callback_result.get(timeout=T) == 12
+    assert [c.id for c in linked.children] == [callback_result.id]
+    plain = add.delay(1, 1)
+    assert plain.get(timeout=T) == 2 and plain.children == []

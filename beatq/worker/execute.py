@@ -22,7 +22,7 @@ from .. import events as ev
 from .. import messages, serializers, signals, states
 from ..app import Beatq, announce_published
 from ..brokers import ChordJoin, Claim, Outgoing, ResultWrite
-from ..canvas import Followup, Plan, all_ids, expand, maybe_signature
+from ..canvas import Followup, Plan, all_ids, expand, maybe_signature, result_ref
 from ..einfo import ExceptionInfo
 from ..exceptions import (
     BrokerError,
@@ -225,7 +225,7 @@ class Executor:
             task.ended(request, states.FAILURE, exc, ExceptionInfo())
             return Outcome(message.task, states.FAILURE, runtime, folded)
         runtime = time.perf_counter() - began
-        self._succeed(ack, message, task, value, runtime)
+        self._succeed(ack, message, task, value, runtime, request.children)
         task.ended(request, states.SUCCESS, value)
         return Outcome(message.task, states.SUCCESS, runtime, folded)
 
@@ -360,24 +360,36 @@ class Executor:
 
     # -- outcomes --------------------------------------------------------------------------
     def _succeed(
-        self, ack: list[Claim], message: Message, task: Task, value: Any, runtime: float
+        self,
+        ack: list[Claim],
+        message: Message,
+        task: Task,
+        value: Any,
+        runtime: float,
+        children: list[Any] | None = None,
     ) -> None:
+        """Store the success, with the task's children (what it sent, then its links and
+        its chain's next step), and send those in the same step."""
         plan = Plan()
         if isinstance(value, Followup):  # a builtin's plan, carried out atomically with its ack
             plan, value = value.plan, value.value
         if log.isEnabledFor(logging.INFO):
             log.info("Task %s[%s] succeeded in %.6fs: %r", message.task, message.id, runtime, value)
-        if not task.option("ignore_result"):
-            plan.results.append(self._state(message, states.SUCCESS, value))
-        for sig in message.options.get("link") or ():
-            plan.send.append(
-                callback_message(self.app, sig, (value,), message.id, root_of(message))
-            )
+        links = message.options.get("link")
         chain = message.options.get("chain")
+        if links or chain:
+            children = list(children or ())
+        for sig in links or ():
+            callback = callback_message(self.app, sig, (value,), message.id, root_of(message))
+            plan.send.append(callback)
+            children.append(callback.id)  # type: ignore[union-attr]
         if chain:
             extra = message.options.get("chain_extra")
             first = maybe_signature(chain[0], self.app)
             expand(first, self.app, plan, [value], {}, chain[1:], extra, lineage(message))
+            children.append(result_ref(first))  # type: ignore[union-attr]
+        if not task.option("ignore_result"):
+            plan.results.append(self._state(message, states.SUCCESS, value, None, children))
         joins = [j for j in (self._join(message),) if j is not None] + plan.joins
         events = self._event(
             ev.TASK_SUCCEEDED, message, result=ev.short_repr(value), runtime=runtime
@@ -398,7 +410,7 @@ class Executor:
         """Store the failure (and fail what was to follow in a chain), run the errbacks."""
         results = []
         if task is None or not task.option("ignore_result") or status != states.FAILURE:
-            results.append(self._state(message, status, exc, tb))
+            results.append(self._state(message, status, exc, tb, request.children))
         for sig in message.options.get("chain") or ():
             results += failure_writes(self.app, all_ids(sig), exc, tb, status)
         errbacks = message.options.get("link_error") or ()
@@ -571,9 +583,14 @@ class Executor:
         return [ev.encode(type_, {**self._fields(message), **fields})]
 
     def _state(
-        self, message: Message, status: str, value: Any, tb: str | None = None
+        self,
+        message: Message,
+        status: str,
+        value: Any,
+        tb: str | None = None,
+        children: list[Any] | None = None,
     ) -> ResultWrite:
-        meta = make_meta(message.id, status, value, tb, message.task)
+        meta = make_meta(message.id, status, value, tb, message.task, children)
         data = encode_meta(meta, self.result_serializer, self.result_compression)
         return ResultWrite(message.id, data, self.result_ttl, status in states.READY_STATES)
 

@@ -97,3 +97,12 @@ def gc_spawn(n):
     for i in range(n):
         add.delay(i, i)
     return n
+
+
+@app.task
+def gc_spawn_group(n):
+    """Applies a group from inside the task: one child, the group's result."""
+    from .tasks import add
+
+    group(add.s(i, i) for i in range(n))()
+    return n
