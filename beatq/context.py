@@ -133,12 +133,18 @@ class _Running(threading.local):
 
 # The requests this thread runs, innermost last, whatever their task (Task.run_in pushes
 # them): a message sent from inside one gets it as its parent (see `running_request`).
+# `running_anywhere` holds an item per request running in the process, any thread (append
+# and pop are atomic): a process that runs none (a client) pays one test per send, not a
+# thread-local lookup.
 running_requests = _Running()
+running_anywhere: list[None] = []
 
 
 def running_request() -> Any:
     """The request (a `beatq.task.Request`) of the task a worker runs in this thread now,
     or None (also for an eager run, as Celery's `current_worker_task`)."""
+    if not running_anywhere:
+        return None
     stack = running_requests.stack
     if stack:
         request = stack[-1]

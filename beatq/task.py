@@ -23,6 +23,7 @@ from .canvas import (
 )
 from .canvas import freeze as freeze_canvas
 from .context import App, current_app
+from .context import running_anywhere as _active
 from .context import running_requests as _running
 from .einfo import ExceptionInfo
 from .exceptions import (
@@ -352,6 +353,7 @@ class Task:
         self.push_request(request)
         running = _running.stack
         running.append(request)
+        _active.append(None)
         try:
             if signals.task_prerun.receivers:
                 signals.task_prerun.send(
@@ -375,6 +377,7 @@ class Task:
             opts = {k: v for k, v in self.retry_kwargs.items() if k != "countdown"}
             raise self.retry(exc=exc, countdown=countdown, **opts) from exc
         finally:
+            _active.pop()
             running.pop()
             self.pop_request()
         if inspect.iscoroutine(value):
@@ -410,7 +413,10 @@ class Task:
             retries=retries,
             is_eager=True,
             options=options,
+            headers=dict(options.get("headers") or {}),
         )
+        request.root_id = options.get("root_id") or request.id
+        request.parent_id = options.get("parent_id")
         try:
             value = self.run_in(request)
         except Retry as exc:

@@ -90,8 +90,9 @@ def test_tasks_sent_from_a_task_carry_its_id_as_parent_and_the_first_as_root(app
 def test_a_direct_call_and_apply_are_not_a_worker_run(app):
     from tests.proj.tasks import gt_request
 
-    eager = gt_request.apply().get()
+    eager = gt_request.apply(headers={"trace_id": "t-1"}).get()
     assert eager["is_eager"] is True and eager["called_directly"] is False
+    assert eager["headers"] == {"trace_id": "t-1"} and eager["root_id"] == eager["id"]
     assert gt_request()["called_directly"] is True
 
 
@@ -134,6 +135,30 @@ def test_reject_without_requeue_fails_at_once_and_is_dead_lettered(app, start_wo
     letter = wait_for(lambda: dead_letter(app, result.id), 10, "the dead letter")
     assert letter.reason == "rejected by the task: file too big"
     assert add.delay(1, 2).get(timeout=20) == 3  # the worker carries on
+
+
+@pytest.mark.backends("memory")
+def test_reject_without_requeue_sends_task_rejected(app, start_worker):
+    """In-process (memory://): the receiver connected here sees the worker's signal."""
+    from beatq import signals
+    from tests.proj.tasks import gt_reject
+
+    seen = []
+
+    def receiver(sender=None, message=None, exc=None, **kwargs):
+        seen.append((sender, message.id, type(exc).__name__, str(exc)))
+
+    signals.task_rejected.connect(receiver)
+    try:
+        worker = start_worker("-P", "threads", "-c", "1")
+        result = gt_reject.delay("no room")
+        with pytest.raises(Reject):
+            result.get(timeout=10)
+        assert wait_for(lambda: seen, 5, "task_rejected") == [
+            (worker.name, result.id, "Reject", "no room")
+        ]
+    finally:
+        signals.task_rejected.disconnect(receiver)
 
 
 # -- a prefork child killed with kill -9 ---------------------------------------------------------
