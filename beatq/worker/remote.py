@@ -51,6 +51,8 @@ def run_commands(worker: Worker) -> None:
         if command.get("reply") and command.get("id"):
             data = json.dumps(answer, default=str).encode()
             broker.reply(command["id"], worker.hostname, data, REPLY_TTL)
+        if name == "shutdown" and "ok" in answer:  # once answered: the process may end soon
+            worker.stop_warmly("remote")
 
 
 def ping(worker: Worker, **_: Any) -> dict[str, Any]:
@@ -59,8 +61,7 @@ def ping(worker: Worker, **_: Any) -> dict[str, Any]:
 
 def shutdown(worker: Worker, **_: Any) -> dict[str, Any]:
     log.warning("worker %s: shutdown asked remotely, finishing running tasks", worker.hostname)
-    worker.stop_warmly("remote")
-    return {"ok": "shutting down"}
+    return {"ok": "shutting down"}  # run_commands stops the worker once it has answered
 
 
 def rate_limit(
