@@ -27,6 +27,7 @@ each (entry, slot) once):
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
 import uuid
@@ -282,7 +283,7 @@ class ScheduleStore:
         return request_id
 
     # -- history -----------------------------------------------------------------------------
-    def history(self, name: str, limit: int = 100) -> list[RunRecord]:
+    def history(self, name: str, limit: int = 100) -> builtins.list[RunRecord]:
         """Entry `name`'s newest `limit` slots, newest first: when each was sent, how late,
         its task id and final state (read from the result store now), or why it did not
         run. Kept per entry up to `beat_history_len` (default 1,000)."""
@@ -298,7 +299,7 @@ class ScheduleStore:
             self._outcomes(sent)
         return records
 
-    def _outcomes(self, records: list[RunRecord]) -> None:
+    def _outcomes(self, records: builtins.list[RunRecord]) -> None:
         from ..result import decode_meta
 
         store = self.app.broker.results
@@ -349,7 +350,7 @@ class ScheduleStore:
                 ) from None
         return entry
 
-    def _registered(self) -> list[str] | None:
+    def _registered(self) -> builtins.list[str] | None:
         """The task names to check against: this app's, when it registered any of its own
         (a client that registers none may send tasks it does not know)."""
         self.app.import_modules()

@@ -639,13 +639,11 @@ class RedisBackend(Backend):
     def history_add(self, items: Sequence[tuple[str, bytes]], maxlen: int) -> None:
         if not items:
             return
-        with _errors(self.url):
-            pipe = self.client.pipeline(transaction=False)
-            for name, record in items:
-                key = f"{self.keys.prefix}:sched:h:{name}"
-                pipe.lpush(key, record)
-                pipe.ltrim(key, 0, maxlen - 1)
-            pipe.execute()
+        # one call, its arguments flat: far cheaper to build than a command per item
+        args: list[Any] = ["history", self.keys.prefix, max(int(maxlen), 1)]
+        for name, record in items:
+            args += (name, record)
+        self._run("schedules", self._schedule_keys(), args)
 
     def history(self, name: str, limit: int) -> list[bytes]:
         if limit <= 0:

@@ -4,6 +4,7 @@
 --   put:     name, spec, mode ('add' | 'update' | 'set')          -> 1 | 0
 --   delete:  name                                                  -> 1 | 0
 --   request: id, body, seconds a done request is remembered        -> 1 | 0
+--   history: prefix, maxlen, then (entry, record) pairs: each pushed on its entry's list, capped
 --   run:     prefix, "holder|token", id, slot, last ('1' | ''), then (queue, id, body, eta)
 --            per message                                           -> 'lost' | 'done' | 'sent'
 local op = ARGV[1]
@@ -30,6 +31,15 @@ if op == 'request' then
   -- the body carries its own order: a counter, so requests read back as they were added
   local n = redis.call('INCR', KEYS[2])
   redis.call('HSET', KEYS[3], ARGV[2], n .. '\n' .. ARGV[3])
+  return 1
+end
+if op == 'history' then
+  local prefix, last = ARGV[2], tonumber(ARGV[3]) - 1
+  for i = 4, #ARGV, 2 do
+    local key = prefix .. ':sched:h:' .. ARGV[i]
+    redis.call('LPUSH', key, ARGV[i + 1])
+    redis.call('LTRIM', key, 0, last)
+  end
   return 1
 end
 -- run
