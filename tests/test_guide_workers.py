@@ -36,6 +36,7 @@ def starts(prefix: str) -> list[float]:
 
 
 # -- remote control ---------------------------------------------------------------------------
+@pytest.mark.backends("redis", "sqlite", "memory")
 def test_ping_answers_for_every_worker_or_the_destination_named(app, start_worker) -> None:
     w0 = start_worker("-P", "threads", "-c", "1")
     w1 = start_worker("-P", "threads", "-c", "1")
@@ -56,6 +57,7 @@ def test_ping_answers_for_every_worker_or_the_destination_named(app, start_worke
     assert app.control.inspect(destination=["nobody@nowhere"]).active() is None
 
 
+@pytest.mark.backends("redis", "sqlite", "memory")
 def test_inspect_shows_what_a_worker_runs_holds_and_knows(app, start_worker) -> None:
     w = start_worker("-P", "threads", "-c", "1", "-Q", "celery,other")
     done = tasks.add.delay(1, 2)
@@ -111,6 +113,7 @@ def test_shutdown_stops_a_worker_warmly_and_loses_nothing(app, start_worker) -> 
     assert [r.get(timeout=scaled(10)) for r in rest] == [0, 1, 2]
 
 
+@pytest.mark.backends("redis", "sqlite", "memory")
 def test_purge_deletes_the_waiting_messages_and_says_how_many(app) -> None:
     for n in range(5):
         tasks.echo.delay(n)
@@ -123,6 +126,7 @@ def test_purge_deletes_the_waiting_messages_and_says_how_many(app) -> None:
 
 
 # -- rate limits ------------------------------------------------------------------------------
+@pytest.mark.backends("redis", "sqlite", "memory")
 def test_a_declared_rate_limit_spaces_the_starts_and_blocks_nothing_else(app, start_worker) -> None:
     start_worker("-P", "threads", "-c", "4")
     limited = [tests.proj.limited.limited.delay(f"lim{n}") for n in range(6)]
@@ -136,6 +140,7 @@ def test_a_declared_rate_limit_spaces_the_starts_and_blocks_nothing_else(app, st
     assert max(starts("free")) < times[-1] - 0.5
 
 
+@pytest.mark.backends("redis", "sqlite", "memory")
 def test_rate_limit_at_run_time_slows_a_task_on_live_workers(app, start_worker) -> None:
     w = start_worker("-c", "2")
     name = "tests.proj.limited.stamp"
@@ -170,6 +175,21 @@ def test_rate_limited_tasks_waiting_in_a_killed_worker_are_not_lost(app, start_w
     w.process.wait()
     start_worker("-P", "threads", "-c", "2", extra_env=visibility)
     assert [r.get(timeout=scaled(20)) for r in results] == [f"kill{n}" for n in range(12)]
+
+
+def test_past_its_prefetch_a_worker_leaves_rate_limited_tasks_in_the_broker(
+    app, start_worker
+) -> None:
+    # prefetch 1: the worker holds one task waiting its turn; the others wait in the
+    # broker, delayed until about their turn, where they are not lost to a dead worker
+    start_worker("-P", "threads", "-c", "1", "--prefetch-multiplier", "1")
+    results = [tests.proj.limited.limited.delay(f"cap{n}") for n in range(8)]
+    wait_for(lambda: any(m.state == "delayed" for m in stored_messages(app)), 10, "one given back")
+    assert [r.get(timeout=scaled(20)) for r in results] == [f"cap{n}" for n in range(8)]
+    times = starts("cap")
+    assert len(times) == 8  # each ran once
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert min(gaps) >= 0.25 * 0.9, gaps
 
 
 def test_an_invalid_rate_limit_is_refused_where_the_task_is_declared(app) -> None:
