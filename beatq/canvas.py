@@ -363,6 +363,11 @@ class group(Signature):  # noqa: N801
             maybe_signature(t, self._app).link_error(errback)
         return errback
 
+    @property
+    def id(self) -> str | None:
+        """The group's id (`GroupResult.id`) once frozen."""
+        return self.options.get("group_id")
+
     def link(self, callback: Signature) -> Signature:
         """As Celery's: `callback`, made immutable, is linked to the group's first task (it
         runs when that task succeeds, not when the group ends: for that, use a chord)."""

@@ -363,7 +363,14 @@ class EagerResult(AsyncResult):
         self._final = make_meta(id, status, value, traceback, name)
         self._exception = value if isinstance(value, BaseException) else None
 
-    def get(self, timeout: float | None = None, propagate: bool = True, **_: Any) -> Any:
+    def get(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.5,
+        follow_parents: bool = True,
+        **_: Any,
+    ) -> Any:
         if self._exception is not None:
             if propagate:
                 raise self._exception

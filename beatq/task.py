@@ -557,7 +557,7 @@ class Task:
         if request.is_eager or not request.id:
             return sig.apply().get()
         if kind == "group":  # a chord, so that one task (with this id) holds the list
-            sig = chord(sig, self.app.signature("beatq.accumulate", kwargs={"index": 0}))
+            sig = chord(sig, Signature("beatq.accumulate", kwargs={"index": 0}, app=self.app))
         for callback in request.callbacks:
             sig.link(maybe_signature(callback, self.app))
         for errback in request.errbacks:

@@ -133,6 +133,9 @@ def test_freeze_gives_the_id_the_result_will_have(worker):
     assert result.id == "gc-chain-last" and result.get(timeout=T) == 3
     assert result.parent.id == last.parent.id
 
+    g = group(add.s(1, 1), add.s(2, 2))
+    assert g.freeze().id == g.id and g().get(timeout=T) == [2, 4]
+
     ch = chord([add.s(1, 1), add.s(2, 2)], gc_tsum.s())
     assert ch.freeze("gc-chord-body").id == "gc-chord-body"  # a chord's is its body's
     assert ch().get(timeout=T) == 6
