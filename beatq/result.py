@@ -289,7 +289,9 @@ class AsyncResult:
             lineage.append(node)
             node = getattr(node, "parent", None)
         for node in reversed(lineage):
-            for member in _members(node):
+            members = _members(node)
+            _read_finished(self.app, members)  # a chord's header: one round trip
+            for member in members:
                 if member.state in states.PROPAGATE_STATES:
                     exc = member.get(timeout=0, propagate=False, follow_parents=False)
                     if hasattr(exc, "add_note"):
@@ -397,6 +399,18 @@ def _members(node: Any) -> list[AsyncResult]:
     return [node] if isinstance(node, AsyncResult) else []
 
 
+def _read_finished(app: App, results: list[AsyncResult]) -> None:
+    """Read the stored states of `results` not read yet, in one round trip."""
+    pending = [r for r in results if r._final is None]
+    if pending:
+        found = app.result_store.get_results([r.id for r in pending])
+        for r, raw in zip(pending, found):
+            if raw is not None:
+                meta = r._decode(raw)
+                if meta["status"] in states.READY_STATES:
+                    r._final = meta
+
+
 def group_key(group_id: str) -> str:
     """Where a group's member ids are saved in the result store."""
     return f"group:{group_id}"
@@ -498,12 +512,8 @@ class GroupResult:
 
     def _fetch_finished(self) -> None:
         """Read every finished member in one round trip; only the others are waited for."""
-        pending = [r for r in self.results if isinstance(r, AsyncResult) and r._final is None]
-        if pending:
-            found = self.app.result_store.get_results([r.id for r in pending])
-            for r, raw in zip(pending, found):
-                if raw is not None:
-                    r._final = r._decode(raw)
+        # only final states are kept: a member STARTED or in a custom state is waited for
+        _read_finished(self.app, [r for r in self.results if isinstance(r, AsyncResult)])
 
     def forget(self) -> None:
         for r in self.results:

@@ -14,9 +14,10 @@ import pytest
 
 from beatq import GroupResult, Signature, chain, chord, chunks, group, signature
 from beatq.exceptions import ChordError
+from beatq.exceptions import TimeoutError as BeatqTimeout
 from beatq.result import EagerResult
 from tests.conftest import scaled, stored_messages, wait_for
-from tests.proj import journal
+from tests.proj import journal, record
 from tests.proj.canvas_guide import (
     gc_add_debug,
     gc_collect_ids,
@@ -33,7 +34,7 @@ from tests.proj.canvas_guide import (
     gc_spawn_group,
     gc_tsum,
 )
-from tests.proj.tasks import CustomError, add, echo, fail, mul
+from tests.proj.tasks import CustomError, add, echo, fail, mul, res_tracked
 
 BOTH = pytest.mark.backends("redis", "sqlite")
 T = scaled(10)
@@ -406,3 +407,15 @@ def test_children_are_what_a_task_sent(worker):
     assert [c.id for c in linked.children] == [callback_result.id]
     plain = add.delay(1, 1)
     assert plain.get(timeout=T) == 2 and plain.children == []
+
+
+@BOTH
+def test_a_group_waits_for_a_member_that_is_started(worker):
+    """A member in a state that is not final (STARTED with track_started, PROGRESS) is
+    waited for, not taken for its outcome."""
+    result = group(res_tracked.s("held"), add.s(1, 1))()
+    wait_for(lambda: result.results[0].state == "STARTED", 10, "the member to start")
+    with pytest.raises(BeatqTimeout):
+        result.get(timeout=0.3)
+    record("release", "held")
+    assert result.get(timeout=T) == ["held", 2]
