@@ -225,6 +225,10 @@ def test_control_and_inspect_from_the_command_line(app, env, start_worker) -> No
     nobody = beatq(env, "control", "ping", "-d", "nobody@nowhere", "-t", "0.3")
     assert nobody.returncode == 1 and "no worker replied" in nobody.stderr
     assert beatq(env, "inspect", "ping", "-t", str(scaled(10))).stdout == f"-> {w.name}: OK pong\n"
+    registered = beatq(env, "inspect", "registered", "-d", w.name, "--json")
+    assert "tests.proj.tasks.add" in json.loads(registered.stdout)[w.name]
+    assert beatq(env, "inspect", "registered", "-d", "nobody@nowhere").returncode == 1
+    assert beatq(env, "inspect", "scheduled", "-d", w.name).returncode == 2
     queues = beatq(env, "inspect", "active_queues")
     assert queues.stdout.splitlines() == [f"-> {w.name}", "   celery"]
 

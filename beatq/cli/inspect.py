@@ -72,6 +72,10 @@ def inspect_cmd(
         _ask(app, what, ids, as_json, destination, timeout)
         return
     if what == "scheduled":
+        if destination:
+            raise click.UsageError(
+                "inspect scheduled lists the broker's ETA tasks, held by no worker: drop -d"
+            )
         rows = []
         for eta, claim in app.broker.scheduled(limit):
             try:
@@ -89,6 +93,9 @@ def inspect_cmd(
             click.echo(f"{len(rows)} scheduled task(s)")
         return
     workers = _workers(app)
+    if destination:
+        names = {n.strip() for n in destination.split(",")}
+        workers = {name: info for name, info in workers.items() if name in names}
     if as_json:
         click.echo(json.dumps({n: _view(what, w) for n, w in workers.items()}))
     else:
