@@ -125,10 +125,14 @@ def test_purge_deletes_the_waiting_messages_and_says_how_many(app) -> None:
     assert [m.state for m in stored_messages(app)] == ["delayed"]
 
 
+# the workers of the rate-limit tests load the limited tasks (see tests/proj/__init__.py)
+LIMITED = {"BEATQ_TEST_INCLUDE": "tests.proj.limited"}
+
+
 # -- rate limits ------------------------------------------------------------------------------
 @pytest.mark.backends("redis", "sqlite", "memory")
 def test_a_declared_rate_limit_spaces_the_starts_and_blocks_nothing_else(app, start_worker) -> None:
-    start_worker("-P", "threads", "-c", "4")
+    start_worker("-P", "threads", "-c", "4", extra_env=LIMITED)
     limited = [tests.proj.limited.limited.delay(f"lim{n}") for n in range(6)]
     others = [tests.proj.limited.stamp.delay(f"free{n}") for n in range(4)]
     assert [r.get(timeout=scaled(10)) for r in others] == [f"free{n}" for n in range(4)]
@@ -142,7 +146,7 @@ def test_a_declared_rate_limit_spaces_the_starts_and_blocks_nothing_else(app, st
 
 @pytest.mark.backends("redis", "sqlite", "memory")
 def test_rate_limit_at_run_time_slows_a_task_on_live_workers(app, start_worker) -> None:
-    w = start_worker("-c", "2")
+    w = start_worker("-c", "2", extra_env=LIMITED)
     name = "tests.proj.limited.stamp"
     assert app.control.rate_limit(name, "2/s", reply=True, timeout=scaled(10)) == [
         {w.name: {"ok": "new rate limit set successfully"}}
@@ -167,7 +171,7 @@ def test_rate_limit_at_run_time_slows_a_task_on_live_workers(app, start_worker) 
 
 
 def test_rate_limited_tasks_waiting_in_a_killed_worker_are_not_lost(app, start_worker) -> None:
-    visibility = {"BEATQ_TEST_VISIBILITY": "2"}
+    visibility = {"BEATQ_TEST_VISIBILITY": "2", **LIMITED}
     w = start_worker("-P", "threads", "-c", "2", extra_env=visibility)
     results = [tests.proj.limited.limited.delay(f"kill{n}") for n in range(12)]
     wait_for(lambda: len(starts("kill")) >= 2, 10, "the first starts")
@@ -218,7 +222,7 @@ def beatq(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.Comple
 
 
 def test_control_and_inspect_from_the_command_line(app, env, start_worker) -> None:
-    w = start_worker("-P", "threads", "-c", "1")
+    w = start_worker("-P", "threads", "-c", "1", extra_env=LIMITED)
     ping = beatq(env, "control", "ping", "-d", w.name, "-t", str(scaled(10)))
     assert ping.returncode == 0, ping.stderr
     assert ping.stdout.splitlines() == [f"-> {w.name}: OK pong", "1 node online."]
