@@ -633,6 +633,17 @@ class Beatq:
     def __repr__(self) -> str:
         return f"<Beatq {self.main or '__main__'}>"
 
+    # Last in the class: below this, `Task` in the class body would name the property.
+    @property
+    def Task(self) -> type[Task]:  # noqa: N802 (Celery's name)
+        """The base class of this app's tasks, as Celery's `app.Task`: `task_cls`, else
+        beatq.Task. `class Audited(app.Task)`; `app.Task = Audited` makes it the default."""
+        return self._task_cls()
+
+    @Task.setter
+    def Task(self, cls: type[Task] | str) -> None:  # noqa: N802
+        self.task_cls = cls
+
 
 Celery = Beatq  # `from beatq import Celery`: code written for Celery keeps its name
 

@@ -18,7 +18,6 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from types import ModuleType
-from typing import Any
 
 from .exceptions import ConfigurationError
 
@@ -112,12 +111,3 @@ def discover(packages: Packages, related_name: str | None = "tasks") -> list[Mod
         if module is not None:
             found.append(module)
     return found
-
-
-def describe(packages: Any) -> str:
-    """How a packages argument reads in a log line."""
-    if packages is None:
-        return "Django's INSTALLED_APPS"
-    if callable(packages):
-        return getattr(packages, "__qualname__", repr(packages))
-    return ", ".join(packages_of(packages))

@@ -504,6 +504,18 @@ def test_celerys_constructor_arguments(modules: Path) -> None:
         return "pong"
 
     assert type(ping).__name__ == "Audited" and ping.audited is True
+    assert app.Task is type(ping)  # Celery's app.Task: the base of the app's tasks
+
+    class Timed(app.Task):  # as Celery's "custom task classes" write it
+        timed = True
+
+    app.Task = Timed
+
+    @app.task
+    def pong():
+        return "ping"
+
+    assert isinstance(pong, Timed) and pong.audited and pong.timed
     assert app.config_from_object("no_such_settings_xyz", silent=True) is False
     with pytest.raises(TypeError, match=r"Celery\(loader=\.\.\.\) is not supported by beatq"):
         Celery("ctor", loader="celery.loaders.app:AppLoader")
