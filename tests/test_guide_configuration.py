@@ -44,11 +44,17 @@ def modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     folder.mkdir()
     monkeypatch.syspath_prepend(str(folder))
     before = set(sys.modules)
+    shared_before = len(beatq.app._shared_tasks)
     yield folder
     for name in set(sys.modules) - before:
         module = sys.modules.get(name)
         if module is not None and str(getattr(module, "__file__", "")).startswith(str(folder)):
             del sys.modules[name]
+    # the shared tasks the test's modules made bind to every app made later: forget them
+    for shared in beatq.app._shared_tasks[shared_before:]:
+        for app, task in list(shared._tasks.items()):
+            app.tasks.pop(task.name, None)
+    del beatq.app._shared_tasks[shared_before:]
 
 
 def write(folder: Path, files: dict[str, str]) -> None:
