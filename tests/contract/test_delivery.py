@@ -125,9 +125,9 @@ def test_due_messages_go_earliest_first_even_when_claimed_in_between(b: Backend)
 
 
 def test_a_due_message_sent_again_is_taken_once(b: Backend) -> None:
-    now = time.time()
-    b.send([out("d1", eta=now + 0.05), out("d2", eta=now + 0.06)])
-    time.sleep(max(now + 0.06 - time.time(), 0) + 0.02)
+    now = time.time()  # far enough ahead that both still wait when a loaded machine sends
+    b.send([out("d1", eta=now + 0.3), out("d2", eta=now + 0.31)])
+    time.sleep(max(now + 0.31 - time.time(), 0) + 0.02)
     assert ids(b.claim(["q"], 1, 30).claims) == ["d1"]  # d2 waits, due
     b.send([out("d2")])  # replaced: ready once, at the tail
     assert b.queue_length("q") == 1
