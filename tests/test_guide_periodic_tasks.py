@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import beatq.app
 import beatq.context
 from beatq import Beatq
 from beatq.beat import Beat
@@ -245,6 +246,8 @@ def modules_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     folder = tmp_path / "mods"
     folder.mkdir()
     monkeypatch.syspath_prepend(str(folder))
+    # the shared tasks made here bind to no app of later tests
+    monkeypatch.setattr(beatq.app, "_shared_tasks", list(beatq.app._shared_tasks))
     yield folder
     for name in [n for n in sys.modules if n == "pt_app" or n.startswith("pt_app.")]:
         del sys.modules[name]
