@@ -38,8 +38,6 @@ def modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A folder on sys.path for this test's modules (forgotten afterwards); apps made
     here stay out of current_app; each warning may be given again."""
     monkeypatch.setattr(beatq.context, "_current", list(beatq.context._current))
-    # the shared tasks made here bind to no app of later tests
-    monkeypatch.setattr(beatq.app, "_shared_tasks", list(beatq.app._shared_tasks))
     monkeypatch.setattr(beatq.conf, "_warned", set())
     monkeypatch.delenv("BEATQ_BROKER_URL", raising=False)
     folder = tmp_path / "mods"

@@ -246,8 +246,12 @@ def modules_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     folder = tmp_path / "mods"
     folder.mkdir()
     monkeypatch.syspath_prepend(str(folder))
-    # the shared tasks made here bind to no app of later tests
-    monkeypatch.setattr(beatq.app, "_shared_tasks", list(beatq.app._shared_tasks))
+    shared_before = len(beatq.app._shared_tasks)
     yield folder
+    # the shared tasks the test's modules made bind to every app made later: forget them
+    for shared in beatq.app._shared_tasks[shared_before:]:
+        for app, task in list(shared._tasks.items()):
+            app.tasks.pop(task.name, None)
+    del beatq.app._shared_tasks[shared_before:]
     for name in [n for n in sys.modules if n == "pt_app" or n.startswith("pt_app.")]:
         del sys.modules[name]
