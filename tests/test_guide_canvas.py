@@ -28,6 +28,7 @@ from tests.proj.canvas_guide import (
     gc_replace_add,
     gc_replace_after,
     gc_replace_chain,
+    gc_replace_chord,
     gc_replace_failing,
     gc_replace_group,
     gc_spawn,
@@ -271,6 +272,7 @@ def test_replace_takes_the_tasks_place(start_worker, drained):
     assert gc_replace_add.delay(2, 3).get(timeout=T) == 5
     assert gc_replace_chain.delay(1).get(timeout=T) == 12  # 1 + 1 + 10
     assert gc_replace_group.delay(3).get(timeout=T) == [4, 6]  # a group: its list
+    assert gc_replace_chord.delay(3).get(timeout=T) == 9  # a chord: its body's
     assert gc_replace_after.delay(1).get(timeout=T) == 101
 
     linked = gc_replace_add.apply_async((2, 3), link=gc_note.s(tag="linked"))
@@ -293,6 +295,7 @@ def test_replace_in_chains_and_chords(worker):
     assert result.get(timeout=T) == 113  # 2 -> (2 + 1 + 10) -> + 100
     assert result.parent.get(timeout=T) == 13  # the replaced task's id holds the chain's
     assert chain(gc_replace_group.s(3), gc_tsum.s())().get(timeout=T) == 10
+    assert chain(gc_replace_chord.s(3), add.s(1))().get(timeout=T) == 10
     assert (add.s(1, 1) | gc_replace_add.s(5) | mul.s(2))().get(timeout=T) == 14
     header = [gc_replace_add.s(1, 2), gc_replace_group.s(3), gc_replace_chain.s(0), add.s(1, 1)]
     assert chord(header, echo.s())().get(timeout=T) == [3, [4, 6], 11, 2]

@@ -1,6 +1,6 @@
 """Tasks for tests/test_guide_canvas.py: Celery's canvas guide, run by real workers."""
 
-from beatq import chain, group
+from beatq import chain, chord, group
 
 from . import app, record
 
@@ -106,3 +106,11 @@ def gc_spawn_group(n):
 
     group(add.s(i, i) for i in range(n))()
     return n
+
+
+@app.task(bind=True)
+def gc_replace_chord(self, x):
+    """Replaced by a chord: its result is the body's ((x + 1) + (x + 2))."""
+    from .tasks import add
+
+    return self.replace(chord([add.s(x, 1), add.s(x, 2)], gc_tsum.s()))
