@@ -358,7 +358,20 @@ class ScheduleStore:
         return names if any(not n.startswith("beatq.") for n in names) else None
 
     def _defined(self) -> dict[str, Entry]:
-        """The entries of this app's code and of the schedule files this process sees."""
+        """The entries of this app's code and of the schedule files this process sees
+        (read again when a file or the code's entries change)."""
+        paths = [Path(p) for p in schedule_files(self.app.conf.beat_schedule_files)]
+        stamps = tuple((p, p.stat().st_mtime) for p in paths if p.exists())
+        code = self.app.conf.beat_schedule or {}
+        key = (stamps, id(code), tuple(code), tuple(getattr(self.app, "periodic_tasks", {})))
+        cached = _DEFINED.get(id(self.app))
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        found = self._read_defined()
+        _DEFINED[id(self.app)] = (key, found)
+        return found
+
+    def _read_defined(self) -> dict[str, Entry]:
         found: dict[str, Entry] = {}
         try:
             found.update(load_python(self.app))
@@ -376,7 +389,7 @@ class ScheduleStore:
         """Where a file or code entry `name` is defined (None: nowhere, or in the store)."""
         defined = self._defined().get(name)
         source = defined.source if defined is not None else None
-        state = self.app.broker.beat_entries().get(name) if source is None else None
+        state = self.app.broker.beat_entry(name) if source is None else None
         if state is not None:
             source = EntryRecord.from_json(state.info).source
         if not source or source == SOURCE:
@@ -407,7 +420,7 @@ class ScheduleStore:
                 return entry_of(name, decode(specs[name]), self.app.timezone)
             except ScheduleError:
                 return None
-        if name in self.app.broker.beat_entries():
+        if self.app.broker.beat_entry(name) is not None:
             return None
         raise self._not_found(name)
 
@@ -429,6 +442,8 @@ class ScheduleStore:
 
 
 _KEEP = 86400.0  # seconds a done run id is remembered (a repeat within it runs nothing)
+# per app (by id): the files' and code's entries, and what they were read from
+_DEFINED: dict[int, tuple[Any, dict[str, Entry]]] = {}
 
 
 def _instant(name: str, key: str, value: Any, zone: tzinfo) -> float:

@@ -636,6 +636,21 @@ class RedisBackend(Backend):
         reply = self._run("schedules", self._schedule_keys(lease), args)
         return reply.decode() if isinstance(reply, bytes) else str(reply)
 
+    def beat_entry(self, name: str) -> EntryState | None:
+        k = self.keys
+        with _errors(self.url):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hget(k.beat_settled, name)
+            pipe.zscore(k.beat_next, name)
+            pipe.hget(k.beat_info, name)
+            pipe.sismember(k.beat_paused, name)
+            settled, next_run, info, paused = pipe.execute()
+        if settled is None and next_run is None and info is None:
+            return None
+        return EntryState(
+            name, None if settled is None else float(settled), next_run, bool(paused), info
+        )
+
     def history_add(self, items: Sequence[tuple[str, bytes]], maxlen: int) -> None:
         if not items:
             return

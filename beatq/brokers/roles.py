@@ -469,6 +469,13 @@ class Schedules(Leases):
     def history(self, name: str, limit: int) -> list[bytes]:
         """Entry `name`'s newest `limit` history records, newest first."""
 
+    def beat_entry(self, name: str) -> EntryState | None:
+        """What the beat keeps of entry `name` (as `BeatState.beat_entries` has it), read
+        alone: a client checking one name reads one entry, not all of them."""
+        entries = self.beat_entries()  # type: ignore[attr-defined]
+        found: EntryState | None = entries.get(name)
+        return found
+
 
 class Events(Store):
     """The event stream: appended to, capped to about the newest `event_max_len`."""

@@ -614,6 +614,16 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
             for name, settled, next_run, paused, info in rows
         }
 
+    def beat_entry(self, name: str) -> EntryState | None:
+        rows = self._select(
+            "SELECT e.name, e.settled, e.next_run, p.name IS NOT NULL, e.info "
+            "FROM beat_entries e LEFT JOIN beat_paused p ON p.name = e.name WHERE e.name = ?",
+            (name,),
+        )
+        for found, settled, next_run, paused, info in rows:
+            return EntryState(found, settled, next_run, bool(paused), info)
+        return None
+
     def beat_pause(self, entry: str, paused: bool) -> None:
         with self.db.write() as conn:
             if paused:

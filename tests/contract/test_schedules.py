@@ -124,3 +124,16 @@ def test_the_store_survives_reopening(store: Store) -> None:
     again = store.open()
     assert again.schedule_specs()[1] == {"kept": b"spec"}
     assert again.history("kept", 5) == [b"h"]
+
+
+def test_one_entry_of_the_beat_state_reads_as_all_of_them_show_it(b: Backend) -> None:
+    token = b.acquire_lease("beat", "leader", 30)
+    assert token is not None
+    plans = {"a": (10.0, 20.0, b'{"source": "x.yaml:3"}'), "b": (None, None, b"{}")}
+    assert b.beat_plan("beat", "leader", token, plans)
+    b.beat_pause("a", True)
+    every = b.beat_entries()
+    assert b.beat_entry("a") == every["a"]
+    assert b.beat_entry("a").paused and b.beat_entry("a").info == b'{"source": "x.yaml:3"}'
+    assert b.beat_entry("b") == every["b"]
+    assert b.beat_entry("missing") is None
