@@ -129,7 +129,6 @@ class Beat:
     # one whose options give an eta or countdown, counted from the send, as before).
     early = 0.01
     store_interval = 0.5  # seconds between reads of the store's version (see the module)
-    request_keep = 86400.0  # seconds a done trigger's run id is remembered
 
     def __init__(
         self,
@@ -330,10 +329,6 @@ class Beat:
             self.next_reload = now + self.reload_interval
             if self._files_changed():
                 self._reload()
-        if now >= self.next_store_check:
-            self.next_store_check = now + self.store_interval
-            if self.app.broker.schedule_version() != self.store_version:
-                self._store_changed()
         # Due entries go out in batches, earliest first; the first batch leaves before the
         # rest of a big burst is even taken off the heap. Whatever falls due while a burst
         # is out (a 1-s entry beside 100,000 minutely ones) goes ahead of the burst's rest.
@@ -345,6 +340,11 @@ class Beat:
             popped = self._pop_due()
             due.extendleft(reversed([run for at, run in popped if at > now]))
             due.extend(run for at, run in popped if at <= now)
+        # after what was due: the store's round trip never delays a run
+        if now >= self.next_store_check:
+            self.next_store_check = now + self.store_interval
+            if self.app.broker.schedule_version() != self.store_version:
+                self._store_changed()
         if self.requests:
             self._run_requests()
         if self.history:
