@@ -74,7 +74,7 @@ def changed_seen(beat, before: int) -> None:
 # -- adding, changing, removing -----------------------------------------------------------------
 @BOTH
 def test_an_entry_added_from_a_client_runs_on_time(app, beat_file, start_beat):
-    beat = start_beat(beat_file)
+    start_beat(beat_file)
     leading(app)
     added = time.time()
     start = math.ceil(added) + 2  # its first run: two seconds on
