@@ -18,6 +18,7 @@ from . import discovery, signals, signing, timezones
 from . import events as ev
 from .brokers import Backend, Outgoing, Results, ResultWrite, connect
 from .builtins import register_builtins
+from .calling import check_options, check_routing
 from .canvas import Signature, as_signatures
 from .canvas import signature as canvas_signature
 from .conf import DEFAULTS, Settings
@@ -40,6 +41,9 @@ log = logging.getLogger("beatq.app")
 # What an entry added by add_periodic_task takes besides the call's options: beatq's own
 # keys of a beat_schedule entry (beat/loader.py checks their values).
 _ENTRY_KEYS = ("catchup", "catchup_window", "overlap", "jitter", "enabled", "description")
+
+# Options that shape the send, not the run: none of them travels in the message.
+_SEND_ONLY = ("retry", "retry_policy", "routing_key", "exchange", "add_to_parent")
 
 
 class Beatq:
@@ -413,7 +417,10 @@ class Beatq:
         task: Task | None = None,
         **options: Any,
     ) -> tuple[Message, bytes]:
-        """The message for a call, and its encoded body."""
+        """The message for a call, and its encoded body. An option beatq does not know or
+        does not support is refused here, with a TypeError that names it (calling.py)."""
+        if options:
+            check_options(options)
         if task is None:
             task = self.tasks.get(name)
         opt = task.option if task is not None else _no_option
@@ -429,12 +436,14 @@ class Beatq:
             eta_ts = None
         expires = options.pop("expires") if "expires" in options else opt("expires")
         queue = options.pop("queue", None) or self.route(name, args, kwargs, task)
+        if "routing_key" in options or "exchange" in options:
+            check_routing(options, queue)
         serializer = options.pop("serializer", None) or opt("serializer")
         compression = options.pop("compression", None) or opt("compression")
         task_id = options.pop("task_id", None) or new_id()
         announce = bool(signals.before_task_publish.receivers)
         policy = options.get("retry_policy") if announce else None
-        for key in ("retry", "retry_policy", "routing_key", "exchange", "shadow"):
+        for key in _SEND_ONLY:
             options.pop(key, None)
         exec_options = {k: v for k, v in options.items() if v is not None}
         for key in ("link", "link_error"):
@@ -497,17 +506,30 @@ class Beatq:
         **options: Any,
     ) -> AsyncResult:
         """Send a message for task `name` (registered here or not) and return its result.
-        Sent from inside a running task, the result is one of that task's children
-        (`add_to_parent=False`: not)."""
+
+        `ignore_result=True` (or the task's own option) stores no result, and the handle
+        returned knows it: its `get()` returns None at once, as in Celery. `result_cls`
+        makes the handle of that class. Sent from inside a running task, the result is one
+        of that task's children (`add_to_parent=False`: not)."""
         add_to_parent = options.pop("add_to_parent", True)
+        result_cls = options.pop("result_cls", None) or AsyncResult
         message, body = self.build_message(name, args, kwargs, task, **options)
         outgoing = self.outgoing(message, body, task)
         events = [_sent_event(message)] if self.conf.task_send_sent_event else None
         self.publish([outgoing], *self._retry_options(options), events=events)
-        result = AsyncResult(message.id, app=self, task_name=name)
+        result = result_cls(message.id, app=self, task_name=name)
         if add_to_parent and message.parent is not None:
             add_child(result)
+        if self._ignores(options, task):
+            result.ignored = True
         return result
+
+    def _ignores(self, options: Mapping[str, Any], task: Task | None) -> bool:
+        """Whether a call stores no result: its own `ignore_result`, else its task's."""
+        ignore = options.get("ignore_result")
+        if ignore is None:
+            return bool(task is not None and task.option("ignore_result"))
+        return bool(ignore)
 
     def send_many(
         self,
@@ -541,7 +563,11 @@ class Beatq:
             if events is not None:
                 events.append(_sent_event(message))
         self.publish(outgoing, *self._retry_options(options), events=events)
-        return [AsyncResult(o.id, app=self, task_name=task.name) for o in outgoing]
+        results = [AsyncResult(o.id, app=self, task_name=task.name) for o in outgoing]
+        if self._ignores(options, task):
+            for result in results:
+                result.ignored = True
+        return results
 
     def ack_at_claim(self, message: Message, task: Task | None = None) -> bool:
         """Whether `message` may be acknowledged as a worker claims it (`Outgoing`): its

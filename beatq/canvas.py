@@ -228,6 +228,7 @@ class Signature(dict):
             sig.link(callback)
         for errback in as_signatures(callbacks.get("link_error"), app):
             sig.link_error(errback)
+        check_calls(sig, app, list(args or ()), dict(kwargs or {}))
         if app.conf.task_always_eager:
             return _apply_eager(sig, app, list(args or ()), dict(kwargs or {}))
         result = freeze(sig, app)
@@ -236,6 +237,8 @@ class Signature(dict):
         app.publish(plan.send, results=plan.results)
         if add_to_parent:
             add_child(result)  # sent from inside a running task: one of its children
+        if sig.get("subtask_type") is None and _ignores(sig, app):
+            result.ignored = True  # no result will come: get() returns None (AsyncResult)
         return result
 
     def delay(self, *args: Any, **kwargs: Any) -> Any:
@@ -768,6 +771,39 @@ def expand(
         if body_options:
             body = maybe_signature(body, app).clone(**body_options)
         _expand_chord(sig["kwargs"]["header"], body, app, plan, args, kwargs, extra, down)
+
+
+def _ignores(sig: Mapping[str, Any], app: App) -> bool:
+    """Whether a plain signature's call stores no result (its option, else its task's)."""
+    ignore = sig["options"].get("ignore_result")
+    if ignore is None:
+        task = app.tasks.get(sig["task"])
+        return bool(task is not None and task.option("ignore_result"))
+    return bool(ignore)
+
+
+def check_calls(sig: Mapping[str, Any], app: App, args: list[Any], kwargs: dict[str, Any]) -> None:
+    """Raise TypeError (Task.check_call) if a task this canvas sends now, with the
+    arguments it is sent with, cannot take them: a plain signature, a chain's first task,
+    a group's members, a chord's header. What runs later gets a parent's result, known
+    only then, and is not checked (as in Celery)."""
+    kind = sig.get("subtask_type")
+    if kind is None:
+        task = app.tasks.get(sig["task"])
+        if task is not None and task.typing:
+            immutable = sig.get("immutable")
+            call_args = list(sig["args"]) if immutable else [*args, *sig["args"]]
+            call_kwargs = dict(sig["kwargs"]) if immutable else {**sig["kwargs"], **kwargs}
+            task.check_call(call_args, call_kwargs)
+    elif kind == "chain":
+        tasks = sig["kwargs"]["tasks"]
+        if tasks:
+            check_calls(tasks[0], app, args, kwargs)
+    elif kind == "group":
+        for t in sig["kwargs"]["tasks"]:
+            check_calls(t, app, args, kwargs)
+    else:
+        check_calls(sig["kwargs"]["header"], app, args, kwargs)
 
 
 # What a canvas keeps to itself (its ids, the canvas machinery's keys): never handed down.

@@ -176,6 +176,10 @@ class AsyncResult:
     'SUCCESS'
     """
 
+    #: Sent with `ignore_result`: no result will be stored, so `get()` returns None at
+    #: once, as in Celery (a handle made later from the id alone does not know it).
+    ignored = False
+
     def __init__(
         self,
         id: str,
@@ -269,6 +273,8 @@ class AsyncResult:
         The store wakes the waiter the moment the result is written; `interval` is
         accepted for Celery compatibility and unused.
         """
+        if self.ignored:
+            return None
         meta = self._wait(timeout)
         value = meta.get("result")
         if meta["status"] == states.SUCCESS:

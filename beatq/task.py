@@ -166,7 +166,11 @@ class Task:
     retry_backoff: bool | float = False
     retry_backoff_max: float = 600.0
     retry_jitter: bool = True
+    #: Celery's `typing`: a call whose arguments do not fit the function's parameters is
+    #: refused where it is sent (a TypeError naming the task), not on a worker later.
+    typing: bool = True
     _app: App | None = None
+    _fits: _Fits | None = None  # the parameters, worked out at the first send (check_call)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -460,6 +464,8 @@ class Task:
     ) -> AsyncResult:
         """Send a message for a worker; options: countdown, eta, expires, queue, task_id,
         link, link_error, serializer, compression, retry, retry_policy, priority."""
+        if self.typing:
+            self.check_call(args, kwargs)
         if self.app.conf.task_always_eager:
             return self.apply(args, kwargs, **options)
         return self.app.send_task(self.name, args, kwargs, task=self, **options)
@@ -484,7 +490,35 @@ class Task:
                 pairs.append((call[0], call[1]))
             else:
                 pairs.append((call, {}))
+        if self.typing:
+            for args, kwargs in pairs:
+                self.check_call(args, kwargs)
         return self.app.send_many(self, pairs, **options)
+
+    def check_call(
+        self, args: Iterable[Any] | None = None, kwargs: Mapping[str, Any] | None = None
+    ) -> None:
+        """Raise TypeError, naming the task, unless `args` and `kwargs` fit the task's
+        parameters (`self` left out of a bound task's). Every send checks this when the
+        task's `typing` is on (the default, as in Celery), so a bad call fails where it
+        is made. The parameters are read once; a call of positional arguments only, within
+        their count, is let through without binding them."""
+        fits = self._fits
+        if fits is None:
+            fits = self._fits = _Fits.of(self)
+        args = args if isinstance(args, (list, tuple)) else list(args or ())
+        if not kwargs and fits.low <= len(args) <= fits.high:
+            return
+        if fits.signature is None:
+            return
+        try:
+            fits.signature.bind(*args, **(kwargs or {}))
+        except TypeError as exc:
+            shown = f"{getattr(self.run, '__name__', 'run')}{fits.signature}"
+            raise TypeError(
+                f"task {self.name!r} cannot take these arguments: {exc} (it is {shown}; "
+                "the task option typing=False skips this check)"
+            ) from None
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 (Celery's name)
         return AsyncResult(task_id, app=self.app, task_name=self.name)
@@ -717,6 +751,37 @@ _LAZY: dict[str, Callable[[Task], Any]] = {
     "_errback_arity": lambda task: _positional_arity(task.run),
     "_hooked": lambda task: _overrides_hooks(type(task)),
 }
+
+
+@dataclass(frozen=True)
+class _Fits:
+    """A task's parameters as a send checks a call against them (Task.check_call): a
+    positional-only call of `low` to `high` arguments fits without binding."""
+
+    signature: inspect.Signature | None
+    low: float = 0
+    high: float = float("inf")
+
+    @classmethod
+    def of(cls, task: Task) -> _Fits:
+        fun = task.run
+        try:
+            signature = inspect.signature(fun)
+        except (TypeError, ValueError):  # a builtin or a C callable: nothing to check against
+            return cls(None)
+        params = list(signature.parameters.values())
+        if task.bind and not inspect.ismethod(fun) and params:
+            params = params[1:]  # `self`, given by the worker
+            signature = signature.replace(parameters=params)
+        kind = inspect.Parameter
+        positional = [
+            p for p in params if p.kind in (kind.POSITIONAL_ONLY, kind.POSITIONAL_OR_KEYWORD)
+        ]
+        if any(p.kind is kind.KEYWORD_ONLY and p.default is p.empty for p in params):
+            return cls(signature, float("inf"), -1.0)  # always bound: a keyword is required
+        low = sum(1 for p in positional if p.default is p.empty)
+        many = any(p.kind is kind.VAR_POSITIONAL for p in params)
+        return cls(signature, low, float("inf") if many else len(positional))
 
 
 def _positional_arity(fun: Callable[..., Any]) -> int:

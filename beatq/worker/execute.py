@@ -175,7 +175,7 @@ class Executor:
             ]
         if (not acks_late and not acked) or task.option("track_started"):
             started = None
-            if task.option("track_started") and not task.option("ignore_result"):
+            if task.option("track_started") and not _ignores(message, task):
                 started = self._state(message, states.STARTED, {"hostname": self.hostname})
             self._finish(() if acks_late or acked else [claim], started, events=early)
         elif early:
@@ -388,7 +388,7 @@ class Executor:
             first = maybe_signature(chain[0], self.app)
             expand(first, self.app, plan, [value], {}, chain[1:], extra, lineage(message))
             children.append(result_ref(first))  # type: ignore[union-attr]
-        if not task.option("ignore_result"):
+        if not _ignores(message, task):
             plan.results.append(self._state(message, states.SUCCESS, value, None, children))
         joins = [j for j in (self._join(message),) if j is not None] + plan.joins
         events = self._event(
@@ -409,7 +409,7 @@ class Executor:
     ) -> None:
         """Store the failure (and fail what was to follow in a chain), run the errbacks."""
         results = []
-        if task is None or not task.option("ignore_result") or status != states.FAILURE:
+        if task is None or not _ignores(message, task) or status != states.FAILURE:
             results.append(self._state(message, status, exc, tb, request.children))
         for sig in message.options.get("chain") or ():
             results += failure_writes(self.app, all_ids(sig), exc, tb, status)
@@ -718,3 +718,8 @@ def _revoked_signal(
 
 def _bare_request(message: Message) -> Request:
     return Request(id=message.id, task=message.task, args=message.args, kwargs=message.kwargs)
+
+
+def _ignores(message: Message, task: Task) -> bool:
+    """Whether to store no result: the call's `ignore_result`, else the task's."""
+    return message.options.get("ignore_result", task.option("ignore_result"))

@@ -36,3 +36,7 @@ if os.environ.get("BEATQ_TEST_ROUTES"):
 
 def now() -> float:
     return time.time()
+
+
+if os.environ.get("BEATQ_TEST_TRACK_STARTED"):
+    app.conf.task_track_started = True

@@ -486,3 +486,4 @@ def gt_raise(kind):
 
 
 from . import canvas_guide  # noqa: E402, F401  (Celery's canvas guide: tests/test_guide_canvas.py)
+from . import calling_guide  # noqa: E402, F401  (Celery's calling guide: tests/test_guide_calling.py)
