@@ -18,7 +18,7 @@ from . import discovery, signals, signing, timezones
 from . import events as ev
 from .brokers import Backend, Outgoing, Results, ResultWrite, connect
 from .builtins import register_builtins
-from .calling import check_options, check_routing
+from .calling import check_options, check_priority, check_routing
 from .canvas import Signature, as_signatures
 from .canvas import signature as canvas_signature
 from .conf import DEFAULTS, Settings
@@ -464,6 +464,11 @@ class Beatq:
             if running is not None:
                 parent = running.id
                 root = root or running.root_id or running.id
+        priority = exec_options.pop("priority", None)
+        if priority is None:
+            priority = opt("priority")
+        if priority is not None:
+            priority = check_priority(priority)
         message = Message(
             id=task_id,
             task=name,
@@ -477,7 +482,7 @@ class Beatq:
             parent=parent,
             root=root,
             group=exec_options.pop("group_id", None),
-            priority=exec_options.pop("priority", opt("priority")),
+            priority=priority,
         )
         if announce:
             announce_before(message, policy)
@@ -559,7 +564,16 @@ class Beatq:
             else:
                 message = first.again(list(args or ()), dict(kwargs or {}))
                 body = message.encode(first.content_type, first.content_encoding, signer)
-            outgoing.append(Outgoing(message.queue, message.id, body, message.eta, ack_at_claim))
+            outgoing.append(
+                Outgoing(
+                    message.queue,
+                    message.id,
+                    body,
+                    message.eta,
+                    ack_at_claim,
+                    message.priority or 0,
+                )
+            )
             if events is not None:
                 events.append(_sent_event(message))
         self.publish(outgoing, *self._retry_options(options), events=events)
@@ -588,10 +602,16 @@ class Beatq:
         """`message` (encoded as `body`) as the broker takes it: queue, id, eta and its
         delivery property. `held`: sent ready although its body has an eta (a beat run
         sent ahead, which its worker holds until then): never acknowledged at claim."""
+        priority = message.priority or 0
         if held:
-            return Outgoing(message.queue, message.id, body, None)
+            return Outgoing(message.queue, message.id, body, None, False, priority)
         return Outgoing(
-            message.queue, message.id, body, message.eta, self.ack_at_claim(message, task)
+            message.queue,
+            message.id,
+            body,
+            message.eta,
+            self.ack_at_claim(message, task),
+            priority,
         )
 
     def _retry_options(self, options: Mapping[str, Any]) -> tuple[bool, Any]:

@@ -89,6 +89,21 @@ def check_options(options: Mapping[str, Any], call: str = "apply_async") -> None
         )
 
 
+#: The priorities a message may carry (Celery's 0 to 255 on RabbitMQ; 0 to 9 is usual).
+MAX_PRIORITY = 255
+
+
+def check_priority(value: Any, where: str = "apply_async(priority=...)") -> int:
+    """`value` as a priority, or ValueError naming it: a whole number from 0 (the lowest,
+    as a message without one) to 255, a higher one claimed first within its queue."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PRIORITY:
+        raise ValueError(
+            f"{where}: priority {value!r} is not a whole number from 0 to {MAX_PRIORITY} "
+            "(higher runs first within a queue, as on RabbitMQ)"
+        )
+    return value
+
+
 def check_routing(options: Mapping[str, Any], queue: str) -> None:
     """Refuse `routing_key` or `exchange` that would route elsewhere than `queue`.
 

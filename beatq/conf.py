@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "task_serializer": "json",
     "task_compression": None,
     "task_default_queue": "celery",
+    "task_default_priority": None,  # 0-255, higher first within a queue (RabbitMQ's order)
     "task_routes": {},
     "task_queues": None,  # Celery's declared queues: beatq makes queues on use; purge reads names
     "task_always_eager": False,

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from . import signals, states
+from .calling import check_priority
 from .canvas import (
     Plan,
     Signature,
@@ -137,7 +138,7 @@ TASK_DEFAULTS: dict[str, str | None] = {
     "default_retry_delay": "task_default_retry_delay",
     "queue": None,
     "expires": None,
-    "priority": None,
+    "priority": "task_default_priority",
     "rate_limit": "task_default_rate_limit",
 }
 
@@ -210,6 +211,8 @@ class Task:
         self._options: dict[str, Any] = _class_options(cls)
         for key, value in options.items():
             if key in TASK_DEFAULTS:
+                if key == "priority" and value is not None:
+                    check_priority(value, f"task {name or self.__name__!r}")
                 self._options[key] = value
             elif hasattr(cls, key) and not callable(getattr(cls, key)):
                 setattr(self, key, value)

@@ -153,3 +153,104 @@ def test_result_cls_makes_the_handle_of_that_class(app):
     result = add.apply_async((1, 2), result_cls=Mine)
     assert type(result) is Mine
     assert [m.id for m in stored_messages(app)] == [result.id]
+
+
+# -- priority: higher first within a queue (RabbitMQ's order), on every backend -----------------
+def runs(prefix: str) -> list[str]:
+    return [r for r in journal("runs") if r.startswith(prefix)]
+
+
+POOLS = {
+    "prefork": ["-P", "prefork", "-c", "1"],
+    "threads": ["-P", "threads", "-c", "1"],
+    "solo": ["-P", "solo"],
+}
+
+
+@pytest.mark.backends("redis", "sqlite", "memory")
+@pytest.mark.parametrize("pool", list(POOLS))
+def test_higher_priority_sent_while_busy_runs_before_lower_work_held(
+    app, start_worker, backend, pool
+):
+    from tests.proj.tasks import ordered, sleep
+
+    if backend == "memory" and pool == "prefork":
+        pytest.skip("memory:// serves one process: no prefork children")
+    long = sleep.apply_async((scaled(1.5), "long"))
+    start_worker(*POOLS[pool])  # default prefetch: claims ahead while busy
+    wait_for(lambda: runs("long:start"), 10, "the long task to start")
+    low = [ordered.delay(f"low{i}") for i in range(4)]
+    if pool != "solo":  # solo claims nothing while it runs
+        wait_for(lambda: app.broker.queue_length("celery") <= 1, 5, "claims ahead")
+    high = [ordered.apply_async((f"high{i}",), priority=9) for i in range(3)]
+    mid = ordered.apply_async(("mid",), priority=4)
+    assert runs("long:end") == [], "sent while the long task ran"
+    assert long.get(timeout=scaled(15)) == "long"
+    for result in [*high, mid, *low]:
+        result.get(timeout=scaled(10))
+    expected = ["high0", "high1", "high2", "mid"] + [f"low{i}" for i in range(4)]
+    assert journal("order") == expected
+
+
+def test_priority_per_call_over_the_task_option_over_none(app, start_worker):
+    from tests.proj.tasks import call_prior, ordered
+
+    sent = [
+        ordered.delay("none"),
+        call_prior.delay("task7"),  # @app.task(priority=7)
+        call_prior.apply_async(("call2",), priority=2),  # the call's own wins
+        ordered.apply_async(("call9",), priority=9),
+        ordered.apply_async(("zero",), priority=0),  # 0: the same as none, first come first
+    ]
+    start_worker("-c", "1")
+    for result in sent:
+        result.get(timeout=scaled(10))
+    assert journal("order") == ["call9", "task7", "call2", "none", "zero"]
+
+
+def test_eta_messages_keep_their_priority_when_they_fall_due(app, start_worker):
+    from tests.proj.tasks import ordered, sleep
+
+    long = sleep.apply_async((scaled(1.0), "long"))
+    start_worker("-c", "1", "-P", "threads")
+    wait_for(lambda: runs("long:start"), 10, "the long task to start")
+    later = ordered.apply_async(("due-hi",), countdown=0.2, priority=6)
+    low = [ordered.delay(f"low{i}") for i in range(3)]
+    assert long.get(timeout=scaled(15)) == "long"
+    for result in [later, *low]:
+        result.get(timeout=scaled(10))
+    assert journal("order") == ["due-hi", "low0", "low1", "low2"]
+
+
+def test_queue_order_ranks_before_priority(app, start_worker):
+    from tests.proj.tasks import ordered, urgent
+
+    sent = [ordered.apply_async((f"normal9-{i}",), priority=9) for i in range(2)]
+    sent += [urgent.delay("urgent0"), urgent.apply_async(("urgent5",), priority=5)]
+    start_worker("-c", "1", "-Q", "priority.high,celery")
+    for result in sent:
+        result.get(timeout=scaled(10))
+    assert journal("order") == ["urgent5", "urgent0", "normal9-0", "normal9-1"]
+
+
+@pytest.mark.parametrize("bad", [-1, 256, 1.5, "9", True])
+def test_a_priority_out_of_range_is_refused(app, bad):
+    from tests.proj.tasks import add
+
+    with pytest.raises(ValueError, match=r"priority .* is not a whole number from 0 to 255"):
+        add.apply_async((1, 2), priority=bad)
+    with pytest.raises(ValueError, match=r"task 'bad_priority'"):
+        app.task(name="bad_priority", priority=bad)(lambda: None)
+    assert stored_messages(app) == []
+
+
+def test_task_default_priority_setting(app, start_worker, monkeypatch):
+    from tests.proj.tasks import ordered
+
+    first = ordered.delay("plain")
+    monkeypatch.setitem(app.conf, "task_default_priority", 3)
+    second = ordered.delay("defaulted")
+    start_worker("-c", "1")
+    for result in (first, second):
+        result.get(timeout=scaled(10))
+    assert journal("order") == ["defaulted", "plain"]

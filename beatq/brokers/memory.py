@@ -9,8 +9,9 @@ the rules of rows.py, which the store applies to itself (`_Store` is its own `Ro
 
 Ordering. A ready message has a sequence number: sending appends after every number
 handed out so far, putting back (release, expired claim, due eta) goes before every
-one. A queue is a heap on that number; entries of messages that moved on are skipped
-when they surface (lazy deletion), and so are those of the delayed and claimed heaps.
+one. A queue is a heap on (minus the message's priority, that number): a higher priority
+first, then in order; entries of messages that moved on are skipped when they surface
+(lazy deletion), and so are those of the delayed and claimed heaps.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class _Message:
     token: str = ""  # while claimed: the delivery's token
     ack_at_claim: bool = False  # the sender's word (see Outgoing)
     redelivered: bool = False  # put back as its claim expired (see Claim)
+    priority: int = 0  # the sender's too
 
 
 @dataclass(slots=True)
@@ -81,7 +83,8 @@ class _Store:
         self.work = threading.Condition(self.lock)  # messages may have become ready
         self.finals = threading.Condition(self.lock)  # a final result was stored
         self.messages: dict[str, _Message] = {}
-        self.queues: defaultdict[str, list[tuple[int, str]]] = defaultdict(list)  # (seq, id)
+        # (-priority, seq, id)
+        self.queues: defaultdict[str, list[tuple[int, int, str]]] = defaultdict(list)
         self.ready_count: Counter[str] = Counter()
         self.delayed: list[tuple[float, str]] = []  # (eta, id)
         self.claimed: list[tuple[float, str]] = []  # (deadline, id)
@@ -141,12 +144,12 @@ class _Store:
             msg.seq = self.tail
         msg.state = READY
         self.messages[id_] = msg
-        heapq.heappush(self.queues[msg.queue], (msg.seq, id_))
+        heapq.heappush(self.queues[msg.queue], (-msg.priority, msg.seq, id_))
         self.ready_count[msg.queue] += 1
 
     def put(self, m: Outgoing, now: float) -> None:
         """Store one message: delayed until its eta, or ready at the tail of its queue."""
-        msg = _Message(m.queue, m.body, DELAYED, ack_at_claim=m.ack_at_claim)
+        msg = _Message(m.queue, m.body, DELAYED, ack_at_claim=m.ack_at_claim, priority=m.priority)
         if m.eta is not None and m.eta > now:
             self.drop(m.id)
             msg.eta = m.eta
@@ -155,14 +158,19 @@ class _Store:
         else:
             self.make_ready(m.id, msg)
 
-    def take(self, queue: str) -> tuple[str, _Message] | None:
+    def take(self, queue: str, above: int | None = None) -> tuple[str, _Message] | None:
+        """The next ready message of `queue` (of a priority above `above` only, if given)."""
         heap = self.queues.get(queue)
         while heap:
-            seq, id_ = heapq.heappop(heap)
+            rank, seq, id_ = heap[0]
             msg = self.messages.get(id_)
             if msg is not None and msg.state == READY and msg.seq == seq and msg.queue == queue:
+                if above is not None and -rank <= above:
+                    return None
+                heapq.heappop(heap)
                 self.ready_count[queue] -= 1
                 return id_, msg
+            heapq.heappop(heap)
         return None
 
     def claim(self, id_: str, msg: _Message, deadline: float) -> None:
@@ -352,8 +360,10 @@ class MemoryBackend(RowBeatState, RowSchedules, Backend):
         acknowledged in the claim."""
         token = new_token()
         acked = False
-        for queue in ask.queues:
-            while len(claims) < ask.count and (item := s.take(queue)) is not None:
+        last = len(ask.queues) - 1
+        for place, queue in enumerate(ask.queues):
+            above = ask.above if place == last else None
+            while len(claims) < ask.count and (item := s.take(queue, above)) is not None:
                 id_, msg = item
                 if not claims and ask.ack_first and msg.ack_at_claim:
                     del s.messages[id_]  # taken off its queue: gone for good
@@ -361,7 +371,7 @@ class MemoryBackend(RowBeatState, RowSchedules, Backend):
                 else:
                     s.claim(id_, msg, now + ask.visibility)
                     msg.token = token
-                claims.append(Claim(id_, queue, msg.body, token, msg.redelivered))
+                claims.append(Claim(id_, queue, msg.body, token, msg.redelivered, msg.priority))
         return acked
 
     def wait(self, queues: Sequence[str], timeout: float, ahead: float = 0.0) -> bool:
@@ -392,6 +402,7 @@ class MemoryBackend(RowBeatState, RowSchedules, Backend):
             for c in reversed(claims):
                 if c.id not in s.messages or s.held(c) is not None:
                     again = _Message(c.queue, c.body, READY, redelivered=c.redelivered)
+                    again.priority = c.priority
                     s.make_ready(c.id, again, head=True)
             s.work.notify_all()
 

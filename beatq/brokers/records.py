@@ -38,6 +38,7 @@ class Claim:
     # Delivered before and not finished: its claim expired (its worker died, or stopped
     # renewing it) and it was put back. The request's delivery_info["redelivered"].
     redelivered: bool = False
+    priority: int = 0  # the sender's (Outgoing.priority): a release keeps it
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ class Outgoing:
     once may acknowledge it as it takes it (`Delivery.claim(ack_first=True)`). False
     (the default, for anything the sender cannot vouch for) leaves the acknowledgement
     to the worker: a message of an unknown task or a bad body can still be dead-lettered.
+
+    `priority` (0 to 255): within its queue, ready messages of a higher priority are
+    claimed before those of a lower one, first come first served within a priority. 0,
+    the default, costs nothing: a store keeps such messages as it always has.
     """
 
     queue: str
@@ -57,6 +62,7 @@ class Outgoing:
     body: bytes
     eta: float | None = None
     ack_at_claim: bool = False
+    priority: int = 0
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ Keys (prefix `beatq`, or the transport option `global_keyprefix`):
     {p}:q:{queue}   list    ready message ids; sent at the left, taken from the right
     {p}:d:{queue}   list    the queue's due lane: ids of delayed messages that fell due,
                             earliest eta at the right; taken before {p}:q:{queue}
+    {p}:b:{queue}   zset    the queue's priority bands that may hold messages (see BAND)
     {p}:w:{queue}   list    at most one wake-up token for workers blocked on the queue
     {p}:wake:{t}    list    a stop signal's push that ends one worker's wait (60 s)
     {p}:msg         hash    id -> "queue\\n", a byte, the body: every message not yet
@@ -113,6 +114,9 @@ class RedisKeys:
     def due(self, name: str) -> str:
         return f"{self.prefix}:d:{name}"
 
+    def bands(self, name: str) -> str:
+        return f"{self.prefix}:b:{name}"
+
     def wake(self, name: str) -> str:
         return f"{self.prefix}:w:{name}"
 
@@ -207,6 +211,22 @@ def shown_url(url: str) -> str:
 # The byte stored between a message's queue and its body: its delivery property.
 ACK_AT_CLAIM, ACK_AFTER = b"\x01", b"\x02"
 
+# A message of priority p > 0 is stored under the queue name f"{queue}{BAND}{p}", a band
+# of its queue with lists of its own, which a claim drains before the queue's plain lists,
+# the highest band first (lua/lib.lua). Messages without a priority are stored as before.
+BAND = "\x1f"
+
+
+def banded(queue: str, priority: int) -> str:
+    """The queue name a message of `priority` is stored under."""
+    return f"{queue}{BAND}{priority}" if priority else queue
+
+
+def unbanded(name: str) -> tuple[str, int]:
+    """The queue and the priority of a stored queue name (see `banded`)."""
+    queue, sep, band = name.partition(BAND)
+    return (queue, int(band)) if sep else (name, 0)
+
 
 def _stored(m: Outgoing) -> bytes:
     """What a message's body is stored as: its delivery property, then the body."""
@@ -221,10 +241,17 @@ REDELIVERED = b"\x03"
 def split_stored(stored: bytes) -> tuple[str, bytes]:
     """The queue and the body of a stored message ("queue\\n", its property, the body; one
     stored before properties were has none)."""
+    name, body, _ = _split(stored)
+    return unbanded(name)[0], body
+
+
+def _split(stored: bytes) -> tuple[str, bytes, int]:
+    """The stored queue name, the body and the priority of a stored message."""
     queue, _, body = stored.partition(b"\n")
     if body[:1] in (ACK_AT_CLAIM, ACK_AFTER):
         body = body[1:]
-    return queue.decode(), body
+    name = queue.decode()
+    return name, body, (unbanded(name)[1] if BAND in name else 0)
 
 
 def _member(claim: Claim) -> str:
@@ -242,18 +269,22 @@ def _claimed(reply: list[Any], token: str) -> Claimed:
     next_eta = float(reply[0]) if reply[0] else None
     claims = []
     for i in range(2, len(reply), 2):
-        queue, _, body = reply[i + 1].partition(b"\n")
+        name, _, body = reply[i + 1].partition(b"\n")
         mark = body[:1]
         if mark in (ACK_AT_CLAIM, ACK_AFTER, REDELIVERED):
             body = body[1:]
-        claims.append(Claim(reply[i].decode(), queue.decode(), body, token, mark == REDELIVERED))
+        queue, priority = name.decode(), 0
+        if BAND in queue:
+            queue, priority = unbanded(queue)
+        claims.append(Claim(reply[i].decode(), queue, body, token, mark == REDELIVERED, priority))
     return Claimed(claims, next_eta, reply[1] == 1)
 
 
 def _flatten(messages: Sequence[Outgoing]) -> list[Any]:
     args: list[Any] = []
     for m in messages:
-        args += [m.queue, m.id, _stored(m), "" if m.eta is None else repr(float(m.eta))]
+        queue = banded(m.queue, m.priority) if m.priority else m.queue
+        args += [queue, m.id, _stored(m), "" if m.eta is None else repr(float(m.eta))]
     return args
 
 
@@ -302,7 +333,16 @@ class RedisBackend(Backend):
     def take(self, ask: Take, before: Sequence[tuple[Any, ...]] = ()) -> Claimed:
         k = self.keys
         token = new_token()
-        args = [k.prefix, ask.count, ask.visibility, token, ask.ahead, "1" if ask.ack_first else ""]
+        above = "" if ask.above is None else ask.above
+        args = [
+            k.prefix,
+            ask.count,
+            ask.visibility,
+            token,
+            ask.ahead,
+            "1" if ask.ack_first else "",
+            above,
+        ]
         with _errors(self.url):
             reply = self.calls.fcall(
                 "claim", [k.msgs, k.delayed, k.unacked], [*args, *ask.queues], before=before
@@ -344,13 +384,16 @@ class RedisBackend(Backend):
             k = self.keys
             args: list[Any] = [k.prefix]
             for c in claims:  # put back, it is acknowledged by its worker (see Delivery.release)
-                args += [c.queue, c.id, ACK_AFTER + c.body, _member(c)]
+                args += [banded(c.queue, c.priority), c.id, ACK_AFTER + c.body, _member(c)]
             self._run("release", [k.msgs, k.unacked, k.delayed], args)
 
     def queue_length(self, queue: str) -> int:
+        k = self.keys
         with _errors(self.url):
-            pipe = self.client.pipeline()  # MULTI: one count of both lists
-            pipe.llen(self.keys.due(queue)).llen(self.keys.queue(queue))
+            bands = self.client.zrange(k.bands(queue), 0, -1)
+            pipe = self.client.pipeline()  # MULTI: one count of every list
+            for name in [queue, *(banded(queue, int(b)) for b in bands)]:
+                pipe.llen(k.due(name)).llen(k.queue(name))
             return sum(int(n) for n in pipe.execute())
 
     def purge(self, queues: Sequence[str]) -> int:
@@ -426,7 +469,7 @@ class RedisBackend(Backend):
     # -- dead letters ----------------------------------------------------------------------
     def dead_letter(self, claim: Claim, reason: str) -> None:
         k = self.keys
-        stored = claim.queue.encode() + b"\n" + ACK_AFTER + claim.body
+        stored = banded(claim.queue, claim.priority).encode() + b"\n" + ACK_AFTER + claim.body
         self._run(
             "dead_letter",
             [k.unacked, k.msgs, k.dead, k.dead_reason, k.dead_index],

@@ -82,6 +82,7 @@ class Take:
     visibility: float
     ack_first: bool = False
     ahead: float = 0.0
+    above: int | None = None
 
 
 class Store(abc.ABC):
@@ -185,8 +186,12 @@ class Delivery(Store):
         visibility: float,
         ack_first: bool = False,
         ahead: float = 0.0,
+        above: int | None = None,
     ) -> Claimed:
-        """Take up to `count` ready messages, draining `queues` in the order given.
+        """Take up to `count` ready messages, draining `queues` in the order given; within
+        a queue, those of a higher priority (`Outgoing.priority`) first, first come first
+        served within a priority. `above`: from the last of `queues`, take only messages
+        of a priority above it (a busy worker looking for work that outranks what it holds).
 
         Each is claimed until now + `visibility` seconds. Before taking, due delayed
         messages become ready and expired claims go back to their queue. Never blocks.
@@ -205,7 +210,7 @@ class Delivery(Store):
         never sees the reply (a dropped connection, a kill), as after a worker killed
         between its ack and the run.
         """
-        return self.take(Take(queues, count, visibility, ack_first, ahead))
+        return self.take(Take(queues, count, visibility, ack_first, ahead, above))
 
     @abc.abstractmethod
     def take(self, ask: Take) -> Claimed:

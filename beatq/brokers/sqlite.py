@@ -54,12 +54,36 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
 # (messages sent) up from 1.
 DUE_LANE = -(2**40)
 HEAD_BAND = -(2**39)  # the lowest a head reaches (a message released 2**39 times at once)
+# Priorities. The three bands of a message of priority p lie PRIORITY_STEP * p lower (its
+# `offset`): a claim's ORDER BY seq takes a higher priority first with no column, index or
+# query of its own, and a queue never sent a priority numbers its messages as before. A
+# priority's numbers span [offset + DUE_LANE, offset + TAIL_END); a claimed or delayed
+# message keeps its offset in `seq`, so it goes back to its priority's bands.
+PRIORITY_STEP = 2**42
+TAIL_END = 2**41
+
+
+def _offset(priority: int) -> int:
+    return -priority * PRIORITY_STEP
+
+
+def _priority(seq: int) -> int:
+    """The priority whose numbers hold `seq`."""
+    return -((seq - DUE_LANE) // PRIORITY_STEP)
+
 
 # One message as one statement: ready at the tail of its queue, or delayed until its eta.
 PUT_ONE = (
     "INSERT OR REPLACE INTO messages (id, queue, body, state, seq, eta, ack_at_claim) "
     "SELECT ?1, ?2, ?3, ?4, CASE ?4 WHEN 'ready' THEN 1 + MAX(0, COALESCE(("
     "SELECT MAX(seq) FROM messages WHERE state = 'ready' AND queue = ?2), 0)) ELSE 0 END, ?5, ?6"
+)
+# The same for a message of a priority: ?7 its offset, ?8 and ?9 its numbers' bounds.
+PUT_ONE_PRIORITY = (
+    "INSERT OR REPLACE INTO messages (id, queue, body, state, seq, eta, ack_at_claim) "
+    "SELECT ?1, ?2, ?3, ?4, CASE ?4 WHEN 'ready' THEN 1 + MAX(?7, COALESCE(("
+    "SELECT MAX(seq) FROM messages WHERE state = 'ready' AND queue = ?2 "
+    "AND seq >= ?8 AND seq < ?9), ?7)) ELSE ?7 END, ?5, ?6"
 )
 
 # A live claim's message goes; a stale claim's (delivered again since) stays.
@@ -68,19 +92,25 @@ ACK = "DELETE FROM messages WHERE id = ? AND state = 'claimed' AND token = ?"
 
 def _put(conn: sqlite3.Connection, messages: Iterable[Outgoing], now: float) -> None:
     """Store messages: delayed until their eta, or ready at the tail of their queue."""
-    tails: dict[str, int] = {}
+    tails: dict[tuple[str, int], int] = {}
     rows: list[tuple[Any, ...]] = []
     for m in messages:
         if m.eta is not None and m.eta > now:
-            rows.append((m.id, m.queue, m.body, "delayed", 0, m.eta, m.ack_at_claim))
+            seq = _offset(m.priority) if m.priority else 0
+            rows.append((m.id, m.queue, m.body, "delayed", seq, m.eta, m.ack_at_claim))
             continue
-        if m.queue not in tails:
-            last = conn.execute(
-                "SELECT MAX(seq) FROM messages WHERE state = 'ready' AND queue = ?", (m.queue,)
-            ).fetchone()[0]
-            tails[m.queue] = max(last or 0, 0)
-        tails[m.queue] += 1
-        rows.append((m.id, m.queue, m.body, "ready", tails[m.queue], None, m.ack_at_claim))
+        key = (m.queue, m.priority)
+        if key not in tails:
+            if m.priority:
+                tails[key] = _last(conn, m.queue, _offset(m.priority), tail=True)
+            else:
+                last = conn.execute(
+                    "SELECT MAX(seq) FROM messages WHERE state = 'ready' AND queue = ?",
+                    (m.queue,),
+                ).fetchone()[0]
+                tails[key] = max(last or 0, 0)
+        tails[key] += 1
+        rows.append((m.id, m.queue, m.body, "ready", tails[key], None, m.ack_at_claim))
     conn.executemany(
         "INSERT OR REPLACE INTO messages (id, queue, body, state, seq, eta, ack_at_claim) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -88,42 +118,57 @@ def _put(conn: sqlite3.Connection, messages: Iterable[Outgoing], now: float) -> 
     )
 
 
-def _due(conn: sqlite3.Connection, until: float) -> list[tuple[str, str]]:
-    """(id, queue) of the delayed messages due by `until`, earliest first."""
+def _last(conn: sqlite3.Connection, queue: str, offset: int, tail: bool) -> int:
+    """The last number of a priority's tail (`offset`: that priority's), or of its due
+    lane, for a message to follow (the offset + 0, or + DUE_LANE, when there is none)."""
+    low, high = (
+        (offset + HEAD_BAND, offset + TAIL_END) if tail else (offset + DUE_LANE, offset + HEAD_BAND)
+    )
+    last = conn.execute(
+        "SELECT MAX(seq) FROM messages WHERE state = 'ready' AND queue = ? "
+        "AND seq >= ? AND seq < ?",
+        (queue, low, high),
+    ).fetchone()[0]
+    floor = offset if tail else offset + DUE_LANE
+    return floor if last is None else max(last, floor)
+
+
+def _due(conn: sqlite3.Connection, until: float) -> list[tuple[str, str, int]]:
+    """(id, queue, seq) of the delayed messages due by `until`, earliest first."""
     return conn.execute(
-        "SELECT id, queue FROM messages WHERE state = 'delayed' AND eta <= ? ORDER BY eta LIMIT ?",
+        "SELECT id, queue, seq FROM messages WHERE state = 'delayed' AND eta <= ? "
+        "ORDER BY eta LIMIT ?",
         (until, RESTORE_LIMIT),
     ).fetchall()
 
 
-def _to_head(conn: sqlite3.Connection, rows: Sequence[tuple[str, str]]) -> None:
-    """Make stored messages (id, queue) ready at the head of their queue, first foremost."""
+def _to_head(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, int]]) -> None:
+    """Make stored messages (id, queue, seq) ready at the head of their queue (in their
+    priority's bands), first foremost."""
     _make_ready(conn, rows, due=False)
 
 
-def _to_due(conn: sqlite3.Connection, rows: Sequence[tuple[str, str]]) -> None:
-    """Make delayed messages (id, queue) that fell due ready at the end of their queue's
-    due lane, first foremost."""
+def _to_due(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, int]]) -> None:
+    """Make delayed messages (id, queue, seq) that fell due ready at the end of their
+    queue's due lane (in their priority's bands), first foremost."""
     _make_ready(conn, rows, due=True)
 
 
-def _make_ready(conn: sqlite3.Connection, rows: Sequence[tuple[str, str]], due: bool) -> None:
-    by_queue: dict[str, list[str]] = {}
-    for id_, queue in rows:
-        by_queue.setdefault(queue, []).append(id_)
-    for queue, ids in by_queue.items():
+def _make_ready(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, int]], due: bool) -> None:
+    by_queue: dict[tuple[str, int], list[str]] = {}
+    for id_, queue, seq in rows:
+        by_queue.setdefault((queue, _priority(seq or 0)), []).append(id_)
+    for (queue, priority), ids in by_queue.items():
+        offset = _offset(priority)
         if due:  # after the last of the due lane
-            last = conn.execute(
-                "SELECT MAX(seq) FROM messages WHERE state = 'ready' AND queue = ? AND seq < ?",
-                (queue, HEAD_BAND),
-            ).fetchone()[0]
-            start = (last or DUE_LANE) + 1
+            start = _last(conn, queue, offset, tail=False) + 1
         else:  # before the first of the head (or tail)
             first = conn.execute(
-                "SELECT MIN(seq) FROM messages WHERE state = 'ready' AND queue = ? AND seq >= ?",
-                (queue, HEAD_BAND),
+                "SELECT MIN(seq) FROM messages WHERE state = 'ready' AND queue = ? "
+                "AND seq >= ? AND seq < ?",
+                (queue, offset + HEAD_BAND, offset + TAIL_END),
             ).fetchone()[0]
-            start = min(1 if first is None else first, 1) - len(ids)
+            start = offset + min(1 if first is None else first - offset, 1) - len(ids)
         conn.executemany(
             "UPDATE messages SET state = 'ready', seq = ?, eta = NULL, deadline = NULL, "
             "token = NULL WHERE id = ?",
@@ -131,11 +176,15 @@ def _make_ready(conn: sqlite3.Connection, rows: Sequence[tuple[str, str]], due: 
         )
 
 
-def _wake_probe(queues: Sequence[str]) -> str:
-    """SQL: whether `queues` have ready messages, and when the next eta or claim is due."""
+def _wake_probe(queues: Sequence[str], above: bool = False) -> str:
+    """SQL: whether `queues` have ready messages, and when the next eta or claim is due.
+    `above`: one more queue and a number follow the queues' parameters: that queue counts
+    only with a message numbered below it (of a priority above another)."""
+    ready = f"queue IN ({_marks(len(queues))})"
+    if above:
+        ready = f"({ready} OR (queue = ? AND seq < ?))"
     return (
-        "SELECT EXISTS (SELECT 1 FROM messages WHERE state = 'ready' "
-        f"AND queue IN ({_marks(len(queues))})), "
+        f"SELECT EXISTS (SELECT 1 FROM messages WHERE state = 'ready' AND {ready}), "
         "(SELECT MIN(eta) FROM messages WHERE state = 'delayed'), "
         "(SELECT MIN(deadline) FROM messages WHERE state = 'claimed')"
     )
@@ -289,18 +338,34 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
             m = messages[0]
             delayed = m.eta is not None and m.eta > time.time()
             state, eta = ("delayed", m.eta) if delayed else ("ready", None)
-            self.db.write_one(PUT_ONE, (m.id, m.queue, m.body, state, eta, m.ack_at_claim))
+            row = (m.id, m.queue, m.body, state, eta, m.ack_at_claim)
+            if m.priority:
+                at = _offset(m.priority)
+                self.db.write_one(PUT_ONE_PRIORITY, (*row, at, at + HEAD_BAND, at + TAIL_END))
+            else:
+                self.db.write_one(PUT_ONE, row)
         elif messages or events:
             with self.db.write() as conn:
                 _put(conn, messages, time.time())
                 self._add_events(conn, events, None)
 
     def _workable(
-        self, conn: sqlite3.Connection, queues: Sequence[str], now: float, ahead: float = 0.0
+        self,
+        conn: sqlite3.Connection,
+        queues: Sequence[str],
+        now: float,
+        ahead: float = 0.0,
+        above: int | None = None,
     ) -> tuple[bool, float | None, float | None]:
-        """Ready messages in `queues` or something due (a delayed message `ahead` of its
-        eta); the next eta; the next due time."""
-        ready, eta, deadline = conn.execute(_wake_probe(queues), list(queues)).fetchone()
+        """Ready messages in `queues` (of the last, above priority `above` if given) or
+        something due (a delayed message `ahead` of its eta); the next eta; the next due
+        time."""
+        if above is None:
+            probe = conn.execute(_wake_probe(queues), list(queues))
+        else:  # a busy worker's look for more urgent work: usually none, and no write
+            params = [*queues[:-1], queues[-1], _offset(above) + DUE_LANE]
+            probe = conn.execute(_wake_probe(queues[:-1], above=True), params)
+        ready, eta, deadline = probe.fetchone()
         early = None if eta is None else eta - ahead
         due = min((t for t in (early, deadline) if t is not None), default=None)
         return bool(ready) or (due is not None and due <= now), eta, due
@@ -309,20 +374,20 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
         queues, count, ahead = ask.queues, ask.count, ask.ahead
         # Look first without the write lock: an idle worker's claim then costs no write.
         with self.db.read() as conn:
-            workable, eta, _ = self._workable(conn, queues, time.time(), ahead)
+            workable, eta, _ = self._workable(conn, queues, time.time(), ahead, ask.above)
         if not workable:
             return Claimed([], eta)
         with self.db.write() as conn:
             now = time.time()
             expired = conn.execute(
-                "SELECT id, queue FROM messages WHERE state = 'claimed' AND deadline <= ? "
+                "SELECT id, queue, seq FROM messages WHERE state = 'claimed' AND deadline <= ? "
                 "ORDER BY deadline LIMIT ?",
                 (now, RESTORE_LIMIT),
             ).fetchall()
             # Expired claims go back to the head, marked delivered before; due messages
             # (earliest first) to the due lane.
             conn.executemany(
-                "UPDATE messages SET redelivered = 1 WHERE id = ?", [(i,) for i, _ in expired]
+                "UPDATE messages SET redelivered = 1 WHERE id = ?", [(row[0],) for row in expired]
             )
             _to_head(conn, expired)
             _to_due(conn, _due(conn, now))
@@ -338,17 +403,26 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
                     # held by their worker until their eta (see Delivery.claim)
                     conn.executemany(
                         "UPDATE messages SET ack_at_claim = 0 WHERE id = ? AND eta > ?",
-                        [(id_, now) for id_, _ in soon],
+                        [(row[0], now) for row in soon],
                     )
                     _to_due(conn, soon)
-                for queue in queues:
+                for place, queue in enumerate(queues, 1):
                     if len(claims) >= count:
                         break
-                    rows = conn.execute(
-                        "SELECT id, body, ack_at_claim, redelivered FROM messages "
-                        "WHERE state = 'ready' AND queue = ? ORDER BY seq LIMIT ?",
-                        (queue, count - len(claims)),
-                    ).fetchall()
+                    if ask.above is not None and place == len(queues):
+                        # only priorities above `above`: numbers below its due lane
+                        rows = conn.execute(
+                            "SELECT id, body, ack_at_claim, redelivered, seq FROM messages "
+                            "WHERE state = 'ready' AND queue = ? AND seq < ? "
+                            "ORDER BY seq LIMIT ?",
+                            (queue, _offset(ask.above) + DUE_LANE, count - len(claims)),
+                        ).fetchall()
+                    else:
+                        rows = conn.execute(
+                            "SELECT id, body, ack_at_claim, redelivered, seq FROM messages "
+                            "WHERE state = 'ready' AND queue = ? ORDER BY seq LIMIT ?",
+                            (queue, count - len(claims)),
+                        ).fetchall()
                     held = rows
                     if rows and not claims and ask.ack_first and rows[0][2]:
                         conn.execute("DELETE FROM messages WHERE id = ?", (rows[0][0],))
@@ -358,7 +432,17 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
                         "WHERE id = ?",
                         [(deadline, token, row[0]) for row in held],
                     )
-                    claims += [Claim(id_, queue, body, token, bool(r)) for id_, body, _, r in rows]
+                    claims += [
+                        Claim(
+                            id_,
+                            queue,
+                            body,
+                            token,
+                            bool(r),
+                            _priority(seq) if seq < DUE_LANE else 0,
+                        )
+                        for id_, body, _, r, seq in rows
+                    ]
             next_eta = conn.execute(
                 "SELECT MIN(eta) FROM messages WHERE state = 'delayed'"
             ).fetchone()[0]
@@ -399,9 +483,9 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
                         )
                     elif not row[0]:
                         continue  # delivered again meanwhile: its new holder has it
-                    back.append((c.id, c.queue))
+                    back.append((c.id, c.queue, _offset(c.priority)))
                 conn.executemany(
-                    "UPDATE messages SET ack_at_claim = 0 WHERE id = ?", [(i,) for i, _ in back]
+                    "UPDATE messages SET ack_at_claim = 0 WHERE id = ?", [(b[0],) for b in back]
                 )
                 _to_head(conn, back)
 

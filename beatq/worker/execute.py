@@ -468,6 +468,7 @@ class Executor:
             "parent_id": message.parent,
             "root_id": message.root,
             "group_id": message.group,
+            "priority": message.priority,
             "expires": message.expires,
             "serializer": serializers.short_name(message.content_type),
             "compression": message.content_encoding,

@@ -11,9 +11,10 @@ pool's free slots, the lock under which a claim leaves the buffer, and the revoc
 check. The lock is why a claim is either handed to the pool or, on a stop, returned to
 its queue, never both.
 
-The buffer is kept in `-Q` order (SPEC §6: the first queue the most urgent): sorted by
-the rank of each claim's queue, first come first served within a rank. A worker of one
-queue only appends, as a plain FIFO.
+The buffer is kept in `-Q` order (SPEC §6: the first queue the most urgent), and within
+a queue in priority order (a higher one first): sorted by each claim's rank, first come
+first served within a rank. A worker of one queue that has seen no priority only
+appends, as a plain FIFO.
 """
 
 from __future__ import annotations
@@ -25,8 +26,18 @@ from collections import deque
 from collections.abc import Callable, Container, Iterator, Sequence
 
 from ..brokers import Claim
+from ..calling import MAX_PRIORITY
 from .delivery import Delivery
 from .throttle import Throttle
+
+# A claim's rank: its queue's place in -Q, then its priority, in one number (lower first).
+PRIORITIES = MAX_PRIORITY + 1
+
+
+def split_rank(rank: int) -> tuple[int, int]:
+    """The queue's place in -Q and the priority that make `rank` (see Handoff.claim_rank)."""
+    place, rest = divmod(rank, PRIORITIES)
+    return place, MAX_PRIORITY - rest
 
 
 class Slots:
@@ -91,6 +102,7 @@ class Handoff:
     ) -> None:
         self.throttle = throttle or Throttle({})
         self.ranks = {queue: rank for rank, queue in reversed(list(enumerate(queues)))}
+        self.prioritized = False  # a claim with a priority came: rank within a queue too
         self.buffer: deque[Delivery] = deque()
         self.slots = Slots(slots)
         self.revoked = revoked
@@ -103,21 +115,25 @@ class Handoff:
     def hold(self, claims: list[Claim], acked: bool) -> None:
         """Buffer `claims` (see `put`); `acked`: the first was acknowledged in its claim."""
         deliveries = [Delivery(claim) for claim in claims]
+        if not self.prioritized and any(claim.priority for claim in claims):
+            self.prioritized = True
         if acked and deliveries:
             deliveries[0].acked = True  # the most urgent of its claim: it starts next
         self.put(deliveries)
 
-    def queue_rank(self, queue: str) -> int:
-        """The urgency of `queue`: its place in `-Q`, 0 the most urgent."""
-        return self.ranks.get(queue, len(self.ranks))
+    def claim_rank(self, claim: Claim) -> int:
+        """The urgency of `claim`, 0 the most urgent: its queue's place in `-Q`, then its
+        priority (a higher one more urgent), as one number (split_rank takes it apart)."""
+        place = self.ranks.get(claim.queue, len(self.ranks))
+        return place * PRIORITIES + MAX_PRIORITY - claim.priority
 
     def rank(self, delivery: Delivery) -> int:
-        return self.ranks.get(delivery.claim.queue, len(self.ranks))
+        return self.claim_rank(delivery.claim)
 
     def put(self, deliveries: list[Delivery], before: bool = False) -> None:
         """Buffer `deliveries` in rank order, after those buffered of the same rank, or
         before them with `before` (taken back from the pool: they came first)."""
-        if len(self.ranks) <= 1:  # one queue: a FIFO
+        if len(self.ranks) <= 1 and not self.prioritized:  # one queue, no priority: a FIFO
             if before:
                 self.buffer.extendleft(reversed(deliveries))
             else:

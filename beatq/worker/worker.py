@@ -15,8 +15,12 @@ behind the task a child runs. Those must not overtake more urgent work sent sinc
     less urgent claims waiting -> every URGENT_EVERY, claim from the more urgent queues
         only (one round trip) and give back as many of the least urgent (`_look_up`)
 
-so the worker keeps holding what it held (its prefetch), the most urgent part of it. A
-worker of one queue does neither.
+so the worker keeps holding what it held (its prefetch), the most urgent part of it.
+Within a queue, a higher priority is more urgent (Outgoing.priority): claims are ranked
+by queue, then priority, and a busy worker of any number of queues looks every
+URGENT_EVERY for messages of its least urgent queue held with a priority above the
+lowest it holds (none in a store never sent one: the look costs one claim that finds
+nothing, ten a second at most, and only while claims wait).
 """
 
 from __future__ import annotations
@@ -40,11 +44,12 @@ from .. import signals
 from ..app import Beatq
 from ..brokers import Claim, Claimed, Outgoing
 from ..brokers.roles import new_token
+from ..calling import MAX_PRIORITY
 from ..exceptions import BrokerError, ConfigurationError
 from ..metrics import Metrics
 from .delivery import Delivery
 from .execute import AHEAD, Executor, Outcome
-from .handoff import Handoff
+from .handoff import Handoff, split_rank
 from .pool import Pool, SoloPool, ThreadPool
 from .prefork import PreforkPool
 from .recycle import Recycle
@@ -298,10 +303,9 @@ class Worker:
                 log.error("broker unreachable (%s); retrying in %.1fs", exc, delay)
                 self.stopping.wait(delay)
                 continue
-            wait = self.URGENT_EVERY if self.ranked else 0.2
+            wait = self.URGENT_EVERY
             while handoff.buffer and not self.stopping.is_set():
-                if self.ranked:
-                    self._look_up(broker)
+                self._look_up(broker)
                 if throttle.waiting:
                     self._unthrottle()
                 if not handoff.reserve(timeout=wait):  # or nudged: the buffer runs low
@@ -445,8 +449,8 @@ class Worker:
                 self.held[claim.id] = claim
         # the first acknowledged in its claim starts next, at once: the pool has a free slot
         self.handoff.hold(claims, claimed.acked)
-        if self.ranked:
-            self._reorder(min(self.handoff.queue_rank(claim.queue) for claim in claims))
+        if self.ranked or self.handoff.prioritized:
+            self._reorder(min(self.handoff.claim_rank(claim) for claim in claims))
         return True
 
     # -- urgency (see the module's docstring) ------------------------------------------------
@@ -478,13 +482,21 @@ class Worker:
         self.looked = now
         handoff = self.handoff
         ranks = [handoff.rank(d) for d in self._pool_waiting() + list(handoff.buffer)]
-        worst = max(ranks, default=0)
-        if not worst:
+        if not ranks:
+            return
+        worst = max(ranks)
+        place, priority = split_rank(worst)
+        # more urgent: any message of the queues before `place`, and one of `place`'s own
+        # of a priority above the least urgent held
+        queues, above = self.queues[:place], None
+        if place < len(self.queues) and priority < MAX_PRIORITY:
+            queues, above = self.queues[: place + 1], priority
+        if not queues:
             return
         count = ranks.count(worst)
         try:
             # nothing early (ahead 0): only what is ready now outranks what is held
-            claimed = broker.claim(self.queues[:worst], count, self.visibility, False, 0.0)
+            claimed = broker.claim(queues, count, self.visibility, False, 0.0, above)
         except BrokerError as exc:
             log.error("could not look for more urgent work (%s); retrying", exc)
             return

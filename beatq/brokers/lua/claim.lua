@@ -1,5 +1,7 @@
 -- KEYS: msgs, delayed, unacked
--- ARGV: prefix, count, visibility, token, ahead, ack_first ('1' or ''), queue...
+-- ARGV: prefix, count, visibility, token, ahead, ack_first ('1' or ''), above, queue...
+-- Each queue is drained band by band, the highest priority first (see lib.lua), then its
+-- plain lists. `above` ('' for none): from the last queue, only bands above that priority.
 -- Returns {next_eta or '', acked (0 | 1), id1, stored1, id2, stored2, ...}; each is
 -- claimed as "id|token", except the first when acked: acknowledged (deleted) at once.
 -- When nothing is due, delayed messages due within `ahead` seconds are taken as if due
@@ -9,7 +11,8 @@ local prefix, count, visibility = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local token = '|' .. ARGV[4]
 local ahead = tonumber(ARGV[5])
 local ack_first = ARGV[6] == '1'
-local first_queue = 7
+local above = tonumber(ARGV[7])
+local first_queue = 8
 local now = clock()
 local woken = {}
 -- ids of messages put back as their claim expired, until claimed again (see Claim.redelivered)
@@ -66,6 +69,7 @@ local function requeue(zset, members, due)
     else
       redis.call('RPUSH', qkey(prefix, queue), unpack(by_queue[queue]))
     end
+    note_band(prefix, queue)
     wake(prefix, queue, woken)
   end
   redis.call('ZREM', zset, unpack(members))
@@ -108,10 +112,26 @@ local function take_from(q)
     if #claims > 0 then redis.call('ZADD', unacked, unpack(claims)) end
   end
 end
+-- One queue: its bands, highest first (each band's due lane before its list), then its
+-- plain lists unless `floor` (a priority) leaves them out. A band found empty is dropped.
+local function take_queue(queue, floor)
+  local bands = redis.call('ZREVRANGEBYSCORE', bkey(prefix, queue), '+inf', '(' .. floor)
+  for _, band in ipairs(bands) do
+    if taken >= count then return end
+    local name = queue .. BAND .. band
+    take_from(dkey(prefix, name))
+    take_from(qkey(prefix, name))
+    if taken < count then redis.call('ZREM', bkey(prefix, queue), band) end
+  end
+  if floor < 0 then
+    take_from(dkey(prefix, queue))
+    take_from(qkey(prefix, queue))
+  end
+end
 local function take()
   for i = first_queue, #ARGV do
-    take_from(dkey(prefix, ARGV[i]))
-    take_from(qkey(prefix, ARGV[i]))
+    if taken >= count then return end
+    take_queue(ARGV[i], (i == #ARGV and above) or -1)
   end
 end
 take()
@@ -126,7 +146,7 @@ end
 -- Work left behind: leave a token so another idle worker wakes for it.
 for i = first_queue, #ARGV do
   local left = redis.call('LLEN', dkey(prefix, ARGV[i])) + redis.call('LLEN', qkey(prefix, ARGV[i]))
-  if left > 0 then wake(prefix, ARGV[i], woken) end
+  if left > 0 or redis.call('EXISTS', bkey(prefix, ARGV[i])) == 1 then wake(prefix, ARGV[i], woken) end
 end
 
 local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')

@@ -12,9 +12,34 @@ local function rkey(prefix, id) return prefix .. ':r:' .. id end
 local function skey(prefix, id) return prefix .. ':s:' .. id end
 local function ckey(prefix, group) return prefix .. ':chord:' .. group end
 
+-- Priority bands. A message sent with a priority p > 0 is stored under the queue name
+-- "queue\31p" (a band of its queue): its ids live in the lists of that name, so every
+-- script that moves a message by its stored queue keeps its band. {p}:b:{queue}, a zset
+-- of the queue's bands (member and score p), tells a claim which bands to drain first;
+-- a queue never sent a priority has none, and costs its claim one empty ZREVRANGE.
+local BAND = '\31'
+
+local function bkey(prefix, queue) return prefix .. ':b:' .. queue end
+
+-- The queue a stored queue name is a band of (the name itself when it is no band), and
+-- the band ('' for none).
+local function base_of(queue)
+  local at = string.find(queue, BAND, 1, true)
+  if not at then return queue, '' end
+  return string.sub(queue, 1, at - 1), string.sub(queue, at + 1)
+end
+
+-- After ids were pushed to the lists of stored queue name `queue`: if it is a band, note
+-- it among its queue's bands (a claim drops a band once it finds it empty).
+local function note_band(prefix, queue)
+  local base, band = base_of(queue)
+  if band ~= '' then redis.call('ZADD', bkey(prefix, base), tonumber(band), band) end
+end
+
 -- Leave one wake-up token for the workers blocked on `queue` (never more than one).
 -- `woken` is a table of the queues this call has woken already, so a batch wakes each once.
 local function wake(prefix, queue, woken)
+  queue = base_of(queue)
   if woken[queue] then return end
   woken[queue] = true
   local w = wkey(prefix, queue)
@@ -59,6 +84,7 @@ end
 local function send_one(prefix, msgs, delayed, woken, queue, id, body, eta)
   if store(prefix, msgs, delayed, woken, queue, id, body, eta) then
     redis.call('LPUSH', qkey(prefix, queue), id)
+    note_band(prefix, queue)
     wake(prefix, queue, woken)
   end
 end

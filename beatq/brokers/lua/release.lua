@@ -11,6 +11,7 @@ for i = #ARGV - 3, 2, -4 do
     redis.call('LREM', qkey(prefix, queue), 0, id)
     redis.call('LREM', dkey(prefix, queue), 0, id)
     redis.call('RPUSH', qkey(prefix, queue), id)
+    note_band(prefix, queue)
     wake(prefix, queue, woken)
   end
 end

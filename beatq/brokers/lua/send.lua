@@ -26,6 +26,9 @@ for _, queue in ipairs(queues) do
   for j = 1, #ids, 1000 do
     redis.call('LPUSH', qkey(prefix, queue), unpack(ids, j, math.min(j + 999, #ids)))
   end
-  if #ids > 0 then wake(prefix, queue, woken) end
+  if #ids > 0 then
+    note_band(prefix, queue)
+    wake(prefix, queue, woken)
+  end
 end
 return #ARGV
