@@ -802,7 +802,7 @@ def check_calls(sig: Mapping[str, Any], app: App, args: list[Any], kwargs: dict[
     elif kind == "group":
         for t in sig["kwargs"]["tasks"]:
             check_calls(t, app, args, kwargs)
-    else:
+    elif kind == "chord":
         check_calls(sig["kwargs"]["header"], app, args, kwargs)
 
 

@@ -485,5 +485,5 @@ def gt_raise(kind):
     raise LookupError(kind)
 
 
-from . import canvas_guide  # noqa: E402, F401  (Celery's canvas guide: tests/test_guide_canvas.py)
-from . import calling_guide  # noqa: E402, F401  (Celery's calling guide: tests/test_guide_calling.py)
+# Celery's guides, each its tasks in a module of its own (tests/test_guide_*.py)
+from . import calling_guide, canvas_guide  # noqa: E402, F401
