@@ -193,7 +193,8 @@ def test_higher_priority_sent_while_busy_runs_before_lower_work_held(
 
 
 def test_priority_per_call_over_the_task_option_over_none(app, start_worker):
-    from tests.proj.tasks import call_prior, ordered
+    from tests.proj.calling_guide import call_prior
+    from tests.proj.tasks import ordered
 
     sent = [
         ordered.delay("none"),
