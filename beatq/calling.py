@@ -70,8 +70,9 @@ REFUSED: dict[str, str] = {
 KNOWN = HONOURED | INTERNAL
 
 
-def check_options(options: Mapping[str, Any], call: str = "apply_async") -> None:
-    """Raise TypeError, naming the option, for one that is refused or unknown.
+def check_options(options: Mapping[str, Any], call: str = "apply_async()") -> None:
+    """Raise TypeError, naming the option, for one that is refused or unknown (`call`
+    says where it was given).
 
     Called on every send with options: a set comparison when they are all known."""
     if options.keys() <= KNOWN:
@@ -80,11 +81,11 @@ def check_options(options: Mapping[str, Any], call: str = "apply_async") -> None
         if name in KNOWN:
             continue
         if name in REFUSED:
-            raise TypeError(f"{call}({name}=...) is not supported by beatq: {REFUSED[name]}")
+            raise TypeError(f"option {name!r} of {call} is not supported by beatq: {REFUSED[name]}")
         close = difflib.get_close_matches(name, sorted(HONOURED), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise TypeError(
-            f"{call}() got an unknown option {name!r}{hint}; the options are "
+            f"unknown option {name!r} for {call}{hint}; the options are "
             f"{', '.join(sorted(HONOURED))}"
         )
 

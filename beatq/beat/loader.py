@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from ..calling import check_options, check_priority
 from ..exceptions import ConfigurationError, ScheduleError
 from ..timezones import get_zone
 from .entries import CATCHUP, OVERLAP, Entry
@@ -113,6 +114,12 @@ def build_entry(
     for key, val in (("kwargs", kwargs), ("options", options)):
         if not isinstance(val, Mapping):
             raise EntryError(f"{key!r} must be a mapping, not {type(val).__name__}", key)
+    try:  # refused here, before start, not at each run in the beat (calling.py)
+        check_options(options, "a periodic task")
+        if options.get("priority") is not None:
+            check_priority(options["priority"], "a periodic task")
+    except (TypeError, ValueError) as exc:
+        raise EntryError(str(exc), "options") from None
     catchup = spec.get("catchup", "latest")
     if catchup not in CATCHUP:
         raise EntryError(f"catchup {catchup!r} is not one of: {', '.join(CATCHUP)}", "catchup")
