@@ -19,7 +19,7 @@ message of a content type it does not accept, and `inspect` can show any message
     root      null | "…"                       id of the first task of the workflow
     group     null | "…"                       id of the group it belongs to
     queue     "celery"                         queue it was routed to
-    priority  null | 0..9                      kept for routing; queues give the order
+    priority  null | 0..255                    within its queue, higher first (Outgoing.priority)
     sent      1732465798.2                     POSIX seconds when it was sent
     requeued  absent | 1..                     times a worker put it back unfinished
                                                (Reject(requeue=True), reject_on_worker_lost)
