@@ -89,3 +89,12 @@ def test_a_worker_waiting_on_a_queue_wakes_for_a_message_of_a_priority(b: Backen
     assert b.wait(["q"], 2.0)
     assert time.monotonic() - began < 1.0
     assert ids(b.wait_claim(["q"], 1.0, 10, 30).claims) == ["w"]
+
+
+def test_purge_deletes_the_ready_messages_of_every_priority(b: Backend) -> None:
+    b.send([out("a"), out("b", 3), out("c", 9), out("other", 5, "keep")])
+    assert b.purge(["q"]) == 3
+    assert b.queue_length("q") == 0
+    assert b.claim(["q"], 10, 30).claims == []
+    b.send([out("d", 3)])  # the queue's priorities still work after a purge
+    assert ids(b.claim(["q", "keep"], 10, 30).claims) == ["d", "other"]
