@@ -78,6 +78,7 @@ class Beatq:
         self.on_after_finalize = Signal("app.on_after_finalize")
         self.configured = False
         self.finalized = False
+        self._configured_with: list[Callable[..., Any]] = []  # on_after_configure's receivers
         self._discover: list[tuple[Any, str | None]] = []  # autodiscover_tasks, not yet run
         # add_periodic_task's entries: name -> (beat_schedule-style spec, where it was added)
         self._periodic: dict[str, tuple[dict[str, Any], str]] = {}
@@ -292,7 +293,23 @@ class Beatq:
             return
         self.configured = True
         self.on_configure.send(sender=self)
-        self.on_after_configure.send(sender=self, source=self.conf)
+        sent = self.on_after_configure.send(sender=self, source=self.conf)
+        self._configured_with = [receiver for receiver, _ in sent]
+
+    def _configure_late(self) -> None:
+        """Call the `on_after_configure` receivers connected after it was sent (in a tasks
+        module that autodiscover_tasks imported): Celery never calls them, silently."""
+        called = self._configured_with
+        for receiver in self.on_after_configure._live(self):
+            if receiver in called:
+                continue
+            called.append(receiver)
+            try:
+                receiver(signal=self.on_after_configure, sender=self, source=self.conf)
+            except Exception as exc:  # as Signal.send: logged, the start goes on
+                log.exception(
+                    "Signal handler %r for app.on_after_configure raised: %r", receiver, exc
+                )
 
     def finalize(self, auto: bool = False) -> None:
         """Mark the app complete and send `on_after_finalize`, once (Celery's name and
@@ -301,6 +318,8 @@ class Beatq:
         if self.finalized:
             return
         self.finalized = True
+        if self.on_after_configure.receivers:
+            self._configure_late()
         self.on_after_finalize.send(sender=self)
 
     # -- periodic tasks in code ------------------------------------------------------------

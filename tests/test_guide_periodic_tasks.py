@@ -253,5 +253,34 @@ def modules_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
         for app, task in list(shared._tasks.items()):
             app.tasks.pop(task.name, None)
     del beatq.app._shared_tasks[shared_before:]
-    for name in [n for n in sys.modules if n == "pt_app" or n.startswith("pt_app.")]:
-        del sys.modules[name]
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", "")).startswith(str(folder)):
+            del sys.modules[name]
+
+
+def test_an_on_after_configure_receiver_connected_after_the_first_use_still_runs(
+    local, modules_dir
+) -> None:
+    """Celery never calls a receiver connected after on_after_configure fired (one in a
+    tasks module found by autodiscover_tasks): beatq calls it as the app is finalized."""
+    (modules_dir / "late_app").mkdir()
+    (modules_dir / "late_app" / "__init__.py").write_text("")
+    (modules_dir / "late_app" / "tasks.py").write_text(
+        "from beatq import current_app\n"
+        "app = current_app()\n\n\n"
+        "@app.task\n"
+        "def sweep():\n"
+        "    return 'swept'\n\n\n"
+        "@app.on_after_configure.connect\n"
+        "def schedule_sweep(sender, **kwargs):\n"
+        "    sender.add_periodic_task(60.0, sweep.s(), name='sweep')\n"
+    )
+    calls = []
+    local.on_after_configure.connect(lambda sender, **kw: calls.append(sender), weak=False)
+    local.autodiscover_tasks(["late_app"])
+    local.broker  # noqa: B018 (the first use: on_after_configure is sent, before the import)
+    assert calls == [local] and "sweep" not in local.periodic_tasks
+    entries = Beat(local, files=[]).load()  # the start: imports late_app.tasks, finalizes
+    assert entries["sweep"].task == "late_app.tasks.sweep"
+    local.finalize()
+    assert calls == [local]  # each receiver once
