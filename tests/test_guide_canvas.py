@@ -35,7 +35,7 @@ from tests.proj.canvas_guide import (
     gc_spawn_group,
     gc_tsum,
 )
-from tests.proj.tasks import CustomError, add, echo, fail, mul, res_tracked
+from tests.proj.tasks import CustomError, add, echo, fail, mul, quiet, res_tracked
 
 BOTH = pytest.mark.backends("redis", "sqlite")
 T = scaled(10)
@@ -241,6 +241,11 @@ def test_chords(worker):
     assert tail().get(timeout=T) == [[42, 42]]  # the chain keeps the group's list whole
     unrolled = chord((group(add.s(42, 0), add.s(42, 0)),), echo.s())
     assert unrolled().get(timeout=T) == [42, 42]
+    # the guide's warning: a member that ignores its result leaves the body nothing to
+    # read; beatq fails the chord, naming it, rather than wait for ever
+    ignoring = chord([quiet.s(1), add.s(1, 1)], echo.s())()
+    with pytest.raises(ChordError, match="has no result"):
+        ignoring.get(timeout=T)
 
 
 @BOTH
