@@ -22,9 +22,6 @@ PAUSED = "paused"
 OVERLAP = "overlap: the previous run was unfinished"
 CAUGHT_UP = "caught up: given up by the catch-up policy"
 NO_LEADER = "missed while no beat led"
-RAN_ALREADY = "ran already"
-REMOVED = "entry removed"
-OUTSIDE = "outside start_at/end_at"
 
 # what put the slot there
 SCHEDULE, TRIGGER, BACKFILL = "schedule", "trigger", "backfill"
