@@ -73,6 +73,27 @@ def test_custom_headers_read_as_request_attributes(app, start_worker):
 
 
 @E2E
+def test_a_header_added_by_a_before_task_publish_receiver_reaches_the_task(app, start_worker):
+    """Tracing integrations inject their context into the headers there, and read it back
+    from the request's attributes in the worker."""
+    from beatq import signals
+    from tests.proj.tasks import gt_request
+
+    def inject(sender=None, headers=None, **kwargs):
+        headers["traceparent"] = "00-4bf92f3577b34da6-00f067aa0ba902b7-01"
+
+    start_worker("-P", "prefork", "-c", "1")
+    signals.before_task_publish.connect(inject)
+    try:
+        fields = gt_request.apply_async(("traceparent",), headers={"tenant": "acme"})
+    finally:
+        signals.before_task_publish.disconnect(inject)
+    fields = fields.get(timeout=20)
+    assert fields["attribute"] == "00-4bf92f3577b34da6-00f067aa0ba902b7-01"
+    assert fields["headers"] == {"tenant": "acme", "traceparent": fields["attribute"]}
+
+
+@E2E
 def test_tasks_sent_from_a_task_carry_its_id_as_parent_and_the_first_as_root(app, start_worker):
     from tests.proj.tasks import gt_descend
 
