@@ -206,6 +206,21 @@ def test_reject_on_worker_lost_requeues_the_task_of_a_killed_child(app, start_wo
 
 
 @E2E
+def test_reject_on_worker_lost_requeues_at_most_worker_requeue_max_times(app, start_worker):
+    from tests.proj.tasks import gt_lost_always
+
+    start_worker("-P", "prefork", "-c", "1", extra_env={"BEATQ_TEST_REQUEUE_MAX": "1"})
+    result = gt_lost_always.delay("twice")
+    os.kill(_started("twice")["pid"], signal.SIGKILL)
+    os.kill(_started("twice", redelivered=True)["pid"], signal.SIGKILL)  # requeued once
+    with pytest.raises(WorkerLostError, match="worker_requeue_max"):
+        result.get(timeout=30)
+    assert len([r for r in journal("gt_lost") if r["tag"] == "twice"]) == 2
+    letter = wait_for(lambda: dead_letter(app, result.id), 10, "the dead letter")
+    assert "requeued 1 times" in letter.reason
+
+
+@E2E
 def test_a_message_back_from_a_killed_worker_is_redelivered(app, start_worker):
     """The whole worker killed mid-task: its claim expires and the message comes back,
     `redelivered` (as after any visibility-timeout redelivery)."""

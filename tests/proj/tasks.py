@@ -436,6 +436,14 @@ def gt_lost_requeued(self, tag, seconds=30.0):
     return f"{tag} ran again"
 
 
+@app.task(bind=True, acks_late=True, reject_on_worker_lost=True)
+def gt_lost_always(self, tag):
+    """Sleeps every time, so each run's child can be killed: the requeue bound's test."""
+    redelivered = self.request.delivery_info["redelivered"]
+    record("gt_lost", {"tag": tag, "pid": os.getpid(), "redelivered": redelivered})
+    time.sleep(30)
+
+
 @app.task(acks_late=True, reject_on_worker_lost=True, time_limit=0.5)
 def gt_lost_limited(tag):
     """Killed for its hard time limit: it fails, reject_on_worker_lost or not."""
