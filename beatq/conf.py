@@ -131,9 +131,9 @@ OLD_NAMES: dict[str, str] = {
 CELERY_ONLY = frozenset(
     """
     task_annotations task_protocol task_store_eager_result task_remote_tracebacks
-    task_store_errors_even_if_ignored task_acks_on_failure_or_timeout task_reject_on_worker_lost
+    task_store_errors_even_if_ignored task_acks_on_failure_or_timeout
     task_allow_error_cb_on_chord_header
-    task_queue_max_priority task_default_priority task_inherit_parent_priority
+    task_queue_max_priority task_inherit_parent_priority
     task_create_missing_queues task_create_missing_queue_type task_default_queue_type
     task_default_exchange task_default_exchange_type task_default_routing_key
     task_default_delivery_mode worker_direct result_backend_always_retry

@@ -310,3 +310,11 @@ def test_cli_with_a_bad_app_path_exits_2_naming_it(modules):
     assert out.returncode == 2
     assert "no_such_module_xyz" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_no_setting_beatq_reads_is_called_celerys_alone() -> None:
+    """A Celery setting beatq honours is in DEFAULTS; the list of those it does not read
+    (warned about as having no effect) must not name it too."""
+    from beatq.conf import CELERY_ONLY, DEFAULTS
+
+    assert sorted(set(DEFAULTS) & CELERY_ONLY) == []
