@@ -384,7 +384,8 @@ class RedisBackend(Backend):
             k = self.keys
             args: list[Any] = [k.prefix]
             for c in claims:  # put back, it is acknowledged by its worker (see Delivery.release)
-                args += [banded(c.queue, c.priority), c.id, ACK_AFTER + c.body, _member(c)]
+                mark = REDELIVERED if c.redelivered else ACK_AFTER  # stored as ACK_AFTER
+                args += [banded(c.queue, c.priority), c.id, mark + c.body, _member(c)]
             self._run("release", [k.msgs, k.unacked, k.delayed], args)
 
     def queue_length(self, queue: str) -> int:

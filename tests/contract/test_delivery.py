@@ -281,6 +281,10 @@ def test_a_message_back_from_an_expired_claim_is_marked_redelivered(b: Backend) 
     assert [(c.id, c.redelivered) for c in b.claim(["q"], 1, 0.5).claims] == [("lost", False)]
     back = wait_for(lambda: b.claim(["q"], 1, 30).claims, 10, "the expired claim")
     assert [(c.id, c.redelivered) for c in back] == [("lost", True)]
+    b.release(back)  # given back unstarted (a warm stop): still delivered before
+    again = b.claim(["q"], 1, 30).claims
+    assert [(c.id, c.redelivered, c.body) for c in again] == [("lost", True, b"body-lost")]
+    back = again
     b.send([out("fresh")])
     assert [(c.id, c.redelivered) for c in b.claim(["q"], 1, 30).claims] == [("fresh", False)]
     b.finish(ack=back, send=[out("lost")])  # a retry: the same id, a new message
