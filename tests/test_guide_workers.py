@@ -28,6 +28,7 @@ from tests.journal import journal
 from tests.proj import tasks
 
 pytestmark = pytest.mark.backends("redis", "sqlite")
+LIMITED = {"BEATQ_TEST_RATE_LIMIT": "4/s"}  # tests.proj.limited.limited's rate limit
 
 
 def starts(prefix: str) -> list[float]:
@@ -130,7 +131,6 @@ LIMITED = {"BEATQ_TEST_INCLUDE": "tests.proj.limited"}
 
 
 # -- rate limits ------------------------------------------------------------------------------
-@pytest.mark.backends("redis", "sqlite", "memory")
 def test_a_declared_rate_limit_spaces_the_starts_and_blocks_nothing_else(app, start_worker) -> None:
     start_worker("-P", "threads", "-c", "4", extra_env=LIMITED)
     limited = [tests.proj.limited.limited.delay(f"lim{n}") for n in range(6)]
@@ -186,7 +186,7 @@ def test_past_its_prefetch_a_worker_leaves_rate_limited_tasks_in_the_broker(
 ) -> None:
     # prefetch 1: the worker holds one task waiting its turn; the others wait in the
     # broker, delayed until about their turn, where they are not lost to a dead worker
-    start_worker("-P", "threads", "-c", "1", "--prefetch-multiplier", "1")
+    start_worker("-P", "threads", "-c", "1", "--prefetch-multiplier", "1", extra_env=LIMITED)
     results = [tests.proj.limited.limited.delay(f"cap{n}") for n in range(8)]
     wait_for(lambda: any(m.state == "delayed" for m in stored_messages(app)), 10, "one given back")
     assert [r.get(timeout=scaled(20)) for r in results] == [f"cap{n}" for n in range(8)]
