@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+import logging
+import traceback
 from typing import Any
 
 from .canvas import Followup, maybe_signature
 from .context import App
-from .workflow import unlock_plan
+from .exceptions import BrokerError, ChordError
+from .workflow import body_failed, unlock_plan
+
+log = logging.getLogger("beatq.worker")
 
 
 def register_builtins(app: App) -> None:
@@ -38,4 +43,14 @@ def register_builtins(app: App) -> None:
         in the step that acknowledges this task. The body's parent is that member."""
         request = self.request
         origin = {"parent_id": request.parent_id, "root_id": request.root_id or request.parent_id}
-        return Followup(None, unlock_plan(app, group_id, body, extra, origin))
+        try:
+            plan = unlock_plan(app, group_id, body, extra, origin)
+        except BrokerError:
+            raise  # not the chord's fault: the unlock runs again (acks_late)
+        except Exception as exc:
+            # Never leave the body unfinished (its waiters would wait out their timeout):
+            # it fails with what stopped the unlock, and its errbacks run.
+            log.error("chord %s: its body could not be sent: %r", group_id, exc, exc_info=True)
+            error = ChordError(f"chord {group_id}: its body could not be sent: {exc}")
+            plan = body_failed(app, body, extra, error, traceback.format_exc())
+        return Followup(None, plan)

@@ -203,7 +203,17 @@ def _failed_body(
             else "was revoked"
         )
     exc = ChordError(f"Dependency {member} {reason}")
-    tb = meta.get("traceback") if meta else None
+    return body_failed(app, body, extra, exc, meta.get("traceback") if meta else None)
+
+
+def body_failed(
+    app: App,
+    body: dict[str, Any],
+    extra: dict[str, Any] | None,
+    exc: BaseException,
+    tb: str | None = None,
+) -> Plan:
+    """The body's tasks failed with `exc`, its errbacks run, an outer chord told."""
     plan = Plan(results=failure_writes(app, all_ids(body), exc, tb))
     sig = maybe_signature(body, app)
     first = sig.tasks[0] if sig.get("subtask_type") == "chain" else sig

@@ -395,6 +395,28 @@ def test_a_failing_member_fails_the_chord_and_its_errback_runs_once(worker, drai
     assert journal("errback") == [f"new:{result.id}:ChordError:{stored}"]
 
 
+def test_a_chord_whose_unlock_cannot_send_its_body_fails_it_at_once(app, worker, drained):
+    """The unlock finds the chord's saved group gone (here: deleted while the header runs):
+    the body fails with a ChordError saying why, its errback runs, and `get()` raises at
+    once rather than wait out its timeout."""
+    from beatq.result import group_key
+
+    body = cv_body.s()
+    body.link_error(errback_new.s())
+    result = chord([cv_slow.s(1, 1.0, "held"), add.s(2, 2)], body)()
+    wait_for(lambda: "held:start" in journal("cv"), 10, "the slow member to start")
+    app.result_store.forget(group_key(result.parent.id))
+    began = time.monotonic()
+    with pytest.raises(ChordError, match="its body could not be sent") as raised:
+        result.get(timeout=scaled(20))
+    assert time.monotonic() - began < scaled(10)
+    assert "saved group has expired" in str(raised.value)
+    assert result.state == "FAILURE"
+    drained(worker)
+    assert journal("cv_body") == []
+    assert journal("errback") == [f"new:{result.id}:ChordError:{result.result}"]
+
+
 def test_a_chord_body_errback_old_style_runs_once(worker, drained):
     body = cv_body.s()
     body.link_error(errback_old.s())
