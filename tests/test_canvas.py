@@ -344,6 +344,9 @@ def test_a_failing_link_stops_the_chain_and_its_errbacks_run_once(worker, draine
     failed = result.parent
     assert failed.state == "FAILURE"
     assert failed.parent.get(timeout=1) == 2
+    # sent as the failed task finishes, each acknowledged as it starts: waited for by
+    # their effect (see drained), then counted once nothing more can run
+    wait_for(lambda: len(journal("errback")) >= 2, 10, "both errbacks to run")
     drained(worker)
     assert journal("cv") == ["before"]  # the link after the failure never ran
     assert sorted(journal("errback")) == [

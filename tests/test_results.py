@@ -79,9 +79,12 @@ def shared_worker(
     journal_dir = folder / "journal"
     journal_dir.mkdir()
     process: WorkerProcess | ThreadWorker
+    restore: dict[str, object] = {}  # the shared app's settings changed here, put back after
     if backend == "memory":
         app = point_app(url, prefix)
-        app.conf.update(CONF_OF_ENV[key](value) for key, value in settings.items())
+        changes = dict(CONF_OF_ENV[key](value) for key, value in settings.items())
+        restore = {key: app.conf.get(key) for key in changes}
+        app.conf.update(changes)
         process = ThreadWorker(app, list(args), name)
         alive = process.thread.is_alive
     else:
@@ -98,6 +101,8 @@ def shared_worker(
     finally:
         process.stop()
         backend_.close()
+        if restore:
+            app.conf.update(restore)  # (made in the memory branch above)
         if backend == "redis":
             delete_keys(url, prefix)
 

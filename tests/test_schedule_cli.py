@@ -75,8 +75,13 @@ def test_the_schedule_commands_against_a_running_beat(app, env, tmp_path, start_
 
     removed = cli(env, "schedule", "remove", "tick")
     assert (removed.returncode, removed.stdout.strip()) == (0, "removed tick"), show(removed)
-    gone = cli(env, "schedule", "show", "tick")
-    assert gone.returncode == 1 and "no schedule entry 'tick'" in gone.stderr, show(gone)
+    # `show` reads the leader's plan too, which takes the removal up within a second
+    gone = wait_for(
+        lambda: (p := cli(env, "schedule", "show", "tick")).returncode == 1 and p,
+        5,
+        "the removal to reach the leader",
+    )
+    assert "no schedule entry 'tick'" in gone.stderr, show(gone)
 
 
 @pytest.mark.backends("sqlite")
