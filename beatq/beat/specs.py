@@ -24,23 +24,9 @@ from .loader import ENTRY_KEYS, EntryError, _suggest, build_entry
 from .schedules import ScheduleSyntaxError, crontab, every, once, parse_duration
 
 SOURCE = "store"  # an entry's source when it was added at run time
-# what add() and update() take besides the schedule (the spec's own keys)
-FIELDS = (
-    "task",
-    "args",
-    "kwargs",
-    "options",
-    "timezone",
-    "catchup",
-    "catchup_window",
-    "overlap",
-    "jitter",
-    "start_at",
-    "end_at",
-    "enabled",
-    "description",
-)
 KINDS = ("every", "cron", "at")
+# what add() and update() take besides the schedule: the spec's own keys
+FIELDS = tuple(key for key in ENTRY_KEYS if key not in KINDS)
 
 
 class SpecError(ScheduleError):

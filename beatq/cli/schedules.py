@@ -16,16 +16,16 @@ from typing import Any, TypeVar
 import click
 
 from ..beat.store import EntryNotFound, ScheduleEntry
-from ..exceptions import ScheduleError
 from ..timezones import format_time
-from .base import EXIT_FAILED, EXIT_USAGE, get_app, handle_errors, loglevel_option
+from .base import EXIT_FAILED, get_app, handle_errors, loglevel_option
 from .beat import schedule
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def refusals(f: F) -> F:
-    """A refusal as one line: exit 1 for an unknown entry, 2 for bad input."""
+    """An unknown entry as one line and exit 1 (bad input, a ScheduleError, is a
+    ConfigurationError: handle_errors makes it exit 2)."""
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -34,9 +34,6 @@ def refusals(f: F) -> F:
         except EntryNotFound as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(EXIT_FAILED)
-        except ScheduleError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(EXIT_USAGE)
 
     return wrapper  # type: ignore[return-value]
 
