@@ -8,10 +8,13 @@ Issue 22 §1.1: on Redis, `normal0, normal1, normal2` ran before any `urgent` on
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from beatq.worker.worker import Worker
 from tests.conftest import scaled, wait_for
-from tests.proj import journal
+from tests.proj import journal, record
 
 POOLS = {
     "prefork": ["-P", "prefork", "-c", "1"],
@@ -29,13 +32,15 @@ def runs(prefix: str) -> list[str]:
 @pytest.mark.parametrize("pool", list(POOLS))
 @pytest.mark.parametrize("normal_sent", ["while busy", "before start"])
 def test_urgent_work_sent_while_busy_runs_before_the_normal_work_held(
-    app, start_worker, backend, pool, normal_sent
+    app, start_worker, backend, pool, normal_sent, request
 ):
-    from tests.proj.tasks import ordered, sleep, urgent
+    from tests.proj.tasks import held, ordered, urgent
 
     if backend == "memory" and pool == "prefork":
         pytest.skip("memory:// serves one process: no prefork children")
-    long = sleep.apply_async((scaled(2.0), "long"), queue="celery")
+    # held until released below: however slow the machine, it runs while the urgent work is sent
+    long = held.apply_async(("long", scaled(30)), queue="celery")
+    request.addfinalizer(lambda: record("release", "long"))  # a failed test lets it go too
     normal = []
     if normal_sent == "before start":  # claimed with the long task, in the first claims
         normal = [ordered.delay(f"normal{i}") for i in range(4)]
@@ -44,7 +49,9 @@ def test_urgent_work_sent_while_busy_runs_before_the_normal_work_held(
     wait_for(lambda: runs("long:start"), 10, "the long task to start")
     if normal_sent == "while busy":
         normal = [ordered.delay(f"normal{i}") for i in range(4)]
-    if pool != "solo" or normal_sent == "before start":  # solo claims nothing as it runs
+    # solo claims nothing while it runs a task
+    holds_normal = pool != "solo" or normal_sent == "before start"
+    if holds_normal:
         # how many it takes ahead depends on how the sends and its claims interleave;
         # at least three fit beside the long task with the default prefetch
         wait_for(
@@ -54,6 +61,21 @@ def test_urgent_work_sent_while_busy_runs_before_the_normal_work_held(
         )
     sent = [urgent.delay(f"urgent{i}") for i in range(4)]
     assert runs("long:end") == [], "the urgent tasks were sent while the long one ran"
+    if holds_normal and pool != "solo":
+        # a worker holding less urgent claims looks for more urgent work every
+        # URGENT_EVERY (0.1 s): it takes urgent tasks and gives back as many normal ones.
+        # Urgent work sent within that look's interval before a slot frees may still
+        # find a held normal task ahead of it, so the long task ends only after a look.
+        wait_for(
+            lambda: app.broker.queue_length("priority.high") < 4,
+            scaled(5),
+            "the busy worker to take the urgent tasks ahead",
+        )
+    elif holds_normal:
+        # solo runs the task in the worker's own thread: it looks between tasks, when the
+        # last look is URGENT_EVERY old (its last was before the long task started)
+        time.sleep(3 * Worker.URGENT_EVERY)
+    record("release", "long")
 
     assert long.get(timeout=scaled(15)) == "long"
     for result in sent + normal:

@@ -43,6 +43,19 @@ def sleep(seconds, tag=""):
     return tag
 
 
+@app.task
+def held(tag, timeout=30.0):
+    """Journal the run by tag like `sleep`, but hold until the test journals `tag` to "release"."""
+    from . import journal
+
+    record("runs", f"{tag}:start:{os.getpid()}")
+    deadline = time.time() + timeout
+    while tag not in journal("release") and time.time() < deadline:
+        time.sleep(0.01)
+    record("runs", f"{tag}:end:{os.getpid()}")
+    return tag
+
+
 @app.task(acks_late=True)
 def sleep_late(seconds, tag=""):
     record("runs", f"{tag}:start:{os.getpid()}")
