@@ -41,7 +41,13 @@ class AsyncTaskNotSupported(ConfigurationError, TypeError):
 
 
 class ScheduleError(ConfigurationError):
-    """A schedule file or entry is wrong; the message names the file, line and entry."""
+    """A schedule file or entry is wrong; the message names the file, line and entry.
+    `field`: the entry's field the refusal is about, when it is about one (a form shows
+    the message beside it)."""
+
+    def __init__(self, *args: object, field: str | None = None) -> None:
+        super().__init__(*args)
+        self.field = field
 
 
 class BrokerError(BeatqError, ConnectionError):

@@ -135,7 +135,8 @@ class ScheduleStore:
         if not self.app.broker.schedule_put(name, data, "add"):
             raise ScheduleError(
                 f"schedule entry {name!r} exists already; change it with update({name!r}, ...) "
-                "or remove it first"
+                "or remove it first",
+                field="name",
             )
         stored = {k: v for k, v in decode(data).items() if k != "source"}
         return ScheduleEntry(name, SOURCE, entry.task, str(entry.schedule), spec=stored)
@@ -330,7 +331,8 @@ class ScheduleStore:
         if owner is not None:
             raise ScheduleError(
                 f"schedule entry {name!r} is defined in {owner}; change it there, or add "
-                "this one under another name"
+                "this one under another name",
+                field="name",
             )
 
     def _check(self, name: str, spec: dict[str, Any]) -> Entry:
@@ -437,7 +439,9 @@ class ScheduleStore:
         if value is None:
             return uuid.uuid4().hex
         if not isinstance(value, str) or not value.strip() or len(value) > 200:
-            raise ScheduleError(f"{field_name} {value!r}: give a non-empty string (200 at most)")
+            raise ScheduleError(
+                f"{field_name} {value!r}: give a non-empty string (200 at most)", field=field_name
+            )
         return value
 
 
