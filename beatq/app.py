@@ -38,9 +38,9 @@ if TYPE_CHECKING:
 _UNSET = object()
 log = logging.getLogger("beatq.app")
 
-# What an entry added by add_periodic_task takes besides the call's options: beatq's own
-# keys of a beat_schedule entry (beat/loader.py checks their values).
-_ENTRY_KEYS = ("catchup", "catchup_window", "overlap", "jitter", "enabled", "description")
+# What add_periodic_task's call gives itself of a beat_schedule entry; the other keys of
+# an entry (beat/loader.py's ENTRY_KEYS) it takes beside the call's options.
+_CALL_KEYS = ("task", "every", "cron", "at", "args", "kwargs", "options")
 
 # Options that shape the send, not the run: none of them travels in the message.
 _SEND_ONLY = ("retry", "retry_policy", "routing_key", "exchange", "add_to_parent")
@@ -341,9 +341,13 @@ class Beatq:
         (`catchup`, `overlap`, `jitter`, ...). A name added again with the same entry is
         kept once; with another entry it is refused (ConfigurationError, and the beat
         refuses to start): Celery would keep the last silently, losing the first."""
+        from .beat.loader import ENTRY_KEYS  # the beat package imports this module
+
         sig = self._periodic_signature(sig, args, kwargs)
         options = dict(sig.options)
-        entry: dict[str, Any] = {k: opts.pop(k) for k in _ENTRY_KEYS if k in opts}
+        entry: dict[str, Any] = {
+            k: opts.pop(k) for k in ENTRY_KEYS if k in opts and k not in _CALL_KEYS
+        }
         options.update(opts)
         entry.update(
             task=sig.task,

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -192,6 +193,30 @@ def test_args_kwargs_and_options_merge_as_celery_merges_them(local) -> None:
         from beatq import group
 
         local.add_periodic_task(5, group(add.s(1, 1), add.s(2, 2)))
+
+
+def test_every_key_of_a_beat_schedule_entry_is_taken_not_sent_as_an_option(local) -> None:
+    @local.task
+    def ping():
+        return "pong"
+
+    start, end = datetime(2027, 1, 1, 9, 0), datetime(2027, 2, 1, 9, 0)
+    name = local.add_periodic_task(
+        crontab(minute=0, hour=9),
+        ping.s(),
+        name="mornings",
+        timezone="Asia/Shanghai",
+        start_at=start,
+        end_at=end,
+        overlap="skip",
+        queue="q1",
+    )
+    entry = Beat(local, files=[]).load()[name]
+    assert entry.options == {"queue": "q1"}  # nothing of the entry's travels with the task
+    zone = ZoneInfo("Asia/Shanghai")  # naive instants are in the entry's zone
+    assert entry.start_at == start.replace(tzinfo=zone).timestamp()
+    assert entry.end_at == end.replace(tzinfo=zone).timestamp()
+    assert entry.overlap == "skip"
 
 
 def test_app_signals_fire_once_in_celerys_order(local) -> None:
