@@ -116,11 +116,6 @@ def current_app() -> App:
     return _current[-1]
 
 
-def all_apps() -> list[App]:
-    """Every app made in this process, the newest first."""
-    return _current[::-1]
-
-
 def set_current(app: App) -> None:
     """Make `app` the one `current_app()` returns (each new Beatq calls this)."""
     _current.append(app)

@@ -39,9 +39,8 @@ def get_task_logger(name: str) -> logging.Logger:
 class TaskFilter(logging.Filter):
     """Sets `task_name` and `task_id` on each record from the task running in this thread.
 
-    Found by asking the apps' tasks for their `request` (each task keeps its
-    requests per thread): only records of task loggers pay for it, nothing on the path
-    that runs a task does."""
+    Found on the stack of requests this thread runs (`Task.run_in` keeps it): one look
+    per record of a task logger, whatever the number of apps and tasks."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         request = _running_request()
@@ -51,14 +50,8 @@ class TaskFilter(logging.Filter):
 
 
 def _running_request() -> Any:
-    """The Request of the task running in this thread, or None."""
-    from ..context import all_apps
+    """The Request of the task running in this thread (eager runs too), or None."""
+    from ..context import running_requests
 
-    # Every app, not only the newest: a process may make several (tests do), and the task
-    # that logs may belong to any of them.
-    for app in all_apps():
-        for task in list(app.tasks.values()):
-            request = task.request
-            if request.id:
-                return request
-    return None
+    stack = running_requests.stack
+    return stack[-1] if stack else None
