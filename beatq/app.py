@@ -480,6 +480,9 @@ class Beatq:
                 exec_options.get("time_limit", opt("time_limit")),
                 f"sending {name!r}",
             )
+        for key in ("acks_late", "ignore_result"):  # a worker refuses "yes" (truthy, as "no")
+            if key in exec_options and not isinstance(exec_options[key], bool):
+                raise TypeError(f"{key}= takes True or False, not {exec_options[key]!r}")
         parent = exec_options.pop("parent_id", None)
         root = exec_options.pop("root_id", None)
         if parent is None:  # sent from inside a running task: it is the parent (as Celery)

@@ -252,6 +252,76 @@ def check_header(header: dict[str, Any]) -> None:
             raise _bad_field(header, name, "a whole number >= 0 or null")
 
 
+_LIMIT_OPTIONS = ("time_limit", "soft_time_limit")
+_FLAG_OPTIONS = ("acks_late", "ignore_result")
+_ID_OPTIONS = ("task_id", "group_id", "parent_id", "root_id")
+_MAP_OPTIONS = ("headers", "chain_extra")
+
+
+def check_options(options: dict[str, Any]) -> None:
+    """Raise MessageError, one line naming the option, unless each payload option a worker
+    reads holds what it should: the header's check (check_header) for the payload's third
+    part. A `"link": 5` would otherwise raise after the task ran, leave it claimed, and run
+    it again after every visibility timeout."""
+    if not options:
+        return
+    for name in _LIMIT_OPTIONS:
+        value = options.get(name)
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise _bad_option(options, name, "seconds (a number >= 0) or null")
+    for name in _FLAG_OPTIONS:
+        value = options.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise _bad_option(options, name, "true, false or null")
+    for name in _ID_OPTIONS:
+        value = options.get(name)
+        if value is not None and not isinstance(value, str):
+            raise _bad_option(options, name, "a string or null")
+    for name in _MAP_OPTIONS:
+        value = options.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise _bad_option(options, name, "an object or null")
+    for name in ("link", "link_error"):
+        value = options.get(name)
+        if isinstance(value, dict):
+            value = [value]
+        if value is not None and not _signatures(value):
+            raise _bad_option(options, name, "a signature, a list of signatures or null")
+    chain = options.get("chain")
+    if chain is not None and not _signatures(chain):
+        raise _bad_option(options, "chain", "a list of signatures or null")
+    chord = options.get("chord")
+    if chord is not None and not (
+        isinstance(chord, dict)
+        and isinstance(chord.get("id"), str)
+        and isinstance(chord.get("size"), int)
+        and _signatures([chord.get("body")])
+    ):
+        raise _bad_option(options, "chord", "a chord join (id, size, body) or null")
+
+
+def _signatures(value: Any) -> bool:
+    """Whether `value` is a list of signature dicts: a task's (its name in "task") or a
+    canvas's (its kind in "subtask_type"); what they hold is checked as they are used."""
+    return isinstance(value, list) and all(
+        isinstance(sig, dict)
+        and (isinstance(sig.get("task"), str) or isinstance(sig.get("subtask_type"), str))
+        for sig in value
+    )
+
+
+def _bad_option(options: dict[str, Any], name: str, expected: str) -> MessageError:
+    shown = repr(options[name])
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return MessageError(f"payload option {name!r} is {shown}; expected {expected}")
+
+
 def _bad_field(header: dict[str, Any], name: str, expected: str) -> MessageError:
     if name not in header:
         return MessageError(f"header field {name!r} is missing; expected {expected}")
@@ -264,7 +334,8 @@ def _bad_field(header: dict[str, Any], name: str, expected: str) -> MessageError
 def decode(body: bytes, accept: list[str] | None) -> Message:
     """The Message in `body`.
 
-    Raises MessageError for a corrupt or malformed header (see check_header),
+    Raises MessageError for a corrupt or malformed header (see check_header) or payload
+    options (check_options),
     serializers.ContentDisallowed for a content type not in `accept`,
     serializers.DecodeError for a corrupt payload.
     """
@@ -277,6 +348,7 @@ def decode(body: bytes, accept: list[str] | None) -> Message:
         args, kwargs, options = list(args), dict(kwargs), dict(options or {})
     except (TypeError, ValueError):
         raise serializers.DecodeError("message payload is not [args, kwargs, options]") from None
+    check_options(options)
     fields = {name: header.get(name) for name in _HEADER_FIELDS}
     fields["retries"] = int(fields["retries"] or 0)
     fields["requeued"] = int(fields["requeued"] or 0)

@@ -127,7 +127,24 @@ class Executor:
 
     # -- the steps -------------------------------------------------------------------------
     def execute(self, delivery: Delivery, then: Delivery | None = None) -> Outcome:
-        """Run one claimed message to its end. Never raises for a bad message or a failing task.
+        """Run one claimed message to its end (see `_execute`). Never raises for a bad
+        message or a failing task: a message the worker itself fails on (beyond what
+        decode checks, e.g. a link whose arguments are not a list) is dead-lettered with
+        the error rather than left claimed, to run again after every visibility timeout."""
+        try:
+            return self._execute(delivery, then)
+        except BrokerError:
+            raise  # the broker is gone: the claim comes back to a worker that can finish it
+        except Exception as exc:
+            log.exception("the worker failed on message %s", delivery.claim.id)
+            reason = f"the worker failed on this message: {exc!r}"
+            if len(reason) > 200:
+                reason = reason[:197] + "..."
+            self._dead_letter(delivery.claim, reason)
+            return Outcome("?", DEAD_LETTERED)
+
+    def _execute(self, delivery: Delivery, then: Delivery | None = None) -> Outcome:
+        """Run one claimed message to its end.
 
         Returns what became of it, for the worker's metrics. `delivery.acked`: it was
         acknowledged already, so it starts without an acknowledgement of its own. `then`
