@@ -4,7 +4,8 @@ BeatqError
 ├─ ConfigurationError        bad setting, URL or app path
 │  └─ ScheduleError          bad YAML/Python schedule (file, line, entry)
 ├─ BrokerError               backend unreachable or misbehaving
-│  └─ BrokerAccessDenied     the backend turned us away: login, TLS trust, ACL
+│  ├─ BrokerAccessDenied     the backend turned us away: login, TLS trust, ACL
+│  └─ NotReplicated          a write no replica confirmed in time (min_replicas)
 ├─ LeaseLost                 the leader's lease expired or was taken
 ├─ TaskError
 │  ├─ NotRegistered          a task name no worker knows
@@ -58,6 +59,13 @@ class BrokerAccessDenied(BrokerError):
     """The backend was reached and refused us: a wrong user or password, a TLS certificate
     this client does not trust, or an ACL that forbids a command or key. Retrying the
     same thing will not help; the message says what to fix."""
+
+
+class NotReplicated(BrokerError):
+    """A write the master took was not confirmed by as many replicas as asked for
+    (`min_replicas`) within the time allowed. The master has it: it is lost only if the
+    master fails before a replica copies it. A send that raises this may still run; sent
+    again with the same id, it replaces itself."""
 
 
 class LeaseLost(BeatqError):

@@ -39,14 +39,28 @@ SCHEMES: dict[str, Callable[[str, Mapping[str, Any]], Backend]] = {
     "redis": _redis,
     "rediss": _redis,
     "unix": _redis,
+    "sentinel": _redis,
+    "sentinel+tls": _redis,
     "sqlite": _sqlite,
     "memory": _memory,
 }
 
 
+# Redis Cluster, under the names other clients give it: not served yet (issue 24).
+CLUSTER_SCHEMES = frozenset(
+    {"cluster", "redis+cluster", "rediss+cluster", "rediscluster", "redis-cluster"}
+)
+
+
 def _open(url: str, options: Mapping[str, Any]) -> Backend:
     scheme = urlsplit(url).scheme
     factory = SCHEMES.get(scheme)
+    if scheme in CLUSTER_SCHEMES:
+        raise ConfigurationError(
+            f"broker URL scheme {scheme}:// asks for Redis Cluster, which beatq does not run "
+            "on yet; use one Redis (redis://), or Redis behind Sentinel for failover "
+            "(sentinel://host1:26379,host2:26379,host3:26379/MASTER_NAME)"
+        )
     if factory is None:
         valid = ", ".join(f"{name}://" for name in sorted(SCHEMES))
         raise ConfigurationError(f"broker URL {url!r} has unknown scheme {scheme!r}; use {valid}")

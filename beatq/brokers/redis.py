@@ -26,6 +26,8 @@ Keys (prefix `beatq`, or the transport option `global_keyprefix`):
     {p}:beat:next   zset    entry by next run
     {p}:beat:info   hash    entry -> the beat's JSON record (task, schedule, counters)
     {p}:beat:paused set     paused entries
+    {p}:beat:held   zset    dispatched messages held unseen until a replica has them, by
+                            their own eta (0: none); only when the beat waits for replicas
     {p}:sched:spec  hash    entry -> its spec, for entries added at run time (app.schedules)
     {p}:sched:ver   string  a counter bumped by every change of specs or requests
     {p}:sched:req   hash    request id -> "n\\nbody": a trigger or backfill, n its order
@@ -63,13 +65,21 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.connection import Connection
 from redis.exceptions import AuthenticationError as RedisAuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from ..exceptions import BrokerAccessDenied, BrokerError, ConfigurationError
+from ..exceptions import (
+    BrokerAccessDenied,
+    BrokerError,
+    ConfigurationError,
+    LeaseLost,
+    NotReplicated,
+)
+from . import redis_sentinel
 from .records import (
     BeatDispatch,
     Claim,
@@ -80,7 +90,9 @@ from .records import (
     Outgoing,
     RunRequest,
 )
-from .redis_calls import SPIN, Calls
+from .redis_calls import SPIN, Calls, _missing
+from .redis_sentinel import SentinelUrl, is_sentinel
+from .replication import Replication
 from .roles import Backend, Finish, Plan, Take, forget_elsewhere, new_token
 
 MAX_BLOCK = 5.0  # seconds: the longest a blocking read waits before asking again
@@ -103,6 +115,7 @@ class RedisKeys:
         self.beat_next = f"{prefix}:beat:next"
         self.beat_info = f"{prefix}:beat:info"
         self.beat_paused = f"{prefix}:beat:paused"
+        self.beat_held = f"{prefix}:beat:held"
         self.events = f"{prefix}:events"
         self.revoked = f"{prefix}:revoked"
         self.revoked_term = f"{prefix}:revoked:term"
@@ -149,16 +162,29 @@ class RedisKeys:
 _POOL_OPTIONS = frozenset({"max_connections", "timeout"})
 
 
-def check_url(url: str) -> None:
+def check_url(url: str, sentinel: SentinelUrl | None = None) -> None:
     """Refuse a Redis URL redis-py would accept here and fail on later: an option in its
     query that no connection takes (a typo, `?sockt_timeout=1`) or a value it cannot read,
-    with one error naming the option (never the password)."""
-    try:
-        parsed = redis.connection.parse_url(url)
-    except ValueError as exc:
-        raise ConfigurationError(f"broker URL {shown_url(url)}: {exc}") from exc
+    with one error naming the option (never the password). `sentinel`: the URL read as a
+    sentinel:// one."""
+    if sentinel is not None:
+        parsed: dict[str, Any] = dict(sentinel.options)
+        tls_options = sorted(n for n in parsed if n.startswith("ssl"))
+        if tls_options and not sentinel.tls:
+            raise ConfigurationError(
+                f"broker URL {shown_url(url)}: {tls_options[0]!r} is a TLS option and the URL "
+                "does not ask for TLS; begin it with sentinel+tls:// (TLS to the sentinels "
+                "and to the master)"
+            )
+        tls = sentinel.tls
+        parsed["connection_class"] = redis.connection.SSLConnection if tls else Connection
+    else:
+        try:
+            parsed = redis.connection.parse_url(url)
+        except ValueError as exc:
+            raise ConfigurationError(f"broker URL {shown_url(url)}: {exc}") from exc
     known = set(_POOL_OPTIONS)
-    for cls in parsed.get("connection_class", redis.connection.Connection).__mro__:
+    for cls in parsed.get("connection_class", Connection).__mro__:
         init = cls.__dict__.get("__init__")
         if init is not None:
             known.update(inspect.signature(init).parameters)
@@ -291,14 +317,16 @@ def _flatten(messages: Sequence[Outgoing]) -> list[Any]:
 class RedisBackend(Backend):
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         options = dict(options or {})
-        check_url(url)
         self.url = url
+        self.sentinel = redis_sentinel.parse(url, shown_url(url)) if is_sentinel(url) else None
+        check_url(url, self.sentinel)
         self.keys = RedisKeys(options.pop("global_keyprefix", None) or "beatq")
+        self.replication = Replication.read(options, self.sentinel is not None, shown_url(url))
+        self.sentinel_kwargs = options.pop("sentinel_kwargs", None)
         # Blocking reads (BLPOP, BLMOVE) block at most MAX_BLOCK seconds at a time, so a
         # socket timeout above that detects a peer that vanished without closing the
         # connection. Our callers reconnect with backoff; redis-py retries only briefly.
-        self.client = redis.Redis.from_url(
-            url,
+        self.client = self._client(
             socket_timeout=options.pop("socket_timeout", MAX_BLOCK + 5.0),
             socket_connect_timeout=options.pop("socket_connect_timeout", 5.0),
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
@@ -308,6 +336,12 @@ class RedisBackend(Backend):
         self.calls = Calls(self.client, float(options.pop("reply_spin", SPIN)))
         # what interrupt_wait pushes to end this process's wait_claim (see there)
         self.interrupt_key = self.keys.interrupt(new_token())
+
+    def _client(self, **kwargs: Any) -> redis.Redis:
+        """A client of this backend's server (of the master, behind Sentinel)."""
+        if self.sentinel is not None:
+            return redis_sentinel.client(self.sentinel, self.sentinel_kwargs, **kwargs)
+        return redis.Redis.from_url(self.url, **kwargs)
 
     def _run(
         self, name: str, keys: list[str], args: list[Any], events: Sequence[bytes] = ()
@@ -326,9 +360,53 @@ class RedisBackend(Backend):
     def send(self, messages: Sequence[Outgoing], events: Sequence[bytes] = ()) -> None:
         if messages:
             k = self.keys
-            self._run("send", [k.msgs, k.delayed], [k.prefix, *_flatten(messages)], events)
+            keys, args = [k.msgs, k.delayed], [k.prefix, *_flatten(messages)]
+            need = self.replication.sends
+            if not need:
+                self._run("send", keys, args, events)
+                return
+            _, acked = self._waited("send", keys, args, need, events)
+            if acked < need:
+                what = f"{len(messages)} message(s) sent (first id {messages[0].id})"
+                raise self._not_replicated(what, acked, need, "min_replicas")
         elif events:
             self.add_events(events)
+
+    # -- replicas (see replication.py) ----------------------------------------------------
+    def _waited(
+        self, name: str, keys: list[str], args: list[Any], need: int, events: Sequence[bytes] = ()
+    ) -> tuple[Any, int]:
+        """Call script `name` and WAIT for `need` replicas in the same round trip: its
+        reply and how many replicas have it (WAIT counts every write of the connection)."""
+        call = ("FCALL", f"{self.calls.lib}_{name}", len(keys), *keys, *args)
+        wait = ("WAIT", need, self.replication.timeout_ms)
+        with _errors(self.url):
+            replies = self.calls.pipeline([call, *self._xadds(events), wait], blocking=True)
+            if _missing(replies[0]):  # a server without the library: the events went in
+                self.calls.load()
+                replies = self.calls.pipeline([call, wait], blocking=True)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies[0], int(replies[-1])
+
+    def _not_replicated(
+        self, what: str, acked: int, need: int, option: str = "beat_min_replicas"
+    ) -> NotReplicated:
+        where = shown_url(self.url)
+        if self.sentinel is not None:
+            where += " (master %s:%s)" % (redis_sentinel.master_address(self.client) or ("?", "?"))
+        return NotReplicated(
+            f"Redis at {where}: {what} reached {acked} of the {need} replica(s) asked for "
+            f"within {self.replication.timeout:g}s ({option}); the master has it and loses it "
+            "only if it fails before a replica copies it. Check the replicas' links (INFO "
+            f"replication), or lower {option} / raise min_replicas_timeout"
+        )
+
+    def _release_held(self) -> None:
+        """Set the beat's held messages free (after a WAIT confirmed them)."""
+        k = self.keys
+        self._run("beat_release", [k.beat_held, k.msgs, k.delayed], [k.prefix])
 
     def take(self, ask: Take, before: Sequence[tuple[Any, ...]] = ()) -> Claimed:
         k = self.keys
@@ -360,7 +438,7 @@ class RedisBackend(Backend):
         # Over a connection of its own (the waiting one is busy, and the pool's lock may be
         # held by the code the signal interrupted), one push the BLPOP of wait_claim is on.
         try:
-            client = redis.Redis.from_url(self.url, socket_timeout=1.0, socket_connect_timeout=1.0)
+            client = self._client(socket_timeout=1.0, socket_connect_timeout=1.0)
             with client:
                 pipe = client.pipeline(transaction=False)
                 pipe.lpush(self.interrupt_key, 1).expire(self.interrupt_key, 60)
@@ -510,16 +588,36 @@ class RedisBackend(Backend):
         return moved
 
     # -- leases ----------------------------------------------------------------------------
-    def _lease(self, op: str, name: str, holder: str, token: int, ttl: float) -> Any:
+    def _lease(
+        self, op: str, name: str, holder: str, token: int, ttl: float, need: int = 0
+    ) -> tuple[Any, int]:
+        """The lease script's reply, and how many replicas confirmed it (when `need`)."""
         keys = [self.keys.lease(name), self.keys.fence(name), self.keys.lease_since(name)]
-        return self._run("lease", keys, [op, holder, token, max(1, int(ttl * 1000))])
+        args = [op, holder, token, max(1, int(ttl * 1000))]
+        if not need:
+            return self._run("lease", keys, args), 0
+        return self._waited("lease", keys, args, need)
 
     def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
-        token = self._lease("acquire", name, holder, 0, ttl)
-        return int(token) if token else None
+        # Waiting for the beat's replicas: a token is handed out only once a replica has
+        # it, so a promoted replica never hands the same one out again.
+        need = self.replication.beat
+        token, acked = self._lease("acquire", name, holder, 0, ttl, need)
+        if not token:
+            return None
+        if acked < need:
+            self._lease("release", name, holder, int(token), 1)
+            raise self._not_replicated(f"the beat's lease (token {int(token)})", acked, need)
+        if need:
+            self._release_held()  # a leader that stepped down may have left some
+        return int(token)
 
     def renew_lease(self, name: str, holder: str, token: int, ttl: float) -> bool:
-        return bool(self._lease("renew", name, holder, token, ttl))
+        need = self.replication.beat
+        renewed, acked = self._lease("renew", name, holder, token, ttl, need)
+        if renewed and need and acked >= need:
+            self._release_held()
+        return bool(renewed)
 
     def release_lease(self, name: str, holder: str, token: int) -> None:
         self._lease("release", name, holder, token, 1)
@@ -545,13 +643,33 @@ class RedisBackend(Backend):
         self, lease: str, holder: str, token: int, runs: Sequence[BeatDispatch]
     ) -> list[str]:
         k = self.keys
-        keys = [*self._beat_keys(lease), k.msgs, k.delayed]
+        need = self.replication.beat
+        keys = [*self._beat_keys(lease), k.msgs, k.delayed, *([k.beat_held] if need else [])]
         calls = [(keys, self._dispatch_args(holder, token, r)) for r in runs]
+        then = [("WAIT", need, self.replication.timeout_ms)] if need else []
         with _errors(self.url):
             # no spin for the reply: on a small host, Redis and the worker this wakes may
             # be queued on the beat's own CPU (see wakeup.py)
-            replies = self.calls.fcall_many("beat_dispatch", calls, spin=False)
-        return [r.decode() if isinstance(r, bytes) else str(r) for r in replies]
+            replies = self.calls.fcall_many("beat_dispatch", calls, spin=False, then=then)
+        outcomes = [r.decode() if isinstance(r, bytes) else str(r) for r in replies]
+        if need:
+            self._confirm(lease, holder, token, outcomes, int(replies[-1]), need)
+            outcomes = outcomes[:-1]
+        return outcomes
+
+    def _confirm(
+        self, lease: str, holder: str, token: int, outcomes: list[str], acked: int, need: int
+    ) -> None:
+        """After fenced dispatches whose messages are held: set them free once `need`
+        replicas confirmed them; else give the lease up (LeaseLost): a master cut off from
+        its replicas may be an old one, and whoever leads next releases what it finds."""
+        if acked >= need:
+            if "sent" in outcomes:
+                self._release_held()
+            return
+        with contextlib.suppress(BrokerError):
+            self._lease("release", lease, holder, token, 1)
+        raise LeaseLost(str(self._not_replicated("the beat's dispatch", acked, need)))
 
     def _dispatch_args(self, holder: str, token: int, run: BeatDispatch) -> list[Any]:
         return [
@@ -677,8 +795,15 @@ class RedisBackend(Backend):
             "1" if last else "",
             *_flatten(send),
         ]
-        reply = self._run("schedules", self._schedule_keys(lease), args)
-        return reply.decode() if isinstance(reply, bytes) else str(reply)
+        need = self.replication.beat
+        if not need:
+            reply = self._run("schedules", self._schedule_keys(lease), args)
+            return reply.decode() if isinstance(reply, bytes) else str(reply)
+        keys = [*self._schedule_keys(lease), self.keys.beat_held]
+        reply, acked = self._waited("schedules", keys, args, need)
+        outcome = reply.decode() if isinstance(reply, bytes) else str(reply)
+        self._confirm(lease, holder, token, [outcome], acked, need)
+        return outcome
 
     def beat_entry(self, name: str) -> EntryState | None:
         k = self.keys

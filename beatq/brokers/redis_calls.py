@@ -51,6 +51,7 @@ SCRIPTS = (
     "dead_letter",
     "lease",
     "beat_dispatch",
+    "beat_release",
     "beat_plan",
     "revoke",
     "schedules",
@@ -244,11 +245,17 @@ class Calls:
         return self.command(*call)  # the commands `before` and `then` ran already
 
     def fcall_many(
-        self, name: str, calls: list[tuple[list[str], list[Any]]], spin: bool = True
+        self,
+        name: str,
+        calls: list[tuple[list[str], list[Any]]],
+        spin: bool = True,
+        then: Sequence[tuple[Any, ...]] = (),
     ) -> list[Any]:
-        """Call script `name` once per (keys, args), all in one round trip; the replies.
-        `spin=False`: sleep for the replies at once."""
+        """Call script `name` once per (keys, args), all in one round trip; the replies
+        (then those of the commands `then`, sent after the calls). `spin=False`: sleep
+        for the replies at once."""
         commands = [("FCALL", f"{self.lib}_{name}", len(k), *k, *a) for k, a in calls]
+        commands += then
         replies = self.pipeline(commands, blocking=not spin)
         if replies and _missing(replies[0]):  # then none of them ran
             self.load()

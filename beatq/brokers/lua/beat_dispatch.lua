@@ -1,4 +1,4 @@
--- KEYS: lease, settled, next, info, paused, msgs, delayed
+-- KEYS: lease, settled, next, info, paused, msgs, delayed[, held: hold the messages (hold_one)]
 -- ARGV: prefix, "holder|token", entry, slot, next run ('' none), info, busy id ('' none),
 --       then (queue, id, body, eta) per message
 local prefix, entry, slot, nxt = ARGV[1], ARGV[3], ARGV[4], ARGV[5]
@@ -27,6 +27,10 @@ redis.call('HSET', KEYS[4], entry, ARGV[6])
 advance()
 local woken = {}
 for i = 8, #ARGV, 4 do
-  send_one(prefix, KEYS[6], KEYS[7], woken, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  if KEYS[8] then
+    hold_one(prefix, KEYS[6], KEYS[7], KEYS[8], woken, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  else
+    send_one(prefix, KEYS[6], KEYS[7], woken, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  end
 end
 return 'sent'

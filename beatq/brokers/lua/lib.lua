@@ -88,3 +88,16 @@ local function send_one(prefix, msgs, delayed, woken, queue, id, body, eta)
     wake(prefix, queue, woken)
   end
 end
+
+-- Behind Sentinel the beat's dispatches count once a replica has them (redis.py,
+-- `Replication`): a dispatched message is stored unseen until then, delayed HOLD seconds,
+-- its own eta kept in the beat's held set (0: none), and beat_release sets it free after
+-- the WAIT that confirmed it. A master that dies first takes the message and the run's
+-- settlement with it; the new master's leader dispatches the run again, and no worker
+-- saw the first. Should no leader release it, it runs HOLD seconds late.
+local HOLD = 120
+
+local function hold_one(prefix, msgs, delayed, held, woken, queue, id, body, eta)
+  store(prefix, msgs, delayed, woken, queue, id, body, tostring(clock() + HOLD))
+  redis.call('ZADD', held, eta == '' and 0 or eta, id)
+end

@@ -1,5 +1,5 @@
 -- app.schedules' changes (roles.Schedules), each atomic.
--- KEYS: specs, version, requests, cursors, done, lease, msgs, delayed
+-- KEYS: specs, version, requests, cursors, done, lease, msgs, delayed[, held (run: hold_one)]
 -- ARGV: op, then per op:
 --   put:     name, spec, mode ('add' | 'update' | 'set')          -> 1 | 0
 --   delete:  name                                                  -> 1 | 0
@@ -51,7 +51,11 @@ local cursor = redis.call('HGET', KEYS[4], id)
 if cursor and tonumber(cursor) >= tonumber(slot) then return 'done' end
 local woken = {}
 for i = 7, #ARGV, 4 do
-  send_one(ARGV[2], KEYS[7], KEYS[8], woken, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  if KEYS[9] then  -- held until a replica has it (see hold_one)
+    hold_one(ARGV[2], KEYS[7], KEYS[8], KEYS[9], woken, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  else
+    send_one(ARGV[2], KEYS[7], KEYS[8], woken, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  end
 end
 redis.call('HSET', KEYS[4], id, slot)
 if ARGV[6] == '1' then redis.call('ZADD', KEYS[5], clock(), id) end
