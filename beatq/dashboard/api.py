@@ -26,6 +26,7 @@ from ..beat.beat import LEASE_NAME
 from ..beat.record import EntryRecord
 from ..brokers import Backend
 from . import timefmt
+from .schedules import ScheduleActions, waiting_rows
 from .tasks import TaskFeed
 
 log = logging.getLogger("beatq.dashboard")
@@ -73,6 +74,7 @@ class Dashboard:
         self._cached: tuple[float, dict[str, Any]] | None = None
         self._changed = threading.Condition()
         self.feed = TaskFeed(app, self._notify)
+        self.schedules = ScheduleActions(self)
 
     # -- plumbing --------------------------------------------------------------------------
     def _call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -269,6 +271,7 @@ class Dashboard:
                     "schedule": record.schedule,
                     "zone": str(zone),
                     "source": record.source,
+                    "editable": record.source == "store",
                     "queue": record.queue or self._route(record.task),
                     "paused": state.paused,
                     "runs": record.runs,
@@ -283,7 +286,9 @@ class Dashboard:
                     "next_in": timefmt.relative(nxt, now) if nxt else None,
                 }
             )
-        return rows
+        planned = {row["name"] for row in rows}
+        rows += waiting_rows(self.broker, self.zone, planned)
+        return sorted(rows, key=lambda row: row["name"])
 
     def _dead_letters(self) -> dict[str, Any]:
         letters = self.broker.dead_letters(DEAD_LETTER_LIMIT)

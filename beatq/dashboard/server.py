@@ -6,7 +6,9 @@
     GET  /api/stream?q=TEXT                 the snapshot again every second, or at once
                                             when an event arrives (text/event-stream)
     GET  /api/tasks/ID                      one task, with its traceback
-    POST /api/schedules/NAME/pause|resume
+    GET  /api/schedules/NAME?limit=N        an entry and its newest runs (schedules.py)
+    POST /api/schedules                     add a store entry
+    POST /api/schedules/NAME/pause|resume|update|remove|trigger|backfill
     POST /api/dead-letters/requeue          {"ids": [...]} or {"all": true}
     POST /api/tasks/ID/revoke               {"terminate": false}
 
@@ -44,8 +46,9 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ..exceptions import BrokerError, ConfigurationError
+from ..exceptions import BrokerError, ConfigurationError, ScheduleError
 from .api import Dashboard, NotFound
+from .schedules import history_limit, refusal
 
 log = logging.getLogger("beatq.dashboard")
 
@@ -54,6 +57,7 @@ STATIC = {
     "index.html": "text/html; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",
+    "schedules.js": "text/javascript; charset=utf-8",
 }
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -357,10 +361,17 @@ class Handler(BaseHTTPRequestHandler):
             elif url.path.startswith("/api/tasks/"):
                 task_id = unquote(url.path[len("/api/tasks/") :])
                 self._json(HTTPStatus.OK, self.server.board.task(task_id))
+            elif len(parts := url.path.split("/")) == 4 and parts[1:3] == ["api", "schedules"]:
+                entry = self.server.board.schedules.detail(unquote(parts[3]), history_limit(query))
+                self._json(HTTPStatus.OK, entry)
             else:
                 self._error(HTTPStatus.NOT_FOUND, f"no such page {url.path!r}")
         except NotFound as exc:
             self._error(HTTPStatus.NOT_FOUND, str(exc))
+        except ScheduleError as exc:
+            self._refuse(exc)
+        except ValueError as exc:
+            self._error(HTTPStatus.BAD_REQUEST, str(exc))
         except BrokerError as exc:
             self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"broker unreachable: {exc}")
 
@@ -425,18 +436,18 @@ class Handler(BaseHTTPRequestHandler):
             return
         parts = [unquote(p) for p in urlsplit(self.path).path.split("/")[1:]]
         board = self.server.board
+        entry_action = len(parts) == 4 and parts[:2] == ["api", "schedules"] and parts[3]
         try:
-            if (
-                len(parts) == 4
-                and parts[:2] == ["api", "schedules"]
-                and parts[3]
-                in (
-                    "pause",
-                    "resume",
-                )
-            ):
+            if entry_action in ("pause", "resume"):
                 board.set_paused(parts[2], parts[3] == "pause")
                 self._json(HTTPStatus.OK, {"entry": parts[2], "paused": parts[3] == "pause"})
+            elif parts == ["api", "schedules"]:
+                self._json(HTTPStatus.OK, board.schedules.add(body))
+            elif entry_action in ("update", "backfill"):
+                act = getattr(board.schedules, entry_action)
+                self._json(HTTPStatus.OK, act(parts[2], body))
+            elif entry_action in ("remove", "trigger"):
+                self._json(HTTPStatus.OK, getattr(board.schedules, entry_action)(parts[2]))
             elif len(parts) == 4 and parts[:2] == ["api", "tasks"] and parts[3] == "revoke":
                 board.revoke(parts[2], terminate=_flag(body, "terminate"))
                 self._json(HTTPStatus.OK, {"revoked": parts[2]})
@@ -453,10 +464,17 @@ class Handler(BaseHTTPRequestHandler):
                 self._error(HTTPStatus.NOT_FOUND, f"no such action {self.path!r}")
         except NotFound as exc:
             self._error(HTTPStatus.NOT_FOUND, str(exc))
+        except ScheduleError as exc:
+            self._refuse(exc)
         except ValueError as exc:
             self._error(HTTPStatus.BAD_REQUEST, str(exc))
         except BrokerError as exc:
             self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"broker unreachable: {exc}")
+
+    def _refuse(self, exc: ScheduleError) -> None:
+        """A schedule refusal: its message and the field it names, for the form."""
+        status, data = refusal(exc)
+        self._send(status, json.dumps(data).encode(), "application/json")
 
     def _body(self) -> dict[str, Any]:
         try:

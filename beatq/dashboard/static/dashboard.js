@@ -145,6 +145,7 @@ function render(state) {
   renderLeader(state.leader);
   renderQueues(state.queues);
   renderSchedules(state.schedules);
+  refreshPanel(state.schedules); // schedules.js
   renderTasks(state.tasks);
   renderDead(state.dead_letters);
 }
@@ -233,7 +234,8 @@ function renderSchedules(entries) {
         `/api/schedules/${encodeURIComponent(s.name)}/${s.paused ? "resume" : "pause"}`),
     }, s.paused ? "Resume" : "Pause");
     return el("tr", { class: "entry" },
-      el("td", {}, el("b", {}, s.name), el("span", { class: "sub" }, s.task)),
+      el("td", {}, el("b", {}, s.name), el("span", { class: "sub" }, s.task),
+        el("span", { class: "sub source" }, s.editable ? "store" : s.source)),
       el("td", {}, s.schedule || "–", el("span", { class: "sub" }, s.zone)),
       timeCell(s.last_run, s.last_run_utc),
       el("td", { class: "time next-run" }, s.next_run || (s.paused ? "–" : "no more runs"),
@@ -242,7 +244,8 @@ function renderSchedules(entries) {
       td(s.lateness_ms === null ? "–" : `${s.lateness_ms.toFixed(1)} ms`, "num"),
       td(s.runs, "num"),
       td(s.missed, s.missed ? "num bad" : "num"),
-      el("td", { class: "state" }, s.paused ? badge("paused", "paused") : badge("active", "active"), " ", button));
+      el("td", { class: "state" }, s.paused ? badge("paused", "paused") : badge("active", "active"), " ", button,
+        " ", el("button", { type: "button", class: "open", onclick: () => openEntry(s.name) }, "Runs")));
   }, ["next_in"], (tr, s) => { tr.querySelector("[data-live=next_in]").textContent = s.next_in || ""; });
   showEmpty("schedules-empty", !entries.length);
 }
