@@ -22,8 +22,8 @@ import pytest
 from tests import test_dashboard
 from tests.conftest import scaled, wait_for
 from tests.test_beat_e2e import OUT, sent
-from tests.test_schedule_store import runs_of
 from tests.test_dashboard import live, row_text, rows, text_of, write_schedule
+from tests.test_schedule_store import runs_of
 
 browser = test_dashboard.browser
 shots = test_dashboard.shots
@@ -76,9 +76,7 @@ def store_names(app) -> list[str]:
 
 def open_panel(driver: Any, name: str) -> None:
     test_dashboard.click(driver, "#schedules tr.entry", name, "button.open")
-    wait_for(
-        lambda: text_of(driver, "#panel-title").startswith(f"{name}:"), 10, f"{name}'s panel"
-    )
+    wait_for(lambda: text_of(driver, "#panel-title").startswith(f"{name}:"), 10, f"{name}'s panel")
 
 
 def message(driver: Any, starts: str) -> str:
@@ -127,7 +125,8 @@ def test_add_in_the_form_see_runs_in_the_chart_edit_pause_run_now_and_remove(
     message(browser, "Added nap")
     assert not element(browser, "#entry-form").is_displayed()
     stored = app.schedules.get("nap")
-    assert (stored.source, stored.spec["every"], stored.spec["args"]) == ("store", 2.0, [0.3, "dash"])
+    assert (stored.source, stored.spec["every"]) == ("store", 2.0)
+    assert stored.spec["args"] == [0.3, "dash"]
     assert stored.spec["timezone"] == "Asia/Shanghai"
     wait_for(lambda: rows(browser, "#chart rect.bar.took.ok"), 20, "a finished run in the chart")
     first = app.schedules.history("nap", 10)[-1]
@@ -200,6 +199,7 @@ def test_a_refused_entry_shows_the_error_beside_its_field_and_stores_nothing(
     wait_for(lambda: live(browser), 10, "the page to go live")
     element(browser, "#new-entry").click()
     good = {"name": "bad", "task": "tests.proj.tasks.add", "schedule": "5s", "args": "[1, 2]"}
+    good.update(dict.fromkeys(("kwargs", "timezone", "catchup", "overlap", "end_at"), ""))
     cases = [
         ("schedule", {"schedule": "61 * * * *"}, "schedule entry 'bad', field 'schedule': cron:"),
         ("schedule", {"schedule": "30 2 31 2 *"}, "crontab day_of_month '31'"),
@@ -316,9 +316,8 @@ def test_the_schedule_endpoints_refuse_what_they_must(app, beat_file, start_cli,
     # the guards every action has
     assert post("api/schedules", body, JSON_POST)[0] == 401
     assert post("api/schedules", body, {**auth, "Content-Type": "application/json"})[0] == 403
-    assert post("api/schedules", body, {**auth, "X-Beatq": "1", "Content-Type": "text/plain"})[
-        0
-    ] == 415
+    plain = {**auth, "X-Beatq": "1", "Content-Type": "text/plain"}
+    assert post("api/schedules", body, plain)[0] == 415
     assert post("api/schedules", body, {**JSON_POST, **auth, "Host": "evil.example"})[0] == 403
     status, answer = post("api/schedules", b"{not json", {**JSON_POST, **auth})
     assert (status, answer["error"]) == (400, "request body is not JSON")
@@ -336,8 +335,13 @@ def test_the_schedule_endpoints_refuse_what_they_must(app, beat_file, start_cli,
     assert store_names(app) == ["api"]
 
     # an unknown entry: 404, for every action and for reading
-    for action, data in [("update", b'{"schedule": "2h"}'), ("remove", b"{}"),
-                         ("trigger", b"{}"), ("backfill", b'{"start": "2026-01-01", "end": "2026-01-02"}')]:  # fmt: skip
+    actions = {
+        "update": b'{"schedule": "2h"}',
+        "remove": b"{}",
+        "trigger": b"{}",
+        "backfill": b'{"start": "2026-01-01", "end": "2026-01-02"}',
+    }
+    for action, data in actions.items():
         status, answer = post(f"api/schedules/nope/{action}", data, {**JSON_POST, **auth})
         assert status == 404 and answer["error"].startswith("no schedule entry 'nope'"), action
     status, _, answer = http(base + "api/schedules/nope", auth)

@@ -101,7 +101,7 @@ class ScheduleActions:
         name = body.get("name")
         if not isinstance(name, str):
             raise SpecError(str(name), "name", "give the entry's name, a string")
-        fields = _fields(name, body, {})
+        fields = _fields(name, {k: v for k, v in body.items() if k != "name"}, {})
         entry = self._act(lambda: self.app.schedules.add(name, **fields))
         log.info("dashboard: added schedule entry %r", name)
         return {"entry": entry.name, "added": True}
@@ -182,7 +182,7 @@ class ScheduleActions:
 
 def _fields(name: str, body: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     """The form's values as `app.schedules.add` / `update` take them."""
-    unknown = [k for k in body if k not in FORM or k == "name"]
+    unknown = [k for k in body if k not in FORM[1:]]
     if unknown:
         shown = ", ".join(FORM[1:])
         raise SpecError(name, unknown[0], f"unknown field; the form sends: {shown}")
