@@ -70,6 +70,18 @@ def field_error(driver: Any, field: str) -> str:
     return text_of(driver, f'#entry-form .field-error[data-field="{field}"]')
 
 
+def marks(driver: Any) -> list[tuple[str, str]]:
+    """The chart's outcome marks, oldest first: (class, title), read in one step (the
+    chart is drawn again as runs come)."""
+    return [
+        tuple(pair)
+        for pair in driver.execute_script(
+            "return [...document.querySelectorAll('#chart rect.mark')]"
+            ".map((r) => [r.getAttribute('class'), r.textContent]);"
+        )
+    ]
+
+
 def store_names(app) -> list[str]:
     return [e.name for e in app.schedules.list() if e.source == "store"]
 
@@ -154,18 +166,14 @@ def test_add_in_the_form_see_runs_in_the_chart_edit_pause_run_now_and_remove(
 
     # paused: its slots are skipped, marked so, with the reason on hover
     test_dashboard.click(browser, "#schedules tr.entry", "nap", "button.pause")
-    skip = wait_for(lambda: rows(browser, "#chart rect.mark.skipped"), 10, "a skipped slot")
-    title = skip[0].find_element("css selector", "title").get_attribute("textContent")
-    assert "not run: paused" in title, title
+    skip = wait_for(lambda: [t for c, t in marks(browser) if "skipped" in c], 10, "a skipped slot")
+    assert "not run: paused" in skip[0], skip
     assert "paused" in row_text(browser, "#runs tr.run.skipped", "paused")
     test_dashboard.click(browser, "#schedules tr.entry", "nap", "button.pause")  # resume
     wait_for(lambda: not app.broker.beat_entries()["nap"].paused, 5, "nap resumed")
     wait_for(
-        lambda: (n := rows(browser, "#chart rect.mark"))
-        and "failed" in (n[-1].get_attribute("class") or ""),
-        10,
-        "a run after the pause",
-    )  # fmt: skip
+        lambda: (found := marks(browser)) and "failed" in found[-1][0], 10, "a run after the pause"
+    )
     shots(browser, "chart")
 
     # run now: one run, its task id reported
@@ -186,7 +194,8 @@ def test_add_in_the_form_see_runs_in_the_chart_edit_pause_run_now_and_remove(
     browser.execute_script("window.confirm = () => true;")
     element(browser, "#remove-entry").click()
     message(browser, "Removed nap")
-    assert "nap" not in store_names(app)
+    assert "nap" not in app.broker.schedule_specs()[1]
+    wait_for(lambda: "nap" not in store_names(app), 10, "the leader to take the removal up")
     wait_for(lambda: not row_text(browser, "#schedules tr.entry", "nap"), 10, "the row to go")
     assert app.schedules.history("nap", 10)
 
@@ -256,7 +265,7 @@ def test_backfill_a_range_sends_each_missed_slot_once_and_run_now_once(
     assert not set(skipped[1:5]) & set(runs_of(app, "fast"))
 
     open_panel(browser, "fast")
-    wait_for(lambda: rows(browser, "#chart rect.mark.skipped"), 10, "the skipped slots")
+    wait_for(lambda: [c for c, _ in marks(browser) if "skipped" in c], 10, "the skipped slots")
     assert text_of(browser, "#backfill-zone") == "times in Asia/Shanghai"
 
     def wall(ts: float) -> str:  # the entry's wall clock, as a datetime-local box holds it

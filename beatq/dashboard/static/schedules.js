@@ -155,7 +155,11 @@ function renderPanel(d) {
   $("edit-entry").hidden = !d.editable;
   $("remove-entry").hidden = !d.editable;
   $("backfill-zone").textContent = `times in ${d.zone}`;
-  drawChart($("chart"), d.runs.slice().reverse(), d.zone);
+  const drawn = JSON.stringify([d.runs, d.zone]);
+  if (panel && panel.drawn !== drawn) { // drawn again only when a run changed
+    panel.drawn = drawn;
+    drawChart($("chart"), d.runs.slice().reverse(), d.zone);
+  }
   syncRows($("runs").tBodies[0], d.runs, (r) => `${r.kind}:${r.slot}:${r.task_id || ""}`, (r) =>
     el("tr", { class: `run ${r.outcome}` },
       timeCell(r.slot_local, r.slot_utc),
@@ -193,7 +197,8 @@ async function panelAction(button, action, body, report) {
 // Runs oldest to newest, left to right: a strip of outcomes (failed and skipped marked, the
 // reason in the title), then lateness and runtime per slot as bars, each on its own scale.
 function drawChart(box, runs, zone) {
-  const width = 760, left = 64, right = 12, strip = 14, band = 70, gap = 22;
+  const width = Math.max(480, Math.floor(box.clientWidth) || 760);
+  const left = 64, right = 12, strip = 14, band = 70, gap = 22;
   const height = 18 + strip + gap + band + gap + band + 30;
   const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "img",
     "aria-label": "recent runs: lateness and runtime per slot" });
