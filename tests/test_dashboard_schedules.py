@@ -8,6 +8,7 @@ the broker. Then the new endpoints' refusals, over plain HTTP.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
@@ -23,6 +24,7 @@ from tests import test_dashboard
 from tests.conftest import scaled, wait_for
 from tests.test_beat_e2e import OUT, sent
 from tests.test_dashboard import live, row_text, rows, text_of, write_schedule
+from tests.test_dashboard_http import exchange, request, statuses
 from tests.test_schedule_store import runs_of
 
 browser = test_dashboard.browser
@@ -80,6 +82,24 @@ def marks(driver: Any) -> list[tuple[str, str]]:
             ".map((r) => [r.getAttribute('class'), r.textContent]);"
         )
     ]
+
+
+def section_shot(driver: Any, shots: Any, css: str, name: str) -> Path:
+    """A screenshot of one part of the page (README's images), beside the full-page ones."""
+    path = shots(driver, name)
+    box = driver.execute_script(
+        "const r = arguments[0].getBoundingClientRect();"
+        "return {x: r.left + window.scrollX, y: r.top + window.scrollY,"
+        " width: r.width, height: r.height};",
+        element(driver, css),
+    )
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {"format": "png", "captureBeyondViewport": True, "clip": {**box, "scale": 1}},
+    )
+    part = path.with_name(path.stem + "-part.png")
+    part.write_bytes(base64.b64decode(shot["data"]))
+    return part
 
 
 def store_names(app) -> list[str]:
@@ -140,7 +160,9 @@ def test_add_in_the_form_see_runs_in_the_chart_edit_pause_run_now_and_remove(
     assert (stored.source, stored.spec["every"]) == ("store", 2.0)
     assert stored.spec["args"] == [0.3, "dash"]
     assert stored.spec["timezone"] == "Asia/Shanghai"
-    wait_for(lambda: rows(browser, "#chart rect.bar.took.ok"), 20, "a finished run in the chart")
+    wait_for(
+        lambda: len(rows(browser, "#chart rect.col.took.ok")) >= 3, 20, "three runs in the chart"
+    )
     first = app.schedules.history("nap", 10)[-1]
     assert first.state == "SUCCESS" and first.took is not None and first.took >= 0.3
     run = row_text(browser, "#runs tr.run", "SUCCESS")
@@ -174,7 +196,7 @@ def test_add_in_the_form_see_runs_in_the_chart_edit_pause_run_now_and_remove(
     wait_for(
         lambda: (found := marks(browser)) and "failed" in found[-1][0], 10, "a run after the pause"
     )
-    shots(browser, "chart")
+    section_shot(browser, shots, "#schedules-section", "chart")
 
     # run now: one run, its task id reported
     element(browser, "#run-now").click()
@@ -228,7 +250,7 @@ def test_a_refused_entry_shows_the_error_beside_its_field_and_stores_nothing(
         box = element(browser, f"#entry-form input[name={field}]")
         assert box.get_attribute("aria-invalid") == "true"
         if field == "schedule":
-            shots(browser, "bad-cron")
+            section_shot(browser, shots, "#schedules-section", "bad-cron")
         fill(browser, good)  # the next case starts clean
     assert store_names(app) == [], "nothing refused is stored"
 
@@ -357,6 +379,10 @@ def test_the_schedule_endpoints_refuse_what_they_must(app, beat_file, start_cli,
     assert status == 404 and "no schedule entry 'nope'" in json.loads(answer)["error"]
     assert http(base + "api/schedules/api?limit=0", auth)[0] == 400
     assert http(base + "api/schedules/api", {})[0] == 401
+    declared = {**JSON_POST, **auth, "Content-Length": "2000000"}  # the body limit holds
+    head = request("POST", "/api/schedules", declared, close=False)
+    answer = exchange(base, head.replace(b"Content-Length: 0\r\n", b"") + body)
+    assert statuses(answer) == [413], answer
 
     # a file entry: readable, never changed or removed from here
     status, _, answer = http(base + "api/schedules/from-file", auth)

@@ -67,13 +67,15 @@ class ScheduleActions:
     # -- reading ---------------------------------------------------------------------------
     def detail(self, name: str, limit: int = HISTORY_LIMIT) -> dict[str, Any]:
         """Entry `name`: where it comes from, whether the page may change it, its form
-        values (a store entry's), and its newest `limit` runs, newest first."""
+        values (a store entry's), and its newest `limit` runs, latest slot first."""
         return self.board._call(self._detail, name, limit)
 
     def _detail(self, name: str, limit: int) -> dict[str, Any]:
         entry = self.app.schedules.get(name)
         zone = self._zone(name, entry.spec)
-        runs = [_run(r, zone) for r in self.app.schedules.history(name, limit)]
+        # newest slot first; a slot run again (backfilled) next to the record of its skip
+        records = sorted(self.app.schedules.history(name, limit), key=lambda r: -r.slot)
+        runs = [_run(r, zone) for r in records]
         return {
             "name": entry.name,
             "source": entry.source,

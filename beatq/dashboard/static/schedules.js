@@ -229,12 +229,12 @@ function drawChart(box, runs, zone) {
     if (r.lateness_ms !== null) {
       const h = Math.max(1, (r.lateness_ms / lateMax) * band);
       chart.append(svg("rect", { x: x(i), y: lateTop + band - h, width: barWidth, height: h,
-        class: `bar late ${r.outcome}` }, about));
+        class: `col late ${r.outcome}` }, about));
     }
     if (r.took_s !== null) {
       const h = Math.max(1, (r.took_s / tookMax) * band);
       chart.append(svg("rect", { x: x(i), y: tookTop + band - h, width: barWidth, height: h,
-        class: `bar took ${r.outcome}` }, about));
+        class: `col took ${r.outcome}` }, about));
     }
     if (r.outcome === "skipped") { // nothing ran: a cross on both baselines
       for (const top of [lateTop, tookTop]) {
