@@ -26,6 +26,8 @@ app.conf.update(
     timezone=os.environ.get("BEATQ_TEST_TIMEZONE", "UTC"),
     accept_content=os.environ.get("BEATQ_TEST_ACCEPT", "json").split(","),
 )
+if os.environ.get("BEATQ_TEST_TRANSPORT"):  # more transport options, as JSON
+    app.conf.broker_transport_options.update(json.loads(os.environ["BEATQ_TEST_TRANSPORT"]))
 if os.environ.get("BEATQ_TEST_RESULT_EXPIRES"):
     app.conf.result_expires = float(os.environ["BEATQ_TEST_RESULT_EXPIRES"])
 if os.environ.get("BEATQ_TEST_REQUEUE_MAX"):

@@ -508,3 +508,16 @@ def gt_raise(kind):
 
 # Celery's guides, each its tasks in a module of its own (tests/test_guide_*.py)
 from . import calling_guide, canvas_guide  # noqa: E402, F401
+
+
+@app.task(bind=True)
+def beat_run(self):
+    """Journal the beat run this is (its entry and slot) with its task id (to "beat_runs")."""
+    run = self.request.options.get("beat") or {}
+    record("beat_runs", {"entry": run.get("entry"), "slot": run.get("slot"), "id": self.request.id})
+
+
+@app.task
+def sent(tag):
+    """Journal `tag` (to "sent"): a client's send that ran."""
+    record("sent", tag)
