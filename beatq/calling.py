@@ -90,6 +90,18 @@ def check_options(options: Mapping[str, Any], call: str = "apply_async()") -> No
         )
 
 
+def check_keywords(
+    call: str, given: Mapping[str, Any], refused: Mapping[str, str] | None = None
+) -> None:
+    """Raise TypeError for the first keyword of `given`: the keywords a call shaped as
+    Celery's took beyond those it honours. One of `refused` is named with why (a Celery
+    keyword beatq does not honour), any other as unexpected. Never dropped silently."""
+    for name in given:
+        if refused and name in refused:
+            raise TypeError(f"{call} does not take {name}= in beatq: {refused[name]}")
+        raise TypeError(f"{call} got an unexpected keyword argument {name!r}")
+
+
 #: The priorities a message may carry (Celery's 0 to 255 on RabbitMQ; 0 to 9 is usual).
 MAX_PRIORITY = 255
 

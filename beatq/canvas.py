@@ -24,9 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .brokers import ChordJoin, Outgoing, ResultWrite
+from .calling import check_keywords
 from .context import App, TaskLike, add_child, current_app
 from .messages import new_id
 from .result import AsyncResult, EagerResult, GroupResult, encode_group
+
+# freeze()'s keywords that Celery's canvas passes itself as it builds a chord
+_FREEZE_INNER = "Celery's own canvas passes it as it builds a chord; beatq's needs none"
 
 
 class Signature(dict):
@@ -197,11 +201,12 @@ class Signature(dict):
         group_id: str | None = None,
         root_id: str | None = None,
         parent_id: str | None = None,
-        **_: Any,
+        **kwargs: Any,
     ) -> Any:
         """Give this canvas its ids now and return the result it will have: `_id` is the
         id of the task whose result that is (a chain's last task, a chord's body, a
         group's own id)."""
+        check_keywords("freeze()", kwargs, dict.fromkeys(("chord", "group_index"), _FREEZE_INNER))
         for key, value in (("root_id", root_id), ("parent_id", parent_id)):
             if value is not None:
                 self.options[key] = value
@@ -696,6 +701,8 @@ def all_ids(sig: Mapping[str, Any]) -> list[str]:
 
 
 # -- expanding: the messages to send now -----------------------------------------------------
+
+
 @dataclass
 class Plan:
     """What applying a canvas sends now, in one atomic backend call."""

@@ -30,10 +30,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from .calling import check_keywords
 from .context import App
 from .rates import parse_rate
 
@@ -60,6 +61,30 @@ NOT_OFFERED = {
     "conf": "read the app's conf in the worker's project",
     "clock": "beatq keeps no logical clock",
     "hello": "workers find no peers: they share the broker",
+}
+
+
+# Keywords of Celery's control calls that beatq does not honour, with why.
+_BY_BROKER = "commands go through the app's broker; leave it out"
+_BY_NAME = "name the workers in destination="
+REFUSED_KEYWORDS = {
+    "connection": _BY_BROKER,
+    "channel": _BY_BROKER,
+    "pattern": _BY_NAME,
+    "matcher": _BY_NAME,
+}
+
+
+_REVOKE_REFUSED = {
+    **REFUSED_KEYWORDS,
+    "reply": "revocations are kept in the broker, not answered: read app.control.revoked()",
+    "timeout": "revocations are kept in the broker, not answered: read app.control.revoked()",
+    "callback": "revocations are kept in the broker, not answered: read app.control.revoked()",
+}
+_INSPECT_REFUSED = {
+    **REFUSED_KEYWORDS,
+    "callback": "inspect() reads what the workers publish: use the view's return value",
+    "limit": "inspect() reads what every addressed worker publishes at once",
 }
 
 
@@ -93,13 +118,16 @@ class Control:
         reply: bool = False,
         timeout: float = 1.0,
         limit: int | None = None,
-        **_: Any,
+        callback: Callable[[dict[str, Any]], Any] | None = None,
+        **extra: Any,
     ) -> list[dict[str, Any]] | None:
         """Send `command` to every worker, or to those named in `destination`.
 
         With `reply`, wait up to `timeout` seconds for the answers (fewer when every live
         worker addressed has answered, or `limit` have) and return them, one
-        `{hostname: reply}` per worker; without, return None at once."""
+        `{hostname: reply}` per worker, each also passed to `callback` as it comes;
+        without, return None at once."""
+        check_keywords("app.control.broadcast()", extra, REFUSED_KEYWORDS)
         names = [destination] if isinstance(destination, str) else destination
         command_id = uuid.uuid4().hex
         sent = {
@@ -117,7 +145,11 @@ class Control:
         deadline = time.monotonic() + timeout
         found: dict[str, bytes] = {}
         while True:
+            seen = found
             found = broker.replies(command_id)
+            if callback is not None:
+                for name in sorted(found.keys() - seen.keys()):
+                    callback({name: json.loads(found[name])})
             if limit is not None and len(found) >= limit:
                 break
             if found:
@@ -134,8 +166,11 @@ class Control:
     def ping(
         self, destination: Sequence[str] | str | None = None, timeout: float = 1.0, **kwargs: Any
     ) -> list[dict[str, Any]]:
-        """Ask the live workers to answer: `[{hostname: {"ok": "pong"}}, ...]`."""
-        found = self.broadcast("ping", destination=destination, reply=True, timeout=timeout)
+        """Ask the live workers to answer: `[{hostname: {"ok": "pong"}}, ...]` (`limit`
+        and `callback` as `broadcast`'s)."""
+        found = self.broadcast(
+            "ping", destination=destination, reply=True, timeout=timeout, **kwargs
+        )
         return found or []
 
     def shutdown(
@@ -147,7 +182,9 @@ class Control:
     ) -> list[dict[str, Any]] | None:
         """Stop workers warmly, as SIGTERM does: they take no more work, finish what runs
         and put what they hold and have not started back in its queue."""
-        return self.broadcast("shutdown", destination=destination, reply=reply, timeout=timeout)
+        return self.broadcast(
+            "shutdown", destination=destination, reply=reply, timeout=timeout, **kwargs
+        )
 
     def rate_limit(
         self,
@@ -165,7 +202,7 @@ class Control:
         parse_rate(rate_limit)
         arguments = {"task_name": task_name, "rate_limit": rate_limit}
         return self.broadcast(
-            "rate_limit", arguments, destination=destination, reply=reply, timeout=timeout
+            "rate_limit", arguments, destination=destination, reply=reply, timeout=timeout, **kwargs
         )
 
     # -- the broker ------------------------------------------------------------------------
@@ -174,6 +211,7 @@ class Control:
         how many. The app's queues: the default one, the tasks' own, those named in
         `task_routes` and `task_queues`, and those live workers consume. Messages
         delayed by an eta and those workers hold are kept, as in Celery."""
+        check_keywords("app.control.purge()", kwargs, REFUSED_KEYWORDS)
         names = list(queues) if queues is not None else self.queues()
         return self.app.broker.purge(names)
 
@@ -197,6 +235,7 @@ class Control:
     def revoke(
         self,
         task_id: str | Sequence[str],
+        destination: Sequence[str] | str | None = None,
         terminate: bool = False,
         signal: str | None = None,
         **kwargs: Any,
@@ -208,12 +247,19 @@ class Control:
         when the worker stops warmly. `destination` is not needed: every worker, and
         every worker started while the revocation is kept, skips the task.
         """
+        check_keywords("app.control.revoke()", kwargs, _REVOKE_REFUSED)
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
         self.app.broker.revoke(ids, terminate, float(self.app.conf.worker_revoke_expires))
 
-    def terminate(self, task_id: str | Sequence[str], signal: str | None = None, **_: Any) -> None:
+    def terminate(
+        self,
+        task_id: str | Sequence[str],
+        destination: Sequence[str] | str | None = None,
+        signal: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         """`revoke(task_id, terminate=True)`, as Celery's."""
-        self.revoke(task_id, terminate=True)
+        self.revoke(task_id, destination, terminate=True, signal=signal, **kwargs)
 
     def revoked(self) -> dict[str, bool]:
         """The revoked task ids still kept, and whether each is to be terminated."""
@@ -221,9 +267,10 @@ class Control:
 
     # -- inspect ---------------------------------------------------------------------------
     def inspect(
-        self, destination: Sequence[str] | str | None = None, timeout: float = 1.0, **_: Any
+        self, destination: Sequence[str] | str | None = None, timeout: float = 1.0, **kwargs: Any
     ) -> Inspect:
         """What live workers hold and know (see `Inspect`)."""
+        check_keywords("app.control.inspect()", kwargs, _INSPECT_REFUSED)
         return Inspect(self, destination, timeout)
 
 

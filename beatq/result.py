@@ -21,7 +21,8 @@ from typing import Any
 
 from . import serializers, states
 from .brokers import ResultWrite
-from .context import App, current_app
+from .calling import check_keywords
+from .context import App, current_app, running_request
 from .exceptions import BrokerError, TimeoutError
 
 
@@ -167,6 +168,30 @@ def child_result(ref: Any, app: App) -> Any:
     return AsyncResult(ref, app=app)
 
 
+# Keywords of Celery's get() that beatq does not honour, with why.
+_STATES_FIXED = "FAILURE and REVOKED raise, as Celery's defaults; leave it out"
+_GET_REFUSED = {
+    "callback": "get() returns the value once; call your function with it",
+    "on_message": "get() wakes on the final state only; read .state and .info for progress",
+    "on_interval": "get() does not poll; it is woken when the result is stored",
+    "EXCEPTION_STATES": _STATES_FIXED,
+    "PROPAGATE_STATES": _STATES_FIXED,
+}
+
+
+def _check_get(extra: dict[str, Any], disable_sync_subtasks: bool | None) -> None:
+    """Refuse what get() does not honour; with `disable_sync_subtasks`, a call inside a
+    task."""
+    if extra:
+        extra.pop("no_ack", None)  # nothing is consumed: results are read from the store
+        check_keywords("get()", extra, _GET_REFUSED)
+    if disable_sync_subtasks and running_request() is not None:
+        raise RuntimeError(
+            "get() inside a task with disable_sync_subtasks=True: a task that waits for "
+            "another can hold every worker slot; chain them instead (task.s() | other.s())"
+        )
+
+
 class AsyncResult:
     """The result of a task, by id, readable from any process at any later time.
 
@@ -263,7 +288,8 @@ class AsyncResult:
         propagate: bool = True,
         interval: float = 0.5,
         follow_parents: bool = True,
-        **_: Any,
+        disable_sync_subtasks: bool | None = None,
+        **extra: Any,
     ) -> Any:
         """Wait for the task to finish and return its value (or raise its exception).
 
@@ -271,8 +297,11 @@ class AsyncResult:
         header member, an earlier link of its chain), the exception raised is that
         task's own, the earliest in the workflow (`follow_parents=False`: this task's).
         The store wakes the waiter the moment the result is written; `interval` is
-        accepted for Celery compatibility and unused.
+        accepted for Celery compatibility and unused (`no_ack` too: nothing is consumed).
+        Inside a task, get() waits (Celery refuses by default); `disable_sync_subtasks=True`
+        refuses it there with RuntimeError, as Celery does.
         """
+        _check_get(extra, disable_sync_subtasks)
         if self.ignored:
             return None
         meta = self._wait(timeout)
@@ -377,8 +406,10 @@ class EagerResult(AsyncResult):
         propagate: bool = True,
         interval: float = 0.5,
         follow_parents: bool = True,
-        **_: Any,
+        disable_sync_subtasks: bool | None = None,
+        **extra: Any,
     ) -> Any:
+        _check_get(extra, disable_sync_subtasks)
         if self._exception is not None:
             if propagate:
                 raise self._exception

@@ -52,6 +52,8 @@ import weakref
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from .calling import check_keywords
+
 log = logging.getLogger("beatq.signals")
 
 Receiver = Callable[..., Any]
@@ -103,7 +105,7 @@ class Signal:
         sender: Any = None,
         weak: bool = True,
         dispatch_uid: Hashable | None = None,
-        **_: Any,
+        **kwargs: Any,
     ) -> Any:
         """Connect `receiver`; as a decorator, `@sig.connect` or `@sig.connect(sender=...)`.
 
@@ -112,6 +114,11 @@ class Signal:
         nothing else holds goes away; pass weak=False for a lambda or a closure.
         `dispatch_uid`: a key that makes connecting twice connect once. Returns the
         receiver (the decorator form returns it too)."""
+        check_keywords(
+            f"{self.name}.connect()",
+            kwargs,
+            {"retry": "a receiver is called once, never retried; retry inside it if you must"},
+        )
         if receiver is None:
 
             def decorate(fun: Receiver) -> Receiver:

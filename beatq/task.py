@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from . import signals, states
-from .calling import check_priority
+from .calling import check_keywords, check_priority
 from .canvas import (
     Plan,
     Signature,
@@ -563,12 +563,13 @@ class Task:
         task_id: str | None = None,
         state: str | None = None,
         meta: Any = None,
-        **_: Any,
+        **kwargs: Any,
     ) -> None:
         """Store `state` (a custom one such as "PROGRESS", or a built-in) with `meta` for
         this run (or `task_id`): `AsyncResult(id).state` and `.info` read it from any
         process until the next state replaces it. Does not wake a waiting `get()`
         unless the state is a final one."""
+        check_keywords("update_state()", kwargs)
         task_id = task_id or self.request.id
         if not task_id:
             raise ValueError("update_state outside a running task needs task_id=")

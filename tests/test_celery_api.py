@@ -331,3 +331,61 @@ def test_exception_info_holds_the_exception_and_its_traceback() -> None:
         einfo = ExceptionInfo()
     assert einfo.type is KeyError and isinstance(einfo.exception, KeyError)
     assert einfo.traceback.startswith("Traceback") and str(einfo) == einfo.traceback
+
+
+# -- Celery keywords beatq does not honour are refused, never dropped -----------------------
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda a: a.control.broadcast("ping", pattern="w*"), "destination="),
+        (lambda a: a.control.ping(connection=object()), "app's broker"),
+        (lambda a: a.control.inspect(limit=1), "inspect()"),
+        (lambda a: a.control.revoke("x", reply=True), "app.control.revoked()"),
+        (lambda a: a.control.purge(connection=object()), "app's broker"),
+        (lambda a: a.control.shutdown(colour="red"), "unexpected keyword argument 'colour'"),
+        (lambda a: a.AsyncResult("x").get(on_message=print), "progress"),
+        (lambda a: a.AsyncResult("x").get(callback=print), "once"),
+        (lambda a: a.AsyncResult("x").get(PROPAGATE_STATES=["X"]), "FAILURE and REVOKED"),
+        (lambda a: signals.task_success.connect(print, retry=True), "never retried"),
+        (lambda a: a.signature("t").freeze(group_index=1), "beatq's needs none"),
+    ],
+)
+def test_a_celery_keyword_beatq_does_not_honour_is_refused_by_name(call, message) -> None:
+    app = Beatq("kw", broker="memory://kw", set_as_current=False)
+    with pytest.raises(TypeError, match=message):
+        call(app)
+    app.close()
+
+
+def test_get_takes_no_ack_and_update_state_refuses_what_it_does_not_store() -> None:
+    app = Beatq("sync", broker="memory://sync", set_as_current=False)
+    app.conf.task_always_eager = True
+
+    @app.task
+    def inner():
+        return 1
+
+    @app.task
+    def outer():
+        return inner.delay().get(no_ack=False, disable_sync_subtasks=True)  # eager: no worker
+
+    assert outer.delay().get() == 1
+
+    @app.task(bind=True)
+    def progress(self):
+        with pytest.raises(TypeError, match="unexpected keyword argument 'request'"):
+            self.update_state(state="PROGRESS", meta={"done": 1}, request=None)
+        return "checked"
+
+    assert progress.delay().get() == "checked"
+    app.close()
+
+
+@pytest.mark.backends("memory")
+def test_in_a_worker_get_with_disable_sync_subtasks_raises_as_celery(app, start_worker) -> None:
+    from tests.proj.tasks import waits_for
+
+    start_worker("-P", "threads", "-c", "2")
+    assert waits_for.delay(False).get(timeout=10) == "x"  # beatq lets a task wait by default
+    with pytest.raises(RuntimeError, match="disable_sync_subtasks=True"):
+        waits_for.delay(True).get(timeout=10)

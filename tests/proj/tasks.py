@@ -56,6 +56,12 @@ def held(tag, timeout=30.0):
     return tag
 
 
+@app.task
+def waits_for(disable_sync_subtasks):
+    """Wait inside a task for another's result (Celery refuses that by default)."""
+    return echo.delay("x").get(timeout=10, disable_sync_subtasks=disable_sync_subtasks)
+
+
 @app.task(acks_late=True)
 def sleep_late(seconds, tag=""):
     record("runs", f"{tag}:start:{os.getpid()}")
