@@ -403,3 +403,45 @@ def test_the_schedule_endpoints_refuse_what_they_must(app, beat_file, start_cli,
     assert status == 400 and answer["field"] == "name" and "cannot be renamed" in answer["error"]
     status, answer = post("api/schedules/api/backfill", b'{"from": 1}', {**JSON_POST, **auth})
     assert status == 400 and answer["field"] == "from"
+
+
+# -- the form's values -----------------------------------------------------------------------
+@pytest.mark.backends("memory")
+def test_saving_an_entrys_form_unchanged_changes_nothing(app, backend):
+    """Whatever way an entry was added (Python values, cron fields), the form shows it so
+    that saving it as shown stores the same definition."""
+    from datetime import timedelta
+
+    from beatq.beat.schedules import crontab
+    from beatq.dashboard import Dashboard
+
+    add = "tests.proj.tasks.add"
+    app.schedules.add("every", add, timedelta(milliseconds=250), args=[1, 2], jitter="1s")
+    app.schedules.add(
+        "fields", add, crontab(minute="0", hour="7", day_of_week="mon", day_of_month="1-7"),
+        kwargs={"y": 2}, options={"queue": "reports", "priority": 3},
+        jitter=timedelta(seconds=30), start_at=1795649400.0, timezone="Asia/Shanghai",
+    )  # fmt: skip
+    app.schedules.add("cron", add, "*/5 * * * *", catchup="all", overlap="skip")
+    app.schedules.add("once", add, "2030-01-01T09:00:00", end_at="2030-01-02")
+    board = Dashboard(app)
+    try:
+        for name in ("every", "fields", "cron", "once"):
+            before = app.schedules.get(name)
+            form = board.schedules.detail(name)["form"]
+            assert board.schedules.update(name, form) == {"entry": name, "updated": True}
+            after = app.schedules.get(name)
+            assert after.schedule == before.schedule, name
+            kept = ("created", "updated", "start_at", "jitter")
+            assert {k: v for k, v in after.spec.items() if k not in kept} == {
+                k: v for k, v in before.spec.items() if k not in kept
+            }, name
+        shown = board.schedules.detail("fields")["form"]
+        assert json.loads(shown["schedule"])["day_of_month"] == "1-7"
+        assert shown["queue"] == "reports" and shown["kwargs"] == '{"y": 2}'
+        spec = app.schedules.get("fields").spec
+        assert spec["options"] == {"queue": "reports", "priority": 3}, "options kept, queue set"
+        assert datetime.fromisoformat(spec["start_at"]).timestamp() == 1795649400.0
+        assert board.schedules.detail("every")["form"]["schedule"] == "0.25s"
+    finally:
+        board.close()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..beat.record import EntryRecord
@@ -192,7 +192,9 @@ def _fields(name: str, body: dict[str, Any], options: dict[str, Any]) -> dict[st
     for key, value in body.items():
         if isinstance(value, str) and key not in REQUIRED:
             value = value.strip() or None  # an empty box: the default
-        if key in ("args", "kwargs"):
+        if key in ("args", "kwargs") or (
+            key == "schedule" and isinstance(value, str) and value.lstrip().startswith("{")
+        ):
             value = _json_box(name, key, value)
         if key == "queue":
             options = {k: v for k, v in options.items() if k != "queue"}
@@ -206,8 +208,9 @@ def _fields(name: str, body: dict[str, Any], options: dict[str, Any]) -> dict[st
 
 
 def _json_box(name: str, key: str, value: Any) -> Any:
-    """args / kwargs as typed: JSON text (empty: none)."""
-    example = "[1, 2]" if key == "args" else '{"x": 1}'
+    """args / kwargs as typed: JSON text (empty: none); a schedule written as a JSON
+    object is cron's fields, as a file's `cron:` mapping."""
+    example = {"args": "[1, 2]", "kwargs": '{"x": 1}'}.get(key, '{"minute": 0, "hour": 7}')
     if value is None:
         return [] if key == "args" else {}
     if not isinstance(value, str):
@@ -223,13 +226,9 @@ def _form_values(name: str, spec: dict[str, Any]) -> dict[str, str]:
     kind = next((k for k in ("cron", "every", "at") if spec.get(k) is not None), None)
     schedule = spec.get(kind) if kind else ""
     if kind == "every":
-        seconds = float(schedule)
-        schedule = f"{seconds:g}s"
+        schedule = f"{float(schedule):.6f}".rstrip("0").rstrip(".") + "s"
     elif kind == "cron" and isinstance(schedule, dict):
-        schedule = " ".join(
-            str(schedule.get(f, "*"))
-            for f in ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
-        )
+        schedule = json.dumps(schedule)  # cron's fields (both day fields must match)
     options = spec.get("options") or {}
     values = {
         "name": name,
@@ -241,6 +240,8 @@ def _form_values(name: str, spec: dict[str, Any]) -> dict[str, str]:
     }
     for key in ("timezone", "catchup", "overlap", "jitter", "start_at", "end_at"):
         value = spec.get(key)
+        if key in ("start_at", "end_at") and isinstance(value, (int, float)):
+            value = datetime.fromtimestamp(value, timezone.utc).isoformat()  # POSIX seconds
         values[key] = "" if value is None else str(value)
     return values
 
