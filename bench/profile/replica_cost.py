@@ -16,6 +16,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -40,8 +41,9 @@ def _port() -> int:
 def master_and_replica() -> Iterator[str]:
     """A master and a replica of it; yields the master's URL once the replica is online."""
     master, replica = _port(), _port()
+    folder = tempfile.TemporaryDirectory(prefix="replicabench-")  # the replica's sync file
     base = ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    base += ["--repl-diskless-sync-delay", "0"]
+    base += ["--repl-diskless-sync-delay", "0", "--dir", folder.name]
     procs = [subprocess.Popen([*base, "--port", str(master)], stdout=subprocess.DEVNULL)]
     try:
         client = redis.Redis(port=master)
@@ -56,6 +58,7 @@ def master_and_replica() -> Iterator[str]:
         for proc in procs:
             proc.kill()
             proc.wait()
+        folder.cleanup()
 
 
 def _answers(client: redis.Redis) -> bool:
