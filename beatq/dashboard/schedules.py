@@ -22,6 +22,7 @@ import logging
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from ..beat.history import TRIGGER, RunRecord
 from ..beat.record import EntryRecord
 from ..beat.specs import SOURCE, SpecError, decode, entry_of
 from ..beat.store import EntryNotFound
@@ -161,15 +162,16 @@ class ScheduleActions:
         file or code, whose schedule this process may not see)."""
         if entry.source != SOURCE:
             return None
-        built = entry_of(name, entry.spec, self.app.timezone)
+        try:
+            built = entry_of(name, entry.spec, self.app.timezone)
+        except ScheduleError:  # asked already: say what was asked, not a refusal
+            return None
         begin, until = (
             v.timestamp() if isinstance(v, datetime) else float(v) for v in (start, end)
         )
-        ran = {
-            r.slot
-            for r in self.app.schedules.history(name, MAX_HISTORY_LIMIT)
-            if r.sent_at is not None and r.kind != "trigger"
-        }
+        kept = max(int(self.app.conf.beat_history_len or 0), 1)
+        records = (RunRecord.from_json(d) for d in self.app.broker.history(name, kept))
+        ran = {r.slot for r in records if r and r.sent_at is not None and r.kind != TRIGGER}
         count, at = 0, built.next_after(begin - 1e-6)
         while at is not None and at < until:
             count += at not in ran
