@@ -263,6 +263,7 @@ def test_a_refused_entry_shows_the_error_beside_its_field_and_stores_nothing(
     assert store_names(app) == ["taken"]
 
 
+@BOTH
 def test_backfill_a_range_sends_each_missed_slot_once_and_run_now_once(
     app, beat_file, start_cli, start_dashboard, browser, shots
 ):
