@@ -53,6 +53,7 @@ def main() -> None:
     ap.add_argument("--url")
     ap.add_argument("--pool", default="solo")
     ap.add_argument("-c", default="1")
+    ap.add_argument("--rt-n", default="500", help="round trips a roundtrip run times")
     a = ap.parse_args()
     whats = a.what.split(",")
     with tempfile.TemporaryDirectory() as tmp, own_redis() if not a.url else _given(a.url) as url:
@@ -66,21 +67,23 @@ def main() -> None:
             for what in whats:
                 extra = ["--pool", a.pool, "-c", a.c]
                 if what == "roundtrip":
-                    extra += ["--n", "500"]
+                    extra += ["--n", a.rt_n]
                 order = list(trees) if rep % 2 == 0 else list(reversed(trees))
                 for name in order:
                     got[(what, name)].append(run(trees[name], url, what, extra))
                     print(what, name, got[(what, name)][-1], flush=True)
         print(f"\nload average at the end: {os.getloadavg()}")
         for what in whats:
-            keys = ["p50", "p99"] if what == "roundtrip" else ["rate"]
+            keys = ["rate"]
+            if what == "roundtrip":  # latency (ms), then CPU µs per trip (measure.py)
+                keys = ["p50", "p99", "worker_us", "client_us", "server_us"]
             for key in keys:
                 b = [r[key] for r in got[(what, "before")]]
                 f = [r[key] for r in got[(what, "after")]]
-                fmt = ".2f" if what == "roundtrip" else ",.0f"
+                fmt = ".2f" if key in ("p50", "p99") else ",.0f"
                 ratio = [x / y for x, y in zip(f, b)]
                 print(
-                    f"{what:9} {key:4}  before {cell(b, fmt):28} after {cell(f, fmt):28}"
+                    f"{what:9} {key:9}  before {cell(b, fmt):28} after {cell(f, fmt):28}"
                     f" after/before {cell(ratio, '.2f')}"
                 )
 

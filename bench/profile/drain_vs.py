@@ -84,12 +84,19 @@ try:
         return total / tick
 
     pids = tree(proc.pid)
-    c0 = cpu(pids)
+    kids = [pid for pid in pids if pid != proc.pid]
+    c0, k0 = cpu(pids), cpu(kids)
     t0 = time.perf_counter()
     last.get(timeout=300)
     took = time.perf_counter() - t0
-    c1 = cpu(pids)
-    print(json.dumps({"rate": (full - 1) / took, "cpu": (c1 - c0) / (full - 1) * 1e6}))
+    c1, k1 = cpu(pids), cpu(kids)
+    per = 1e6 / (full - 1)
+    print(json.dumps({
+        "rate": (full - 1) / took,
+        "cpu": (c1 - c0) * per,
+        "parent": ((c1 - c0) - (k1 - k0)) * per,
+        "children": (k1 - k0) * per,
+    }))
 finally:
     os.killpg(proc.pid, signal.SIGTERM)
     try:
@@ -143,7 +150,8 @@ def main() -> None:
             for pool in a.pools.split(";"):
                 rates: dict[str, list[float]] = {"old": [], "new": []}
                 cpus: dict[str, list[float]] = {"old": [], "new": []}
-                ratios = []
+                split: dict[str, list[tuple[float, float]]] = {"old": [], "new": []}
+                ratios, cpu_ratios = [], []
                 for i in range(a.repeat):
                     order = ["old", "new"] if i % 2 == 0 else ["new", "old"]
                     got = {}
@@ -160,16 +168,19 @@ def main() -> None:
                         got[side] = out["rate"]
                         rates[side].append(out["rate"])
                         cpus[side].append(out["cpu"])
+                        split[side].append((out["parent"], out["children"]))
                     ratios.append(got["new"] / got["old"])
+                    cpu_ratios.append(cpus["new"][-1] / cpus["old"][-1])
                     print(
                         store,
                         pool,
                         i,
                         {k: round(v) for k, v in got.items()},
                         {k: round(v[-1]) for k, v in cpus.items()},
+                        {k: tuple(round(x) for x in v[-1]) for k, v in split.items()},
                         flush=True,
                     )
-                row = (store, pool, rates, ratios, cpus)
+                row = (store, pool, rates, ratios, cpus, cpu_ratios, split)
                 rows.append(row)
     finally:
         stack.close()
@@ -180,13 +191,24 @@ def main() -> None:
     print()
     print(
         "| store | worker | old tasks/s | new tasks/s | new/old (run by run) "
-        "| old CPU µs/task | new CPU µs/task |"
+        "| old CPU µs/task | new CPU µs/task | new/old CPU (run by run) |"
     )
-    print("|---|---|---|---|---|---|---|")
-    for store, pool, rates, ratios, cpus in rows:
+    print("|---|---|---|---|---|---|---|---|")
+    for store, pool, rates, ratios, cpus, cpu_ratios, _ in rows:
         print(
             f"| {store} | -P {pool} | {cell(rates['old'])} | {cell(rates['new'])} | "
-            f"{cell(ratios, '.3f')} | {cell(cpus['old'])} | {cell(cpus['new'])} |"
+            f"{cell(ratios, '.3f')} | {cell(cpus['old'])} | {cell(cpus['new'])} | "
+            f"{cell(cpu_ratios, '.3f')} |"
+        )
+    print("\nCPU µs/task, the worker's parent process and its children:")
+    print("| store | worker | old parent | new parent | old children | new children |")
+    print("|---|---|---|---|---|---|")
+    for store, pool, _, _, _, _, split in rows:
+        old_p, old_c = ([x[i] for x in split["old"]] for i in (0, 1))
+        new_p, new_c = ([x[i] for x in split["new"]] for i in (0, 1))
+        print(
+            f"| {store} | -P {pool} | {cell(old_p)} | {cell(new_p)} | "
+            f"{cell(old_c)} | {cell(new_c)} |"
         )
 
 

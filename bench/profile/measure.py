@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -48,6 +49,31 @@ def worker(url, pool, conc):
     cmd += ["-P", pool, "-c", str(conc), "-l", "warning"]
     # not cwd=ROOT: `python -m` puts the working directory first on sys.path
     return subprocess.Popen(cmd, cwd=tempfile.gettempdir(), env=env, start_new_session=True)
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process `pid` and its children now alive (Linux)."""
+    pids = [pid]
+    for path in Path(f"/proc/{pid}/task").glob("*/children"):
+        pids += [int(c) for c in path.read_text().split()]
+    total = 0
+    for one in pids:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def server_cpu(r) -> float:
+    info = r.info("cpu")
+    return info["used_cpu_user"] + info["used_cpu_sys"]
 
 
 def stop(proc):
@@ -107,13 +133,19 @@ def main() -> None:
         try:
             task, lat = bench.noop_result, []
             task.delay().get(timeout=60)
-            for i in range(a.n + 20):
+            for _ in range(20):
+                task.delay().get(timeout=10)
+            cpu0 = (proc_cpu(proc.pid), own_cpu(), server_cpu(r))
+            for _ in range(a.n):
                 t0 = time.perf_counter()
                 task.delay().get(timeout=10)
-                if i >= 20:
-                    lat.append((time.perf_counter() - t0) * 1000)
+                lat.append((time.perf_counter() - t0) * 1000)
+            cpu1 = (proc_cpu(proc.pid), own_cpu(), server_cpu(r))
             q = statistics.quantiles(lat, n=100, method="inclusive")
             out.update(p50=q[49], p95=q[94], p99=q[98])
+            # CPU µs per round trip: the worker's processes, this client, redis-server
+            w, c, s = ((b - f) / a.n * 1e6 for f, b in zip(cpu0, cpu1))
+            out.update(worker_us=w, client_us=c, server_us=s)
         finally:
             stop(proc)
     # socket reads by the server ~ client round trips (a pipeline is one), this script's

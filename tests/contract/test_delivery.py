@@ -192,6 +192,17 @@ def test_wait_returns_at_once_when_work_is_there_and_times_out_otherwise(b: Back
     assert time.monotonic() - start < 4.0  # at once, not after the 5 s
 
 
+def test_a_claim_that_leaves_work_behind_wakes_the_next_wait(b: Backend) -> None:
+    b.send([out("m1"), out("m2")])
+    assert b.wait(["q"], 5) is True  # one idle worker woke for the send
+    assert ids(b.claim(["q"], 1, 30).claims) == ["m1"]  # it took one: m2 is left behind
+    start = time.monotonic()
+    assert b.wait(["q"], 5) is True  # another idle worker wakes for m2
+    assert time.monotonic() - start < 4.0  # at once, not after the 5 s
+    assert ids(b.claim(["q"], 10, 30).claims) == ["m2"]  # it drained the queue
+    assert b.wait(["q"], 0.3) is False  # nothing left: nobody is woken for nothing
+
+
 def test_wait_claim_takes_what_a_send_from_another_client_wakes_it_for(
     store: Store, b: Backend
 ) -> None:

@@ -31,6 +31,17 @@ def test_a_higher_priority_is_claimed_first_fifo_within_a_priority(b: Backend) -
     assert b.queue_length("q") == 0
 
 
+def test_a_claim_that_leaves_a_priority_behind_wakes_the_next_wait(b: Backend) -> None:
+    b.send([out("hi1", 3), out("hi2", 3)])
+    assert b.wait(["q"], 5) is True  # one idle worker woke for the send
+    assert ids(b.claim(["q"], 1, 30).claims) == ["hi1"]
+    start = time.monotonic()
+    assert b.wait(["q"], 5) is True  # another wakes for hi2
+    assert time.monotonic() - start < 4.0
+    assert ids(b.claim(["q"], 10, 30).claims) == ["hi2"]
+    assert b.wait(["q"], 0.3) is False
+
+
 def test_queue_order_ranks_before_priority(b: Backend) -> None:
     b.send([out("low9", 9, "low"), out("high0", 0, "high"), out("high3", 3, "high")])
     assert ids(b.claim(["high", "low"], 10, 30).claims) == ["high3", "high0", "low9"]

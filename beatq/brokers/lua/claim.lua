@@ -80,9 +80,12 @@ requeue(unacked, redis.call('ZRANGEBYSCORE', unacked, '-inf', now, 'LIMIT', 0, 1
 local out = {'', 0}
 local taken = 0
 local deadline = now + visibility
-local marked = redis.call('SCARD', redelivered) > 0  -- one look a claim when none is
+-- Whether any id is marked redelivered: looked at once, as the first message is taken
+-- (a claim that finds nothing does not look; only the requeue above adds marks).
+local marked = nil
 -- A redelivered message's reply carries \3 for its delivery byte (stored as it was).
 local function reply_of(id, stored)
+  if marked == nil then marked = redis.call('SCARD', redelivered) > 0 end
   if marked and redis.call('SREM', redelivered, id) == 1 then
     local at = string.find(stored, '\n', 1, true)
     return string.sub(stored, 1, at) .. '\3' .. string.sub(stored, at + 2)
@@ -112,6 +115,9 @@ local function take_from(q)
     if #claims > 0 then redis.call('ZADD', unacked, unpack(claims)) end
   end
 end
+-- The queues the last take() emptied: every band and list of theirs drained with room to
+-- spare, so no work is left behind in them (the wake-up check below need not look).
+local drained = {}
 -- One queue: its bands, highest first (each band's due lane before its list), then its
 -- plain lists unless `floor` (a priority) leaves them out. A band found empty is dropped.
 local function take_queue(queue, floor)
@@ -126,9 +132,11 @@ local function take_queue(queue, floor)
   if floor < 0 then
     take_from(dkey(prefix, queue))
     take_from(qkey(prefix, queue))
+    drained[queue] = taken < count
   end
 end
 local function take()
+  drained = {}  -- the requeue between two takes may have filled a queue drained before
   for i = first_queue, #ARGV do
     if taken >= count then return end
     take_queue(ARGV[i], (i == #ARGV and above) or -1)
@@ -145,8 +153,11 @@ end
 
 -- Work left behind: leave a token so another idle worker wakes for it.
 for i = first_queue, #ARGV do
-  local left = redis.call('LLEN', dkey(prefix, ARGV[i])) + redis.call('LLEN', qkey(prefix, ARGV[i]))
-  if left > 0 or redis.call('EXISTS', bkey(prefix, ARGV[i])) == 1 then wake(prefix, ARGV[i], woken) end
+  local queue = ARGV[i]
+  if not drained[queue] then
+    local left = redis.call('LLEN', dkey(prefix, queue)) + redis.call('LLEN', qkey(prefix, queue))
+    if left > 0 or redis.call('EXISTS', bkey(prefix, queue)) == 1 then wake(prefix, queue, woken) end
+  end
 end
 
 local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
