@@ -139,8 +139,13 @@ LIMITED = {**INCLUDE, "BEATQ_TEST_RATE_LIMIT": "4/s"}
 
 
 # -- rate limits ------------------------------------------------------------------------------
-def test_a_declared_rate_limit_spaces_the_starts_and_blocks_nothing_else(app, start_worker) -> None:
-    start_worker("-P", "threads", "-c", "4", extra_env=LIMITED)
+# every pool: the unlimited tasks still go straight to a free slot (Handoff.follow, solo's
+# folded acknowledgement), the limited ones through the worker's main thread
+@pytest.mark.parametrize("pool", ["threads -c 4", "solo", "prefork -c 2"])
+def test_a_declared_rate_limit_spaces_the_starts_and_blocks_nothing_else(
+    app, start_worker, pool
+) -> None:
+    start_worker("-P", *pool.split(), extra_env=LIMITED)
     limited = [tests.proj.limited.limited.delay(f"lim{n}") for n in range(6)]
     others = [tests.proj.limited.stamp.delay(f"free{n}") for n in range(4)]
     assert [r.get(timeout=scaled(10)) for r in others] == [f"free{n}" for n in range(4)]

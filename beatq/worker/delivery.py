@@ -25,7 +25,7 @@ class Delivery:
     acknowledgement of its own. The flag travels with the claim rather than beside it.
     """
 
-    __slots__ = ("claim", "acked", "signed", "_message", "_error")
+    __slots__ = ("claim", "acked", "signed", "_message", "_error", "_name")
 
     def __init__(self, claim: Claim, acked: bool = False) -> None:
         self.claim = claim
@@ -33,6 +33,19 @@ class Delivery:
         self.signed = False  # its signature was checked and holds (Executor._refusal)
         self._message: Message | None = None
         self._error: Exception | None = None
+        self._name: str | None = None
+
+    @property
+    def name(self) -> str:
+        """Its task's name, from the header alone (read once; the message decoded, if it
+        was, says it already). Raises messages.MessageError for a body that is not a
+        message."""
+        if self._name is None:
+            if self._message is not None:
+                self._name = self._message.task
+            else:
+                self._name = messages.read_header(self.claim.body)["task"]
+        return self._name
 
     @property
     def id(self) -> str:

@@ -87,8 +87,9 @@ class Handoff:
     `free` arguments below ask the pool whether a task submitted now would start at
     once; they are called only when the buffer runs low. `queues`: the worker's `-Q`, the
     first the most urgent; the buffer hands out the claims of an earlier one first.
-    `throttle`: the worker's rate limits; while any is set, every delivery goes through
-    the main thread (`take`), which checks it, never straight to a slot (`follow`).
+    `throttle`: the worker's rate limits; while any is set, a delivery of a limited task
+    goes through the main thread (`take`), which checks it, never straight to a slot
+    (`follow`); the others still do.
     """
 
     def __init__(
@@ -202,10 +203,16 @@ class Handoff:
     # -- a pool slot -----------------------------------------------------------------------
     def peek(self) -> Delivery | None:
         """The delivery taken next, if known (the solo pool lets the finish of a task
-        acknowledge it); never while rate limits are on (it might have to wait)."""
-        if self.throttle.on:
+        acknowledge it). Under rate limits, only one that starts with no wait: not of a
+        limited task, and none waiting in the throttle whose turn has come (it goes
+        ahead, see Worker._unthrottle), so one acknowledged early is taken next."""
+        if not self.buffer:
             return None
-        return self.buffer[0] if self.buffer else None
+        head = self.buffer[0]
+        throttle = self.throttle
+        if throttle.on and (not throttle.passes(head) or throttle.next_due() == 0.0):
+            return None
+        return head
 
     def follow(
         self, free: Callable[[], bool], start: Callable[[Delivery], None]
@@ -216,10 +223,12 @@ class Handoff:
         when stopping or when the next one is revoked (left to the main thread, which
         records it); the caller then gives the slot back."""
         with self.lock:
-            if self.stopping.is_set() or self.throttle.on:
+            if self.stopping.is_set():
                 return None
-            if self.buffer and self.buffer[0].id in self.revoked:
-                return None
+            if self.buffer:
+                head = self.buffer[0]
+                if head.id in self.revoked or not self.throttle.passes(head):
+                    return None
             taken = self._pop(free)
             if taken is not None:
                 start(taken)

@@ -6,8 +6,9 @@
     heartbeat:    app.control.rate_limit(...) -> `set(name, rate)`
 
 A worker with no limited task never asks (`on` is False): no cost per task. With one,
-every delivery's header is read once here (the task name), and pool slots no longer take
-their next delivery themselves, so each start passes this check.
+every delivery's header is read once (the task name, `passes`): a pool slot still takes
+its next delivery itself unless that one's task is limited (or its turn just came), which
+is handed over by the main thread, through this check.
 
 The limit is per worker, as Celery's: each worker starts at most `rate` of a task a
 second, evenly spaced. A worker holds at most `cap` waiting claims; past that, a claim
@@ -57,6 +58,19 @@ class Throttle:
             self.changed = True
             self.on = bool(self.buckets or self.waiting) and not self.disabled
 
+    def passes(self, delivery: Delivery) -> bool:
+        """Whether `delivery` may start with no look at the limits: none is on, it was
+        acknowledged already (it starts at once, see `delay`), or its task has no limit.
+        A body that is not a message passes: the executor dead-letters it."""
+        if not self.on or delivery.acked:
+            return True
+        if self.granted and delivery.id in self.granted:
+            return False  # its turn came: `delay` lets it start (and forgets the turn)
+        try:
+            return delivery.name not in self.buckets
+        except messages.MessageError:
+            return True
+
     def delay(self, delivery: Delivery) -> tuple[float, bool]:
         """How many seconds `delivery` must wait for its turn (0: start it now), and
         whether it waits here (its turn taken) or in the broker (the worker holds `cap`
@@ -70,7 +84,7 @@ class Throttle:
             self.granted.discard(delivery.id)
             return 0.0, True
         try:
-            name = messages.read_header(delivery.claim.body)["task"]
+            name = delivery.name
         except messages.MessageError:
             return 0.0, True
         with self.lock:

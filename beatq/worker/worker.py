@@ -303,11 +303,16 @@ class Worker:
                 log.error("broker unreachable (%s); retrying in %.1fs", exc, delay)
                 self.stopping.wait(delay)
                 continue
-            wait = self.URGENT_EVERY
             while handoff.buffer and not self.stopping.is_set():
                 self._look_up(broker)
+                wait = self.URGENT_EVERY
                 if throttle.waiting:
                     self._unthrottle()
+                    # pool slots take the unlimited deliveries themselves (follow): wake
+                    # when a limited one's turn comes, to put it at the head
+                    turn = throttle.next_due()
+                    if turn is not None:
+                        wait = min(wait, max(turn, 0.001))
                 if not handoff.reserve(timeout=wait):  # or nudged: the buffer runs low
                     self._top_up(broker)
                     continue
@@ -356,7 +361,11 @@ class Worker:
         return True
 
     def _unthrottle(self) -> None:
-        """Put the deliveries whose turn came back at the head of the buffer."""
+        """Put the deliveries whose turn came back at the head of the buffer; behind one
+        acknowledged already (solo: by the finish before it), which starts first."""
+        buffer = self.handoff.buffer
+        if buffer and buffer[0].acked:
+            return  # their turn waits for that start (Handoff.peek folds none meanwhile)
         due = self.throttle.due()
         if due:
             self.handoff.put(due, before=True)

@@ -2,6 +2,7 @@
 
     python bench/profile/drain_vs.py --old /path/to/old/tree --new . [--n 20000]
         [--repeat 3] [--stores redis,sqlite] [--pools "prefork -c 2;threads -c 4;solo"]
+        [--limited 1000/s]
 
 Each run: a fresh store (a private redis-server's db 1 flushed, or a new SQLite file), N
 no-ops queued with apply_many and a sentinel with a result last, then a worker started
@@ -42,6 +43,11 @@ def noop():
 @app.task
 def sentinel():
     return 1
+
+if os.environ.get("DRAIN_LIMIT"):  # --limited: one task of the app is rate-limited, never sent
+    @app.task(ignore_result=True, rate_limit=os.environ["DRAIN_LIMIT"])
+    def limited():
+        return None
 """
 
 ONE = r"""
@@ -107,9 +113,10 @@ finally:
 """
 
 
-def one(tree: Path, url: str, args: str, n: int, appdir: str) -> dict:
+def one(tree: Path, url: str, args: str, n: int, appdir: str, limit: str = "") -> dict:
     env = {
         **os.environ,
+        "DRAIN_LIMIT": limit,
         "PYTHONPATH": f"{tree}:{appdir}",
         "DRAIN_URL": url,
         "DRAIN_APPDIR": appdir,
@@ -137,6 +144,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--stores", default="redis,sqlite")
     ap.add_argument("--pools", default="prefork -c 2;threads -c 4;solo")
+    ap.add_argument(
+        "--limited",
+        default="",
+        metavar="RATE",
+        help="give the app a task with this rate limit (never sent): a worker with a "
+        "rate-limited task (trees from issue 22 on)",
+    )
     a = ap.parse_args()
     appdir = tempfile.mkdtemp(prefix="drainapp-")
     Path(appdir, "drainapp.py").write_text(APP)
@@ -164,7 +178,7 @@ def main() -> None:
                             for suffix in ("", "-wal", "-shm"):
                                 Path(str(db) + suffix).unlink(missing_ok=True)
                             url = f"sqlite:///{db}"
-                        out = one(trees[side], url, f"-P {pool}", a.n, appdir)
+                        out = one(trees[side], url, f"-P {pool}", a.n, appdir, a.limited)
                         got[side] = out["rate"]
                         rates[side].append(out["rate"])
                         cpus[side].append(out["cpu"])
