@@ -2,7 +2,7 @@
 
     python bench/profile/drain_vs.py --old /path/to/old/tree --new . [--n 20000]
         [--repeat 3] [--stores redis,sqlite] [--pools "prefork -c 2;threads -c 4;solo"]
-        [--limited 1000/s]
+        [--limited 1000/s] [--results]
 
 Each run: a fresh store (a private redis-server's db 1 flushed, or a new SQLite file), N
 no-ops queued with apply_many and a sentinel with a result last, then a worker started
@@ -36,7 +36,7 @@ import os
 from beatq import Beatq
 app = Beatq("drainbench", broker=os.environ["DRAIN_URL"])
 
-@app.task(ignore_result=True)
+@app.task(ignore_result=not os.environ.get("DRAIN_RESULTS"))
 def noop():
     return None
 
@@ -113,10 +113,13 @@ finally:
 """
 
 
-def one(tree: Path, url: str, args: str, n: int, appdir: str, limit: str = "") -> dict:
+def one(
+    tree: Path, url: str, args: str, n: int, appdir: str, limit: str = "", results: bool = False
+) -> dict:
     env = {
         **os.environ,
         "DRAIN_LIMIT": limit,
+        "DRAIN_RESULTS": "1" if results else "",
         "PYTHONPATH": f"{tree}:{appdir}",
         "DRAIN_URL": url,
         "DRAIN_APPDIR": appdir,
@@ -151,6 +154,7 @@ def main() -> None:
         help="give the app a task with this rate limit (never sent): a worker with a "
         "rate-limited task (trees from issue 22 on)",
     )
+    ap.add_argument("--results", action="store_true", help="the no-ops store their results")
     a = ap.parse_args()
     appdir = tempfile.mkdtemp(prefix="drainapp-")
     Path(appdir, "drainapp.py").write_text(APP)
@@ -178,7 +182,7 @@ def main() -> None:
                             for suffix in ("", "-wal", "-shm"):
                                 Path(str(db) + suffix).unlink(missing_ok=True)
                             url = f"sqlite:///{db}"
-                        out = one(trees[side], url, f"-P {pool}", a.n, appdir, a.limited)
+                        out = one(trees[side], url, f"-P {pool}", a.n, appdir, a.limited, a.results)
                         got[side] = out["rate"]
                         rates[side].append(out["rate"])
                         cpus[side].append(out["cpu"])
