@@ -180,11 +180,14 @@ def _wake_probe(queues: Sequence[str], above: bool = False) -> str:
     """SQL: whether `queues` have ready messages, and when the next eta or claim is due.
     `above`: one more queue and a number follow the queues' parameters: that queue counts
     only with a message numbered below it (of a priority above another)."""
-    ready = f"queue IN ({_marks(len(queues))})"
+    marks = _marks(len(queues))
+    ready = f"EXISTS (SELECT 1 FROM messages WHERE state = 'ready' AND queue IN ({marks}))"
     if above:
-        ready = f"({ready} OR (queue = ? AND seq < ?))"
+        # a search of its own: one OR inside a single EXISTS scans every ready message
+        more = "EXISTS (SELECT 1 FROM messages WHERE state = 'ready' AND queue = ? AND seq < ?)"
+        ready = f"({ready} OR {more})" if queues else more
     return (
-        f"SELECT EXISTS (SELECT 1 FROM messages WHERE state = 'ready' AND {ready}), "
+        f"SELECT {ready}, "
         "(SELECT MIN(eta) FROM messages WHERE state = 'delayed'), "
         "(SELECT MIN(deadline) FROM messages WHERE state = 'claimed')"
     )
