@@ -226,6 +226,11 @@ def test_a_dispatch_no_replica_confirmed_is_held_until_one_has_it(pair: Topology
         assert token2 > token
         claims = store.take(Take(["q"], 10, 30.0)).claims
         assert [c.id for c in claims] == ["run-2"]  # set free, once
+        # a trigger's run (app.schedules) is held and set free the same way
+        assert store.schedule_request("req-1", b"{}", 60.0)
+        out = [Outgoing("q", "trig-1", b"t")]
+        assert store.schedule_run("beat", "b2", token2, "req-1", slot, True, out) == "sent"
+        assert [c.id for c in store.take(Take(["q"], 10, 30.0)).claims] == ["trig-1"]
     finally:
         store.purge(["q"])
         store.disconnect()
@@ -336,14 +341,16 @@ def test_failover_under_load_keeps_every_promise(
                 for when, tag in clients[0].returned[-20:]
             ),
             bound - time.time(),
-            "a send after the switch to run",
+            f"a send after the switch ({killed_at:.3f} killed, {switched_at:.3f} switched)",
         )
         wait_for(
             lambda: any(r["slot"] > switched_at for r in journal("beat_runs")),
             bound - time.time() + 1.0,  # the next whole-second slot
-            "a beat run after the switch",
+            f"a beat run after the switch ({killed_at:.3f} killed, {switched_at:.3f} switched)",
         )
-        time.sleep(scaled(2.0))  # load after the switch (the sentinels may switch again)
+        # two more seconds of runs and sends on the new master (or a second switch)
+        later = switched_at + 2.0
+        wait_for(lambda: any(r["slot"] >= later for r in journal("beat_runs")), 10, "load")
         for client in clients:
             client.stopping.set()
             client.thread.join()

@@ -202,6 +202,11 @@ class Beat:
                             self.stopping.wait(self.standby_poll)
                             continue
                         self._lead()
+                    elif failures:
+                        # still leading after the broker failed: runs taken off the heap
+                        # may not have gone out; the broker's state says which did
+                        log.warning("beat %s: the broker is back; planning again", self.holder)
+                        self._take_state()
                     self._tick()
                     failures = 0
                 except LeaseLost as exc:
@@ -241,6 +246,15 @@ class Beat:
         self._event(ev.BEAT_ELECTED, token=self.lease.token, ttl=self.ttl)
         if self.metrics is not None:
             self.metrics.beat_leading(True)
+        self.led_at = self.clock()
+        self._take_state()
+
+    def _take_state(self) -> None:
+        """Plan every entry from the broker's state of the runs (on taking the lead, and
+        after the broker failed while leading: a run whose dispatch failed is due again
+        unless the broker settled it)."""
+        self.heap.clear()
+        self.ahead = None
         # a standby does not watch the files: take up edits made while it stood by, or
         # planning would drop the state (pause, last run) of entries the old leader added
         if self._files_changed():
@@ -249,7 +263,6 @@ class Beat:
             except ScheduleError as exc:
                 log.error("beat: schedule change refused, keeping the current one: %s", exc)
             self._keep_lease("while the schedule was loaded")
-        self.led_at = self.clock()
         self.requests.clear()
         self._read_store()
         state = self.app.broker.beat_entries()
