@@ -199,11 +199,10 @@ def test_a_dispatch_no_replica_confirmed_is_held_until_one_has_it(pair: Topology
     url = f"redis://:{MASTER_PASSWORD}@127.0.0.1:{pair.first_master}/0"
     store = connect(
         url,
-        {"global_keyprefix": "bqsent-held", "beat_min_replicas": 1, "min_replicas_timeout": 0.3},
+        {"global_keyprefix": "bqsent-held", "beat_min_replicas": 1, "min_replicas_timeout": 1.0},
     )
     try:
-        token = store.acquire_lease("beat", "b1", 30.0)
-        assert token is not None
+        token = wait_for(lambda: _acquire(store, "b1"), 10, "a lease a replica confirms")
         slot = time.time()
         run = BeatDispatch("e", slot, slot + 60, b"{}", [Outgoing("q", "run-1", b"body")])
         assert store.beat_dispatch_many("beat", "b1", token, [run]) == ["sent"]
