@@ -34,8 +34,13 @@ def _binary() -> str:
 class Topology:
     """A master, `replicas` replicas of it and `sentinels` sentinels, in `folder`."""
 
-    def __init__(self, folder: Path, replicas: int = 2, sentinels: int = 3) -> None:
+    def __init__(
+        self, folder: Path, replicas: int = 2, sentinels: int = 3, tls: bool = False
+    ) -> None:
+        """`tls`: every process speaks TLS only, with a certificate signed by a CA of the
+        test's own (tests/test_redis_tls.py makes them), which clients must name."""
         self.folder = folder
+        self.tls = tls
         self.servers: dict[int, subprocess.Popen[bytes]] = {}  # redis-server by port
         self.watchers: dict[int, subprocess.Popen[bytes]] = {}  # sentinel by port
         self.first_master = free_port()
@@ -44,10 +49,31 @@ class Topology:
 
     def url(self, db: int = 0, password: str = MASTER_PASSWORD) -> str:
         hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        if self.tls:
+            return f"sentinel+tls://:{password}@{hosts}/{SERVICE}/{db}?ssl_ca_certs={self.ca}"
         return f"sentinel://:{password}@{hosts}/{SERVICE}/{db}"
+
+    @property
+    def ca(self) -> Path:
+        return self.folder / "ca.crt"
+
+    def _tls(self, port: int) -> list[str]:
+        """The directives that make a server or sentinel listen on `port` with TLS only."""
+        if not self.tls:
+            return ["port", str(port)]
+        return [
+            *("port", "0", "tls-port", str(port), "tls-replication", "yes"),
+            *("tls-cert-file", str(self.folder / "server.crt")),
+            *("tls-key-file", str(self.folder / "server.key")),
+            *("tls-ca-cert-file", str(self.ca), "tls-auth-clients", "no"),
+        ]
 
     # -- processes ---------------------------------------------------------------------
     def start(self) -> None:
+        if self.tls:
+            from tests.test_redis_tls import make_certificates
+
+            make_certificates(self.folder)
         self._server(self.first_master)
         for port in self.replica_ports:
             self._server(port, replica_of=self.first_master)
@@ -58,9 +84,11 @@ class Topology:
             wait_for(lambda p=port: self._sees_all(p), 20, f"sentinel on port {port} to see all")
 
     def _server(self, port: int, replica_of: int | None = None) -> None:
+        tls = self._tls(port)
         argv = [
             _binary(),
-            *("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
+            *[f"--{word}" if i % 2 == 0 else word for i, word in enumerate(tls)],
+            *("--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
             *("--requirepass", MASTER_PASSWORD, "--masterauth", MASTER_PASSWORD),
             *("--repl-diskless-sync-delay", "0", "--dir", str(self.folder)),
             *("--dbfilename", f"dump-{port}.rdb"),
@@ -74,8 +102,10 @@ class Topology:
 
     def _sentinel(self, port: int) -> None:
         conf = self.folder / f"sentinel-{port}.conf"
+        tls = self._tls(port)
+        directives = "".join(f"{tls[i]} {tls[i + 1]}\n" for i in range(0, len(tls), 2))
         conf.write_text(
-            f"port {port}\nbind 127.0.0.1\ndir {self.folder}\n"
+            f"{directives}bind 127.0.0.1\ndir {self.folder}\n"
             f"requirepass {SENTINEL_PASSWORD}\n"
             f"sentinel monitor {SERVICE} 127.0.0.1 {self.first_master} 2\n"
             f"sentinel auth-pass {SERVICE} {MASTER_PASSWORD}\n"
@@ -104,7 +134,8 @@ class Topology:
 
     # -- what they say -----------------------------------------------------------------
     def _client(self, port: int, password: str = MASTER_PASSWORD) -> redis.Redis:
-        return redis.Redis(port=port, password=password, socket_timeout=2)
+        tls = {"ssl": True, "ssl_ca_certs": str(self.ca)} if self.tls else {}
+        return redis.Redis(port=port, password=password, socket_timeout=2, **tls)
 
     def _ping(self, port: int, password: str = MASTER_PASSWORD) -> bool:
         try:

@@ -38,11 +38,11 @@ SENTINEL_OPTIONS = {"sentinel_kwargs": {"password": SENTINEL_PASSWORD}}
 FAILOVER_BOUND = DOWN_AFTER_MS / 1000 + 4.0 + 5.0
 
 
-@pytest.fixture
-def topology(tmp_path: Path) -> Iterator[Topology]:
+@pytest.fixture(params=[False], ids=["plain"])
+def topology(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Topology]:
     folder = tmp_path / "redis"
     folder.mkdir()
-    topo = Topology(folder)
+    topo = Topology(folder, tls=request.param)
     try:
         topo.start()
         yield topo
@@ -131,6 +131,7 @@ def test_a_beat_that_must_wait_for_a_replica_does_not_lead_without_one(redis_url
 
 
 # -- behind Sentinel ---------------------------------------------------------------------------
+@pytest.mark.parametrize("topology", [False, True], ids=["plain", "tls"], indirect=True)
 def test_kept_connections_follow_the_master_after_kill_9(
     topology: Topology, caplog: pytest.LogCaptureFixture
 ) -> None:
