@@ -19,6 +19,7 @@ closed, whoever reconnects it. The pool logs the switch, once per process and ma
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,18 @@ log = logging.getLogger("beatq.broker")
 
 SCHEMES = ("sentinel", "sentinel+tls")
 DEFAULT_PORT = 26379
+
+# A forked child (a prefork worker's) follows the master as its parent does, which logs
+# the switch: the child says it at INFO only.
+_switch_level = logging.WARNING
+
+
+def _in_child() -> None:
+    global _switch_level
+    _switch_level = logging.INFO
+
+
+os.register_at_fork(after_in_child=_in_child)
 
 
 @dataclass(frozen=True)
@@ -154,7 +167,8 @@ class _LoggingProxy(SentinelConnectionPoolProxy):
         before = self.master_address
         found = super().get_master_address()
         if before is not None and found != before:
-            log.warning(
+            log.log(
+                _switch_level,
                 "Redis master %r moved: now %s:%s (was %s:%s); following it",
                 self.service_name,
                 *found,
