@@ -175,7 +175,8 @@ class Topology:
         return seen.pop() if len(seen) == 1 else None
 
     def master_client(self) -> redis.Redis:
-        port = self.master()
+        """A client of the master (the first one when no sentinel watches)."""
+        port = self.master() if self.sentinel_ports else self.first_master
         assert port is not None, "the sentinels do not agree on a master"
         return self._client(port)
 

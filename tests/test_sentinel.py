@@ -32,6 +32,7 @@ from beatq.exceptions import BeatqError, ConfigurationError, LeaseLost, NotRepli
 from tests.conftest import ROOT, WorkerProcess, point_app, scaled, wait_for
 from tests.journal import journal
 from tests.sentinels import DOWN_AFTER_MS, MASTER_PASSWORD, SENTINEL_PASSWORD, Topology
+from tests.test_beat_e2e import slots, tick
 
 SENTINEL_OPTIONS = {"sentinel_kwargs": {"password": SENTINEL_PASSWORD}}
 # the sentinels' failover time: down-after, then their vote and the promotion (a second
@@ -412,3 +413,44 @@ def test_failover_under_load_keeps_every_promise(
             leader = i
         elif when > killed_at:
             assert i == leader, f"beat{i} sent a run at {when} while beat{leader} led"
+
+
+# -- a leader whose broker fails mid-dispatch ---------------------------------------------------
+def test_a_leader_whose_broker_failed_sends_again_once_it_is_back(
+    pair: Topology, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The beat's dispatch times out (the server paused with CLIENT PAUSE past the beat's
+    socket timeout) while its lease lives on: once the server answers again the leader
+    plans from the broker's state and keeps sending every second, each slot once (the runs
+    taken off its heap for the failed dispatch were lost until it lost the lease)."""
+    url = f"redis://:{MASTER_PASSWORD}@127.0.0.1:{pair.first_master}/0"
+    prefix = f"bqpause-{uuid.uuid4().hex[:6]}"
+    schedule = tmp_path / "beat.yaml"
+    schedule.write_text(yaml.safe_dump({"schedules": {"t": tick()}}))
+    transport = {"socket_timeout": 0.5}
+    env = {
+        **os.environ,
+        "BEATQ_BROKER_URL": url,
+        "BEATQ_TEST_PREFIX": prefix,
+        "BEATQ_TEST_TRANSPORT": json.dumps(transport),
+        "BEATQ_TEST_JOURNAL": str(tmp_path),
+        "PYTHONPATH": str(ROOT),
+    }
+    monkeypatch.setenv("BEATQ_TEST_JOURNAL", str(tmp_path))
+    app = point_app(url, prefix)
+    argv = ["-A", "tests.proj", "beat", "-s", str(schedule), "--lease-ttl", "10", "-l", "info"]
+    beat = WorkerProcess(argv, env, tmp_path / "beat.log")
+    try:
+        wait_for(lambda: len(slots(app, "t")) >= 2, 60, "the beat's first runs")
+        with pair.master_client() as client:
+            client.execute_command("CLIENT", "PAUSE", 2500, "ALL")
+        paused_until = time.time() + 2.5
+        wait_for(lambda: "broker unreachable" in beat.log(), 10, "the beat to meet the pause")
+        wait_for(lambda: any(s >= paused_until + 1 for s in slots(app, "t")), 15, "runs after it")
+        assert beat.process.poll() is None, beat.log()
+        assert "lost the leadership" not in beat.log()  # the lease lived on
+        found = slots(app, "t")
+        assert len(found) == len(set(found)), found  # each slot once
+    finally:
+        beat.stop()
+        app.close()

@@ -205,7 +205,7 @@ class Beat:
                     elif failures:
                         # still leading after the broker failed: runs taken off the heap
                         # may not have gone out; the broker's state says which did
-                        log.warning("beat %s: the broker is back; planning again", self.holder)
+                        log.warning("beat %s: planning again from the broker's state", self.holder)
                         self._take_state()
                     self._tick()
                     failures = 0
