@@ -250,8 +250,9 @@ def point_app(url: str, prefix: str, visibility: float = 60.0):
     from tests.proj import app as proj_app
 
     proj_app.close()
+    # Set whole, never merged: an option a test added (min_replicas, say) must not reach
+    # the tests after it in this process.
     proj_app.conf.broker_transport_options = {
-        **proj_app.conf.broker_transport_options,
         "global_keyprefix": prefix,
         "visibility_timeout": visibility,
     }
