@@ -439,10 +439,13 @@ class RedisBackend(Backend):
         # held by the code the signal interrupted), one push the BLPOP of wait_claim is on.
         try:
             client = self._client(socket_timeout=1.0, socket_connect_timeout=1.0)
-            with client:
-                pipe = client.pipeline(transaction=False)
-                pipe.lpush(self.interrupt_key, 1).expire(self.interrupt_key, 60)
-                pipe.execute()
+            try:
+                with client:
+                    pipe = client.pipeline(transaction=False)
+                    pipe.lpush(self.interrupt_key, 1).expire(self.interrupt_key, 60)
+                    pipe.execute()
+            finally:
+                redis_sentinel.close_watchers(client)
             return True
         except (RedisConnectionError, RedisTimeoutError, OSError):
             return False
@@ -949,3 +952,4 @@ class RedisBackend(Backend):
     def disconnect(self) -> None:
         self.client.close()
         self.client.connection_pool.disconnect()
+        redis_sentinel.close_watchers(self.client)

@@ -214,6 +214,14 @@ def client(
     )
 
 
+def close_watchers(backend_client: redis.Redis) -> None:
+    """Close the connections to the sentinels of a client made by `client`."""
+    manager = getattr(backend_client.connection_pool, "sentinel_manager", None)
+    for watcher in getattr(manager, "sentinels", ()):
+        watcher.close()
+        watcher.connection_pool.disconnect()
+
+
 def master_address(backend_client: redis.Redis) -> tuple[str, int] | None:
     """The master a client of `client` last connected to (None: not yet known)."""
     pool = backend_client.connection_pool
