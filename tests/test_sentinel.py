@@ -359,6 +359,7 @@ def test_failover_under_load_keeps_every_promise(
             client.stopping.set()
             client.thread.join()
         stopped_at = time.time()
+        final_master = topology.master()
 
         waited = {tag for _, tag in clients[0].returned}
         wait_for(lambda: waited <= set(journal("sent")), 30, "every waited send to run")
@@ -377,7 +378,10 @@ def test_failover_under_load_keeps_every_promise(
     assert len(ran) == len(set(ran)), "a client's task ran twice"
     # without min_replicas: what was lost is counted, and only what was sent just before
     lost = [(when, tag) for when, tag in clients[1].returned if tag not in set(ran)]
-    assert all(killed_at - 1.0 <= when <= killed_at + 0.5 for when, _ in lost), lost
+    # a second failover in a row (the first promoted replica demoted again) loses what
+    # was sent to that one too
+    last_loss = killed_at + 0.5 if final_master == new else stopped_at
+    assert all(killed_at - 1.0 <= when <= last_loss for when, _ in lost), lost
     print(
         f"plain sends lost: {len(lost)} of {len(clients[1].returned)}; "
         f"raised: waited {len(clients[0].raised)}, plain {len(clients[1].raised)}; "
