@@ -396,14 +396,13 @@ class Worker:
         handoff = self.handoff
         if not handoff.runs_low() or self.pool.free() or self.stopping.is_set():
             return
+        count = self.batch - len(handoff.buffer)
         try:
-            claimed = broker.claim(
-                self.queues, self.batch - len(handoff.buffer), self.visibility, (), AHEAD
-            )
+            claimed = broker.claim(self.queues, count, self.visibility, (), AHEAD)
         except BrokerError as exc:
             log.error("could not claim more (%s); retrying once the buffer is empty", exc)
             claimed = Claimed([], None)
-        if not self._hold(claimed):
+        if not self._hold(claimed, count):
             handoff.dry = True  # wait for the next claim
 
     def _fill(self, broker: Any) -> bool:
@@ -415,7 +414,7 @@ class Worker:
         if self.failures:
             log.warning("broker connection restored")
             self.failures = 0
-        if self._hold(claimed):
+        if self._hold(claimed, self.batch):
             return True
         timeout = self.idle_wait
         if claimed.next_eta is not None:
@@ -446,13 +445,20 @@ class Worker:
             return False
         finally:
             self.waiting = False
-        return self._hold(claimed)
+        return self._hold(claimed, self.batch)
 
-    def _hold(self, claimed: Claimed) -> bool:
-        """Put claimed messages in the buffer (released on a stop); True if there were any."""
+    def _hold(self, claimed: Claimed, asked: int | None = None) -> bool:
+        """Put claimed messages in the buffer (released on a stop); True if there were any.
+
+        `asked`: how many a claim from all of this worker's queues asked for. Fewer came:
+        it took all there was, so none is more urgent than what it holds, and the next
+        look for more urgent work (`_look_up`) is due URGENT_EVERY from now, not before
+        the first of them starts (an idle worker's task would wait for that round trip)."""
         claims = claimed.claims
         if not claims:
             return False
+        if asked is not None and len(claims) < asked:
+            self.looked = time.monotonic()
         with self.held_lock:
             for claim in claims:
                 self.held[claim.id] = claim

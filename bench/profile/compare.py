@@ -54,6 +54,7 @@ def main() -> None:
     ap.add_argument("--pool", default="solo")
     ap.add_argument("-c", default="1")
     ap.add_argument("--rt-n", default="500", help="round trips a roundtrip run times")
+    ap.add_argument("--rt-gap", default="0", help="seconds between two round trips")
     a = ap.parse_args()
     whats = a.what.split(",")
     with tempfile.TemporaryDirectory() as tmp, own_redis() if not a.url else _given(a.url) as url:
@@ -67,7 +68,7 @@ def main() -> None:
             for what in whats:
                 extra = ["--pool", a.pool, "-c", a.c]
                 if what == "roundtrip":
-                    extra += ["--n", a.rt_n]
+                    extra += ["--n", a.rt_n, "--gap", a.rt_gap]
                 order = list(trees) if rep % 2 == 0 else list(reversed(trees))
                 for name in order:
                     got[(what, name)].append(run(trees[name], url, what, extra))

@@ -93,6 +93,12 @@ def main() -> None:
     ap.add_argument("--pool", default="solo")
     ap.add_argument("-c", type=int, default=1)
     ap.add_argument("--task", default="noop", help="noop (ignore_result) or noop_result")
+    ap.add_argument(
+        "--gap",
+        type=float,
+        default=0.0,
+        help="roundtrip: seconds between two trips (sparse traffic: the worker idles)",
+    )
     a = ap.parse_args()
     os.environ["BENCH_REDIS_URL"] = a.url
     r = redis.Redis.from_url(a.url)
@@ -140,6 +146,8 @@ def main() -> None:
                 t0 = time.perf_counter()
                 task.delay().get(timeout=10)
                 lat.append((time.perf_counter() - t0) * 1000)
+                if a.gap:
+                    time.sleep(a.gap)
             cpu1 = (proc_cpu(proc.pid), own_cpu(), server_cpu(r))
             q = statistics.quantiles(lat, n=100, method="inclusive")
             out.update(p50=q[49], p95=q[94], p99=q[98])
