@@ -28,7 +28,13 @@ from beatq import Beatq
 from beatq.brokers import Backend, BeatDispatch, Outgoing, connect
 from beatq.brokers.redis import RedisBackend
 from beatq.brokers.roles import Take
-from beatq.exceptions import BeatqError, ConfigurationError, LeaseLost, NotReplicated
+from beatq.exceptions import (
+    BeatqError,
+    BrokerAccessDenied,
+    ConfigurationError,
+    LeaseLost,
+    NotReplicated,
+)
 from tests.conftest import ROOT, WorkerProcess, point_app, scaled, wait_for
 from tests.journal import journal
 from tests.sentinels import DOWN_AFTER_MS, MASTER_PASSWORD, SENTINEL_PASSWORD, Topology
@@ -135,6 +141,25 @@ def test_a_beat_that_must_wait_for_a_replica_does_not_lead_without_one(redis_url
 
 
 # -- behind Sentinel ---------------------------------------------------------------------------
+def test_each_password_where_it_belongs(topology: Topology) -> None:
+    """The sentinels' password from sentinel_kwargs, the master's from the URL: a missing
+    or wrong one is one line saying which and where to give it."""
+    cases = [
+        ({}, topology.url(), "sentinel 127.0.0.1:\\d+ asks for a password.*sentinel_kwargs"),
+        ({"sentinel_kwargs": {"password": "nope"}}, topology.url(), "refused the password"),
+        (SENTINEL_OPTIONS, topology.url(password="nope"), "check the user name and password"),
+    ]
+    for options, url, says in cases:
+        store = connect(url, options)
+        with pytest.raises(BrokerAccessDenied, match=says) as caught:
+            store.ping()
+        assert "nope" not in str(caught.value) and "HELLO" not in str(caught.value)
+        store.disconnect()
+    store = backend(topology.url())
+    store.ping()
+    store.disconnect()
+
+
 @pytest.mark.parametrize("topology", [False, True], ids=["plain", "tls"], indirect=True)
 def test_kept_connections_follow_the_master_after_kill_9(
     topology: Topology, caplog: pytest.LogCaptureFixture

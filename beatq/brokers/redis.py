@@ -91,7 +91,7 @@ from .records import (
     RunRequest,
 )
 from .redis_calls import SPIN, Calls, _missing
-from .redis_sentinel import SentinelUrl, is_sentinel
+from .redis_sentinel import SentinelLoginRefused, SentinelUrl, is_sentinel
 from .replication import Replication
 from .roles import Backend, Finish, Plan, Take, forget_elsewhere, new_token
 
@@ -204,6 +204,8 @@ def _errors(url: str) -> Iterator[None]:
     and, when Redis turned us away rather than being out of reach, what to fix."""
     try:
         yield
+    except SentinelLoginRefused as exc:
+        raise BrokerAccessDenied(f"Redis at {shown_url(url)}: {exc}") from exc
     except RedisAuthenticationError as exc:
         raise BrokerAccessDenied(
             f"Redis at {shown_url(url)} refused the login: {str(exc).rstrip('.')} "

@@ -27,7 +27,11 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
 from redis.connection import Connection
+from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.sentinel import (
+    MasterNotFoundError,
     Sentinel,
     SentinelConnectionPool,
     SentinelConnectionPoolProxy,
@@ -129,6 +133,47 @@ def _reads(value: str) -> Any:
     return value
 
 
+class SentinelLoginRefused(AuthenticationError):
+    """Every sentinel that answered turned the login away."""
+
+
+class Watchers(Sentinel):
+    """The sentinels, asked in turn for the master; what each said, in one line, when
+    none names one that is up."""
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        said, refused = [], 0
+        for i, watcher in enumerate(self.sentinels):
+            conn = watcher.connection_pool.connection_kwargs
+            where = f"sentinel {conn.get('host')}:{conn.get('port')}"
+            try:
+                masters = watcher.sentinel_masters()
+            except AuthenticationError:
+                refused += 1
+                asked = "refused the password" if conn.get("password") else "asks for a password"
+                said.append(f"{where} {asked}")
+                continue
+            except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
+                said.append(f"{where}: {exc}")
+                continue
+            state = masters.get(service_name)
+            if not state:
+                said.append(f"{where} watches no master named {service_name!r}")
+            elif not self.check_master_state(state, service_name):
+                said.append(f"{where}: master {state['ip']}:{state['port']} is down")
+            else:
+                self.sentinels[0], self.sentinels[i] = watcher, self.sentinels[0]
+                return state["ip"], state["port"]
+        if refused and refused == len(said):
+            raise SentinelLoginRefused(
+                f"{'; '.join(said)}: give the sentinels' password as broker_transport_options="
+                "{'sentinel_kwargs': {'password': ...}} (the URL's is the master's)"
+            )
+        raise MasterNotFoundError(
+            f"no sentinel names a master {service_name!r} that is up: " + "; ".join(said)
+        )
+
+
 class FollowingConnection(SentinelManagedConnection):
     """A connection to the master that asks the sentinels where it is whenever it connects
     (redis-py's own reconnects, from send_packed_command, go straight to the last address)."""
@@ -208,7 +253,7 @@ def client(
         **ssl_options,
         **(sentinel_kwargs or {}),
     }
-    manager = Sentinel(url.sentinels, sentinel_kwargs=watchers)
+    manager = Watchers(url.sentinels, sentinel_kwargs=watchers)
     return manager.master_for(
         url.service, connection_pool_class=FollowingPool, **{**kwargs, **login, **tls, **options}
     )
