@@ -97,6 +97,8 @@ class Beatq:
         self._signer: tuple[Any, signing.Signer | None] = (_UNSET, None)
         self.events = ev.Events(self)
         self.control = Control(self)
+        # beatq.otel.Tracing once traced (instrument(), or otel_enabled): the beat's spans
+        self.tracing: Any = None
         if set_as_current:
             set_current(self)
         register_builtins(self)
@@ -292,6 +294,14 @@ class Beatq:
         if self.configured:
             return
         self.configured = True
+        if self.conf.otel_enabled:
+            if self.conf.otel_enabled is not True:
+                raise ConfigurationError(
+                    f"setting otel_enabled is {self.conf.otel_enabled!r}; set it to True or False"
+                )
+            from . import otel  # only now: OpenTelemetry is an extra (beatq[otel])
+
+            otel.instrument(self)
         self.on_configure.send(sender=self)
         sent = self.on_after_configure.send(sender=self, source=self.conf)
         self._configured_with = [receiver for receiver, _ in sent]
@@ -442,6 +452,8 @@ class Beatq:
     ) -> tuple[Message, bytes]:
         """The message for a call, and its encoded body. An option beatq does not know or
         does not support is refused here, with a TypeError that names it (calling.py)."""
+        if not self.configured:  # a setting such as otel_enabled acts from the first send on
+            self._configure()
         if options:
             check_options(options)
         if task is None:

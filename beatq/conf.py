@@ -78,6 +78,9 @@ DEFAULTS: dict[str, Any] = {
     # signed and workers run only signed ones (beatq/signing.py). None: no signing.
     # BEATQ_SECURITY_KEY is read when the app first signs, and whenever this is set.
     "security_key": None,
+    # True: OpenTelemetry traces of sends, runs and beat dispatches, as beatq.otel.instrument
+    # (app) makes them, from the app's first send or broker connection (needs beatq[otel])
+    "otel_enabled": False,
 }
 
 # Celery's pre-4.0 names, accepted by config_from_object and update.

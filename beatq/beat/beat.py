@@ -18,6 +18,7 @@ stale.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 import os
@@ -588,6 +589,8 @@ class Beat:
                 outcome = self.app.broker.schedule_run(
                     LEASE_NAME, self.holder, token, request.id, slot, last, [outgoing]
                 )
+                if self.app.tracing is not None:
+                    self.app.tracing.beat_sent(message.id, outcome, max(sent_at - slot, 0.0))
                 if outcome == "lost":
                     raise LeaseLost(f"{request.kind} of {entry.name!r} refused: lease lost")
                 if outcome == "sent":
@@ -759,6 +762,12 @@ class Beat:
             options["eta"] = slot + random.uniform(0, entry.jitter.total_seconds())
         elif self._early(entry):
             options["eta"] = slot  # sent ahead of it (see `early`)
+        tracing = self.app.tracing
+        if tracing is not None:  # beatq.otel: built under its dispatch span
+            build = functools.partial(
+                self.app.build_message, entry.task, entry.args, entry.kwargs, **options
+            )
+            return tracing.beat_build(entry.name, slot, kind, build)
         return self.app.build_message(entry.task, entry.args, entry.kwargs, **options)
 
     def _dispatch(self, runs: list[_Run]) -> None:
@@ -773,6 +782,8 @@ class Beat:
         entry, slot, next_run = run.entry, run.dispatch.slot, run.dispatch.next_run
         record, update, busy = self.records[entry.name], run.update, run.dispatch.busy_id
         send, task_id, sent_at = bool(run.dispatch.send), run.task_id, run.sent_at
+        if self.app.tracing is not None and task_id is not None:
+            self.app.tracing.beat_sent(task_id, outcome, update.lateness)
         if outcome == "lost":
             raise LeaseLost(f"dispatch of {entry.name!r} refused: another beat holds the lease")
         self._push(entry.name, next_run)
