@@ -89,6 +89,8 @@ class Tracing:
         self.tracer = trace.get_tracer("beatq", _beatq_version, tracer_provider)
         self.pending: dict[str, Span] = {}  # task id -> publish span, until it is sent
         self.dispatches: dict[str, Span] = {}  # task id -> beat dispatch span, until settled
+        self.building: dict[str, str] = {}  # beat entry -> the task id of its open dispatch
+        self.lock = threading.Lock()  # for evicting the oldest of those (see PENDING_MAX)
         self.local = threading.local()  # .runs: the runs in progress on this thread
 
     # -- the signals -------------------------------------------------------------------------
@@ -158,7 +160,8 @@ class Tracing:
             return
         pending = self.pending
         if len(pending) >= PENDING_MAX:
-            oldest = pending.pop(next(iter(pending)), None)
+            with self.lock:
+                oldest = pending.pop(next(iter(pending), ""), None)
             if oldest is not None:
                 oldest.set_attribute("beatq.publish.unconfirmed", True)
                 oldest.end()
@@ -269,13 +272,14 @@ class Tracing:
             otel_context.detach(token)
         span.set_attribute("messaging.message.id", message.id)
         span.set_attribute("beatq.task.name", message.task)
-        dispatches = self.dispatches
-        if len(dispatches) >= PENDING_MAX:  # made ahead and never sent (see Beat._prepare)
-            oldest = dispatches.pop(next(iter(dispatches)), None)
-            if oldest is not None:
-                oldest.set_attribute("beatq.beat.outcome", "unsent")
-                oldest.end()
-        dispatches[message.id] = span
+        # One dispatch of an entry is open at a time (a batch holds an entry once, catch-up
+        # runs are settled one by one): one still open was made ready ahead and dropped
+        # (see Beat._prepare), its message never sent.
+        dropped = self.building.get(entry)
+        if dropped is not None and dropped in self.dispatches:
+            self.beat_sent(dropped, "unsent", None)
+        self.building[entry] = message.id
+        self.dispatches[message.id] = span
         return message, body
 
     def beat_sent(self, task_id: str, outcome: str, lateness: float | None) -> None:
