@@ -700,6 +700,8 @@ class Beatq:
             self.broker.finish(results=results, send=outgoing, events=events)
         else:
             self.broker.send(outgoing, events)
+        if self.tracing is not None:  # beatq.otel: their publish spans end
+            self.tracing.published(outgoing)
         if signals.after_task_publish.receivers:
             announce_published(outgoing)
 

@@ -30,19 +30,21 @@ backends which show links draw directly. A message sent from inside a task's own
 A failed run (task_failure) has status ERROR and the exception recorded as an event.
 Attributes follow OpenTelemetry's messaging conventions: messaging.system "beatq",
 messaging.operation.type "send"/"process", messaging.destination.name (the queue),
-messaging.message.id (the task id), messaging.message.conversation_id (the workflow's
-root id), plus beatq.task.name, beatq.task.retries, beatq.task.parent_id, beatq.task.state.
+messaging.message.id (the task id), beatq.task.name; for a task sent by another,
+messaging.message.conversation_id (the workflow's root id) and beatq.task.parent_id;
+beatq.task.retries when retried, beatq.task.state at the run's end.
 
-It rides on beatq's Celery signals (signals.py: before/after_task_publish, task_prerun,
-task_failure, task_retry, task_postrun) and on two calls in the beat (`app.tracing`):
-with it off, nothing here is imported and the cost is the attribute tests those already
-make. Signals are per process: instrumenting one app traces every app's tasks in it.
+It rides on beatq's Celery signals (signals.py: before_task_publish, task_prerun,
+task_failure, task_retry, task_postrun) and on `app.tracing` where a message is handed to
+the broker (app.publish, the worker's finish, the beat's dispatch): with it off, nothing
+here is imported and the cost is the attribute tests those already make. Signals are per
+process: instrumenting one app traces every app's tasks in it.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,8 +64,8 @@ from .context import running_request
 SYSTEM = "beatq"
 CHORD_UNLOCK = "beatq.chord_unlock"
 
-# Publish spans waiting for their message to be handed to the broker (after_task_publish),
-# by task id. A send that raised before that leaves one here: past this many, the oldest
+# Publish spans waiting for their message to be handed to the broker (`published`), by
+# task id. A send that raised before that leaves one here: past this many, the oldest
 # is ended, marked unconfirmed, so a process that sends for ever holds a bounded number.
 PENDING_MAX = 10_000
 
@@ -97,7 +99,6 @@ class Tracing:
     def connect(self) -> None:
         uid = "beatq.otel"
         signals.before_task_publish.connect(self.on_publish, weak=False, dispatch_uid=uid)
-        signals.after_task_publish.connect(self.on_published, weak=False, dispatch_uid=uid)
         signals.task_prerun.connect(self.on_prerun, weak=False, dispatch_uid=uid)
         signals.task_failure.connect(self.on_failure, weak=False, dispatch_uid=uid)
         signals.task_retry.connect(self.on_retry, weak=False, dispatch_uid=uid)
@@ -107,7 +108,6 @@ class Tracing:
         uid = "beatq.otel"
         for signal in (
             signals.before_task_publish,
-            signals.after_task_publish,
             signals.task_prerun,
             signals.task_failure,
             signals.task_retry,
@@ -128,15 +128,15 @@ class Tracing:
         attributes: dict[str, Any] = {
             "messaging.system": SYSTEM,
             "messaging.operation.type": "send",
-            "messaging.operation.name": "publish",
             "messaging.destination.name": queue,
             "messaging.message.id": task_id,
-            "messaging.message.conversation_id": headers.get("root_id") or task_id,
             "beatq.task.name": sender,
-            "beatq.task.retries": headers.get("retries") or 0,
         }
-        if headers.get("parent_id"):
+        if headers.get("parent_id"):  # part of a workflow: its root, and the task that sent it
+            attributes["messaging.message.conversation_id"] = headers.get("root_id")
             attributes["beatq.task.parent_id"] = headers["parent_id"]
+        if headers.get("retries"):
+            attributes["beatq.task.retries"] = headers["retries"]
         if headers.get("group"):
             attributes["beatq.task.group_id"] = headers["group"]
         if headers.get("eta"):
@@ -167,11 +167,15 @@ class Tracing:
                 oldest.end()
         pending[task_id] = span
 
-    def on_published(self, sender: str, headers: dict[str, Any], **kwargs: Any) -> None:
-        """after_task_publish: the broker has the message; its publish span ends."""
-        span = self.pending.pop(headers["id"], None)
-        if span is not None:
-            span.end()
+    def published(self, outgoing: Iterable[Any]) -> None:
+        """The broker has these messages (app.publish, a worker's finish): their publish
+        spans end. Called directly, not through after_task_publish, whose receivers are
+        handed each message decoded again."""
+        pending = self.pending
+        for o in outgoing:
+            span = pending.pop(o.id, None)
+            if span is not None:
+                span.end()
 
     def on_prerun(self, sender: Any, task_id: str, task: Any, **kwargs: Any) -> None:
         """task_prerun: start the run span, a child of the publish span in the headers,
@@ -183,15 +187,15 @@ class Tracing:
         attributes: dict[str, Any] = {
             "messaging.system": SYSTEM,
             "messaging.operation.type": "process",
-            "messaging.operation.name": "run",
             "messaging.destination.name": delivery.get("routing_key") or "",
             "messaging.message.id": task_id,
-            "messaging.message.conversation_id": request.root_id or task_id,
             "beatq.task.name": task.name,
-            "beatq.task.retries": request.retries or 0,
         }
-        if request.parent_id:
+        if request.parent_id:  # part of a workflow: its root, and the task that sent it
+            attributes["messaging.message.conversation_id"] = request.root_id
             attributes["beatq.task.parent_id"] = request.parent_id
+        if request.retries:
+            attributes["beatq.task.retries"] = request.retries
         if request.hostname:
             attributes["messaging.client.id"] = request.hostname
         if delivery.get("redelivered"):

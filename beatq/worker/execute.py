@@ -640,6 +640,8 @@ class Executor:
             with self.pending_lock:
                 self.pending[:0] = held
             raise
+        if send and self.app.tracing is not None:  # beatq.otel: their publish spans end
+            self.app.tracing.published(send)
         if send and signals.after_task_publish.receivers:
             announce_published(send)
 

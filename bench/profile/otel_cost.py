@@ -89,10 +89,41 @@ finally:
 print(json.dumps({"enqueue": enqueue, "drain": drain}))
 """
 
+# --cpu: the same sends, then one Executor in the same process running the claimed no-ops
+# in a loop (no worker process, no pool); each step's CPU seconds of this process
+# (time.process_time), so other jobs on the machine weigh less than on a wall clock.
+CPU = r"""
+import os, sys, time, json
+sys.path.insert(0, os.environ["OTEL_BENCH_APPDIR"])
+import otelapp
+from beatq.worker.delivery import Delivery
+from beatq.worker.execute import Executor
+app, n = otelapp.app, int(os.environ["OTEL_BENCH_N"])
+for _ in range(200):
+    otelapp.noop.delay()
+began = time.process_time()
+for _ in range(n):
+    otelapp.noop.delay()
+enqueue = (time.process_time() - began) / n * 1e6
+claims = []
+while len(claims) < n + 200:
+    claims += app.broker.claim(["celery"], 1000, 600).claims
+runs = [Delivery(claim) for claim in claims]
+executor = Executor(app, "bench")
+for run in runs[:200]:
+    executor.execute(run)
+began = time.process_time()
+for run in runs[200:]:
+    executor.execute(run)
+executor.flush_events()
+drain = (time.process_time() - began) / n * 1e6
+print(json.dumps({"enqueue": enqueue, "drain": drain}))
+"""
+
 KEYS = ("enqueue", "drain")
 
 
-def run_one(tree: Path, url: str, n: int, on: bool) -> dict[str, float]:
+def run_one(tree: Path, url: str, n: int, on: bool, cpu: bool = False) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="otelbench-") as tmp:
         (Path(tmp) / "otelapp.py").write_text(APP)
         env = {**os.environ, "PYTHONPATH": f"{tree}:{tmp}", "OTEL_BENCH_URL": url}
@@ -103,7 +134,11 @@ def run_one(tree: Path, url: str, n: int, on: bool) -> dict[str, float]:
         if url.startswith("sqlite"):
             env["OTEL_BENCH_URL"] = f"sqlite:///{tmp}/bench.sqlite3"
         out = subprocess.run(
-            [sys.executable, "-c", ONE], env=env, capture_output=True, text=True, timeout=900
+            [sys.executable, "-c", CPU if cpu else ONE],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
         if out.returncode:
             raise RuntimeError(out.stderr[-2000:])
@@ -117,6 +152,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--store", default="redis", choices=("redis", "sqlite"))
+    ap.add_argument("--cpu", action="store_true", help="CPU µs per task, in one process")
     args = ap.parse_args()
     tree = args.tree.resolve()
     variants = [("off", tree, False), ("on", tree, True)]
@@ -130,17 +166,18 @@ def main() -> None:
             order = variants[rep % len(variants) :] + variants[: rep % len(variants)]
             for name, where, on in order:
                 client.flushdb()
-                got = run_one(where, url if args.store == "redis" else "sqlite", args.n, on)
+                store = url if args.store == "redis" else "sqlite"
+                got = run_one(where, store, args.n, on, args.cpu)
                 figures[name].append(got)
                 print(f"[rep {rep + 1}] {name}: {json.dumps(got)}", flush=True)
-    print(f"\n{args.n} tasks, {args.repeat} runs, store {args.store}: median [min-max] tasks/s")
+    unit = "CPU µs per task (less is better)" if args.cpu else "tasks/s"
+    print(f"\n{args.n} tasks, {args.repeat} runs, store {args.store}: median [min-max] {unit}")
     for name, runs in figures.items():
         cells = []
         for key in KEYS:
             values = [r[key] for r in runs]
-            cells.append(
-                f"{key} {statistics.median(values):,.0f} [{min(values):,.0f}-{max(values):,.0f}]"
-            )
+            med, low, high = statistics.median(values), min(values), max(values)
+            cells.append(f"{key} {med:,.1f} [{low:,.1f}-{high:,.1f}]")
         print(f"  {name:4} " + "; ".join(cells))
     pairs = [("on", "off")] + ([("off", "old")] if args.old else [])
     print("ratios, run by run (median [min-max]):")
