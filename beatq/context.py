@@ -11,7 +11,7 @@ modules use of it.
 
 from __future__ import annotations
 
-import threading
+import contextvars
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import tzinfo
 from typing import Any, Protocol
@@ -121,17 +121,33 @@ def set_current(app: App) -> None:
     _current.append(app)
 
 
-class _Running(threading.local):
-    def __init__(self) -> None:
-        self.stack: list[Any] = []
+class Stack:
+    """A list of the running code's own: one per thread, and one per asyncio task the
+    asyncio pool starts (each in a fresh `contextvars.Context`), so tasks running side by
+    side on one loop each see their own. A coroutine run on a thread's loop shares its
+    thread's list."""
+
+    __slots__ = ("_var",)
+
+    def __init__(self, name: str) -> None:
+        self._var: contextvars.ContextVar[list[Any]] = contextvars.ContextVar(name)
+
+    @property
+    def stack(self) -> list[Any]:
+        try:
+            return self._var.get()
+        except LookupError:
+            own: list[Any] = []
+            self._var.set(own)
+            return own
 
 
-# The requests this thread runs, innermost last, whatever their task (Task.run_in pushes
-# them): a message sent from inside one gets it as its parent (see `running_request`).
-# `running_anywhere` holds an item per request running in the process, any thread (append
-# and pop are atomic): a process that runs none (a client) pays one test per send, not a
-# thread-local lookup.
-running_requests = _Running()
+# The requests this thread (or asyncio task) runs, innermost last, whatever their task
+# (Task.run_in pushes them): a message sent from inside one gets it as its parent (see
+# `running_request`). `running_anywhere` holds an item per request running in the
+# process, any thread (append and pop are atomic): a process that runs none (a client)
+# pays one test per send, not a context-variable lookup.
+running_requests = Stack("beatq.running_requests")
 running_anywhere: list[None] = []
 
 

@@ -36,9 +36,9 @@ class ConfigurationError(BeatqError, ValueError):
 
 
 class AsyncTaskNotSupported(ConfigurationError, TypeError):
-    """A task declared with `async def`, which no pool runs yet: refused where declared
-    (a TypeError as Python's own for a wrong kind of callable; a ConfigurationError so the
-    CLI reports it in one line)."""
+    """A task declared as an async generator, which no pool can run to one value: refused
+    where declared (a TypeError as Python's own for a wrong kind of callable; a
+    ConfigurationError so the CLI reports it in one line). `async def` tasks run."""
 
 
 class ScheduleError(ConfigurationError):

@@ -13,6 +13,7 @@ serialized with `result_serializer`:
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import sys
 import time
@@ -314,6 +315,49 @@ class AsyncResult:
                 self._raise_failed_parent()
             raise exc
         return exc
+
+    async def aget(
+        self, timeout: float | None = None, propagate: bool = True, follow_parents: bool = True
+    ) -> Any:
+        """`get()` for code in an event loop: `await result.aget(timeout=10)`. It waits on
+        the same wake-up as get() without blocking the loop (on Redis, redis-py's asyncio
+        client; on SQLite and memory://, which have no asynchronous wake-up, a thread of
+        the loop's default executor waits on theirs: see Results.await_result)."""
+        if self.ignored:
+            return None
+        meta = await self._await(timeout)
+        value = meta.get("result")
+        if meta["status"] == states.SUCCESS:
+            return value
+        exc = dict_to_exception(value) if is_exception_dict(value) else Exception(value)
+        if propagate:
+            if follow_parents and self.parent is not None:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(None, self._raise_failed_parent)
+            raise exc
+        return exc
+
+    async def _await(self, timeout: float | None) -> dict[str, Any]:
+        """`_wait` for `aget`: the store's `await_result`, retried while it is away."""
+        if self._final is not None:
+            return self._final
+        deadline = None if timeout is None else time.monotonic() + timeout
+        backoff = 0.05
+        while True:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            try:
+                raw = await self.app.result_store.await_result(self.id, left)
+            except BrokerError:
+                if left == 0:
+                    break
+                await asyncio.sleep(backoff if left is None else min(backoff, left))
+                backoff = min(backoff * 2, 2.0)
+                continue
+            if raw is not None:
+                self._final = self._decode(raw)
+                return self._final
+            break
+        raise TimeoutError(f"task {self.id} did not finish within {timeout}s")
 
     def _raise_failed_parent(self) -> None:
         """Raise the exception of the earliest failed task this one depended on, with a

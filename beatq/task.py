@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import inspect
 import logging
 import random
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,7 +25,7 @@ from .canvas import (
     maybe_signature,
 )
 from .canvas import freeze as freeze_canvas
-from .context import App, current_app
+from .context import App, Stack, current_app
 from .context import running_anywhere as _active
 from .context import running_requests as _running
 from .einfo import ExceptionInfo
@@ -34,6 +36,7 @@ from .exceptions import (
     MaxRetriesExceededError,
     Retry,
 )
+from .loops import Run, run_here
 from .messages import new_id
 from .rates import parse_rate
 from .result import AsyncResult, EagerResult, state_write
@@ -119,9 +122,8 @@ class Request:
         raise AttributeError(f"{type(self).__name__!r} has no field or header {name!r}")
 
 
-class _RequestStack(threading.local):
-    def __init__(self) -> None:
-        self.stack: list[Request] = []
+def _RequestStack() -> Stack:  # noqa: N802 (a task's own stack of requests)
+    return Stack("beatq.task_requests")
 
 
 # Task attributes that a call's options fall back to, and the app setting behind each.
@@ -176,7 +178,7 @@ class Task:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "run" in cls.__dict__:
-            refuse_async(cls.__dict__["run"], f"{cls.__module__}.{cls.__qualname__}.run")
+            refuse_async_generator(cls.__dict__["run"], f"{cls.__module__}.{cls.__qualname__}.run")
 
     def __init__(
         self,
@@ -199,7 +201,7 @@ class Task:
             fun = self.run
             bind = False
         else:
-            refuse_async(fun, name or getattr(fun, "__name__", cls.__name__))
+            refuse_async_generator(fun, name or getattr(fun, "__name__", cls.__name__))
             self.run = fun  # type: ignore[method-assign]
         if name:
             self.name = name
@@ -230,6 +232,8 @@ class Task:
         self._requests = _RequestStack()
         self._errback_arity = _positional_arity(fun) - (1 if bind else 0)
         self._hooked = _overrides_hooks(cls)
+        #: An `async def` task: a worker awaits it on an event loop (see loops.py).
+        self.is_async = is_coroutine_function(fun)
 
     @property
     def app(self) -> App:
@@ -356,7 +360,50 @@ class Task:
         self._requests.stack.pop()
 
     def run_in(self, request: Request) -> Any:
-        """Run with `request` as `self.request`, turning `autoretry_for` errors into retries."""
+        """Run with `request` as `self.request`, turning `autoretry_for` errors into retries.
+        An async task is run to its end on this thread's event loop (see loops.py)."""
+        if self.is_async:
+            return run_here(Run(self.arun_in(request)))
+        running = self._enter(request)
+        try:
+            value = self(*request.args, **request.kwargs)
+        except Retry:
+            raise
+        except self.autoretry_for as exc:
+            if self.dont_autoretry_for and isinstance(exc, self.dont_autoretry_for):
+                raise
+            raise self._autoretry(exc, request) from exc
+        finally:
+            self._leave(running)
+        if inspect.iscoroutine(value):
+            # A plain function that hands back a coroutine (an async function behind a sync
+            # decorator) did not do its work: fail rather than store SUCCESS for it.
+            value.close()
+            raise TypeError(
+                f"task {self.name!r} returned a coroutine that nothing awaited: its function "
+                "is a plain def (a decorator may hide the async def under it); declare the "
+                "task's own function with async def so the worker awaits it"
+            )
+        return value
+
+    async def arun_in(self, request: Request) -> Any:
+        """`run_in` for an async task, awaited on the loop that runs it: `self.request`,
+        the hooks, the signals and `autoretry_for` as for a plain task."""
+        running = self._enter(request)
+        try:
+            return await self(*request.args, **request.kwargs)
+        except Retry:
+            raise
+        except self.autoretry_for as exc:
+            if self.dont_autoretry_for and isinstance(exc, self.dont_autoretry_for):
+                raise
+            raise self._autoretry(exc, request) from exc
+        finally:
+            self._leave(running)
+
+    def _enter(self, request: Request) -> list[Any]:
+        """Make `request` the running one (`self.request`, what it sends names as its
+        parent), send task_prerun, call before_start; the stack to `_leave`."""
         self.push_request(request)
         running = _running.stack
         running.append(request)
@@ -372,30 +419,24 @@ class Task:
                 )
             if self._hooked:
                 self.before_start(request.id, request.args, request.kwargs)
-            value = self(*request.args, **request.kwargs)
-        except Retry:
+        except BaseException:
+            self._leave(running)
             raise
-        except self.autoretry_for as exc:
-            if self.dont_autoretry_for and isinstance(exc, self.dont_autoretry_for):
-                raise
-            countdown = self.retry_kwargs.get("countdown")
-            if self.retry_backoff:
-                countdown = self.backoff(request.retries)
-            opts = {k: v for k, v in self.retry_kwargs.items() if k != "countdown"}
-            raise self.retry(exc=exc, countdown=countdown, **opts) from exc
-        finally:
-            _active.pop()
-            running.pop()
-            self.pop_request()
-        if inspect.iscoroutine(value):
-            # A plain function that hands back a coroutine (an async function behind a sync
-            # decorator) did not do its work: fail rather than store SUCCESS for it.
-            value.close()
-            raise TypeError(
-                f"task {self.name!r} returned a coroutine that nothing awaited: async tasks "
-                "are not supported yet (SPEC §13 will add them)"
-            )
-        return value
+        return running
+
+    def _leave(self, running: list[Any]) -> None:
+        _active.pop()
+        running.pop()
+        self.pop_request()
+
+    def _autoretry(self, exc: BaseException, request: Request) -> BaseException:
+        """What an `autoretry_for` error becomes: the Retry to raise (`self.retry` raises
+        it itself, or MaxRetriesExceededError past max_retries)."""
+        countdown = self.retry_kwargs.get("countdown")
+        if self.retry_backoff:
+            countdown = self.backoff(request.retries)
+        opts = {k: v for k, v in self.retry_kwargs.items() if k != "countdown"}
+        return self.retry(exc=exc, countdown=countdown, **opts)
 
     def backoff(self, retries: int) -> float:
         """Exponential backoff for `retry_backoff`: factor * 2**retries, capped, jittered."""
@@ -475,6 +516,25 @@ class Task:
 
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
         return self.apply_async(args, kwargs)
+
+    async def aapply_async(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """`apply_async` for code in an event loop: `await fetch.aapply_async((url,))`.
+
+        The send (one round trip, on the broker's blocking client) runs in a thread of
+        the loop's default executor, so the loop goes on meanwhile; it runs in this
+        coroutine's context, so a send from inside a running task names it as parent."""
+        loop = asyncio.get_running_loop()
+        send = functools.partial(contextvars.copy_context().run, self.apply_async)
+        return await loop.run_in_executor(None, functools.partial(send, args, kwargs, **options))
+
+    async def adelay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """`delay` for code in an event loop: `await fetch.adelay(url)` (see aapply_async)."""
+        return await self.aapply_async(args, kwargs)
 
     def apply_many(
         self,
@@ -676,22 +736,27 @@ def check_time_limits(soft: Any, hard: Any, where: str) -> None:
         )
 
 
-def refuse_async(fun: Any, name: str) -> None:
-    """Raise AsyncTaskNotSupported (a TypeError), naming the task, when `fun` is an
-    `async def` (or an async generator).
+def _callable_of(fun: Any) -> Any:
+    """What runs when `fun` is called: itself, or an object's `__call__`."""
+    return fun if inspect.isroutine(fun) else getattr(fun, "__call__", None)  # noqa: B004
 
-    Until async tasks run natively (SPEC §13), a worker would only create the coroutine and
-    store it as the result: refused where the task is declared, so nothing reports SUCCESS
-    for work that never ran.
-    """
-    call = fun if inspect.isroutine(fun) else getattr(fun, "__call__", None)  # noqa: B004
-    if inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call):
+
+def is_coroutine_function(fun: Any) -> bool:
+    """Whether calling `fun` makes a coroutine to await (an `async def`, or an object
+    whose `__call__` is one): the worker runs such a task on an event loop."""
+    return inspect.iscoroutinefunction(_callable_of(fun))
+
+
+def refuse_async_generator(fun: Any, name: str) -> None:
+    """Raise AsyncTaskNotSupported (a TypeError), naming the task, when `fun` is an async
+    generator: a task's run ends with one value to store, and nothing would iterate it."""
+    if inspect.isasyncgenfunction(_callable_of(fun)):
         where = getattr(getattr(fun, "__code__", None), "co_filename", None)
         line = getattr(getattr(fun, "__code__", None), "co_firstlineno", None)
         at = f" ({where}:{line})" if where else ""
         raise AsyncTaskNotSupported(
-            f"task {name!r}{at} is an async def: async tasks are not supported yet; "
-            "declare it with a plain def, and run a coroutine inside with asyncio.run(...)"
+            f"task {name!r}{at} is an async generator: a task returns one value; collect "
+            "the items in an async def and return them (a list), or send a task per item"
         )
 
 
@@ -754,6 +819,7 @@ _LAZY: dict[str, Callable[[Task], Any]] = {
     "_requests": lambda task: _RequestStack(),
     "_errback_arity": lambda task: _positional_arity(task.run),
     "_hooked": lambda task: _overrides_hooks(type(task)),
+    "is_async": lambda task: is_coroutine_function(task.run),
 }
 
 

@@ -64,6 +64,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+import redis.asyncio as redis_asyncio
 from redis.backoff import ExponentialBackoff
 from redis.connection import Connection
 from redis.exceptions import AuthenticationError as RedisAuthenticationError
@@ -545,6 +546,32 @@ class RedisBackend(Backend):
                 )
             if value is not None or (deadline is not None and time.monotonic() >= deadline):
                 return value
+
+    async def await_result(self, task_id: str, timeout: float | None) -> bytes | None:
+        """`wait_result` on redis-py's asyncio client: the same BLMOVE wake-up, and no
+        thread waits. A connection of its own (a blocking command holds one), closed at
+        the end. Behind Sentinel, a thread waits (see Results.await_result)."""
+        if self.sentinel is not None:
+            return await super().await_result(task_id, timeout)
+        key = self.keys.result(task_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with _errors(self.url):
+            client = redis_asyncio.Redis.from_url(
+                self.url,
+                socket_timeout=MAX_BLOCK + 5.0,
+                socket_connect_timeout=5.0,
+                single_connection_client=True,
+            )
+        try:
+            while True:
+                left = MAX_BLOCK if deadline is None else deadline - time.monotonic()
+                block = min(max(left, 0.001), MAX_BLOCK)
+                with _errors(self.url):
+                    value = await client.execute_command("BLMOVE", key, key, "RIGHT", "LEFT", block)
+                if value is not None or (deadline is not None and time.monotonic() >= deadline):
+                    return value
+        finally:
+            await client.aclose()
 
     def forget(self, task_id: str) -> None:
         with _errors(self.url):

@@ -34,7 +34,9 @@ beside the body at send (`Outgoing.ack_at_claim`): no backend reads a body.
 from __future__ import annotations
 
 import abc
+import asyncio
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -51,6 +53,8 @@ from .records import (
     ResultWrite,
     RunRequest,
 )
+
+AWAIT_STEP = 1.0  # seconds an executor thread waits at a time in `await_result`
 
 #: Beat entries as the leader plans them: name -> (settled or None to keep it, next run, info).
 Plan = Mapping[str, tuple[float | None, float | None, bytes]]
@@ -136,6 +140,21 @@ class Results(Store):
     @abc.abstractmethod
     def wait_result(self, task_id: str, timeout: float | None) -> bytes | None:
         """Block until `task_id` has a final state and return it; None after `timeout`."""
+
+    async def await_result(self, task_id: str, timeout: float | None) -> bytes | None:
+        """`wait_result` for code in an event loop, which goes on meanwhile.
+
+        This store has no asynchronous wake-up: a thread of the loop's default executor
+        waits on the store's own (what wakes `wait_result`), a second at a time, so a
+        cancelled wait frees its thread within a second. Redis overrides this with its
+        asyncio client: no thread waits there."""
+        loop = asyncio.get_running_loop()
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = AWAIT_STEP if end is None else min(max(end - time.monotonic(), 0.0), AWAIT_STEP)
+            raw = await loop.run_in_executor(None, self.wait_result, task_id, left)
+            if raw is not None or (end is not None and time.monotonic() >= end):
+                return raw
 
     @abc.abstractmethod
     def forget(self, task_id: str) -> None:

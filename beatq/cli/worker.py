@@ -33,12 +33,17 @@ def _optimization(ctx: click.Context, param: click.Parameter, value: str | None)
 
 @click.command()
 @click.option("-Q", "--queues", help="Queues to consume, comma separated, most urgent first.")
-@click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Pool size (default: CPUs).")
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(min=1),
+    help="Pool size (default: CPUs; -P asyncio: 100).",
+)
 @click.option(
     "-P",
     "--pool",
-    type=click.Choice(["prefork", "threads", "solo"]),
-    help="Pool (default prefork).",
+    type=click.Choice(["prefork", "threads", "solo", "asyncio"]),
+    help="Pool (default prefork); asyncio: one event loop, -c tasks at once (default 100).",
 )
 @click.option(
     "-n",

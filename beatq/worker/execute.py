@@ -33,6 +33,7 @@ from ..exceptions import (
     TaskRevokedError,
     WorkerLostError,
 )
+from ..loops import Run, run_here
 from ..messages import Message
 from ..result import encode_meta, make_meta
 from ..task import Request, Task, failure_signal
@@ -64,6 +65,22 @@ DEAD_LETTERED = "DEAD_LETTERED"
 AHEAD = 0.02
 START_LEAD = 0.001
 PRIME_AHEAD = 0.0003
+
+
+class Begun(NamedTuple):
+    """A message whose task is about to run (Executor.begin): its request, what its
+    finish acknowledges (`ack`; `folded`: the next delivery's claim among them), its
+    time limits, and the instant it waits for if it was claimed ahead (`held`)."""
+
+    message: Message
+    task: Task
+    request: Request
+    claim: Claim
+    ack: list[Claim]
+    folded: bool
+    soft: Any
+    hard: Any
+    held: float | None
 
 
 class Outcome(NamedTuple):
@@ -117,6 +134,7 @@ class Executor:
         self.processed = 0
         self.events_on = bool(conf.worker_send_task_events)
         self.bodies: dict[str, int] = {}  # task id -> thread, while the task's own code runs
+        self.runs: dict[str, Run] = {}  # task id -> run, while an async task's coroutine runs
         self.bodies_lock = threading.Lock()
         # Events with no state change to ride on (a task with ignore_result succeeding)
         # wait here for the next round trip instead of taking one of their own.
@@ -133,15 +151,21 @@ class Executor:
         the error rather than left claimed, to run again after every visibility timeout."""
         try:
             return self._execute(delivery, then)
-        except BrokerError:
-            raise  # the broker is gone: the claim comes back to a worker that can finish it
         except Exception as exc:
-            log.exception("the worker failed on message %s", delivery.claim.id)
-            reason = f"the worker failed on this message: {exc!r}"
-            if len(reason) > 200:
-                reason = reason[:197] + "..."
-            self._dead_letter(delivery.claim, reason)
-            return Outcome("?", DEAD_LETTERED)
+            return self.salvage(delivery, exc)
+
+    def salvage(self, delivery: Delivery, exc: Exception) -> Outcome:
+        """`execute`'s ending for a message the worker itself failed on: dead-lettered
+        with the error (a BrokerError is raised again: the broker is gone, and the claim
+        comes back to a worker that can finish it)."""
+        if isinstance(exc, BrokerError):
+            raise exc
+        log.error("the worker failed on message %s", delivery.claim.id, exc_info=exc)
+        reason = f"the worker failed on this message: {exc!r}"
+        if len(reason) > 200:
+            reason = reason[:197] + "..."
+        self._dead_letter(delivery.claim, reason)
+        return Outcome("?", DEAD_LETTERED)
 
     def _execute(self, delivery: Delivery, then: Delivery | None = None) -> Outcome:
         """Run one claimed message to its end.
@@ -151,7 +175,31 @@ class Executor:
         is the delivery this thread runs next, if known: when it is to be acknowledged as
         it starts, this task's finish acknowledges it (one round trip less) and the
         outcome says `then_acked`; set `then.acked` before running it. Each message is
-        decoded once, whether for `then` or to run it."""
+        decoded once, whether for `then` or to run it. An async task runs on this
+        thread's event loop (loops.py)."""
+        begun = self.begin(delivery, then)
+        if isinstance(begun, Outcome):
+            return begun
+        message, task, request = begun.message, begun.task, begun.request
+        if begun.held is not None:
+            until_wall(begun.held, START_LEAD)
+        began = time.perf_counter()
+        try:
+            if task.is_async:
+                with self.coroutine(begun) as run:
+                    value = run_here(run)
+            else:
+                with time_limits(begun.soft, begun.hard), self._body(message.id):
+                    value = task.run_in(request)
+        except Exception as exc:
+            return self.ended(begun, exc, time.perf_counter() - began)
+        return self.succeeded(begun, value, time.perf_counter() - began)
+
+    def begin(self, delivery: Delivery, then: Delivery | None = None) -> Begun | Outcome:
+        """The steps before a task's own code: decode (or dead-letter), hold it until its
+        eta if claimed ahead, refuse it expired, acknowledge it early (unless acks_late),
+        its events and STARTED state. What is to run (`Begun`; wait until `held` if set),
+        or what became of it (`Outcome`), already stored."""
         claim, acked = delivery.claim, delivery.acked
         message = self._decode(delivery)
         if message is None:
@@ -207,12 +255,36 @@ class Executor:
             log.info("Task %s[%s] received", message.task, message.id)
         if signals.task_received.receivers:
             signals.task_received.send(sender=self.hostname, request=request)
-        if held is not None:
-            until_wall(held, START_LEAD)
-        began = time.perf_counter()
+        return Begun(message, task, request, claim, ack, folded, soft, hard, held)
+
+    @contextlib.contextmanager
+    def coroutine(self, begun: Begun) -> Iterator[Run]:
+        """The run of an async task's coroutine under its limits (loops.Run), registered
+        meanwhile so a revoke with terminate (`interrupt`) cancels it."""
+        task_id = begun.message.id
+        run = Run(begun.task.arun_in(begun.request), begun.soft, begun.hard)
+        with self.bodies_lock:
+            self.runs[task_id] = run
         try:
-            with time_limits(soft, hard), self._body(message.id):
-                value = task.run_in(request)
+            yield run
+        finally:
+            with self.bodies_lock:
+                self.runs.pop(task_id, None)
+
+    def succeeded(self, begun: Begun, value: Any, runtime: float) -> Outcome:
+        """Store the success of a run that returned `value` (see `begin`)."""
+        message, task, request = begun.message, begun.task, begun.request
+        self._succeed(begun.ack, message, task, value, runtime, request.children)
+        task.ended(request, states.SUCCESS, value)
+        return Outcome(message.task, states.SUCCESS, runtime, begun.folded)
+
+    def ended(self, begun: Begun, exc: Exception, runtime: float) -> Outcome:
+        """Store what became of a run that raised `exc` (see `begin`): a retry, ignored,
+        rejected, revoked (terminated) or a failure."""
+        message, task, request = begun.message, begun.task, begun.request
+        ack, folded = begun.ack, begun.folded
+        try:
+            raise exc  # handled below, as where it was raised: its traceback is the task's
         # Each outcome is stored first, then the task's hooks and the signals run (task.ended)
         except Retry as exc:
             self._retry(ack, message, task, exc)
@@ -223,7 +295,7 @@ class Executor:
             task.ended(request, IGNORED, exc)
             return Outcome(message.task, IGNORED, then_acked=folded)
         except Reject as exc:
-            self._reject(ack, claim, message, task, request, exc)
+            self._reject(ack, begun.claim, message, task, request, exc)
             task.ended(request, REJECTED, exc)
             return Outcome(message.task, REJECTED, then_acked=folded)
         except TaskRevokedError:  # revoked with terminate (threads, solo): see interrupt
@@ -234,17 +306,12 @@ class Executor:
             task.ended(request, states.REVOKED, exc)
             return Outcome(message.task, states.REVOKED, then_acked=folded)
         except Exception as exc:
-            runtime = time.perf_counter() - began
             log.error(
                 "Task %s[%s] raised %r\n%s", message.task, message.id, exc, traceback.format_exc()
             )
             self._fail(ack, message, task, request, exc, traceback.format_exc())
             task.ended(request, states.FAILURE, exc, ExceptionInfo())
             return Outcome(message.task, states.FAILURE, runtime, folded)
-        runtime = time.perf_counter() - began
-        self._succeed(ack, message, task, value, runtime, request.children)
-        task.ended(request, states.SUCCESS, value)
-        return Outcome(message.task, states.SUCCESS, runtime, folded)
 
     def _acked_at_start(self, then: Delivery | None) -> list[Claim]:
         """[then's claim] if it is a task acknowledged as it starts (not late, no STARTED
@@ -582,8 +649,13 @@ class Executor:
 
     def interrupt(self, task_id: str) -> bool:
         """Raise TaskRevokedError in the thread running task `task_id`'s own code (revoke
-        with terminate in the threads and solo pools); False if it is not running here."""
+        with terminate in the threads and solo pools), or cancel its coroutine (an async
+        task, any pool but prefork); False if it is not running here."""
         with self.bodies_lock:
+            run = self.runs.pop(task_id, None)
+            if run is not None:  # an async task: its coroutine is cancelled
+                run.stop(TaskRevokedError("terminated"))
+                return True
             ident = self.bodies.pop(task_id, None)
             if ident is None:
                 return False

@@ -47,6 +47,7 @@ from ..brokers.roles import new_token
 from ..calling import MAX_PRIORITY
 from ..exceptions import BrokerError, ConfigurationError
 from ..metrics import Metrics
+from .asyncio_pool import DEFAULT_CONCURRENCY, AsyncioPool
 from .delivery import Delivery
 from .execute import AHEAD, Executor, Outcome
 from .handoff import Handoff, split_rank
@@ -58,7 +59,12 @@ from .throttle import Throttle
 
 log = logging.getLogger("beatq.worker")
 
-POOLS: dict[str, type[Pool]] = {"solo": SoloPool, "threads": ThreadPool, "prefork": PreforkPool}
+POOLS: dict[str, type[Pool]] = {
+    "solo": SoloPool,
+    "threads": ThreadPool,
+    "prefork": PreforkPool,
+    "asyncio": AsyncioPool,
+}
 
 
 class ColdShutdown(BaseException):
@@ -132,10 +138,11 @@ class Worker:
                 f"max-tasks-per-child and max-memory-per-child replace prefork children; "
                 f"pool {self.pool_name} has none: use -P prefork or drop them"
             )
+        default = DEFAULT_CONCURRENCY if self.pool_name == "asyncio" else os.cpu_count() or 1
         self.concurrency = (
             1
             if self.pool_name == "solo"
-            else int(concurrency or conf.worker_concurrency or os.cpu_count() or 1)
+            else int(concurrency or conf.worker_concurrency or default)
         )
         multiplier = (
             conf.worker_prefetch_multiplier if prefetch_multiplier is None else prefetch_multiplier

@@ -5,7 +5,7 @@ import time
 
 from beatq.utils.log import get_task_logger
 
-from . import app, record
+from . import app, journal, record
 
 
 class CustomError(Exception):
@@ -326,8 +326,8 @@ def cv_seen(value, tag="seen"):
     return value
 
 
-# -- async refusal (ar_) -------------------------------------------------------------------------
-def _ar_sync_front(coroutine_function):
+# -- async tasks (at_) ---------------------------------------------------------------------------
+def _at_sync_front(coroutine_function):
     """A plain-def decorator around an async function: declared sync, it returns a coroutine."""
 
     def front(*args, **kwargs):
@@ -337,12 +337,96 @@ def _ar_sync_front(coroutine_function):
     return front
 
 
-async def _ar_work(tag):
-    record("ar_runs", tag)  # never reached: nothing awaits the coroutine
+async def _at_work(tag):
+    record("at_hidden", tag)  # never reached: nothing awaits the coroutine
     return tag
 
 
-ar_behind_sync = app.task(name="tests.proj.tasks.ar_behind_sync")(_ar_sync_front(_ar_work))
+at_behind_sync = app.task(name="tests.proj.tasks.at_behind_sync")(_at_sync_front(_at_work))
+
+
+@app.task(bind=True)
+async def at_sleep(self, seconds, tag=""):
+    """Await `seconds`; journal "tag pid loop start end" to "at_runs" (loop: the running
+    loop's id); return the tag and this run's request id (self.request in a coroutine)."""
+    import asyncio
+
+    began = time.time()
+    await asyncio.sleep(seconds)
+    loop = id(asyncio.get_running_loop())
+    record("at_runs", f"{tag} {os.getpid()} {loop} {began} {time.time()}")
+    return [tag, self.request.id]
+
+
+@app.task
+async def at_noop():
+    return None
+
+
+@app.task
+async def at_limited(seconds, tag):
+    """Await `seconds` in one await; journal what stopped it to "at_limits"."""
+    import asyncio
+
+    from beatq.exceptions import SoftTimeLimitExceeded
+
+    try:
+        await asyncio.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        record("at_limits", f"{tag}:soft")
+        return "soft"
+    except asyncio.CancelledError:
+        record("at_limits", f"{tag}:cancelled")
+        raise
+    record("at_limits", f"{tag}:done")
+    return "done"
+
+
+@app.task(bind=True, max_retries=3, default_retry_delay=0)
+async def at_flaky(self, tag, fails):
+    """Fail `fails` times through self.retry, then return the number of tries."""
+    import asyncio
+
+    await asyncio.sleep(0)
+    record("at_tries", tag)
+    if self.request.retries < fails:
+        raise self.retry(exc=ValueError(f"try {self.request.retries}"))
+    return self.request.retries
+
+
+@app.task(autoretry_for=(ConnectionError,), retry_kwargs={"max_retries": 2, "countdown": 0})
+async def at_autoretry(tag):
+    import asyncio
+
+    await asyncio.sleep(0)
+    record("at_auto", tag)
+    if len([t for t in journal("at_auto") if t == tag]) < 3:
+        raise ConnectionError("not yet")
+    return "third time"
+
+
+@app.task
+def at_plain(tag):
+    """A plain-def task, for the asyncio pool's thread pool: the thread it ran in."""
+    import threading
+
+    return [tag, threading.current_thread().name]
+
+
+@app.task
+async def at_client(x):
+    """Sends a task from inside a coroutine and awaits its result (the async client API)."""
+    result = await add.adelay(x, 1)
+    return await result.aget(timeout=30)
+
+
+@app.task
+async def at_blocks(seconds, tag):
+    """Block the loop's thread in C: the limit of a coroutine that never awaits."""
+    record("at_limits", f"{tag}:start")
+    time.sleep(seconds)
+    record("at_limits", f"{tag}:end")
+    return tag
 
 
 # -- task loggers (lg_) --------------------------------------------------------------------------
