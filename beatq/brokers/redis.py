@@ -782,6 +782,15 @@ class RedisBackend(Backend):
             raise ValueError(f"mode must be 'add', 'update' or 'set', not {mode!r}")
         return bool(self._run("schedules", self._schedule_keys(), ["put", name, spec, mode]))
 
+    def schedule_add_many(self, items: Sequence[tuple[str, bytes]]) -> list[str]:
+        if not items:
+            return []
+        args: list[Any] = ["putmany"]
+        for name, spec in items:
+            args += (name, spec)
+        there = self._run("schedules", self._schedule_keys(), args)
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in there or []]
+
     def schedule_delete(self, name: str) -> bool:
         return bool(self._run("schedules", self._schedule_keys(), ["delete", name]))
 

@@ -455,6 +455,11 @@ class Schedules(Leases):
         (nothing changed) when the mode refuses."""
 
     @abc.abstractmethod
+    def schedule_add_many(self, items: Sequence[tuple[str, bytes]]) -> list[str]:
+        """Add every (name, spec) of `items`, all or none, with one bump of the version,
+        atomically: the names of `items` already stored (nothing changed then), or []."""
+
+    @abc.abstractmethod
     def schedule_delete(self, name: str) -> bool:
         """Forget entry `name`'s spec (its history stays); False if there was none."""
 

@@ -83,6 +83,16 @@ class RowSchedules(Schedules):
             rows.bump()
             return True
 
+    def schedule_add_many(self, items: Sequence[tuple[str, bytes]]) -> list[str]:
+        with self.schedule_rows() as rows:
+            there = [name for name, _ in items if rows.has_spec(name)]
+            if there or not items:
+                return there
+            for name, spec in items:
+                rows.put_spec(name, spec)
+            rows.bump()
+            return []
+
     def schedule_delete(self, name: str) -> bool:
         with self.schedule_rows() as rows:
             if not rows.delete_spec(name):

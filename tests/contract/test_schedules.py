@@ -29,6 +29,20 @@ def test_specs_add_update_delete_and_the_version_grows_with_each(b: Backend) -> 
     assert b.schedule_version() > version
 
 
+def test_many_specs_are_added_all_or_none_with_one_version_bump(b: Backend) -> None:
+    items = [(f"bulk-{n:05d}", f'{{"every": {n + 1}}}'.encode()) for n in range(5000)]
+    assert b.schedule_add_many(items) == []
+    version, specs = b.schedule_specs()
+    assert version == 1, "one bump for the whole batch"
+    assert len(specs) == 5000 and specs["bulk-04999"] == b'{"every": 5000}'
+    clash = [("fresh", b"x"), ("bulk-00007", b"y"), ("bulk-00009", b"z")]
+    assert b.schedule_add_many(clash) == ["bulk-00007", "bulk-00009"]
+    assert b.schedule_version() == version, "a refused batch changes nothing"
+    assert "fresh" not in b.schedule_specs()[1]
+    assert b.schedule_specs()[1]["bulk-00007"] == b'{"every": 8}'
+    assert b.schedule_add_many([]) == [] and b.schedule_version() == version
+
+
 def test_two_clients_adding_one_name_at_once_make_one_entry(store: Store) -> None:
     clients = [store.open() for _ in range(8)]
     won: list[bool] = []

@@ -2,6 +2,8 @@
 -- KEYS: specs, version, requests, cursors, done, lease, msgs, delayed[, held (run: hold_one)]
 -- ARGV: op, then per op:
 --   put:     name, spec, mode ('add' | 'update' | 'set')          -> 1 | 0
+--   putmany: (name, spec) pairs, added all or none, one version bump
+--            -> the names already stored (none added then), or {}
 --   delete:  name                                                  -> 1 | 0
 --   request: id, body, seconds a done request is remembered        -> 1 | 0
 --   history: prefix, maxlen, then (entry, record) pairs: each pushed on its entry's list, capped
@@ -14,6 +16,16 @@ if op == 'put' then
   redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
   redis.call('INCR', KEYS[2])
   return 1
+end
+if op == 'putmany' then
+  local there = {}
+  for i = 2, #ARGV, 2 do
+    if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then there[#there + 1] = ARGV[i] end
+  end
+  if #there > 0 then return there end
+  for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  redis.call('INCR', KEYS[2])
+  return {}
 end
 if op == 'delete' then
   if redis.call('HDEL', KEYS[1], ARGV[2]) == 0 then return 0 end
