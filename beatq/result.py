@@ -7,6 +7,8 @@ serialized with `result_serializer`:
     result      the return value, or for an exception {exc_type, exc_module, exc_message}
     traceback   the formatted traceback text, or None
     date_done   POSIX seconds (UTC) when the state was stored
+    runtime     seconds the task's body ran, as the worker measured it (SUCCESS, and a
+                FAILURE the task raised; absent otherwise)
     task_id     the task's id
     name        the task's name
 """
@@ -138,8 +140,10 @@ def make_meta(
     traceback: str | None = None,
     name: str | None = None,
     children: list[Any] | None = None,
+    runtime: float | None = None,
 ) -> dict[str, Any]:
-    """A state to store; `children` (results of what the task sent) only when it has some."""
+    """A state to store; `children` (results of what the task sent) and `runtime` only when
+    there are some."""
     if isinstance(result, BaseException):
         result = exception_to_dict(result)
     meta = {
@@ -152,6 +156,8 @@ def make_meta(
     }
     if children:
         meta["children"] = [child_ref(c) for c in children]
+    if runtime is not None:
+        meta["runtime"] = runtime
     return meta
 
 

@@ -24,17 +24,24 @@ class Clock:
 
 @pytest.fixture
 def leading() -> tuple[Beatq, Beat, Clock]:
+    return lead(
+        {
+            "latest": {"task": "history.noop", "schedule": 1.0, "options": {"queue": "out"}},
+            "single": {
+                "task": "history.noop",
+                "schedule": 1.0,
+                "overlap": "skip",
+                "options": {"queue": "out"},
+            },
+        }
+    )
+
+
+def lead(schedule: dict) -> tuple[Beatq, Beat, Clock]:
+    """A beat of `schedule` leading on a memory:// broker, at MINUTE + 0.5 by its clock."""
     app = Beatq("history", broker=f"memory://history-{uuid.uuid4().hex}")
     app.task(name="history.noop", ignore_result=True)(lambda: None)
-    app.conf.beat_schedule = {
-        "latest": {"task": "history.noop", "schedule": 1.0, "options": {"queue": "out"}},
-        "single": {
-            "task": "history.noop",
-            "schedule": 1.0,
-            "overlap": "skip",
-            "options": {"queue": "out"},
-        },
-    }
+    app.conf.beat_schedule = schedule
     clock = Clock(MINUTE + 0.5)
     beat = Beat(app, files=[], clock=clock, lease_ttl=600)
     beat._sleep = lambda seconds, precise: None  # one tick at a time, by hand
@@ -87,3 +94,17 @@ def test_no_history_is_kept_with_beat_history_len_0(leading) -> None:
     beat._tick()
     assert app.schedules.history("latest", 10) == []
     assert beat.records["latest"].runs == 1
+
+
+def test_slots_outside_start_at_and_end_at_are_no_slots_of_the_entry() -> None:
+    """No record, and no reason, for the seconds before start_at and from end_at on: the
+    entry has no slot there (beat/history.py says why)."""
+    window = {"start_at": MINUTE + 3, "end_at": MINUTE + 5}
+    app, beat, clock = lead(
+        {"bounded": {"task": "history.noop", "schedule": 1.0, "catchup": "all", **window}}
+    )
+    for second in range(1, 9):
+        clock.now = MINUTE + second
+        beat._tick()
+    assert history(app, "bounded") == [(MINUTE + 3, None), (MINUTE + 4, None)]
+    assert app.schedules.get("bounded").next_run is None, "no run from end_at on"

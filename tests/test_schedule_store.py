@@ -166,6 +166,8 @@ def test_a_run_in_flight_finishes_after_its_entry_is_removed(
     (record,) = app.schedules.history("slow", 10)
     assert record.slot == at.timestamp() and record.state == "SUCCESS"
     assert record.took is not None and record.took >= 2.0
+    # the task's own runtime (the worker's measure), beside `took` (queue wait and run)
+    assert record.runtime is not None and 2.0 <= record.runtime <= record.took
     assert "slow" not in app.broker.beat_entries()
 
 

@@ -8,7 +8,9 @@ Entries come from the app's code, the schedule files and the broker's store (ent
 added at run time: `app.schedules`, beat/store.py). A file or code entry owns its name:
 a store entry of the same name is left out, with an error in the log. The leader reads
 the store's version every `store_interval` (one read); when it changed, it reads the
-specs and the run requests again and plans what changed, as for an edited file.
+specs and the run requests again and plans what changed, as for an edited file: a few
+dozen entries at a time between runs (see _take_store), so 10,000 entries added at once
+never hold up a run that is due.
 
 Every dispatch is one atomic, fenced broker call that settles the run and sends its
 message, so a restart, a second beat or a change of leader neither repeats a run nor
@@ -130,6 +132,9 @@ class Beat:
     # one whose options give an eta or countdown, counted from the send, as before).
     early = 0.01
     store_interval = 0.5  # seconds between reads of the store's version (see the module)
+    store_room = 0.05  # seconds before a send within which the store is not read
+    store_slice = 0.02  # seconds of store entries taken up at a time (see _take_store)
+    store_chunk = 100  # store entries planned per round trip while taken up
 
     def __init__(
         self,
@@ -165,6 +170,9 @@ class Beat:
         self.next_store_check = 0.0
         self.requests: dict[str, _Request] = {}  # triggers and backfills being run
         self.store_since: dict[str, float] = {}  # when each store entry was last changed
+        self.store_seen: dict[str, bytes] = {}  # each store spec as last read
+        # store specs read but not taken up yet (see _take_store), in the order read
+        self.store_todo: dict[str, bytes] = {}
         self.history: list[tuple[str, bytes]] = []  # run records not written yet
         self.history_len = int(app.conf.beat_history_len or 0)
         self.led_at = 0.0  # when this beat last became the leader
@@ -354,11 +362,16 @@ class Beat:
             popped = self._pop_due()
             due.extendleft(reversed([run for at, run in popped if at > now]))
             due.extend(run for at, run in popped if at <= now)
-        # after what was due: the store's round trip never delays a run
-        if now >= self.next_store_check:
+        # after what was due: the store's round trip never delays a run (and its read of
+        # every spec waits for a gap before the next send, up to a second)
+        if now >= self.next_store_check and (
+            self._room() > self.store_room or now >= self.next_store_check + 1.0
+        ):
             self.next_store_check = now + self.store_interval
             if self.app.broker.schedule_version() != self.store_version:
                 self._store_changed()
+        if self.store_todo:
+            self._take_store()
         if self.requests:
             self._run_requests()
         if self.history:
@@ -371,7 +384,15 @@ class Beat:
             self.next_store_check,
             min((r.next_at for r in self.requests.values()), default=run_at),
         )
+        if self.store_todo and self._room() > self.store_room:
+            wake = now  # more of the store to take up, and time for it before a send
         self._sleep(wake - self.clock(), precise=wake == run_at)
+
+    def _room(self) -> float:
+        """Seconds until the beat must be back for its next send (`lead` before it)."""
+        if not self.heap:
+            return self.ttl
+        return self.heap[0][0] - self.lead - self.clock()
 
     def _pop_due(self, limit: int | None = None) -> list[tuple[float, tuple[Entry, float]]]:
         """Take (up to `limit`) runs due to be sent off the heap, earliest first:
@@ -454,65 +475,105 @@ class Beat:
             self._plan(changed, removed)
 
     # -- the store (entries added at run time, triggers, backfills) --------------------------
-    def _stored_entries(self, specs: dict[str, bytes]) -> dict[str, Entry]:
-        """The store's entries that the beat can run: one that is bad here (its task not
-        registered on this host, say) or whose name a file or code entry owns is left
-        out, with an error in the log."""
-        registered = list(self.app.tasks) if self.app.tasks else None
-        found = {}
-        for name, data in specs.items():
-            if name in self.defined:
-                log.error(
-                    "beat: store entry %r is left out: %s defines an entry of that name",
-                    name,
-                    self.defined[name].source,
-                )
-                continue
-            spec = decode(data)
-            try:
-                found[name] = entry_of(name, spec, self.app.timezone, registered)
-            except ScheduleError as exc:
-                log.error("beat: store entry %r is left out: %s", name, exc)
-                continue
-            changed = spec.get("updated")
-            if isinstance(changed, (int, float)):
-                self.store_since[name] = float(changed)
-        return found
+    def _store_entry(self, name: str, data: bytes, registered: list[str] | None) -> Entry | None:
+        """Store spec `name` as an entry the beat can run; None (an error in the log) if it
+        is bad here (its task not registered on this host, say) or a file or code entry
+        owns its name."""
+        if name in self.defined:
+            log.error(
+                "beat: store entry %r is left out: %s defines an entry of that name",
+                name,
+                self.defined[name].source,
+            )
+            return None
+        spec = decode(data)
+        try:
+            entry = entry_of(name, spec, self.app.timezone, registered)
+        except ScheduleError as exc:
+            log.error("beat: store entry %r is left out: %s", name, exc)
+            return None
+        changed = spec.get("updated")
+        if isinstance(changed, (int, float)):
+            self.store_since[name] = float(changed)
+        return entry
+
+    def _registered(self) -> list[str] | None:
+        return list(self.app.tasks) if self.app.tasks else None
 
     def _read_store(self) -> None:
-        """Take up the store's entries as they are now (as the leader takes over)."""
+        """Take up the store's entries as they are now, all at once (as the leader takes
+        over, before it plans everything)."""
         version, specs = self.app.broker.schedule_specs()
-        self.store_version = version
-        stored = self._stored_entries(specs)
+        self.store_version, self.store_seen, self.store_todo = version, dict(specs), {}
+        registered = self._registered()
+        stored = {n: self._store_entry(n, d, registered) for n, d in specs.items()}
         for name in [n for n, e in self.entries.items() if e.source == SOURCE]:
-            if name not in stored:
+            if stored.get(name) is None:
                 del self.entries[name]
-        self.entries.update(stored)
+        self.entries.update({n: e for n, e in stored.items() if e is not None})
 
     def _store_changed(self) -> None:
-        """Plan what changed in the store since it was last read, and take up new requests."""
+        """Read the store's specs again: drop the removed entries at once, queue the new
+        and changed ones (only those whose spec changed: 10,000 unchanged cost a compare
+        each) to be taken up between runs, and take up new requests."""
         version, specs = self.app.broker.schedule_specs()
-        stored = self._stored_entries(specs)
-        old = {n: e for n, e in self.entries.items() if e.source == SOURCE}
-        removed = [n for n in old if n not in stored]
-        changed = [
-            n
-            for n, e in stored.items()
-            if n not in old
-            or old[n].fingerprint() != e.fingerprint()
-            or old[n].enabled != e.enabled
-        ]
+        self.store_version = version
+        seen = self.store_seen
+        removed = [n for n in seen if n not in specs]
         for name in removed:
+            del seen[name]
+            self.store_todo.pop(name, None)
+            self.store_since.pop(name, None)
+        for name, data in specs.items():
+            if seen.get(name) != data:
+                seen[name] = self.store_todo[name] = data
+        gone = [n for n in removed if n in self.entries and self.entries[n].source == SOURCE]
+        for name in gone:
             del self.entries[name]
             self.versions[name] = self.versions.get(name, 0) + 1
-        self.entries.update(stored)
-        self.store_version = version
-        if changed or removed:
+        if gone:
+            self._plan([], gone)
+        if gone or self.store_todo:
             log.warning(
-                "beat: store changed: %d new or changed, %d removed", len(changed), len(removed)
+                "beat: store changed: %d new or changed, %d removed",
+                len(self.store_todo),
+                len(gone),
             )
-            self._plan(changed, removed)
+        if self.store_todo:
+            self._take_store()
         self._take_requests()
+
+    def _take_store(self) -> None:
+        """Take up the queued store specs: read and plan them `store_chunk` at a time (one
+        round trip each), for `store_slice` seconds at most and never into the time a send
+        is due; what is left is taken up at the next gap."""
+        registered = self._registered()
+        start = time.monotonic()
+        while self.store_todo:
+            if time.monotonic() - start > self.store_slice or self._room() < self.store_room / 2:
+                return
+            chunk = []
+            for name in list(self.store_todo)[: self.store_chunk]:
+                entry = self._store_entry(name, self.store_todo.pop(name), registered)
+                old = self.entries.get(name)
+                if entry is None:
+                    if old is not None and old.source == SOURCE:  # now bad here: dropped
+                        del self.entries[name]
+                        self.versions[name] = self.versions.get(name, 0) + 1
+                        self._plan([], [name])
+                    continue
+                if (
+                    old is not None
+                    and old.fingerprint() == entry.fingerprint()
+                    and old.enabled == entry.enabled
+                ):
+                    self.entries[name] = entry  # a change of nothing the beat runs by
+                    continue
+                self.entries[name] = entry
+                chunk.append(name)
+            if chunk:
+                self._plan(chunk, [])
+        self._take_requests()  # those of entries not taken up before
 
     def _take_requests(self) -> None:
         """Take up the pending triggers and backfills not being run yet."""
@@ -523,6 +584,8 @@ class Beat:
             body = decode(request.body)
             name, kind = str(body.get("entry")), body.get("kind")
             entry = self.entries.get(name)
+            if entry is None and name in self.store_todo:
+                continue  # added a moment ago: run once it is taken up (_take_store)
             if entry is None or kind not in (TRIGGER, BACKFILL):
                 why = "no such entry" if entry is None else f"unknown kind {kind!r}"
                 log.error("beat: run request %s of entry %r dropped: %s", request.id, name, why)

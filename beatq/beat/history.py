@@ -4,8 +4,15 @@ The leader writes a record for every slot it settles, run or not, after the fenc
 dispatch that settled it (a separate round trip, after the run's message is out: a
 run is never later for its history): when it was sent, how late, the task id, or why
 it did not run. The task's outcome is not written by anyone: `app.schedules.history`
-reads it from the result store when asked (state, when it finished, and how long after
-its run was sent).
+reads it from the result store when asked: its state, when it finished, how long its body
+ran (`runtime`, the worker's own measure, stored with SUCCESS and with a FAILURE the task
+raised) and how long after its run was sent it finished (`took`: the wait in the queue
+and the run together; all there is for a result stored without a runtime).
+
+Slots before an entry's `start_at` or at and after its `end_at` have no record, and need
+no reason: they are not slots of the entry. Its schedule is bounded there
+(Entry.next_after never yields one), so the leader never settles them, a backfill never
+finds them, and `schedule show` has no next run once `end_at` is past.
 
 Each entry keeps its newest `beat_history_len` records (1,000 by default; 0 keeps none).
 A record is one flat JSON object, read tolerantly (a missing key is None).
@@ -41,6 +48,7 @@ class RunRecord:
     state: str | None = None
     finished_at: float | None = None
     took: float | None = None  # seconds from its sending (or its slot, if later) to its end
+    runtime: float | None = None  # seconds its body ran (the worker's measure), if stored
 
     def to_json(self) -> bytes:
         """The stored record: the fields that have a value, but the ones read later."""

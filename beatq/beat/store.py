@@ -321,8 +321,8 @@ class ScheduleStore:
     # -- history -----------------------------------------------------------------------------
     def history(self, name: str, limit: int = 100) -> builtins.list[RunRecord]:
         """Entry `name`'s newest `limit` slots, newest first: when each was sent, how late,
-        its task id and final state (read from the result store now), or why it did not
-        run. Kept per entry up to `beat_history_len` (default 1,000)."""
+        its task id, final state and runtime (read from the result store now; see
+        beat/history.py for `runtime` and `took`), or why it did not run. Kept per entry up to `beat_history_len` (default 1,000)."""
         if not isinstance(limit, int) or limit < 1:
             raise SpecError(name, "limit", f"{limit!r}: give a whole number >= 1")
         records = [
@@ -355,6 +355,9 @@ class ScheduleStore:
                 record.finished_at = float(done)
                 began = max(record.sent_at or 0.0, record.slot)
                 record.took = max(float(done) - began, 0.0)
+            runtime = meta.get("runtime")
+            if isinstance(runtime, (int, float)) and not isinstance(runtime, bool):
+                record.runtime = float(runtime)
 
     # -- checks ------------------------------------------------------------------------------
     def _check_name(self, name: str, owned: Mapping[str, str] | None = None) -> None:

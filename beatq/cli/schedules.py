@@ -250,5 +250,7 @@ def history(ctx: click.Context, name: str, limit: int, as_json: bool, loglevel: 
             click.echo(f"{slot}  {r.kind:<8}  not run: {r.reason}")
             continue
         late = f"{(r.lateness or 0.0) * 1000:.1f} ms late"
-        took = "" if r.took is None else f", took {r.took:.3f}s"
+        took = "" if r.took is None else f", done {r.took:.3f}s after sent"
+        if r.runtime is not None:
+            took = f", ran {r.runtime:.3f}s{took}"
         click.echo(f"{slot}  {r.kind:<8}  {late}  {r.task_id}  {r.state or '-'}{took}")

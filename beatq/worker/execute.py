@@ -309,7 +309,7 @@ class Executor:
             log.error(
                 "Task %s[%s] raised %r\n%s", message.task, message.id, exc, traceback.format_exc()
             )
-            self._fail(ack, message, task, request, exc, traceback.format_exc())
+            self._fail(ack, message, task, request, exc, traceback.format_exc(), runtime=runtime)
             task.ended(request, states.FAILURE, exc, ExceptionInfo())
             return Outcome(message.task, states.FAILURE, runtime, folded)
 
@@ -473,7 +473,8 @@ class Executor:
             expand(first, self.app, plan, [value], {}, chain[1:], extra, lineage(message))
             children.append(result_ref(first))  # type: ignore[union-attr]
         if not _ignores(message, task):
-            plan.results.append(self._state(message, states.SUCCESS, value, None, children))
+            state = self._state(message, states.SUCCESS, value, None, children, runtime)
+            plan.results.append(state)
         joins = [j for j in (self._join(message),) if j is not None] + plan.joins
         events = self._event(
             ev.TASK_SUCCEEDED, message, result=ev.short_repr(value), runtime=runtime
@@ -490,11 +491,12 @@ class Executor:
         tb: str | None,
         status: str = states.FAILURE,
         event: str = ev.TASK_FAILED,
+        runtime: float | None = None,
     ) -> None:
         """Store the failure (and fail what was to follow in a chain), run the errbacks."""
         results = []
         if task is None or not _ignores(message, task) or status != states.FAILURE:
-            results.append(self._state(message, status, exc, tb, request.children))
+            results.append(self._state(message, status, exc, tb, request.children, runtime))
         for sig in message.options.get("chain") or ():
             results += failure_writes(self.app, all_ids(sig), exc, tb, status)
         errbacks = message.options.get("link_error") or ()
@@ -679,8 +681,9 @@ class Executor:
         value: Any,
         tb: str | None = None,
         children: list[Any] | None = None,
+        runtime: float | None = None,
     ) -> ResultWrite:
-        meta = make_meta(message.id, status, value, tb, message.task, children)
+        meta = make_meta(message.id, status, value, tb, message.task, children, runtime)
         data = encode_meta(meta, self.result_serializer, self.result_compression)
         return ResultWrite(message.id, data, self.result_ttl, status in states.READY_STATES)
 
