@@ -322,7 +322,8 @@ class ScheduleStore:
     def history(self, name: str, limit: int = 100) -> builtins.list[RunRecord]:
         """Entry `name`'s newest `limit` slots, newest first: when each was sent, how late,
         its task id, final state and runtime (read from the result store now; see
-        beat/history.py for `runtime` and `took`), or why it did not run. Kept per entry up to `beat_history_len` (default 1,000)."""
+        beat/history.py for `runtime` and `took`), or why it did not run. Kept per entry
+        up to `beat_history_len` (default 1,000)."""
         if not isinstance(limit, int) or limit < 1:
             raise SpecError(name, "limit", f"{limit!r}: give a whole number >= 1")
         records = [
