@@ -44,7 +44,16 @@ from ..metrics import Metrics
 from ..timezones import format_time
 from ..wakeup import nap_until, tighten_timer_slack
 from .entries import Entry
-from .history import BACKFILL, CAUGHT_UP, NO_LEADER, OVERLAP, PAUSED, TRIGGER, RunRecord
+from .history import (
+    BACKFILL,
+    CAUGHT_UP,
+    NO_LEADER,
+    OVERLAP,
+    PAUSED,
+    TRIGGER,
+    RunRecord,
+    covered_from,
+)
 from .history import encode as encode_run
 from .lease import LeaderLease
 from .loader import load_all, schedule_files
@@ -66,6 +75,7 @@ class _Request:
     slots: deque[float]
     spacing: float  # seconds between two of its runs
     next_at: float  # when its next slot is sent
+    waiting: bool = False  # on the entry's unfinished last run (overlap "skip")
 
 
 @dataclass
@@ -606,15 +616,38 @@ class Beat:
 
     def _backfill_slots(self, entry: Entry, body: dict[str, Any]) -> list[float]:
         """The slots of `entry` in [start, end) that it settled without running them (the
-        slots still to come are the schedule's), oldest first."""
+        slots still to come are the schedule's), oldest first. Which ran is read from its
+        history and its record's last slot sent (written with the dispatch itself, for a
+        run whose history record a crash lost); the part of the range the capped history
+        no longer covers is left out, with a warning (app.schedules refuses to ask that)."""
         start, end = float(body.get("start") or 0.0), float(body.get("end") or 0.0)
         record = self.records.get(entry.name)
         settled = record.settled if record is not None and record.settled else 0.0
-        ran = set()
-        for data in self.app.broker.history(entry.name, max(self.history_len, 1)):
-            run = RunRecord.from_json(data)
-            if run is not None and run.sent_at is not None and run.kind != TRIGGER:
-                ran.add(run.slot)
+        if self.history_len <= 0:
+            log.error(
+                "beat: backfill of entry %r dropped: beat_history_len is 0, so which slots "
+                "ran is not known",
+                entry.name,
+            )
+            return []
+        found = [
+            r
+            for r in map(RunRecord.from_json, self.app.broker.history(entry.name, self.history_len))
+            if r is not None
+        ]
+        ran = {r.slot for r in found if r.sent_at is not None and r.kind != TRIGGER}
+        if record is not None and record.last_slot is not None:
+            ran.add(record.last_slot)
+        since = covered_from(found, self.history_len)
+        if since is not None and start < since:
+            log.warning(
+                "beat: backfill of entry %r starts at %s, but its history covers from %s on "
+                "only: the slots before are left out (they may have run)",
+                entry.name,
+                format_time(start, entry.zone),
+                format_time(since, entry.zone),
+            )
+            start = since
         slots: list[float] = []
         at = entry.next_after(start - 1e-6)
         while at is not None and at < end and at <= settled and len(slots) < 100_000:
@@ -648,16 +681,35 @@ class Beat:
                 extra = {"task_id": request.id} if request.kind == TRIGGER else {}
                 message, body = self._build(entry, slot, request.kind, **extra)
                 outgoing = self.app.outgoing(message, body)
+                record = self.records.get(entry.name)
+                # overlap "skip": never two runs at once, a requested one included
+                busy = record.last_task_id if record and entry.overlap == "skip" else None
                 sent_at = self.clock()
                 outcome = self.app.broker.schedule_run(
-                    LEASE_NAME, self.holder, token, request.id, slot, last, [outgoing]
+                    LEASE_NAME, self.holder, token, request.id, slot, last, [outgoing], busy
                 )
                 if self.app.tracing is not None:
                     self.app.tracing.beat_sent(message.id, outcome, max(sent_at - slot, 0.0))
                 if outcome == "lost":
                     raise LeaseLost(f"{request.kind} of {entry.name!r} refused: lease lost")
+                if outcome == "busy":  # sent once the entry's last run ends
+                    request.slots.appendleft(slot)
+                    if not request.waiting:
+                        log.info(
+                            "beat: %s %s of entry %r waits: its last run %s is unfinished "
+                            "(overlap skip)",
+                            request.kind,
+                            request.id,
+                            entry.name,
+                            busy,
+                        )
+                    request.waiting, request.next_at = True, now + self.store_interval
+                    break
+                request.waiting = False
                 if outcome == "sent":
                     lateness = max(sent_at - slot, 0.0)
+                    if record is not None:  # the entry's last run now (overlap "skip")
+                        record.last_task_id, self.ahead = message.id, None
                     self._remember(entry, slot, request.kind, sent_at, lateness, message.id)
                     log.info(
                         "beat: sent %s for entry %r (%s of %s), id %s",
@@ -686,7 +738,7 @@ class Beat:
     ) -> None:
         """Keep a run record of `entry` for its history (written after the dispatch)."""
         if self.history_len > 0:
-            record = encode_run(slot, kind, sent_at, lateness, task_id, reason)
+            record = encode_run(slot, kind, sent_at, lateness, task_id, reason, self.clock())
             self.history.append((entry.name, record))
 
     def _write_history(self) -> None:

@@ -21,6 +21,7 @@ A record is one flat JSON object, read tolerantly (a missing key is None).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -44,6 +45,7 @@ class RunRecord:
     lateness: float | None = None  # seconds after its slot it was sent (0: ahead)
     task_id: str | None = None
     reason: str | None = None  # why it did not run
+    at: float | None = None  # when the leader made the record (see covered_from)
     # read from the result store when the history is read, never stored
     state: str | None = None
     finished_at: float | None = None
@@ -52,7 +54,9 @@ class RunRecord:
 
     def to_json(self) -> bytes:
         """The stored record: the fields that have a value, but the ones read later."""
-        return encode(self.slot, self.kind, self.sent_at, self.lateness, self.task_id, self.reason)
+        return encode(
+            self.slot, self.kind, self.sent_at, self.lateness, self.task_id, self.reason, self.at
+        )
 
     @classmethod
     def from_json(cls, data: bytes) -> RunRecord | None:
@@ -77,9 +81,12 @@ def encode(
     lateness: float | None = None,
     task_id: str | None = None,
     reason: str | None = None,
+    at: float | None = None,
 ) -> bytes:
     """A record's stored bytes, made without a RunRecord: the leader makes one per run."""
     fields: dict[str, Any] = {"slot": slot, "kind": kind}
+    if at is not None:
+        fields["at"] = at
     if sent_at is not None:
         fields["sent_at"] = sent_at
     if lateness is not None:
@@ -89,3 +96,21 @@ def encode(
     if reason is not None:
         fields["reason"] = reason
     return json.dumps(fields).encode()
+
+
+COVER_MARGIN = 1.0  # seconds: a run is sent ahead of its slot (Beat.early), leaders' clocks differ
+
+
+def covered_from(records: Sequence[RunRecord], maxlen: int) -> float | None:
+    """From when an entry's history, its newest `maxlen` `records` (newest first), holds a
+    record of every slot that ran: None when nothing was dropped yet (fewer than `maxlen`).
+
+    Records are kept in the order the leader made them, and a slot's record is made at or
+    after its run (a backfill's long after its slot): every dropped record, whatever its
+    slot, was made before the oldest kept one, so its slot is before that one's `at` (a
+    record without one, made before it was kept: its later of slot and sending)."""
+    if len(records) < maxlen or not records:
+        return None
+    oldest = records[-1]
+    made = oldest.at if oldest.at is not None else max(oldest.slot, oldest.sent_at or 0.0)
+    return made + COVER_MARGIN

@@ -30,21 +30,17 @@ from __future__ import annotations
 import builtins
 import json
 import time
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
 from ..exceptions import ScheduleError
 from .entries import Entry
-from .history import BACKFILL, TRIGGER, RunRecord
 from .loader import load_file, load_python, schedule_files
 from .record import EntryRecord
+from .runs import OutOfTurn
 from .specs import SOURCE, SpecError, check_fires, decode, encode, entry_of, make_spec
-
-MAX_BACKFILL = 100_000  # slots one backfill may ask for
 
 
 class EntryNotFound(ScheduleError):
@@ -81,7 +77,7 @@ class ScheduleEntry:
         }
 
 
-class ScheduleStore:
+class ScheduleStore(OutOfTurn):
     """The entries of `app`'s beat that live in its broker (see the module docstring).
 
     >>> app.schedules.add("report", "proj.tasks.report", "0 7 * * mon", args=[1])
@@ -263,103 +259,6 @@ class ScheduleStore:
         self._known(name)
         self.app.broker.beat_pause(name, False)
 
-    # -- running out of turn -----------------------------------------------------------------
-    def trigger(self, name: str, run_id: str | None = None) -> Any:
-        """Run entry `name` once now, outside its schedule (paused or not). Called on many
-        hosts with the same `run_id`, it runs once: the run's task id is the run id. The
-        leader sends it within a second. Returns the run's AsyncResult."""
-        self._known(name)
-        run_id = self._run_id(run_id, "run_id")
-        body = {"entry": name, "kind": TRIGGER, "at": time.time()}
-        self.app.broker.schedule_request(run_id, json.dumps(body).encode(), _KEEP)
-        return self.app.AsyncResult(run_id)
-
-    def backfill(
-        self,
-        name: str,
-        start: Any,
-        end: Any,
-        spacing: float = 0.0,
-        run_id: str | None = None,
-    ) -> str:
-        """Run every slot of entry `name` in [start, end) that it settled without running
-        (paused, missed, given up), oldest first, each once, across a change of leader.
-        `spacing`: seconds between two of its runs (0: as fast as the beat sends). Returns
-        the request's id (`run_id` if given: asking twice with one id backfills once)."""
-        entry = self._known(name)
-        zone = self.app.timezone
-        begin, until = _instant(name, "start", start, zone), _instant(name, "end", end, zone)
-        if until <= begin:
-            raise SpecError(name, "end", "must be after start (the range is [start, end))")
-        if until > time.time() + 1:
-            raise SpecError(
-                name,
-                "end",
-                "is in the future; backfill runs past slots (the schedule runs "
-                "the rest): give an end up to now",
-            )
-        if not isinstance(spacing, (int, float)) or spacing < 0:
-            raise SpecError(name, "spacing", f"{spacing!r}: give seconds >= 0")
-        if entry is not None:
-            count, at = 0, entry.next_after(begin - 1e-6)
-            while at is not None and at < until:
-                count += 1
-                if count > MAX_BACKFILL:
-                    raise SpecError(
-                        name,
-                        "end",
-                        f"the range holds more than {MAX_BACKFILL} slots; backfill it in parts",
-                    )
-                at = entry.next_after(at)
-            if not count:
-                raise SpecError(name, "start", "the entry has no slot in [start, end)")
-        request_id = self._run_id(run_id, "run_id")
-        body = {"entry": name, "kind": BACKFILL, "start": begin, "end": until, "spacing": spacing}
-        self.app.broker.schedule_request(request_id, json.dumps(body).encode(), _KEEP)
-        return request_id
-
-    # -- history -----------------------------------------------------------------------------
-    def history(self, name: str, limit: int = 100) -> builtins.list[RunRecord]:
-        """Entry `name`'s newest `limit` slots, newest first: when each was sent, how late,
-        its task id, final state and runtime (read from the result store now; see
-        beat/history.py for `runtime` and `took`), or why it did not run. Kept per entry
-        up to `beat_history_len` (default 1,000)."""
-        if not isinstance(limit, int) or limit < 1:
-            raise SpecError(name, "limit", f"{limit!r}: give a whole number >= 1")
-        records = [
-            r
-            for r in (RunRecord.from_json(d) for d in self.app.broker.history(name, limit))
-            if r is not None
-        ]
-        sent = [r for r in records if r.task_id and r.sent_at is not None]
-        if sent:
-            self._outcomes(sent)
-        return records
-
-    def _outcomes(self, records: builtins.list[RunRecord]) -> None:
-        from ..result import decode_meta
-
-        store = self.app.broker.results
-        found = store.get_results([r.task_id for r in records if r.task_id])
-        for record, data in zip(records, found):
-            if data is None:
-                record.state = "PENDING"
-                continue
-            try:
-                meta = decode_meta(data, self.app.conf.accept_content)
-            except Exception:  # a result this host cannot read: say so, never fail
-                record.state = "UNKNOWN"
-                continue
-            record.state = meta.get("status")
-            done = meta.get("date_done")
-            if isinstance(done, (int, float)):
-                record.finished_at = float(done)
-                began = max(record.sent_at or 0.0, record.slot)
-                record.took = max(float(done) - began, 0.0)
-            runtime = meta.get("runtime")
-            if isinstance(runtime, (int, float)) and not isinstance(runtime, bool):
-                record.runtime = float(runtime)
-
     # -- checks ------------------------------------------------------------------------------
     def _check_name(self, name: str, owned: Mapping[str, str] | None = None) -> None:
         if not isinstance(name, str) or not name.strip() or name != name.strip():
@@ -491,18 +390,7 @@ class ScheduleStore:
             "app.schedules.add (or `beatq schedule add`)"
         )
 
-    @staticmethod
-    def _run_id(value: str | None, field_name: str) -> str:
-        if value is None:
-            return uuid.uuid4().hex
-        if not isinstance(value, str) or not value.strip() or len(value) > 200:
-            raise ScheduleError(
-                f"{field_name} {value!r}: give a non-empty string (200 at most)", field=field_name
-            )
-        return value
 
-
-_KEEP = 86400.0  # seconds a done run id is remembered (a repeat within it runs nothing)
 # per app (by id): the files' and code's entries, and what they were read from
 _DEFINED: dict[int, tuple[Any, dict[str, Entry]]] = {}
 
@@ -537,24 +425,3 @@ def _again(exc: ScheduleError, where: str) -> ScheduleError:
     """`exc` with `where` added to its message, its attributes kept."""
     exc.args = (f"{exc}{where}",)
     return exc
-
-
-def _instant(name: str, key: str, value: Any, zone: tzinfo) -> float:
-    """`value` (a datetime, a date, an ISO time or POSIX seconds) as POSIX seconds; a
-    naive time is read in the app's zone, as everywhere in beatq."""
-    if isinstance(value, bool):
-        pass
-    elif isinstance(value, (int, float)):
-        return float(value)
-    elif isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=zone)).timestamp()
-    elif isinstance(value, date):
-        return datetime.combine(value, datetime.min.time(), zone).timestamp()
-    elif isinstance(value, str):
-        try:
-            return _instant(name, key, datetime.fromisoformat(value), zone)
-        except ValueError:
-            pass
-    elif isinstance(value, timedelta):
-        return time.time() - value.total_seconds()  # that long ago
-    raise SpecError(name, key, f"{value!r} is not a time; give an ISO time or a datetime")

@@ -826,6 +826,7 @@ class RedisBackend(Backend):
         slot: float,
         last: bool,
         send: Sequence[Outgoing] = (),
+        busy_id: str | None = None,
     ) -> str:
         args = [
             "run",
@@ -834,6 +835,7 @@ class RedisBackend(Backend):
             request_id,
             repr(float(slot)),
             "1" if last else "",
+            busy_id or "",
             *_flatten(send),
         ]
         need = self.replication.beat

@@ -483,10 +483,13 @@ class Schedules(Leases):
         slot: float,
         last: bool,
         send: Sequence[Outgoing] = (),
+        busy_id: str | None = None,
     ) -> str:
         """As the leader, run slot `slot` of request `request_id`, in one atomic step:
         - "lost": `holder` does not hold `lease` with `token`; nothing changed;
         - "done": the request is done, gone, or its cursor is at or past `slot`;
+        - "busy": message `busy_id` (the entry's last run, overlap "skip") is still
+          stored: nothing changed, the slot is to be run later;
         - "sent": `send` was sent and the cursor moved to `slot` (done too if `last`)."""
 
     @abc.abstractmethod

@@ -28,6 +28,8 @@ class ScheduleRows(Protocol):
 
     def send(self, messages: Sequence[Outgoing], now: float) -> None: ...
 
+    def stored(self, message_id: str) -> bool: ...
+
     def version(self) -> int: ...
 
     def bump(self) -> None:
@@ -122,6 +124,7 @@ class RowSchedules(Schedules):
         slot: float,
         last: bool,
         send: Sequence[Outgoing] = (),
+        busy_id: str | None = None,
     ) -> str:
         with self.schedule_rows() as rows:
             now = time.time()
@@ -133,6 +136,8 @@ class RowSchedules(Schedules):
                 return "done"
             if found.cursor is not None and found.cursor >= slot:
                 return "done"
+            if busy_id and rows.stored(busy_id):
+                return "busy"
             rows.send(send, now)
             rows.move_request(request_id, slot, now if last else None)
             return "sent"
@@ -171,6 +176,9 @@ class TableRows:
 
     def send(self, messages: Sequence[Outgoing], now: float) -> None:
         self.base.send(messages, now)  # type: ignore[attr-defined]
+
+    def stored(self, message_id: str) -> bool:
+        return self.base.stored(message_id)  # type: ignore[attr-defined,no-any-return]
 
     def version(self) -> int:
         return self.tables.version

@@ -91,6 +91,25 @@ def test_a_request_runs_slot_by_slot_under_the_lease_each_slot_once(b: Backend) 
     assert request.cursor == 20.0 and request.done is not None
 
 
+def test_a_requested_run_waits_while_the_entrys_last_run_is_stored(b: Backend) -> None:
+    """overlap "skip": the slot is not sent, nor its cursor moved, while that message is
+    stored (unfinished); once it is acknowledged the same slot is sent."""
+    token = b.acquire_lease("beat", "leader", 30)
+    assert token is not None
+    b.send([out("last-run")])
+    b.schedule_request("now", b"", keep=3600)
+    assert b.schedule_run("beat", "leader", token, "now", 1.0, True, [out("t")], "last-run") == (
+        "busy"
+    )
+    (request,) = b.schedule_requests()
+    assert (request.cursor, request.done) == (None, None), "nothing changed"
+    b.finish(ack=b.claim(["q"], 1, 30).claims)
+    assert b.schedule_run("beat", "leader", token, "now", 1.0, True, [out("t")], "last-run") == (
+        "sent"
+    )
+    assert ids(b.claim(["q"], 10, 30).claims) == ["t"]
+
+
 def test_a_new_leader_resumes_a_request_after_its_last_slot(b: Backend) -> None:
     first = b.acquire_lease("beat", "old", 0.2)
     assert first is not None

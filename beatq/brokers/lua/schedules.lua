@@ -7,8 +7,8 @@
 --   delete:  name                                                  -> 1 | 0
 --   request: id, body, seconds a done request is remembered        -> 1 | 0
 --   history: prefix, maxlen, then (entry, record) pairs: each pushed on its entry's list, capped
---   run:     prefix, "holder|token", id, slot, last ('1' | ''), then (queue, id, body, eta)
---            per message                                           -> 'lost' | 'done' | 'sent'
+--   run:     prefix, "holder|token", id, slot, last ('1' | ''), busy id ('' none), then
+--            (queue, id, body, eta) per message          -> 'lost' | 'done' | 'busy' | 'sent'
 local op = ARGV[1]
 if op == 'put' then
   local there = redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1
@@ -61,8 +61,9 @@ if redis.call('HEXISTS', KEYS[3], id) == 0 then return 'done' end
 if redis.call('ZSCORE', KEYS[5], id) then return 'done' end
 local cursor = redis.call('HGET', KEYS[4], id)
 if cursor and tonumber(cursor) >= tonumber(slot) then return 'done' end
+if ARGV[7] ~= '' and redis.call('HEXISTS', KEYS[7], ARGV[7]) == 1 then return 'busy' end
 local woken = {}
-for i = 7, #ARGV, 4 do
+for i = 8, #ARGV, 4 do
   if KEYS[9] then  -- held until a replica has it (see hold_one)
     hold_one(ARGV[2], KEYS[7], KEYS[8], KEYS[9], woken, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
   else
