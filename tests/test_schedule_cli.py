@@ -102,3 +102,39 @@ def test_refusals_are_one_line_with_their_exit_code(app, env, tmp_path):
     for command in ("add", "update", "remove", "show", "trigger", "backfill", "history"):
         helped = cli(env, "schedule", command, "--help")
         assert helped.returncode == 0 and "Usage:" in helped.stdout, show(helped)
+
+
+@pytest.mark.backends("sqlite")
+def test_add_from_a_file_adds_all_or_none(app, env, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps(
+            {
+                "schedules": {
+                    "a": {"task": ADD, "every": "1h"},
+                    "b": {"task": ADD, "cron": "30 2 31 2 *"},
+                    "c": {"task": ADD, "every": "2h"},
+                }
+            }
+        )
+    )
+    refused = cli(env, "schedule", "add", "--from", str(bad))
+    assert refused.returncode == 2, show(refused)
+    assert refused.stderr.startswith("Error: schedule entry 'b', field 'schedule': "), show(refused)
+    assert "(entry 2 of 3; nothing was added)" in refused.stderr, show(refused)
+    assert [e for e in app.schedules.list() if e.source == "store"] == [], "none of the batch"
+
+    good = write_schedule(
+        tmp_path / "good.yaml",
+        {f"report-{n}": {"task": ADD, "cron": f"{n} 7 * * mon", "args": [n]} for n in range(3)},
+        zone="Asia/Shanghai",
+    )
+    added = cli(env, "schedule", "add", "--from", str(good), "--json")
+    assert added.returncode == 0, show(added)
+    assert [e["name"] for e in json.loads(added.stdout)] == ["report-0", "report-1", "report-2"]
+    spec = app.schedules.get("report-2").spec
+    assert (spec["cron"], spec["args"], spec["timezone"]) == ("2 7 * * mon", [2], "Asia/Shanghai")
+    again = cli(env, "schedule", "add", "--from", str(good))
+    assert again.returncode == 2 and "exist already (3 of 3)" in again.stderr, show(again)
+    both = cli(env, "schedule", "add", "x", ADD, "1s", "--from", str(good))
+    assert both.returncode == 2 and "takes no NAME" in both.stderr, show(both)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import threading
 import time
@@ -89,6 +90,42 @@ def test_an_entry_added_from_a_client_runs_on_time(app, beat_file, start_beat):
     entry = app.schedules.get("tick")
     assert (entry.source, entry.task, entry.schedule) == ("store", ADD, "every 1s")
     assert entry.runs >= 3 and entry.next_run is not None
+
+
+@BOTH
+def test_many_entries_added_at_once_are_planned_and_run(app, beat_file, start_beat):
+    start_beat(beat_file)
+    leading(app)
+    batch = {f"bulk-{n:03d}": {"task": ADD, "cron": f"{n % 60} 3 * * *"} for n in range(300)}
+    batch["tick"] = {"task": ADD, "schedule": "1s", "options": {"queue": OUT}}
+    added = app.schedules.add_many(batch)
+    assert len(added) == 301 and added[-1].schedule == "every 1s"
+    wait_for(lambda: len(app.broker.beat_entries()) >= 302, 10, "all 301 planned (and from-file)")
+    wait_for(lambda: len(runs_of(app, "tick")) >= 2, 10, "the tick's runs")
+    assert_each_slot_once(runs_of(app, "tick"), 2)
+    assert app.broker.beat_entries()["bulk-299"].next_run is not None
+
+
+@pytest.mark.backends("memory")
+def test_a_bad_batch_is_refused_whole_naming_the_first_bad_entry(app, backend):
+    s = app.schedules
+    s.add("taken", ADD, "1h")
+    cases = [
+        ([{"name": "a", "task": ADD, "schedule": "1h"}, {"name": "b", "task": ADD}], "'b': needs"),
+        ({"a": {"task": ADD, "every": "1h"}, "b": {"task": ADD, "every": "nope"}}, "'b', field"),
+        ([{"name": "a", "task": ADD, "every": "1h"}] * 2, "'a', field 'name': given twice"),
+        ({"taken": {"task": ADD, "every": "1h"}}, "'taken' exist already (1 of 1)"),
+        ([{"task": ADD, "every": "1h"}], "item 1 is not a mapping with a 'name'"),
+    ]
+    for batch, expected in cases:
+        with pytest.raises(ScheduleError, match=re.escape(expected)) as refused:
+            s.add_many(batch)
+        assert "nothing was added" in str(refused.value) or "item 1" in expected, refused.value
+        assert [e.name for e in s.list() if e.source == "store"] == ["taken"], "none added"
+    version = app.broker.schedule_version()
+    s.add_many({f"e{n}": {"task": ADD, "schedule": f"{n + 1}h"} for n in range(3)})
+    assert app.broker.schedule_version() == version + 1, "one change for the batch"
+    assert [e.name for e in s.list() if e.source == "store"] == ["e0", "e1", "e2", "taken"]
 
 
 @BOTH
@@ -299,6 +336,27 @@ def test_a_backfill_sends_each_missed_slot_once_across_a_kill_9_of_the_leader(
     assert "is the leader now" in new.log() and "backfill" in new.log()
     history = app.schedules.history("fast", 1000)
     assert sorted(r.slot for r in history if r.kind == "backfill") == skipped[:10]
+
+
+@BOTH
+def test_with_overlap_skip_a_trigger_waits_for_the_unfinished_run(
+    app, beat_file, start_worker, start_beat
+):
+    """Two runs asked at once, a worker free to run both: the second is sent only once
+    the first has finished (never two at once), and neither is dropped."""
+    start_worker("-P", "threads", "-c", "2")
+    beat = start_beat(beat_file)
+    leading(app)
+    app.schedules.add("single", "tests.proj.tasks.sleep", "0 3 * * *", args=[1.5, "one"])
+    app.schedules.update("single", overlap="skip")
+    first = app.schedules.trigger("single", run_id="first")
+    wait_for(lambda: "one:start" in str(journal("runs")), 15, "the first run to start")
+    second = app.schedules.trigger("single", run_id="second")
+    assert first.get(timeout=15) == "one" and second.get(timeout=15) == "one"
+    runs = [line.split(":")[1] for line in journal("runs")]
+    assert runs == ["start", "end", "start", "end"], "one run at a time"
+    assert "trigger second of entry 'single' waits" in beat.log()
+    assert [r.kind for r in app.schedules.history("single", 10)] == ["trigger", "trigger"]
 
 
 # -- bad input -----------------------------------------------------------------------------------

@@ -11,11 +11,14 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import yaml
 
 from ..beat.store import EntryNotFound, ScheduleEntry
+from ..exceptions import ScheduleError
 from ..timezones import format_time
 from .base import EXIT_FAILED, get_app, handle_errors, loglevel_option
 from .beat import schedule
@@ -104,10 +107,17 @@ def _print_entry(app: Any, entry: ScheduleEntry, as_json: bool) -> None:
 
 
 @schedule.command("add")
-@click.argument("name")
-@click.argument("task")
-@click.argument("when", metavar="SCHEDULE")
+@click.argument("name", required=False)
+@click.argument("task", required=False)
+@click.argument("when", metavar="SCHEDULE", required=False)
 @entry_options
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Add every entry of this file instead (a schedule file's format, YAML or JSON: "
+    "'schedules:' and an optional 'timezone:'), all or none.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the entry as JSON.")
 @loglevel_option
 @click.pass_context
@@ -115,18 +125,60 @@ def _print_entry(app: Any, entry: ScheduleEntry, as_json: bool) -> None:
 @refusals
 def add(
     ctx: click.Context,
-    name: str,
-    task: str,
-    when: str,
+    name: str | None,
+    task: str | None,
+    when: str | None,
+    source: Path | None,
     as_json: bool,
     loglevel: str | None,
     **fields: Any,
 ) -> None:
     """Add entry NAME to the broker's store: TASK on SCHEDULE ("*/5 * * * *", "30s", or an
-    ISO time for one run). The leader runs it within a second; exit 2 if refused."""
+    ISO time for one run). The leader runs it within a second; exit 2 if refused.
+
+    With --from FILE: add every entry of FILE at once, in one round trip; if any is bad
+    or its name is taken, none is added and the first bad one is named."""
+    if source is not None:
+        if name or task or when or _fields(**fields):
+            raise click.UsageError("--from FILE takes no NAME, TASK, SCHEDULE or field option")
+        app = get_app(ctx, loglevel)
+        added = app.schedules.add_many(_entries_of(source))
+        if as_json:
+            click.echo(json.dumps([e.to_dict() for e in added]))
+        else:
+            click.echo(f"added {len(added)} entries from {source}")
+        return
+    if not (name and task and when):
+        raise click.UsageError("give NAME TASK SCHEDULE, or --from FILE")
     app = get_app(ctx, loglevel)
     entry = app.schedules.add(name, task, when, **_fields(**fields))
     _print_entry(app, entry, as_json)
+
+
+def _entries_of(path: Path) -> dict[str, dict[str, Any]]:
+    """The entries of a file in the schedule files' format (JSON is YAML too), each with
+    the file's `timezone` unless it has its own."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ScheduleError(f"{path}: cannot be read as YAML or JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("schedules"), dict):
+        raise ScheduleError(
+            f"{path}: expected a mapping with 'schedules:' (name: entry, as in a schedule "
+            "file) and an optional 'timezone:'"
+        )
+    unknown = [k for k in data if k not in ("schedules", "timezone")]
+    if unknown:
+        raise ScheduleError(
+            f"{path}: unknown top-level key {unknown[0]!r}; valid: schedules, timezone"
+        )
+    zone = data.get("timezone")
+    entries = {}
+    for name, fields in data["schedules"].items():
+        if isinstance(fields, dict) and zone and "timezone" not in fields:
+            fields = {**fields, "timezone": zone}
+        entries[str(name)] = fields
+    return entries
 
 
 @schedule.command("update")
