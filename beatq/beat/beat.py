@@ -8,9 +8,10 @@ Entries come from the app's code, the schedule files and the broker's store (ent
 added at run time: `app.schedules`, beat/store.py). A file or code entry owns its name:
 a store entry of the same name is left out, with an error in the log. The leader reads
 the store's version every `store_interval` (one read); when it changed, it reads the
-specs and the run requests again and plans what changed, as for an edited file: a few
-dozen entries at a time between runs (see _take_store), so 10,000 entries added at once
-never hold up a run that is due.
+specs of the entries changed since (the store notes which changed at which version) and
+the run requests, and plans what changed, as for an edited file: a hundred entries at a
+time between runs (see _take_store), so 10,000 entries added at once never hold up a run
+that is due.
 
 Every dispatch is one atomic, fenced broker call that settles the run and sends its
 message, so a restart, a second beat or a change of leader neither repeats a run nor
@@ -523,19 +524,19 @@ class Beat:
         self.entries.update({n: e for n, e in stored.items() if e is not None})
 
     def _store_changed(self) -> None:
-        """Read the store's specs again: drop the removed entries at once, queue the new
-        and changed ones (only those whose spec changed: 10,000 unchanged cost a compare
-        each) to be taken up between runs, and take up new requests."""
-        version, specs = self.app.broker.schedule_specs()
+        """Read what changed in the store since it was last read (the specs of those
+        entries only): drop the removed entries at once, queue the new and changed ones
+        to be taken up between runs, and take up new requests."""
+        version, changes = self.app.broker.schedule_changes(self.store_version or 0)
         self.store_version = version
         seen = self.store_seen
-        removed = [n for n in seen if n not in specs]
+        removed = [n for n, data in changes.items() if data is None and n in seen]
         for name in removed:
             del seen[name]
             self.store_todo.pop(name, None)
             self.store_since.pop(name, None)
-        for name, data in specs.items():
-            if seen.get(name) != data:
+        for name, data in changes.items():
+            if data is not None and seen.get(name) != data:
                 seen[name] = self.store_todo[name] = data
         gone = [n for n in removed if n in self.entries and self.entries[n].source == SOURCE]
         for name in gone:
@@ -549,19 +550,19 @@ class Beat:
                 len(self.store_todo),
                 len(gone),
             )
-        if self.store_todo:
-            self._take_store()
-        self._take_requests()
+        if not (self.store_todo and self._take_store()):
+            self._take_requests()
 
-    def _take_store(self) -> None:
+    def _take_store(self) -> bool:
         """Take up the queued store specs: read and plan them `store_chunk` at a time (one
         round trip each), for `store_slice` seconds at most and never into the time a send
-        is due; what is left is taken up at the next gap."""
+        is due; what is left is taken up at the next gap. True once all are taken up (and
+        the requests waiting for them with them)."""
         registered = self._registered()
         start = time.monotonic()
         while self.store_todo:
             if time.monotonic() - start > self.store_slice or self._room() < self.store_room / 2:
-                return
+                return False
             chunk = []
             for name in list(self.store_todo)[: self.store_chunk]:
                 entry = self._store_entry(name, self.store_todo.pop(name), registered)
@@ -584,6 +585,7 @@ class Beat:
             if chunk:
                 self._plan(chunk, [])
         self._take_requests()  # those of entries not taken up before
+        return True
 
     def _take_requests(self) -> None:
         """Take up the pending triggers and backfills not being run yet."""

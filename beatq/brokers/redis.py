@@ -29,6 +29,7 @@ Keys (prefix `beatq`, or the transport option `global_keyprefix`):
     {p}:beat:held   zset    dispatched messages held unseen until a replica has them, by
                             their own eta (0: none); only when the beat waits for replicas
     {p}:sched:spec  hash    entry -> its spec, for entries added at run time (app.schedules)
+    {p}:sched:log   zset    entry -> the version of its last change (or removal)
     {p}:sched:ver   string  a counter bumped by every change of specs or requests
     {p}:sched:req   hash    request id -> "n\\nbody": a trigger or backfill, n its order
     {p}:sched:cur   hash    request id -> the last slot sent for it
@@ -762,7 +763,7 @@ class RedisBackend(Backend):
     def _schedule_keys(self, lease: str = "") -> list[str]:
         p, k = self.keys.prefix, self.keys
         named = [f"{p}:sched:{n}" for n in ("spec", "ver", "req", "cur", "done")]
-        return [*named, k.lease(lease), k.msgs, k.delayed]
+        return [*named, k.lease(lease), k.msgs, k.delayed, f"{p}:sched:log"]
 
     def schedule_version(self) -> int:
         with _errors(self.url):
@@ -776,6 +777,12 @@ class RedisBackend(Backend):
             pipe.hgetall(f"{self.keys.prefix}:sched:spec")
             version, specs = pipe.execute()
         return int(version or 0), {n.decode(): specs[n] for n in sorted(specs)}
+
+    def schedule_changes(self, since: int) -> tuple[int, dict[str, bytes | None]]:
+        reply = self._run("schedules", self._schedule_keys(), ["changes", int(since)])
+        version, flat = int(reply[0] or 0), reply[1:]
+        found = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
+        return version, {name: found[name] for name in sorted(found)}
 
     def schedule_put(self, name: str, spec: bytes, mode: str) -> bool:
         if mode not in ("add", "update", "set"):

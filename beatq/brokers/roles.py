@@ -449,6 +449,12 @@ class Schedules(Leases):
         """The version and every stored entry's spec, read together."""
 
     @abc.abstractmethod
+    def schedule_changes(self, since: int) -> tuple[int, dict[str, bytes | None]]:
+        """The version, and the entries added, changed or removed after version `since`
+        (each its spec now; None: removed), read together: what a leader that read the
+        store at `since` takes up, without reading every spec again."""
+
+    @abc.abstractmethod
     def schedule_put(self, name: str, spec: bytes, mode: str) -> bool:
         """Store entry `name`'s spec and bump the version, atomically. `mode` "add": only
         if there is no such entry; "update": only if there is; "set": either way. False

@@ -43,6 +43,12 @@ class ScheduleRows(Protocol):
 
     def delete_spec(self, name: str) -> bool: ...
 
+    def log_change(self, name: str, version: int) -> None:
+        """Note that entry `name` changed (or went) at `version`."""
+
+    def changes(self, since: int) -> dict[str, bytes | None]:
+        """The entries noted as changed after `since`: their spec, None if gone."""
+
     def request(self, request_id: str) -> RunRequest | None: ...
 
     def requests(self) -> list[RunRequest]: ...
@@ -74,6 +80,10 @@ class RowSchedules(Schedules):
         with self.schedule_rows(write=False) as rows:
             return rows.version(), rows.specs()
 
+    def schedule_changes(self, since: int) -> tuple[int, dict[str, bytes | None]]:
+        with self.schedule_rows(write=False) as rows:
+            return rows.version(), rows.changes(since)
+
     def schedule_put(self, name: str, spec: bytes, mode: str) -> bool:
         if mode not in ("add", "update", "set"):
             raise ValueError(f"mode must be 'add', 'update' or 'set', not {mode!r}")
@@ -83,6 +93,7 @@ class RowSchedules(Schedules):
                 return False
             rows.put_spec(name, spec)
             rows.bump()
+            rows.log_change(name, rows.version())
             return True
 
     def schedule_add_many(self, items: Sequence[tuple[str, bytes]]) -> list[str]:
@@ -93,6 +104,9 @@ class RowSchedules(Schedules):
             for name, spec in items:
                 rows.put_spec(name, spec)
             rows.bump()
+            version = rows.version()
+            for name, _ in items:
+                rows.log_change(name, version)
             return []
 
     def schedule_delete(self, name: str) -> bool:
@@ -100,6 +114,7 @@ class RowSchedules(Schedules):
             if not rows.delete_spec(name):
                 return False
             rows.bump()
+            rows.log_change(name, rows.version())
             return True
 
     def schedule_request(self, request_id: str, body: bytes, keep: float) -> bool:
@@ -162,6 +177,7 @@ class ScheduleTables:
     specs: dict[str, bytes] = field(default_factory=dict)
     requests: dict[str, RunRequest] = field(default_factory=dict)  # in the order added
     histories: dict[str, list[bytes]] = field(default_factory=dict)  # oldest first
+    log: dict[str, int] = field(default_factory=dict)  # entry -> version of its last change
 
 
 class TableRows:
@@ -197,6 +213,13 @@ class TableRows:
 
     def delete_spec(self, name: str) -> bool:
         return self.tables.specs.pop(name, None) is not None
+
+    def log_change(self, name: str, version: int) -> None:
+        self.tables.log[name] = version
+
+    def changes(self, since: int) -> dict[str, bytes | None]:
+        specs = self.tables.specs
+        return {n: specs.get(n) for n, v in sorted(self.tables.log.items()) if v > since}
 
     def request(self, request_id: str) -> RunRequest | None:
         return self.tables.requests.get(request_id)

@@ -274,6 +274,19 @@ class _ScheduleRows(_Rows):
         gone = self.conn.execute("DELETE FROM schedule_specs WHERE name = ?", (name,))
         return gone.rowcount > 0
 
+    def log_change(self, name: str, version: int) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO schedule_log (name, version) VALUES (?, ?)", (name, version)
+        )
+
+    def changes(self, since: int) -> dict[str, bytes | None]:
+        rows = self.conn.execute(
+            "SELECT l.name, s.spec FROM schedule_log l LEFT JOIN schedule_specs s "
+            "ON s.name = l.name WHERE l.version > ? ORDER BY l.name",
+            (since,),
+        )
+        return {name: None if spec is None else bytes(spec) for name, spec in rows}
+
     def request(self, request_id: str) -> RunRequest | None:
         row = self.conn.execute(
             "SELECT id, body, cursor, done FROM schedule_requests WHERE id = ?", (request_id,)

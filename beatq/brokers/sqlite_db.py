@@ -40,7 +40,7 @@ from ..exceptions import BrokerError, ConfigurationError
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 8  # every statement is IF NOT EXISTS: a newer version only adds
+SCHEMA_VERSION = 9  # every statement is IF NOT EXISTS: a newer version only adds
 # Columns added to tables of older versions (CREATE TABLE IF NOT EXISTS leaves them out).
 ADDED_COLUMNS = [
     ("messages", "token", "TEXT"),  # version 3
@@ -156,6 +156,12 @@ CREATE TABLE IF NOT EXISTS schedule_history (
     data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS schedule_history_name ON schedule_history (name, seq);
+-- version 9: which entry changed (or went) at which version, for the leader
+CREATE TABLE IF NOT EXISTS schedule_log (
+    name    TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS schedule_log_version ON schedule_log (version);
 
 -- the control channel (version 7)
 CREATE TABLE IF NOT EXISTS control (  -- the control channel, capped to the newest rows

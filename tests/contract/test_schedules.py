@@ -43,6 +43,24 @@ def test_many_specs_are_added_all_or_none_with_one_version_bump(b: Backend) -> N
     assert b.schedule_add_many([]) == [] and b.schedule_version() == version
 
 
+def test_changes_name_what_changed_after_a_version(b: Backend) -> None:
+    assert b.schedule_changes(0) == (0, {})
+    b.schedule_put("a", b"spec-a", "add")
+    b.schedule_add_many([("b", b"spec-b"), ("c", b"spec-c")])
+    version, found = b.schedule_changes(0)
+    assert version == b.schedule_version()
+    assert found == {"a": b"spec-a", "b": b"spec-b", "c": b"spec-c"}
+    assert b.schedule_changes(version) == (version, {}), "nothing since"
+    b.schedule_put("b", b"spec-b2", "update")
+    b.schedule_delete("c")
+    b.schedule_request("run-1", b"body", keep=3600)  # a request moves the version alone
+    later, found = b.schedule_changes(version)
+    assert later > version and found == {"b": b"spec-b2", "c": None}
+    assert b.schedule_changes(later) == (later, {})
+    b.schedule_put("c", b"again", "add")
+    assert b.schedule_changes(later)[1] == {"c": b"again"}
+
+
 def test_two_clients_adding_one_name_at_once_make_one_entry(store: Store) -> None:
     clients = [store.open() for _ in range(8)]
     won: list[bool] = []

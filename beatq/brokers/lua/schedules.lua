@@ -1,9 +1,10 @@
 -- app.schedules' changes (roles.Schedules), each atomic.
--- KEYS: specs, version, requests, cursors, done, lease, msgs, delayed[, held (run: hold_one)]
+-- KEYS: specs, version, requests, cursors, done, lease, msgs, delayed, log[, held (run: hold_one)]
 -- ARGV: op, then per op:
 --   put:     name, spec, mode ('add' | 'update' | 'set')          -> 1 | 0
 --   putmany: (name, spec) pairs, added all or none, one version bump
 --            -> the names already stored (none added then), or {}
+--   changes: since -> {version, then (name, spec or nil) per entry changed after since}
 --   delete:  name                                                  -> 1 | 0
 --   request: id, body, seconds a done request is remembered        -> 1 | 0
 --   history: prefix, maxlen, then (entry, record) pairs: each pushed on its entry's list, capped
@@ -14,7 +15,7 @@ if op == 'put' then
   local there = redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1
   if (ARGV[4] == 'add' and there) or (ARGV[4] == 'update' and not there) then return 0 end
   redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-  redis.call('INCR', KEYS[2])
+  redis.call('ZADD', KEYS[9], redis.call('INCR', KEYS[2]), ARGV[2])
   return 1
 end
 if op == 'putmany' then
@@ -23,13 +24,24 @@ if op == 'putmany' then
     if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then there[#there + 1] = ARGV[i] end
   end
   if #there > 0 then return there end
-  for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-  redis.call('INCR', KEYS[2])
+  local version = redis.call('INCR', KEYS[2])
+  for i = 2, #ARGV, 2 do
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    redis.call('ZADD', KEYS[9], version, ARGV[i])
+  end
   return {}
+end
+if op == 'changes' then
+  local out = {redis.call('GET', KEYS[2]) or '0'}
+  for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[9], '(' .. ARGV[2], '+inf')) do
+    out[#out + 1] = name
+    out[#out + 1] = redis.call('HGET', KEYS[1], name)
+  end
+  return out
 end
 if op == 'delete' then
   if redis.call('HDEL', KEYS[1], ARGV[2]) == 0 then return 0 end
-  redis.call('INCR', KEYS[2])
+  redis.call('ZADD', KEYS[9], redis.call('INCR', KEYS[2]), ARGV[2])
   return 1
 end
 if op == 'request' then
@@ -64,8 +76,8 @@ if cursor and tonumber(cursor) >= tonumber(slot) then return 'done' end
 if ARGV[7] ~= '' and redis.call('HEXISTS', KEYS[7], ARGV[7]) == 1 then return 'busy' end
 local woken = {}
 for i = 8, #ARGV, 4 do
-  if KEYS[9] then  -- held until a replica has it (see hold_one)
-    hold_one(ARGV[2], KEYS[7], KEYS[8], KEYS[9], woken, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  if KEYS[10] then  -- held until a replica has it (see hold_one)
+    hold_one(ARGV[2], KEYS[7], KEYS[8], KEYS[10], woken, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
   else
     send_one(ARGV[2], KEYS[7], KEYS[8], woken, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
   end
