@@ -371,17 +371,26 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return timedelta(seconds=value)
     if isinstance(value, str):
-        text = value.strip().lower().replace(" ", "")
-        if text.replace(".", "", 1).isdigit():
-            return timedelta(seconds=float(text))
-        pos, seconds = 0, 0.0
-        for match in _DURATION.finditer(text):
-            if match.start() != pos:
-                break
-            seconds += float(match.group(1)) * _UNITS[match.group(2)]
-            pos = match.end()
-        if pos == len(text) and text:
-            return timedelta(seconds=seconds)
+        return _duration_text(value)
+    raise ScheduleSyntaxError(
+        f"{value!r} is not a duration; use seconds or units like 30s, 5m, 1h30m, 2d"
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _duration_text(value: str) -> timedelta:
+    """A duration written as text, read once (every entry reads its default "1h")."""
+    text = value.strip().lower().replace(" ", "")
+    if text.replace(".", "", 1).isdigit():
+        return timedelta(seconds=float(text))
+    pos, seconds = 0, 0.0
+    for match in _DURATION.finditer(text):
+        if match.start() != pos:
+            break
+        seconds += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if pos == len(text) and text:
+        return timedelta(seconds=seconds)
     raise ScheduleSyntaxError(
         f"{value!r} is not a duration; use seconds or units like 30s, 5m, 1h30m, 2d"
     )

@@ -148,7 +148,7 @@ class ScheduleStore(OutOfTurn):
         items = _named(specs)
         registered = self._registered()
         owned = self._owners([name for name, _ in items])
-        checked: dict[str, tuple[Entry, dict[str, Any]]] = {}
+        checked: dict[str, tuple[Entry, dict[str, Any], bytes]] = {}
         for n, (name, fields) in enumerate(items, start=1):
             where = f" (entry {n} of {len(items)}; nothing was added)"
             try:
@@ -156,10 +156,11 @@ class ScheduleStore(OutOfTurn):
                 if name in checked:
                     raise SpecError(name, "name", "given twice in one batch")
                 spec = make_spec(name, fields)
-                checked[name] = (self._check(name, spec, registered), spec)
+                entry = self._check(name, spec, registered, as_json=False)
+                checked[name] = (entry, spec, self._encoded(name, spec))
             except ScheduleError as exc:
                 raise _again(exc, where) from None
-        data = [(name, encode(spec)) for name, (_, spec) in checked.items()]
+        data = [(name, stored) for name, (_, _, stored) in checked.items()]
         taken = self.app.broker.schedule_add_many(data)
         if taken:
             shown = ", ".join(repr(t) for t in taken[:5]) + (", ..." if len(taken) > 5 else "")
@@ -169,7 +170,7 @@ class ScheduleStore(OutOfTurn):
             )
         return [
             ScheduleEntry(name, SOURCE, entry.task, str(entry.schedule), spec=spec)
-            for name, (entry, spec) in checked.items()
+            for name, (entry, spec, _) in checked.items()
         ]
 
     def update(self, name: str, **fields: Any) -> ScheduleEntry:
@@ -274,16 +275,28 @@ class ScheduleStore(OutOfTurn):
             )
 
     def _check(
-        self, name: str, spec: dict[str, Any], registered: builtins.list[str] | None = None
+        self,
+        name: str,
+        spec: dict[str, Any],
+        registered: builtins.list[str] | None = None,
+        as_json: bool = True,
     ) -> Entry:
-        """The entry of `spec`, checked as the beat will read it, and to fire again."""
+        """The entry of `spec`, checked as the beat will read it, to fire again, and (if
+        `as_json`; add_many checks as it encodes) to be stored as JSON."""
         if registered is None:
             registered = self._registered()
         entry = entry_of(name, spec, self.app.timezone, registered)
         check_fires(entry, time.time())
+        if as_json:
+            self._encoded(name, spec)
+        return entry
+
+    @staticmethod
+    def _encoded(name: str, spec: dict[str, Any]) -> bytes:
+        """`spec` as stored; SpecError names the field that JSON cannot hold."""
         try:
-            json.dumps(spec)
-        except (TypeError, ValueError):
+            return encode(spec)
+        except ScheduleError:
             for key, value in spec.items():  # which field it is
                 try:
                     json.dumps(value)
@@ -294,7 +307,7 @@ class ScheduleStore(OutOfTurn):
                         f"cannot be stored in the broker as JSON ({exc}); give numbers, "
                         "strings, lists and dicts (a time as an ISO string)",
                     ) from None
-        return entry
+            raise
 
     def _registered(self) -> builtins.list[str] | None:
         """The task names to check against: this app's, when it registered any of its own
