@@ -687,8 +687,13 @@ class Beat:
                 # overlap "skip": never two runs at once, a requested one included
                 busy = record.last_task_id if record and entry.overlap == "skip" else None
                 sent_at = self.clock()
+                lateness = max(sent_at - slot, 0.0)
+                # its history record in the same step: a crash cannot keep one and not the
+                # other (a later backfill reads which slots ran from the history)
+                run = encode_run(slot, request.kind, sent_at, lateness, message.id, None, sent_at)
+                keep = (entry.name, run, self.history_len) if self.history_len > 0 else None
                 outcome = self.app.broker.schedule_run(
-                    LEASE_NAME, self.holder, token, request.id, slot, last, [outgoing], busy
+                    LEASE_NAME, self.holder, token, request.id, slot, last, [outgoing], busy, keep
                 )
                 if self.app.tracing is not None:
                     self.app.tracing.beat_sent(message.id, outcome, max(sent_at - slot, 0.0))
@@ -709,10 +714,8 @@ class Beat:
                     break
                 request.waiting = False
                 if outcome == "sent":
-                    lateness = max(sent_at - slot, 0.0)
                     if record is not None:  # the entry's last run now (overlap "skip")
                         record.last_task_id, self.ahead = message.id, None
-                    self._remember(entry, slot, request.kind, sent_at, lateness, message.id)
                     log.info(
                         "beat: sent %s for entry %r (%s of %s), id %s",
                         entry.task,

@@ -834,7 +834,9 @@ class RedisBackend(Backend):
         last: bool,
         send: Sequence[Outgoing] = (),
         busy_id: str | None = None,
+        record: tuple[str, bytes, int] | None = None,
     ) -> str:
+        entry, data, maxlen = record if record is not None else ("", b"", 0)
         args = [
             "run",
             self.keys.prefix,
@@ -843,6 +845,9 @@ class RedisBackend(Backend):
             repr(float(slot)),
             "1" if last else "",
             busy_id or "",
+            entry,
+            data,
+            max(int(maxlen), 1),
             *_flatten(send),
         ]
         need = self.replication.beat

@@ -490,13 +490,16 @@ class Schedules(Leases):
         last: bool,
         send: Sequence[Outgoing] = (),
         busy_id: str | None = None,
+        record: tuple[str, bytes, int] | None = None,
     ) -> str:
         """As the leader, run slot `slot` of request `request_id`, in one atomic step:
         - "lost": `holder` does not hold `lease` with `token`; nothing changed;
         - "done": the request is done, gone, or its cursor is at or past `slot`;
         - "busy": message `busy_id` (the entry's last run, overlap "skip") is still
           stored: nothing changed, the slot is to be run later;
-        - "sent": `send` was sent and the cursor moved to `slot` (done too if `last`)."""
+        - "sent": `send` was sent and the cursor moved to `slot` (done too if `last`),
+          and `record` (entry, history record, maxlen) appended as `history_add` does:
+          a run and its record are never apart (a later backfill reads it)."""
 
     @abc.abstractmethod
     def history_add(self, items: Sequence[tuple[str, bytes]], maxlen: int) -> None:

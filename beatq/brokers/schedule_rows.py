@@ -140,6 +140,7 @@ class RowSchedules(Schedules):
         last: bool,
         send: Sequence[Outgoing] = (),
         busy_id: str | None = None,
+        record: tuple[str, bytes, int] | None = None,
     ) -> str:
         with self.schedule_rows() as rows:
             now = time.time()
@@ -155,6 +156,8 @@ class RowSchedules(Schedules):
                 return "busy"
             rows.send(send, now)
             rows.move_request(request_id, slot, now if last else None)
+            if record is not None:
+                rows.add_history(record[0], record[1], max(int(record[2]), 1))
             return "sent"
 
     def history_add(self, items: Sequence[tuple[str, bytes]], maxlen: int) -> None:

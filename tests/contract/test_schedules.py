@@ -122,10 +122,17 @@ def test_a_requested_run_waits_while_the_entrys_last_run_is_stored(b: Backend) -
     (request,) = b.schedule_requests()
     assert (request.cursor, request.done) == (None, None), "nothing changed"
     b.finish(ack=b.claim(["q"], 1, 30).claims)
-    assert b.schedule_run("beat", "leader", token, "now", 1.0, True, [out("t")], "last-run") == (
-        "sent"
-    )
+    assert b.history("e", 10) == [], "no record of a run not sent"
+    kept = ("e", b'{"slot": 1.0}', 2)
+    assert b.schedule_run(
+        "beat", "leader", token, "now", 1.0, True, [out("t")], "last-run", kept
+    ) == ("sent")
     assert ids(b.claim(["q"], 10, 30).claims) == ["t"]
+    assert b.history("e", 10) == [b'{"slot": 1.0}'], "the run's record in the same step"
+    assert b.schedule_run("beat", "leader", token, "now", 1.0, True, [out("x")], None, kept) == (
+        "done"
+    )
+    assert b.history("e", 10) == [b'{"slot": 1.0}'], "a slot done already records nothing"
 
 
 def test_a_new_leader_resumes_a_request_after_its_last_slot(b: Backend) -> None:

@@ -8,8 +8,9 @@
 --   delete:  name                                                  -> 1 | 0
 --   request: id, body, seconds a done request is remembered        -> 1 | 0
 --   history: prefix, maxlen, then (entry, record) pairs: each pushed on its entry's list, capped
---   run:     prefix, "holder|token", id, slot, last ('1' | ''), busy id ('' none), then
---            (queue, id, body, eta) per message          -> 'lost' | 'done' | 'busy' | 'sent'
+--   run:     prefix, "holder|token", id, slot, last ('1' | ''), busy id ('' none), entry
+--            ('' no record), history record, maxlen, then (queue, id, body, eta) per message
+--                                                        -> 'lost' | 'done' | 'busy' | 'sent'
 local op = ARGV[1]
 if op == 'put' then
   local there = redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1
@@ -75,7 +76,7 @@ local cursor = redis.call('HGET', KEYS[4], id)
 if cursor and tonumber(cursor) >= tonumber(slot) then return 'done' end
 if ARGV[7] ~= '' and redis.call('HEXISTS', KEYS[7], ARGV[7]) == 1 then return 'busy' end
 local woken = {}
-for i = 8, #ARGV, 4 do
+for i = 11, #ARGV, 4 do
   if KEYS[10] then  -- held until a replica has it (see hold_one)
     hold_one(ARGV[2], KEYS[7], KEYS[8], KEYS[10], woken, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
   else
@@ -84,4 +85,9 @@ for i = 8, #ARGV, 4 do
 end
 redis.call('HSET', KEYS[4], id, slot)
 if ARGV[6] == '1' then redis.call('ZADD', KEYS[5], clock(), id) end
+if ARGV[8] ~= '' then
+  local key = ARGV[2] .. ':sched:h:' .. ARGV[8]
+  redis.call('LPUSH', key, ARGV[9])
+  redis.call('LTRIM', key, 0, tonumber(ARGV[10]) - 1)
+end
 return 'sent'
