@@ -13,6 +13,7 @@ runs on a private redis-server, or on a SQLite file, in an empty working directo
   yaml   the same 10,000 entries in schedules/bulk.yaml when the beat starts: time from
          the launch until all are planned, the 1-s entry's lateness and RSS while they
          wait (the 6 s after).
+  start  the same 10,000 added to the store before the beat starts (a restart): as yaml.
 
 Lateness is the beat's own stamp (its run history: sent at - slot); the beat sends a run
 10 ms ahead of its slot with the slot as its eta (Beat.early), so a run on time shows
@@ -20,7 +21,8 @@ about -10 ms, and anything above 0 is late. The entries' hour is 12 h from now, 
 falls due during a run. Figures: median [min-max] over the runs; lateness percentiles
 over every run's slots pooled (few slots fall in the adding window of one run).
 
-    .venv/bin/python bench/sched_store.py [--repeat 3] [--backends redis,sqlite] [--n 10000]
+    .venv/bin/python bench/sched_store.py [--repeat 3] [--backends redis,sqlite]
+        [--modes store,yaml,start] [--n 10000]
 """
 
 from __future__ import annotations
@@ -194,13 +196,31 @@ def yaml_run(store: Store, n: int, workdir: Path, log: Path) -> dict:
         out = {"planned s": done - beat.started}
         time.sleep(1.0)
         out["rss waiting"] = beat.rss_mib()
-        out["late waiting"] = store.ticks(done + 1.0, done + 1.0 + WAIT_WINDOW)
         time.sleep(WAIT_WINDOW)
         out["late waiting"] = store.ticks(done + 1.0, done + 1.0 + WAIT_WINDOW)
         return out
     finally:
         beat.stop()
         path.unlink()
+
+
+def start_run(store: Store, n: int, workdir: Path, log: Path) -> dict:
+    """The 10,000 in the store before the beat starts (a restart): as yaml_run."""
+    t0 = time.time()
+    store.app.schedules.add_many(entries(n))
+    out = {"add s": time.time() - t0}
+    beat = Beat(store.url, workdir, log)
+    try:
+        wait_for(lambda: store.planned() >= n + 1, 120, f"{n:,} planned", beat.check, 0.02)
+        done = time.time()
+        out["planned s"] = done - beat.started
+        time.sleep(1.0)
+        out["rss waiting"] = beat.rss_mib()
+        time.sleep(WAIT_WINDOW)
+        out["late waiting"] = store.ticks(done + 1.0, done + 1.0 + WAIT_WINDOW)
+        return out
+    finally:
+        beat.stop()
 
 
 def spread(values: list[float]) -> str:
@@ -239,7 +259,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--backends", default="redis,sqlite")
-    ap.add_argument("--modes", default="store,yaml")
+    ap.add_argument("--modes", default="store,yaml,start")
     args = ap.parse_args()
     RESULTS.mkdir(exist_ok=True)
     logs = RESULTS / "logs"
@@ -255,7 +275,7 @@ def main() -> int:
                         workdir.mkdir()
                         store = Store(backend, redis_url, folder)
                         log = logs / f"sched-store-{backend}-{mode}-{rep}.log"
-                        run = store_run if mode == "store" else yaml_run
+                        run = {"store": store_run, "yaml": yaml_run, "start": start_run}[mode]
                         out = run(store, args.n, workdir, log)
                         out["load 1m"] = os.getloadavg()[0]
                         samples.setdefault(f"{backend} {mode}", []).append(out)

@@ -15,6 +15,7 @@ import builtins
 import json
 import time
 import uuid
+from collections.abc import Callable
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
@@ -30,9 +31,7 @@ class OutOfTurn:
     """ScheduleStore's trigger, backfill and history (`app`, `_known` are the store's)."""
 
     app: Any
-
-    def _known(self, name: str) -> Entry | None:
-        raise NotImplementedError
+    _known: Callable[[str], Entry | None]  # ScheduleStore's: the entry, or EntryNotFound
 
     def trigger(self, name: str, run_id: str | None = None) -> Any:
         """Run entry `name` once now, outside its schedule (paused or not). Called on many

@@ -20,9 +20,10 @@ each (entry, slot) once):
   id is told it exists); the leader sends it with the run id as the task id, in one
   fenced step that also marks it done, so one run results however many hosts ask.
 - Backfill. A request holding [start, end); the leader sends its slots (those the entry
-  settled without running) oldest first, each in one fenced step that moves the
-  request's cursor to that slot. A new leader resumes after the cursor: across a
-  failover no slot is sent twice or dropped.
+  settled without running, as its history and its last slot sent say) oldest first, each
+  in one fenced step that moves the request's cursor to that slot and writes its history
+  record. A new leader resumes after the cursor: across a failover no slot is sent twice
+  or dropped. A range the capped history no longer covers is refused (beat/runs.py).
 """
 
 from __future__ import annotations
@@ -166,7 +167,8 @@ class ScheduleStore(OutOfTurn):
             shown = ", ".join(repr(t) for t in taken[:5]) + (", ..." if len(taken) > 5 else "")
             raise ScheduleError(
                 f"schedule entries {shown} exist already ({len(taken)} of {len(items)}); "
-                "nothing was added: remove them first, or leave them out of the batch"
+                "nothing was added: remove them first, or leave them out of the batch",
+                field="name",
             )
         return [
             ScheduleEntry(name, SOURCE, entry.task, str(entry.schedule), spec=spec)
