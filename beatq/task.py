@@ -362,9 +362,13 @@ class Task:
     def run_in(self, request: Request) -> Any:
         """Run with `request` as `self.request`, turning `autoretry_for` errors into retries.
         An async task is run to its end on this thread's event loop (see loops.py)."""
-        if self.is_async:
-            return run_here(Run(self.arun_in(request)))
-        running = self._enter(request)
+        if self.is_async:  # the signals and hooks here, in this thread's context
+            running = self.enter_run(request)
+            try:
+                return run_here(Run(self.abody(request)))
+            finally:
+                self.leave_run(running)
+        running = self.enter_run(request)
         try:
             value = self(*request.args, **request.kwargs)
         except Retry:
@@ -374,7 +378,7 @@ class Task:
                 raise
             raise self._autoretry(exc, request) from exc
         finally:
-            self._leave(running)
+            self.leave_run(running)
         if inspect.iscoroutine(value):
             # A plain function that hands back a coroutine (an async function behind a sync
             # decorator) did not do its work: fail rather than store SUCCESS for it.
@@ -389,7 +393,15 @@ class Task:
     async def arun_in(self, request: Request) -> Any:
         """`run_in` for an async task, awaited on the loop that runs it: `self.request`,
         the hooks, the signals and `autoretry_for` as for a plain task."""
-        running = self._enter(request)
+        running = self.enter_run(request)
+        try:
+            return await self.abody(request)
+        finally:
+            self.leave_run(running)
+
+    async def abody(self, request: Request) -> Any:
+        """An async task's own part of a run (`enter_run` done): await the task, turning
+        `autoretry_for` errors into retries."""
         try:
             return await self(*request.args, **request.kwargs)
         except Retry:
@@ -398,12 +410,11 @@ class Task:
             if self.dont_autoretry_for and isinstance(exc, self.dont_autoretry_for):
                 raise
             raise self._autoretry(exc, request) from exc
-        finally:
-            self._leave(running)
 
-    def _enter(self, request: Request) -> list[Any]:
+    def enter_run(self, request: Request) -> list[Any]:
         """Make `request` the running one (`self.request`, what it sends names as its
-        parent), send task_prerun, call before_start; the stack to `_leave`."""
+        parent), send task_prerun, call before_start; the stack to give `leave_run`.
+        Both in the context that runs `ended` too (tracing's context is attached there)."""
         self.push_request(request)
         running = _running.stack
         running.append(request)
@@ -420,11 +431,11 @@ class Task:
             if self._hooked:
                 self.before_start(request.id, request.args, request.kwargs)
         except BaseException:
-            self._leave(running)
+            self.leave_run(running)
             raise
         return running
 
-    def _leave(self, running: list[Any]) -> None:
+    def leave_run(self, running: list[Any]) -> None:
         _active.pop()
         running.pop()
         self.pop_request()

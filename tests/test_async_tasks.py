@@ -24,6 +24,8 @@ from beatq.exceptions import (
 )
 from tests.conftest import scaled, wait_for
 from tests.proj import journal
+from tests.test_otel import Span, child_of, one
+from tests.test_otel import traced as traced_fixture
 
 POOLS = {
     "solo": ["-P", "solo"],
@@ -370,3 +372,36 @@ def test_the_async_client_sends_and_awaits_results_without_blocking_the_loop(
 
 def _no_blocking_wait(self, task_id, timeout):
     raise AssertionError("aget blocked a thread in wait_result")
+
+
+# -- tracing -----------------------------------------------------------------------------
+traced = traced_fixture  # this process traced in memory, a worker to a file (test_otel.py)
+
+
+@pytest.mark.parametrize("pool", ["asyncio", "threads"])
+def test_an_async_run_is_traced_as_any_run_and_what_it_sends_is_its_child(
+    app, start_worker, traced, pool
+):
+    """beatq.otel's run span starts at task_prerun and ends at task_postrun: both in the
+    context the coroutine's run began in, so the span ends and what the coroutine sends
+    (through the async client) is its child."""
+    from tests.proj.tasks import at_client
+
+    tracer, spans, env = traced
+    worker = start_worker(*POOLS[pool], extra_env=env)
+    with tracer.start_as_current_span("web request"):
+        res = at_client.delay(4)
+    assert res.get(timeout=scaled(15)) == 5
+    child = res.children[0].id
+
+    def complete() -> list[Span] | None:
+        found = spans()
+        names = [(s["name"], s["attributes"].get("messaging.message.id")) for s in found]
+        return found if ("beatq.run", child) in names and ("beatq.run", res.id) in names else None
+
+    found = wait_for(complete, scaled(20), "the run spans")
+    run = one(found, "beatq.run", res.id)
+    assert run["attributes"]["beatq.task.state"] == "SUCCESS"
+    assert child_of(one(found, "beatq.publish", child), run)
+    assert child_of(one(found, "beatq.run", child), one(found, "beatq.publish", child))
+    assert "Failed to detach context" not in worker.log()

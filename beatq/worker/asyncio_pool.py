@@ -110,12 +110,19 @@ class AsyncioPool(Pool):
         if begun.held is not None:  # claimed ahead of its eta: its instant, by this clock
             await asyncio.sleep(max(begun.held - time.time(), 0.0))
         began = time.perf_counter()
+        later: list[Any] = []  # the hooks and signals, run here: where the run's began
         try:
             with executor.coroutine(begun) as run:
                 value = await run.main()
         except Exception as exc:
-            return await self._blocking(executor.ended, begun, exc, time.perf_counter() - began)
-        return await self._blocking(executor.succeeded, begun, value, time.perf_counter() - began)
+            runtime = time.perf_counter() - began
+            outcome = await self._blocking(executor.ended, begun, exc, runtime, later)
+        else:
+            runtime = time.perf_counter() - began
+            outcome = await self._blocking(executor.succeeded, begun, value, runtime, later)
+        for args in later:
+            begun.task.ended(*args)
+        return outcome
 
     def _is_async(self, delivery: Delivery) -> bool:
         """Whether the delivery's task is an async def here, read from the message's

@@ -185,9 +185,13 @@ class Executor:
             until_wall(begun.held, START_LEAD)
         began = time.perf_counter()
         try:
-            if task.is_async:
-                with self.coroutine(begun) as run:
-                    value = run_here(run)
+            if task.is_async:  # signals and hooks in this thread's context, as `ended`
+                running = task.enter_run(request)
+                try:
+                    with self.coroutine(begun, entered=True) as run:
+                        value = run_here(run)
+                finally:
+                    task.leave_run(running)
             else:
                 with time_limits(begun.soft, begun.hard), self._body(message.id):
                     value = task.run_in(request)
@@ -258,11 +262,14 @@ class Executor:
         return Begun(message, task, request, claim, ack, folded, soft, hard, held)
 
     @contextlib.contextmanager
-    def coroutine(self, begun: Begun) -> Iterator[Run]:
+    def coroutine(self, begun: Begun, entered: bool = False) -> Iterator[Run]:
         """The run of an async task's coroutine under its limits (loops.Run), registered
-        meanwhile so a revoke with terminate (`interrupt`) cancels it."""
+        meanwhile so a revoke with terminate (`interrupt`) cancels it. `entered`: the
+        caller made its request the running one (Task.enter_run), else the coroutine does."""
         task_id = begun.message.id
-        run = Run(begun.task.arun_in(begun.request), begun.soft, begun.hard)
+        task, request = begun.task, begun.request
+        coro = task.abody(request) if entered else task.arun_in(request)
+        run = Run(coro, begun.soft, begun.hard)
         with self.bodies_lock:
             self.runs[task_id] = run
         try:
@@ -271,16 +278,23 @@ class Executor:
             with self.bodies_lock:
                 self.runs.pop(task_id, None)
 
-    def succeeded(self, begun: Begun, value: Any, runtime: float) -> Outcome:
-        """Store the success of a run that returned `value` (see `begin`)."""
+    def succeeded(
+        self, begun: Begun, value: Any, runtime: float, later: list[Any] | None = None
+    ) -> Outcome:
+        """Store the success of a run that returned `value` (see `begin`); then its hooks
+        and signals run (Task.ended), or with `later` their arguments are added to it, for
+        the caller to run where the run's signals began (the asyncio pool's loop)."""
         message, task, request = begun.message, begun.task, begun.request
         self._succeed(begun.ack, message, task, value, runtime, request.children)
-        task.ended(request, states.SUCCESS, value)
+        _then(later, task, request, states.SUCCESS, value)
         return Outcome(message.task, states.SUCCESS, runtime, begun.folded)
 
-    def ended(self, begun: Begun, exc: Exception, runtime: float) -> Outcome:
+    def ended(
+        self, begun: Begun, exc: Exception, runtime: float, later: list[Any] | None = None
+    ) -> Outcome:
         """Store what became of a run that raised `exc` (see `begin`): a retry, ignored,
-        rejected, revoked (terminated) or a failure."""
+        rejected, revoked (terminated) or a failure; then its hooks (`later`: see
+        `succeeded`)."""
         message, task, request = begun.message, begun.task, begun.request
         ack, folded = begun.ack, begun.folded
         try:
@@ -288,29 +302,29 @@ class Executor:
         # Each outcome is stored first, then the task's hooks and the signals run (task.ended)
         except Retry as exc:
             self._retry(ack, message, task, exc)
-            task.ended(request, states.RETRY, exc, ExceptionInfo())
+            _then(later, task, request, states.RETRY, exc, ExceptionInfo())
             return Outcome(message.task, states.RETRY, then_acked=folded)
         except Ignore as exc:
             self._ignored(ack, message, exc)
-            task.ended(request, IGNORED, exc)
+            _then(later, task, request, IGNORED, exc)
             return Outcome(message.task, IGNORED, then_acked=folded)
         except Reject as exc:
             self._reject(ack, begun.claim, message, task, request, exc)
-            task.ended(request, REJECTED, exc)
+            _then(later, task, request, REJECTED, exc)
             return Outcome(message.task, REJECTED, then_acked=folded)
         except TaskRevokedError:  # revoked with terminate (threads, solo): see interrupt
             log.warning("Task %s[%s] terminated (REVOKED)", message.task, message.id)
             exc = TaskRevokedError("terminated")
             self._fail(ack, message, task, request, exc, traceback.format_exc(), states.REVOKED)
             _revoked_signal(task, request, terminated=True)
-            task.ended(request, states.REVOKED, exc)
+            _then(later, task, request, states.REVOKED, exc)
             return Outcome(message.task, states.REVOKED, then_acked=folded)
         except Exception as exc:
             log.error(
                 "Task %s[%s] raised %r\n%s", message.task, message.id, exc, traceback.format_exc()
             )
             self._fail(ack, message, task, request, exc, traceback.format_exc(), runtime=runtime)
-            task.ended(request, states.FAILURE, exc, ExceptionInfo())
+            _then(later, task, request, states.FAILURE, exc, ExceptionInfo())
             return Outcome(message.task, states.FAILURE, runtime, folded)
 
     def _acked_at_start(self, then: Delivery | None) -> list[Claim]:
@@ -800,6 +814,22 @@ class Executor:
         if not isinstance(exc, WorkerLostError) or not task.option("reject_on_worker_lost"):
             return False
         return bool(message.options.get("acks_late", task.option("acks_late")))
+
+
+def _then(
+    later: list[Any] | None,
+    task: Task,
+    request: Request,
+    state: str,
+    retval: Any,
+    einfo: ExceptionInfo | None = None,
+) -> None:
+    """Run the hooks and signals of a stored outcome (Task.ended) now, or add their
+    arguments to `later`."""
+    if later is None:
+        task.ended(request, state, retval, einfo)
+    else:
+        later.append((request, state, retval, einfo))
 
 
 def _revoked_signal(
