@@ -168,8 +168,10 @@ def test_events_live_view_shows_workers_queues_and_tasks(app, start_worker, env,
     add.delay(2, 3).get(timeout=scaled(10))
     fail.delay("bad").get(timeout=scaled(10), propagate=False)
     argv = [sys.executable, "-m", "beatq", "-A", "tests.proj", "events", "--interval", "0.2"]
+    # a screen wide enough for whole lines, whatever COLUMNS this run inherited
+    wide = {**env, "COLUMNS": "160", "LINES": "40"}
     view = subprocess.Popen(
-        argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=ctrl_c_on
+        argv, env=wide, cwd=ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=ctrl_c_on
     )
     header = "beatq tests.proj — "
     try:
