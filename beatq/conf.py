@@ -72,6 +72,9 @@ DEFAULTS: dict[str, Any] = {
     "beat_schedule": {},
     "beat_schedule_files": ["schedules/*.yaml"],
     "beat_lease_ttl": 4.0,  # seconds: a standby takes over within this after the leader dies
+    # the dashboard's charts (beatq/timeline.py): seconds per sample (0: off), seconds kept
+    "timeline_interval": 10.0,
+    "timeline_keep": 3600.0,
     "beat_history_len": 1000,  # run records kept per entry (app.schedules.history); 0: none
     "beat_max_loop_interval": 5.0,
     # A key, "file:PATH", or a list of them (the first signs, all verify): messages are

@@ -42,6 +42,7 @@ from ..brokers import BeatDispatch, Outgoing
 from ..exceptions import BrokerError, LeaseLost, ScheduleError
 from ..messages import Message
 from ..metrics import Metrics
+from ..timeline import beat_timeline
 from ..timezones import format_time
 from ..wakeup import nap_until, tighten_timer_slack
 from .entries import Entry
@@ -173,6 +174,7 @@ class Beat:
         self.file_stamps: dict[Path, float] = {}
         self.next_reload = 0.0
         self.metrics = metrics
+        self.timeline = beat_timeline(app, self.holder)  # lateness, for the dashboard's charts
         # the next run, made ready while the beat waits for its instant; _run_due and
         # _prepare take it if it is still that entry's run
         self.ahead: _Ready | None = None
@@ -387,6 +389,8 @@ class Beat:
             self._run_requests()
         if self.history:
             self._write_history()
+        if self.timeline is not None:
+            self.timeline.tick(self.app.broker)
         run_at = self.heap[0][0] if self.heap else now + self.ttl
         wake = min(
             run_at,
@@ -914,6 +918,8 @@ class Beat:
                 self._remember(entry, slot, "schedule", sent_at, update.lateness, task_id)
                 if self.metrics is not None:
                     self.metrics.beat_dispatched(entry.name, update.lateness or 0.0)
+                if self.timeline is not None:
+                    self.timeline.dispatched(update.lateness or 0.0)
                 self._event(
                     ev.BEAT_DISPATCHED,
                     entry=entry.name,

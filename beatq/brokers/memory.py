@@ -110,6 +110,7 @@ class _Store:
         self.commands: deque[tuple[int, bytes]] = deque()  # the control channel, oldest first
         self.command_seq = 0
         self.replies: dict[str, _Expiring] = {}  # command id -> {worker: reply}
+        self.samples: dict[bytes, float] = {}  # the timeline: data -> interval start
 
     def add_events(self, items: Sequence[bytes], maxlen: int) -> None:
         for item in items:
@@ -573,6 +574,19 @@ class MemoryBackend(RowBeatState, RowSchedules, Backend):
         with self._locked() as s:
             picked = list(s.events)[-count:] if count > 0 else []
             return [(str(n), data) for n, data in picked]
+
+    # -- timeline --------------------------------------------------------------------------
+    def add_samples(self, samples: Sequence[tuple[float, bytes]], keep: float, maxlen: int) -> None:
+        with self._locked() as s:
+            for at, data in samples:
+                s.samples[data] = at
+            oldest = time.time() - keep
+            kept = sorted((at, data) for data, at in s.samples.items() if at >= oldest)
+            s.samples = {data: at for at, data in kept[-maxlen:]} if maxlen > 0 else {}
+
+    def samples(self, since: float) -> list[tuple[float, bytes]]:
+        with self._locked() as s:
+            return sorted((at, data) for data, at in s.samples.items() if at >= since)
 
     # -- revoked tasks ----------------------------------------------------------------------
     def revoke(self, task_ids: Sequence[str], terminate: bool, ttl: float) -> None:

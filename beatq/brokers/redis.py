@@ -122,6 +122,7 @@ class RedisKeys:
         self.revoked = f"{prefix}:revoked"
         self.revoked_term = f"{prefix}:revoked:term"
         self.control = f"{prefix}:control"
+        self.timeline = f"{prefix}:timeline"
 
     def queue(self, name: str) -> str:
         return f"{self.prefix}:q:{name}"
@@ -941,6 +942,22 @@ class RedisBackend(Backend):
         with _errors(self.url):
             rows = self.client.xrevrange(self.keys.events, count=count)
         return [(id_.decode(), fields[b"e"]) for id_, fields in reversed(rows)]
+
+    # -- timeline --------------------------------------------------------------------------
+    def add_samples(self, samples: Sequence[tuple[float, bytes]], keep: float, maxlen: int) -> None:
+        key = self.keys.timeline
+        with _errors(self.url):
+            pipe = self.client.pipeline(transaction=True)
+            if samples:
+                pipe.zadd(key, {data: at for at, data in samples})
+            pipe.zremrangebyscore(key, "-inf", f"({time.time() - keep!r}")
+            pipe.zremrangebyrank(key, 0, -max(maxlen, 0) - 1)
+            pipe.execute()
+
+    def samples(self, since: float) -> list[tuple[float, bytes]]:
+        with _errors(self.url):
+            rows = self.client.zrangebyscore(self.keys.timeline, since, "+inf", withscores=True)
+        return [(float(at), bytes(data)) for data, at in rows]
 
     # -- revoked tasks ----------------------------------------------------------------------
     def revoke(self, task_ids: Sequence[str], terminate: bool, ttl: float) -> None:

@@ -11,6 +11,7 @@ and redis.py is one class that plays every role (`Backend`) on its own URL.
     │  ├─ BeatState   each entry's settled run, next run and record, fenced by a lease
     │  └─ Schedules   entries added at run time, requests to run them now, run history
     ├─ Events      the capped event stream
+    ├─ Timeline    the short rolling history of counts behind the dashboard's charts
     └─ Workers     live workers (heartbeats) and revoked tasks
     Backend        all of them on one URL; its results may live elsewhere (`results`)
 
@@ -542,6 +543,22 @@ class Events(Store):
         """The newest `count` events, newest last."""
 
 
+class Timeline(Store):
+    """A short rolling history of what workers and the beat measured: samples, each the
+    (interval start, data) of one writer for one interval (beatq/timeline.py writes and
+    reads them). Bounded twice: by age and by count."""
+
+    @abc.abstractmethod
+    def add_samples(self, samples: Sequence[tuple[float, bytes]], keep: float, maxlen: int) -> None:
+        """Append `samples`, then drop those older than now - `keep` seconds and all but
+        the newest `maxlen`, in one round trip. Each sample's data is unique (it names its
+        writer and interval): adding the same sample twice keeps one."""
+
+    @abc.abstractmethod
+    def samples(self, since: float) -> list[tuple[float, bytes]]:
+        """The samples kept of intervals starting at or after `since`, oldest first."""
+
+
 class Workers(Store):
     """What control commands reach: the live workers, the revoked tasks they skip, and
     the control channel (commands broadcast to every worker, replies kept per command).
@@ -593,7 +610,7 @@ class Workers(Store):
         """The replies to command `command_id` kept so far, by worker."""
 
 
-class Backend(Delivery, Results, BeatState, Schedules, Events, Workers):
+class Backend(Delivery, Results, BeatState, Schedules, Events, Timeline, Workers):
     """One URL's store in every role: what `connect` returns for a broker URL.
 
     Its `results` are its own unless `connect` was given a result URL of its own: read

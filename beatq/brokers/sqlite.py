@@ -786,6 +786,24 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
         rows = self._select("SELECT seq, data FROM events ORDER BY seq DESC LIMIT ?", (count,))
         return [(str(n), data) for n, data in reversed(rows)]
 
+    # -- timeline --------------------------------------------------------------------------
+    def add_samples(self, samples: Sequence[tuple[float, bytes]], keep: float, maxlen: int) -> None:
+        with self.db.write() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO timeline (at, data) VALUES (?, ?)",
+                [(at, data) for at, data in samples],
+            )
+            conn.execute("DELETE FROM timeline WHERE at < ?", (time.time() - keep,))
+            conn.execute(
+                "DELETE FROM timeline WHERE rowid NOT IN "
+                "(SELECT rowid FROM timeline ORDER BY at DESC LIMIT ?)",
+                (max(maxlen, 0),),
+            )
+
+    def samples(self, since: float) -> list[tuple[float, bytes]]:
+        rows = self._select("SELECT at, data FROM timeline WHERE at >= ? ORDER BY at", (since,))
+        return [(at, bytes(data)) for at, data in rows]
+
     # -- revoked tasks ----------------------------------------------------------------------
     def revoke(self, task_ids: Sequence[str], terminate: bool, ttl: float) -> None:
         if task_ids:

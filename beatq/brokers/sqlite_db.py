@@ -175,6 +175,10 @@ CREATE TABLE IF NOT EXISTS replies (  -- workers' replies to control commands
     expires REAL NOT NULL,
     PRIMARY KEY (command, worker)
 ) WITHOUT ROWID;
+
+-- the timeline (version 9): workers' and the beat's samples, one per writer and interval
+CREATE TABLE IF NOT EXISTS timeline (at REAL NOT NULL, data BLOB NOT NULL UNIQUE);
+CREATE INDEX IF NOT EXISTS timeline_at ON timeline (at);
 """
 
 POLL_FAST = 0.001  # seconds between data_version checks early in a wait

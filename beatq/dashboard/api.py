@@ -25,6 +25,7 @@ from ..app import Beatq
 from ..beat.beat import LEASE_NAME
 from ..beat.record import EntryRecord
 from ..brokers import Backend
+from ..timeline import chart
 from . import timefmt
 from .schedules import ScheduleActions, waiting_rows
 from .tasks import TaskFeed
@@ -72,6 +73,7 @@ class Dashboard:
         self._broker_thread = ThreadPoolExecutor(1, thread_name_prefix="beatq-dashboard")
         self._lock = threading.Lock()
         self._cached: tuple[float, dict[str, Any]] | None = None
+        self._timeline: tuple[float, dict[str, Any] | None] | None = None
         self._changed = threading.Condition()
         self.feed = TaskFeed(app, self._notify)
         self.schedules = ScheduleActions(self)
@@ -134,17 +136,44 @@ class Dashboard:
         workers = self._workers(now)
         dead = self._dead_letters()
         schedules = self._schedules(now)
+        leader = self._leader(now)
+        if leader is None:  # nobody sends them: a run past its time is not "in a moment"
+            for row in schedules:
+                due = row.get("next_ts")
+                if due is not None and due < now and not row.get("paused"):
+                    row["overdue"] = True
+                    row["next_in"] = f"overdue by {timefmt.duration(now - due)}: no beat leader"
         return {
             "app": self.app.main or "beatq",
             "broker": masked_url(self.app.conf.broker_url),
             "zone": str(self.zone),
             "now": {"ts": now, "local": timefmt.zoned(now, self.zone), "utc": timefmt.utc(now)},
-            "leader": self._leader(now),
+            "leader": leader,
             "workers": workers,
             "queues": self._queues(workers, dead["items"], schedules),
             "schedules": schedules,
             "dead_letters": dead,
+            "timeline": self._timeline_chart(now),
         }
+
+    def _timeline_chart(self, now: float) -> dict[str, Any] | None:
+        """The last `timeline_keep` seconds as chart series (beatq/timeline.py), read again
+        at most every few seconds (a sample comes every `timeline_interval`); None: off."""
+        step = float(self.app.conf.timeline_interval or 0)
+        if step <= 0:
+            return None
+        if self._timeline is not None and now - self._timeline[0] < min(step / 2, 5.0):
+            return self._timeline[1]
+        span = float(self.app.conf.timeline_keep)
+        series = chart(self.broker.samples(now - span - step), now, step, span)
+        starts = series["t"]
+        series["labels"] = [timefmt.clock(t, self.zone) for t in starts]
+        series["note"] = (
+            f"{timefmt.duration(step)} samples from {timefmt.zoned(starts[0], self.zone)} "
+            f"to {timefmt.zoned(starts[-1] + step, self.zone)}"
+        )
+        self._timeline = (now, series)
+        return series
 
     def _workers(self, now: float) -> list[dict[str, Any]]:
         rows = []
@@ -283,7 +312,11 @@ class Dashboard:
                     "lateness_ms": round(lateness * 1000, 1) if lateness is not None else None,
                     "next_run": timefmt.zoned(nxt, zone) if nxt else None,
                     "next_run_utc": timefmt.utc(nxt) if nxt else None,
-                    "next_in": timefmt.relative(nxt, now) if nxt else None,
+                    "next_ts": nxt,
+                    # a paused entry's next run is not coming: no countdown to it
+                    "next_in": "paused"
+                    if state.paused
+                    else (timefmt.relative(nxt, now) if nxt else None),
                 }
             )
         planned = {row["name"] for row in rows}

@@ -57,6 +57,7 @@ STATIC = {
     "index.html": "text/html; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",
+    "charts.js": "text/javascript; charset=utf-8",
     "schedules.js": "text/javascript; charset=utf-8",
 }
 SECURITY_HEADERS = {
@@ -387,7 +388,19 @@ class Handler(BaseHTTPRequestHandler):
         if name not in STATIC:
             self._error(HTTPStatus.NOT_FOUND, f"no such file {name!r}")
             return
-        self._send(HTTPStatus.OK, self.server.static[name], STATIC[name])
+        body = self.server.static[name]
+        if name == "index.html":
+            body = body.replace(b"FIRST_STATE", self._first_state())
+        self._send(HTTPStatus.OK, body, STATIC[name])
+
+    def _first_state(self) -> bytes:
+        """The snapshot the page renders as it loads, before its stream connects: JSON in
+        a data block (not run as script), `<` escaped so no text in it can end the block."""
+        try:
+            state = self.server.board.state("")
+        except BrokerError:
+            return b"null"  # the stream then says the broker is unreachable
+        return json.dumps(state).replace("<", "\\u003c").encode()
 
     def _stream(self, text: str) -> None:
         self.send_response(HTTPStatus.OK)

@@ -110,12 +110,14 @@ class TaskFeed:
             )
             rows = [self._row(task) for task in reversed(found)]
             kept = len(self.state.tasks)
+            # the summary card's count: every kept task, whatever the search shows
+            failed = sum(1 for task in self.state.tasks.values() if task.state == "FAILURE")
         if query and not rows:
             stored = self._from_results(query)
             if stored is not None:
                 rows = [stored]
         note = self.error or ("" if kept else NO_EVENTS)
-        return {"enabled": True, "items": rows, "kept": kept, "note": note}
+        return {"enabled": True, "items": rows, "kept": kept, "failed": failed, "note": note}
 
     def finished(self, task_ids: list[str]) -> set[str]:
         """Which of `task_ids` the events say have finished (heartbeats lag a second)."""

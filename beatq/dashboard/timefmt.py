@@ -26,6 +26,11 @@ def zoned(ts: float, zone: tzinfo) -> str:
     return f"{dt:%Y-%m-%d %H:%M:%S} {offset(dt)}"
 
 
+def clock(ts: float, zone: tzinfo) -> str:
+    """`07:30`: the wall clock time of POSIX instant `ts` in `zone`, to the minute."""
+    return f"{datetime.fromtimestamp(ts, zone):%H:%M}"
+
+
 def utc(ts: float) -> str:
     """`2026-11-24 23:30:00 UTC`."""
     return f"{datetime.fromtimestamp(ts, UTC):%Y-%m-%d %H:%M:%S} UTC"

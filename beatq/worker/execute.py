@@ -313,8 +313,8 @@ class Executor:
             _then(later, task, request, REJECTED, exc)
             return Outcome(message.task, REJECTED, then_acked=folded)
         except TaskRevokedError:  # revoked with terminate (threads, solo): see interrupt
-            log.warning("Task %s[%s] terminated (REVOKED)", message.task, message.id)
-            exc = TaskRevokedError("terminated")
+            exc = TaskRevokedError(f"terminated after {time.perf_counter() - began:.1f}s")
+            log.warning("Task %s[%s] %s (REVOKED)", message.task, message.id, exc)
             self._fail(ack, message, task, request, exc, traceback.format_exc(), states.REVOKED)
             _revoked_signal(task, request, terminated=True)
             _then(later, task, request, states.REVOKED, exc)
@@ -535,13 +535,19 @@ class Executor:
         self._fail([claim], message, task, request, exc, None, states.REVOKED, ev.TASK_EXPIRED)
         _revoked_signal(task, request, expired=True)
 
-    def revoke(self, claim: Claim, terminated: bool = False) -> Outcome:
-        """Record the task of `claim` as revoked without running it (or after terminating it)."""
+    def revoke(
+        self, claim: Claim, terminated: bool = False, reason: TaskRevokedError | None = None
+    ) -> Outcome:
+        """Record the task of `claim` as revoked without running it (or after terminating
+        it: `reason` says how long it ran)."""
         message = self._decode(Delivery(claim))
         if message is None:
             return Outcome("?", DEAD_LETTERED)
-        log.info("Task %s[%s] revoked; not run (REVOKED)", message.task, message.id)
-        exc = TaskRevokedError("terminated" if terminated else "revoked")
+        exc = reason or TaskRevokedError("terminated" if terminated else "revoked")
+        if terminated:
+            log.warning("Task %s[%s] %s (REVOKED)", message.task, message.id, exc)
+        else:
+            log.info("Task %s[%s] revoked; not run (REVOKED)", message.task, message.id)
         task = self.app.tasks.get(message.task)
         request = self._request(message, task) if task is not None else _bare_request(message)
         self._fail([claim], message, task, request, exc, None, states.REVOKED, ev.TASK_REVOKED)
@@ -772,7 +778,7 @@ class Executor:
         """Record the task of `claim` as failed with `exc` (its process died or was killed),
         or as revoked when `exc` is a TaskRevokedError (revoked with terminate)."""
         if isinstance(exc, TaskRevokedError):
-            return self.revoke(claim, terminated=True)
+            return self.revoke(claim, terminated=True, reason=exc)
         try:
             if self._refusal(Delivery(claim)) is not None:  # its errbacks must not be sent
                 raise messages.MessageError("refused")

@@ -426,10 +426,11 @@ class PreforkPool(Pool):
                 ),
                 None,
             )
-        if child is None:
+        if child is None or (current := child.running()) is None:
             return False
         log.warning("killing child process %s to terminate task %s", child.process.pid, task_id)
-        self._kill(child, TaskRevokedError("terminated"))
+        ran = time.monotonic() - current.since
+        self._kill(child, TaskRevokedError(f"terminated after {ran:.1f}s"))
         return True
 
     def _replace(self, child: _Child, reason: BaseException) -> None:

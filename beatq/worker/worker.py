@@ -47,6 +47,7 @@ from ..brokers.roles import new_token
 from ..calling import MAX_PRIORITY
 from ..exceptions import BrokerError, ConfigurationError
 from ..metrics import Metrics
+from ..timeline import worker_timeline
 from .asyncio_pool import DEFAULT_CONCURRENCY, AsyncioPool
 from .delivery import Delivery
 from .execute import AHEAD, Executor, Outcome
@@ -193,6 +194,7 @@ class Worker:
         self.looked = 0.0  # when _look_up last looked (monotonic clock)
         self.executor: Executor | None = None  # this process's (the pool's too), from run
         self.metrics = metrics  # counted here, whatever the pool (prefork children report)
+        self.timeline = worker_timeline(app, self.hostname, self.queues)  # the charts' counts
 
     # -- running -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -531,8 +533,11 @@ class Worker:
             self.processed += 1
             if outcome is not None:
                 self.totals[outcome.name] += 1
-        if self.metrics is not None and outcome is not None:
-            self.metrics.task_done(outcome.name, outcome.state, outcome.runtime)
+        if outcome is not None:
+            if self.timeline is not None:
+                self.timeline.done(outcome.state, outcome.runtime)
+            if self.metrics is not None:
+                self.metrics.task_done(outcome.name, outcome.state, outcome.runtime)
 
     # -- stopping --------------------------------------------------------------------------
     def _install_signals(self) -> None:
@@ -694,6 +699,8 @@ class Worker:
         )
         self.sync_revoked()
         self._event(ev.WORKER_HEARTBEAT)
+        if self.timeline is not None:
+            self.timeline.tick(broker)
 
     def _describe(self, delivery: Delivery, **extra: Any) -> dict[str, Any]:
         claim = delivery.claim

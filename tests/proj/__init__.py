@@ -32,6 +32,9 @@ if os.environ.get("BEATQ_TEST_RESULT_EXPIRES"):
     app.conf.result_expires = float(os.environ["BEATQ_TEST_RESULT_EXPIRES"])
 if os.environ.get("BEATQ_TEST_REQUEUE_MAX"):
     app.conf.worker_requeue_max = int(os.environ["BEATQ_TEST_REQUEUE_MAX"])
+if os.environ.get("BEATQ_TEST_TIMELINE"):  # "interval,keep" seconds: charts in seconds
+    interval, keep = os.environ["BEATQ_TEST_TIMELINE"].split(",")
+    app.conf.update(timeline_interval=float(interval), timeline_keep=float(keep))
 if os.environ.get("BEATQ_TEST_ROUTES"):
     app.conf.task_routes = json.loads(os.environ["BEATQ_TEST_ROUTES"])
 

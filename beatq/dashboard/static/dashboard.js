@@ -148,6 +148,7 @@ function render(state) {
   refreshPanel(state.schedules); // schedules.js
   renderTasks(state.tasks);
   renderDead(state.dead_letters);
+  drawTimeline(state.timeline); // charts.js
 }
 
 function renderSummary(state) {
@@ -155,8 +156,8 @@ function renderSummary(state) {
   $("sum-queued").textContent = state.queues.reduce((n, q) => n + q.depth, 0);
   $("sum-leader").textContent = state.leader ? state.leader.holder : "none";
   $("sum-leader").className = state.leader ? "" : "bad";
-  const tasks = (state.tasks && state.tasks.items) || [];
-  const failed = tasks.filter((t) => t.state === "FAILURE").length;
+  // every failure the page knows of, not only those the search shows
+  const failed = (state.tasks && state.tasks.failed) || 0;
   $("sum-failed").textContent = state.tasks && state.tasks.enabled ? failed : "–";
   $("sum-failed").className = failed ? "bad" : "";
   $("sum-dead").textContent = state.dead_letters.count;
@@ -238,7 +239,7 @@ function renderSchedules(entries) {
         el("span", { class: "sub source" }, s.editable ? "store" : s.source)),
       el("td", {}, s.schedule || "–", el("span", { class: "sub" }, s.zone)),
       timeCell(s.last_run, s.last_run_utc),
-      el("td", { class: "time next-run" }, s.next_run || (s.paused ? "–" : "no more runs"),
+      el("td", { class: s.overdue ? "time next-run overdue" : "time next-run" }, s.next_run || (s.paused ? "–" : "no more runs"),
         s.next_run_utc ? el("span", { class: "sub" }, s.next_run_utc) : null,
         el("span", { class: "sub", dataset: { live: "next_in" } })),
       td(s.lateness_ms === null ? "–" : `${s.lateness_ms.toFixed(1)} ms`, "num"),
@@ -246,7 +247,7 @@ function renderSchedules(entries) {
       td(s.missed, s.missed ? "num bad" : "num"),
       el("td", { class: "state" }, s.paused ? badge("paused", "paused") : badge("active", "active"), " ", button,
         " ", el("button", { type: "button", class: "open", onclick: () => openEntry(s.name) }, "Runs")));
-  }, ["next_in"], (tr, s) => { tr.querySelector("[data-live=next_in]").textContent = s.next_in || ""; });
+  }, ["next_in", "next_ts"], (tr, s) => { tr.querySelector("[data-live=next_in]").textContent = s.next_in || ""; });
   showEmpty("schedules-empty", !entries.length);
 }
 
@@ -336,5 +337,8 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("requeue-all").addEventListener("click", (event) =>
     action(event.target, "/api/dead-letters/requeue", { all: true }));
+  // the first snapshot comes with the page (server.py): no empty page while connecting
+  const first = JSON.parse($("first-state").textContent || "null");
+  if (first) render(first);
   connect();
 });

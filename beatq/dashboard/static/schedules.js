@@ -1,28 +1,14 @@
 // beatq dashboard: schedule entries. The form for the store's entries, Run now, Backfill, and
 // one entry's recent runs as a chart (SVG drawn here) and a table. Every check is the
 // server's (app.schedules): a refusal comes back naming its field and is shown beside it.
-// Uses el() and $() from dashboard.js.
+// Uses el() and $() from dashboard.js, svg() and the formats from charts.js.
 "use strict";
 
-const SVG = "http://www.w3.org/2000/svg";
 const RUNS_SHOWN = 60; // slots in the chart and the table
 const PANEL_EVERY = 2000; // ms between two readings of the open entry, unless it ran
 
 let panel = null; // { name, detail, fetched, busy, sig }
 let editing = null; // null: adding; else the name of the entry being changed
-
-function svg(tag, attrs, ...children) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, value);
-  for (const child of children) {
-    if (typeof child === "string") {
-      const title = document.createElementNS(SVG, "title");
-      title.textContent = child;
-      node.append(title);
-    } else if (child) node.append(child);
-  }
-  return node;
-}
 
 async function send(method, path, body) {
   const init = { method, credentials: "same-origin", headers: {} };
@@ -208,11 +194,7 @@ function drawChart(box, runs, zone) {
   const stripTop = 18, lateTop = stripTop + strip + gap, tookTop = lateTop + band + gap;
   const lateMax = Math.max(1, ...runs.map((r) => r.lateness_ms || 0));
   const tookMax = Math.max(0.001, ...runs.map((r) => r.took_s || 0));
-  const label = (text, px, py, cls) => {
-    const node = svg("text", { x: px, y: py, class: cls || "label" });
-    node.textContent = text;
-    return node;
-  };
+  const label = svgText;
   chart.append(
     label("outcome", 4, stripTop + 11), label("lateness", 4, lateTop + 12),
     label(`${fmtMs(lateMax)}`, 4, lateTop + 26, "scale"),
@@ -259,9 +241,6 @@ function drawChart(box, runs, zone) {
 function crossAt(cx, cy) {
   return `M${cx - 4},${cy - 4}L${cx + 4},${cy + 4}M${cx - 4},${cy + 4}L${cx + 4},${cy - 4}`;
 }
-
-const fmtMs = (ms) => (ms >= 1000 ? `${(ms / 1000).toFixed(1)} s` : `${ms.toFixed(1)} ms`);
-const fmtSeconds = (s) => (s >= 1 ? `${s.toFixed(1)} s` : `${(s * 1000).toFixed(0)} ms`);
 
 // -- start -----------------------------------------------------------------------------------
 document.addEventListener("DOMContentLoaded", () => {
