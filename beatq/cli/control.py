@@ -10,6 +10,7 @@ import time
 import click
 
 from ..timezones import format_time
+from . import times
 from .base import EXIT_FAILED, get_app, handle_errors, loglevel_option, require_shared_broker
 
 
@@ -28,7 +29,8 @@ def status(ctx: click.Context, as_json: bool, loglevel: str | None) -> None:
     require_shared_broker(app, "status")
     workers = {name: json.loads(info) for name, info in sorted(app.broker.workers().items())}
     if as_json:
-        click.echo(json.dumps({name: _summary(info) for name, info in workers.items()}))
+        summaries = {name: times.stamped(_summary(info)) for name, info in workers.items()}
+        click.echo(json.dumps(summaries))
     else:
         zone = app.timezone
         for name, info in workers.items():

@@ -19,6 +19,7 @@ import click
 from ..beat.beat import LEASE_NAME
 from ..events import Event, State
 from ..timezones import format_time
+from . import times
 from .base import get_app, handle_errors, loglevel_option, require_shared_broker
 
 CLEAR = "\x1b[H\x1b[2J"
@@ -27,7 +28,7 @@ CLEAR = "\x1b[H\x1b[2J"
 def describe(event: Event, zone: tzinfo) -> str:
     """One line: time in the app's zone with its offset, type, then key=value fields."""
     parts = [format_time(event.time, zone), event.type]
-    for key, value in event.fields.items():
+    for key, value in times.zoned(event.fields, zone).items():
         if value is None or key == "traceback":
             continue
         text = value if isinstance(value, str) else json.dumps(value)
@@ -86,7 +87,8 @@ def _dump(app: Any, as_json: bool, follow: bool, new: bool) -> None:
         batch = app.events.read(after=cursor, count=500, timeout=1.0 if follow else None)
         for event in batch:
             if as_json:
-                record = {"id": event.id, "type": event.type, "time": event.time, **event.fields}
+                fields = times.stamped(event.fields)
+                record = {"id": event.id, "type": event.type, "time_ts": event.time, **fields}
                 click.echo(json.dumps(record))
             else:
                 click.echo(describe(event, zone))

@@ -15,6 +15,7 @@ import click
 
 from .. import messages
 from ..timezones import format_time
+from . import times
 from .base import EXIT_FAILED, get_app, handle_errors, loglevel_option
 
 
@@ -85,7 +86,7 @@ def inspect_cmd(
                 name = "?"
             rows.append({"id": claim.id, "name": name, "queue": claim.queue, "eta": eta})
         if as_json:
-            click.echo(json.dumps(rows))
+            click.echo(json.dumps(times.stamped(rows)))
         else:
             for row in rows:
                 when = format_time(row["eta"], zone)
@@ -97,7 +98,7 @@ def inspect_cmd(
         names = {n.strip() for n in destination.split(",")}
         workers = {name: info for name, info in workers.items() if name in names}
     if as_json:
-        click.echo(json.dumps({n: _view(what, w) for n, w in workers.items()}))
+        click.echo(json.dumps({n: times.stamped(_view(what, w)) for n, w in workers.items()}))
     else:
         for name, info in workers.items():
             click.echo(f"-> {name}")
@@ -116,8 +117,8 @@ def inspect_cmd(
             elif what == "registered":
                 for task in view:
                     click.echo(f"   {task}")
-            else:
-                for key, value in view.items():
+            else:  # stats: its instants in the app's zone
+                for key, value in times.zoned(view, zone).items():
                     click.echo(f"   {key}: {value}")
     if not workers:
         click.echo("Error: no worker is alive", err=True)
