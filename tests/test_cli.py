@@ -433,7 +433,7 @@ def test_inspect_scheduled_lists_an_eta_task_with_its_utc_offset(app, env):
     assert proc.returncode == 0, show(proc)
     (row,) = json.loads(proc.stdout)
     assert (row["id"], row["name"], row["queue"]) == (task_id, "tests.proj.tasks.add", "celery")
-    assert abs(row["eta"] - eta.timestamp()) < 0.01
+    assert abs(row["eta_ts"] - eta.timestamp()) < 0.01, "--json: numbers, named *_ts"
 
 
 # -- dead letters ------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ task is skipped, and with --terminate a running one is stopped in every pool.
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from collections import defaultdict
@@ -144,10 +145,18 @@ def test_revoke_terminate_stops_a_running_task(app, start_worker, pool: str) -> 
     wait_for(lambda: any(r.startswith("long:start") for r in journal("runs")), 10, "the start")
     began = time.monotonic()
     app.control.revoke(running.id, terminate=True)
-    with pytest.raises(TaskRevokedError):
+    with pytest.raises(TaskRevokedError) as caught:
         running.get(timeout=scaled(10))
     assert time.monotonic() - began < scaled(5)
     assert running.state == "REVOKED"
+    # it ran: said so, with how long, in the result and the worker's log (not "not run")
+    assert re.fullmatch(r"terminated after \d+\.\ds", str(caught.value)), str(caught.value)
+    logged = wait_for(
+        lambda: re.search(rf"{running.id}\] terminated after \d+\.\ds \(REVOKED\)", worker.log()),
+        5,
+        "the termination in the worker's log",
+    )
+    assert logged and f"{running.id}] revoked; not run" not in worker.log()
     assert not any(r.startswith("long:end") for r in journal("runs"))
     assert add.delay(2, 3).get(timeout=scaled(10)) == 5, "the worker keeps serving"
     kinds = types_by_task(all_events(app))[running.id]

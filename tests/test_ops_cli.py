@@ -77,6 +77,10 @@ def test_inspect_reserved_lists_claimed_tasks_waiting_for_a_slot(app, start_work
     assert stats["reserved"] == 3 and stats["processed"] == 0
     assert stats["rusage"]["maxrss_kb"] > 0 and stats["events"] is False
     assert "reserved_tasks" not in stats and "registered" not in stats
+    # an instant is a number named *_ts in JSON, the app's time with its offset as text
+    assert isinstance(stats["started_ts"], float) and "started" not in stats
+    text = beatq(env, "inspect", "stats").stdout.splitlines()
+    assert any(re.fullmatch(rf"   started: {TIME_WITH_OFFSET}", line) for line in text), text
 
 
 @pytest.mark.backends("redis", "sqlite")
@@ -108,6 +112,8 @@ def test_events_dump_prints_one_event_per_line(app, start_worker, env):
 
     result = add.delay(20, 22)
     assert result.get(timeout=scaled(10)) == 42
+    later = add.apply_async((1, 1), countdown=0.5)  # its events carry an eta
+    assert later.get(timeout=scaled(10)) == 2
     wait_for(lambda: len(app.events.recent(1000)) >= 4, 10, "the events")
     proc = beatq(env, "events", "--dump", "--no-follow")
     assert proc.returncode == 0, show(proc)
@@ -120,11 +126,20 @@ def test_events_dump_prints_one_event_per_line(app, start_worker, env):
     assert re.match(rf"^{TIME_WITH_OFFSET} task-succeeded task_id={result.id} ", mine[-1])
     assert "result=42" in mine[-1] and f"hostname={worker.name}" in mine[-1]
     assert any(" worker-online " in line for line in proc.stdout.splitlines())
+    received = next(
+        line
+        for line in proc.stdout.splitlines()
+        if f"task_id={later.id}" in line and " task-received " in line
+    )
+    assert re.search(rf" eta={TIME_WITH_OFFSET}( |$)", received), received
 
     proc = beatq(env, "events", "--dump", "--no-follow", "--json")
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     done = [r for r in records if r.get("task_id") == result.id and r["type"] == "task-succeeded"]
     assert done[0]["result"] == "42" and done[0]["id"]
+    assert isinstance(done[0]["time_ts"], float) and "time" not in done[0]
+    (got,) = [r for r in records if r.get("task_id") == later.id and r["type"] == "task-received"]
+    assert got["eta_ts"] > got["time_ts"] - 1 and "eta" not in got
 
 
 def ctrl_c_on() -> None:

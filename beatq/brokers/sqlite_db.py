@@ -40,7 +40,7 @@ from ..exceptions import BrokerError, ConfigurationError
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 9  # every statement is IF NOT EXISTS: a newer version only adds
+SCHEMA_VERSION = 10  # every statement is IF NOT EXISTS: a newer version only adds
 # Columns added to tables of older versions (CREATE TABLE IF NOT EXISTS leaves them out).
 ADDED_COLUMNS = [
     ("messages", "token", "TEXT"),  # version 3
@@ -176,7 +176,7 @@ CREATE TABLE IF NOT EXISTS replies (  -- workers' replies to control commands
     PRIMARY KEY (command, worker)
 ) WITHOUT ROWID;
 
--- the timeline (version 9): workers' and the beat's samples, one per writer and interval
+-- the timeline (version 10): workers' and the beat's samples, one per writer and interval
 CREATE TABLE IF NOT EXISTS timeline (at REAL NOT NULL, data BLOB NOT NULL UNIQUE);
 CREATE INDEX IF NOT EXISTS timeline_at ON timeline (at);
 """

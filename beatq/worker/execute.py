@@ -313,7 +313,7 @@ class Executor:
             _then(later, task, request, REJECTED, exc)
             return Outcome(message.task, REJECTED, then_acked=folded)
         except TaskRevokedError:  # revoked with terminate (threads, solo): see interrupt
-            exc = TaskRevokedError(f"terminated after {time.perf_counter() - began:.1f}s")
+            exc = TaskRevokedError(f"terminated after {runtime:.1f}s")
             log.warning("Task %s[%s] %s (REVOKED)", message.task, message.id, exc)
             self._fail(ack, message, task, request, exc, traceback.format_exc(), states.REVOKED)
             _revoked_signal(task, request, terminated=True)
