@@ -217,6 +217,10 @@ def _merge(into: dict[int, int], counts: dict[str, int]) -> None:
         into[int(index)] = into.get(int(index), 0) + int(count)
 
 
+def _at_most(value: float | None, limit: float | None) -> float | None:
+    return value if value is None or limit is None else min(value, limit)
+
+
 def chart(
     samples: Sequence[tuple[float, bytes]], now: float, step: float, span: float
 ) -> dict[str, Any]:
@@ -265,6 +269,7 @@ def chart(
         "p50": [quantile(c, 0.5) for c in runtimes],
         "p99": [quantile(c, 0.99) for c in runtimes],
         "depth": dict(sorted(depth.items())),
-        "late_p50": [quantile(c, 0.5) for c in late],
+        # a bucket's middle may pass the largest value in it: never shown above the max
+        "late_p50": [_at_most(quantile(c, 0.5), m) for c, m in zip(late, late_max)],
         "late_max": late_max,
     }

@@ -167,6 +167,7 @@ class Dashboard:
         span = float(self.app.conf.timeline_keep)
         series = chart(self.broker.samples(now - span - step), now, step, span)
         starts = series["t"]
+        series["title"] = "Last hour" if span == 3600 else f"Last {timefmt.duration(span)}"
         series["labels"] = [timefmt.clock(t, self.zone) for t in starts]
         series["note"] = (
             f"{timefmt.duration(step)} samples from {timefmt.zoned(starts[0], self.zone)} "

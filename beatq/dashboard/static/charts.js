@@ -93,6 +93,7 @@ function drawTimeline(timeline) {
     timeline.fail, timeline.p99, timeline.depth, timeline.late_max, section.clientWidth]);
   if (section.dataset.sig === sig) return; // a new sample every interval: redraw only then
   section.dataset.sig = sig;
+  document.getElementById("timeline-title").textContent = timeline.title;
   document.getElementById("timeline-note").textContent = timeline.note;
   const times = timeline.labels;
   const box = (id) => document.getElementById(id);
