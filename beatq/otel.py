@@ -18,7 +18,8 @@ Trace context travels in the message's custom headers (the payload option `heade
 with whatever propagator is set globally, `baggage` too by default). A retry is sent from
 its run, so it continues the trace as that run's child; a message put back unfinished
 (Reject(requeue=True), a lost worker with reject_on_worker_lost) keeps its body, so its
-next run is another child of the same publish span; a dead letter retried keeps it too.
+next run is another child of the same publish span; so does a dead letter sent back
+(`beatq dead-letter requeue`).
 
 What a finished task sends next (a `link` callback, a chain's next step, a chord's unlock
 and then its body, an old-style errback, a retry) is sent from its run, after the task

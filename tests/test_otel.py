@@ -11,7 +11,10 @@ lateness.
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +27,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from beatq import chain, chord, otel
-from tests.conftest import WorkerProcess, scaled, wait_for
+from tests.conftest import ROOT, WorkerProcess, scaled, wait_for
 from tests.otel_spans import read_spans, span_dict
 
 pytestmark = pytest.mark.backends("redis", "sqlite")
@@ -260,3 +263,69 @@ def test_a_beat_dispatch_is_the_root_of_its_run(
     assert run["attributes"]["beatq.beat.entry"] == "tick"
     assert run["attributes"]["beatq.task.state"] == "SUCCESS"
     assert dispatch["pid"] == beat.pid != run["pid"]
+
+
+# -- turning it on ----------------------------------------------------------------------------
+SETTING = """
+import json
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+
+from beatq import Beatq
+
+app = Beatq("setting", broker="memory://setting", otel_enabled=True)
+
+@app.task
+def add(x, y):
+    return x + y
+
+sent = add.delay(1, 2)  # the first send of the process: traced already
+print(json.dumps([[s.name, s.attributes["messaging.message.id"]] for s in
+                  exporter.get_finished_spans()] + [sent.id]))
+"""
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_the_setting_traces_from_the_first_send_with_the_global_provider() -> None:
+    out = run_python(SETTING)
+    assert out.returncode == 0, out.stderr
+    *spans, sent = json.loads(out.stdout)
+    assert spans == [["beatq.publish", sent]]
+
+
+def test_a_setting_that_is_not_a_bool_is_refused_naming_it() -> None:
+    from beatq import Beatq
+    from beatq.exceptions import ConfigurationError
+
+    app = Beatq("refused", broker="memory://refused", set_as_current=False, otel_enabled="yes")
+    with pytest.raises(ConfigurationError, match="otel_enabled is 'yes'; set it to True"):
+        app.send_task("anything")
+
+
+def test_without_the_extra_the_error_says_what_to_install() -> None:
+    code = "import sys; sys.modules['opentelemetry'] = None; import beatq.otel"
+    out = run_python(code)
+    assert out.returncode == 1
+    assert "install it with: pip install 'beatq[otel]'" in out.stderr
+
+
+def test_beatq_imports_no_opentelemetry_unless_turned_on() -> None:
+    code = (
+        "import sys, beatq, beatq.worker, beatq.beat.beat, beatq.cli; "
+        "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry', 'beatq.otel'))))"
+    )
+    out = run_python(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
