@@ -107,7 +107,7 @@ def test_many_entries_added_at_once_are_planned_and_run(app, beat_file, start_be
 
 
 @pytest.mark.backends("memory")
-def test_a_bad_batch_is_refused_whole_naming_the_first_bad_entry(app, backend):
+def test_a_bad_batch_is_refused_whole_naming_the_first_bad_entry(app, backend, monkeypatch):
     s = app.schedules
     s.add("taken", ADD, "1h")
     cases = [
@@ -124,7 +124,13 @@ def test_a_bad_batch_is_refused_whole_naming_the_first_bad_entry(app, backend):
         assert [e.name for e in s.list() if e.source == "store"] == ["taken"], "none added"
     version = app.broker.schedule_version()
     s.add_many({f"e{n}": {"task": ADD, "schedule": f"{n + 1}h"} for n in range(3)})
-    assert app.broker.schedule_version() == version + 1, "one change for the batch"
+    assert app.broker.schedule_version() == version + 1, "one change for a step of the batch"
+    assert [e.name for e in s.list() if e.source == "store"] == ["e0", "e1", "e2", "taken"]
+    # stored two at a time, the second step finds a name taken: the first step is undone
+    monkeypatch.setattr("beatq.beat.store.ADD_STEP", 2)
+    batch = {n: {"task": ADD, "every": "1h"} for n in ("f1", "f2", "taken", "f3")}
+    with pytest.raises(ScheduleError, match=re.escape("'taken' exist already (1 of 4)")):
+        s.add_many(batch)
     assert [e.name for e in s.list() if e.source == "store"] == ["e0", "e1", "e2", "taken"]
 
 
