@@ -44,6 +44,7 @@ process: instrumenting one app traces every app's tasks in it.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -94,7 +95,12 @@ class Tracing:
         self.dispatches: dict[str, Span] = {}  # task id -> beat dispatch span, until settled
         self.building: dict[str, str] = {}  # beat entry -> the task id of its open dispatch
         self.lock = threading.Lock()  # for evicting the oldest of those (see PENDING_MAX)
-        self.local = threading.local()  # .runs: the runs in progress on this thread
+        # The runs in progress in this context (a thread's, or an asyncio task's on
+        # -P asyncio, where several runs share the loop's thread), newest last: a tuple,
+        # replaced and never changed in place, so no context sees another's.
+        self.runs: contextvars.ContextVar[tuple[_Run, ...]] = contextvars.ContextVar(
+            "beatq.otel.runs", default=()
+        )
 
     # -- the signals -------------------------------------------------------------------------
     def connect(self) -> None:
@@ -115,12 +121,6 @@ class Tracing:
             signals.task_postrun,
         ):
             signal.disconnect(dispatch_uid=uid)
-
-    def _runs(self) -> list[_Run]:
-        runs = getattr(self.local, "runs", None)
-        if runs is None:
-            runs = self.local.runs = []
-        return runs
 
     def on_publish(self, sender: str, headers: dict[str, Any], **kwargs: Any) -> None:
         """before_task_publish: start the publish span, put its context in the headers."""
@@ -143,7 +143,7 @@ class Tracing:
         if headers.get("eta"):
             attributes["beatq.task.eta"] = headers["eta"]
         links = None
-        runs = self._runs()
+        runs = self.runs.get()
         run = runs[-1] if runs else None
         # sent after a task returned (or by a chord's unlock, its body): what follows it
         if run is not None and (running_request() is None or run.task_name == CHORD_UNLOCK):
@@ -208,19 +208,13 @@ class Tracing:
             "beatq.run", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
         )
         token = otel_context.attach(trace.set_span_in_context(span))
-        self._runs().append(
-            _Run(
-                task_id,
-                task.name,
-                span,
-                token,
-                _names(request.callbacks),
-                _names(request.errbacks),
-            )
+        run = _Run(
+            task_id, task.name, span, token, _names(request.callbacks), _names(request.errbacks)
         )
+        self.runs.set((*self.runs.get(), run))
 
     def _run(self, task_id: str | None) -> _Run | None:
-        runs = self._runs()
+        runs = self.runs.get()
         if runs and runs[-1].task_id == task_id:
             return runs[-1]
         return None
@@ -242,10 +236,11 @@ class Tracing:
 
     def on_postrun(self, sender: Any, task_id: str, state: str, **kwargs: Any) -> None:
         """task_postrun: the run span ends, with its state."""
-        runs = self._runs()
+        runs = self.runs.get()
         if not runs or runs[-1].task_id != task_id:
             return
-        run = runs.pop()
+        run = runs[-1]
+        self.runs.set(runs[:-1])
         run.span.set_attribute("beatq.task.state", state or "")
         otel_context.detach(run.token)
         run.span.end()

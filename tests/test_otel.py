@@ -265,6 +265,39 @@ def test_a_beat_dispatch_is_the_root_of_its_run(
     assert dispatch["pid"] == beat.pid != run["pid"]
 
 
+def test_overlapping_async_runs_on_one_loop_each_end_their_own_span(
+    app, start_worker, traced
+) -> None:
+    """On -P asyncio several runs share the loop's thread at once: each run span is kept
+    in its run's own context, so each ends, with its own state, and its callback's run
+    is in its trace."""
+    from tests.proj.tasks import at_sleep, mul
+
+    tracer, spans, env = traced
+    start_worker("-P", "asyncio", "-c", "10", extra_env=env)
+    with tracer.start_as_current_span("fan out") as root:
+        sent = [at_sleep.apply_async((0.3, f"t{i}"), link=mul.si(i, 2)) for i in range(4)]
+    assert [r.get(timeout=scaled(15))[0] for r in sent] == ["t0", "t1", "t2", "t3"]
+    trace_id = f"{root.get_span_context().trace_id:032x}"
+    callbacks = [r.children[0].id for r in sent]
+
+    def complete() -> list[Span] | None:
+        found = spans()
+        ran = {
+            s["attributes"].get("messaging.message.id") for s in found if s["name"] == "beatq.run"
+        }
+        return found if ran >= {*callbacks, *(r.id for r in sent)} else None
+
+    found = wait_for(complete, 20, "the runs' spans")
+    for result, callback in zip(sent, callbacks):
+        run = one(found, "beatq.run", result.id)
+        assert run["trace_id"] == trace_id
+        assert run["attributes"]["beatq.task.state"] == "SUCCESS"
+        publish = one(found, "beatq.publish", callback)  # sent from the run's finish
+        assert child_of(publish, run) and linked_to(publish, run, "link")
+        assert child_of(one(found, "beatq.run", callback), publish)
+
+
 # -- turning it on ----------------------------------------------------------------------------
 SETTING = """
 import json

@@ -90,7 +90,10 @@ class AsyncioPool(Pool):
         self.loop.run_in_executor(self.broker_threads, self.executor.flush_events)
 
     async def _blocking(self, call: Callable[..., T], *args: Any) -> T:
-        return await self.loop.run_in_executor(self.broker_threads, call, *args)
+        # in a copy of the run's context: what its finish sends (a callback, a chain's next
+        # step) is sent in the run's trace, as from any pool (beatq.otel's current span)
+        context = contextvars.copy_context()
+        return await self.loop.run_in_executor(self.broker_threads, context.run, call, *args)
 
     async def _execute(self, delivery: Delivery) -> Outcome:
         """Run one delivery: a plain-def task in the thread pool, an async one here."""
