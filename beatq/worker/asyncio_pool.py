@@ -71,17 +71,28 @@ class AsyncioPool(Pool):
         self.loop.create_task(self._slot(delivery), context=contextvars.Context())
 
     async def _slot(self, delivery: Delivery | None) -> None:
-        """A slot: run `delivery`, then the Handoff's next ones, until there is none."""
+        """A slot: run `delivery`, then the Handoff's next ones, until there is none. The
+        next one is taken as a task finishes, and acknowledged in its finish if it is
+        acknowledged as it starts (as the solo pool does): one round trip a task, and it
+        begins here, on the loop, with no round trip of its own."""
         if self.idle_timer is not None:
             self.idle_timer.cancel()
             self.idle_timer = None
+        folded = False  # `delivery` was acknowledged in the finish before it
         while delivery is not None:
             outcome = None
+            taken: list[Delivery] = []  # the next delivery, once _run took it
             try:
-                outcome = await self._execute(delivery)
+                outcome = await self._execute(delivery, folded, taken)
             except BaseException:
                 log.exception("asyncio pool failed while running %s", delivery.id)
-            delivery = self._done(delivery, outcome, follow=True)
+            if taken:  # it is in `active` already: this slot runs it
+                self.active.pop(delivery.id, None)
+                self.on_done(delivery, outcome)
+                delivery = taken[0]
+                folded = outcome is not None and outcome.then_acked
+            else:
+                delivery, folded = self._done(delivery, outcome, follow=True), False
         if not self.active and self.idle_timer is None:  # no next task at once: send the events
             self.idle_timer = self.loop.call_later(IDLE_AFTER, self._flush)
 
@@ -95,20 +106,25 @@ class AsyncioPool(Pool):
         context = contextvars.copy_context()
         return await self.loop.run_in_executor(self.broker_threads, context.run, call, *args)
 
-    async def _execute(self, delivery: Delivery) -> Outcome:
-        """Run one delivery: a plain-def task in the thread pool, an async one here."""
+    async def _execute(self, delivery: Delivery, folded: bool, taken: list[Delivery]) -> Outcome:
+        """Run one delivery: a plain-def task in the thread pool, an async one here.
+        `folded`: its acknowledgement was folded into the previous finish, so `begin`
+        makes no round trip (see Executor._acked_at_start) and runs on the loop."""
         executor = self.executor
         if not self._is_async(delivery):
             return await self.loop.run_in_executor(self.sync_threads, executor.execute, delivery)
         try:
-            begun = await self._blocking(executor.begin, delivery)
+            if folded:
+                begun = executor.begin(delivery)
+            else:
+                begun = await self._blocking(executor.begin, delivery)
             if isinstance(begun, Outcome):
                 return begun
-            return await self._run(begun)
+            return await self._run(begun, taken)
         except Exception as exc:
             return await self._blocking(executor.salvage, delivery, exc)
 
-    async def _run(self, begun: Begun) -> Outcome:
+    async def _run(self, begun: Begun, taken: list[Delivery]) -> Outcome:
         executor = self.executor
         if begun.held is not None:  # claimed ahead of its eta: its instant, by this clock
             await asyncio.sleep(max(begun.held - time.time(), 0.0))
@@ -118,13 +134,35 @@ class AsyncioPool(Pool):
             with executor.coroutine(begun) as run:
                 value = await run.main()
         except Exception as exc:
-            runtime = time.perf_counter() - began
-            outcome = await self._blocking(executor.ended, begun, exc, runtime, later)
+            end, result = executor.ended, exc
         else:
-            runtime = time.perf_counter() - began
-            outcome = await self._blocking(executor.succeeded, begun, value, runtime, later)
+            end, result = executor.succeeded, value
+        runtime = time.perf_counter() - began
+        after = self.handoff.follow(self.free, self._start)
+        if after is not None:
+            taken.append(after)
+        outcome = await self._blocking(self._settle, end, begun, result, runtime, later, after)
         for args in later:
             begun.task.ended(*args)
+        return outcome
+
+    def _settle(
+        self,
+        end: Callable[..., Outcome],
+        begun: Begun,
+        result: Any,
+        runtime: float,
+        later: list[Any],
+        after: Delivery | None,
+    ) -> Outcome:
+        """In a broker thread: store the outcome (`end`: Executor.succeeded or ended),
+        acknowledging `after` with it when it is acknowledged as it starts."""
+        folded = self.executor._acked_at_start(after)
+        if folded:
+            begun = begun._replace(ack=[*begun.ack, *folded], folded=True)
+        outcome = end(begun, result, runtime, later)
+        if after is not None and outcome.then_acked:
+            after.acked = True
         return outcome
 
     def _is_async(self, delivery: Delivery) -> bool:
