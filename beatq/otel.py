@@ -59,7 +59,6 @@ except ImportError as exc:  # pragma: no cover - the message is the point
         f"beatq.otel needs OpenTelemetry ({exc}); install it with: pip install 'beatq[otel]'"
     ) from None
 
-from . import __version__ as _beatq_version
 from . import signals
 from .context import running_request
 
@@ -90,7 +89,7 @@ class Tracing:
     `instrument`)."""
 
     def __init__(self, tracer_provider: Any = None) -> None:
-        self.tracer = trace.get_tracer("beatq", _beatq_version, tracer_provider)
+        self.tracer = trace.get_tracer("beatq", _version(), tracer_provider)
         self.pending: dict[str, Span] = {}  # task id -> publish span, until it is sent
         self.dispatches: dict[str, Span] = {}  # task id -> beat dispatch span, until settled
         self.building: dict[str, str] = {}  # beat entry -> the task id of its open dispatch
@@ -346,3 +345,14 @@ def uninstrument(app: Any) -> None:
 
 
 __all__ = ["Tracing", "instrument", "uninstrument"]
+
+
+def _version() -> str | None:
+    """beatq's installed version, for the tracer's name (read here, not from the package:
+    the package imports the app, which imports this module)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("beatq")
+    except PackageNotFoundError:
+        return None
