@@ -170,13 +170,16 @@ POOLS = {
 @pytest.mark.backends("redis", "sqlite", "memory")
 @pytest.mark.parametrize("pool", list(POOLS))
 def test_higher_priority_sent_while_busy_runs_before_lower_work_held(
-    app, start_worker, backend, pool
+    app, start_worker, backend, pool, request
 ):
-    from tests.proj.tasks import ordered, sleep
+    from tests.proj import record
+    from tests.proj.tasks import held, ordered
 
     if backend == "memory" and pool == "prefork":
         pytest.skip("memory:// serves one process: no prefork children")
-    long = sleep.apply_async((scaled(1.5), "long"))
+    # held until released below: however slow the machine, it runs while the rest is sent
+    long = held.apply_async(("long", scaled(30)))
+    request.addfinalizer(lambda: record("release", "long"))  # a failed test lets it go too
     start_worker(*POOLS[pool])  # default prefetch: claims ahead while busy
     wait_for(lambda: runs("long:start"), 10, "the long task to start")
     low = [ordered.delay(f"low{i}") for i in range(4)]
@@ -185,6 +188,14 @@ def test_higher_priority_sent_while_busy_runs_before_lower_work_held(
     high = [ordered.apply_async((f"high{i}",), priority=9) for i in range(3)]
     mid = ordered.apply_async(("mid",), priority=4)
     assert runs("long:end") == [], "sent while the long task ran"
+    if pool != "solo":
+        # the busy worker looks for higher priorities every URGENT_EVERY (0.1 s): it takes
+        # the high ones and gives back as many low ones; the long task ends after that look
+        def taken() -> bool:
+            return any(m.id == high[0].id and m.state == "claimed" for m in stored_messages(app))
+
+        wait_for(taken, scaled(5), "the busy worker to take the high-priority work ahead")
+    record("release", "long")
     assert long.get(timeout=scaled(15)) == "long"
     for result in [*high, mid, *low]:
         result.get(timeout=scaled(10))
