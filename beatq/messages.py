@@ -316,19 +316,19 @@ def _signatures(value: Any) -> bool:
 
 
 def _bad_option(options: dict[str, Any], name: str, expected: str) -> MessageError:
-    shown = repr(options[name])
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    return MessageError(f"payload option {name!r} is {shown}; expected {expected}")
+    return MessageError(f"payload option {name!r} is {_shown(options[name])}; expected {expected}")
 
 
 def _bad_field(header: dict[str, Any], name: str, expected: str) -> MessageError:
     if name not in header:
         return MessageError(f"header field {name!r} is missing; expected {expected}")
-    shown = repr(header[name])
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    return MessageError(f"header field {name!r} is {shown}; expected {expected}")
+    return MessageError(f"header field {name!r} is {_shown(header[name])}; expected {expected}")
+
+
+def _shown(value: Any) -> str:
+    """`value` as a refusal quotes it: its repr, cut to 60 characters."""
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 def decode(body: bytes, accept: list[str] | None) -> Message:
