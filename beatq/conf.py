@@ -62,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "worker_disable_rate_limits": False,  # True: workers ignore every rate_limit
     # Celery's child recycling: not offered yet, refused by the worker when set (issue 25)
     "worker_max_tasks_per_child": None,
+    "worker_autoscale_keepalive": 30.0,  # seconds a child idles before --autoscale retires it
     "worker_max_memory_per_child": None,
     # times a message may be put back unfinished (Reject(requeue=True), a lost child with
     # reject_on_worker_lost) before it goes to the dead letters instead: no endless loop

@@ -359,6 +359,7 @@ class Inspect:
                 "pool": {
                     "implementation": info.get("pool"),
                     "max-concurrency": info.get("concurrency"),
+                    **({"autoscaler": info["autoscale"]} if info.get("autoscale") else {}),
                 },
                 "prefetch_count": info.get("prefetch_count"),
                 "total": info.get("total", {}),

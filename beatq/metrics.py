@@ -103,10 +103,17 @@ class Metrics:
             self.runtime.labels(name).observe(runtime)
 
     def watch_worker(
-        self, app: Beatq, queues: list[str], active: Callable[[], int], reserved: Callable[[], int]
+        self,
+        app: Beatq,
+        queues: list[str],
+        active: Callable[[], int],
+        reserved: Callable[[], int],
+        autoscale: Callable[[], dict[str, Any] | None] = lambda: None,
     ) -> None:
-        """Report the queues' depths and the worker's load, read at each scrape."""
-        self.registry.register(_WorkerCollector(self.prom, app, queues, active, reserved))
+        """Report the queues' depths and the worker's load, read at each scrape; with
+        --autoscale, its child processes and decisions."""
+        collector = _WorkerCollector(self.prom, app, queues, active, reserved, autoscale)
+        self.registry.register(collector)
 
     # -- beat ------------------------------------------------------------------------------
     def beat_dispatched(self, entry: str, lateness: float) -> None:
@@ -132,9 +139,10 @@ class _WorkerCollector:
         queues: list[str],
         active: Callable[[], int],
         reserved: Callable[[], int],
+        autoscale: Callable[[], dict[str, Any] | None] = lambda: None,
     ) -> None:
         self.prom, self.app, self.queues = prom, app, queues
-        self.active, self.reserved = active, reserved
+        self.active, self.reserved, self.autoscale = active, reserved, autoscale
 
     def describe(self) -> list[Any]:
         return []  # collected at scrape time only
@@ -153,6 +161,20 @@ class _WorkerCollector:
             "beatq_worker_reserved_tasks", "Tasks claimed, waiting for a slot.",
             value=self.reserved(),
         )  # fmt: skip
+        scaling = self.autoscale()
+        if scaling is not None:
+            yield gauge(
+                "beatq_worker_pool_processes", "Prefork child processes now (--autoscale).",
+                value=scaling["processes"],
+            )  # fmt: skip
+            decisions = self.prom.metrics_core.CounterMetricFamily(
+                "beatq_worker_autoscale_decisions",
+                "Children started (grow) and retired (shrink) by --autoscale.",
+                labels=["direction"],
+            )
+            decisions.add_metric(["grow"], scaling["grown"])
+            decisions.add_metric(["shrink"], scaling["shrunk"])
+            yield decisions
 
 
 class _LeaseCollector:

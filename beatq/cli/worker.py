@@ -82,6 +82,12 @@ def _optimization(ctx: click.Context, param: click.Parameter, value: str | None)
     help="Prefork: replace a child after the task that took its resident memory past KIB "
     "kibibytes (worker_max_memory_per_child).",
 )
+@click.option(
+    "--autoscale",
+    metavar="MAX,MIN",
+    help="Prefork: between MIN and MAX children, more while work waits, fewer once idle "
+    "(worker_autoscale_keepalive seconds, default 30); instead of -c.",
+)
 @click.option("--prefetch-multiplier", type=click.IntRange(min=1), help="Claims per pool slot.")
 @click.option("-B", "--beat", "with_beat", is_flag=True, help="Also run a beat in this worker.")
 @click.option(
@@ -115,6 +121,7 @@ def worker(
     optimization: str | None,
     max_tasks_per_child: int | None,
     max_memory_per_child: int | None,
+    autoscale: str | None,
     prefetch_multiplier: int | None,
     with_beat: bool,
     files: tuple[str, ...],
@@ -153,6 +160,7 @@ def worker(
         metrics=metrics,
         max_tasks_per_child=max_tasks_per_child,
         max_memory_per_child=max_memory_per_child,
+        autoscale=autoscale,
     )
     lock = Pidfile(expand(pidfile, node)) if pidfile else None
     if lock is not None:

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 from .. import signals
 from ..brokers import Claim
 from ..exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
+from .autoscale import Autoscale
 from .delivery import DECODE_ERRORS, Delivery
 from .execute import Executor, Outcome
 from .handoff import Handoff
@@ -157,6 +158,7 @@ class _Child:
         self.board = board
         self.handed: deque[_Handed] = deque()  # not reported finished; the first runs
         self.seq = 0
+        self.idle_since: float | None = None  # when autoscale saw it idle first (monotonic)
         self.killed: BaseException | None = None  # why the parent killed it, if it did
 
     def running(self) -> _Running | None:
@@ -212,9 +214,12 @@ class PreforkPool(Pool):
         handoff: Handoff,
         queued: int = QUEUED,
         recycle: Recycle = Recycle(),
+        autoscale: Autoscale | None = None,
     ) -> None:
         super().__init__(executor, concurrency, on_done, handoff)
         self.recycle = recycle  # when a child retires (recycle.py)
+        self.autoscale = autoscale  # `concurrency` is its max (autoscale.py)
+        self.retiring: list[_Child] = []  # children autoscale retired, until they exit
         self.queued = queued  # at most QUEUED (the worker's prefetch may allow fewer)
         self.ctx = multiprocessing.get_context("fork")
         self.children: list[_Child] = []
@@ -240,7 +245,8 @@ class PreforkPool(Pool):
         # Children ignore SIGTERM, so multiprocessing's own exit hook (terminate, then
         # join) would wait for them forever if the parent left by an unexpected path.
         atexit.register(self._kill_all)
-        self.children = [self._spawn() for _ in range(self.concurrency)]
+        start = self.autoscale.low if self.autoscale is not None else self.concurrency
+        self.children = [self._spawn() for _ in range(start)]
         self.collector = threading.Thread(target=self._collect, name="beatq-collector", daemon=True)
         self.collector.start()
 
@@ -311,7 +317,47 @@ class PreforkPool(Pool):
             if time.monotonic() - checked >= LIMITS_EVERY:
                 checked = time.monotonic()
                 self._enforce_limits()
+                if self.autoscale is not None:
+                    self._scale(self.autoscale)
         selector.close()
+
+    def _scale(self, autoscale: Autoscale) -> None:
+        """In the collector: start a child when work waits and none is idle, retire one
+        idle past the keepalive (autoscale.py); reap the retired ones that exited."""
+        for child in [c for c in self.retiring if not c.process.is_alive()]:
+            self.retiring.remove(child)
+            child.process.join(0)
+            child.conn.close()
+        now = time.monotonic()
+        with self.lock:
+            idle = [c for c in self.children if not c.handed]
+            for child in self.children:
+                if child.handed:
+                    child.idle_since = None
+                elif child.idle_since is None:
+                    child.idle_since = now
+            waiting = len(self.parked) + len(self.handoff.buffer)
+            longest = max((now - c.idle_since for c in idle if c.idle_since), default=0.0)
+            before = len(self.children)
+            step = autoscale.decide(before, len(idle), waiting, longest)
+            if step > 0:
+                self.children.append(self._spawn())
+                why = f"{waiting} waiting, no child idle" if waiting else "below MIN"
+            elif step < 0:
+                oldest = min(idle, key=lambda c: c.idle_since or now)
+                self.children.remove(oldest)
+                self.retiring.append(oldest)
+                why = f"a child idle {longest:.0f}s (keepalive {autoscale.keepalive:g}s)"
+            else:
+                return
+        if step < 0:
+            try:
+                oldest.conn.send(None)  # it sends its held events and exits
+            except OSError:
+                pass
+        after = len(self.children)
+        autoscale.record(before, after, why)
+        log.info("autoscale: %d -> %d child processes (%s)", before, after, why)
 
     def _stuck(self) -> bool:
         """Whether a claim waits in a child while another child has nothing to do."""
@@ -482,7 +528,7 @@ class PreforkPool(Pool):
         return aborted
 
     def _kill_all(self) -> None:
-        for child in self.children:
+        for child in [*self.children, *self.retiring]:
             if child.process.is_alive():
                 child.process.kill()
 

@@ -49,6 +49,7 @@ from ..exceptions import BrokerError, ConfigurationError
 from ..metrics import Metrics
 from ..timeline import worker_timeline
 from .asyncio_pool import DEFAULT_CONCURRENCY, AsyncioPool
+from .autoscale import Autoscale, parse_autoscale
 from .delivery import Delivery
 from .execute import AHEAD, Executor, Outcome
 from .handoff import Handoff, split_rank
@@ -113,6 +114,7 @@ class Worker:
         metrics: Metrics | None = None,
         max_tasks_per_child: int | None = None,
         max_memory_per_child: int | None = None,
+        autoscale: str | None = None,
     ) -> None:
         conf = app.conf
         self.app = app
@@ -139,6 +141,21 @@ class Worker:
                 f"max-tasks-per-child and max-memory-per-child replace prefork children; "
                 f"pool {self.pool_name} has none: use -P prefork or drop them"
             )
+        self.autoscale: Autoscale | None = None
+        if autoscale is not None:
+            if self.pool_name != "prefork":
+                raise ConfigurationError(
+                    f"--autoscale starts and retires prefork children; pool {self.pool_name} "
+                    "has none: use -P prefork or drop --autoscale"
+                )
+            if concurrency is not None:
+                raise ConfigurationError(
+                    "--autoscale MAX,MIN sets the pool's size: drop -c (MAX is the most)"
+                )
+            high, low = parse_autoscale(autoscale)
+            keepalive = float(conf.worker_autoscale_keepalive)
+            self.autoscale = Autoscale(high, low, keepalive)
+            concurrency = high
         default = DEFAULT_CONCURRENCY if self.pool_name == "asyncio" else os.cpu_count() or 1
         self.concurrency = (
             1
@@ -230,6 +247,7 @@ class Worker:
                 self.queues,
                 lambda: len(self.pool.running()),
                 lambda: len(self._waiting(self.pool.running())),
+                self._autoscale_info,
             )
         threading.Thread(target=self._heartbeat_loop, name="beatq-heartbeat", daemon=True).start()
         beat_thread = None
@@ -268,6 +286,13 @@ class Worker:
         signals.worker_shutdown.send(sender=self)
         return 0
 
+    def _autoscale_info(self) -> dict[str, Any] | None:
+        """The autoscaler's bounds, processes and decisions (inspect stats), or None."""
+        pool = getattr(self, "pool", None)
+        if self.autoscale is None or not isinstance(pool, PreforkPool):
+            return None
+        return self.autoscale.info(len(pool.children))
+
     def _stop_beat(self, thread: threading.Thread | None) -> None:
         if self.beat is not None:
             self.beat.stop()  # hands the lease over at once
@@ -291,7 +316,13 @@ class Worker:
     def _make_pool(self, executor: Executor) -> Pool:
         if self.pool_name == "prefork":
             return PreforkPool(
-                executor, self.concurrency, self._finished, self.handoff, self.queued, self.recycle
+                executor,
+                self.concurrency,
+                self._finished,
+                self.handoff,
+                self.queued,
+                self.recycle,
+                self.autoscale,
             )
         return POOLS[self.pool_name](executor, self.concurrency, self._finished, self.handoff)
 
@@ -748,6 +779,7 @@ class Worker:
             "total": dict(self.totals),
             "rate_limits": self.throttle.limits(),
             "prefetch_count": self.prefetch,
+            "autoscale": self._autoscale_info(),
             "visibility_timeout": self.visibility,
             "heartbeat_interval": self.heartbeat_interval,
             "revoked": len(self.revoked),

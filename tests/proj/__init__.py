@@ -35,6 +35,8 @@ if os.environ.get("BEATQ_TEST_REQUEUE_MAX"):
 if os.environ.get("BEATQ_TEST_TIMELINE"):  # "interval,keep" seconds: charts in seconds
     interval, keep = os.environ["BEATQ_TEST_TIMELINE"].split(",")
     app.conf.update(timeline_interval=float(interval), timeline_keep=float(keep))
+if os.environ.get("BEATQ_TEST_AUTOSCALE_KEEPALIVE"):
+    app.conf.worker_autoscale_keepalive = float(os.environ["BEATQ_TEST_AUTOSCALE_KEEPALIVE"])
 if os.environ.get("BEATQ_TEST_ROUTES"):
     app.conf.task_routes = json.loads(os.environ["BEATQ_TEST_ROUTES"])
 
