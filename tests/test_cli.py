@@ -461,6 +461,7 @@ def test_dead_letter_list_shows_the_reason_and_requeue_puts_it_back(app, start_w
     (row,) = json.loads(proc.stdout)
     assert (row["id"], row["task"], row["queue"]) == (task_id, UNKNOWN_TASK, "celery")
     assert "unknown task" in row["reason"]
+    assert abs(row["time_ts"] - time.time()) < 60, "--json: the instant as a number, *_ts"
 
     assert app.broker.queue_length("celery") == 0
     proc = beatq(env, "dead-letter", "requeue", task_id)

@@ -9,6 +9,7 @@ import click
 
 from .. import messages
 from ..timezones import format_time
+from . import times
 from .base import EXIT_FAILED, get_app, handle_errors, loglevel_option
 
 
@@ -42,7 +43,7 @@ def list_cmd(ctx: click.Context, as_json: bool, limit: int, loglevel: str | None
             }
         )
     if as_json:
-        click.echo(json.dumps(rows))
+        click.echo(json.dumps(times.stamped(rows)))
         return
     for row in rows:
         when = format_time(row["time"], app.timezone)

@@ -137,7 +137,7 @@ def _ask(
     inspect = app.control.inspect(destination=names, timeout=timeout)
     found = inspect.query_task(*ids) if what == "query_task" else getattr(inspect, what)()
     if as_json:
-        click.echo(json.dumps(found))
+        click.echo(json.dumps(times.stamped(found)))
     else:
         for name, value in (found or {}).items():
             if what == "ping":
