@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import abc
 import json
-import logging
 import math
 import threading
 import time
@@ -36,17 +35,10 @@ from .exceptions import BrokerError
 if TYPE_CHECKING:
     from .brokers.roles import Backend
 
-log = logging.getLogger(__name__)
-
-#: Bucket upper bounds, seconds: 50 µs to about 40 minutes, each √2 times the last.
+#: Bucket upper bounds, seconds: 50 µs to about 20 minutes, each √2 times the last.
 BOUNDS = tuple(5e-5 * 2 ** (i / 2) for i in range(50))
 MAXLEN = 50_000  # samples kept at most: an hour of 10-s samples from about 130 writers
 PENDING = 30  # samples a writer keeps while the broker is down, then drops the oldest
-
-
-def bucket(seconds: float) -> int:
-    """The index in `BOUNDS` of the bucket that counts `seconds`."""
-    return bisect_left(BOUNDS, seconds)
 
 
 def bucket_value(index: int) -> float:

@@ -1,9 +1,9 @@
 """Make docs/dashboard-charts.png: a few minutes of real work, then the dashboard's charts.
 
-    python docs/charts_shot.py [--minutes 4] [--out docs/dashboard-charts.png]
+    python docs/charts_shot.py [--minutes 5] [--out docs/dashboard-charts.png]
 
 A private redis-server; a beat (a 1-s and a 5-s entry), a worker (-P threads -c 4) and the
-dashboard started through the CLI on tests.proj with 2-s samples kept five minutes
+dashboard started through the CLI on tests.proj with 5-s samples kept six minutes
 (BEATQ_TEST_TIMELINE); this process sends a load that rises and falls, with failures and a
 backlog in the middle, then Debian's headless Chromium photographs the charts' section.
 """
@@ -18,6 +18,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -58,14 +59,14 @@ def shoot(url: str, out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--minutes", type=float, default=4.0)
+    ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "dashboard-charts.png")
     opts = ap.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="charts-"))
     (folder / "jobs.yaml").write_text(SCHEDULE)
     with own_redis() as url:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "BEATQ_BROKER_URL": url + "/0"}
-        env.update(BEATQ_TEST_TIMELINE="2,300", BEATQ_TEST_JOURNAL=str(folder))
+        env.update(BEATQ_TEST_TIMELINE="5,360", BEATQ_TEST_JOURNAL=str(folder))
         os.environ.update(env)
         procs = [
             start(["beat", "-s", str(folder / "jobs.yaml")], env, folder / "beat.log"),
@@ -87,10 +88,18 @@ def main() -> None:
                     for _ in range(150):
                         add.delay(1, 2)
                 time.sleep(1)
-            time.sleep(3)
             dash = re.search(r"dashboard on (http://\S+/)", (folder / "dash.log").read_text())
             assert dash, (folder / "dash.log").read_text()
+            steady = threading.Event()  # the work goes on while the picture is taken
+
+            def keep_sending() -> None:
+                while not steady.wait(1):
+                    for _ in range(20):
+                        sleep.delay(random.lognormvariate(math.log(0.02), 0.6), "demo")
+
+            threading.Thread(target=keep_sending, daemon=True).start()
             shoot(dash[1], opts.out)
+            steady.set()
             print(f"wrote {opts.out}")
         finally:
             for proc in procs:

@@ -794,9 +794,10 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
                 [(at, data) for at, data in samples],
             )
             conn.execute("DELETE FROM timeline WHERE at < ?", (time.time() - keep,))
+            # rows are numbered as they come (a writer's samples in order): the newest
+            # `maxlen` numbers, found in the index, not by counting every row
             conn.execute(
-                "DELETE FROM timeline WHERE rowid NOT IN "
-                "(SELECT rowid FROM timeline ORDER BY at DESC LIMIT ?)",
+                "DELETE FROM timeline WHERE rowid <= (SELECT MAX(rowid) FROM timeline) - ?",
                 (max(maxlen, 0),),
             )
 

@@ -36,7 +36,7 @@ const PALETTE = ["s0", "s1", "s2", "s3", "s4", "s5"]; // classes: colours in das
 // (the server's labels of each point), on one scale from 0 to the largest value.
 function drawLines(box, title, lines, times, fmt) {
   const width = Math.max(260, Math.floor(box.clientWidth) || 320);
-  const height = 128, left = 48, right = 8, top = 22, bottom = 18;
+  const height = 140, left = 48, right = 8, top = 34, bottom = 18;
   const plotW = width - left - right, plotH = height - top - bottom;
   const count = times.length;
   const all = lines.flatMap((l) => l.values.filter((v) => v !== null));
@@ -67,8 +67,8 @@ function drawLines(box, title, lines, times, fmt) {
       if (alone) chart.append(svg("circle", { cx: x(i), cy: y(v), r: 2, class: `dot ${cls}` }));
     });
   });
-  const legend = svg("text", { x: left, y: 13, class: "legend" });
-  legend.append(title + "  ");
+  chart.append(svgText(title, 6, 13, "chart-title"));
+  const legend = svg("text", { x: left, y: 27, class: "legend" }); // the keys, latest values
   lines.forEach((line, n) => {
     const span = svg("tspan", { class: `key ${line.cls || PALETTE[n % PALETTE.length]}` });
     const shown = line.values.filter((v) => v !== null);
