@@ -25,7 +25,7 @@ from .conf import DEFAULTS, Settings
 from .context import add_child, running_request, set_current
 from .context import current_app as current_app  # where `beatq.app.current_app` was
 from .control import Control
-from .exceptions import BrokerError, ConfigurationError, NotRegistered
+from .exceptions import BrokerError, ConfigurationError, NotRegistered, NotReplicated
 from .messages import Message, MessageError, new_id
 from .messages import decode as decode_message
 from .result import AsyncResult
@@ -673,6 +673,8 @@ class Beatq:
             events = self._sent_events(outgoing) if self.conf.task_send_sent_event else ()
         try:
             return self._publish_once(outgoing, results, events)
+        except NotReplicated:
+            raise  # the master has it: sent again, it could run twice
         except BrokerError:
             if not retry:
                 raise
@@ -689,6 +691,8 @@ class Beatq:
             )
             try:
                 return self._publish_once(outgoing, results, events)
+            except NotReplicated:
+                raise
             except BrokerError:
                 if attempt + 1 == retries:
                     raise

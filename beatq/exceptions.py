@@ -64,8 +64,8 @@ class BrokerAccessDenied(BrokerError):
 class NotReplicated(BrokerError):
     """A write the master took was not confirmed by as many replicas as asked for
     (`min_replicas`) within the time allowed. The master has it: it is lost only if the
-    master fails before a replica copies it. A send that raises this may still run; sent
-    again with the same id, it replaces itself."""
+    master fails before a replica copies it. A send that raises this may still run: it is
+    not retried, and sending it again could run it twice."""
 
 
 class LeaseLost(BeatqError):

@@ -483,3 +483,21 @@ def test_a_leader_whose_broker_failed_sends_again_once_it_is_back(
     finally:
         beat.stop()
         app.close()
+
+
+@pytest.mark.backends("redis")
+def test_a_send_no_replica_confirmed_is_not_sent_again(app, start_worker) -> None:
+    """NotReplicated comes after the master took the message: publish's retry policy must
+    not send it again, or a worker that took the first copy runs it twice (it ran 4 times)."""
+    from tests.proj.tasks import sent
+
+    start_worker("-P", "threads", "-c", "1")  # its own finishing steps do not wait
+    transport = {"min_replicas": 1, "min_replicas_timeout": 0.2, "beat_min_replicas": 0}
+    app.conf.broker_transport_options = {**app.conf.broker_transport_options, **transport}
+    app.close()  # the next send connects with the options
+    for tag in ("once", "after"):
+        with pytest.raises(NotReplicated):
+            sent.apply_async((tag,))
+    # one queue, one slot: a copy sent again before "after" would have run before it
+    wait_for(lambda: "after" in journal("sent"), 10, "the second send to run")
+    assert journal("sent").count("once") == 1
