@@ -82,7 +82,7 @@ class _Steer:
                 if self.swap is not None:
                     thrown, self.swap = self.swap, None
                     task = asyncio.current_task()
-                    if task is not None:
+                    if task is not None and hasattr(task, "uncancel"):  # 3.11+; 3.10 counts none
                         task.uncancel()
             except BaseException as exc:  # anything else thrown in goes on to the coroutine
                 thrown = exc
@@ -122,10 +122,16 @@ class Run:
             timers.append(loop.call_later(self.hard, self._cancel, why))
         try:
             value = await (self.steer if self.steer is not None else self.coro)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             if self.why is not None:
                 raise self.why from None
-            raise
+            # not a limit nor a revoke (only those cancel a run): the coroutine's own, such
+            # as an awaited task it cancelled. A BaseException, it would pass every handler
+            # and end the worker (solo) or leave the task PENDING: it fails the task instead.
+            raise RuntimeError(
+                "the task's coroutine ended with an asyncio.CancelledError it did not catch "
+                "(neither a time limit nor a revoke cancelled it)"
+            ) from exc
         finally:
             for timer in timers:
                 timer.cancel()

@@ -265,6 +265,20 @@ def test_self_retry_and_autoretry_for_in_an_async_task(app, start_worker, pool):
     assert journal("at_auto") == ["a"] * 3
 
 
+@pytest.mark.backends("redis")
+@pytest.mark.parametrize("pool", list(POOLS))
+def test_a_cancellation_of_the_coroutines_own_fails_the_task_and_the_worker_goes_on(
+    app, start_worker, pool
+):
+    from tests.proj.tasks import at_cancels_inside, at_noop
+
+    worker = start_worker(*POOLS[pool])
+    with pytest.raises(RuntimeError, match="CancelledError it did not catch"):
+        at_cancels_inside.delay().get(timeout=scaled(10))  # FAILURE, not PENDING
+    at_noop.delay().get(timeout=scaled(10))  # the worker (solo's too) goes on
+    assert worker.process.poll() is None
+
+
 # -- stopping ----------------------------------------------------------------------------
 @pytest.mark.backends("redis", "sqlite")
 def test_a_warm_stop_waits_for_the_coroutines_in_flight(app, start_worker):

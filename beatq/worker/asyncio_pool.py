@@ -68,7 +68,8 @@ class AsyncioPool(Pool):
         self.loop.call_soon_threadsafe(self._spawn, delivery)
 
     def _spawn(self, delivery: Delivery) -> None:
-        self.loop.create_task(self._slot(delivery), context=contextvars.Context())
+        # each run in a fresh context (its own request stack); create_task(context=) is 3.11+
+        contextvars.Context().run(self.loop.create_task, self._slot(delivery))
 
     async def _slot(self, delivery: Delivery | None) -> None:
         """A slot: run `delivery`, then the Handoff's next ones, until there is none. The

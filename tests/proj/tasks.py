@@ -359,6 +359,16 @@ async def at_sleep(self, seconds, tag=""):
 
 
 @app.task
+async def at_cancels_inside():
+    """Cancel a task it awaits and let the CancelledError out (as aiohttp or anyio may)."""
+    import asyncio
+
+    inner = asyncio.ensure_future(asyncio.sleep(10))
+    inner.cancel()
+    await inner
+
+
+@app.task
 async def at_noop():
     return None
 
