@@ -86,7 +86,10 @@ def test_an_entry_added_from_a_client_runs_on_time(app, beat_file, start_beat):
     first = app.schedules.history("tick", 100)[-1]
     assert first.slot == start and first.kind == "schedule"
     assert first.sent_at is not None and first.lateness is not None
-    assert first.lateness < scaled(0.05), f"sent {first.lateness * 1000:.1f} ms late"
+    # sent for its slot by a timer set well ahead (the beat's precision is bench/sched.py's
+    # to measure: a loaded CI machine sent it 138 ms late); a slot missed until the next
+    # read of the store would be a second late or more
+    assert first.lateness < scaled(0.5), f"sent {first.lateness * 1000:.1f} ms late"
     entry = app.schedules.get("tick")
     assert (entry.source, entry.task, entry.schedule) == ("store", ADD, "every 1s")
     assert entry.runs >= 3 and entry.next_run is not None
