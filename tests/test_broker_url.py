@@ -5,13 +5,15 @@ TypeError from deep inside; beatq checks the query when it makes the broker."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from beatq import Beatq
+from beatq import Beatq, brokers
+from beatq.brokers import connect
 from beatq.exceptions import ConfigurationError
 
 
@@ -54,3 +56,27 @@ def test_the_cli_exits_2_with_one_line() -> None:
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "did you mean 'socket_timeout'" in lines[0], done.stderr
+
+
+# -- transport options: a typo is refused, Celery's own are said to have no effect ---------
+@pytest.mark.parametrize(
+    ("url", "options", "message"),
+    [
+        ("redis://127.0.0.1:1/0", {"min_replica": 1}, "did you mean 'min_replicas'"),
+        ("redis://127.0.0.1:1/0", {"sentinel_kwargs": {}}, "it is for sentinel:// URLs"),
+        ("sqlite:///{tmp}/x.db", {"min_replicas": 1}, "its options are busy_timeout"),
+        ("memory://opts", {"visibilty_timeout": 5}, "did you mean 'visibility_timeout'"),
+    ],
+)
+def test_a_transport_option_the_store_does_not_read_is_refused(url, options, message, tmp_path):
+    with pytest.raises(ConfigurationError, match=message):
+        connect(url.format(tmp=tmp_path), options)
+
+
+def test_celerys_transport_options_are_taken_and_said_once_to_have_no_effect(caplog, monkeypatch):
+    monkeypatch.setattr(brokers, "_said", set())
+    with caplog.at_level(logging.WARNING, logger="beatq.broker"):
+        for _ in range(2):
+            connect("memory://celery-opts", {"priority_steps": [0, 3, 6, 9], "sep": ":"}).close()
+    assert caplog.text.count("'priority_steps' has no effect in beatq: priorities") == 1
+    assert caplog.text.count("'sep' has no effect in beatq") == 1
