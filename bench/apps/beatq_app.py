@@ -1,11 +1,14 @@
-"""beatq app for the benchmark: default settings, broker on BENCH_REDIS_URL."""
+"""beatq app for the benchmark: default settings, broker on BENCH_BROKER_URL if set (bench/eta.py's
+SQLite run), else BENCH_REDIS_URL, where the tasks' stamps go either way."""
 
 import os
 
 from beatq import Beatq
 from bench.apps import stamps
 
-app = Beatq("bench_beatq", broker=os.environ["BENCH_REDIS_URL"])
+app = Beatq(
+    "bench_beatq", broker=os.environ.get("BENCH_BROKER_URL") or os.environ["BENCH_REDIS_URL"]
+)
 
 
 @app.task(ignore_result=True)
@@ -38,6 +41,11 @@ def done():
 @app.task(name="bench.late", ignore_result=True)
 def late(eta):
     stamps.late(eta)
+
+
+@app.task(name="bench.late_traced", ignore_result=True)
+def late_traced(eta):
+    stamps.traced(eta)
 
 
 @app.task(name="bench.tick", ignore_result=True)

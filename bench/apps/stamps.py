@@ -8,6 +8,8 @@ own Redis database (BENCH_REDIS_URL):
                     (RQ: at once, see late()):
                     a thread flushes every 50 ms (RPUSH of many values in one call), so the
                     recording costs the task ~1 µs, not a round trip
+    traced(eta)     as late(eta), to the list bench:trace as "eta start pid" (bench/eta.py
+                    --trace: which task of a burst started when, in which process)
     tick(label)     append time.time() to bench:ticks at once (one run per second at most)
 
 Buffers are per process (forked children start their own flusher) and flushed at exit.
@@ -25,6 +27,7 @@ import redis
 _client: redis.Redis | None = None
 _pid = 0
 _buf: list[str] = []
+_traces: list[str] = []
 _lock = threading.Lock()
 FLUSH_EVERY = 0.05
 
@@ -35,6 +38,7 @@ def client() -> redis.Redis:
         _client = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
         _pid = os.getpid()
         _buf.clear()
+        _traces.clear()
         threading.Thread(target=_flusher, name="bench-stamps", daemon=True).start()
         atexit.register(_flush)
     return _client
@@ -42,10 +46,13 @@ def client() -> redis.Redis:
 
 def _flush() -> None:
     with _lock:
-        values = _buf[:]
+        values, traces = _buf[:], _traces[:]
         _buf.clear()
+        _traces.clear()
     if values and _client is not None:
         _client.rpush("bench:late", *values)
+    if traces and _client is not None:
+        _client.rpush("bench:trace", *traces)
 
 
 def _flusher() -> None:
@@ -68,6 +75,14 @@ def late(eta: float, at_once: bool = False) -> None:
     client()
     with _lock:
         _buf.append(repr(now - eta))
+
+
+def traced(eta: float) -> None:
+    now = time.time()
+    client()
+    with _lock:
+        _buf.append(repr(now - eta))
+        _traces.append(f"{eta!r} {now!r} {os.getpid()}")
 
 
 def tick() -> None:

@@ -1,0 +1,143 @@
+"""ETA tasks on time (issue 26): beatq alone, on Redis and on SQLite, the suite's figure 5.
+
+n [20,000] ETA tasks with countdowns spread evenly over 10-20 s from their send, in chunks
+of 100 sharing one eta (one `apply_many` each), on a `beatq worker` with its defaults; each
+task records run - eta (bench/apps/stamps.py, to a private redis-server). Per run: lateness
+p50/p99/max in ms, how many ran early (before their eta), how many ran of those sent. The
+table is the median of the runs, the spread in brackets, with the load average at the start.
+
+    python -m bench.eta [--n 20000] [--repeat 3] [--brokers redis,sqlite] [--trace]
+
+`--trace`: each task also records its eta, its start and its process (stamps.traced), and the
+report splits the lateness: when the first task of each chunk (one eta) started, when its
+last one did, and the gap between two starts in one process within a chunk (what one task
+costs a pool process while the chunk drains).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from bench.core import own_redis
+from bench.jobs import Workers, percentiles
+from bench.peers import BeatqPeer
+
+BROKERS = ["redis", "sqlite"]
+
+
+def one_run(base_url: str, broker: str, n: int, chunk: int, log: Path, trace: bool) -> dict:
+    peer = BeatqPeer(base_url)
+    url = peer.url
+    if broker == "sqlite":
+        url = f"sqlite:///{log.with_suffix('.sqlite3')}"
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(log.with_suffix(".sqlite3")) + suffix).unlink(missing_ok=True)
+    os.environ["BENCH_BROKER_URL"] = url
+    try:
+        peer.app.app.conf.broker_url = url  # the client sends to this run's broker
+        return _measure(peer, n, chunk, log, trace)
+    finally:
+        os.environ.pop("BENCH_BROKER_URL", None)
+
+
+def _measure(peer: BeatqPeer, n: int, chunk: int, log: Path, trace: bool) -> dict:
+    peer.flush()
+    late = peer.app.late_traced if trace else peer.app.late
+    with Workers(peer, peer.eta_setting(), log) as w:
+        deadline = time.monotonic() + 60
+        while not (w.pids() and w.rss_mib() > 5):
+            w.check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError("worker did not start")
+            time.sleep(0.05)
+        time.sleep(1.0)
+        steps = max(1, n // chunk)
+        t0 = time.time()
+        sent = 0
+        last = t0
+        for i in range(steps):
+            k = chunk if i < steps - 1 else n - sent
+            due = time.time() + 10 + 10 * i / steps
+            late.apply_many([(due,)] * k, eta=due)
+            sent += k
+            last = due
+        send_s = time.time() - t0
+        end = last + 10
+        while time.time() < end and peer.r.llen("bench:late") < n:
+            w.check_alive()
+            time.sleep(0.05)
+        time.sleep(0.2)
+        values = [float(x) * 1000 for x in peer.r.lrange("bench:late", 0, -1)]
+        trace = [x.decode() for x in peer.r.lrange("bench:trace", 0, -1)]
+    out = {"ran": len(values), "sent": n, "early": sum(v < 0 for v in values), "send s": send_s}
+    if values:
+        out |= {f"late {k}": v for k, v in percentiles(values + values[:1]).items()}
+    if trace:
+        out["trace"] = _split(trace)
+    return out
+
+
+def _split(rows: list[str]) -> dict:
+    """Trace rows ("eta start pid" per task) in ms: the first and the last start of each
+    chunk after its eta (p50/p99 over chunks), and the gap between a process's consecutive
+    starts within a chunk (p50/p99)."""
+    chunks: dict[float, list[tuple[float, str]]] = defaultdict(list)
+    for row in rows:
+        eta, start, pid = row.split()
+        chunks[float(eta)].append((float(start), pid))
+    first, last, gaps = [], [], []
+    for eta, starts in chunks.items():
+        starts.sort()
+        first.append((starts[0][0] - eta) * 1000)
+        last.append((starts[-1][0] - eta) * 1000)
+        by_pid: dict[str, float] = {}
+        for start, pid in starts:
+            if pid in by_pid:
+                gaps.append((start - by_pid[pid]) * 1000)
+            by_pid[pid] = start
+    out = {"chunks": len(chunks)}
+    for name, vals in (("first start", first), ("last start", last), ("gap", gaps)):
+        if len(vals) > 1:
+            q = statistics.quantiles(vals, n=100, method="inclusive")
+            out[name] = {"p50": round(q[49], 3), "p99": round(q[98], 3)}
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.eta", description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=20_000)
+    ap.add_argument("--chunk", type=int, default=100)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--brokers", default=",".join(BROKERS))
+    ap.add_argument("--trace", action="store_true")
+    args = ap.parse_args()
+    logs = Path(tempfile.mkdtemp(prefix="beatq-eta-"))
+    load = os.getloadavg()
+    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; logs in {logs}")
+    with own_redis() as base:
+        for broker in args.brokers.split(","):
+            runs = []
+            for rep in range(args.repeat):
+                log = logs / f"{broker}-{rep}.log"
+                r = one_run(base, broker, args.n, args.chunk, log, args.trace)
+                runs.append(r)
+                shown = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()}
+                print(f"{broker} run {rep + 1}: {shown}", flush=True)
+            print(f"{broker}: median of {len(runs)} runs, [min-max]")
+            for key in ("late p50", "late p99", "late max", "early", "ran"):
+                vals = [r.get(key, float("nan")) for r in runs]
+                mid = statistics.median(vals)
+                print(f"  {key:9} {mid:8.2f}  [{min(vals):.2f}-{max(vals):.2f}]")
+            print(f"  sent      {args.n}")
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
