@@ -1,12 +1,14 @@
 """ETA tasks on time (issue 26): beatq alone, on Redis and on SQLite, the suite's figure 5.
 
-n [20,000] ETA tasks with countdowns spread evenly over 10-20 s from their send, in chunks
-of 100 sharing one eta (one `apply_many` each), on a `beatq worker` with its defaults; each
-task records run - eta (bench/apps/stamps.py, to a private redis-server). Per run: lateness
-p50/p99/max in ms, how many ran early (before their eta), how many ran of those sent. The
-table is the median of the runs, the spread in brackets, with the load average at the start.
+n [20,000] ETA tasks with countdowns spread evenly over 10-20 s from their send (the span:
+--window, 10 s), in chunks of --chunk [100] sharing one eta (one `apply_many` each), on a
+`beatq worker` with its defaults; each task records run - eta (bench/apps/stamps.py, to a
+private redis-server). Per run: lateness p50/p99/max in ms, how many ran early (before
+their eta), how many ran of those sent. The table is the median of the runs, the spread in
+brackets, with the load average at the start.
 
-    python -m bench.eta [--n 20000] [--repeat 3] [--brokers redis,sqlite] [--trace]
+    python -m bench.eta [--n 20000] [--chunk 100] [--window 10] [--repeat 3]
+                       [--brokers redis,sqlite] [--trace]
 
 `--trace`: each task also records its eta, its start and its process (stamps.traced), and the
 report splits the lateness: when the first task of each chunk (one eta) started, when its
@@ -31,7 +33,9 @@ from bench.peers import BeatqPeer
 BROKERS = ["redis", "sqlite"]
 
 
-def one_run(base_url: str, broker: str, n: int, chunk: int, log: Path, trace: bool) -> dict:
+def one_run(
+    base_url: str, broker: str, n: int, chunk: int, window: float, log: Path, trace: bool
+) -> dict:
     peer = BeatqPeer(base_url)
     url = peer.url
     if broker == "sqlite":
@@ -41,12 +45,12 @@ def one_run(base_url: str, broker: str, n: int, chunk: int, log: Path, trace: bo
     os.environ["BENCH_BROKER_URL"] = url
     try:
         peer.app.app.conf.broker_url = url  # the client sends to this run's broker
-        return _measure(peer, n, chunk, log, trace)
+        return _measure(peer, n, chunk, window, log, trace)
     finally:
         os.environ.pop("BENCH_BROKER_URL", None)
 
 
-def _measure(peer: BeatqPeer, n: int, chunk: int, log: Path, trace: bool) -> dict:
+def _measure(peer: BeatqPeer, n: int, chunk: int, window: float, log: Path, trace: bool) -> dict:
     peer.flush()
     late = peer.app.late_traced if trace else peer.app.late
     with Workers(peer, peer.eta_setting(), log) as w:
@@ -63,7 +67,7 @@ def _measure(peer: BeatqPeer, n: int, chunk: int, log: Path, trace: bool) -> dic
         last = t0
         for i in range(steps):
             k = chunk if i < steps - 1 else n - sent
-            due = time.time() + 10 + 10 * i / steps
+            due = time.time() + 10 + window * i / steps
             late.apply_many([(due,)] * k, eta=due)
             sent += k
             last = due
@@ -113,6 +117,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.eta", description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=20_000)
     ap.add_argument("--chunk", type=int, default=100)
+    ap.add_argument("--window", type=float, default=10.0, help="seconds the etas span (10)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--brokers", default=",".join(BROKERS))
     ap.add_argument("--trace", action="store_true")
@@ -125,7 +130,7 @@ def main() -> int:
             runs = []
             for rep in range(args.repeat):
                 log = logs / f"{broker}-{rep}.log"
-                r = one_run(base, broker, args.n, args.chunk, log, args.trace)
+                r = one_run(base, broker, args.n, args.chunk, args.window, log, args.trace)
                 runs.append(r)
                 shown = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()}
                 print(f"{broker} run {rep + 1}: {shown}", flush=True)
