@@ -279,6 +279,18 @@ def test_a_cancellation_of_the_coroutines_own_fails_the_task_and_the_worker_goes
     assert worker.process.poll() is None
 
 
+@pytest.mark.backends("redis")
+@pytest.mark.parametrize("pool", ["solo", "threads"])
+def test_a_coroutine_that_never_awaits_is_stopped_past_its_hard_limit(app, start_worker, pool):
+    from tests.proj.tasks import at_spins
+
+    start_worker(*POOLS[pool])
+    began = time.monotonic()
+    with pytest.raises(TimeLimitExceeded):
+        at_spins.delay(scaled(20)).get(timeout=scaled(30))  # time_limit=1: not 20 s of spin
+    assert time.monotonic() - began < scaled(10)
+
+
 # -- stopping ----------------------------------------------------------------------------
 @pytest.mark.backends("redis", "sqlite")
 def test_a_warm_stop_waits_for_the_coroutines_in_flight(app, start_worker):

@@ -50,6 +50,8 @@ from ..workflow import (
 from .delivery import DECODE_ERRORS, Delivery
 from .limits import raise_in, time_limits
 
+BLOCKED_GRACE = 1.0  # seconds past its hard limit a coroutine blocking its loop is stopped
+
 log = logging.getLogger("beatq.worker")
 
 REJECTED = "REJECTED"  # outcomes beyond the task states, for metrics
@@ -187,8 +189,12 @@ class Executor:
         try:
             if task.is_async:  # signals and hooks in this thread's context, as `ended`
                 running = task.enter_run(request)
+                # The loop's own hard limit cancels the coroutine at an await; one that
+                # blocks the loop never reaches one: this thread's limit, a moment later,
+                # raises TimeLimitExceeded in it wherever it is.
+                backstop = begun.hard + BLOCKED_GRACE if begun.hard else None
                 try:
-                    with self.coroutine(begun, entered=True) as run:
+                    with self.coroutine(begun, entered=True) as run, time_limits(None, backstop):
                         value = run_here(run)
                 finally:
                     task.leave_run(running)

@@ -430,6 +430,15 @@ async def at_client(x):
     return await result.aget(timeout=30)
 
 
+@app.task(time_limit=1)
+async def at_spins(seconds):
+    """Spin in Python without awaiting: the loop's own limit never gets a turn."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        pass
+    return "spun"
+
+
 @app.task
 async def at_blocks(seconds, tag):
     """Block the loop's thread in C: the limit of a coroutine that never awaits."""
