@@ -76,7 +76,7 @@ class Dashboard:
         self._timeline: tuple[float, dict[str, Any] | None] | None = None
         self._changed = threading.Condition()
         self.feed = TaskFeed(app, self._notify)
-        self.schedules = ScheduleActions(self)
+        self.schedules = ScheduleActions(app, self._call, self._forget_cache)
 
     # -- plumbing --------------------------------------------------------------------------
     def _call(self, fn: Callable[..., T], *args: Any) -> T:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..beat.history import TRIGGER, RunRecord
 from ..beat.record import EntryRecord
@@ -29,9 +30,6 @@ from ..beat.store import EntryNotFound
 from ..exceptions import ScheduleError
 from ..timezones import get_zone
 from . import timefmt
-
-if TYPE_CHECKING:
-    from .api import Dashboard
 
 log = logging.getLogger("beatq.dashboard")
 
@@ -56,20 +54,19 @@ MAX_HISTORY_LIMIT = 1000
 
 
 class ScheduleActions:
-    """What the page does with schedule entries, each call on the board's broker thread."""
+    """What the page does with schedule entries, each call on the board's broker thread:
+    `call(fn, *args)` runs `fn` there, `changed()` says the board's snapshot is stale."""
 
-    def __init__(self, board: Dashboard) -> None:
-        self.board = board
-
-    @property
-    def app(self) -> Any:
-        return self.board.app
+    def __init__(self, app: Any, call: Callable[..., Any], changed: Callable[[], None]) -> None:
+        self.app = app
+        self.call = call
+        self.changed = changed
 
     # -- reading ---------------------------------------------------------------------------
     def detail(self, name: str, limit: int = HISTORY_LIMIT) -> dict[str, Any]:
         """Entry `name`: where it comes from, whether the page may change it, its form
         values (a store entry's), and its newest `limit` runs, latest slot first."""
-        return self.board._call(self._detail, name, limit)
+        return self.call(self._detail, name, limit)
 
     def _detail(self, name: str, limit: int) -> dict[str, Any]:
         entry = self.app.schedules.get(name)
@@ -116,7 +113,7 @@ class ScheduleActions:
                 name, "name", "an entry cannot be renamed; add one under the new name and "
                 "remove this one",
             )  # fmt: skip
-        current = self.board._call(lambda: self.app.schedules.get(name))
+        current = self.call(lambda: self.app.schedules.get(name))
         options = dict(current.spec.get("options") or {}) if current.source == SOURCE else {}
         fields = _fields(name, {k: v for k, v in body.items() if k != "name"}, options)
         self._act(lambda: self.app.schedules.update(name, **fields))
@@ -179,8 +176,8 @@ class ScheduleActions:
         return count
 
     def _act(self, fn: Any) -> Any:
-        done = self.board._call(fn)
-        self.board._forget_cache()
+        done = self.call(fn)
+        self.changed()
         return done
 
 
