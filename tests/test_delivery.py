@@ -61,6 +61,34 @@ def test_kill9_loses_no_message_it_had_taken_but_not_started(app, start_worker):
 
 
 @BOTH
+def test_kill9_loses_no_eta_task_it_had_claimed_ahead_and_held(app, start_worker):
+    """A worker claims ETA messages due within AHEAD in one claim and holds them, not
+    acknowledged, until each starts: killed while it runs the first of a chunk sharing one
+    eta, the rest come back and each runs once, none before its eta; the started one (it
+    was acknowledged as it started) does not run again."""
+    from tests.proj.tasks import dl_span
+
+    first = start_worker("-P", "solo", extra_env=VISIBILITY)
+    eta = time.time() + scaled(0.5)
+    # one claim takes all four (a solo worker's batch) 20 ms before their eta; the first
+    # is acknowledged as it starts, the other three stay claimed while it runs
+    chunk = {dl_span.apply_async((1.0, f"t{i}"), eta=eta).id: f"t{i}" for i in range(4)}
+    held = wait_for(lambda: len(claimed(app)) == 3 and claimed(app), scaled(5), "one to start")
+    assert held < set(chunk), "the other three held, claimed and not acknowledged"
+    kill9(first)
+
+    start_worker("-P", "solo", extra_env=VISIBILITY)
+    results = [AsyncResult(id, app=app) for id in sorted(held)]
+    assert [r.get(timeout=scaled(15)) for r in results] == [chunk[id] for id in sorted(held)]
+    spans = [line.split() for line in journal("spans")]
+    assert sorted(tag for tag, *_ in spans) == sorted(chunk[id] for id in held), "each once"
+    assert all(float(start) >= eta for _, _, start, _ in spans), "none before its eta"
+    assert claimed(app) == set()
+    (running,) = set(chunk) - held
+    assert AsyncResult(running, app=app).state == "PENDING", "the started one: not run again"
+
+
+@BOTH
 def test_kill9_mid_task_acks_late_runs_it_again_elsewhere(app, start_worker):
     from tests.proj.tasks import sleep_late
 
