@@ -42,8 +42,14 @@ def span_dict(span: ReadableSpan) -> dict[str, Any]:
             for link in span.links
         ],
         "status": span.status.status_code.name,
+        "status_message": span.status.description,
         "events": [event.name for event in span.events],
         "pid": os.getpid(),
+        # for drawing it (docs/trace_shot.py): the process's service (OTEL_SERVICE_NAME) and
+        # the span's bounds, nanoseconds since the epoch
+        "service": span.resource.attributes.get("service.name"),
+        "start_ns": span.start_time,
+        "end_ns": span.end_time,
     }
 
 
