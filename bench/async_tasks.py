@@ -12,8 +12,7 @@ Scenarios (medians of --repeat runs; each run a fresh worker on a fresh store):
   latency from the send to each finish (1,000 x 0.1 s, -c 1000; 10,000 x 0.05 s, -c 1000).
 
 It starts its own redis-server on a free port (flushed between runs: it is ours) and uses a
-fresh SQLite file per run. arq and taskiq are not compared: neither is installed in
-bench/.venv (bench/setup.sh installs arq there; taskiq is not installed anywhere here).
+fresh SQLite file per run. beatq beside arq and taskiq, on Redis: bench/async_peers.py.
 """
 
 from __future__ import annotations
