@@ -248,14 +248,12 @@ def env(
 def point_app(url: str, prefix: str, visibility: float = 60.0):
     """The tests' app (tests.proj), pointed at the store `url` with keys under `prefix`."""
     from tests.proj import app as proj_app
+    from tests.proj import transport_options
 
     proj_app.close()
     # Set whole, never merged: an option a test added (min_replicas, say) must not reach
     # the tests after it in this process.
-    proj_app.conf.broker_transport_options = {
-        "global_keyprefix": prefix,
-        "visibility_timeout": visibility,
-    }
+    proj_app.conf.broker_transport_options = transport_options(url, prefix, visibility)
     proj_app.conf.broker_url = url
     proj_app.conf.task_always_eager = False
     import tests.proj.tasks  # noqa: F401  (registers the tasks)

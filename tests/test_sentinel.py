@@ -406,7 +406,10 @@ def test_failover_under_load_keeps_every_promise(
     # a second failover in a row (the first promoted replica demoted again) loses what
     # was sent to that one too
     last_loss = killed_at + 0.5 if final_master == new else stopped_at
-    assert all(killed_at - 1.0 <= when <= last_loss for when, _ in lost), lost
+    # how far back: the replica's lag, a moment on an idle machine, seconds on a loaded one
+    # (two suites' processes on two cores lost a send made 1.2 s before the kill)
+    lag = scaled(3.0)
+    assert all(killed_at - lag <= when <= last_loss for when, _ in lost), (killed_at, lost)
     print(
         f"plain sends lost: {len(lost)} of {len(clients[1].returned)}; "
         f"raised: waited {len(clients[0].raised)}, plain {len(clients[1].raised)}; "

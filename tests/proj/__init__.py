@@ -16,13 +16,25 @@ from tests.journal import journal, record  # noqa: F401 (the tasks and the tests
 # BEATQ_TEST_INCLUDE: more task modules, for the tests that need them. The rate-limited
 # tasks (tests.proj.limited) are only there when asked for: a worker with a limited task
 # takes every delivery through its throttle, a path the other tests must not be run on.
+
+
+def transport_options(url: str, prefix: str, visibility: float) -> dict:
+    """The store's options for a test: the key prefix only where keys are shared (Redis:
+    a SQLite file or a memory:// name is the test's own, and says the prefix does nothing)."""
+    options: dict = {"visibility_timeout": visibility}
+    if not url.startswith(("sqlite:", "memory:")):
+        options["global_keyprefix"] = prefix
+    return options
+
+
 more = [name for name in os.environ.get("BEATQ_TEST_INCLUDE", "").split(",") if name]
 app = Beatq("tests.proj", include=["tests.proj.tasks", *more])
 app.conf.update(
-    broker_transport_options={
-        "global_keyprefix": os.environ.get("BEATQ_TEST_PREFIX", "beatq-test"),
-        "visibility_timeout": float(os.environ.get("BEATQ_TEST_VISIBILITY", "60")),
-    },
+    broker_transport_options=transport_options(
+        os.environ.get("BEATQ_BROKER_URL", ""),
+        os.environ.get("BEATQ_TEST_PREFIX", "beatq-test"),
+        float(os.environ.get("BEATQ_TEST_VISIBILITY", "60")),
+    ),
     timezone=os.environ.get("BEATQ_TEST_TIMEZONE", "UTC"),
     accept_content=os.environ.get("BEATQ_TEST_ACCEPT", "json").split(","),
 )
