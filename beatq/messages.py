@@ -39,6 +39,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -252,59 +253,6 @@ def check_header(header: dict[str, Any]) -> None:
             raise _bad_field(header, name, "a whole number >= 0 or null")
 
 
-_LIMIT_OPTIONS = ("time_limit", "soft_time_limit")
-_FLAG_OPTIONS = ("acks_late", "ignore_result")
-_ID_OPTIONS = ("task_id", "group_id", "parent_id", "root_id")
-_MAP_OPTIONS = ("headers", "chain_extra")
-
-
-def check_options(options: dict[str, Any]) -> None:
-    """Raise MessageError, one line naming the option, unless each payload option a worker
-    reads holds what it should: the header's check (check_header) for the payload's third
-    part. A `"link": 5` would otherwise raise after the task ran, leave it claimed, and run
-    it again after every visibility timeout."""
-    if not options:
-        return
-    for name in _LIMIT_OPTIONS:
-        value = options.get(name)
-        if value is not None and (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or value < 0
-        ):
-            raise _bad_option(options, name, "seconds (a number >= 0) or null")
-    for name in _FLAG_OPTIONS:
-        value = options.get(name)
-        if value is not None and not isinstance(value, bool):
-            raise _bad_option(options, name, "true, false or null")
-    for name in _ID_OPTIONS:
-        value = options.get(name)
-        if value is not None and not isinstance(value, str):
-            raise _bad_option(options, name, "a string or null")
-    for name in _MAP_OPTIONS:
-        value = options.get(name)
-        if value is not None and not isinstance(value, dict):
-            raise _bad_option(options, name, "an object or null")
-    for name in ("link", "link_error"):
-        value = options.get(name)
-        if isinstance(value, dict):
-            value = [value]
-        if value is not None and not _signatures(value):
-            raise _bad_option(options, name, "a signature, a list of signatures or null")
-    chain = options.get("chain")
-    if chain is not None and not _signatures(chain):
-        raise _bad_option(options, "chain", "a list of signatures or null")
-    chord = options.get("chord")
-    if chord is not None and not (
-        isinstance(chord, dict)
-        and isinstance(chord.get("id"), str)
-        and isinstance(chord.get("size"), int)
-        and _signatures([chord.get("body")])
-    ):
-        raise _bad_option(options, "chord", "a chord join (id, size, body) or null")
-
-
 def _signatures(value: Any) -> bool:
     """Whether `value` is a list of signature dicts: a task's (its name in "task") or a
     canvas's (its kind in "subtask_type"); what they hold is checked as they are used."""
@@ -315,8 +263,56 @@ def _signatures(value: Any) -> bool:
     )
 
 
-def _bad_option(options: dict[str, Any], name: str, expected: str) -> MessageError:
-    return MessageError(f"payload option {name!r} is {_shown(options[name])}; expected {expected}")
+def _limit(value: Any) -> bool:
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and math.isfinite(value)
+        and value >= 0
+    )
+
+
+def _links(value: Any) -> bool:
+    return _signatures([value] if isinstance(value, dict) else value)
+
+
+def _chord(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("id"), str)
+        and isinstance(value.get("size"), int)
+        and _signatures([value.get("body")])
+    )
+
+
+_ID = (lambda v: isinstance(v, str), "a string or null")
+_LIMIT = (_limit, "seconds (a number >= 0) or null")
+_FLAG = (lambda v: isinstance(v, bool), "true, false or null")
+_OBJECT = (lambda v: isinstance(v, dict), "an object or null")
+_LINKS = (_links, "a signature, a list of signatures or null")
+# The payload options a worker reads, each with what it must pass and what it should be;
+# the others are left alone.
+OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    **dict.fromkeys(("time_limit", "soft_time_limit"), _LIMIT),
+    **dict.fromkeys(("acks_late", "ignore_result"), _FLAG),
+    **dict.fromkeys(("task_id", "group_id", "parent_id", "root_id"), _ID),
+    **dict.fromkeys(("headers", "chain_extra"), _OBJECT),
+    **dict.fromkeys(("link", "link_error"), _LINKS),
+    "chain": (_signatures, "a list of signatures or null"),
+    "chord": (_chord, "a chord join (id, size, body) or null"),
+}
+
+
+def check_options(options: dict[str, Any]) -> None:
+    """Raise MessageError, one line naming the option, unless each payload option a worker
+    reads holds what it should (OPTION_RULES): the header's check (check_header) for the
+    payload's third part, one look per option the message has. A `"link": 5` would
+    otherwise raise after the task ran, leave it claimed, and run it again after every
+    visibility timeout."""
+    for name, value in options.items():
+        rule = OPTION_RULES.get(name)
+        if rule is not None and value is not None and not rule[0](value):
+            raise MessageError(f"payload option {name!r} is {_shown(value)}; expected {rule[1]}")
 
 
 def _bad_field(header: dict[str, Any], name: str, expected: str) -> MessageError:
