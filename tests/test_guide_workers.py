@@ -385,6 +385,13 @@ def test_beat_pidfile_keeps_a_second_beat_from_starting(app, env, tmp_path: Path
     pidfile.write_text("999999999\n")  # left by a process long gone: replaced
     third = WorkerProcess(["-A", "tests.proj", *args], env, tmp_path / "beat3.log")
     try:
-        wait_for(lambda: pidfile.read_text() == f"{third.pid}\n", 60, "the stale pidfile")
+        # the stale file is removed, then made anew exclusively: absent for a moment
+        def holds_third() -> bool:
+            try:
+                return pidfile.read_text() == f"{third.pid}\n"
+            except FileNotFoundError:
+                return False
+
+        wait_for(holds_third, 60, "the stale pidfile replaced")
     finally:
         third.stop()
