@@ -150,7 +150,7 @@ def test_tasks_queued_across_a_cut_are_not_lost(app, start_worker, proxy, redis_
     assert [r.get(timeout=scaled(10)) for r in queued] == [0, 2, 4, 6, 8]
     assert journal("naps") == ["across:start", "across:end"]
     # logged as the store that waited goes through: maybe just after the results are read
-    wait_for(lambda: "broker connection restored" in worker.log(), 5, "the restore logged")
+    wait_for(lambda: "broker connection restored" in worker.log(), scaled(10), "the restore logged")
     assert app.broker.queue_length("celery") == 0
     assert worker.process.poll() is None
 
