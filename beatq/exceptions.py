@@ -50,6 +50,20 @@ class ScheduleError(ConfigurationError):
         super().__init__(*args)
         self.field = field
 
+    def __reduce__(self):  # pickle keeps `field`, a keyword argument
+        return (_rebuild_schedule_error, (type(self), self.args, self.__dict__))
+
+
+def _rebuild_schedule_error(
+    cls: type[ScheduleError], args: tuple[object, ...], state: dict[str, object]
+) -> ScheduleError:
+    """Unpickle a ScheduleError or a subclass whose __init__ takes other arguments than
+    its message (SpecError): made without calling __init__, its args and attributes set."""
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
+
 
 class BrokerError(BeatqError, ConnectionError):
     """The backend cannot be reached or answered something unexpected."""

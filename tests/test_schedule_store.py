@@ -458,3 +458,20 @@ def test_start_at_and_end_at_bound_a_file_entry_too(tmp_path):
     write_schedule(path, {"w": {"task": ADD, "every": "1h", "end_at": "soon"}})
     with pytest.raises(ScheduleError, match=r"s.yaml:\d+: entry 'w': end_at 'soon' is not a time"):
         load_file(path, get_zone("UTC"))
+
+
+def test_a_refused_spec_survives_pickling_with_its_entry_and_field():
+    """A task that fails on a refused spec under the pickle result serializer, or a
+    refusal crossing a process pool, reaches the caller whole: the same class, text,
+    entry and field (SpecError's __init__ takes three arguments, not its message)."""
+    import pickle
+
+    from beatq.beat.specs import SpecError
+
+    refused = SpecError("nightly", "schedule", "'61 * * * *' is no cron expression")
+    back = pickle.loads(pickle.dumps(refused))
+    assert type(back) is SpecError
+    assert str(back) == str(refused)
+    assert (back.entry, back.field) == ("nightly", "schedule")
+    plain = pickle.loads(pickle.dumps(ScheduleError("schedules.yaml:3: bad", field="tz")))
+    assert (str(plain), plain.field) == ("schedules.yaml:3: bad", "tz")
