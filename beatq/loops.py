@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Coroutine, Generator
 from typing import Any
 
@@ -106,11 +107,13 @@ class Run:
         self.why: BaseException | None = None
         self.task: asyncio.Task[Any] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.began: float | None = None  # time.time() as the coroutine began
 
     async def main(self) -> Any:
         """Await the coroutine in this asyncio task; its value, or the exception it ended with."""
         loop = self.loop = asyncio.get_running_loop()
         self.task = asyncio.current_task()
+        self.began = time.time()
         if self.why is not None:  # stopped before it began
             self.coro.close()
             raise self.why
@@ -122,6 +125,10 @@ class Run:
             timers.append(loop.call_later(self.hard, self._cancel, why))
         try:
             value = await (self.steer if self.steer is not None else self.coro)
+        except TimeLimitExceeded:  # raised in the thread by a watch (worker/stall.py)
+            if self.why is not None:
+                raise self.why from None
+            raise
         except asyncio.CancelledError as exc:
             if self.why is not None:
                 raise self.why from None

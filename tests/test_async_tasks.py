@@ -291,6 +291,33 @@ def test_a_coroutine_that_never_awaits_is_stopped_past_its_hard_limit(app, start
     assert time.monotonic() - began < scaled(10)
 
 
+@pytest.mark.backends("redis")
+def test_a_coroutine_blocking_the_asyncio_pool_is_named_and_stopped_past_its_hard_limit(
+    app, start_worker
+):
+    """On -P asyncio a coroutine that never awaits holds the one loop, so its limit's
+    timer cannot fire: the pool's watch names it in the log with the line it spins on,
+    raises TimeLimitExceeded in it a second past its hard limit, and the coroutine that
+    waited behind it finishes after it."""
+    from tests.proj.tasks import at_sleep, at_spins
+
+    worker = start_worker("-E", *POOLS["asyncio"])
+    neighbour = at_sleep.delay(0.3, "behind")
+    wait_for(lambda: neighbour.id in _started(app), scaled(10), "the neighbour to start")
+    began = time.monotonic()
+    spinning = at_spins.delay(scaled(20))  # time_limit=1
+    with pytest.raises(TimeLimitExceeded, match=r"time limit \(1s\) exceeded"):
+        spinning.get(timeout=scaled(30))
+    assert time.monotonic() - began < scaled(10)
+    assert neighbour.get(timeout=scaled(10))[0] == "behind"
+    log = worker.log()
+    assert f"task {spinning.id} has held the event loop" in log
+    assert "in at_spins" in log  # the stack of the loop's thread, where it spins
+    assert f"task {spinning.id} blocks the loop" in log
+    assert "the event loop runs again after" in log
+    assert at_sleep.delay(0, "after").get(timeout=scaled(10))[0] == "after"
+
+
 # -- stopping ----------------------------------------------------------------------------
 @pytest.mark.backends("redis", "sqlite")
 def test_a_warm_stop_waits_for_the_coroutines_in_flight(app, start_worker):

@@ -23,10 +23,13 @@ from typing import Any, TypeVar
 
 from .. import messages
 from ..brokers import Claim
+from ..exceptions import TimeLimitExceeded
+from ..loops import Run
 from .delivery import Delivery
 from .execute import Begun, Executor, Outcome
 from .handoff import Handoff
 from .pool import IDLE_AFTER, OnDone, Pool
+from .stall import LoopWatch
 
 log = logging.getLogger("beatq.worker")
 
@@ -55,13 +58,26 @@ class AsyncioPool(Pool):
         self.said_sync: set[str] = set()  # the plain-def tasks already named in the log
         self.idle_timer: asyncio.TimerHandle | None = None
         self.thread = threading.Thread(target=self._serve, name="beatq-asyncio", daemon=True)
+        self.watch = LoopWatch(self.loop, self.thread, self._runs)
 
     def start(self) -> None:
         self.thread.start()
+        self.watch.start()
+
+    def _runs(self) -> list[tuple[str, Run]]:
+        with self.executor.bodies_lock:
+            return list(self.executor.runs.items())
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
+        while True:
+            try:
+                self.loop.run_forever()
+                return
+            except TimeLimitExceeded:
+                # the watch's interrupt landed as the coroutine gave the loop back: the
+                # loop carries on (the run's own hard-limit timer ends it)
+                log.warning("pool asyncio: a time limit's interrupt reached the loop itself")
 
     def submit(self, delivery: Delivery) -> None:
         self.active[delivery.id] = (delivery, time.time())
@@ -199,6 +215,7 @@ class AsyncioPool(Pool):
         self.executor.flush_events()
 
     def _stop_loop(self) -> None:
+        self.watch.stop()
         if self.loop.is_running():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(5)
