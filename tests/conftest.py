@@ -27,14 +27,14 @@ import pytest
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
-BACKENDS = ("redis", "sqlite", "memory")
+BACKENDS = ("redis", "sqlite", "memory", "cluster")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--backends",
         default=",".join(BACKENDS),
-        help="the backends end-to-end tests run on, comma separated (default: all three)",
+        help="the backends end-to-end tests run on, comma separated (default: all four)",
     )
 
 
@@ -188,6 +188,24 @@ def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def cluster_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """A redis+cluster:// URL: three masters and a replica of each (tests/clusters.py),
+    started once per session and stopped by their pids."""
+    if "cluster" not in chosen_backends(request.config):
+        pytest.skip("needs a Redis Cluster, which --backends leaves out")
+    from tests.clusters import Cluster
+
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"))
+    cluster.start()
+    request.config.stash[CLUSTER] = cluster
+    yield cluster.url()
+    cluster.stop()
+
+
+CLUSTER = pytest.StashKey["object"]()
+
+
 def delete_keys(redis_url: str, prefix: str) -> None:
     """Delete the keys under `prefix` (a store this suite created), and only them."""
     client = redis.Redis.from_url(redis_url)
@@ -201,6 +219,8 @@ def store_url(backend: str, request: pytest.FixtureRequest, prefix: str, folder:
     """A fresh store on `backend`: keys under `prefix`, a file in `folder`, or memory."""
     if backend == "redis":
         return request.getfixturevalue("redis_url")
+    if backend == "cluster":
+        return request.getfixturevalue("cluster_url")
     if backend == "sqlite":
         return f"sqlite:///{folder / 'beatq.sqlite3'}"  # an absolute path: sqlite:////...
     return f"memory://{prefix}"

@@ -75,8 +75,8 @@ def backend(url: str, **options: object) -> RedisBackend:
         ("sentinel://127.0.0.1:x/mymaster", "not a sentinel's host:port"),
         ("sentinel://127.0.0.1:26379/mymaster?ssl_ca_certs=/ca.crt", r"sentinel\+tls://"),
         ("sentinel://127.0.0.1:26379/mymaster?sockt_timeout=1", "socket_timeout"),
-        ("redis+cluster://127.0.0.1:7000", "Redis Cluster"),
-        ("cluster://127.0.0.1:7000", "does not run on yet"),
+        ("rediscluster://127.0.0.1:7000", r"names redis\+cluster://"),
+        ("cluster://127.0.0.1:7000", r"redis\+cluster://host1:7000"),
     ],
 )
 def test_bad_sentinel_urls_are_refused(url: str, says: str) -> None:

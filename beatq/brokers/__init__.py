@@ -25,6 +25,12 @@ def _redis(url: str, options: Mapping[str, Any]) -> Backend:
     return RedisBackend(url, options)
 
 
+def _cluster(url: str, options: Mapping[str, Any]) -> Backend:
+    from .cluster import ClusterBackend
+
+    return ClusterBackend(url, options)
+
+
 def _sqlite(url: str, options: Mapping[str, Any]) -> Backend:
     from .sqlite import SqliteBackend
 
@@ -43,15 +49,15 @@ SCHEMES: dict[str, Callable[[str, Mapping[str, Any]], Backend]] = {
     "unix": _redis,
     "sentinel": _redis,
     "sentinel+tls": _redis,
+    "redis+cluster": _cluster,
+    "rediss+cluster": _cluster,
     "sqlite": _sqlite,
     "memory": _memory,
 }
 
 
-# Redis Cluster, under the names other clients give it: not served yet (issue 24).
-CLUSTER_SCHEMES = frozenset(
-    {"cluster", "redis+cluster", "rediss+cluster", "rediscluster", "redis-cluster"}
-)
+# Redis Cluster, under the names other clients give it: refused, naming beatq's own.
+CLUSTER_SCHEMES = frozenset({"cluster", "rediscluster", "redis-cluster", "rediss-cluster"})
 
 
 def _open(url: str, options: Mapping[str, Any], check: bool = True) -> Backend:
@@ -59,9 +65,9 @@ def _open(url: str, options: Mapping[str, Any], check: bool = True) -> Backend:
     factory = SCHEMES.get(scheme)
     if scheme in CLUSTER_SCHEMES:
         raise ConfigurationError(
-            f"broker URL scheme {scheme}:// asks for Redis Cluster, which beatq does not run "
-            "on yet; use one Redis (redis://), or Redis behind Sentinel for failover "
-            "(sentinel://host1:26379,host2:26379,host3:26379/MASTER_NAME)"
+            f"broker URL scheme {scheme}:// asks for Redis Cluster, which beatq names "
+            "redis+cluster:// (rediss+cluster:// for TLS): write "
+            "redis+cluster://host1:7000,host2:7001,host3:7002/"
         )
     if factory is None:
         valid = ", ".join(f"{name}://" for name in sorted(SCHEMES))
@@ -87,6 +93,7 @@ _REDIS_OPTIONS = frozenset(
 )
 OPTIONS: dict[Callable[..., Backend], frozenset[str]] = {
     _redis: _REDIS_OPTIONS,
+    _cluster: _REDIS_OPTIONS,
     _sqlite: frozenset({"visibility_timeout", "busy_timeout"}),
     _memory: frozenset({"visibility_timeout"}),
 }

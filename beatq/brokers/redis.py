@@ -68,9 +68,15 @@ import redis
 import redis.asyncio as redis_asyncio
 from redis.backoff import ExponentialBackoff
 from redis.connection import Connection
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    NoPermissionError,
+    RedisClusterException,
+    TryAgainError,
+)
 from redis.exceptions import AuthenticationError as RedisAuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoPermissionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -227,6 +233,10 @@ def _errors(url: str) -> Iterator[None]:
                 "?ssl_ca_certs=/path/to/ca.crt in the broker URL"
             ) from exc
         raise BrokerError(f"Redis at {shown_url(url)} is unreachable: {exc}") from exc
+    except (ClusterError, AskError, TryAgainError, RedisClusterException) as exc:
+        # a Redis Cluster without a master for a slot, or out of reach (a mistake of
+        # beatq's own, a cross-slot call, is a plain ResponseError and stays one)
+        raise BrokerError(f"Redis Cluster at {shown_url(url)}: {exc}") from exc
 
 
 def shown_url(url: str) -> str:

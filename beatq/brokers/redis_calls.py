@@ -56,6 +56,8 @@ SCRIPTS = (
     "revoke",
     "schedules",
     "purge",
+    "send_once",
+    "chord_join",
 )
 
 

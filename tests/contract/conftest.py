@@ -1,8 +1,9 @@
 """The backend contract (beatq/brokers/roles.py): one suite per role, each run on every backend.
 
-Each test runs on memory://, on sqlite:// (a file in tmp_path) and on Redis (a key
-prefix of the test's own): the fixtures `store` (a backend's storage, opened as often as
-a test needs clients of it) and `b` (one client of it). test_stores.py holds what is
+Each test runs on memory://, on sqlite:// (a file in tmp_path), on Redis and on a Redis
+Cluster (tests/clusters.py; a key prefix of the test's own on each): the fixtures `store`
+(a backend's storage, opened as often as a test needs clients of it) and `b` (one client
+of it). test_stores.py holds what is
 particular to one backend (SQLite files shared by several processes, killed mid-way).
 """
 
@@ -32,7 +33,7 @@ class Store:
         return backend
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "cluster"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     kind = request.param
     if kind == "memory":
@@ -41,7 +42,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         found = Store(kind, f"sqlite:///{tmp_path / 'broker.db'}", {})
     else:
         prefix = request.getfixturevalue("prefix")
-        found = Store(kind, request.getfixturevalue("redis_url"), {"global_keyprefix": prefix})
+        url = request.getfixturevalue("redis_url" if kind == "redis" else "cluster_url")
+        found = Store(kind, url, {"global_keyprefix": prefix})
     yield found
     for backend in found.opened:
         backend.close()

@@ -353,12 +353,17 @@ def test_a_stale_claim_neither_acks_renews_releases_nor_dead_letters(b: Backend)
     assert b.claim(["q"], 10, 30).claims == [] and b.queue_length("q") == 0
 
 
-def test_a_stale_ack_of_a_message_back_in_its_queue_leaves_it_there(b: Backend) -> None:
+def test_a_stale_ack_of_a_message_back_in_its_queue_leaves_it_there(
+    store: Store, b: Backend
+) -> None:
     b.send([out("m")])
     (stale,) = b.claim(["q"], 1, 0.1).claims
     time.sleep(0.2)
-    b.send([out("other", "q2")])
-    assert ids(b.claim(["q2"], 1, 30).claims) == ["other"]  # puts the expired claim back
+    if store.kind == "cluster":  # a queue's expired claims go back as it is claimed from
+        assert b.claim(["q"], 0, 30).claims == []
+    else:
+        b.send([out("other", "q2")])
+        assert ids(b.claim(["q2"], 1, 30).claims) == ["other"]  # puts the expired claim back
     assert b.queue_length("q") == 1
     b.finish(ack=[stale])
     b.dead_letter(stale, "stale")

@@ -1,5 +1,6 @@
 -- KEYS: lease, settled, next, info, paused, msgs, delayed[, held: hold the messages (hold_one)]
--- ARGV: prefix, "holder|token", entry, slot, next run ('' none), info, busy id ('' none),
+-- ARGV: prefix, "holder|token", entry, slot, next run ('' none), info, busy id ('' none, BUSY:
+--       the caller found it stored, see lib.lua),
 --       then (queue, id, body, eta) per message
 local prefix, entry, slot, nxt = ARGV[1], ARGV[3], ARGV[4], ARGV[5]
 if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 'lost' end
@@ -16,7 +17,7 @@ if redis.call('SISMEMBER', KEYS[5], entry) == 1 then
   advance()
   return 'paused'
 end
-if ARGV[7] ~= '' and redis.call('HEXISTS', KEYS[6], ARGV[7]) == 1 then
+if ARGV[7] == BUSY or (ARGV[7] ~= '' and redis.call('HEXISTS', KEYS[6], ARGV[7]) == 1) then
   redis.call('HSET', KEYS[2], entry, slot)
   advance()
   return 'busy'

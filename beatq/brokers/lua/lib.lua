@@ -97,6 +97,10 @@ end
 -- saw the first. Should no leader release it, it runs HOLD seconds late.
 local HOLD = 120
 
+-- A busy id (beat_dispatch, schedules run) the caller found stored itself: on
+-- redis+cluster:// the entry's last message is in its queue's slot, out of the script's reach.
+local BUSY = '\1'
+
 local function hold_one(prefix, msgs, delayed, held, woken, queue, id, body, eta)
   store(prefix, msgs, delayed, woken, queue, id, body, tostring(clock() + HOLD))
   redis.call('ZADD', held, eta == '' and 0 or eta, id)

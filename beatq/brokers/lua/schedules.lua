@@ -74,7 +74,9 @@ if redis.call('HEXISTS', KEYS[3], id) == 0 then return 'done' end
 if redis.call('ZSCORE', KEYS[5], id) then return 'done' end
 local cursor = redis.call('HGET', KEYS[4], id)
 if cursor and tonumber(cursor) >= tonumber(slot) then return 'done' end
-if ARGV[7] ~= '' and redis.call('HEXISTS', KEYS[7], ARGV[7]) == 1 then return 'busy' end
+if ARGV[7] == BUSY or (ARGV[7] ~= '' and redis.call('HEXISTS', KEYS[7], ARGV[7]) == 1) then
+  return 'busy'
+end
 local woken = {}
 for i = 11, #ARGV, 4 do
   if KEYS[10] then  -- held until a replica has it (see hold_one)

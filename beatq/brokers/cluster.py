@@ -1,0 +1,693 @@
+"""The Redis Cluster backend (redis+cluster://): queues spread over the cluster's shards.
+
+Slot units. Every script builds its keys from a prefix (ARGV[1]); a prefix that carries a
+hash tag puts every key a call builds in one slot. So the keys of one Redis (redis.py's
+docstring lists them) are split into units, each under a prefix of its own:
+
+    {p}:{q:QUEUE}   one queue: its lists, due lane, priority bands, wake-up list, and
+                    the message hash, delayed set, claims, redelivered ids and dead
+                    letters of that queue's messages
+    {p}:{home}      everything else: leases and fencing tokens, the beat's state and
+                    its outbox, schedules, workers, events, the control channel, revoked
+                    tasks, the timeline, and the names of the queues ({p}:{home}:queues)
+    {p}:{r:ID}      task ID's result and state (results spread by task id)
+    {p}:{c:GROUP}   the finished members of chord GROUP
+
+A call is made on the master of its unit's slot (redis_cluster.Routes). Each declares at
+least one key of its unit; the keys a script builds from the prefix (a queue's priority
+bands, found inside the claim) are in that slot, not each declared: Redis 7 refuses a
+script that touches another slot, so a mistake fails loudly.
+
+What needs two units is done in steps whose retry is idempotent:
+- a claim over several queues takes queue by queue, in the order given (the urgency
+  order); a wait over several queues blocks on each queue's wake-up list in a thread of
+  its own (`Waits`);
+- a finish stores the results (their slots), counts the chord member (the chord's
+  slot), sends the callbacks and a complete chord's unlock message if they were never
+  sent (`send_once`, by message id), then acknowledges (the queue's slot). A worker
+  killed between two steps has its message delivered again and run again, as after a
+  kill mid-task; no step, made again, doubles anything;
+- the beat's dispatch settles the run (fenced, on {home}) and puts its messages in an
+  outbox there, in one call; the outbox is then sent (`send_once`, by message id) and
+  emptied. A new leader, and every leader as it renews its lease, sends what the outbox
+  holds before dispatching anything new.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import redis
+
+from ..exceptions import BrokerError, ConfigurationError
+from . import redis_cluster
+from .records import BeatDispatch, ChordJoin, Claim, Claimed, DeadLetter, Outgoing, ResultWrite
+from .redis import (
+    ACK_AFTER,
+    ACK_AT_CLAIM,
+    MAX_BLOCK,
+    REDELIVERED,
+    TOKEN_TTL,
+    RedisBackend,
+    RedisKeys,
+    _claimed,
+    _errors,
+    _flatten,
+    _member,
+    _ms,
+    banded,
+    check_url,
+    shown_url,
+    split_stored,
+)
+from .redis_calls import SPIN
+from .replication import Replication
+from .roles import Finish, Results, Take, forget_elsewhere, new_token
+
+log = logging.getLogger("beatq.broker")
+
+DOWN_FOR = 1.0  # seconds a queue whose master could not be reached is left out of claims
+
+
+def unit_prefix(base: str, tag: str) -> str:
+    return f"{base}:{{{tag}}}"
+
+
+class ClusterResults(Results):
+    """Task results on the cluster, each task's under its own hash tag ({p}:{r:ID})."""
+
+    def __init__(self, url: str, base: str, routes: redis_cluster.Routes) -> None:
+        self.url = url
+        self.base = base
+        self.routes = routes
+
+    def _keys(self, task_id: str) -> tuple[str, str, str]:
+        prefix = unit_prefix(self.base, f"r:{task_id}")
+        return prefix, f"{prefix}:r:{task_id}", f"{prefix}:s:{task_id}"
+
+    def store_results(self, results: Sequence[ResultWrite]) -> None:
+        for r in results:  # the finish script, results only, in the task's slot
+            prefix, final, _ = self._keys(r.task_id)
+            args: list[Any] = [prefix, "", 1, 0, 1]
+            args += ["final" if r.final else "state", r.task_id, r.meta, _ms(r.ttl)]
+            args += ["", "", 0, 0, "", "", "", ""]  # no chord join, no unlock message
+            with _errors(self.url):
+                self.routes.fcall("finish", [final], args)
+
+    def get_result(self, task_id: str) -> bytes | None:
+        _, final, state = self._keys(task_id)
+        with _errors(self.url):
+            found, current = self.routes.pipeline(final, [("LINDEX", final, 0), ("GET", state)])
+        for reply in (found, current):
+            if isinstance(reply, Exception):
+                raise reply
+        return found if found is not None else current
+
+    def get_results(self, task_ids: Sequence[str]) -> list[bytes | None]:
+        with _errors(self.url):
+            pipe = self.routes.cluster.pipeline(transaction=False)
+            for task_id in task_ids:
+                pipe.lindex(self._keys(task_id)[1], 0)
+            return pipe.execute()
+
+    def wait_result(self, task_id: str, timeout: float | None) -> bytes | None:
+        _, key, _ = self._keys(task_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = MAX_BLOCK if deadline is None else deadline - time.monotonic()
+            block = min(max(left, 0.001), MAX_BLOCK)
+            with _errors(self.url):
+                value = self.routes.command(
+                    key, "BLMOVE", key, key, "RIGHT", "LEFT", block, blocking=True
+                )
+            if value is not None or (deadline is not None and time.monotonic() >= deadline):
+                return value
+
+    def forget(self, task_id: str) -> None:
+        _, final, state = self._keys(task_id)
+        with _errors(self.url):
+            self.routes.command(final, "DEL", final, state)
+
+    def disconnect(self) -> None:
+        """The connections are the backend's (closed with it)."""
+
+
+class Waits:
+    """Blocking waits on the wake-up lists of queues in different slots: a BLPOP per
+    queue, each in a thread of its own; the first woken ends the others (a push on
+    their interrupt lists). Threads are kept between waits, so are their connections."""
+
+    def __init__(self, routes: redis_cluster.Routes) -> None:
+        self.routes = routes
+        self.pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.pid = 0
+
+    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self.pool is None or self.pid != os.getpid():  # a forked child makes its own
+            self.pool = concurrent.futures.ThreadPoolExecutor(32, "beatq-cluster-wait")
+            self.pid = os.getpid()
+        return self.pool
+
+    def _blpop(self, wake: str, interrupt: str, block: float) -> bool:
+        return self.routes.command(wake, "BLPOP", wake, interrupt, block, blocking=True) is not None
+
+    def wait(self, lists: Sequence[tuple[str, str]], block: float) -> bool:
+        """Block up to `block` seconds on each (wake-up, interrupt) pair; True when one
+        was pushed. A queue whose master cannot be reached is left to the others."""
+        end = time.monotonic() + block
+        pool = self._pool()
+        pending = {pool.submit(self._blpop, wake, stop, block): stop for wake, stop in lists}
+        woken = False
+        while pending and not woken:
+            left = end - time.monotonic() + 1.0  # the BLPOPs end by themselves by then
+            done, _ = concurrent.futures.wait(
+                pending, timeout=max(left, 0.0), return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            if not done:
+                break
+            for future in done:
+                pending.pop(future)
+                if future.exception() is None and future.result():
+                    woken = True
+        if pending:  # end the BLPOPs still blocked
+            for stop in pending.values():
+                try:
+                    self.routes.pipeline(stop, [("LPUSH", stop, 1), ("PEXPIRE", stop, 60000)])
+                except (redis.ConnectionError, redis.TimeoutError, OSError):
+                    pass
+            concurrent.futures.wait(pending, timeout=1.0)
+        if not woken and time.monotonic() < end:
+            time.sleep(min(end - time.monotonic(), DOWN_FOR))  # every master out of reach
+        return woken
+
+    def close(self) -> None:
+        if self.pool is not None and self.pid == os.getpid():
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = None
+
+
+class ClusterBackend(RedisBackend):
+    """Every role on a Redis Cluster (see the module's docstring)."""
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        options = dict(options or {})
+        self.url = url
+        shown = shown_url(url)
+        self.sentinel = None
+        self.sentinel_kwargs = None
+        self.cluster_url = redis_cluster.parse(url, shown)
+        check_url(self.cluster_url.node_url(*self.cluster_url.nodes[0]))
+        base = options.pop("global_keyprefix", None) or "beatq"
+        if "{" in base or "}" in base:
+            raise ConfigurationError(
+                f"broker {shown}: global_keyprefix {base!r} holds a brace; on a Redis Cluster "
+                "beatq puts its own hash tags ({...}) in its keys: use a prefix without braces"
+            )
+        self.base = base
+        self.keys = RedisKeys(unit_prefix(base, "home"))
+        self.replication = Replication.read(options, False, shown)
+        if self.replication.sends or self.replication.beat:
+            raise ConfigurationError(
+                f"broker {shown}: min_replicas and beat_min_replicas are not served on a "
+                "Redis Cluster yet; remove them (a master's replica is promoted when it "
+                "fails; writes it had not copied are lost, see README 'Running past one Redis')"
+            )
+        connection = {
+            "socket_timeout": options.pop("socket_timeout", MAX_BLOCK + 5.0),
+            "socket_connect_timeout": options.pop("socket_connect_timeout", 5.0),
+            "socket_keepalive": True,
+            "health_check_interval": options.pop("health_check_interval", 30),
+        }
+        spin = float(options.pop("reply_spin", SPIN))
+        with _errors(url):
+            self.client = redis_cluster.cluster_client(self.cluster_url, **connection)
+
+        def node_client(host: str, port: int) -> redis.Redis:
+            from redis.backoff import ExponentialBackoff
+            from redis.retry import Retry
+
+            retry = Retry(ExponentialBackoff(cap=0.2, base=0.02), 1)
+            node = self.cluster_url.node_url(host, port)
+            return redis.Redis.from_url(node, retry=retry, **connection)
+
+        self.routes = redis_cluster.Routes(self.client, node_client, spin)
+        self.waits = Waits(self.routes)
+        self.wait_token = new_token()
+        self.waited: dict[str, RedisKeys] = {}  # the queues this process waits on
+        self.units: dict[str, RedisKeys] = {}
+        self.known: set[str] = set()  # queue names registered on {home} by this process
+        self.down: dict[str, float] = {}  # queue -> until when claims leave it out
+        self.keep_results_in(ClusterResults(url, base, self.routes))
+
+    # -- units -------------------------------------------------------------------------------
+    def unit(self, queue: str) -> RedisKeys:
+        """The keys of `queue`'s slot unit."""
+        found = self.units.get(queue)
+        if found is None:
+            found = self.units[queue] = RedisKeys(unit_prefix(self.base, f"q:{queue}"))
+        return found
+
+    def _register(self, queues: Iterable[str]) -> None:
+        """Note queue names on {home} (once per name and process), for what walks every
+        queue: purge, dead letters, scheduled messages, status."""
+        new = [q for q in dict.fromkeys(queues) if q not in self.known]
+        if new:
+            with _errors(self.url):
+                self.routes.command(self.keys.prefix, "SADD", self._registry, *new)
+            self.known.update(new)
+
+    @property
+    def _registry(self) -> str:
+        return f"{self.keys.prefix}:queues"
+
+    def queue_names(self) -> list[str]:
+        """Every queue a message was ever sent to or claimed from on this cluster."""
+        with _errors(self.url):
+            names = self.routes.command(self.keys.prefix, "SMEMBERS", self._registry)
+        return sorted(n.decode() for n in names)
+
+    def _by_queue(self, items: Iterable[Any], queue_of: Any) -> dict[str, list[Any]]:
+        grouped: dict[str, list[Any]] = defaultdict(list)
+        for item in items:
+            grouped[queue_of(item)].append(item)
+        return grouped
+
+    def _run(
+        self, name: str, keys: list[str], args: list[Any], events: Sequence[bytes] = ()
+    ) -> Any:
+        with _errors(self.url):
+            reply = self.routes.fcall(name, keys, args)
+        if events:
+            self.add_events(events)
+        return reply
+
+    # -- queue -------------------------------------------------------------------------------
+    def send(self, messages: Sequence[Outgoing], events: Sequence[bytes] = ()) -> None:
+        """Atomic per queue, each queue in the order its first message came."""
+        if messages:
+            grouped = self._by_queue(messages, lambda m: m.queue)
+            self._register(grouped)
+            for queue, batch in grouped.items():
+                u = self.unit(queue)
+                self._run("send", [u.msgs, u.delayed], [u.prefix, *_flatten(batch)])
+        if events:
+            self.add_events(events)
+
+    def send_once(self, messages: Sequence[Outgoing], stamp: str = "") -> None:
+        """Send each message unless one of its id was sent with the same `stamp` within
+        a day (see lua/send_once.lua)."""
+        grouped = self._by_queue(messages, lambda m: m.queue)
+        self._register(grouped)
+        for queue, batch in grouped.items():
+            self._send_once(queue, stamp, _flatten(batch))
+
+    def _send_once(self, queue: str, stamp: str, flat: list[Any]) -> None:
+        u = self.unit(queue)
+        self._run("send_once", [u.msgs, u.delayed], [u.prefix, _ms(TOKEN_TTL), stamp, *flat])
+
+    def take(self, ask: Take, before: Sequence[tuple[Any, ...]] = ()) -> Claimed:
+        self._register(ask.queues)
+        token = new_token()
+        if len(ask.queues) == 1:
+            return self._take_one(ask, before, token)
+        claims: list[Claim] = []
+        acked, next_eta = False, None
+        aheads = [0.0, ask.ahead] if ask.ahead > 0 else [0.0]
+        reached = False
+        for ahead in aheads:  # early messages only when none of the queues has any due
+            for i, queue in enumerate(ask.queues):
+                if len(claims) >= ask.count:
+                    break
+                if self.down.get(queue, 0.0) > time.monotonic():
+                    continue
+                last = i == len(ask.queues) - 1
+                above = ask.above if last else None
+                first = ask.ack_first and not claims
+                one = Take([queue], ask.count - len(claims), ask.visibility, first, ahead, above)
+                try:
+                    got = self._take_one(one, (), token)
+                except BrokerError as exc:
+                    self._left_out(queue, exc)
+                    continue
+                reached = True
+                if got.claims and not claims:
+                    acked = got.acked
+                claims += got.claims
+                if got.next_eta is not None:
+                    next_eta = got.next_eta if next_eta is None else min(next_eta, got.next_eta)
+            if claims:
+                break
+        if not reached:
+            raise BrokerError(f"Redis Cluster at {shown_url(self.url)}: no queue's master answers")
+        return Claimed(claims, next_eta, acked)
+
+    def _left_out(self, queue: str, exc: BrokerError) -> None:
+        if self.down.get(queue, 0.0) < time.monotonic() - 10 * DOWN_FOR:
+            log.warning("queue %r left out of claims for now: %s", queue, exc)
+        self.down[queue] = time.monotonic() + DOWN_FOR
+
+    def _take_one(self, ask: Take, before: Sequence[tuple[Any, ...]], token: str) -> Claimed:
+        """`ask` of its one queue, in one call on the queue's master."""
+        queue = ask.queues[0]
+        u = self.unit(queue)
+        above = "" if ask.above is None else ask.above
+        first = "1" if ask.ack_first else ""
+        args = [u.prefix, ask.count, ask.visibility, token, ask.ahead, first, above, queue]
+        with _errors(self.url):
+            reply = self.routes.fcall("claim", [u.msgs, u.delayed, u.unacked], args, before=before)
+        return _claimed(reply, token)
+
+    def _interrupt(self, queue: str) -> str:
+        u = self.unit(queue)
+        self.waited[queue] = u
+        return u.interrupt(self.wait_token)
+
+    def wait_take(self, ask: Take, timeout: float) -> Claimed:
+        if len(ask.queues) != 1:
+            self.wait(ask.queues, timeout, ask.ahead)
+            return self.take(ask)
+        # One queue: the BLPOP and the claim in one round trip to its master, as on one Redis.
+        queue = ask.queues[0]
+        block = min(max(timeout, 0.01), MAX_BLOCK)
+        wait = ("BLPOP", self.unit(queue).wake(queue), self._interrupt(queue), block)
+        return self.take(ask, before=[wait])
+
+    def wait(self, queues: Sequence[str], timeout: float, ahead: float = 0.0) -> bool:
+        block = min(max(timeout, 0.01), MAX_BLOCK)
+        pairs = [(self.unit(q).wake(q), self._interrupt(q)) for q in queues]
+        if len(pairs) == 1:
+            wake, stop = pairs[0]
+            with _errors(self.url):
+                found = self.routes.command(wake, "BLPOP", wake, stop, block, blocking=True)
+            return found is not None
+        return self.waits.wait(pairs, block)
+
+    def interrupt_wait(self) -> bool:
+        done = False
+        for queue in list(self.waited):
+            stop = self._interrupt(queue)
+            try:
+                client = self.routes.fresh_client(stop, 1.0)
+                with client:
+                    pipe = client.pipeline(transaction=False)
+                    pipe.lpush(stop, 1).expire(stop, 60)
+                    pipe.execute()
+                done = True
+            except (redis.ConnectionError, redis.TimeoutError, OSError, KeyError):
+                continue
+        return done
+
+    def renew(self, claims: Sequence[Claim], visibility: float) -> None:
+        for queue, batch in self._by_queue(claims, lambda c: c.queue).items():
+            self._run("renew", [self.unit(queue).unacked], [visibility, *map(_member, batch)])
+
+    def release(self, claims: Sequence[Claim]) -> None:
+        for queue, batch in self._by_queue(claims, lambda c: c.queue).items():
+            u = self.unit(queue)
+            args: list[Any] = [u.prefix]
+            for c in batch:
+                mark = REDELIVERED if c.redelivered else ACK_AFTER
+                args += [banded(c.queue, c.priority), c.id, mark + c.body, _member(c)]
+            self._run("release", [u.msgs, u.unacked, u.delayed], args)
+
+    def queue_length(self, queue: str) -> int:
+        u = self.unit(queue)
+        with _errors(self.url):
+            bands = self.routes.command(u.bands(queue), "ZRANGE", u.bands(queue), 0, -1)
+            commands = []
+            for name in [queue, *(banded(queue, int(b)) for b in bands)]:
+                commands += [("LLEN", u.due(name)), ("LLEN", u.queue(name))]
+            counts = self.routes.pipeline(u.prefix, commands)
+        return sum(int(n) for n in counts)
+
+    def purge(self, queues: Sequence[str]) -> int:
+        total = 0
+        for queue in dict.fromkeys(queues):
+            u = self.unit(queue)
+            total += int(self._run("purge", [u.msgs], [u.prefix, queue]))
+        return total
+
+    def scheduled(self, limit: int = 100) -> list[tuple[float, Claim]]:
+        out = []
+        for queue in self.queue_names():
+            u = self.unit(queue)
+            with _errors(self.url):
+                pairs = self.client.zrange(u.delayed, 0, limit - 1, withscores=True)
+                stored = self.client.hmget(u.msgs, [i for i, _ in pairs]) if pairs else []
+            for (id_, eta), value in zip(pairs, stored):
+                if value is not None:
+                    name, body = split_stored(value)
+                    out.append((float(eta), Claim(id_.decode(), name, body)))
+        out.sort(key=lambda item: item[0])
+        return out[:limit]
+
+    # -- finishing -------------------------------------------------------------------------
+    def store_results(self, results: Sequence[ResultWrite]) -> None:
+        self.results.store_results(results)
+
+    def settle(self, step: Finish) -> None:
+        # Steps whose retry doubles nothing (see the module's docstring): the results;
+        # the chord's count and its unlock; messages to queues other than the acknowledged
+        # ones, each once per finish token; then, per queue, the acknowledgement with the
+        # messages to that queue, in one call (a retry of a task, by its own id, goes
+        # where the message it replaces is acknowledged).
+        if step.results:
+            self.results.store_results(step.results)
+        if step.join is not None:
+            self._join(step.join)
+        acked = self._by_queue(step.ack, lambda c: c.queue)
+        there = self._by_queue(step.send, lambda m: m.queue)
+        elsewhere = [m for m in step.send if m.queue not in acked]
+        if elsewhere:
+            if step.token:
+                self.send_once(elsewhere, step.token)
+            else:
+                self.send(elsewhere)
+        self._register(acked)
+        for queue, batch in acked.items():
+            u = self.unit(queue)
+            args: list[Any] = [u.prefix, step.token or "", _ms(TOKEN_TTL), len(batch)]
+            args += [*map(_member, batch), 0, "", "", 0, 0, "", "", "", ""]
+            args += _flatten(there.get(queue, ()))
+            self._run("finish", [u.msgs, u.unacked, u.delayed], args)
+        if step.events:
+            self.add_events(step.events)
+
+    def _join(self, join: ChordJoin) -> None:
+        """Count a chord member; send the chord's unlock message once it is complete (see
+        lua/chord_join.lua)."""
+        prefix = unit_prefix(self.base, f"c:{join.group}")
+        members, unlock = f"{prefix}:chord:{join.group}", f"{prefix}:chord:{join.group}:unlock"
+        args = [join.member, join.size, _ms(join.ttl), *_flatten([join.unlock])]
+        found = self._run("chord_join", [members, unlock], args)
+        if found:
+            self._register([join.unlock.queue])
+            self._send_once(join.unlock.queue, "", list(found))
+            with _errors(self.url):
+                self.routes.command(unlock, "HSET", unlock, "sent", "1")
+
+    # -- results (kept per task id: ClusterResults) ------------------------------------------
+    def get_result(self, task_id: str) -> bytes | None:
+        return self.results.get_result(task_id)
+
+    def get_results(self, task_ids: Sequence[str]) -> list[bytes | None]:
+        return self.results.get_results(task_ids)
+
+    def wait_result(self, task_id: str, timeout: float | None) -> bytes | None:
+        return self.results.wait_result(task_id, timeout)
+
+    async def await_result(self, task_id: str, timeout: float | None) -> bytes | None:
+        return await self.results.await_result(task_id, timeout)
+
+    def forget(self, task_id: str) -> None:
+        self.results.forget(task_id)
+
+    # -- dead letters ------------------------------------------------------------------------
+    def dead_letter(self, claim: Claim, reason: str) -> None:
+        u = self.unit(claim.queue)
+        stored = banded(claim.queue, claim.priority).encode() + b"\n" + ACK_AFTER + claim.body
+        self._run(
+            "dead_letter",
+            [u.unacked, u.msgs, u.dead, u.dead_reason, u.dead_index],
+            [_member(claim), claim.id, stored, reason, repr(time.time())],
+        )
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        out = []
+        for queue in self.queue_names():
+            u = self.unit(queue)
+            with _errors(self.url):
+                pairs = self.client.zrange(u.dead_index, 0, limit - 1, withscores=True)
+                if not pairs:
+                    continue
+                ids = [i for i, _ in pairs]
+                stored, reasons = self.routes.pipeline(
+                    u.dead, [("HMGET", u.dead, *ids), ("HMGET", u.dead_reason, *ids)]
+                )
+            for (id_, when), value, reason in zip(pairs, stored, reasons):
+                if value is not None:
+                    name, body = split_stored(value)
+                    why = (reason or b"").decode()
+                    out.append(DeadLetter(id_.decode(), name, why, float(when), body))
+        out.sort(key=lambda d: d.time)
+        return out[:limit]
+
+    def requeue_dead(self, ids: Sequence[str] | None = None) -> list[str]:
+        moved: list[str] = []
+        for queue in self.queue_names():
+            u = self.unit(queue)
+            keys = [u.dead, u.dead_reason, u.dead_index, u.msgs, u.delayed]
+            found = self._run("requeue_dead", keys, [u.prefix, "", *(ids or ())])
+            moved += [m.decode() for m in found]
+        forget_elsewhere(self.results, moved)
+        return moved
+
+    # -- the beat: fenced settle and outbox on {home}, then the outbox sent ------------------
+    def _busy(self, busy_id: str | None, send: Sequence[Outgoing]) -> str:
+        """The busy id argument of a dispatch: BUSY when the entry's last message is
+        still stored in its queue's slot (out of the dispatch's reach), else the id (the
+        script looks in the outbox)."""
+        if not busy_id:
+            return ""
+        for queue in dict.fromkeys(m.queue for m in send):
+            u = self.unit(queue)
+            with _errors(self.url):
+                if self.routes.command(u.msgs, "HEXISTS", u.msgs, busy_id):
+                    return "\x01"
+        return busy_id
+
+    def beat_dispatch_many(
+        self, lease: str, holder: str, token: int, runs: Sequence[BeatDispatch]
+    ) -> list[str]:
+        k = self.keys
+        keys = [*self._beat_keys(lease), k.msgs, k.delayed, k.beat_held]
+        calls = []
+        for run in runs:
+            args = self._dispatch_args(holder, token, run)
+            args[6] = self._busy(run.busy_id, run.send)
+            calls.append((keys, args))
+        with _errors(self.url):
+            replies = self.routes.fcall_many("beat_dispatch", calls, spin=False)
+        outcomes = [r.decode() if isinstance(r, bytes) else str(r) for r in replies]
+        if "sent" in outcomes:
+            self.send_outbox()
+        return outcomes
+
+    def schedule_run(
+        self,
+        lease: str,
+        holder: str,
+        token: int,
+        request_id: str,
+        slot: float,
+        last: bool,
+        send: Sequence[Outgoing] = (),
+        busy_id: str | None = None,
+        record: tuple[str, bytes, int] | None = None,
+    ) -> str:
+        entry, data, maxlen = record if record is not None else ("", b"", 0)
+        args = [
+            "run",
+            self.keys.prefix,
+            f"{holder}|{token}",
+            request_id,
+            repr(float(slot)),
+            "1" if last else "",
+            self._busy(busy_id, send),
+            entry,
+            data,
+            max(int(maxlen), 1),
+            *_flatten(send),
+        ]
+        keys = [*self._schedule_keys(lease), self.keys.beat_held]
+        reply = self._run("schedules", keys, args)
+        outcome = reply.decode() if isinstance(reply, bytes) else str(reply)
+        if outcome == "sent":
+            self.send_outbox()
+        return outcome
+
+    def send_outbox(self) -> int:
+        """Send the messages the beat's dispatches left in the outbox (each once by id),
+        then empty it of them; how many were there."""
+        k = self.keys
+        with _errors(self.url):
+            held = self.client.zrange(k.beat_held, 0, -1, withscores=True)
+            if not held:
+                return 0
+            ids = [id_ for id_, _ in held]
+            stored = self.client.hmget(k.msgs, ids)
+        messages = []
+        for (id_, eta), value in zip(held, stored):
+            if value is None:
+                continue
+            name, _, body = value.partition(b"\n")
+            queue, priority = name.decode(), 0
+            base, sep, band = queue.partition("\x1f")
+            if sep:
+                queue, priority = base, int(band)
+            due = float(eta) or None
+            # the stored body carries its delivery byte; _flatten adds it again
+            ack = body[:1] == ACK_AT_CLAIM
+            messages.append(Outgoing(queue, id_.decode(), body[1:], due, ack, priority))
+        if messages:
+            self.send_once(messages)  # the ids of runs: unique
+        with _errors(self.url):
+            replies = self.routes.pipeline(
+                k.prefix,
+                [
+                    ("MULTI",),
+                    ("ZREM", k.beat_held, *ids),
+                    ("HDEL", k.msgs, *ids),
+                    ("ZREM", k.delayed, *ids),
+                    ("EXEC",),
+                ],
+            )
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise BrokerError(f"Redis Cluster at {shown_url(self.url)}: {reply}")
+        return len(ids)
+
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
+        token = super().acquire_lease(name, holder, ttl)
+        if token is not None:
+            self.send_outbox()  # what a leader before left unsent, before anything new
+        return token
+
+    def renew_lease(self, name: str, holder: str, token: int, ttl: float) -> bool:
+        renewed = super().renew_lease(name, holder, token, ttl)
+        if renewed:
+            self.send_outbox()
+        return renewed
+
+    # -- events, on {home} -------------------------------------------------------------------
+    def add_events(self, items: Sequence[bytes], maxlen: int | None = None) -> None:
+        if items:
+            with _errors(self.url):
+                replies = self.routes.pipeline(self.keys.events, self._xadds(items, maxlen))
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def prime(self) -> None:
+        try:
+            self.routes.at(self.keys.prefix).prime()
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            pass
+
+    def crowded(self) -> None:
+        self.routes.quiet()
+
+    def ping(self) -> None:
+        with _errors(self.url):
+            self.routes.command(self.keys.prefix, "PING")
+
+    def disconnect(self) -> None:
+        self.waits.close()
+        self.routes.disconnect()

@@ -1,0 +1,146 @@
+"""A Redis Cluster of three masters, each with one replica, as real processes on free
+loopback ports (the tests of redis+cluster://: the contract suite, tests/test_cluster.py).
+
+Every process is started here and stopped by its pid. The nodes time a master out after
+NODE_TIMEOUT_MS, so a killed master's replica is promoted within a few seconds, and they
+serve their own slots while another shard has no master (cluster-require-full-coverage
+no: what beatq's README asks of a production cluster too).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import free_port, wait_for
+
+NODE_TIMEOUT_MS = 1000
+MASTERS = 3
+
+
+def _binary(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        pytest.exit(f"{name} is not installed (apt-get install redis-server redis-tools)", 1)
+    return found
+
+
+class Cluster:
+    """MASTERS masters and one replica of each, their files in `folder`."""
+
+    def __init__(self, folder: Path, masters: int = MASTERS) -> None:
+        self.folder = folder
+        self.ports = [free_port() for _ in range(masters * 2)]
+        self.bus_ports = {port: free_port() for port in self.ports}
+        self.servers: dict[int, subprocess.Popen[bytes]] = {}
+
+    def url(self) -> str:
+        """A redis+cluster:// URL naming two of the nodes (either finds the rest)."""
+        return f"redis+cluster://127.0.0.1:{self.ports[0]},127.0.0.1:{self.ports[1]}/"
+
+    def _server(self, port: int) -> None:
+        folder = self.folder / str(port)
+        folder.mkdir(parents=True, exist_ok=True)
+        args = [
+            *("--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder)),
+            *("--save", "", "--appendonly", "no", "--daemonize", "no"),
+            *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+            *("--cluster-port", str(self.bus_ports[port])),
+            *("--cluster-node-timeout", str(NODE_TIMEOUT_MS)),
+            *("--cluster-require-full-coverage", "no"),
+            *("--cluster-replica-validity-factor", "0"),  # any replica may be promoted
+        ]
+        self.servers[port] = subprocess.Popen(
+            [_binary("redis-server"), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        for port in self.ports:
+            self._server(port)
+        for port in self.ports:
+            wait_for(lambda p=port: self._answers(p), 10, f"cluster node on port {port}")
+        subprocess.run(
+            [
+                _binary("redis-cli"),
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in self.ports),
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+        wait_for(self.ok, 30, "the cluster to agree on its slots")
+
+    def _answers(self, port: int) -> bool:
+        try:
+            with redis.Redis(port=port, socket_timeout=1) as client:
+                return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
+    def ok(self) -> bool:
+        """Every live node says the cluster is ok and knows MASTERS masters with slots."""
+        for port, process in self.servers.items():
+            if process.poll() is not None:
+                continue
+            try:
+                with redis.Redis(port=port, socket_timeout=1) as client:
+                    info = client.execute_command("CLUSTER", "INFO")
+                    if isinstance(info, bytes):
+                        info = info.decode()
+                    if "cluster_state:ok" not in str(info):
+                        return False
+                    slots = client.execute_command("CLUSTER", "SLOTS")
+                    if len(slots) < len(self.ports) // 2:
+                        return False
+            except (redis.ConnectionError, redis.TimeoutError):
+                return False
+        return True
+
+    def master_of(self, key: str) -> int:
+        """The port of the master that serves `key` now."""
+        for port, process in self.servers.items():
+            if process.poll() is not None:
+                continue
+            with redis.Redis(port=port, socket_timeout=1) as client:
+                slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
+                for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                    if start <= slot <= end:
+                        return int(master[1])
+        raise AssertionError(f"no live node knows who serves {key!r}")
+
+    def replica_of(self, master: int) -> int:
+        """The port of `master`'s replica."""
+        with redis.Redis(port=master, socket_timeout=1) as client:
+            info = client.info("replication")
+        return int(info["slave0"]["port"])
+
+    def kill(self, port: int) -> None:
+        """kill -9 the node on `port`."""
+        process = self.servers[port]
+        process.kill()
+        process.wait()
+
+    def stop(self) -> None:
+        for process in self.servers.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()

@@ -1,0 +1,98 @@
+"""redis+cluster:// (issue 24): queues spread over the shards of a real 3-master cluster
+(tests/clusters.py), the URL's refusals, and waits across queues in different slots.
+
+The cb contract suite runs on the cluster too (tests/contract, kind "cluster").
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+import redis
+
+from beatq.brokers import Outgoing, connect
+from beatq.brokers.cluster import ClusterBackend
+from beatq.exceptions import ConfigurationError
+from tests.conftest import CLUSTER, scaled
+from tests.contract.conftest import in_thread
+
+
+@pytest.fixture
+def cluster(request: pytest.FixtureRequest, cluster_url: str):
+    return request.config.stash[CLUSTER]
+
+
+@pytest.fixture
+def cb(cluster_url: str):
+    found = connect(cluster_url, {"global_keyprefix": f"bqt-{uuid.uuid4().hex[:12]}"})
+    assert isinstance(found, ClusterBackend)
+    yield found
+    found.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "options", "says"),
+    [
+        ("redis+cluster://127.0.0.1:7000/1", {}, "database 0 only"),
+        ("redis+cluster://127.0.0.1:x/", {}, "not a node's host:port"),
+        ("redis+cluster://127.0.0.1:7000/?sockt_timeout=1", {}, "socket_timeout"),
+        ("redis+cluster://127.0.0.1:7000/", {"global_keyprefix": "a{b}"}, "without braces"),
+        ("redis+cluster://127.0.0.1:7000/", {"min_replicas": 1}, "not served on a Redis Cluster"),
+        ("redis+cluster://127.0.0.1:7000/", {"min_replica": 1}, "did you mean 'min_replicas'"),
+        ("redis-cluster://127.0.0.1:7000/", {}, r"beatq names redis\+cluster://"),
+    ],
+)
+def test_bad_cluster_urls_and_options_are_refused(url: str, options: dict, says: str) -> None:
+    with pytest.raises(ConfigurationError, match=says):
+        connect(url, options)
+
+
+def test_queues_land_on_different_shards(cluster, cb: ClusterBackend) -> None:
+    queues = [f"q{i}" for i in range(12)]
+    cb.send([Outgoing(q, f"id-{q}", b"body") for q in queues])
+    masters = {}
+    for q in queues:
+        key = cb.unit(q).msgs
+        port = cluster.master_of(key)
+        # the message is on that master, under its queue's hash tag
+        with redis.Redis(port=port) as node:
+            assert node.hget(key, f"id-{q}") is not None
+            slot = node.execute_command("CLUSTER", "KEYSLOT", key)
+            assert slot == node.execute_command("CLUSTER", "KEYSLOT", cb.unit(q).queue(q))
+        masters[q] = port
+    assert len(set(masters.values())) == 3, masters
+    assert cb.queue_names() == sorted(queues)
+    taken = cb.claim(queues, 100, 30).claims
+    assert [c.queue for c in taken] == queues  # queue by queue, in the order asked
+
+
+def test_a_wait_over_queues_on_different_shards_wakes_on_any(
+    cluster, cb: ClusterBackend
+) -> None:
+    queues = ["wa", "wb", "wc"]
+    assert len({cluster.master_of(cb.unit(q).msgs) for q in queues}) > 1
+    for late in queues:
+        cb.claim(queues, 100, 30)  # leaves no wake-up token behind
+        while cb.wait(queues, 0.01):  # tokens of the sends before
+            pass
+        thread, done = in_thread(lambda: cb.wait_claim(queues, 4.0, 10, 30))
+        time.sleep(0.2)
+        sent_at = time.monotonic()
+        cb.send([Outgoing(late, f"m-{late}", b"x")])
+        thread.join(scaled(5))
+        assert [c.id for c in done["value"].claims] == [f"m-{late}"]
+        assert done["at"] - sent_at < scaled(1.0), "woken by the send, not the timeout"
+
+
+def test_interrupt_wait_ends_a_wait_over_several_queues(cb: ClusterBackend) -> None:
+    queues = ["ia", "ib", "ic"]
+    cb.wait(queues, 0.01)
+    thread, done = in_thread(lambda: cb.wait(queues, 4.0))
+    time.sleep(0.2)
+    asked_at = time.monotonic()
+    assert cb.interrupt_wait()
+    thread.join(scaled(5))
+    assert done["value"] is True
+    assert done["at"] - asked_at < scaled(1.0)
