@@ -68,9 +68,7 @@ def test_queues_land_on_different_shards(cluster, cb: ClusterBackend) -> None:
     assert [c.queue for c in taken] == queues  # queue by queue, in the order asked
 
 
-def test_a_wait_over_queues_on_different_shards_wakes_on_any(
-    cluster, cb: ClusterBackend
-) -> None:
+def test_a_wait_over_queues_on_different_shards_wakes_on_any(cluster, cb: ClusterBackend) -> None:
     queues = ["wa", "wb", "wc"]
     assert len({cluster.master_of(cb.unit(q).msgs) for q in queues}) > 1
     for late in queues:
