@@ -3,7 +3,7 @@
 Connections. One per thread and per process: a connection must never cross a fork
 (SQLite keeps per-process lock bookkeeping, and a child that used or even closed an
 inherited handle could corrupt the file). Every use of a connection happens inside
-`_Gate.entered()`; before a fork the gate waits for uses in flight, closes every
+`_Gate.enter()` and `leave()`; before a fork the gate waits for uses in flight, closes every
 connection of the process and holds new uses back until the fork is done; each thread
 then opens a fresh connection on its next use, in the parent as in the child.
 
@@ -32,7 +32,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -209,25 +209,25 @@ class _Gate:
     """Every connection of the process, and the fork guard described above."""
 
     def __init__(self) -> None:
-        self.cond = threading.Condition(threading.Lock())
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
         self.active = 0  # connection uses in flight
         self.closing = False  # a fork (or close) waits: new uses wait
         self.generation = 0  # bumped when every connection was closed
         self.handles: weakref.WeakSet[_Handle] = weakref.WeakSet()
 
-    @contextlib.contextmanager
-    def entered(self) -> Iterator[None]:
-        with self.cond:
+    def enter(self) -> None:
+        """A use of a connection begins (it waits while a fork or close is under way)."""
+        with self.lock:
             while self.closing:
                 self.cond.wait()
             self.active += 1
-        try:
-            yield
-        finally:
-            with self.cond:
-                self.active -= 1
-                if self.active <= 0:
-                    self.cond.notify_all()
+
+    def leave(self) -> None:
+        with self.lock:
+            self.active -= 1
+            if self.closing and self.active <= 0:  # a fork or close waits for this one
+                self.cond.notify_all()
 
     def _close(self, only: Callable[[_Handle], bool]) -> None:
         # with `cond` held: hold new uses back, wait for those in flight, close
@@ -334,16 +334,68 @@ def _changes_of(path: str) -> _Changes:
 _abandoned: list[_Handle] = []
 
 
-@contextlib.contextmanager
-def _errors(path: str) -> Iterator[None]:
-    try:
-        yield
-    except sqlite3.DatabaseError as exc:
-        # locked past busy_timeout, I/O error, cannot open, not a database; the other
-        # kinds (IntegrityError, ProgrammingError...) are bugs and stay what they are
-        if type(exc) not in (sqlite3.OperationalError, sqlite3.DatabaseError):
+def _unavailable(path: str, exc: sqlite3.DatabaseError) -> BrokerError | None:
+    """The BrokerError a failed use raises in place of `exc`: for locked past
+    busy_timeout, I/O error, cannot open, not a database; None for the other kinds
+    (IntegrityError, ProgrammingError...), which are bugs and stay what they are."""
+    if type(exc) not in (sqlite3.OperationalError, sqlite3.DatabaseError):
+        return None
+    return BrokerError(f"SQLite database {path} is unavailable: {exc}")
+
+
+class _Use:
+    """One use of this thread's connection (`Database.read` and `write`): inside the
+    gate, SQLite's errors told as `_unavailable`; a write is one BEGIN IMMEDIATE
+    transaction, committed at the end (rolled back if the block raised). A class, not a
+    generator: the broker's every call goes through it."""
+
+    __slots__ = ("db", "writes", "gate", "conn")
+
+    def __init__(self, db: Database, writes: bool) -> None:
+        self.db = db
+        self.writes = writes
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.gate = gate = _gate
+        gate.enter()
+        try:
+            self.conn = conn = self.db._connection(self.writes)
+            if self.writes:
+                self.db._locking(conn, "BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as exc:
+            gate.leave()
+            if (error := _unavailable(self.db.path, exc)) is None:
+                raise
+            raise error from exc
+        except BaseException:
+            gate.leave()
             raise
-        raise BrokerError(f"SQLite database {path} is unavailable: {exc}") from exc
+        return conn
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        try:
+            if self.writes:
+                conn = self.conn
+                try:
+                    if kind is None:
+                        conn.execute("COMMIT")
+                finally:  # the block raised, or the commit failed: the write lock goes
+                    if conn.in_transaction:
+                        conn.rollback()
+        except sqlite3.DatabaseError as failed:
+            if (error := _unavailable(self.db.path, failed)) is None:
+                raise
+            raise error from failed
+        finally:
+            self.gate.leave()
+        if isinstance(exc, sqlite3.DatabaseError):
+            if (error := _unavailable(self.db.path, exc)) is not None:
+                raise error from exc
+            return
+        if self.writes and kind is None:
+            self.db.changes.committed()
 
 
 class Database:
@@ -353,19 +405,27 @@ class Database:
         self.path = path
         self.busy_timeout = busy_timeout
         self.local = threading.local()
+        self._changes: tuple[dict[str, _Changes], _Changes] | None = None
 
     @property
     def changes(self) -> _Changes:
-        return _changes_of(self.path)  # per process: a fork starts a new registry
+        # per process: a fork starts a new registry (`_changes`), looked up once in each
+        known = self._changes
+        if known is None or known[0] is not _changes:
+            known = self._changes = (_changes, _changes_of(self.path))
+        return known[1]
 
     def _handle(self) -> _Handle:
-        handle: _Handle | None = getattr(self.local, "handle", None)
+        try:
+            handle: _Handle | None = self.local.handle
+        except AttributeError:
+            handle = None
         if handle is None or not handle.usable():
             if handle is not None and not handle.closed and handle.pid != os.getpid():
                 _abandoned.append(handle)
             handle = _Handle(self, self._open())
             self.local.handle = handle
-            with _gate.cond:
+            with _gate.lock:
                 _gate.handles.add(handle)
         return handle
 
@@ -431,11 +491,9 @@ class Database:
             conn.rollback()
             raise
 
-    @contextlib.contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
+    def read(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """A connection in autocommit mode: each statement sees one consistent state."""
-        with _gate.entered(), _errors(self.path):
-            yield self._connection()
+        return _Use(self, False)
 
     def _locking(self, conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()):
         """Execute `sql`, which takes the write lock, waiting for the lock here rather than
@@ -458,26 +516,23 @@ class Database:
             time.sleep(pause)
             pause = min(pause * 2, BEGIN_RETRY_MAX)
 
-    @contextlib.contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
+    def write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """A connection inside one BEGIN IMMEDIATE transaction, committed at the end."""
-        with _gate.entered(), _errors(self.path):
-            conn = self._connection(write=True)
-            self._locking(conn, "BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.rollback()
-                raise
-        self.changes.committed()
+        return _Use(self, True)
 
     def write_one(self, sql: str, params: Sequence[Any] = ()) -> int:
         """One statement as its own transaction (autocommit: a third of the statements of
         BEGIN, statement, COMMIT); the number of rows it changed."""
-        with _gate.entered(), _errors(self.path):
+        gate = _gate
+        gate.enter()
+        try:
             changed = self._locking(self._connection(write=True), sql, params).rowcount
+        except sqlite3.DatabaseError as exc:
+            if (error := _unavailable(self.path, exc)) is None:
+                raise
+            raise error from exc
+        finally:
+            gate.leave()
         self.changes.committed()
         return changed
 
