@@ -86,6 +86,12 @@ PUT_ONE_PRIORITY = (
     "AND seq >= ?8 AND seq < ?9), ?7)) ELSE ?7 END, ?5, ?6"
 )
 
+# The earliest deadline of a claim and eta of a delayed message (each from its index).
+NEXT_TIMES = (
+    "SELECT (SELECT MIN(deadline) FROM messages WHERE state = 'claimed'), "
+    "(SELECT MIN(eta) FROM messages WHERE state = 'delayed')"
+)
+
 # A live claim's message goes; a stale claim's (delivered again since) stays.
 ACK = "DELETE FROM messages WHERE id = ? AND state = 'claimed' AND token = ?"
 
@@ -347,6 +353,7 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
         else:
             log.info("broker: SQLite file %s", self.db.path)
         self.swept = 0.0  # monotonic time of the last sweep of expired rows
+        self.busy = False  # the last claim found all it asked for (see take)
 
     # -- queue ---------------------------------------------------------------------------
     def send(self, messages: Sequence[Outgoing], events: Sequence[bytes] = ()) -> None:
@@ -387,35 +394,56 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
         return bool(ready) or (due is not None and due <= now), eta, due
 
     def take(self, ask: Take) -> Claimed:
-        queues, count, ahead = ask.queues, ask.count, ask.ahead
         # Look first without the write lock: an idle worker's claim then costs no write.
-        with self.db.read() as conn:
-            workable, eta, _ = self._workable(conn, queues, time.time(), ahead, ask.above)
-        if not workable:
-            return Claimed([], eta)
+        # Not after a claim that found all it asked for (a busy worker draining a backlog:
+        # more is likely there, and the look would be a read for nothing).
+        if not (self.busy and ask.above is None):
+            with self.db.read() as conn:
+                workable, eta, _ = self._workable(
+                    conn, queues=ask.queues, now=time.time(), ahead=ask.ahead, above=ask.above
+                )
+            if not workable:
+                return Claimed([], eta)
+        return self._claim(ask)
+
+    def wait_take(self, ask: Take, timeout: float) -> Claimed:
+        if self.wait(ask.queues, timeout, ask.ahead):
+            return self._claim(ask)  # woken: `take`'s look was just made
+        return self.take(ask)
+
+    def _claim(self, ask: Take) -> Claimed:
+        queues, count, ahead = ask.queues, ask.count, ask.ahead
         with self.db.write() as conn:
             now = time.time()
-            expired = conn.execute(
-                "SELECT id, queue, seq FROM messages WHERE state = 'claimed' AND deadline <= ? "
-                "ORDER BY deadline LIMIT ?",
-                (now, RESTORE_LIMIT),
-            ).fetchall()
-            # Expired claims go back to the head, marked delivered before; due messages
-            # (earliest first) to the due lane.
-            conn.executemany(
-                "UPDATE messages SET redelivered = 1 WHERE id = ?", [(row[0],) for row in expired]
-            )
-            _to_head(conn, expired)
-            _to_due(conn, _due(conn, now))
+            # The earliest claim deadline and eta, from their indexes: the expired claims
+            # and due messages are looked for only when there are some.
+            first_deadline, next_eta = conn.execute(NEXT_TIMES).fetchone()
+            if first_deadline is not None and first_deadline <= now:
+                expired = conn.execute(
+                    "SELECT id, queue, seq FROM messages WHERE state = 'claimed' "
+                    "AND deadline <= ? ORDER BY deadline LIMIT ?",
+                    (now, RESTORE_LIMIT),
+                ).fetchall()
+                # Expired claims go back to the head, marked delivered before; due messages
+                # (earliest first) to the due lane.
+                conn.executemany(
+                    "UPDATE messages SET redelivered = 1 WHERE id = ?",
+                    [(row[0],) for row in expired],
+                )
+                _to_head(conn, expired)
+            moved = next_eta is not None and next_eta <= now  # delayed messages made ready
+            if moved:
+                _to_due(conn, _due(conn, now))
             claims: list[Claim] = []
             deadline = now + ask.visibility
             token = new_token()
             acked = False
             for early in (False, True):
                 if early:  # nothing due: what falls due within `ahead` (see Backend.claim)
-                    if claims or ahead <= 0:
+                    if claims or ahead <= 0 or next_eta is None or next_eta > now + ahead:
                         break
                     soon = _due(conn, now + ahead)
+                    moved = True
                     # held by their worker until their eta (see Delivery.claim)
                     conn.executemany(
                         "UPDATE messages SET ack_at_claim = 0 WHERE id = ? AND eta > ?",
@@ -428,26 +456,28 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
                     if ask.above is not None and place == len(queues):
                         # only priorities above `above`: numbers below its due lane
                         rows = conn.execute(
-                            "SELECT id, body, ack_at_claim, redelivered, seq FROM messages "
-                            "WHERE state = 'ready' AND queue = ? AND seq < ? "
+                            "SELECT rowid, id, body, ack_at_claim, redelivered, seq "
+                            "FROM messages WHERE state = 'ready' AND queue = ? AND seq < ? "
                             "ORDER BY seq LIMIT ?",
                             (queue, _offset(ask.above) + DUE_LANE, count - len(claims)),
                         ).fetchall()
                     else:
                         rows = conn.execute(
-                            "SELECT id, body, ack_at_claim, redelivered, seq FROM messages "
-                            "WHERE state = 'ready' AND queue = ? ORDER BY seq LIMIT ?",
+                            "SELECT rowid, id, body, ack_at_claim, redelivered, seq "
+                            "FROM messages WHERE state = 'ready' AND queue = ? "
+                            "ORDER BY seq LIMIT ?",
                             (queue, count - len(claims)),
                         ).fetchall()
                     held = rows
-                    if rows and not claims and ask.ack_first and rows[0][2]:
-                        conn.execute("DELETE FROM messages WHERE id = ?", (rows[0][0],))
+                    if rows and not claims and ask.ack_first and rows[0][3]:
+                        conn.execute("DELETE FROM messages WHERE rowid = ?", (rows[0][0],))
                         acked, held = True, rows[1:]
-                    conn.executemany(
-                        "UPDATE messages SET state = 'claimed', deadline = ?, token = ? "
-                        "WHERE id = ?",
-                        [(deadline, token, row[0]) for row in held],
-                    )
+                    if held:
+                        conn.executemany(
+                            "UPDATE messages SET state = 'claimed', deadline = ?, token = ? "
+                            "WHERE rowid = ?",
+                            [(deadline, token, row[0]) for row in held],
+                        )
                     claims += [
                         Claim(
                             id_,
@@ -457,11 +487,14 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
                             bool(r),
                             _priority(seq) if seq < DUE_LANE else 0,
                         )
-                        for id_, body, _, r, seq in rows
+                        for _, id_, body, _, r, seq in rows
                     ]
-            next_eta = conn.execute(
-                "SELECT MIN(eta) FROM messages WHERE state = 'delayed'"
-            ).fetchone()[0]
+            if moved:  # the next eta of those still delayed
+                next_eta = conn.execute(
+                    "SELECT MIN(eta) FROM messages WHERE state = 'delayed'"
+                ).fetchone()[0]
+        if ask.above is None:
+            self.busy = len(claims) >= count
         return Claimed(claims, next_eta, acked)
 
     def wait(self, queues: Sequence[str], timeout: float, ahead: float = 0.0) -> bool:
