@@ -139,6 +139,13 @@ class Cluster:
         process.kill()
         process.wait()
 
+    def restart(self, port: int) -> None:
+        """Start the node on `port` again (killed: it comes back as a replica of the
+        master that took its place) and wait until the cluster is ok."""
+        self._server(port)
+        wait_for(lambda: self._answers(port), 10, f"cluster node on port {port}")
+        wait_for(self.ok, 30, "the cluster to be whole again")
+
     def stop(self) -> None:
         for process in self.servers.values():
             if process.poll() is None:

@@ -307,18 +307,22 @@ def stored_messages(app) -> list[Stored]:
     """Every message `app`'s broker holds, read from the store itself (for assertions)."""
     broker = app.broker
     kind = type(broker).__name__
-    if kind == "RedisBackend":
+    if kind in ("RedisBackend", "ClusterBackend"):
         from beatq.brokers.redis import split_stored
 
-        client, keys = broker.client, broker.keys
-        claimed = {m.decode().partition("|")[0] for m in client.zrange(keys.unacked, 0, -1)}
-        delayed = {m.decode() for m in client.zrange(keys.delayed, 0, -1)}
+        client = broker.client
+        units = [broker.keys]  # a cluster: each queue's keys apart (cluster.py)
+        if kind == "ClusterBackend":
+            units = [broker.unit(q) for q in broker.queue_names()]
         found = []
-        for id_, value in client.hgetall(keys.msgs).items():
-            id_ = id_.decode()
-            queue, body = split_stored(value)
-            state = "claimed" if id_ in claimed else "delayed" if id_ in delayed else "ready"
-            found.append(Stored(id_, queue, state, body))
+        for keys in units:
+            claimed = {m.decode().partition("|")[0] for m in client.zrange(keys.unacked, 0, -1)}
+            delayed = {m.decode() for m in client.zrange(keys.delayed, 0, -1)}
+            for id_, value in client.hgetall(keys.msgs).items():
+                id_ = id_.decode()
+                queue, body = split_stored(value)
+                state = "claimed" if id_ in claimed else "delayed" if id_ in delayed else "ready"
+                found.append(Stored(id_, queue, state, body))
         return found
     if kind == "SqliteBackend":
         with broker.db.read() as conn:

@@ -33,7 +33,7 @@ from tests.conftest import ROOT, WorkerProcess, scaled, stored_messages, wait_fo
 from tests.proj import journal
 
 OUT = "beat-out"  # a queue no worker consumes: the messages sent to it stay stored
-BOTH = pytest.mark.backends("redis", "sqlite")  # several beat processes share the store
+BOTH = pytest.mark.backends("redis", "sqlite", "cluster")  # several beat processes share the store
 TIME_WITH_OFFSET = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d"
 
 

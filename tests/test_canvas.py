@@ -35,7 +35,7 @@ from tests.proj.tasks import (
 from tests.proj.tasks import cv_xsum as xsum
 
 EVENS = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]
-ALL = pytest.mark.backends("redis", "sqlite", "memory")
+ALL = pytest.mark.backends("redis", "sqlite", "memory", "cluster")
 
 
 @pytest.fixture
@@ -266,7 +266,7 @@ def test_chord_join_runs_once_when_a_member_retries(worker, drained):
     assert journal("cv_body") == ["body:11"]
 
 
-@pytest.mark.backends("redis", "sqlite")
+@pytest.mark.backends("redis", "sqlite", "cluster")
 def test_chord_join_runs_once_when_a_members_worker_is_killed(start_worker, drained):
     visibility = {"BEATQ_TEST_VISIBILITY": "1.5"}
     first = start_worker("-P", "solo", extra_env=visibility)

@@ -39,7 +39,7 @@ from tests.conftest import (
 from tests.proj import journal
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-pytestmark = pytest.mark.backends("redis", "sqlite", "memory")
+pytestmark = pytest.mark.backends("redis", "sqlite", "memory", "cluster")
 
 
 # -- a worker shared by the tests of a module ------------------------------------------------

@@ -28,7 +28,7 @@ def runs(prefix: str) -> list[str]:
     return [r for r in journal("runs") if r.startswith(prefix)]
 
 
-@pytest.mark.backends("redis", "sqlite", "memory")
+@pytest.mark.backends("redis", "sqlite", "memory", "cluster")
 @pytest.mark.parametrize("pool", list(POOLS))
 @pytest.mark.parametrize("normal_sent", ["while busy", "before start"])
 def test_urgent_work_sent_while_busy_runs_before_the_normal_work_held(

@@ -21,16 +21,21 @@ script that touches another slot, so a mistake fails loudly.
 What needs two units is done in steps whose retry is idempotent:
 - a claim over several queues takes queue by queue, in the order given (the urgency
   order); a wait over several queues blocks on each queue's wake-up list in a thread of
-  its own (`Waits`);
-- a finish stores the results (their slots), counts the chord member (the chord's
-  slot), sends the callbacks and a complete chord's unlock message if they were never
-  sent (`send_once`, by message id), then acknowledges (the queue's slot). A worker
-  killed between two steps has its message delivered again and run again, as after a
-  kill mid-task; no step, made again, doubles anything;
+  its own (`Waits`); an expired claim goes back as its own queue is next claimed from;
+- a finish stores the results (their slots); counts the chord member (the chord's slot,
+  which keeps the unlock message until it is sent); sends the messages bound for queues
+  other than the acknowledged ones, each under a mark (the finish's token and the
+  message id) a retry finds (`send_once`); then, per queue, acknowledges with the
+  messages bound for that queue in the same call (a task's retry, by its own id, goes
+  where the message it replaces is acknowledged). A worker killed between two steps
+  has its message delivered again and run again, as after a kill mid-task; no step,
+  made again, doubles anything;
 - the beat's dispatch settles the run (fenced, on {home}) and puts its messages in an
-  outbox there, in one call; the outbox is then sent (`send_once`, by message id) and
-  emptied. A new leader, and every leader as it renews its lease, sends what the outbox
-  holds before dispatching anything new.
+  outbox there, each with the mark of its run's (entry, slot), in one round trip; the
+  outbox is then sent (`send_once`) and emptied. A new leader, and every leader as it
+  renews its lease, sends what the outbox holds before dispatching anything new. A run
+  dispatched again because its settlement was lost with a failed master is not sent
+  again: its mark is in its queue's slot.
 """
 
 from __future__ import annotations
@@ -299,17 +304,20 @@ class ClusterBackend(RedisBackend):
         if events:
             self.add_events(events)
 
-    def send_once(self, messages: Sequence[Outgoing], stamp: str = "") -> None:
-        """Send each message unless one of its id was sent with the same `stamp` within
-        a day (see lua/send_once.lua)."""
-        grouped = self._by_queue(messages, lambda m: m.queue)
+    def send_once(self, messages: Sequence[Outgoing], marks: Sequence[str]) -> None:
+        """Send each message unless its mark (one per message) was seen within a day
+        (see lua/send_once.lua)."""
+        grouped = self._by_queue(zip(messages, marks), lambda pair: pair[0].queue)
         self._register(grouped)
-        for queue, batch in grouped.items():
-            self._send_once(queue, stamp, _flatten(batch))
+        for queue, pairs in grouped.items():
+            flat: list[Any] = []
+            for message, mark in pairs:
+                flat += [*_flatten([message]), mark]
+            self._send_once(queue, flat)
 
-    def _send_once(self, queue: str, stamp: str, flat: list[Any]) -> None:
+    def _send_once(self, queue: str, flat: list[Any]) -> None:
         u = self.unit(queue)
-        self._run("send_once", [u.msgs, u.delayed], [u.prefix, _ms(TOKEN_TTL), stamp, *flat])
+        self._run("send_once", [u.msgs, u.delayed], [u.prefix, _ms(TOKEN_TTL), *flat])
 
     def take(self, ask: Take, before: Sequence[tuple[Any, ...]] = ()) -> Claimed:
         self._register(ask.queues)
@@ -466,7 +474,7 @@ class ClusterBackend(RedisBackend):
         elsewhere = [m for m in step.send if m.queue not in acked]
         if elsewhere:
             if step.token:
-                self.send_once(elsewhere, step.token)
+                self.send_once(elsewhere, [f"{step.token}:{m.id}" for m in elsewhere])
             else:
                 self.send(elsewhere)
         self._register(acked)
@@ -488,7 +496,7 @@ class ClusterBackend(RedisBackend):
         found = self._run("chord_join", [members, unlock], args)
         if found:
             self._register([join.unlock.queue])
-            self._send_once(join.unlock.queue, "", list(found))
+            self._send_once(join.unlock.queue, [*found, f"chord:{join.group}"])
             with _errors(self.url):
                 self.routes.command(unlock, "HSET", unlock, "sent", "1")
 
@@ -567,14 +575,15 @@ class ClusterBackend(RedisBackend):
     ) -> list[str]:
         k = self.keys
         keys = [*self._beat_keys(lease), k.msgs, k.delayed, k.beat_held]
-        calls = []
+        calls, marks = [], []
         for run in runs:
             args = self._dispatch_args(holder, token, run)
             args[6] = self._busy(run.busy_id, run.send)
             calls.append((keys, args))
+            marks += self._marks(f"beat:{run.entry}|{run.slot!r}", run.send)
         with _errors(self.url):
-            replies = self.routes.fcall_many("beat_dispatch", calls, spin=False)
-        outcomes = [r.decode() if isinstance(r, bytes) else str(r) for r in replies]
+            replies = self.routes.fcall_many("beat_dispatch", calls, spin=False, then=marks)
+        outcomes = [r.decode() if isinstance(r, bytes) else str(r) for r in replies[: len(runs)]]
         if "sent" in outcomes:
             self.send_outbox()
         return outcomes
@@ -606,11 +615,25 @@ class ClusterBackend(RedisBackend):
             *_flatten(send),
         ]
         keys = [*self._schedule_keys(lease), self.keys.beat_held]
-        reply = self._run("schedules", keys, args)
+        marks = self._marks(f"request:{request_id}|{float(slot)!r}", send)
+        with _errors(self.url):
+            reply = self.routes.fcall("schedules", keys, args, then=marks)
         outcome = reply.decode() if isinstance(reply, bytes) else str(reply)
         if outcome == "sent":
             self.send_outbox()
         return outcome
+
+    def _marks(self, run: str, send: Sequence[Outgoing]) -> list[tuple[Any, ...]]:
+        """The commands that note, beside the outbox, the mark each message of a run is
+        sent under: its run's (entry, slot), so a run dispatched again (a settlement
+        lost with a master that failed before its replica had it) is never sent again."""
+        return [
+            ("SET", self._mark_key(m.id), f"{run}|{i}", "PX", _ms(TOKEN_TTL))
+            for i, m in enumerate(send)
+        ]
+
+    def _mark_key(self, message_id: str) -> str:
+        return f"{self.keys.prefix}:beat:mark:{message_id}"
 
     def send_outbox(self) -> int:
         """Send the messages the beat's dispatches left in the outbox (each once by id),
@@ -622,8 +645,9 @@ class ClusterBackend(RedisBackend):
                 return 0
             ids = [id_ for id_, _ in held]
             stored = self.client.hmget(k.msgs, ids)
-        messages = []
-        for (id_, eta), value in zip(held, stored):
+            found = self.client.mget([self._mark_key(i.decode()) for i in ids])
+        messages, marks = [], []
+        for (id_, eta), value, mark in zip(held, stored, found):
             if value is None:
                 continue
             name, _, body = value.partition(b"\n")
@@ -635,8 +659,9 @@ class ClusterBackend(RedisBackend):
             # the stored body carries its delivery byte; _flatten adds it again
             ack = body[:1] == ACK_AT_CLAIM
             messages.append(Outgoing(queue, id_.decode(), body[1:], due, ack, priority))
+            marks.append(mark.decode() if mark else f"beat:{id_.decode()}")
         if messages:
-            self.send_once(messages)  # the ids of runs: unique
+            self.send_once(messages, marks)
         with _errors(self.url):
             replies = self.routes.pipeline(
                 k.prefix,
@@ -645,6 +670,7 @@ class ClusterBackend(RedisBackend):
                     ("ZREM", k.beat_held, *ids),
                     ("HDEL", k.msgs, *ids),
                     ("ZREM", k.delayed, *ids),
+                    ("DEL", *(self._mark_key(i.decode()) for i in ids)),
                     ("EXEC",),
                 ],
             )

@@ -630,3 +630,9 @@ def beat_run(self):
 def sent(tag):
     """Journal `tag` (to "sent"): a client's send that ran."""
     record("sent", tag)
+
+
+@app.task
+def cl_stamp(tag):
+    """Journal [tag, the POSIX time it ran at] (to "cl"): runs through a failover."""
+    record("cl", [tag, time.time()])

@@ -1,0 +1,130 @@
+"""redis+cluster:// through a kill -9 of a master (issue 24): a worker keeps taking the
+work of the other shards' queues, and the killed shard's queues come back once its
+replica is promoted; the beat keeps one leader and sends each slot once through a kill
+of the master of its own slot ({home}) and of the leader.
+
+The session's cluster (tests/clusters.py) is made whole again after each test: the
+killed node restarts as a replica of the master that replaced it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from beatq.exceptions import BrokerError
+from tests.conftest import CLUSTER, scaled, wait_for
+from tests.proj import journal
+from tests.test_beat_e2e import (  # noqa: F401 (start_beat: a fixture)
+    OUT,
+    assert_each_slot_once,
+    leader_pid,
+    slots,
+    start_beat,
+    tick,
+    write_schedule,
+)
+
+pytestmark = pytest.mark.backends("cluster")
+
+
+@pytest.fixture
+def cluster(request: pytest.FixtureRequest, cluster_url: str):
+    return request.config.stash[CLUSTER]
+
+
+def spread(app, cluster, count: int = 3) -> list[str]:
+    """Queue names whose keys are on `count` different masters, one each."""
+    found: dict[int, str] = {}
+    for i in range(200):
+        name = f"fo{i}"
+        found.setdefault(cluster.master_of(app.broker.unit(name).msgs), name)
+        if len(found) == count:
+            return list(found.values())
+    raise AssertionError("no queue names on every master")
+
+
+def runs_of(queue: str) -> list[float]:
+    return sorted(at for tag, at in journal("cl") if tag.startswith(f"{queue}:"))
+
+
+def test_kill9_of_a_master_the_other_shards_queues_never_stop(app, cluster, start_worker):
+    from tests.proj.tasks import cl_stamp
+
+    queues = spread(app, cluster)
+    hit, *others = queues
+    worker = start_worker("-P", "threads", "-c", "4", "-Q", ",".join(queues))
+    stop = threading.Event()
+    sent: dict[str, int] = dict.fromkeys(queues, 0)
+    refused: dict[str, int] = dict.fromkeys(queues, 0)
+
+    def send(q: str) -> None:  # a thread per queue: a refused send holds up no other
+        i = 0
+        while not stop.is_set():
+            try:
+                cl_stamp.apply_async((f"{q}:{i}",), queue=q)
+                sent[q] += 1
+            except BrokerError:
+                refused[q] += 1  # the killed shard's, until its replica is promoted
+            i += 1
+            time.sleep(0.05)
+
+    senders = [threading.Thread(target=send, args=(q,), daemon=True) for q in queues]
+    for sender in senders:
+        sender.start()
+    wait_for(lambda: all(runs_of(q) for q in queues), 10, "runs on every queue")
+    master = cluster.master_of(app.broker.unit(hit).msgs)
+    replica = cluster.replica_of(master)
+    try:
+        killed_at = time.time()
+        cluster.kill(master)
+        wait_for(lambda: cluster.master_of(app.broker.unit(hit).msgs) == replica, 20, "promotion")
+        promoted_at = time.time()
+        wait_for(lambda: any(t > promoted_at for t in runs_of(hit)), 10, "the hit queue back")
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for sender in senders:
+            sender.join(5)
+        cluster.restart(master)
+    assert worker.process.poll() is None, worker.log()
+    for q in others:  # every send that returned ran, and runs never paused for long
+        wait_for(lambda q=q: len(runs_of(q)) >= sent[q], 15, f"the runs of {q}")
+        assert refused[q] == 0
+        around = [t for t in runs_of(q) if killed_at - 1.0 <= t <= promoted_at + 0.5]
+        gaps = [b - a for a, b in zip(around, around[1:])]
+        assert around and max(gaps) < scaled(1.0), (q, max(gaps), promoted_at - killed_at)
+    # the killed shard's queue: what its new master took runs
+    assert len(runs_of(hit)) >= sent[hit] - 20 * (promoted_at - killed_at + 1)
+
+
+def test_beat_through_kill9_of_its_slots_master_and_of_its_leader(
+    app,
+    cluster,
+    tmp_path,
+    start_beat,  # noqa: F811 (the fixture imported above)
+):
+    path = write_schedule(tmp_path / "s.yaml", {"all": tick(catchup="all")})
+    beats = [start_beat(path, ttl=1.5), start_beat(path, ttl=1.5)]
+    wait_for(lambda: len(slots(app, "all")) >= 2, 10, "two runs")
+    lease = app.broker.keys.lease("beat")
+    home = cluster.master_of(lease)
+    replica = cluster.replica_of(home)
+    try:
+        cluster.kill(home)
+        wait_for(lambda: cluster.master_of(lease) == replica, 20, "the replica's promotion")
+        last = max(slots(app, "all"))
+        wait_for(lambda: max(slots(app, "all")) >= last + 2, 10, "runs after the promotion")
+        old = wait_for(lambda: leader_pid(app), 10, "a leader")
+        os.kill(old, signal.SIGKILL)
+        last = max(slots(app, "all"))
+        wait_for(lambda: max(slots(app, "all")) >= last + 2, 10, "runs after the leader's kill")
+    finally:
+        cluster.restart(home)
+    assert all(b.process.poll() is None for b in beats if b.pid != old)
+    assert leader_pid(app) != old
+    assert_each_slot_once(slots(app, "all"), 6)  # catchup all: no slot missed, none twice
