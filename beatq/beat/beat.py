@@ -39,6 +39,7 @@ from typing import Any
 from .. import events as ev
 from ..app import Beatq
 from ..brokers import BeatDispatch, Outgoing
+from ..brokers.urls import process_urls
 from ..exceptions import BrokerError, LeaseLost, ScheduleError
 from ..messages import Message
 from ..metrics import Metrics
@@ -59,6 +60,7 @@ from .history import (
 from .history import encode as encode_run
 from .lease import LeaderLease
 from .loader import load_all, schedule_files
+from .presence import Presence
 from .record import EntryRecord
 from .specs import SOURCE, decode, entry_of
 
@@ -189,6 +191,8 @@ class Beat:
         self.history: list[tuple[str, bytes]] = []  # run records not written yet
         self.history_len = int(app.conf.beat_history_len or 0)
         self.led_at = 0.0  # when this beat last became the leader
+        self.started_at: float | None = None
+        self.presence = Presence(lambda: self.app.broker, self.holder, self.describe)
         if metrics is not None:
             metrics.watch_lease(app, LEASE_NAME)
 
@@ -216,6 +220,8 @@ class Beat:
         )
         tighten_timer_slack()  # this thread's naps before a run (see _sleep)
         failures = 0
+        self.started_at = time.time()
+        self.presence.start()
         try:
             while not self.stopping.is_set():
                 try:
@@ -246,10 +252,25 @@ class Beat:
                     self.stopping.wait(delay)
         finally:
             self._hand_over()
+            self.presence.stop()
 
     def stop(self) -> None:
         """Stop at the next step and hand the lease over at once."""
         self.stopping.set()
+
+    def describe(self) -> dict[str, Any]:
+        """What `beatq status` and the dashboard show of this beat (its heartbeat)."""
+        token = self.lease.token
+        return {
+            "holder": self.holder,
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": self.started_at,
+            "leader": token is not None,
+            "token": token,
+            "lease_ttl": self.ttl,
+            **process_urls(self.app.conf.broker_url, self.app.conf.result_backend),
+        }
 
     def _hand_over(self) -> None:
         if self.lease.held:

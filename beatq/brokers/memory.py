@@ -97,6 +97,7 @@ class _Store:
         self.chords: dict[str, _Chord] = {}
         self.tokens: dict[str, _Expiring] = {}  # finishes done, by token
         self.workers: dict[str, _Expiring] = {}
+        self.beats: dict[str, _Expiring] = {}
         self.expiring: list[tuple[float, str, str]] = []  # (when, table, key)
         self.dead: dict[str, DeadLetter] = {}  # in order of death
         self.leases: dict[str, LeaseRow] = {}
@@ -547,6 +548,21 @@ class MemoryBackend(RowBeatState, RowSchedules, Backend):
         with self._locked() as s:
             now = time.time()
             return {n: w.value for n, w in s.workers.items() if w.expires > now}
+
+    def beat_heartbeat(self, holder: str, info: bytes, ttl: float) -> None:
+        with self._locked() as s:
+            now = time.time()
+            s.sweep(now)
+            s.keep("beats", holder, _Expiring(info, now + ttl))
+
+    def beat_unregister(self, holder: str) -> None:
+        with self._locked() as s:
+            s.beats.pop(holder, None)
+
+    def beats(self) -> dict[str, bytes]:
+        with self._locked() as s:
+            now = time.time()
+            return {n: b.value for n, b in s.beats.items() if b.expires > now}
 
     # -- events ----------------------------------------------------------------------------
     def add_events(self, items: Sequence[bytes], maxlen: int | None = None) -> None:

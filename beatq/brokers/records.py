@@ -8,7 +8,8 @@ says in `Outgoing`, and the backend stores it beside the body.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 __all__ = [
     "BeatDispatch",
@@ -18,9 +19,12 @@ __all__ = [
     "DeadLetter",
     "EntryState",
     "Lease",
+    "Node",
     "Outgoing",
     "ResultWrite",
     "RunRequest",
+    "Shard",
+    "Topology",
 ]
 
 
@@ -146,3 +150,61 @@ class RunRequest:
     body: bytes
     cursor: float | None = None
     done: float | None = None
+
+
+@dataclass(frozen=True)
+class Node:
+    """One server of a backend as it was seen just now (see `Topology`)."""
+
+    address: str  # host:port, or a Unix socket's path
+    role: str  # "master", "replica" or "sentinel"
+    status: str = "ok"  # "ok", or what is wrong: "down", "link down", "unreachable: ..."
+    version: str | None = None  # the server's (Redis 7.2.4: "7.2.4"), where it was asked
+    # A replica, as its master sees it: seconds since it last confirmed what it has (Redis
+    # INFO's `lag`), and how many bytes of the master's stream it has not confirmed yet.
+    lag: float | None = None
+    behind: int | None = None
+    detail: str | None = None  # a sentinel: the master it names, when others name another
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A master and its replicas. One Redis, with or without Sentinel, is one shard
+    holding every key (`slots` empty); a Redis Cluster has one per master, each with its
+    ranges of hash slots (inclusive) and the queues whose keys live there."""
+
+    master: Node
+    replicas: tuple[Node, ...] = ()
+    slots: tuple[tuple[int, int], ...] = ()
+    queues: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Topology:
+    """What a backend runs on, read when asked (`Store.topology`).
+
+    `kind`: "memory", "sqlite", "redis", "sentinel" or "cluster"; `url`: the URL with its
+    passwords masked. A SQLite file gives `path`, `journal_mode` and `size` (bytes, the
+    file with its write-ahead log); a Redis server one shard, and a Cluster a shard per
+    master. Behind Sentinel: `service`, the master's name; `sentinels`, each asked (its
+    status says whether it answered); `epoch`, the sentinels' configuration epoch (it
+    grows with every failover: 0, none yet); `last_failover`, when the sentinels took up
+    the current master (POSIX seconds, None without a failover; to within a second or
+    two, as the earliest sentinel to have switched saw it).
+    """
+
+    kind: str
+    url: str
+    shards: tuple[Shard, ...] = ()
+    sentinels: tuple[Node, ...] = ()
+    service: str | None = None
+    epoch: int | None = None
+    last_failover: float | None = None
+    path: str | None = None
+    journal_mode: str | None = None
+    size: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # what a backend adds of its own
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON: tuples as lists, every key present (None where unknown)."""
+        return asdict(self)

@@ -37,6 +37,8 @@ Keys (prefix `beatq`, or the transport option `global_keyprefix`):
     {p}:sched:h:{e} list    entry e's run history, newest first, capped
     {p}:worker:{n}  string  a worker's last heartbeat info, expiring
     {p}:workers     zset    worker name by heartbeat expiry
+    {p}:beats:{h}   string  a beat's last heartbeat info (leader or standby), expiring
+    {p}:beats       zset    beat holder by heartbeat expiry
     {p}:events      stream  the event stream (field "e": one JSON event), capped
     {p}:revoked     zset    revoked task id by time of revocation (server clock)
     {p}:revoked:term set    revoked task ids to terminate if running
@@ -62,7 +64,6 @@ import ssl
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as redis_asyncio
@@ -87,7 +88,7 @@ from ..exceptions import (
     LeaseLost,
     NotReplicated,
 )
-from . import redis_sentinel
+from . import redis_sentinel, redis_topology
 from .records import (
     BeatDispatch,
     Claim,
@@ -97,11 +98,13 @@ from .records import (
     Lease,
     Outgoing,
     RunRequest,
+    Topology,
 )
 from .redis_calls import SPIN, Calls, _missing
 from .redis_sentinel import SentinelLoginRefused, SentinelUrl, is_sentinel
 from .replication import Replication
 from .roles import Backend, Finish, Plan, Take, forget_elsewhere, new_token
+from .urls import shown_url
 
 MAX_BLOCK = 5.0  # seconds: the longest a blocking read waits before asking again
 TOKEN_TTL = 86400.0  # seconds a finish's token is kept: a retry later than that is not caught
@@ -119,6 +122,7 @@ class RedisKeys:
         self.dead_reason = f"{prefix}:dead:why"
         self.dead_index = f"{prefix}:dead:idx"
         self.workers = f"{prefix}:workers"
+        self.beats = f"{prefix}:beats"
         self.beat_settled = f"{prefix}:beat:settled"
         self.beat_next = f"{prefix}:beat:next"
         self.beat_info = f"{prefix}:beat:info"
@@ -165,6 +169,9 @@ class RedisKeys:
 
     def reply(self, command_id: str) -> str:
         return f"{self.prefix}:reply:{command_id}"
+
+    def beat(self, holder: str) -> str:
+        return f"{self.prefix}:beats:{holder}"
 
 
 # What a Redis URL's query may set besides the connection's own arguments (the pool's).
@@ -237,16 +244,6 @@ def _errors(url: str) -> Iterator[None]:
         # a Redis Cluster without a master for a slot, or out of reach (a mistake of
         # beatq's own, a cross-slot call, is a plain ResponseError and stays one)
         raise BrokerError(f"Redis Cluster at {shown_url(url)}: {exc}") from exc
-
-
-def shown_url(url: str) -> str:
-    """`url` with its password masked, fit for a log line or an error message."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 # The byte stored between a message's queue and its body: its delivery property.
@@ -925,6 +922,28 @@ class RedisBackend(Backend):
             infos = self.client.mget([self.keys.worker(n) for n in names])
         return {n: i for n, i in zip(names, infos) if i is not None}
 
+    def beat_heartbeat(self, holder: str, info: bytes, ttl: float) -> None:
+        with _errors(self.url):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.set(self.keys.beat(holder), info, px=max(1, int(ttl * 1000)))
+            pipe.zadd(self.keys.beats, {holder: time.time() + ttl})
+            pipe.zremrangebyscore(self.keys.beats, "-inf", time.time())
+            pipe.execute()
+
+    def beat_unregister(self, holder: str) -> None:
+        with _errors(self.url):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.delete(self.keys.beat(holder))
+            pipe.zrem(self.keys.beats, holder)
+            pipe.execute()
+
+    def beats(self) -> dict[str, bytes]:
+        with _errors(self.url):
+            alive = self.client.zrangebyscore(self.keys.beats, time.time(), "+inf")
+            names = [n.decode() for n in alive]
+            infos = self.client.mget([self.keys.beat(n) for n in names]) if names else []
+        return {n: i for n, i in zip(names, infos) if i is not None}
+
     # -- events ----------------------------------------------------------------------------
     def add_events(self, items: Sequence[bytes], maxlen: int | None = None) -> None:
         if items:
@@ -1027,6 +1046,34 @@ class RedisBackend(Backend):
     def ping(self) -> None:
         with _errors(self.url):
             self.client.ping()
+
+    def topology(self) -> Topology:
+        shown = shown_url(self.url)
+        if self.sentinel is None:
+            with _errors(self.url):
+                where = redis_topology.address(self.client)
+                return Topology("redis", shown, (redis_topology.server_shard(self.client, where),))
+        order = {f"{h}:{p}": i for i, (h, p) in enumerate(self.sentinel.sentinels)}
+
+        def place(watcher: redis.Redis) -> int:
+            conn = watcher.connection_pool.connection_kwargs
+            return order.get(f"{conn.get('host')}:{conn.get('port')}", len(order))
+
+        watchers = sorted(redis_sentinel.watchers(self.client), key=place)
+        view = redis_topology.sentinel_view(watchers, self.sentinel.service)
+        with _errors(self.url):
+            self.client.ping()  # connected to the master the sentinels name now
+            host, port = redis_sentinel.master_address(self.client) or ("?", 0)
+            shard = redis_topology.server_shard(self.client, f"{host}:{port}")
+        return Topology(
+            "sentinel",
+            shown,
+            (redis_topology.merged(shard, view),),
+            view.sentinels,
+            self.sentinel.service,
+            view.epoch,
+            view.last_failover,
+        )
 
     def disconnect(self) -> None:
         self.client.close()

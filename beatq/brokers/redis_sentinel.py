@@ -261,8 +261,7 @@ def client(
 
 def close_watchers(backend_client: redis.Redis) -> None:
     """Close the connections to the sentinels of a client made by `client`."""
-    manager = getattr(backend_client.connection_pool, "sentinel_manager", None)
-    for watcher in getattr(manager, "sentinels", ()):
+    for watcher in watchers(backend_client):
         watcher.close()
         watcher.connection_pool.disconnect()
 
@@ -271,3 +270,9 @@ def master_address(backend_client: redis.Redis) -> tuple[str, int] | None:
     """The master a client of `client` last connected to (None: not yet known)."""
     pool = backend_client.connection_pool
     return getattr(pool, "master_address", None)
+
+
+def watchers(backend_client: redis.Redis) -> list[redis.Redis]:
+    """The clients of the sentinels of a client made by `client` (none for another)."""
+    manager = getattr(backend_client.connection_pool, "sentinel_manager", None)
+    return list(getattr(manager, "sentinels", ()))

@@ -4,7 +4,7 @@ Bytes in, bytes out: serialization lives above this layer (messages.py, result.p
 store is chosen by URL scheme (`beatq.brokers.connect`); each of memory.py, sqlite.py
 and redis.py is one class that plays every role (`Backend`) on its own URL.
 
-    Store          url, ping, close, prime, crowded: a connection to one URL
+    Store          url, ping, close, prime, crowded, topology: a connection to one URL
     ├─ Delivery    queues: send, claim, wait, renew, release, finish; dead letters
     ├─ Results     task states: store, read, wait for, forget
     ├─ Leases      the beat's leader lock, with a fencing token
@@ -12,7 +12,7 @@ and redis.py is one class that plays every role (`Backend`) on its own URL.
     │  └─ Schedules   entries added at run time, requests to run them now, run history
     ├─ Events      the capped event stream
     ├─ Timeline    the short rolling history of counts behind the dashboard's charts
-    └─ Workers     live workers (heartbeats) and revoked tasks
+    └─ Workers     live workers and beats (heartbeats) and revoked tasks
     Backend        all of them on one URL; its results may live elsewhere (`results`)
 
 Delivery model. A message is *ready* (in its queue), *delayed* (until its eta) or
@@ -53,7 +53,9 @@ from .records import (
     Outgoing,
     ResultWrite,
     RunRequest,
+    Topology,
 )
+from .urls import shown_url
 
 AWAIT_STEP = 1.0  # seconds an executor thread waits at a time in `await_result`
 
@@ -112,6 +114,16 @@ class Store(abc.ABC):
 
     def ping(self) -> None:
         """Raise BrokerError if the store cannot be reached."""
+
+    def topology(self) -> Topology:
+        """What this store runs on, read now: its kind, its URL (passwords masked), and
+        where it has them its servers (each shard's master and replicas, with their
+        replication lag), the sentinels, the file. See `Topology` for the shape.
+
+        A read only, of a few round trips: a part that does not answer is reported in
+        its `Node.status`; BrokerError only when the store itself cannot be reached.
+        This default knows the kind alone (the URL's scheme)."""
+        return Topology(self.url.partition(":")[0], shown_url(self.url))
 
     def disconnect(self) -> None:
         """Release this store's own connections (what `close` does for it)."""
@@ -561,7 +573,8 @@ class Timeline(Store):
 
 class Workers(Store):
     """What control commands reach: the live workers, the revoked tasks they skip, and
-    the control channel (commands broadcast to every worker, replies kept per command).
+    the control channel (commands broadcast to every worker, replies kept per command);
+    beside them, the live beats (what `beatq status` shows of each).
 
     The channel is a log that each worker reads with its heartbeat, from a cursor of its
     own: a command reaches the workers alive when it is sent, each once, and none that
@@ -581,6 +594,19 @@ class Workers(Store):
     @abc.abstractmethod
     def workers(self) -> dict[str, bytes]:
         """The live workers and their last info."""
+
+    @abc.abstractmethod
+    def beat_heartbeat(self, holder: str, info: bytes, ttl: float) -> None:
+        """Record that the beat `holder` (leader or standby) is alive for `ttl` seconds,
+        with its current `info`; apart from the workers, which `workers` lists alone."""
+
+    @abc.abstractmethod
+    def beat_unregister(self, holder: str) -> None:
+        """Forget the beat `holder` at once (clean stop)."""
+
+    @abc.abstractmethod
+    def beats(self) -> dict[str, bytes]:
+        """The live beats and their last info."""
 
     @abc.abstractmethod
     def revoke(self, task_ids: Sequence[str], terminate: bool, ttl: float) -> None:

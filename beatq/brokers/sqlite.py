@@ -20,16 +20,27 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from .records import ChordJoin, Claim, Claimed, DeadLetter, EntryState, Outgoing, RunRequest
+from .records import (
+    ChordJoin,
+    Claim,
+    Claimed,
+    DeadLetter,
+    EntryState,
+    Outgoing,
+    RunRequest,
+    Topology,
+)
 from .roles import Backend, Finish, Take, forget_elsewhere, new_token
 from .rows import LeaseRow, RowBeatState
 from .schedule_rows import RowSchedules
 from .sqlite_db import Database, is_relative, path_of
+from .urls import shown_url
 
 log = logging.getLogger("beatq.broker")
 
@@ -783,6 +794,23 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
         )
         return dict(rows)
 
+    def beat_heartbeat(self, holder: str, info: bytes, ttl: float) -> None:
+        now = time.time()
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM beats WHERE expires <= ?", (now,))  # a few rows at most
+            conn.execute(
+                "INSERT OR REPLACE INTO beats (name, info, expires) VALUES (?, ?, ?)",
+                (holder, info, now + ttl),
+            )
+
+    def beat_unregister(self, holder: str) -> None:
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM beats WHERE name = ?", (holder,))
+
+    def beats(self) -> dict[str, bytes]:
+        rows = self._select("SELECT name, info FROM beats WHERE expires > ?", (time.time(),))
+        return dict(rows)
+
     # -- events ----------------------------------------------------------------------------
     def _add_events(
         self, conn: sqlite3.Connection, items: Sequence[bytes], maxlen: int | None
@@ -895,6 +923,15 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
     def ping(self) -> None:
         with self.db.read() as conn:
             conn.execute("SELECT 1").fetchone()
+
+    def topology(self) -> Topology:
+        with self.db.read() as conn:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        path, size = self.db.path, 0
+        for name in (path, f"{path}-wal"):
+            with contextlib.suppress(OSError):  # no WAL file, or one removed meanwhile
+                size += os.path.getsize(name)
+        return Topology("sqlite", shown_url(self.url), path=path, journal_mode=mode, size=size)
 
     def disconnect(self) -> None:
         self.db.close()

@@ -40,7 +40,7 @@ from ..exceptions import BrokerError, ConfigurationError
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 10  # every statement is IF NOT EXISTS: a newer version only adds
+SCHEMA_VERSION = 11  # every statement is IF NOT EXISTS: a newer version only adds
 # Columns added to tables of older versions (CREATE TABLE IF NOT EXISTS leaves them out).
 ADDED_COLUMNS = [
     ("messages", "token", "TEXT"),  # version 3
@@ -179,6 +179,13 @@ CREATE TABLE IF NOT EXISTS replies (  -- workers' replies to control commands
 -- the timeline (version 10): workers' and the beat's samples, one per writer and interval
 CREATE TABLE IF NOT EXISTS timeline (at REAL NOT NULL, data BLOB NOT NULL UNIQUE);
 CREATE INDEX IF NOT EXISTS timeline_at ON timeline (at);
+
+-- live beats (version 11): what `beatq status` shows of each, as workers' heartbeats
+CREATE TABLE IF NOT EXISTS beats (
+    name    TEXT PRIMARY KEY,
+    info    BLOB NOT NULL,
+    expires REAL NOT NULL
+);
 """
 
 POLL_FAST = 0.001  # seconds between data_version checks early in a wait

@@ -37,13 +37,13 @@ from collections import Counter
 from collections.abc import Sequence
 from types import FrameType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from .. import events as ev
 from .. import signals
 from ..app import Beatq
 from ..brokers import Claim, Claimed, Outgoing
 from ..brokers.roles import new_token
+from ..brokers.urls import process_urls
 from ..calling import MAX_PRIORITY
 from ..exceptions import BrokerError, ConfigurationError
 from ..metrics import Metrics
@@ -75,15 +75,6 @@ class ColdShutdown(BaseException):
 
 class _StopWaiting(BaseException):
     """Raised by a stop signal in the main thread while it only waits for work."""
-
-
-def _safe_url(url: str) -> str:
-    """`url` without its password."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def default_hostname() -> str:
@@ -784,7 +775,7 @@ class Worker:
             "heartbeat_interval": self.heartbeat_interval,
             "revoked": len(self.revoked),
             "events": self.events_on,
-            "broker": _safe_url(self.app.conf.broker_url),
+            **process_urls(self.app.conf.broker_url, self.app.conf.result_backend),
             "rusage": {
                 "utime": usage.ru_utime,
                 "stime": usage.ru_stime,

@@ -1,0 +1,160 @@
+"""What a Redis backend runs on (`Store.topology`): the server and its replicas, from the
+server's own INFO; behind Sentinel, also what each sentinel says.
+
+A replica's lag is its master's view (INFO replication: `lag`, the seconds since the
+replica last confirmed what it has, and its offset, from which the bytes it has not
+confirmed). The sentinels are asked each in a thread of its own, so one that does not
+answer costs its timeout once, not once per sentinel.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.exceptions import AuthenticationError, RedisError
+
+from .records import Node, Shard
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _fields(reply: Any) -> dict[str, str]:
+    """A reply of field/value pairs (a flat list or a map, bytes or text) as text."""
+    if isinstance(reply, Mapping):
+        pairs = list(reply.items())
+    else:
+        pairs = list(zip(reply[::2], reply[1::2]))
+    return {_text(k): _text(v) for k, v in pairs}
+
+
+def address(client: redis.Redis) -> str:
+    """host:port of the server a plain client talks to (a Unix socket: its path)."""
+    kwargs = client.connection_pool.connection_kwargs
+    if kwargs.get("path"):
+        return str(kwargs["path"])
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
+
+def server_shard(client: redis.Redis, where: str) -> Shard:
+    """The server `client` talks to (at `where`) and the replicas it has, one round trip."""
+    pipe = client.pipeline(transaction=False)
+    pipe.info("server")
+    pipe.info("replication")
+    server, replication = pipe.execute()
+    version = server.get("redis_version")
+    if replication.get("role") != "master":
+        up = replication.get("master_link_status") == "up"
+        return Shard(
+            Node(
+                where,
+                "replica",
+                "ok" if up else "link down",
+                _text(version) if version else None,
+                lag=replication.get("master_last_io_seconds_ago"),
+                detail=f"replica of {replication.get('master_host')}:"
+                f"{replication.get('master_port')}",
+            )
+        )
+    offset = int(replication.get("master_repl_offset") or 0)
+    replicas = []
+    for i in range(int(replication.get("connected_slaves") or 0)):
+        seen = replication.get(f"slave{i}")
+        if not isinstance(seen, Mapping):
+            continue
+        state = _text(seen.get("state", "?"))
+        replicas.append(
+            Node(
+                f"{seen.get('ip')}:{seen.get('port')}",
+                "replica",
+                "ok" if state == "online" else state,
+                lag=float(seen["lag"]) if "lag" in seen else None,
+                behind=max(0, offset - int(seen.get("offset", 0))),
+            )
+        )
+    return Shard(Node(where, "master", "ok", _text(version) if version else None), tuple(replicas))
+
+
+@dataclass(frozen=True)
+class SentinelView:
+    """What the sentinels said: each one's node, the master the newest of them names,
+    the replicas they list, the configuration epoch and when it was taken up."""
+
+    sentinels: tuple[Node, ...]
+    master: str | None
+    replicas: tuple[Node, ...]
+    epoch: int | None
+    last_failover: float | None
+
+
+def _ask(watcher: redis.Redis, service: str) -> tuple[dict[str, str], list[dict[str, str]]]:
+    master = _fields(watcher.execute_command("SENTINEL", "MASTER", service))
+    replicas = watcher.execute_command("SENTINEL", "REPLICAS", service)
+    return master, [_fields(r) for r in replicas]
+
+
+def _replica_status(fields: dict[str, str]) -> str:
+    flags = set(fields.get("flags", "").split(","))
+    if flags & {"s_down", "o_down", "disconnected"}:
+        return "down"
+    if fields.get("master-link-status", "ok") != "ok":
+        return "link down"
+    return "ok"
+
+
+def sentinel_view(watchers: list[redis.Redis], service: str) -> SentinelView:
+    """Ask every sentinel in `watchers` about `service`, at once."""
+    now = time.time()
+
+    def ask(watcher: redis.Redis) -> tuple[dict[str, str], list[dict[str, str]]] | str:
+        try:
+            return _ask(watcher, service)
+        except AuthenticationError:
+            return "refused the login (sentinel_kwargs password)"
+        except (RedisError, OSError) as exc:
+            return f"unreachable: {exc}"
+
+    with ThreadPoolExecutor(max(1, len(watchers)), thread_name_prefix="beatq-sentinel") as pool:
+        answers = list(pool.map(ask, watchers))
+    heard = [a for a in answers if not isinstance(a, str)]
+    epoch = max((int(m.get("config-epoch", 0)) for m, _ in heard), default=None)
+    newest = [(m, r) for m, r in heard if int(m.get("config-epoch", 0)) == epoch]
+    master = f"{newest[0][0]['ip']}:{newest[0][0]['port']}" if newest else None
+    last_failover = None
+    if epoch:  # the earliest sentinel to take up this master saw the failover nearest
+        ages = [float(m.get("role-reported-time", 0)) / 1000 for m, _ in newest]
+        last_failover = now - max(ages)
+    nodes = []
+    for watcher, answer in zip(watchers, answers):
+        conn = watcher.connection_pool.connection_kwargs
+        where = f"{conn.get('host')}:{conn.get('port')}"
+        if isinstance(answer, str):
+            nodes.append(Node(where, "sentinel", answer))
+            continue
+        named = f"{answer[0].get('ip')}:{answer[0].get('port')}"
+        nodes.append(
+            Node(where, "sentinel", detail=None if named == master else f"names master {named}")
+        )
+    listed = newest[0][1] if newest else []
+    replicas = tuple(
+        Node(f"{r.get('ip')}:{r.get('port')}", "replica", _replica_status(r)) for r in listed
+    )
+    return SentinelView(tuple(nodes), master, replicas, epoch, last_failover)
+
+
+def merged(shard: Shard, view: SentinelView) -> Shard:
+    """The master's own view of its replicas, with those only the sentinels list (a
+    replica that is down, or not replicating from this master) added as they say."""
+    known = {r.address for r in shard.replicas}
+    extra = tuple(
+        r if r.status != "ok" else Node(r.address, r.role, "not replicating from the master")
+        for r in view.replicas
+        if r.address not in known and r.address != shard.master.address
+    )
+    return Shard(shard.master, shard.replicas + extra, shard.slots, shard.queues)
