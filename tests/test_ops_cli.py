@@ -20,20 +20,21 @@ from tests.test_cli import TIME_WITH_OFFSET, beatq, call_id, show
 def test_status_exit_code_follows_the_live_workers(app, start_worker, env):
     proc = beatq(env, "status")
     assert proc.returncode == 1, show(proc)
-    assert proc.stdout.strip() == "0 workers alive"
+    assert proc.stdout.splitlines()[-1] == "0 workers alive"  # after the backend's lines
 
     worker = start_worker("-P", "threads", "-c", "3", "-Q", "celery,other")
     proc = beatq(env, "status")
     assert proc.returncode == 0, show(proc)
-    lines = proc.stdout.splitlines()
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("-> ")]
+    url = env["BEATQ_BROKER_URL"]
     assert re.match(
         rf"^-> {worker.name}: OK  pool threads×3, active 0, processed \d+, "
-        rf"queues celery,other, up since {TIME_WITH_OFFSET}$",
+        rf"queues celery,other, up since {TIME_WITH_OFFSET}, broker {re.escape(url)}$",
         lines[0],
     ), show(proc)
-    assert lines[-1] == "1 worker alive"
-    data = json.loads(beatq(env, "status", "--json").stdout)
-    assert data[worker.name]["pool"] == "threads" and data[worker.name]["queues"] == [
+    assert proc.stdout.splitlines()[-1] == "1 worker alive"
+    workers = json.loads(beatq(env, "status", "--json").stdout)["workers"]
+    assert workers[worker.name]["pool"] == "threads" and workers[worker.name]["queues"] == [
         "celery",
         "other",
     ]

@@ -240,6 +240,7 @@ class Beat:
                 except LeaseLost as exc:
                     log.warning("beat %s lost the leadership: %s", self.holder, exc)
                     self.lease.lost()
+                    self.presence.changed()
                     self.heap.clear()
                     self.ahead = None
                     self._event(ev.BEAT_LOST, reason=str(exc))
@@ -286,6 +287,7 @@ class Beat:
     # -- leading -------------------------------------------------------------------------------
     def _lead(self) -> None:
         log.warning("beat %s is the leader now (token %s)", self.holder, self.lease.token)
+        self.presence.changed()
         self._event(ev.BEAT_ELECTED, token=self.lease.token, ttl=self.ttl)
         if self.metrics is not None:
             self.metrics.beat_leading(True)

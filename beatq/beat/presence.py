@@ -24,7 +24,8 @@ INTERVAL = 2.0  # seconds between a beat's heartbeats
 
 
 class Presence:
-    """Publish `describe()` under `holder` every `interval` seconds until `stop`."""
+    """Publish `describe()` under `holder` every `interval` seconds until `stop`, and at
+    once after `changed` (the beat took the lead or lost it)."""
 
     def __init__(
         self,
@@ -38,6 +39,7 @@ class Presence:
         self.describe = describe
         self.interval = interval
         self.stopping = threading.Event()
+        self.wake = threading.Event()
         self.thread: threading.Thread | None = None
         self.failing = False
 
@@ -46,9 +48,14 @@ class Presence:
         self.thread = threading.Thread(target=self._loop, name="beatq-beat-heartbeat", daemon=True)
         self.thread.start()
 
+    def changed(self) -> None:
+        """Publish now, not at the next interval (without waiting for it)."""
+        self.wake.set()
+
     def stop(self) -> None:
         """Stop beating and unregister (the next `beatq status` no longer lists it)."""
         self.stopping.set()
+        self.wake.set()
         if self.thread is not None:
             self.thread.join()
             self.thread = None
@@ -72,5 +79,7 @@ class Presence:
                 self.failing = True
             except Exception:  # a bug here must not end the heartbeat silently
                 log.exception("beat %s: heartbeat failed", self.holder)
-            if self.stopping.wait(self.interval):
+            self.wake.wait(self.interval)
+            self.wake.clear()
+            if self.stopping.is_set():
                 return

@@ -93,7 +93,10 @@ class SentinelView:
     last_failover: float | None
 
 
-def _ask(watcher: redis.Redis, service: str) -> tuple[dict[str, str], list[dict[str, str]]]:
+Answer = tuple[dict[str, str], list[dict[str, str]]]  # SENTINEL MASTER, SENTINEL REPLICAS
+
+
+def _ask(watcher: redis.Redis, service: str) -> Answer:
     master = _fields(watcher.execute_command("SENTINEL", "MASTER", service))
     replicas = watcher.execute_command("SENTINEL", "REPLICAS", service)
     return master, [_fields(r) for r in replicas]
@@ -108,11 +111,30 @@ def _replica_status(fields: dict[str, str]) -> str:
     return "ok"
 
 
+def _named(master: dict[str, str]) -> str:
+    return f"{master.get('ip')}:{master.get('port')}"
+
+
+def _agreed(heard: list[Answer]) -> tuple[str | None, list[Answer]]:
+    """The master most sentinels name (of equals, the newest epoch's), and the answers of
+    those that name it. A sentinel leading a failover names the old master until it is
+    done: its word counts once the others follow it."""
+    settled = [a for a in heard if "failover_in_progress" not in a[0].get("flags", "")]
+    votes: dict[str, tuple[int, int]] = {}
+    for m, _ in settled or heard:
+        count, epoch = votes.get(_named(m), (0, 0))
+        votes[_named(m)] = (count + 1, max(epoch, int(m.get("config-epoch", 0))))
+    if not votes:
+        return None, []
+    master = max(votes, key=lambda address: votes[address])
+    return master, [a for a in settled or heard if _named(a[0]) == master]
+
+
 def sentinel_view(watchers: list[redis.Redis], service: str) -> SentinelView:
     """Ask every sentinel in `watchers` about `service`, at once."""
     now = time.time()
 
-    def ask(watcher: redis.Redis) -> tuple[dict[str, str], list[dict[str, str]]] | str:
+    def ask(watcher: redis.Redis) -> Answer | str:
         try:
             return _ask(watcher, service)
         except AuthenticationError:
@@ -123,11 +145,10 @@ def sentinel_view(watchers: list[redis.Redis], service: str) -> SentinelView:
     with ThreadPoolExecutor(max(1, len(watchers)), thread_name_prefix="beatq-sentinel") as pool:
         answers = list(pool.map(ask, watchers))
     heard = [a for a in answers if not isinstance(a, str)]
+    master, newest = _agreed(heard)
     epoch = max((int(m.get("config-epoch", 0)) for m, _ in heard), default=None)
-    newest = [(m, r) for m, r in heard if int(m.get("config-epoch", 0)) == epoch]
-    master = f"{newest[0][0]['ip']}:{newest[0][0]['port']}" if newest else None
     last_failover = None
-    if epoch:  # the earliest sentinel to take up this master saw the failover nearest
+    if epoch and newest:  # the earliest sentinel to take up this master saw the failover nearest
         ages = [float(m.get("role-reported-time", 0)) / 1000 for m, _ in newest]
         last_failover = now - max(ages)
     nodes = []
@@ -137,10 +158,12 @@ def sentinel_view(watchers: list[redis.Redis], service: str) -> SentinelView:
         if isinstance(answer, str):
             nodes.append(Node(where, "sentinel", answer))
             continue
-        named = f"{answer[0].get('ip')}:{answer[0].get('port')}"
-        nodes.append(
-            Node(where, "sentinel", detail=None if named == master else f"names master {named}")
-        )
+        named, detail = _named(answer[0]), None
+        if "failover_in_progress" in answer[0].get("flags", ""):
+            detail = f"failing over from {named}"
+        elif named != master:
+            detail = f"names master {named}"
+        nodes.append(Node(where, "sentinel", detail=detail))
     listed = newest[0][1] if newest else []
     replicas = tuple(
         Node(f"{r.get('ip')}:{r.get('port')}", "replica", _replica_status(r)) for r in listed

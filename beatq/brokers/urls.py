@@ -51,3 +51,9 @@ def process_urls(broker_url: str, result_backend: str | None) -> dict[str, str]:
         "broker": shown_url(broker_url),
         "result_backend": shown_url(result_backend or broker_url),
     }
+
+
+def reported(value: object) -> str | None:
+    """A URL another process reported (a heartbeat's), masked here again: a process of
+    another version may not have masked it as this one does."""
+    return shown_url(value) if isinstance(value, str) else None

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import tzinfo
 
 import click
 
+from ..brokers.urls import reported
 from ..timezones import format_time
-from . import times
+from . import times, topology
 from .base import EXIT_FAILED, get_app, handle_errors, loglevel_option, require_shared_broker
 
 
@@ -20,30 +22,76 @@ from .base import EXIT_FAILED, get_app, handle_errors, loglevel_option, require_
 @click.pass_context
 @handle_errors
 def status(ctx: click.Context, as_json: bool, loglevel: str | None) -> None:
-    """List the live workers (heard from within three heartbeats).
+    """List the live workers (heard from within three heartbeats) and beats, the backend
+    URL each uses, and what the backend runs on: the master and its replicas with their
+    lag, the sentinels, a SQLite file.
 
     Exit 0 when at least one worker is alive, 1 when none is, 4 when the broker cannot
     be reached: usable as a health check.
     """
     app = get_app(ctx, loglevel)
     require_shared_broker(app, "status")
-    workers = {name: json.loads(info) for name, info in sorted(app.broker.workers().items())}
+    broker = app.broker
+    workers = {name: json.loads(info) for name, info in sorted(broker.workers().items())}
+    beats = sorted((_beat(info) for info in broker.beats().values()), key=_beat_order)
+    found = broker.topology()
     if as_json:
         summaries = {name: times.stamped(_summary(info)) for name, info in workers.items()}
-        click.echo(json.dumps(summaries))
+        click.echo(
+            json.dumps(
+                {
+                    "backend": times.stamped(found.to_dict()),
+                    "workers": summaries,
+                    "beats": {b.get("holder"): times.stamped(b) for b in beats},
+                }
+            )
+        )
     else:
         zone = app.timezone
+        for line in topology.lines(found, zone):
+            click.echo(line)
         for name, info in workers.items():
             s = _summary(info)
             since = format_time(s["started"], zone) if s["started"] else "?"
             click.echo(
                 f"-> {name}: OK  pool {s['pool']}×{s['concurrency']}, active {s['active']}, "
                 f"processed {s['processed']}, queues {','.join(s['queues'])}, up since {since}"
+                f"{_urls(s)}"
             )
+        for info in beats:
+            click.echo(_beat_line(info, zone))
         count = len(workers)
         click.echo(f"{count} worker{'s' if count != 1 else ''} alive")
     if not workers:
         sys.exit(EXIT_FAILED)
+
+
+def _urls(info: dict) -> str:
+    """`, broker URL` (and `, results URL` where results are kept elsewhere)."""
+    broker, results = reported(info.get("broker")), reported(info.get("result_backend"))
+    text = f", broker {broker}" if broker else ""
+    return text + (f", results {results}" if results and results != broker else "")
+
+
+def _beat(raw: bytes) -> dict:
+    info = json.loads(raw)
+    for name in ("broker", "result_backend"):
+        info[name] = reported(info.get(name))
+    return info
+
+
+def _beat_order(info: dict) -> tuple[bool, str]:
+    return (not info.get("leader"), str(info.get("holder")))
+
+
+def _beat_line(info: dict, zone: tzinfo) -> str:
+    role = f"leader (token {info.get('token')})" if info.get("leader") else "standby"
+    started = info.get("started")
+    since = format_time(started, zone) if started else "?"
+    return (
+        f"-> beat {info.get('holder')}: {role}, pid {info.get('pid')}, up since {since}"
+        f"{_urls(info)}"
+    )
 
 
 def _summary(info: dict) -> dict:
@@ -57,6 +105,8 @@ def _summary(info: dict) -> dict:
         "processed": info.get("processed", 0),
         "started": started,
         "uptime": time.time() - started if started else None,
+        "broker": reported(info.get("broker")),
+        "result_backend": reported(info.get("result_backend")),
     }
 
 

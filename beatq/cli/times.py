@@ -15,7 +15,18 @@ from ..timezones import format_time
 
 #: The keys whose numbers are instants (POSIX seconds), wherever they appear.
 TIME_FIELDS = frozenset(
-    {"time", "started", "time_start", "eta", "expires", "slot", "next_run", "timestamp", "since"}
+    {
+        "time",
+        "started",
+        "time_start",
+        "eta",
+        "expires",
+        "slot",
+        "next_run",
+        "timestamp",
+        "since",
+        "last_failover",
+    }
 )
 
 

@@ -18,13 +18,13 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from .. import messages
 from ..app import Beatq
 from ..beat.beat import LEASE_NAME
 from ..beat.record import EntryRecord
-from ..brokers import Backend
+from ..brokers import Backend, Node, Shard, Topology
+from ..brokers.urls import process_urls, reported, shown_url
 from ..timeline import chart
 from . import timefmt
 from .schedules import ScheduleActions, waiting_rows
@@ -37,20 +37,11 @@ T = TypeVar("T")
 TEXT_LIMIT = 300  # characters of args/kwargs/reason shown in a table cell
 DEAD_LETTER_LIMIT = 200
 SCHEDULED_LIMIT = 1000
+TOPOLOGY_EVERY = 2.0  # seconds between reads of the topology (a few round trips each)
 
 
 def clip(text: str, limit: int = TEXT_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def masked_url(url: str) -> str:
-    """The broker URL without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class NotFound(LookupError):
@@ -74,6 +65,7 @@ class Dashboard:
         self._lock = threading.Lock()
         self._cached: tuple[float, dict[str, Any]] | None = None
         self._timeline: tuple[float, dict[str, Any] | None] | None = None
+        self._topology: tuple[float, dict[str, Any]] | None = None
         self._changed = threading.Condition()
         self.feed = TaskFeed(app, self._notify)
         self.schedules = ScheduleActions(app, self._call, self._forget_cache)
@@ -145,7 +137,9 @@ class Dashboard:
                     row["next_in"] = f"overdue by {timefmt.duration(now - due)}: no beat leader"
         return {
             "app": self.app.main or "beatq",
-            "broker": masked_url(self.app.conf.broker_url),
+            "broker": shown_url(self.app.conf.broker_url),
+            "topology": self._topology_card(now),
+            "beats": self._beats(),
             "zone": str(self.zone),
             "now": {"ts": now, "local": timefmt.zoned(now, self.zone), "utc": timefmt.utc(now)},
             "leader": leader,
@@ -155,6 +149,71 @@ class Dashboard:
             "dead_letters": dead,
             "timeline": self._timeline_chart(now),
         }
+
+    def _topology_card(self, now: float) -> dict[str, Any]:
+        """The backend card: what the backend runs on (read again every TOPOLOGY_EVERY
+        seconds), and the URLs this dashboard uses (each process's are in its row)."""
+        if self._topology is None or now - self._topology[0] >= TOPOLOGY_EVERY:
+            self._topology = (now, self._described(self.broker.topology()))
+        return self._topology[1]
+
+    def _described(self, found: Topology) -> dict[str, Any]:
+        def node(n: Node) -> dict[str, Any]:
+            return {
+                "address": n.address,
+                "role": n.role,
+                "status": n.status,
+                "version": n.version,
+                "lag": None if n.lag is None else f"{n.lag:g} s",
+                "behind": None if n.behind is None else f"{n.behind:,} B",
+                "detail": n.detail,
+            }
+
+        def shard(s: Shard) -> dict[str, Any]:
+            slots = ",".join(f"{a}-{b}" if a != b else str(a) for a, b in s.slots)
+            return {
+                "master": node(s.master),
+                "replicas": [node(r) for r in s.replicas],
+                "slots": slots or None,
+                "queues": list(s.queues),
+            }
+
+        failover = found.last_failover
+        return {
+            "kind": found.kind,
+            "url": found.url,
+            "service": found.service,
+            "shards": [shard(s) for s in found.shards],
+            "sentinels": [node(n) for n in found.sentinels],
+            "epoch": found.epoch,
+            "last_failover": timefmt.zoned(failover, self.zone) if failover else None,
+            "last_failover_utc": timefmt.utc(failover) if failover else None,
+            "path": found.path,
+            "journal_mode": found.journal_mode,
+            "size": None if found.size is None else f"{found.size:,} B",
+            "dashboard": process_urls(self.app.conf.broker_url, self.app.conf.result_backend),
+        }
+
+    def _beats(self) -> list[dict[str, Any]]:
+        rows = []
+        for holder, raw in self.broker.beats().items():
+            try:
+                info = json.loads(raw)
+            except ValueError:
+                info = {}
+            started = info.get("started")
+            rows.append(
+                {
+                    "holder": holder,
+                    "pid": info.get("pid"),
+                    "leader": bool(info.get("leader")),
+                    "token": info.get("token"),
+                    "started": timefmt.zoned(started, self.zone) if started else None,
+                    "broker": reported(info.get("broker")),
+                    "result_backend": reported(info.get("result_backend")),
+                }
+            )
+        return sorted(rows, key=lambda row: (not row["leader"], row["holder"]))
 
     def _timeline_chart(self, now: float) -> dict[str, Any] | None:
         """The last `timeline_keep` seconds as chart series (beatq/timeline.py), read again
@@ -198,6 +257,8 @@ class Dashboard:
                     "load": round(len(active) / concurrency, 3) if concurrency else None,
                     "started": timefmt.zoned(started, self.zone) if started else None,
                     "uptime": timefmt.duration(now - started) if started else None,
+                    "broker": reported(info.get("broker")),
+                    "result_backend": reported(info.get("result_backend")),
                     "tasks": [
                         {
                             "id": task.get("id"),

@@ -144,6 +144,7 @@ function render(state) {
   renderWorkers(state.workers);
   renderLeader(state.leader);
   renderQueues(state.queues);
+  renderBackend(state);
   renderSchedules(state.schedules);
   refreshPanel(state.schedules); // schedules.js
   renderTasks(state.tasks);
@@ -224,6 +225,49 @@ function renderQueues(queues) {
     td(q.depth, "num depth"),
     td(q.delayed + (q.delayed_more ? "+" : ""), "num"),
     td(q.consumers.length ? q.consumers.join(", ") : "no worker", q.consumers.length ? "mono" : "warn")));
+}
+
+// The backend card: its servers (shards, replicas, sentinels) and each process's URLs,
+// a URL other than this dashboard's marked (that process talks to another backend).
+function renderBackend(state) {
+  const topo = state.topology;
+  if (!topo) return;
+  $("backend-url").textContent = topo.url;
+  $("backend-kind").textContent = topo.service ? `${topo.kind}, master '${topo.service}'` : topo.kind;
+  const file = $("backend-file");
+  file.hidden = !topo.path;
+  file.textContent = topo.path ? `SQLite file ${topo.path}, journal ${topo.journal_mode}, ${topo.size}` : "";
+  const servers = [];
+  for (const shard of topo.shards) {
+    const where = shard.slots ? `slots ${shard.slots}` : null;
+    servers.push({ ...shard.master, where, queues: shard.queues.join(", ") || null });
+    for (const replica of shard.replicas) servers.push({ ...replica, where });
+  }
+  servers.push(...topo.sentinels);
+  syncRows($("topology").tBodies[0], servers, (n) => `${n.role}:${n.address}`, (n) => el("tr", { class: `node ${n.role}` },
+    el("td", { class: "mono" }, n.address, n.where ? el("span", { class: "sub" }, n.where) : null,
+      n.queues ? el("span", { class: "sub" }, `queues ${n.queues}`) : null),
+    td(n.role),
+    el("td", { class: n.status === "ok" ? "ok" : "bad" }, n.status, n.detail ? el("span", { class: "sub" }, n.detail) : null),
+    td(n.version),
+    td(n.lag, "num"),
+    td(n.behind, "num")));
+  $("topology").hidden = !servers.length;
+  const failover = $("backend-failover");
+  failover.hidden = topo.epoch === null;
+  failover.textContent = topo.epoch === null ? "" : topo.last_failover
+    ? `Last failover ${topo.last_failover} (${topo.last_failover_utc}), epoch ${topo.epoch}`
+    : "No failover yet (epoch 0)";
+  const own = topo.dashboard;
+  const processes = [
+    ...state.workers.map((w) => ({ name: w.hostname, kind: "worker", broker: w.broker, result_backend: w.result_backend })),
+    ...(state.beats || []).map((b) => ({ name: b.holder, kind: b.leader ? "beat (leader)" : "beat (standby)", broker: b.broker, result_backend: b.result_backend })),
+    { name: "this dashboard", kind: "dashboard", broker: own.broker, result_backend: own.result_backend },
+  ];
+  const url = (value, mine) => el("td", { class: value === mine ? "mono" : "mono warn",
+    title: value === mine ? null : "not the URL this dashboard uses" }, value ?? "–");
+  syncRows($("processes").tBodies[0], processes, (p) => `${p.kind}:${p.name}`, (p) => el("tr", { class: "process" },
+    td(p.name, "mono"), td(p.kind), url(p.broker, own.broker), url(p.result_backend, own.result_backend)));
 }
 
 function renderSchedules(entries) {
