@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from beatq.brokers import connect
+from beatq.brokers import Outgoing, connect
 from beatq.brokers.urls import shown_url
 from tests.conftest import WorkerProcess, scaled, wait_for
 from tests.sentinels import MASTER_PASSWORD, SENTINEL_PASSWORD, SERVICE, Topology
@@ -141,6 +141,27 @@ def test_status_names_the_sqlite_file_its_journal_and_size(app, env) -> None:
     assert re.fullmatch(rf"  file {re.escape(path)}: journal wal, \d+\.\d KiB", lines[1])
     backend = json.loads(beatq(env, "status", "--json").stdout)["backend"]
     assert (backend["path"], backend["journal_mode"]) == (path, "wal") and backend["size"] > 0
+
+
+@pytest.mark.backends("cluster")
+def test_status_shows_each_shard_with_its_slots_replicas_and_queues(app, env) -> None:
+    queues = ["alpha", "beta", "gamma", "delta"]
+    app.broker.send([Outgoing(q, f"m-{q}", b"x") for q in queues])
+    proc = beatq(env, "status")
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"backend {env['BEATQ_BROKER_URL']} (cluster)", show(proc)
+    shards = [line for line in lines if line.startswith("  shard ")]
+    assert len(shards) == 3, show(proc)
+    held: list[str] = []
+    for line in shards:
+        found = re.fullmatch(
+            r"  shard slots (\d+)-(\d+): master 127\.0\.0\.1:\d+: ok, Redis \S+(?:; queues (.+))?",
+            line,
+        )
+        assert found, show(proc)
+        held += found[3].split(", ") if found[3] else []
+    assert sorted(held) == sorted(queues)  # each queue on one shard (contract: its slot)
+    assert sum(line.startswith("    replica ") for line in lines) == 3
 
 
 # -- Sentinel: the master the sentinels name, its replicas, and a failover -------------------

@@ -49,10 +49,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import redis
+from redis.crc import key_slot
 
 from ..exceptions import BrokerError, ConfigurationError
-from . import redis_cluster
-from .records import BeatDispatch, ChordJoin, Claim, Claimed, DeadLetter, Outgoing, ResultWrite
+from . import redis_cluster, redis_topology
+from .records import (
+    BeatDispatch,
+    ChordJoin,
+    Claim,
+    Claimed,
+    DeadLetter,
+    Outgoing,
+    ResultWrite,
+    Topology,
+)
 from .redis import (
     ACK_AFTER,
     ACK_AT_CLAIM,
@@ -270,6 +280,12 @@ class ClusterBackend(RedisBackend):
     @property
     def _registry(self) -> str:
         return f"{self.keys.prefix}:queues"
+
+    def topology(self) -> Topology:
+        slots = {q: key_slot(self.unit(q).prefix.encode()) for q in self.queue_names()}
+        with _errors(self.url):
+            shards = redis_topology.cluster_shards(self.client, self.routes.node_client, slots)
+        return Topology("cluster", shown_url(self.url), shards)
 
     def queue_names(self) -> list[str]:
         """Every queue a message was ever sent to or claimed from on this cluster."""

@@ -1,5 +1,6 @@
 """What a Redis backend runs on (`Store.topology`): the server and its replicas, from the
-server's own INFO; behind Sentinel, also what each sentinel says.
+server's own INFO; behind Sentinel, also what each sentinel says; on a Cluster, each
+shard (CLUSTER SHARDS) with its slots, its queues, and its master's INFO.
 
 A replica's lag is its master's view (INFO replication: `lag`, the seconds since the
 replica last confirmed what it has, and its offset, from which the bytes it has not
@@ -10,7 +11,7 @@ answer costs its timeout once, not once per sentinel.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -181,3 +182,48 @@ def merged(shard: Shard, view: SentinelView) -> Shard:
         if r.address not in known and r.address != shard.master.address
     )
     return Shard(shard.master, shard.replicas + extra, shard.slots, shard.queues)
+
+
+def _ranges(slots: Any) -> tuple[tuple[int, int], ...]:
+    """CLUSTER SHARDS' slots, as pairs or as a flat list, as (start, end) pairs."""
+    if slots and not isinstance(slots[0], (list, tuple)):
+        slots = list(zip(slots[::2], slots[1::2]))
+    return tuple((int(a), int(b)) for a, b in slots)
+
+
+def cluster_shards(
+    cluster: redis.RedisCluster,
+    node_client: Callable[[str, int], redis.Redis],
+    queues: Mapping[str, int],
+) -> tuple[Shard, ...]:
+    """Every shard of `cluster`: its slot ranges, the `queues` (name -> slot) it holds, its
+    master's INFO (version, replicas and their lag), and the replicas only the cluster
+    lists (failed, loading) as it says. A master that does not answer is said so."""
+    found = []
+    for shard in cluster.execute_command("CLUSTER SHARDS"):
+        shard = {_text(k): v for k, v in shard.items()}
+        ranges = _ranges(shard.get("slots") or [])
+        nodes = [_fields(n) for n in shard.get("nodes") or []]
+        held = tuple(
+            sorted(q for q, slot in queues.items() if any(a <= slot <= b for a, b in ranges))
+        )
+        masters = [n for n in nodes if n.get("role") == "master" and n.get("health") == "online"]
+        if not masters:
+            masters = [n for n in nodes if n.get("role") == "master"]
+        if not masters:
+            continue
+        head = masters[0]
+        where = f"{head.get('ip')}:{head.get('port')}"
+        try:
+            with node_client(head.get("ip", ""), int(head.get("port", 0))) as client:
+                seen = server_shard(client, where)
+        except (RedisError, OSError) as exc:
+            seen = Shard(Node(where, "master", f"unreachable: {exc}"))
+        known = {r.address for r in seen.replicas} | {where}
+        extra = tuple(
+            Node(address, "replica", "ok" if n.get("health") == "online" else n.get("health", "?"))
+            for n in nodes
+            if (address := f"{n.get('ip')}:{n.get('port')}") not in known
+        )
+        found.append(Shard(seen.master, seen.replicas + extra, ranges, held))
+    return tuple(sorted(found, key=lambda s: s.slots[:1]))

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 
+from redis.crc import key_slot
+
 from beatq.brokers import Backend
 from tests.conftest import wait_for
-from tests.contract.conftest import Store
+from tests.contract.conftest import Store, out
 
 
 def test_beats_are_kept_apart_from_workers_expire_and_unregister(b: Backend) -> None:
@@ -35,6 +37,25 @@ def test_topology_names_the_kind_and_what_it_runs_on(store: Store, b: Backend) -
         path = store.url.removeprefix("sqlite:///")
         assert (data["path"], data["journal_mode"]) == (path, "wal")
         assert data["size"] >= os.path.getsize(path) > 0
+    elif store.kind == "cluster":
+        queues = [f"q{i}" for i in range(12)]
+        b.send([out(f"m-{q}", q) for q in queues])
+        data = json.loads(json.dumps(b.topology().to_dict()))
+        assert data["url"] == store.url and len(data["shards"]) == 3
+        ranges = sorted(tuple(r) for shard in data["shards"] for r in shard["slots"])
+        assert ranges[0][0] == 0 and ranges[-1][1] == 16383  # every slot, each once
+        assert all(a[1] + 1 == b_[0] for a, b_ in zip(ranges, ranges[1:]))
+        held = [q for shard in data["shards"] for q in shard["queues"]]
+        assert sorted(held) == sorted(queues)  # each queue on one shard
+        assert sum(1 for shard in data["shards"] if shard["queues"]) >= 2  # spread
+        for shard in data["shards"]:
+            master = shard["master"]
+            assert (master["role"], master["status"]) == ("master", "ok") and master["version"]
+            assert [r["role"] for r in shard["replicas"]] == ["replica"]
+            for queue in shard["queues"]:  # the shard really serves it
+                assert b.queue_length(queue) == 1
+                slot = key_slot(b.unit(queue).queue(queue).encode())
+                assert any(a <= slot <= z for a, z in shard["slots"])
     else:
         (shard,) = data["shards"]
         master = shard["master"]
