@@ -1,0 +1,101 @@
+"""SPEC §4 and §6 promises on the worker's claim path that no other test pins down.
+
+- A live worker renews its claims: a message a busy worker holds in its buffer (claimed,
+  not started) past the visibility timeout is never handed to another worker.
+- Waiting ETA tasks are held by the broker, not in worker memory: a worker claims none of
+  them ahead of time, and they hold up no ready work.
+- `expires`: a task not started by then is not run, even when it was claimed before then
+  and waited in a busy worker (the check is at its start, not at its claim).
+
+Real worker processes through the CLI, on Redis and SQLite.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from beatq.exceptions import TaskRevokedError
+from tests.conftest import scaled, stored_messages, wait_for
+from tests.proj import journal, record
+from tests.test_delivery import claimed, runs, started
+
+BOTH = pytest.mark.backends("redis", "sqlite")
+
+
+@BOTH
+@pytest.mark.parametrize("pool", [["-P", "solo"], ["-P", "prefork", "-c", "1"]], ids=lambda p: p[1])
+def test_claims_a_busy_worker_holds_past_the_visibility_timeout_are_never_redelivered(
+    app, start_worker, pool, request
+):
+    from tests.proj.tasks import held, sleep
+
+    visibility = scaled(1)
+    fast = {"BEATQ_TEST_VISIBILITY": str(visibility)}
+    long = held.apply_async(("long", scaled(30)))
+    request.addfinalizer(lambda: record("release", "long"))
+    waiting = [sleep.delay(0.01, f"b{i}") for i in range(3)]
+    # sent before it starts: its first claim takes the long task and the three behind it
+    busy = start_worker(*pool, extra_env=fast)
+    started("long")
+    assert claimed(app) >= {r.id for r in waiting}, "the three held, claimed and not started"
+    # An idle worker on the same queue claims all along, so an expired claim would be its.
+    idle = start_worker("-P", "solo", extra_env=fast)
+    time.sleep(3 * visibility)  # three visibilities with the three claims held, not started
+    assert app.broker.queue_length("celery") == 0, "no held claim came back to the queue"
+    record("release", "long")
+
+    assert long.get(timeout=scaled(10)) == "long"
+    assert [r.get(timeout=scaled(10)) for r in waiting] == ["b0", "b1", "b2"]
+    for tag in ("long", "b0", "b1", "b2"):
+        (entry,) = runs(tag)
+        assert not entry.endswith(f":{idle.pid}"), f"{tag} was delivered to the idle worker"
+    assert claimed(app) == set()
+    assert busy.process.poll() is None
+
+
+@BOTH
+def test_eta_tasks_wait_in_the_broker_not_in_the_worker_and_hold_up_nothing(app, start_worker):
+    from tests.proj.tasks import add
+
+    later = [add.apply_async((i, 0), countdown=3600) for i in range(300)]
+    worker = start_worker("-P", "threads", "-c", "2")
+    began = time.monotonic()
+    assert add.delay(2, 2).get(timeout=scaled(5)) == 4
+    assert time.monotonic() - began < scaled(2), "ready work is not held up by 300 ETA tasks"
+    # two claim rounds more: an idle worker waits for work, and would claim ETA ones here
+    time.sleep(scaled(2.5))
+    states = {m.id: m.state for m in stored_messages(app)}
+    assert states == {r.id: "delayed" for r in later}, "every ETA task waits in the broker"
+    assert {claim.id for _, claim in app.broker.scheduled(limit=1000)} == {r.id for r in later}
+    assert worker.process.poll() is None
+
+
+@BOTH
+@pytest.mark.parametrize("pool", [["-P", "solo"], ["-P", "prefork", "-c", "1"]], ids=lambda p: p[1])
+def test_a_task_that_expires_while_it_waits_in_a_busy_worker_is_not_run(
+    app, start_worker, pool, request
+):
+    from tests.proj.tasks import errback_old, held, sleep
+
+    long = held.apply_async(("long", scaled(30)))
+    request.addfinalizer(lambda: record("release", "long"))
+    expires = time.time() + scaled(1)
+    at = datetime.fromtimestamp(expires, timezone.utc)  # a float would be seconds from now
+    doomed = sleep.apply_async((0, "doomed"), expires=at, link_error=errback_old.s())
+    fine = sleep.apply_async((0, "fine"), expires=3600)
+    start_worker(*pool)  # its first claim takes all three: the two wait behind the long one
+    started("long")
+    assert claimed(app) >= {doomed.id, fine.id}, "claimed before they expire"
+    wait_for(lambda: time.time() > expires + 0.1, 5, "the expiry to pass")
+    record("release", "long")
+
+    assert long.get(timeout=scaled(10)) == "long"
+    with pytest.raises(TaskRevokedError, match="expired"):
+        doomed.get(timeout=scaled(10))
+    assert doomed.state == "REVOKED"
+    assert fine.get(timeout=scaled(10)) == "fine"
+    assert runs("doomed") == [], "an expired task never runs"
+    wait_for(lambda: journal("errback") == [f"old:{doomed.id}"], 5, "the errback, once")
