@@ -25,10 +25,18 @@ from tests.conftest import WorkerProcess, scaled, wait_for
 from tests.sentinels import MASTER_PASSWORD, SENTINEL_PASSWORD, SERVICE, Topology
 from tests.test_beat_e2e import tick, write_schedule
 from tests.test_cli import TIME_WITH_OFFSET, beatq, show
-from tests.test_dashboard import browser, http, row_text, start_cli, start_dashboard, text_of
+from tests.test_dashboard import (
+    browser,
+    http,
+    row_text,
+    shots,
+    start_cli,
+    start_dashboard,
+    text_of,
+)
 from tests.test_sentinel import FAILOVER_BOUND, SENTINEL_OPTIONS
 
-__all__ = ["browser", "start_cli", "start_dashboard"]  # the dashboard module's fixtures
+__all__ = ["browser", "shots", "start_cli", "start_dashboard"]  # the dashboard module's fixtures
 
 
 @pytest.mark.parametrize(
@@ -240,7 +248,7 @@ def test_status_follows_the_sentinels_master_and_replicas_through_a_kill_9(
 # -- the dashboard: the backend card, over HTTP and in Chromium -------------------------------
 @pytest.mark.backends("redis")
 def test_the_dashboard_shows_the_backend_and_each_process_url(
-    app, env, secret_url, start_worker, start_cli, browser, tmp_path: Path
+    app, env, secret_url, start_worker, start_cli, browser, shots, tmp_path: Path
 ) -> None:
     url, password = secret_url
     shown = url.replace(password, "***")
@@ -294,6 +302,7 @@ def test_the_dashboard_shows_the_backend_and_each_process_url(
     assert shown in row_text(browser, "#processes tr.process", worker.name)
     assert shown in row_text(browser, "#processes tr.process", "this dashboard")
     assert password not in browser.page_source
+    assert shots(browser, "backend").stat().st_size > 10_000
 
     beat.stop()  # the live update drops it
     wait_for(
