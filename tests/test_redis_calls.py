@@ -177,3 +177,24 @@ def test_a_forked_child_starts_with_no_calls_in_flight(calls: Calls) -> None:
     assert os.read(read, 10) == b"0"
     os.close(read)
     os.close(write)
+
+
+def test_every_argument_kind_is_sent_as_redis_py_would_send_it(calls: Calls) -> None:
+    # hiredis packs str, bytes, int, float (as repr) and memoryview; a bytearray goes to
+    # redis-py's packer; what redis-py refuses is still refused with its own error
+    values = [b"\x00\xff", 7, 2**70, 1733560000.1234567, 0.1, memoryview(b"mv")]
+    assert calls.command("ECHO", "é") == "é".encode()
+    assert calls.pipeline([("ECHO", v) for v in values]) == [
+        b"\x00\xff",
+        b"7",
+        str(2**70).encode(),
+        b"1733560000.1234567",
+        b"0.1",
+        b"mv",
+    ]
+    assert calls.command("ECHO", bytearray(b"ba")) == b"ba"
+    calls.command("SET", "k", 1733560000.1234567)
+    assert float(calls.command("GET", "k")) == 1733560000.1234567
+    with pytest.raises(redis.DataError):
+        calls.command("ECHO", None)
+    assert calls.command("ECHO", "still in step") == b"still in step"

@@ -41,6 +41,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+try:
+    from hiredis import pack_command
+except ImportError:  # optional: redis-py packs then
+    pack_command = None
+
 SCRIPTS = (
     "send",
     "claim",
@@ -126,7 +131,7 @@ class Calls:
 
     def _roundtrip(self, conn: Connection, args: tuple[Any, ...], blocking: bool) -> Any:
         try:
-            conn.send_command(*args)
+            conn.send_packed_command(_packed(conn, [args]))
             return self._reply(conn, conn.read_response, blocking)
         except ResponseError:
             raise  # the server answered: the connection is in step
@@ -279,11 +284,24 @@ class Calls:
         `blocking`: one of them may be held back by the server: never spin."""
         conn = self._connection()
         try:
-            conn.send_packed_command(conn.pack_commands(commands))
+            conn.send_packed_command(_packed(conn, commands))
             return self._reply(conn, lambda: _read_all(conn, len(commands)), blocking)
         except BaseException:
             self._drop(conn)
             raise
+
+
+def _packed(conn: Connection, commands: Sequence[tuple[Any, ...]]) -> list[bytes]:
+    """`commands` in the wire format, packed by hiredis where it is installed (a tenth of
+    the time redis-py takes to encode each argument in Python: 1.6 against 14 µs for an
+    acknowledgement's 20); an argument hiredis does not pack (a bytearray, and what
+    redis-py refuses with its own error) leaves them to redis-py."""
+    if pack_command is not None:
+        try:
+            return [pack_command(command) for command in commands]
+        except TypeError:
+            pass
+    return conn.pack_commands(commands)
 
 
 def _read_all(conn: Connection, n: int) -> list[Any]:
