@@ -302,3 +302,48 @@ def test_redis_a_message_stored_before_delivery_properties_is_read_whole(
     finally:
         client.close()
         backend.close()
+
+
+def test_redis_a_batch_that_brings_an_earlier_eta_wakes_its_queue(
+    redis_url: str, prefix: str
+) -> None:
+    """A send whose messages bring the earliest eta wakes the workers of that queue (they
+    wait until the eta they knew of), also in a batch where a resend moved the earliest eta
+    it started from further out (each send reads the earliest once and keeps it)."""
+    backend = connect(redis_url, {"global_keyprefix": prefix})
+    waiter = connect(redis_url, {"global_keyprefix": prefix})
+    try:
+        now = time.time()
+        backend.send([out("x", queue="q1", eta=now + 100)])  # the earliest: workers wait for it
+        waiter.wait(["q2"], 0.01)  # connected, the library loaded
+        done: dict[str, object] = {}
+
+        def wait() -> None:
+            done["value"] = waiter.wait(["q2"], 5)
+            done["at"] = time.monotonic()
+
+        thread = threading.Thread(target=wait)
+        thread.start()
+        time.sleep(0.1)  # let it block
+        assert thread.is_alive(), "nothing to wake it yet"
+        sent = time.monotonic()
+        # y is not the earliest (x is); x sent again moves out to +300; then z, of q2, is
+        # the earliest of all
+        backend.send(
+            [
+                out("y", queue="q1", eta=now + 400),
+                out("x", queue="q1", eta=now + 300),
+                out("z", queue="q2", eta=now + 200),
+            ]
+        )
+        thread.join(5)
+        assert done["value"] is True
+        assert done["at"] - sent < 4.0, "woken by the send, not by the wait's timeout"
+        assert [(c.id, when) for when, c in backend.scheduled()] == [
+            ("z", pytest.approx(now + 200)),
+            ("x", pytest.approx(now + 300)),
+            ("y", pytest.approx(now + 400)),
+        ]
+    finally:
+        waiter.close()
+        backend.close()

@@ -57,6 +57,12 @@ local function queue_of(stored)
   return string.sub(stored, 1, string.find(stored, '\n', 1, true) - 1)
 end
 
+-- What a call's stores learn once and keep in its `woken` table, beside the queue names
+-- (which hold no newline): the server's clock, and the earliest eta of the delayed set
+-- (false: none), kept as each store delays a message (a batch of ETA messages reads each
+-- once, not once a message).
+local NOW, FIRST = '\nnow', '\nfirst'
+
 -- Store one message's body, or delay it until `eta`. True when it is ready: the caller
 -- puts its id at the tail of its queue (and wakes the queue).
 local function store(prefix, msgs, delayed, woken, queue, id, body, eta)
@@ -68,16 +74,29 @@ local function store(prefix, msgs, delayed, woken, queue, id, body, eta)
     redis.call('LREM', qkey(prefix, old), 0, id)
     redis.call('LREM', dkey(prefix, old), 0, id)
     redis.call('ZREM', delayed, id)
+    woken[FIRST] = nil  -- it may have been the earliest
     redis.call('HSET', msgs, id, stored)
   end
-  if eta ~= '' and tonumber(eta) > clock() then
-    local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
-    redis.call('ZADD', delayed, eta, id)
-    -- a new earliest eta: wake a worker so it shortens its wait
-    if first[2] == nil or tonumber(eta) < tonumber(first[2]) then wake(prefix, queue, woken) end
-    return false
+  if eta == '' then return true end
+  local at, now = tonumber(eta), woken[NOW]
+  if not now then
+    now = clock()
+    woken[NOW] = now
   end
-  return true
+  if at <= now then return true end
+  local first = woken[FIRST]
+  if first == nil then
+    local head = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+    first = head[2] and tonumber(head[2]) or false
+  end
+  redis.call('ZADD', delayed, eta, id)
+  -- a new earliest eta: wake a worker so it shortens its wait
+  if not first or at < first then
+    wake(prefix, queue, woken)
+    first = at
+  end
+  woken[FIRST] = first
+  return false
 end
 
 -- Store one message: ready at the tail of its queue, or delayed until `eta`.
