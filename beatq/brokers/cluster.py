@@ -475,6 +475,13 @@ class ClusterBackend(RedisBackend):
     def store_results(self, results: Sequence[ResultWrite]) -> None:
         self.results.store_results(results)
 
+    def acknowledge(self, claims: Sequence[Claim]) -> None:
+        # waited for, as any finish here (each queue's acknowledgement goes to its shard)
+        self.finish(ack=claims)
+
+    def confirm(self) -> None:
+        pass  # nothing is left on its way (see acknowledge)
+
     def settle(self, step: Finish) -> None:
         # Steps whose retry doubles nothing (see the module's docstring): the results;
         # the chord's count and its unlock; messages to queues other than the acknowledged
