@@ -10,6 +10,7 @@ over HTTP and in a headless Chromium.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import uuid
@@ -19,8 +20,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from beatq import Beatq
 from beatq.brokers import Outgoing, connect
 from beatq.brokers.urls import shown_url
+from beatq.dashboard.api import Dashboard
 from tests.conftest import WorkerProcess, scaled, wait_for
 from tests.sentinels import MASTER_PASSWORD, SENTINEL_PASSWORD, SERVICE, Topology
 from tests.test_beat_e2e import tick, write_schedule
@@ -190,7 +193,7 @@ def test_status_follows_the_sentinels_master_and_replicas_through_a_kill_9(
 ) -> None:
     url = sentinels.url()
     env = {
-        **__import__("os").environ,
+        **os.environ,
         "BEATQ_BROKER_URL": url,
         "BEATQ_TEST_TRANSPORT": json.dumps(SENTINEL_OPTIONS),
         "BEATQ_TEST_PREFIX": f"bqtopo-{uuid.uuid4().hex[:6]}",
@@ -243,6 +246,34 @@ def test_status_follows_the_sentinels_master_and_replicas_through_a_kill_9(
     text = beatq(env, "status").stdout
     assert re.search(rf"  failovers: epoch \d+, the last at {TIME_WITH_OFFSET}", text), text
     assert MASTER_PASSWORD not in text
+
+    # the dashboard's card says the same, times in the app's zone with their offset
+    app = Beatq("topo", broker=url)
+    app.conf.broker_transport_options = {
+        "global_keyprefix": env["BEATQ_TEST_PREFIX"],
+        **SENTINEL_OPTIONS,
+    }
+    board = Dashboard(app)
+    try:
+        card = board.snapshot()["topology"]
+    finally:
+        board.close()
+        app.close()
+    assert (card["kind"], card["service"]) == ("sentinel", SERVICE)
+    assert card["shards"][0]["master"]["address"] == shard["master"]["address"]
+    assert [n["status"] for n in card["sentinels"]] == ["ok"] * 3
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+00:00", card["last_failover"])
+    assert MASTER_PASSWORD not in json.dumps(card) and SENTINEL_PASSWORD not in json.dumps(card)
+
+    # a sentinel that does not answer is named, and the others still name the master
+    gone = sentinels.sentinel_ports[0]
+    sentinels.watchers[gone].kill()
+    sentinels.watchers[gone].wait()
+    lines = beatq(env, "status").stdout.splitlines()
+    said = [line for line in lines if line.startswith("  sentinels: ")]
+    assert said and said[0].startswith(f"  sentinels: 127.0.0.1:{gone} unreachable: "), lines
+    assert said[0].endswith(", ".join(f"127.0.0.1:{p} ok" for p in sentinels.sentinel_ports[1:]))
+    assert lines[1].startswith(f"  master {shard['master']['address']} ('{SERVICE}'): ok")
 
 
 # -- the dashboard: the backend card, over HTTP and in Chromium -------------------------------
