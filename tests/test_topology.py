@@ -173,6 +173,14 @@ def test_status_shows_each_shard_with_its_slots_replicas_and_queues(app, env) ->
         held += found[3].split(", ") if found[3] else []
     assert sorted(held) == sorted(queues)  # each queue on one shard (contract: its slot)
     assert sum(line.startswith("    replica ") for line in lines) == 3
+    board = Dashboard(app)  # the dashboard's card: a row per node, with its shard's slots
+    try:
+        card = board.snapshot()["topology"]
+    finally:
+        board.close()
+    assert card["kind"] == "cluster" and len(card["shards"]) == 3
+    assert sorted(q for shard in card["shards"] for q in shard["queues"]) == sorted(queues)
+    assert all(re.fullmatch(r"\d+-\d+", shard["slots"]) for shard in card["shards"])
 
 
 # -- Sentinel: the master the sentinels name, its replicas, and a failover -------------------
