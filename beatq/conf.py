@@ -12,6 +12,8 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from .exceptions import ConfigurationError
+
 log = logging.getLogger("beatq.conf")
 
 DEFAULTS: dict[str, Any] = {
@@ -283,6 +285,13 @@ class Settings(dict):
         name = canonical(key)
         if name not in DEFAULTS:
             check_key(name, value, key)
+        elif name == "enable_utc" and value is not True:
+            # Celery's enable_utc=False stores local times; beatq always stores UTC.
+            raise ConfigurationError(
+                f"setting {key!r}={value!r} is not supported: beatq stores every time in "
+                "UTC and prints it in the app's timezone; remove the setting and set "
+                "timezone to the zone you want times shown in"
+            )
         super().__setitem__(name, value)
 
     def __getattr__(self, key: str) -> Any:

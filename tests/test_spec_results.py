@@ -8,8 +8,10 @@
 - `default_retry_delay`, `retry_backoff` (with `retry_backoff_max`) and `self.retry(exc=)`
   past `max_retries` behave as in Celery.
 
+- A task's own `serializer` is used for its messages unless a call names another.
+
 One worker per backend for the module (tests.proj plus tests.proj.spec_tasks, its results
-pickled and zlib-compressed); the latency test needs none.
+pickled and zlib-compressed, json and pickle accepted); the latency test needs none.
 """
 
 from __future__ import annotations
@@ -42,7 +44,11 @@ def shared(
         backend,
         request,
         tmp_path_factory.mktemp("spec-results"),
-        {"BEATQ_TEST_INCLUDE": "tests.proj.spec_tasks", "BEATQ_SPEC_CONF": json.dumps(PICKLED)},
+        {
+            "BEATQ_TEST_INCLUDE": "tests.proj.spec_tasks",
+            "BEATQ_SPEC_CONF": json.dumps(PICKLED),
+            "BEATQ_TEST_ACCEPT": "json,pickle",
+        },
         "-P",
         "threads",
         "-c",
@@ -87,6 +93,15 @@ def test_results_are_stored_with_the_workers_result_serializer_and_compression(s
     head = sapp.broker.get_result(result.id).partition(b"\n")[0]
     assert head == b"application/x-python-serialize;zlib"
     assert AsyncResult(result.id, app=sapp).result == {1, 2, 3}
+
+
+@BOTH
+def test_a_tasks_serializer_is_used_unless_the_call_names_another(sapp):
+    from tests.proj.spec_tasks import spec_pickled
+
+    assert spec_pickled.delay((1, 2)).get(timeout=scaled(5)) == "tuple", "sent pickled"
+    by_call = spec_pickled.apply_async(((1, 2),), serializer="json")
+    assert by_call.get(timeout=scaled(5)) == "list", "the call's serializer wins"
 
 
 @BOTH

@@ -57,3 +57,9 @@ def spec_retry_exc(self, message):
     MaxRetriesExceededError (Celery's rule)."""
     record("spec_tries", time.time())
     raise self.retry(exc=CustomError(message), countdown=0.05)
+
+
+@app.task(serializer="pickle")
+def spec_pickled(value):
+    """Sent pickled by default (the task's serializer): a tuple arrives a tuple."""
+    return type(value).__name__
