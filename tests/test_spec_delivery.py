@@ -99,3 +99,34 @@ def test_a_task_that_expires_while_it_waits_in_a_busy_worker_is_not_run(
     assert fine.get(timeout=scaled(10)) == "fine"
     assert runs("doomed") == [], "an expired task never runs"
     wait_for(lambda: journal("errback") == [f"old:{doomed.id}"], 5, "the errback, once")
+
+
+@BOTH
+@pytest.mark.parametrize("pool", [["-P", "solo"], ["-P", "prefork", "-c", "1"]], ids=lambda p: p[1])
+def test_a_cold_stop_puts_back_at_once_what_runs_and_what_waits_in_the_buffer(
+    app, start_worker, pool
+):
+    """SPEC §6: a second signal stops at once and nothing vanishes: the running task and
+    the three claimed behind it are back in their queue as the worker exits, not after the
+    visibility timeout (60 s here), and each runs once after."""
+    import signal
+
+    from tests.proj.tasks import sleep
+
+    running = sleep.delay(scaled(3), "cut")
+    waiting = [sleep.delay(0.01, f"w{i}") for i in range(3)]
+    worker = start_worker(*pool)  # its first claim takes all four
+    started("cut")
+    # the running one was acknowledged as it started; the three wait, claimed
+    assert claimed(app) == {r.id for r in waiting}
+    worker.signal(signal.SIGTERM)
+    wait_for(lambda: "SIGTERM received" in worker.log(), 5, "the first signal")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(5) == 0
+    assert claimed(app) == set(), "no claim left to expire"
+    assert app.broker.queue_length("celery") == 4, "all four back in their queue at once"
+
+    start_worker("-P", "solo")
+    assert [r.get(timeout=scaled(10)) for r in waiting] == ["w0", "w1", "w2"]
+    assert running.get(timeout=scaled(10)) == "cut"
+    assert [len(runs(f"w{i}")) for i in range(3)] == [1, 1, 1], "each waiting task ran once"
