@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,12 +22,13 @@ import pytest
 import redis
 
 from beatq import Beatq
+from beatq.beat.presence import INTERVAL
 from beatq.brokers import Outgoing, connect
 from beatq.brokers.urls import shown_url
 from beatq.dashboard.api import Dashboard
 from tests.conftest import WorkerProcess, scaled, wait_for
 from tests.sentinels import MASTER_PASSWORD, SENTINEL_PASSWORD, SERVICE, Topology
-from tests.test_beat_e2e import tick, write_schedule
+from tests.test_beat_e2e import start_beat, tick, write_schedule
 from tests.test_cli import TIME_WITH_OFFSET, beatq, show
 from tests.test_dashboard import (
     browser,
@@ -39,7 +41,8 @@ from tests.test_dashboard import (
 )
 from tests.test_sentinel import FAILOVER_BOUND, SENTINEL_OPTIONS
 
-__all__ = ["browser", "shots", "start_cli", "start_dashboard"]  # the dashboard module's fixtures
+# the fixtures of test_dashboard.py and test_beat_e2e.py, used here
+__all__ = ["browser", "shots", "start_beat", "start_cli", "start_dashboard"]
 
 
 @pytest.mark.parametrize(
@@ -140,6 +143,17 @@ def test_status_shows_the_master_and_each_process_url_without_the_password(
             assert password not in log
     finally:
         beat.stop()
+
+
+@pytest.mark.backends("redis", "sqlite")
+def test_a_beat_killed_9_leaves_status_within_three_heartbeats(app, start_beat, tmp_path) -> None:
+    beat = start_beat(write_schedule(tmp_path / "beat.yaml", {"t": tick()}))
+    wait_for(lambda: app.broker.beats(), 10, "the beat's first heartbeat")
+    beat.signal(signal.SIGKILL)
+    beat.wait()
+    gone = time.monotonic()
+    wait_for(lambda: not app.broker.beats(), 3 * INTERVAL + 2, "the dead beat to expire")
+    assert time.monotonic() - gone <= scaled(3 * INTERVAL + 2)
 
 
 @pytest.mark.backends("sqlite")

@@ -57,7 +57,8 @@ class Presence:
         self.stopping.set()
         self.wake.set()
         if self.thread is not None:
-            self.thread.join()
+            # a heartbeat stuck on an unreachable broker holds the stop up a moment at most
+            self.thread.join(self.interval)
             self.thread = None
         try:
             self.broker().beat_unregister(self.holder)
@@ -70,6 +71,7 @@ class Presence:
 
     def _loop(self) -> None:
         while True:
+            self.wake.clear()  # before reading the state: a change after it beats again
             try:
                 self.beat()
                 self.failing = False
@@ -80,6 +82,5 @@ class Presence:
             except Exception:  # a bug here must not end the heartbeat silently
                 log.exception("beat %s: heartbeat failed", self.holder)
             self.wake.wait(self.interval)
-            self.wake.clear()
             if self.stopping.is_set():
                 return
