@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
 
 from tests.conftest import scaled, stored_messages, wait_for
 from tests.test_beat_e2e import OUT, cli, sent, show, slots, tick, write_schedule
@@ -92,3 +93,26 @@ def test_schedule_check_prints_each_run_in_the_entrys_zone_and_in_utc(env, tmp_p
         "    2099-01-01 00:00:00.000+08:00   2098-12-31 16:00:00.000+00:00",
         "    no more runs",
     ]
+
+
+ISO_TIME = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:\.\d+)?([+-]\d\d:\d\d|Z)?")
+
+
+@pytest.mark.backends("redis")
+def test_the_beat_logs_every_time_in_the_app_zone_with_its_offset(app, env, tmp_path, start_beat):
+    """SPEC §4: `timezone` is the zone of every time printed in logs: the beat's stamps
+    and the times its lines name (a run's slot, its next run) alike."""
+    from tests.test_cli import assert_log_times
+
+    env["BEATQ_TEST_TIMEZONE"] = "Asia/Shanghai"  # the beat's environment (start_beat's env)
+    # a file without a zone: its entries are in the app's (one with a zone of its own
+    # prints its runs in that zone, as `schedule list` does)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"schedules": {"tick": tick()}}))
+    beat = start_beat(path, "-l", "debug")
+    wait_for(lambda: len(slots(app, "tick")) >= 2, 5, "two runs")
+    log = beat.log()
+    assert "INFO" in assert_log_times(log, "Asia/Shanghai", "+08:00")
+    named = [m for line in log.splitlines() for m in ISO_TIME.finditer(line.split("] ", 1)[-1])]
+    assert named, f"the beat's lines name no time at all:\n{log}"
+    assert {m.group(1) for m in named} == {"+08:00"}, f"times not in +08:00:\n{log}"
