@@ -57,7 +57,8 @@ def _measure(peer: BeatqPeer, n: int, chunk: int, window: float, log: Path, trac
     late = peer.app.late_traced if trace else peer.app.late
     with Workers(peer, peer.eta_setting(), log) as w:
         deadline = time.monotonic() + 60
-        while not (w.pids() and w.rss_mib() > 5):
+        # up with its pool (prefork: one child per core, as its defaults say)
+        while not (len(w.pids()) > (os.cpu_count() or 1) and w.rss_mib() > 5):
             w.check_alive()
             if time.monotonic() > deadline:
                 raise RuntimeError("worker did not start")
