@@ -101,7 +101,10 @@ def test_kill9_of_a_master_the_other_shards_queues_never_stop(app, cluster, star
         assert refused[q] == 0
         around = [t for t in runs_of(q) if killed_at - 1.0 <= t <= promoted_at + 0.5]
         gaps = [b - a for a, b in zip(around, around[1:])]
-        assert around and max(gaps) < scaled(1.0), (q, max(gaps), promoted_at - killed_at)
+        # a pause as long as the failover would be a stall (finishes waiting on the
+        # killed shard, where a third of the results live); the tasks run every 50 ms
+        bound = min(scaled(1.0), (promoted_at - killed_at) / 2)
+        assert around and max(gaps) < bound, (q, max(gaps), promoted_at - killed_at)
     # the killed shard's queue: every send that returned ran, but for what its master
     # acknowledged in the instant before the kill, not yet on its replica (README)
     assert refused[hit] > 0, "sends were refused while the shard had no master"

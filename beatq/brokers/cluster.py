@@ -53,6 +53,7 @@ from redis.crc import key_slot
 
 from ..exceptions import BrokerError, ConfigurationError
 from . import redis_cluster, redis_topology
+from .cluster_finishes import LaterFinishes
 from .records import (
     BeatDispatch,
     ChordJoin,
@@ -258,6 +259,7 @@ class ClusterBackend(RedisBackend):
         self.units: dict[str, RedisKeys] = {}
         self.known: set[str] = set()  # queue names registered on {home} by this process
         self.down: dict[str, float] = {}  # queue -> until when claims leave it out
+        self.later = LaterFinishes()  # finishes a shard out of reach could not take yet
         self.keep_results_in(ClusterResults(url, base, self.routes))
 
     # -- units -------------------------------------------------------------------------------
@@ -481,6 +483,21 @@ class ClusterBackend(RedisBackend):
 
     def confirm(self) -> None:
         pass  # nothing is left on its way (see acknowledge)
+
+    def finish(
+        self,
+        ack: Sequence[Claim] = (),
+        results: Sequence[ResultWrite] = (),
+        send: Sequence[Outgoing] = (),
+        join: ChordJoin | None = None,
+        events: Sequence[bytes] = (),
+        token: str | None = None,
+    ) -> None:
+        """As `Delivery.finish`; one that meets a shard out of reach is made again in the
+        background (cluster_finishes.py): a worker's pool threads go on taking the work
+        of the other shards' queues meanwhile."""
+        parent = super().finish
+        self.later.run(lambda: parent(ack, results, send, join, events, token))
 
     def settle(self, step: Finish) -> None:
         # Steps whose retry doubles nothing (see the module's docstring): the results;
@@ -738,5 +755,6 @@ class ClusterBackend(RedisBackend):
             self.routes.command(self.keys.prefix, "PING")
 
     def disconnect(self) -> None:
+        self.later.close()  # the finishes left for later: a few seconds to land
         self.waits.close()
         self.routes.disconnect()

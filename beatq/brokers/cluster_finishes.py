@@ -1,0 +1,105 @@
+"""Finishes a Redis Cluster could not take yet, made again in the background.
+
+A task's finish touches the slot of its result (by task id), of its chord, of the queues
+its callbacks go to and of its own queue: any shard. While one shard has no master (a
+failover: `cluster-node-timeout` and a vote), a worker that waited for every such finish
+in its pool threads would stop taking work on every queue, the healthy shards' included.
+So a finish that meets an unreachable shard is handed to one thread of the process that
+makes it again, with backoff, until the cluster takes it; the pool thread goes on.
+
+Every step of a finish is idempotent when made again (cluster.py: results, the chord's
+count, sends marked with the finish's token, the acknowledgement with its token), so
+making one again doubles nothing. Until it lands its message stays claimed and is no
+longer renewed: one that does not land within the visibility timeout, or whose process
+ends first, is delivered again and run again (at least once, as after a kill mid-task).
+`close` gives the pending ones a few seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from ..exceptions import BrokerAccessDenied, BrokerError
+
+log = logging.getLogger("beatq.broker")
+
+FIRST_DELAY = 0.1  # seconds before a finish is made again, doubled up to MAX_DELAY
+MAX_DELAY = 2.0
+CLOSE_WAIT = 5.0  # seconds `close` gives the pending finishes
+
+
+class LaterFinishes:
+    """Finishes (as calls) to make again until they land, in a thread of this process."""
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)  # a child has none of these
+
+    def _reset(self) -> None:
+        self.pending: list[Callable[[], None]] = []
+        self.trying = 0  # finishes taken out of `pending` by the thread, being made
+        self.lock = threading.Condition()
+        self.thread: threading.Thread | None = None
+
+    def run(self, finish: Callable[[], None]) -> None:
+        """Make `finish`; if the cluster cannot take it now, again later (see above)."""
+        try:
+            finish()
+        except BrokerAccessDenied:
+            raise  # turned away, not out of reach: made again it fails the same way
+        except BrokerError as exc:
+            with self.lock:
+                if not self.pending:  # said once while some wait
+                    log.warning("finishes are left for later, a shard is out of reach: %s", exc)
+                self.pending.append(finish)
+                if self.thread is None:
+                    self.thread = threading.Thread(
+                        target=self._loop, name="beatq-finishes", daemon=True
+                    )
+                    self.thread.start()
+                self.lock.notify_all()
+
+    def _loop(self) -> None:
+        delay = FIRST_DELAY
+        while True:
+            with self.lock:
+                while not self.pending:
+                    self.lock.wait()
+                batch, self.pending = self.pending, []
+                self.trying = len(batch)
+            failed = []
+            for finish in batch:
+                try:
+                    finish()
+                except BrokerError:
+                    failed.append(finish)
+                except Exception:  # a bug: said, not made again forever
+                    log.exception("a finish left for later failed")
+            with self.lock:
+                self.pending[:0] = failed
+                self.trying = 0
+                self.lock.notify_all()
+            if failed:
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_DELAY)
+            else:
+                log.warning("%d finish(es) left for later have landed", len(batch))
+                delay = FIRST_DELAY
+
+    def close(self, wait: float = CLOSE_WAIT) -> None:
+        """Give the pending finishes up to `wait` seconds to land."""
+        end = time.monotonic() + wait
+        with self.lock:
+            while (self.pending or self.trying) and time.monotonic() < end:
+                self.lock.wait(max(end - time.monotonic(), 0.0))
+            left = len(self.pending) + self.trying
+        if left:
+            log.error(
+                "%d finish(es) could not reach the cluster: their messages will be "
+                "delivered again after their visibility timeout",
+                left,
+            )
