@@ -8,7 +8,6 @@ In process, on the test's store, with the executor a pool thread runs.
 from __future__ import annotations
 
 import time
-from unittest.mock import patch
 
 import pytest
 
@@ -36,20 +35,14 @@ def test_a_held_message_starts_at_its_eta_and_is_acknowledged_just_before(app) -
     else:
         pytest.fail("never claimed ahead of its eta in 10 tries: host too slow")
     acked_at = []
-    real_finish, real_acknowledge = broker.finish, broker.acknowledge
+    real_finish = broker.finish
 
     def finish(ack=(), *args, **kwargs):
         if ack:
             acked_at.append(time.time())
         return real_finish(ack, *args, **kwargs)
 
-    def acknowledge(claims):  # an acknowledgement alone, on its way (Redis: not waited for)
-        acked_at.append(time.time())
-        with patch.object(broker, "finish", real_finish):  # the default calls finish
-            return real_acknowledge(claims)
-
     broker.finish = finish  # type: ignore[method-assign]
-    broker.acknowledge = acknowledge  # type: ignore[method-assign]
     Executor(app, "test-host").execute(Delivery(claimed[0]))
     started = result.get(timeout=5)
     assert started >= eta

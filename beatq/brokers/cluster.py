@@ -477,13 +477,6 @@ class ClusterBackend(RedisBackend):
     def store_results(self, results: Sequence[ResultWrite]) -> None:
         self.results.store_results(results)
 
-    def acknowledge(self, claims: Sequence[Claim]) -> None:
-        # waited for, as any finish here (each queue's acknowledgement goes to its shard)
-        self.finish(ack=claims)
-
-    def confirm(self) -> None:
-        pass  # nothing is left on its way (see acknowledge)
-
     def finish(
         self,
         ack: Sequence[Claim] = (),

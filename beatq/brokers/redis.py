@@ -511,22 +511,6 @@ class RedisBackend(Backend):
 
     # -- finishing -------------------------------------------------------------------------
     def settle(self, step: Finish) -> None:
-        keys = [self.keys.msgs, self.keys.unacked, self.keys.delayed]
-        self._run("finish", keys, self._finish_args(step), step.events)
-
-    def acknowledge(self, claims: Sequence[Claim]) -> None:
-        # Written to the connection now, its reply read by this thread's next call (or
-        # `confirm`): an acknowledgement is idempotent, so one whose connection broke
-        # unanswered is sent again (redis_calls.Calls.post).
-        keys = [self.keys.msgs, self.keys.unacked, self.keys.delayed]
-        with _errors(self.url):
-            self.calls.post("finish", keys, self._finish_args(Finish(ack=claims)))
-
-    def confirm(self) -> None:
-        with _errors(self.url):
-            self.calls.settle()
-
-    def _finish_args(self, step: Finish) -> list[Any]:
         k, ack, join = self.keys, step.ack, step.join
         args: list[Any] = [k.prefix, step.token or "", _ms(TOKEN_TTL), len(ack)]
         args += map(_member, ack)
@@ -539,7 +523,7 @@ class RedisBackend(Backend):
         else:
             args += [join.group, join.member, join.size, _ms(join.ttl), *_flatten([join.unlock])]
         args += _flatten(step.send)
-        return args
+        self._run("finish", [k.msgs, k.unacked, k.delayed], args, step.events)
 
     # -- results ---------------------------------------------------------------------------
     def get_result(self, task_id: str) -> bytes | None:

@@ -83,7 +83,6 @@ def library() -> tuple[str, str]:
 SPIN = 0.0005  # seconds a call polls for its reply before it sleeps (see above)
 MISSES = 3  # replies in a row that miss the spin before a thread sleeps on its calls
 RESPIN = 1.0  # seconds it then sleeps on them, before it tries spinning again
-POSTED_MAX = 64  # calls a thread may have posted (see `post`) before it reads their replies
 
 
 class Calls:
@@ -110,8 +109,6 @@ class Calls:
             local.polled = None  # the socket `poller` was made for
             local.poller = None  # polls `polled`; None: that socket is not polled
             local.primed = None  # the socket a PING was sent on (prime) whose reply is unread
-            local.posted = []  # calls sent by `post` whose replies are unread, in order
-            local.posted_on = None  # the socket they went out on
             local.quiet = getattr(local, "quiet", False)  # never spins (see `quiet`)
         return local.conn
 
@@ -134,8 +131,6 @@ class Calls:
 
     def _roundtrip(self, conn: Connection, args: tuple[Any, ...], blocking: bool) -> Any:
         try:
-            if self.local.posted:
-                self._settle(conn)
             conn.send_packed_command(_packed(conn, [args]))
             return self._reply(conn, conn.read_response, blocking)
         except ResponseError:
@@ -206,8 +201,6 @@ class Calls:
             return
         if self.local.primed is not None or not hasattr(conn, "_sock"):
             return  # one PING at most; without the socket, no way to tell it was read
-        if self.local.posted:
-            return  # the server was just spoken to (and the PING's reply must come first)
         try:
             conn.send_command("PING")
         except (RedisConnectionError, RedisTimeoutError, OSError):
@@ -225,66 +218,6 @@ class Calls:
         if getattr(conn, "_sock", None) is primed:
             with contextlib.suppress(ResponseError):
                 conn.read_response()
-
-    def post(self, name: str, keys: list[str], args: list[Any]) -> None:
-        """Call script `name` and return once the call is written, before its reply: this
-        thread's next call (or `settle`) reads it. The call is in the kernel's hands when
-        this returns, so it reaches the server even if the process is killed the next
-        instant. Only for a call that may run twice: one whose connection broke before
-        its reply was read is sent again (its effect may or may not have happened)."""
-        conn = self._connection()
-        local = self.local
-        call = ("FCALL", f"{self.lib}_{name}", len(keys), *keys, *args)
-        if len(local.posted) >= POSTED_MAX:
-            self.settle()
-        try:
-            if local.posted and not _on(conn, local.posted_on):
-                self._settle(conn)  # the connection changed: those go again first
-            conn.send_packed_command(_packed(conn, [call]))
-        except BaseException:
-            local.posted.append(call)  # sent again on the next connection
-            self._drop(conn)
-            raise
-        local.posted.append(call)
-        local.posted_on = conn._sock
-
-    def settle(self) -> None:
-        """Read the replies of this thread's posted calls (see `post`), sending them again
-        if their connection broke; raise what the server answered with an error."""
-        local = self.local
-        if getattr(local, "pid", None) != os.getpid() or not local.posted:
-            return  # nothing posted in this thread (a forked child: in this process)
-        conn = self._connection()
-        for retry in (True, False):  # a dropped connection is retried once, as in `command`
-            try:
-                self._settle(conn)
-                return
-            except ResponseError:
-                raise
-            except (RedisConnectionError, RedisTimeoutError):
-                self._drop(conn)
-                if not retry:
-                    raise
-            except BaseException:
-                self._drop(conn)
-                raise
-
-    def _settle(self, conn: Connection) -> None:
-        local = self.local
-        posted = local.posted
-        if local.primed is not None:
-            self._read_primed(conn)
-        if not _on(conn, local.posted_on):  # lost with their socket: sent again
-            conn.send_packed_command(_packed(conn, posted))
-            local.posted_on = conn._sock
-        replies = _read_all(conn, len(posted))
-        local.posted, local.posted_on = [], None
-        if any(_missing(reply) for reply in replies):  # a server that lost the library
-            self.load()
-            replies = self.pipeline(posted)
-        for reply in replies:
-            if isinstance(reply, ResponseError):
-                raise reply
 
     def _drop(self, conn: Connection) -> None:
         """Close this thread's connection (its replies can no longer be told apart)."""
@@ -351,8 +284,6 @@ class Calls:
         `blocking`: one of them may be held back by the server: never spin."""
         conn = self._connection()
         try:
-            if self.local.posted:
-                self._settle(conn)
             conn.send_packed_command(_packed(conn, commands))
             return self._reply(conn, lambda: _read_all(conn, len(commands)), blocking)
         except BaseException:
@@ -382,12 +313,6 @@ def _read_all(conn: Connection, n: int) -> list[Any]:
         except ResponseError as exc:
             replies.append(exc)
     return replies
-
-
-def _on(conn: Connection, sock: Any) -> bool:
-    """Whether `conn` is still connected through `sock`."""
-    now = getattr(conn, "_sock", None)
-    return now is not None and now is sock
 
 
 def _missing(reply: Any) -> bool:

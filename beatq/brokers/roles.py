@@ -344,18 +344,6 @@ class Delivery(Store):
     def settle(self, step: Finish) -> None:
         """`finish` in this store, results included: what each store implements."""
 
-    def acknowledge(self, claims: Sequence[Claim]) -> None:
-        """`finish(ack=claims)`, which may return before the store has answered, once the
-        acknowledgement is on its way: a process killed the next instant still has it
-        reach the store (a task acknowledged as it starts is started right after, not a
-        round trip later). An unanswered one whose connection breaks is sent again by
-        the calling thread's next call, or by `confirm`. By default, `finish`."""
-        self.finish(ack=claims)
-
-    def confirm(self) -> None:
-        """Wait for the answers to this thread's `acknowledge` calls (a pool thread calls
-        it before it idles, so none stays unconfirmed while nothing else is called)."""
-
     # -- dead letters --------------------------------------------------------------------
     @abc.abstractmethod
     def dead_letter(self, claim: Claim, reason: str) -> None:

@@ -732,10 +732,6 @@ class Executor:
                 with self.pending_lock:
                     self.pending.extend(events)
             return
-        if not (results or send or join or events or self.pending):
-            # acknowledged as it starts: on its way is enough (see Delivery.acknowledge)
-            retrying(lambda: self.app.broker.acknowledge(ack))
-            return
         with self.pending_lock:
             held, self.pending = self.pending, []
         try:
@@ -755,10 +751,6 @@ class Executor:
         pool calls this when it runs out of work, so none waits long."""
         with self.pending_lock:
             held, self.pending = self.pending, []
-        try:
-            self.app.broker.confirm()  # the acknowledgements on their way (see _finish)
-        except BrokerError as exc:
-            log.error("could not confirm acknowledgements: %s", exc)
         if held:
             try:
                 self.app.broker.add_events(held)
