@@ -169,6 +169,25 @@ def test_eta_tasks_start_at_their_eta_never_before(app, start_worker, pool):
     assert early == [], "seconds before their eta that tasks started"
 
 
+@BOTH
+def test_a_chunk_sharing_one_eta_runs_each_once_never_early_in_both_children(app, start_worker):
+    """40 ETA tasks sent in one batch with one eta (bench/eta.py's shape): a prefork
+    worker claims them ahead, a prefetch at a time, and its two children run each once,
+    none before the eta; nothing is left claimed."""
+    from tests.proj.tasks import dl_span
+
+    start_worker("-P", "prefork", "-c", "2")
+    eta = time.time() + scaled(1.0)
+    tags = [f"c{i}" for i in range(40)]
+    results = dl_span.apply_many([(0.0, tag) for tag in tags], eta=eta)
+    assert sorted(r.get(timeout=scaled(15)) for r in results) == sorted(tags)
+    spans = [line.split() for line in journal("spans")]
+    assert sorted(tag for tag, *_ in spans) == sorted(tags), "each once"
+    assert min(float(start) for _, _, start, _ in spans) >= eta, "none before the eta"
+    assert len({pid for _, pid, _, _ in spans}) == 2, "both children ran some"
+    assert claimed(app) == set()
+
+
 @pytest.mark.parametrize("pool", POOLS, ids=lambda p: p[1])
 def test_sigterm_finishes_running_task_and_takes_no_new_one(app, start_worker, pool):
     from tests.proj.tasks import add, sleep
