@@ -12,8 +12,8 @@ channel) and `replies`.
 Leases and beat entries follow the rules of rows.py, over `_Rows` (one transaction).
 Every operation of the interface is one transaction, so it is atomic as a Redis script
 is; times are the caller's `time.time()` (one host, one clock). `wait` and
-`wait_result` poll cheaply (see sqlite_db.Database.poll): SQLite cannot notify another
-process.
+`wait_result` sleep until a commit in any process wakes them (sqlite_wake), then look
+(see sqlite_db.Database.poll).
 """
 
 from __future__ import annotations

@@ -15,13 +15,15 @@ that waits for the write lock in short steps (see `_locking`). `synchronous=NORM
 commit survives the process being killed; a power cut may lose the last commits but
 never corrupts the file.
 
-Waiting. SQLite cannot notify another process. `poll` runs a cheap `PRAGMA
-data_version` (it changes whenever another connection commits) every 1 ms for the first
-quarter second of a wait, every 20 ms after that, and runs the real query only when the
-file changed or a due time came. Commits in the same process wake local waiters at once.
-Cost: a commit in another process is seen within 1 ms (20 ms once the wait has lasted a
-while), so a round trip (send, run, result) takes a few ms more than on Redis; an idle
-waiter spends well under 1% of a CPU.
+Waiting. SQLite cannot notify another process: a commit wakes the waiters of every
+process through the file's wake file (sqlite_wake: a futex in a shared page, Linux), and
+`poll` runs the real query only when `PRAGMA data_version` (it changes whenever another
+connection commits) says the file changed, or a due time came. Past its first quarter
+second a wait looks at most every 5 ms however busy the file is; a look every 20 ms
+stays as a bound on a missed wake-up. Where there are no futexes (or no slot is free)
+`poll` checks data_version every 1 ms for the first quarter second of a wait, every 20
+ms after that; commits in the same process wake local waiters at once. An idle waiter
+spends well under 1% of a CPU either way.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from ..exceptions import BrokerError, ConfigurationError
+from . import sqlite_wake
 
 T = TypeVar("T")
 
@@ -191,6 +194,7 @@ CREATE TABLE IF NOT EXISTS beats (
 POLL_FAST = 0.001  # seconds between data_version checks early in a wait
 POLL_SLOW = 0.02  # ... once it lasted FAST_FOR seconds: a sleep costs ~40 us of CPU
 FAST_FOR = 0.25
+WAKE_GAP = 0.005  # seconds between looks of a wait past FAST_FOR woken by commits
 BEGIN_RETRY_FIRST = 0.0002  # seconds between attempts to take the write lock, doubling
 BEGIN_RETRY_MAX = 0.002  # ... up to this
 
@@ -402,7 +406,7 @@ class _Use:
                 raise error from exc
             return
         if self.writes and kind is None:
-            self.db.changes.committed()
+            self.db.committed()
 
 
 class Database:
@@ -413,6 +417,7 @@ class Database:
         self.busy_timeout = busy_timeout
         self.local = threading.local()
         self._changes: tuple[dict[str, _Changes], _Changes] | None = None
+        self._wake: tuple[object, sqlite_wake.Wake | None] | None = None
 
     @property
     def changes(self) -> _Changes:
@@ -421,6 +426,21 @@ class Database:
         if known is None or known[0] is not _changes:
             known = self._changes = (_changes, _changes_of(self.path))
         return known[1]
+
+    @property
+    def wake(self) -> sqlite_wake.Wake | None:
+        """This process's wake-ups for the file (None: waits poll); see sqlite_wake."""
+        known = self._wake
+        if known is None or known[0] is not sqlite_wake.registry():
+            known = self._wake = (sqlite_wake.registry(), sqlite_wake.wake_of(self.path))
+        return known[1]
+
+    def committed(self) -> None:
+        """After a commit: wake this file's waiters, in this process and in others."""
+        self.changes.committed()
+        wake = self.wake
+        if wake is not None:
+            wake.changed()
 
     def _handle(self) -> _Handle:
         try:
@@ -540,7 +560,7 @@ class Database:
             raise error from exc
         finally:
             gate.leave()
-        self.changes.committed()
+        self.committed()
         return changed
 
     def poll(
@@ -558,27 +578,48 @@ class Database:
         due: float | None = None
         started = time.monotonic()
         changes = self.changes
-        while True:
-            local = changes.count
-            with self.read() as conn:
-                version = conn.execute("PRAGMA data_version").fetchone()[0]
-                now = time.time()
-                if version != seen_version or (due is not None and now >= due):
-                    seen_version = version
-                    value, due = probe(conn, now)
-                    if value is not None:
-                        return value
-            mono = time.monotonic()
-            if end is not None and mono >= end:
-                return None
-            # every commit anywhere (heartbeats too) changes data_version: only the
-            # start of a wait, when an answer is most likely, is polled fast
-            pause = POLL_FAST if mono - started < FAST_FOR else POLL_SLOW
-            if end is not None:
-                pause = min(pause, end - mono)
-            if due is not None:
-                pause = min(pause, max(due - time.time(), 0.0))
-            changes.wait(local, pause)
+        wake = self.wake
+        if wake is not None and not wake.waits():
+            wake = None  # no slot free: this process polls
+        if wake is not None:
+            wake.begin()
+        try:
+            while True:
+                local = changes.count
+                seen = 0 if wake is None else wake.value()
+                with self.read() as conn:
+                    version = conn.execute("PRAGMA data_version").fetchone()[0]
+                    now = time.time()
+                    if version != seen_version or (due is not None and now >= due):
+                        seen_version = version
+                        value, due = probe(conn, now)
+                        if value is not None:
+                            return value
+                mono = time.monotonic()
+                if end is not None and mono >= end:
+                    return None
+                if wake is None:
+                    # every commit anywhere (heartbeats too) changes data_version: only
+                    # the start of a wait, when an answer is most likely, is polled fast
+                    pause = POLL_FAST if mono - started < FAST_FOR else POLL_SLOW
+                elif mono - started < FAST_FOR:
+                    pause = POLL_SLOW  # woken by a commit; this only bounds a missed one
+                else:
+                    # a long wait looks at most every WAKE_GAP, however busy the file
+                    time.sleep(WAKE_GAP if end is None else min(WAKE_GAP, end - mono))
+                    pause = POLL_SLOW
+                    mono = time.monotonic()
+                if end is not None:
+                    pause = min(pause, max(end - mono, 0.0))
+                if due is not None:
+                    pause = min(pause, max(due - time.time(), 0.0))
+                if wake is None:
+                    changes.wait(local, pause)
+                else:
+                    wake.sleep(seen, pause)
+        finally:
+            if wake is not None:
+                wake.end()
 
     def close(self) -> None:
         """Close this file's connections in every thread; later uses open new ones."""

@@ -219,24 +219,33 @@ def test_sqlite_kill9_mid_way_leaves_the_file_consistent(tmp_path: Path) -> None
     backend.close()
 
 
-def _await_result(url: str, ready: object, results: object) -> None:
+def _await_result(url: str, ready: object, results: object, how: str = "wake") -> None:
+    from beatq.brokers import sqlite_db, sqlite_wake
+
+    if how == "poll":  # as on a system without futexes: the waiter polls the file
+        sqlite_wake._futex = None
+    elif how == "wake-only":  # polls once a minute: only a wake-up can end the wait in time
+        sqlite_db.FAST_FOR = 0.0
+        sqlite_db.POLL_SLOW = 60.0
     backend = connect(url)
+    backend.ping()
     ready.set()  # type: ignore[attr-defined]
-    value = backend.wait_result("cross", 10)
+    value = backend.wait_result("cross", 30)
     results.put((value, time.time()))  # type: ignore[attr-defined]
     backend.close()
 
 
+@pytest.mark.parametrize("how", ["wake", "poll"])
 @pytest.mark.parametrize("idle", [0.1, 1.0], ids=["busy", "idle"])
 def test_sqlite_wait_result_across_processes_wakes_within_the_poll_interval(
-    tmp_path: Path, idle: float
+    tmp_path: Path, idle: float, how: str
 ) -> None:
     url = f"sqlite:///{tmp_path / 'latency.db'}"
     backend = connect(url)
     backend.ping()
     ctx = multiprocessing.get_context("spawn")
     ready, results = ctx.Event(), ctx.Queue()
-    proc = ctx.Process(target=_await_result, args=(url, ready, results))
+    proc = ctx.Process(target=_await_result, args=(url, ready, results, how))
     proc.start()
     assert ready.wait(60)  # a spawned interpreter importing beatq: seconds on a loaded machine
     time.sleep(idle)  # after a second of nothing the waiter polls at its slow pace
@@ -246,6 +255,40 @@ def test_sqlite_wait_result_across_processes_wakes_within_the_poll_interval(
     proc.join(5)
     assert value == b"SUCCESS"
     assert woke - finished < 0.1
+    backend.close()
+
+
+def test_sqlite_a_waiter_in_another_process_is_woken_by_the_commit_not_its_poll(
+    tmp_path: Path,
+) -> None:
+    """The waiter polls once a minute here: it returns in time only if the commit wakes it
+    (sqlite_wake), and a waiter killed with its slot marked leaves nothing stuck."""
+    url = f"sqlite:///{tmp_path / 'wake.db'}"
+    backend = connect(url)
+    backend.ping()
+    ctx = multiprocessing.get_context("spawn")
+    ready, results = ctx.Event(), ctx.Queue()
+    killed_ready, killed_results = ctx.Event(), ctx.Queue()  # kept till the child reads them
+    killed = ctx.Process(target=_await_result, args=(url, killed_ready, killed_results))
+    killed.start()
+    assert killed_ready.wait(60)
+    from beatq.brokers.sqlite_wake import FLAGS, SLOTS
+
+    wake_file = tmp_path / "wake.db-wake"
+    marked = lambda: wake_file.exists() and 1 in wake_file.read_bytes()[FLAGS : FLAGS + SLOTS]  # noqa: E731
+    wait_for(marked, 30, "the first waiter's mark")
+    proc = ctx.Process(target=_await_result, args=(url, ready, results, "wake-only"))
+    proc.start()
+    assert ready.wait(60)
+    os.kill(killed.pid, signal.SIGKILL)  # its slot's mark stays set: committers wake for nothing
+    killed.join(10)
+    time.sleep(0.5)  # the waiter is asleep, well past its first look
+    finished = time.time()
+    backend.finish(results=[ResultWrite("cross", b"SUCCESS", 60)])
+    value, woke = results.get(timeout=scaled(10))
+    proc.join(5)
+    assert value == b"SUCCESS"
+    assert woke - finished < scaled(1.0), "woken by a poll, not by the commit"
     backend.close()
 
 
