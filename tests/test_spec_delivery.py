@@ -130,3 +130,36 @@ def test_a_cold_stop_puts_back_at_once_what_runs_and_what_waits_in_the_buffer(
     assert [r.get(timeout=scaled(10)) for r in waiting] == ["w0", "w1", "w2"]
     assert running.get(timeout=scaled(10)) == "cut"
     assert [len(runs(f"w{i}")) for i in range(3)] == [1, 1, 1], "each waiting task ran once"
+
+
+@BOTH
+@pytest.mark.parametrize(
+    "pool", [["-P", "threads", "-c", "2"], ["-P", "prefork", "-c", "2"]], ids=lambda p: p[1]
+)
+def test_kill9_mid_task_runs_it_again_only_when_acks_late_in_every_pool(app, start_worker, pool):
+    """SPEC §6 in the pools test_delivery leaves to solo: kill -9 of the worker while an
+    acks_late task and an early-acknowledged one run: the first runs again elsewhere (at
+    least once), the second does not (at most once)."""
+    import os
+    import signal
+
+    from tests.proj.tasks import add, sleep, sleep_late
+
+    visibility = {"BEATQ_TEST_VISIBILITY": "1.5"}
+    first = start_worker(*pool, extra_env=visibility)
+    late = sleep_late.delay(scaled(3), "late")
+    sleep.delay(scaled(3), "early")
+    started("late")
+    started("early")
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(5)
+    killed_at = time.time()
+    start_worker("-P", "solo", extra_env=visibility)
+
+    assert late.get(timeout=scaled(15)) == "late"
+    assert len(runs("late")) == 2, "run again elsewhere"
+    # every claim of the dead worker has expired and been looked at by the next claim
+    time.sleep(max(0.0, killed_at + 1.7 - time.time()))
+    assert add.delay(1, 1).get(timeout=scaled(10)) == 2
+    # (a prefork child orphaned mid-task may still finish it: once all the same)
+    assert len(runs("early")) == 1, "not run again"
