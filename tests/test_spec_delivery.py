@@ -163,3 +163,30 @@ def test_kill9_mid_task_runs_it_again_only_when_acks_late_in_every_pool(app, sta
     assert add.delay(1, 1).get(timeout=scaled(10)) == 2
     # (a prefork child orphaned mid-task may still finish it: once all the same)
     assert len(runs("early")) == 1, "not run again"
+
+
+@BOTH
+def test_kill9_of_a_prefork_parent_runs_what_waited_in_its_child_once(app, start_worker):
+    """SPEC §6: messages a dead worker had taken but not started go back to their queue and
+    run once. In prefork some of them wait in a busy child behind its task (QUEUED): the
+    child, orphaned by a kill -9 of its parent, must not run them too once they came back."""
+    import os
+    import signal
+
+    from tests.proj.tasks import sleep
+
+    visibility = {"BEATQ_TEST_VISIBILITY": "1.5"}
+    long = sleep.delay(scaled(4), "long")  # runs past the visibility timeout in the orphan
+    behind = [sleep.delay(0.01, f"q{i}") for i in range(3)]
+    first = start_worker("-P", "prefork", "-c", "1", extra_env=visibility)
+    started("long")
+    assert claimed(app) >= {r.id for r in behind}, "taken, not started"
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(5)
+    start_worker("-P", "solo", extra_env=visibility)
+
+    assert [r.get(timeout=scaled(15)) for r in behind] == ["q0", "q1", "q2"]
+    # the orphan's long task ends (or the orphan is gone): what it held has had its chance
+    wait_for(lambda: runs("long", "end") or long.state == "SUCCESS", scaled(8), "the long task")
+    time.sleep(0.5)
+    assert [len(runs(f"q{i}")) for i in range(3)] == [1, 1, 1], journal("runs")

@@ -77,6 +77,11 @@ def _child(
             seq, claim, acked = item
             queued.append((seq, Delivery(claim, acked)))
         seq, delivery = queued.popleft()
+        if not delivery.acked and os.getppid() != parent:
+            # Orphaned (its parent was killed) while claims waited here: they come back to
+            # their queue after the visibility timeout and run elsewhere; run here too, they
+            # would run twice. One already acknowledged would not come back: it runs here.
+            continue
         if not _begin(board, seq):
             continue  # the parent took it back (_Child.withdraw)
         limit = _hard_limit(executor, delivery)  # decodes it, for `execute` too
