@@ -28,7 +28,7 @@ import pytest
 from beatq import AsyncResult
 from beatq.exceptions import MaxRetriesExceededError
 from beatq.result import state_write
-from tests.conftest import scaled
+from tests.conftest import scaled, wait_for
 from tests.proj import journal
 from tests.test_results import SharedWorker, point_app_at, shared_worker
 
@@ -178,3 +178,23 @@ def test_past_max_retries_a_retry_with_exc_fails_with_that_exception(sapp):
     assert not isinstance(info.value, MaxRetriesExceededError)
     assert result.state == "FAILURE"
     assert len(journal("spec_tries")) == 2, "the first run and max_retries=1 retry"
+
+
+@BOTH
+def test_callbacks_of_a_retried_task_run_once_for_its_outcome_never_for_a_retry(sapp):
+    """SPEC §3: the errback runs when the task fails, the link when it succeeds: after the
+    retries, once; a retry is neither."""
+    from tests.proj.spec_tasks import spec_backoff, spec_default_delay
+    from tests.proj.tasks import CustomError, cv_seen, errback_old
+
+    failing = spec_backoff.apply_async(("r",), link_error=errback_old.s(), link=cv_seen.s("linked"))
+    succeeding = spec_default_delay.apply_async(
+        link_error=errback_old.s(), link=cv_seen.s("linked")
+    )
+    with pytest.raises(CustomError):
+        failing.get(timeout=scaled(10))
+    assert succeeding.get(timeout=scaled(10)) == 1
+    wait_for(lambda: journal("errback") and journal("cv_seen"), 5, "the callbacks")
+    time.sleep(0.3)  # a second run of either would land within this
+    assert journal("errback") == [f"old:{failing.id}"], "the errback: once, for the failure"
+    assert journal("cv_seen") == ["linked:1"], "the link: once, with the final value"
