@@ -53,6 +53,7 @@ class Cluster:
             *("--cluster-node-timeout", str(NODE_TIMEOUT_MS)),
             *("--cluster-require-full-coverage", "no"),
             *("--cluster-replica-validity-factor", "0"),  # any replica may be promoted
+            *("--repl-diskless-sync-delay", "0"),  # a replica syncs at once (default: 5 s)
         ]
         self.servers[port] = subprocess.Popen(
             [_binary("redis-server"), *args],
@@ -97,7 +98,8 @@ class Cluster:
             return False
 
     def ok(self) -> bool:
-        """Every live node says the cluster is ok and knows MASTERS masters with slots."""
+        """Every live node says the cluster is ok and knows MASTERS masters with slots,
+        and every live replica has synced with its master."""
         for port, process in self.servers.items():
             if process.poll() is not None:
                 continue
@@ -111,6 +113,12 @@ class Cluster:
                     slots = client.execute_command("CLUSTER", "SLOTS")
                     if len(slots) < len(self.ports) // 2:
                         return False
+                    replication = client.info("replication")
+                    if replication["role"] == "slave" and (
+                        replication["master_link_status"] != "up"
+                        or replication["master_sync_in_progress"]
+                    ):
+                        return False  # a replica promoted before it synced has nothing
             except (redis.ConnectionError, redis.TimeoutError):
                 return False
         return True

@@ -669,8 +669,10 @@ class ClusterBackend(RedisBackend):
         return f"{self.keys.prefix}:beat:mark:{message_id}"
 
     def send_outbox(self) -> int:
-        """Send the messages the beat's dispatches left in the outbox (each once by id),
-        then empty it of them; how many were there."""
+        """Send the messages the beat's dispatches left in the outbox (each once, by its
+        run's mark), then empty it of them; how many were sent. Those bound for a queue
+        whose shard is out of reach stay for the next time (the lease's renewal), and
+        the others go: a shard in a failover holds up no other queue's runs."""
         k = self.keys
         with _errors(self.url):
             held = self.client.zrange(k.beat_held, 0, -1, withscores=True)
@@ -679,9 +681,11 @@ class ClusterBackend(RedisBackend):
             ids = [id_ for id_, _ in held]
             stored = self.client.hmget(k.msgs, ids)
             found = self.client.mget([self._mark_key(i.decode()) for i in ids])
-        messages, marks = [], []
+        by_queue: dict[str, list[tuple[Outgoing, str]]] = defaultdict(list)
+        done = []  # ids sent, or no longer stored
         for (id_, eta), value, mark in zip(held, stored, found):
             if value is None:
+                done.append(id_)
                 continue
             name, _, body = value.partition(b"\n")
             queue, priority = name.decode(), 0
@@ -691,26 +695,31 @@ class ClusterBackend(RedisBackend):
             due = float(eta) or None
             # the stored body carries its delivery byte; _flatten adds it again
             ack = body[:1] == ACK_AT_CLAIM
-            messages.append(Outgoing(queue, id_.decode(), body[1:], due, ack, priority))
-            marks.append(mark.decode() if mark else f"beat:{id_.decode()}")
-        if messages:
-            self.send_once(messages, marks)
-        with _errors(self.url):
-            replies = self.routes.pipeline(
-                k.prefix,
-                [
-                    ("MULTI",),
-                    ("ZREM", k.beat_held, *ids),
-                    ("HDEL", k.msgs, *ids),
-                    ("ZREM", k.delayed, *ids),
-                    ("DEL", *(self._mark_key(i.decode()) for i in ids)),
-                    ("EXEC",),
-                ],
-            )
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise BrokerError(f"Redis Cluster at {shown_url(self.url)}: {reply}")
-        return len(ids)
+            message = Outgoing(queue, id_.decode(), body[1:], due, ack, priority)
+            by_queue[queue].append((message, mark.decode() if mark else f"beat:{id_.decode()}"))
+        for queue, pairs in by_queue.items():
+            try:
+                self.send_once([m for m, _ in pairs], [mark for _, mark in pairs])
+            except BrokerError as exc:
+                log.warning("the beat's runs for queue %r wait in its outbox: %s", queue, exc)
+                continue
+            done += [m.id.encode() for m, _ in pairs]
+        if done:
+            marks = [self._mark_key(i.decode()) for i in done]
+            commands: list[tuple[Any, ...]] = [
+                ("MULTI",),
+                ("ZREM", k.beat_held, *done),
+                ("HDEL", k.msgs, *done),
+                ("ZREM", k.delayed, *done),
+                ("DEL", *marks),
+                ("EXEC",),
+            ]
+            with _errors(self.url):
+                replies = self.routes.pipeline(k.prefix, commands)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise BrokerError(f"Redis Cluster at {shown_url(self.url)}: {reply}")
+        return len(done)
 
     def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
         token = super().acquire_lease(name, holder, ttl)
