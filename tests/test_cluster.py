@@ -94,3 +94,27 @@ def test_interrupt_wait_ends_a_wait_over_several_queues(cb: ClusterBackend) -> N
     thread.join(scaled(5))
     assert done["value"] is True
     assert done["at"] - asked_at < scaled(1.0)
+
+
+def test_a_run_dispatched_again_after_its_settlement_was_lost_is_not_sent_again(
+    cb: ClusterBackend,
+) -> None:
+    """What a failed {home} master can lose: a run's settlement, its message sent already
+    (the outbox sends each run under the mark of its entry and slot, in its queue's slot)."""
+    from beatq.brokers import BeatDispatch
+
+    token = cb.acquire_lease("beat", "me", 30)
+    assert token is not None
+
+    def dispatch(message_id: str) -> str:
+        run = BeatDispatch("e", 100.0, 101.0, b"{}", [Outgoing("bq", message_id, b"x")])
+        return cb.beat_dispatch("beat", "me", token, run)
+
+    assert dispatch("m1") == "sent"
+    assert dispatch("m2") == "done"  # settled: nothing sent
+    home = cb.client.get_node_from_key(cb.keys.prefix).redis_connection
+    assert cb.client.zcard(cb.keys.beat_held) == 0, "the outbox is empty once sent"
+    assert list(home.scan_iter(match=f"{cb.keys.prefix}:beat:mark:*")) == []
+    cb.client.hdel(cb.keys.beat_settled, "e")  # the settlement lost with a failed master
+    assert dispatch("m3") == "sent"  # settled again, and its message not sent twice
+    assert [c.id for c in cb.claim(["bq"], 10, 30).claims] == ["m1"]

@@ -615,8 +615,11 @@ class ClusterBackend(RedisBackend):
             calls.append((keys, args))
             marks += self._marks(f"beat:{run.entry}|{run.slot!r}", run.send)
         with _errors(self.url):
-            replies = self.routes.fcall_many("beat_dispatch", calls, spin=False, then=marks)
-        outcomes = [r.decode() if isinstance(r, bytes) else str(r) for r in replies[: len(runs)]]
+            # the marks first: a replica never has a run in the outbox without its mark
+            replies = self.routes.fcall_many("beat_dispatch", calls, spin=False, before=marks)
+        outcomes = [r.decode() if isinstance(r, bytes) else str(r) for r in replies]
+        unsent = [m.id for run, o in zip(runs, outcomes) if o != "sent" for m in run.send]
+        self._drop_marks(unsent)
         if "sent" in outcomes:
             self.send_outbox()
         return outcomes
@@ -650,20 +653,30 @@ class ClusterBackend(RedisBackend):
         keys = [*self._schedule_keys(lease), self.keys.beat_held]
         marks = self._marks(f"request:{request_id}|{float(slot)!r}", send)
         with _errors(self.url):
-            reply = self.routes.fcall("schedules", keys, args, then=marks)
+            reply = self.routes.fcall("schedules", keys, args, before=marks)
         outcome = reply.decode() if isinstance(reply, bytes) else str(reply)
         if outcome == "sent":
             self.send_outbox()
+        else:
+            self._drop_marks([m.id for m in send])
         return outcome
 
     def _marks(self, run: str, send: Sequence[Outgoing]) -> list[tuple[Any, ...]]:
         """The commands that note, beside the outbox, the mark each message of a run is
         sent under: its run's (entry, slot), so a run dispatched again (a settlement
-        lost with a master that failed before its replica had it) is never sent again."""
+        lost with a master that failed before its replica had it) is never sent again.
+        Made before the dispatch, in its round trip: replicated in that order."""
         return [
             ("SET", self._mark_key(m.id), f"{run}|{i}", "PX", _ms(TOKEN_TTL))
             for i, m in enumerate(send)
         ]
+
+    def _drop_marks(self, ids: Sequence[str]) -> None:
+        """Forget the marks of messages a dispatch did not send (lost, done, paused, busy)."""
+        if ids:
+            keys = [self._mark_key(i) for i in ids]
+            with _errors(self.url):
+                self.routes.command(self.keys.prefix, "DEL", *keys)
 
     def _mark_key(self, message_id: str) -> str:
         return f"{self.keys.prefix}:beat:mark:{message_id}"

@@ -30,12 +30,12 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import AskError, ClusterDownError, TryAgainError
+from redis.exceptions import AskError, ClusterDownError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..exceptions import ConfigurationError
-from .redis_calls import Calls
+from .redis_calls import Calls, _missing
 
 SCHEMES = ("redis+cluster", "rediss+cluster")
 DEFAULT_PORT = 6379
@@ -210,12 +210,27 @@ class Routes:
         name: str,
         calls: list[tuple[list[str], list[Any]]],
         spin: bool = True,
-        then: Sequence[tuple[Any, ...]] = (),
+        before: Sequence[tuple[Any, ...]] = (),
     ) -> list[Any]:
         """`Calls.fcall_many` on the master of the first call's first key (all of them
-        in its slot)."""
-        key = calls[0][0][0]
-        return self._routed(key, lambda node: node.fcall_many(name, calls, spin, then))
+        in its slot), after the commands `before` in the same round trip; the calls'
+        replies."""
+        if not before:
+            return self._routed(calls[0][0][0], lambda node: node.fcall_many(name, calls, spin))
+
+        def call(node: Calls) -> list[Any]:
+            made = [("FCALL", f"{node.lib}_{name}", len(k), *k, *a) for k, a in calls]
+            commands = [*before, *made]
+            replies = node.pipeline(commands, blocking=not spin)
+            if _missing(replies[len(before)]):  # then none of the calls ran
+                node.load()
+                replies = node.pipeline(commands, blocking=not spin)
+            for reply in replies:
+                if isinstance(reply, ResponseError):
+                    raise reply
+            return replies[len(before) :]
+
+        return self._routed(calls[0][0][0], call)
 
     def command(self, key: str, *args: Any, blocking: bool = False) -> Any:
         """One command on the master of `key`."""
