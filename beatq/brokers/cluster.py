@@ -33,9 +33,10 @@ What needs two units is done in steps whose retry is idempotent:
 - the beat's dispatch settles the run (fenced, on {home}) and puts its messages in an
   outbox there, each with the mark of its run's (entry, slot), in one round trip; the
   outbox is then sent (`send_once`) and emptied. A new leader, and every leader as it
-  renews its lease, sends what the outbox holds before dispatching anything new. A run
-  dispatched again because its settlement was lost with a failed master is not sent
-  again: its mark is in its queue's slot.
+  renews its lease, sends what the outbox holds before dispatching anything new (what is
+  bound for a shard out of reach waits for the next time). A run dispatched again
+  because its settlement was lost with a failed master is not sent again: its mark is in
+  its queue's slot.
 """
 
 from __future__ import annotations
@@ -162,12 +163,17 @@ class Waits:
     def __init__(self, routes: redis_cluster.Routes) -> None:
         self.routes = routes
         self.pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.size = 0
         self.pid = 0
 
-    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self.pool is None or self.pid != os.getpid():  # a forked child makes its own
-            self.pool = concurrent.futures.ThreadPoolExecutor(32, "beatq-cluster-wait")
-            self.pid = os.getpid()
+    def _pool(self, size: int) -> concurrent.futures.ThreadPoolExecutor:
+        """A pool of at least `size` threads (a wait's BLPOPs all block at once)."""
+        if self.pool is None or self.pid != os.getpid() or self.size < size:
+            if self.pool is not None and self.pid == os.getpid():
+                self.pool.shutdown(wait=False)
+            self.size = max(size, 8)
+            self.pool = concurrent.futures.ThreadPoolExecutor(self.size, "beatq-cluster-wait")
+            self.pid = os.getpid()  # a forked child makes its own
         return self.pool
 
     def _blpop(self, wake: str, interrupt: str, block: float) -> bool:
@@ -177,7 +183,7 @@ class Waits:
         """Block up to `block` seconds on each (wake-up, interrupt) pair; True when one
         was pushed. A queue whose master cannot be reached is left to the others."""
         end = time.monotonic() + block
-        pool = self._pool()
+        pool = self._pool(2 * len(lists))  # room for BLPOPs of a wait before, ending
         pending = {pool.submit(self._blpop, wake, stop, block): stop for wake, stop in lists}
         woken = False
         while pending and not woken:
