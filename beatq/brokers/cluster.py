@@ -46,11 +46,13 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
 from redis.crc import key_slot
+from redis.retry import Retry
 
 from ..exceptions import BrokerError, ConfigurationError
 from . import redis_cluster, redis_topology
@@ -82,6 +84,7 @@ from .redis import (
     check_url,
     shown_url,
     split_stored,
+    unbanded,
 )
 from .redis_calls import SPIN
 from .replication import Replication
@@ -93,7 +96,16 @@ DOWN_FOR = 1.0  # seconds a queue whose master could not be reached is left out 
 
 
 def unit_prefix(base: str, tag: str) -> str:
+    """The prefix of a slot unit's keys: `base`, then the unit's hash tag."""
     return f"{base}:{{{tag}}}"
+
+
+def by_queue(items: Iterable[Any], queue_of: Callable[[Any], str]) -> dict[str, list[Any]]:
+    """`items` grouped by their queue, in the order each queue first came."""
+    grouped: dict[str, list[Any]] = defaultdict(list)
+    for item in items:
+        grouped[queue_of(item)].append(item)
+    return grouped
 
 
 class ClusterResults(Results):
@@ -251,9 +263,6 @@ class ClusterBackend(RedisBackend):
             self.client = redis_cluster.cluster_client(self.cluster_url, **connection)
 
         def node_client(host: str, port: int) -> redis.Redis:
-            from redis.backoff import ExponentialBackoff
-            from redis.retry import Retry
-
             retry = Retry(ExponentialBackoff(cap=0.2, base=0.02), 1)
             node = self.cluster_url.node_url(host, port)
             return redis.Redis.from_url(node, retry=retry, **connection)
@@ -301,12 +310,6 @@ class ClusterBackend(RedisBackend):
             names = self.routes.command(self.keys.prefix, "SMEMBERS", self._registry)
         return sorted(n.decode() for n in names)
 
-    def _by_queue(self, items: Iterable[Any], queue_of: Any) -> dict[str, list[Any]]:
-        grouped: dict[str, list[Any]] = defaultdict(list)
-        for item in items:
-            grouped[queue_of(item)].append(item)
-        return grouped
-
     def _run(
         self, name: str, keys: list[str], args: list[Any], events: Sequence[bytes] = ()
     ) -> Any:
@@ -320,7 +323,7 @@ class ClusterBackend(RedisBackend):
     def send(self, messages: Sequence[Outgoing], events: Sequence[bytes] = ()) -> None:
         """Atomic per queue, each queue in the order its first message came."""
         if messages:
-            grouped = self._by_queue(messages, lambda m: m.queue)
+            grouped = by_queue(messages, lambda m: m.queue)
             self._register(grouped)
             for queue, batch in grouped.items():
                 u = self.unit(queue)
@@ -331,7 +334,7 @@ class ClusterBackend(RedisBackend):
     def send_once(self, messages: Sequence[Outgoing], marks: Sequence[str]) -> None:
         """Send each message unless its mark (one per message) was seen within a day
         (see lua/send_once.lua)."""
-        grouped = self._by_queue(zip(messages, marks), lambda pair: pair[0].queue)
+        grouped = by_queue(zip(messages, marks), lambda pair: pair[0].queue)
         self._register(grouped)
         for queue, pairs in grouped.items():
             flat: list[Any] = []
@@ -436,11 +439,11 @@ class ClusterBackend(RedisBackend):
         return done
 
     def renew(self, claims: Sequence[Claim], visibility: float) -> None:
-        for queue, batch in self._by_queue(claims, lambda c: c.queue).items():
+        for queue, batch in by_queue(claims, lambda c: c.queue).items():
             self._run("renew", [self.unit(queue).unacked], [visibility, *map(_member, batch)])
 
     def release(self, claims: Sequence[Claim]) -> None:
-        for queue, batch in self._by_queue(claims, lambda c: c.queue).items():
+        for queue, batch in by_queue(claims, lambda c: c.queue).items():
             u = self.unit(queue)
             args: list[Any] = [u.prefix]
             for c in batch:
@@ -508,8 +511,8 @@ class ClusterBackend(RedisBackend):
             self.results.store_results(step.results)
         if step.join is not None:
             self._join(step.join)
-        acked = self._by_queue(step.ack, lambda c: c.queue)
-        there = self._by_queue(step.send, lambda m: m.queue)
+        acked = by_queue(step.ack, lambda c: c.queue)
+        there = by_queue(step.send, lambda m: m.queue)
         elsewhere = [m for m in step.send if m.queue not in acked]
         if elsewhere:
             if step.token:
@@ -700,23 +703,20 @@ class ClusterBackend(RedisBackend):
             ids = [id_ for id_, _ in held]
             stored = self.client.hmget(k.msgs, ids)
             found = self.client.mget([self._mark_key(i.decode()) for i in ids])
-        by_queue: dict[str, list[tuple[Outgoing, str]]] = defaultdict(list)
+        bound: dict[str, list[tuple[Outgoing, str]]] = defaultdict(list)
         done = []  # ids sent, or no longer stored
         for (id_, eta), value, mark in zip(held, stored, found):
             if value is None:
                 done.append(id_)
                 continue
             name, _, body = value.partition(b"\n")
-            queue, priority = name.decode(), 0
-            base, sep, band = queue.partition("\x1f")
-            if sep:
-                queue, priority = base, int(band)
+            queue, priority = unbanded(name.decode())
             due = float(eta) or None
             # the stored body carries its delivery byte; _flatten adds it again
             ack = body[:1] == ACK_AT_CLAIM
             message = Outgoing(queue, id_.decode(), body[1:], due, ack, priority)
-            by_queue[queue].append((message, mark.decode() if mark else f"beat:{id_.decode()}"))
-        for queue, pairs in by_queue.items():
+            bound[queue].append((message, mark.decode() if mark else f"beat:{id_.decode()}"))
+        for queue, pairs in bound.items():
             try:
                 self.send_once([m for m, _ in pairs], [mark for _, mark in pairs])
             except BrokerError as exc:
