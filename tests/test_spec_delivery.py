@@ -190,3 +190,23 @@ def test_kill9_of_a_prefork_parent_runs_what_waited_in_its_child_once(app, start
     wait_for(lambda: runs("long", "end") or long.state == "SUCCESS", scaled(8), "the long task")
     time.sleep(0.5)
     assert [len(runs(f"q{i}")) for i in range(3)] == [1, 1, 1], journal("runs")
+
+
+def test_ctrl_c_stops_as_sigterm_does_finishing_what_runs(app, start_worker):
+    """SPEC §6: `SIGTERM`/Ctrl-C: stop taking work, finish what is running (test_delivery
+    sends SIGINT only as the second signal)."""
+    import signal
+
+    from tests.proj.tasks import add, sleep
+
+    worker = start_worker("-P", "threads", "-c", "2")
+    running = sleep.delay(1, "warm")
+    started("warm")
+    worker.signal(signal.SIGINT)
+    wait_for(lambda: "SIGINT received" in worker.log(), 5, "the signal to be handled")
+    after = add.delay(2, 3)
+    assert running.get(timeout=scaled(5)) == "warm"
+    assert worker.wait(10) == 0
+    assert "warm shutdown" in worker.log()
+    assert runs("warm", "end") == [f"warm:end:{worker.pid}"]
+    assert after.state == "PENDING" and app.broker.queue_length("celery") == 1
