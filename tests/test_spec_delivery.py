@@ -169,7 +169,8 @@ def test_kill9_mid_task_runs_it_again_only_when_acks_late_in_every_pool(app, sta
 def test_kill9_of_a_prefork_parent_runs_what_waited_in_its_child_once(app, start_worker):
     """SPEC §6: messages a dead worker had taken but not started go back to their queue and
     run once. In prefork some of them wait in a busy child behind its task (QUEUED): the
-    child, orphaned by a kill -9 of its parent, must not run them too once they came back."""
+    child, orphaned by a kill -9 of its parent, must not run them too once they came back:
+    it ends with its parent (prefork._die_with), mid-task, as on a power loss."""
     import os
     import signal
 
@@ -186,10 +187,21 @@ def test_kill9_of_a_prefork_parent_runs_what_waited_in_its_child_once(app, start
     start_worker("-P", "solo", extra_env=visibility)
 
     assert [r.get(timeout=scaled(15)) for r in behind] == ["q0", "q1", "q2"]
-    # the orphan's long task ends (or the orphan is gone): what it held has had its chance
-    wait_for(lambda: runs("long", "end") or long.state == "SUCCESS", scaled(8), "the long task")
-    time.sleep(0.5)
+    (entry,) = runs("long")
+    orphan = int(entry.rsplit(":", 1)[1])
+    wait_for(lambda: not alive(orphan), 5, "the orphaned child to end")
     assert [len(runs(f"q{i}")) for i in range(3)] == [1, 1, 1], journal("runs")
+    assert runs("long", "end") == [] and long.state == "PENDING", "ended with its parent"
+    assert len(runs("long")) == 1, "acknowledged as it started: not run again"
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie no one reaped yet does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_ctrl_c_stops_as_sigterm_does_finishing_what_runs(app, start_worker):

@@ -36,6 +36,7 @@ from .recycle import Recycle
 log = logging.getLogger("beatq.worker")
 
 LIMITS_EVERY = 0.05  # seconds between two looks at the children's time limits
+ORPHAN_EVERY = 0.2  # seconds between two looks of a child at whether its parent lives
 
 
 def _child(
@@ -46,6 +47,7 @@ def _child(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     parent = os.getppid()
+    _die_with(parent)
     # An executor of its own for the same app and host: the parent's copy may hold a
     # lock another parent thread had taken at the fork, and events held back there.
     executor = Executor(parents.app, parents.hostname)
@@ -105,6 +107,22 @@ def _child(
             executor.flush_events()
             signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
             return
+
+
+def _die_with(parent: int) -> None:
+    """End this child soon after its parent dies, even mid-task. A parent killed with
+    SIGKILL cannot stop its children, and an orphan left to finish its task would also
+    acknowledge the next claim it was handed (with that finish), by then back in its queue
+    and run elsewhere: run twice. Ended, the orphan's task is lost as on a power loss
+    (acknowledged at its start: not run again; acks_late: run again), and what waited in
+    it comes back to its queue (SPEC §6)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_EVERY)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="beatq-orphan-watch", daemon=True).start()
 
 
 def _poller(conn: Connection) -> Callable[[float], bool]:
