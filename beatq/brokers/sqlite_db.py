@@ -436,11 +436,15 @@ class Database:
         return known[1]
 
     def committed(self) -> None:
-        """After a commit: wake this file's waiters, in this process and in others."""
-        self.changes.committed()
+        """After a commit: wake this file's waiters, in this process and in others (a
+        process with a wake slot waits only on that; one without waits on `changes`)."""
         wake = self.wake
-        if wake is not None:
-            wake.changed()
+        if wake is None:
+            self.changes.committed()
+            return
+        if wake.slot is None:
+            self.changes.committed()
+        wake.changed()
 
     def _handle(self) -> _Handle:
         try:
