@@ -591,11 +591,12 @@ class Database:
             while True:
                 local = changes.count
                 seen = 0 if wake is None else wake.value()
+                looked = False
                 with self.read() as conn:
                     version = conn.execute("PRAGMA data_version").fetchone()[0]
                     now = time.time()
                     if version != seen_version or (due is not None and now >= due):
-                        seen_version = version
+                        seen_version, looked = version, True
                         value, due = probe(conn, now)
                         if value is not None:
                             return value
@@ -606,13 +607,18 @@ class Database:
                     # every commit anywhere (heartbeats too) changes data_version: only
                     # the start of a wait, when an answer is most likely, is polled fast
                     pause = POLL_FAST if mono - started < FAST_FOR else POLL_SLOW
-                elif mono - started < FAST_FOR:
-                    pause = POLL_SLOW  # woken by a commit; this only bounds a missed one
+                elif looked and mono - started >= FAST_FOR:
+                    # a long wait looks at most every WAKE_GAP, however busy the file; its
+                    # mark is off meanwhile (committers skip the wake): after the gap the
+                    # loop checks the file again before it sleeps
+                    wake.end()
+                    try:
+                        time.sleep(WAKE_GAP if end is None else min(WAKE_GAP, end - mono))
+                    finally:
+                        wake.begin()
+                    continue
                 else:
-                    # a long wait looks at most every WAKE_GAP, however busy the file
-                    time.sleep(WAKE_GAP if end is None else min(WAKE_GAP, end - mono))
-                    pause = POLL_SLOW
-                    mono = time.monotonic()
+                    pause = POLL_SLOW  # woken by a commit; this only bounds a missed one
                 if end is not None:
                     pause = min(pause, max(end - mono, 0.0))
                 if due is not None:
