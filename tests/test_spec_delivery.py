@@ -78,17 +78,29 @@ def test_eta_tasks_wait_in_the_broker_not_in_the_worker_and_hold_up_nothing(app,
 def test_a_task_that_expires_while_it_waits_in_a_busy_worker_is_not_run(
     app, start_worker, pool, request
 ):
+    from beatq import AsyncResult
     from tests.proj.tasks import errback_old, held, sleep
 
-    long = held.apply_async(("long", scaled(30)))
+    start_worker(*pool)
     request.addfinalizer(lambda: record("release", "long"))
+    # Sent in one step to the idle worker, so its next claim takes all three: the two
+    # wait behind the long one. The expiry is set now that the worker is up.
     expires = time.time() + scaled(1)
     at = datetime.fromtimestamp(expires, timezone.utc)  # a float would be seconds from now
-    doomed = sleep.apply_async((0, "doomed"), expires=at, link_error=errback_old.s())
-    fine = sleep.apply_async((0, "fine"), expires=3600)
-    start_worker(*pool)  # its first claim takes all three: the two wait behind the long one
+    calls = [
+        (held, ("long", scaled(30)), {}),
+        (sleep, (0, "doomed"), {"expires": at, "link_error": errback_old.s()}),
+        (sleep, (0, "fine"), {"expires": 3600}),
+    ]
+    outgoing = []
+    for task, args, options in calls:
+        message, body = app.build_message(task.name, args, {}, task, **options)
+        outgoing.append(app.outgoing(message, body, task))
+    app.broker.send(outgoing)
+    long, doomed, fine = (AsyncResult(m.id, app=app) for m in outgoing)
     started("long")
-    assert claimed(app) >= {doomed.id, fine.id}, "claimed before they expire"
+    assert claimed(app) >= {doomed.id, fine.id}, "claimed behind the long one"
+    assert time.time() < expires, "claimed before they expire (else this proves nothing)"
     wait_for(lambda: time.time() > expires + 0.1, 5, "the expiry to pass")
     record("release", "long")
 
