@@ -30,7 +30,7 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 def test_a_disabled_entry_never_runs_a_one_off_runs_once_and_options_reach_the_message(
     app, tmp_path, start_beat
 ):
-    once_at = math.ceil(time.time() + scaled(2))  # a whole second, a little ahead
+    once_at = math.ceil(time.time() + scaled(3))  # a whole second, past the beat's start
     at_text = datetime.fromtimestamp(once_at, SHANGHAI).replace(tzinfo=None).isoformat()
     entries = {
         "on": tick(),
@@ -43,6 +43,7 @@ def test_a_disabled_entry_never_runs_a_one_off_runs_once_and_options_reach_the_m
         },
     }
     start_beat(write_schedule(tmp_path / "s.yaml", entries, zone="Asia/Shanghai"))
+    assert time.time() < once_at, "the beat started after the one-off's time: proves nothing"
     wait_for(lambda: slots(app, "once"), scaled(4) + 5, "the one-off run")
     seen = max(slots(app, "on"))
     wait_for(lambda: max(slots(app, "on")) >= seen + 2, 5, "two more runs of the others")
