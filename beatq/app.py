@@ -431,8 +431,9 @@ class Beatq:
     # -- sending ---------------------------------------------------------------------------
     def route(self, name: str, args: Any, kwargs: Any, task: Task | None) -> str:
         """The queue for a call with no explicit `queue=`: task's own, task_routes, default."""
-        if task is not None and task.option("queue"):
-            return task.option("queue")
+        queue = task.option("queue") if task is not None else None
+        if queue:
+            return queue
         routes = self.conf.task_routes
         if not routes:
             return self.conf.task_default_queue
@@ -478,23 +479,7 @@ class Beatq:
         task_id = options.pop("task_id", None) or new_id()
         announce = bool(signals.before_task_publish.receivers)
         policy = options.get("retry_policy") if announce else None
-        for key in _SEND_ONLY:
-            options.pop(key, None)
-        exec_options = {k: v for k, v in options.items() if v is not None}
-        for key in ("link", "link_error"):
-            if key in exec_options:
-                exec_options[key] = as_signatures(exec_options[key], self)
-        if "headers" in exec_options:
-            exec_options["headers"] = _custom_headers(exec_options["headers"])
-        if "soft_time_limit" in exec_options or "time_limit" in exec_options:
-            check_time_limits(
-                exec_options.get("soft_time_limit", opt("soft_time_limit")),
-                exec_options.get("time_limit", opt("time_limit")),
-                f"sending {name!r}",
-            )
-        for key in ("acks_late", "ignore_result"):  # a worker refuses "yes" (truthy, as "no")
-            if key in exec_options and not isinstance(exec_options[key], bool):
-                raise TypeError(f"{key}= takes True or False, not {exec_options[key]!r}")
+        exec_options = self._exec_options(name, options, opt) if options else {}
         parent = exec_options.pop("parent_id", None)
         root = exec_options.pop("root_id", None)
         if parent is None:  # sent from inside a running task: it is the parent (as Celery)
@@ -531,6 +516,30 @@ class Beatq:
         )
         return message, body
 
+    def _exec_options(
+        self, name: str, options: dict[str, Any], opt: Callable[[str], Any]
+    ) -> dict[str, Any]:
+        """The options of a call that travel in its message (those that shape the send
+        taken out), checked: links as signatures, custom headers, time limits, flags."""
+        for key in _SEND_ONLY:
+            options.pop(key, None)
+        exec_options = {k: v for k, v in options.items() if v is not None}
+        for key in ("link", "link_error"):
+            if key in exec_options:
+                exec_options[key] = as_signatures(exec_options[key], self)
+        if "headers" in exec_options:
+            exec_options["headers"] = _custom_headers(exec_options["headers"])
+        if "soft_time_limit" in exec_options or "time_limit" in exec_options:
+            check_time_limits(
+                exec_options.get("soft_time_limit", opt("soft_time_limit")),
+                exec_options.get("time_limit", opt("time_limit")),
+                f"sending {name!r}",
+            )
+        for key in ("acks_late", "ignore_result"):  # a worker refuses "yes" (truthy, as "no")
+            if key in exec_options and not isinstance(exec_options[key], bool):
+                raise TypeError(f"{key}= takes True or False, not {exec_options[key]!r}")
+        return exec_options
+
     def _eta_timestamp(self, eta: datetime) -> float:
         """The instant of an `eta=` datetime; a naive one is read in the app's timezone
         (SPEC §4). A naive eta more than a minute in the past is most often
@@ -558,7 +567,7 @@ class Beatq:
         result_cls = options.pop("result_cls", None) or AsyncResult
         message, body = self.build_message(name, args, kwargs, task, **options)
         outgoing = self.outgoing(message, body, task)
-        events = [_sent_event(message)] if self.conf.task_send_sent_event else None
+        events = [_sent_event(message)] if self.conf.task_send_sent_event else ()
         self.publish([outgoing], *self._retry_options(options), events=events)
         result = result_cls(message.id, app=self, task_name=name)
         if add_to_parent and message.parent is not None:
@@ -614,7 +623,7 @@ class Beatq:
             )
             if events is not None:
                 events.append(_sent_event(message))
-        self.publish(outgoing, *self._retry_options(options), events=events)
+        self.publish(outgoing, *self._retry_options(options), events=events or ())
         results = [AsyncResult(o.id, app=self, task_name=task.name) for o in outgoing]
         if self._ignores(options, task):
             for result in results:

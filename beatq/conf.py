@@ -192,6 +192,9 @@ ENV_OVERRIDES: dict[str, str] = {
 
 
 _ENV_FOR = {name: env for env, name in ENV_OVERRIDES.items()}
+# The keys `Settings` reads other than as they are: an old name, or one the environment
+# may override.
+_TRANSLATED = frozenset(OLD_NAMES) | frozenset(_ENV_FOR)
 
 
 def canonical(name: str) -> str:
@@ -269,10 +272,11 @@ class Settings(dict):
             self.update(values)
 
     def __getitem__(self, key: str) -> Any:
-        key = OLD_NAMES.get(key, key)
-        env = _ENV_FOR.get(key)
-        if env is not None and os.environ.get(env):
-            return os.environ[env]
+        if key in _TRANSLATED:
+            key = OLD_NAMES.get(key, key)
+            env = _ENV_FOR.get(key)
+            if env is not None and os.environ.get(env):
+                return os.environ[env]
         return super().__getitem__(key)
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -295,10 +299,10 @@ class Settings(dict):
         super().__setitem__(name, value)
 
     def __getattr__(self, key: str) -> Any:
+        # The settings of DEFAULTS read as attributes do not come here (see _Setting
+        # below): an old name, or a key set beyond DEFAULTS, do.
         try:
-            if key in _ENV_FOR or key in OLD_NAMES:
-                return self[key]
-            return dict.__getitem__(self, key)  # the common case, on every send: one frame less
+            return self[key]
         except KeyError:
             raise AttributeError(f"no setting {key!r}") from None
 
@@ -350,3 +354,36 @@ class Settings(dict):
 
     def __iter__(self) -> Iterator[str]:
         return super().__iter__()
+
+    def __dir__(self) -> list[str]:
+        # the settings are keys, not attributes (config_from_object(conf) reads attributes)
+        own = type(self).__dict__
+        return [n for n in super().__dir__() if not isinstance(own.get(n), _Setting)]
+
+
+class _Setting:
+    """`conf.name` for a setting of DEFAULTS: its value in one call (its environment
+    override first, if it has one). The send and task paths read a dozen settings a call;
+    through `Settings.__getattr__` each paid for an AttributeError first (2.6k instructions
+    against 1.2k, callgrind)."""
+
+    __slots__ = ("name", "env")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.env = name in _ENV_FOR
+
+    def __get__(self, conf: Settings | None, owner: type | None = None) -> Any:
+        if conf is None:
+            return self
+        try:
+            if self.env:
+                return conf[self.name]  # Settings.__getitem__: the environment first
+            return dict.__getitem__(conf, self.name)
+        except KeyError:
+            raise AttributeError(f"no setting {self.name!r}") from None
+
+
+for _name in DEFAULTS:
+    if _name not in OLD_NAMES:
+        setattr(Settings, _name, _Setting(_name))

@@ -147,6 +147,11 @@ TASK_DEFAULTS: dict[str, str | None] = {
 
 _UNSET = object()
 
+# A task option's setting, read from app.conf: each of TASK_DEFAULTS' settings is read as
+# it is stored (none has an old name or an environment override: conf.Settings.__getitem__
+# would give the same), without a Python frame (a send reads eight options).
+_setting = dict.__getitem__
+
 HOOKS = ("before_start", "on_success", "on_failure", "on_retry", "after_return")
 
 
@@ -328,10 +333,14 @@ class Task:
 
     def option(self, name: str) -> Any:
         """This task's value for an option, or the app's setting behind it."""
-        if name in self._options:
-            return self._options[name]
+        options = self._options
+        if name in options:
+            return options[name]
         setting = TASK_DEFAULTS.get(name)
-        return self.app.conf[setting] if setting else None
+        if setting is None:
+            return None
+        app = self._app  # the `app` property's look-up, inline: a send reads eight options
+        return _setting((current_app() if app is None else app).conf, setting)
 
     def __getattr__(self, name: str) -> Any:
         if name in TASK_DEFAULTS:

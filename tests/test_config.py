@@ -318,3 +318,26 @@ def test_no_setting_beatq_reads_is_called_celerys_alone() -> None:
     from beatq.conf import CELERY_ONLY, DEFAULTS
 
     assert sorted(set(DEFAULTS) & CELERY_ONLY) == []
+
+
+def test_a_setting_read_as_an_attribute_is_the_one_stored_now(monkeypatch):
+    from beatq.conf import _TRANSLATED, Settings
+    from beatq.task import TASK_DEFAULTS
+
+    conf = Settings()
+    assert conf.task_default_queue == conf["task_default_queue"] == "celery"
+    conf.update(task_default_queue="a")
+    assert conf.task_default_queue == "a"
+    conf["task_default_queue"] = "b"
+    assert conf.task_default_queue == "b"
+    del conf["task_default_queue"]
+    with pytest.raises(AttributeError, match="no setting 'task_default_queue'"):
+        _ = conf.task_default_queue
+    assert getattr(conf, "task_default_queue", "gone") == "gone"
+    monkeypatch.setenv("BEATQ_BROKER_URL", "memory://from-env")
+    assert conf.broker_url == conf["broker_url"] == "memory://from-env"
+    monkeypatch.delenv("BEATQ_BROKER_URL")
+    assert conf.broker_url == "sqlite:///beatq.sqlite3"
+    assert "task_default_queue" not in dir(conf)  # settings are keys, not attributes
+    # Task.option reads these straight from the dict: none may be translated
+    assert not {s for s in TASK_DEFAULTS.values() if s} & _TRANSLATED
