@@ -50,22 +50,10 @@ if TYPE_CHECKING:
 
 VERSION = 1
 
-_HEADER_FIELDS = (
-    "id",
-    "task",
-    "eta",
-    "expires",
-    "retries",
-    "parent",
-    "root",
-    "group",
-    "queue",
-    "priority",
-    "sent",
-    "requeued",
-)
-
 _HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"))  # made once: json.dumps makes one a call
+# json.loads of a header that starts '{"' (UTF-8, as json.loads detects it): the same
+# value or error, three Python frames less
+_loads_header = serializers.one_shot_decoder(json.JSONDecoder())
 
 # The header of a message without an eta or expiry, bar its id and send time, encoded once
 # per set of values (task, queue, ...): a batch's copies, and a task sent again and again,
@@ -204,7 +192,10 @@ def read_header(body: bytes) -> dict[str, Any]:
     """The header of a body, without touching its payload; MessageError if it is not one."""
     head, sep, _ = body.partition(b"\n")
     try:
-        header = json.loads(head)
+        if head[:2] == b'{"':  # as beatq writes it: json.loads(head) in fewer steps
+            header = _loads_header(head.decode("utf-8", "surrogatepass"))
+        else:  # json.loads reads UTF-16 and -32 too, and a BOM
+            header = json.loads(head)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MessageError(f"corrupt message header: {exc}") from None
     if not sep or not isinstance(header, dict) or header.get("v") != VERSION:
@@ -345,16 +336,23 @@ def decode(body: bytes, accept: list[str] | None) -> Message:
     except (TypeError, ValueError):
         raise serializers.DecodeError("message payload is not [args, kwargs, options]") from None
     check_options(options)
-    fields = {name: header.get(name) for name in _HEADER_FIELDS}
-    fields["retries"] = int(fields["retries"] or 0)
-    fields["requeued"] = int(fields["requeued"] or 0)
-    fields["sent"] = float(fields["sent"] or 0.0)
-    fields["queue"] = fields["queue"] or "celery"
+    get = header.get
     return Message(
+        id=header["id"],
+        task=header["task"],
         args=args,
         kwargs=kwargs,
         options=options,
+        queue=get("queue") or "celery",
+        eta=get("eta"),
+        expires=get("expires"),
+        retries=int(get("retries") or 0),
+        parent=get("parent"),
+        root=get("root"),
+        group=get("group"),
+        priority=get("priority"),
+        sent=float(get("sent") or 0.0),
         content_type=header["ct"],
-        content_encoding=header.get("ce"),
-        **fields,
+        content_encoding=get("ce"),
+        requeued=int(get("requeued") or 0),
     )

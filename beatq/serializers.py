@@ -113,9 +113,24 @@ def short_name(content_type: str) -> str:
     return short
 
 
-def _accepted_names(accept: Iterable[str]) -> set[str]:
+# accept_content as given (a tuple of it) -> the short names it allows: a worker checks
+# each message against the same few lists
+_ACCEPTED: dict[tuple[str, ...], frozenset[str]] = {}
+
+
+def _accepted_names(accept: Iterable[str]) -> frozenset[str]:
     if isinstance(accept, str):
         accept = (accept,)
+    key = tuple(accept)
+    found = _ACCEPTED.get(key)
+    if found is None:
+        found = _ACCEPTED[key] = _short_names(key)
+        if len(_ACCEPTED) > 64:  # lists made per call: kept from growing
+            _ACCEPTED.clear()
+    return found
+
+
+def _short_names(accept: tuple[str, ...]) -> frozenset[str]:
     names = set()
     for item in accept:
         short = _lookup(item)
@@ -124,7 +139,7 @@ def _accepted_names(accept: Iterable[str]) -> set[str]:
                 f"unknown serializer {item!r} in accept_content; use one of: {_VALID_NAMES}"
             )
         names.add(short)
-    return names
+    return frozenset(names)
 
 
 # ---------------------------------------------------------------------------
@@ -212,16 +227,68 @@ def _json_object_hook(obj: dict[str, Any]) -> Any:
     return obj
 
 
+def one_shot_encoder(encoder: json.JSONEncoder) -> Callable[[Any], str]:
+    """`encoder.encode`, the same text, without its two Python frames around the C
+    encoder: that encoder made as `JSONEncoder.iterencode` makes it for a one-shot
+    encode, a fresh memo of the containers it is in each call (so threads may share it).
+    `encoder.encode` itself where json has no C encoder or indents."""
+    make = json.encoder.c_make_encoder
+    if make is None or encoder.indent is not None:
+        return encoder.encode
+    strings = (
+        json.encoder.encode_basestring_ascii
+        if encoder.ensure_ascii
+        else json.encoder.encode_basestring
+    )
+    circular = encoder.check_circular
+    rest = (
+        encoder.default,
+        strings,
+        encoder.indent,
+        encoder.key_separator,
+        encoder.item_separator,
+        encoder.sort_keys,
+        encoder.skipkeys,
+        encoder.allow_nan,
+    )
+
+    def encode(obj: Any) -> str:
+        return "".join(make({} if circular else None, *rest)(obj, 0))
+
+    return encode
+
+
+def one_shot_decoder(decoder: json.JSONDecoder) -> Callable[[str], Any]:
+    """`decoder.decode`, the same value or error, without its three Python frames and two
+    whitespace matches around the scanner for a text that is one JSON value with nothing
+    around it (what beatq writes); any other text goes to `decoder.decode` itself."""
+    scan = decoder.scan_once
+    whole = decoder.decode
+
+    def decode(text: str) -> Any:
+        try:
+            value, end = scan(text, 0)
+        except StopIteration:  # leading whitespace, or not JSON: json's own error
+            return whole(text)
+        if end != len(text):  # trailing whitespace, or extra data: json's own error
+            return whole(text)
+        return value
+
+    return decode
+
+
 _JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_json_default)
 # Used when the text holds lone surrogates that cannot be encoded as UTF-8.
 _JSON_ASCII_ENCODER = json.JSONEncoder(
     separators=(",", ":"), ensure_ascii=True, default=_json_default
 )
 _JSON_DECODER = json.JSONDecoder(object_hook=_json_object_hook)
+_json_encode = one_shot_encoder(_JSON_ENCODER)
+_json_decode = one_shot_decoder(_JSON_DECODER)
 
 
 def _json_dumps(obj: Any) -> bytes:
-    text = _JSON_ENCODER.encode(obj)
+    text = _json_encode(obj)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
@@ -229,7 +296,7 @@ def _json_dumps(obj: Any) -> bytes:
 
 
 def _json_loads(data: bytes) -> Any:
-    return _JSON_DECODER.decode(data.decode("utf-8"))
+    return _json_decode(data.decode("utf-8"))
 
 
 # ---------------------------------------------------------------------------

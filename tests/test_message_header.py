@@ -88,3 +88,14 @@ def test_a_message_differing_in_one_field_gets_its_own_header(field, value) -> N
     header = json.loads(other._header_json())
     assert header[{"content_encoding": "ce"}.get(field, field)] == value
     assert header["id"] == "b"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-32"])
+def test_a_header_is_read_as_json_reads_it_whatever_its_encoding(encoding) -> None:
+    # beatq writes UTF-8 starting '{"' (read in fewer steps); anything json.loads reads
+    # is read as before
+    header = {"v": 1, "id": "x\ud800", "task": "t.add", "ct": "application/json"}
+    head = json.dumps(header).encode(encoding, "surrogatepass")
+    assert read_header(head + b"\n[[],{},{}]") == header
+    with pytest.raises(messages.MessageError, match="corrupt message header"):
+        read_header(b'{"v": 1, "id": "x"} trailing\n[]')

@@ -503,3 +503,81 @@ def test_module_exports():
     }
     assert issubclass(ContentDisallowed, ValueError)
     assert issubclass(DecodeError, ValueError)
+
+
+# -- the one-shot JSON paths (serializers.one_shot_encoder / one_shot_decoder) -------------
+_JSON_VALUES = [
+    [[], {}, {}],
+    [[1, "ü\u2028", 2.5, None, True], {"k": [1, {"x": -0.0}]}, {"link": [{"task": "a"}]}],
+    "plain",
+    1e300,
+    float("nan"),
+    float("-inf"),
+    {"dt": datetime(2026, 1, 2, 3, 4, 5), "u": UUID(int=7), "b": b"\x00\xff", "s": {1}},
+]
+
+
+@pytest.mark.parametrize("value", _JSON_VALUES, ids=range(len(_JSON_VALUES)))
+def test_the_one_shot_encoder_writes_what_json_writes(value) -> None:
+    import json
+
+    indented = json.JSONEncoder(indent=2, default=s._json_default)  # json.encode itself
+    for encoder in (s._JSON_ENCODER, s._JSON_ASCII_ENCODER, indented):
+        assert s.one_shot_encoder(encoder)(value) == encoder.encode(value)
+
+
+def test_the_one_shot_encoder_refuses_what_json_refuses() -> None:
+    import json
+
+    loop: list[Any] = []
+    loop.append(loop)
+    fast = s.one_shot_encoder(s._JSON_ENCODER)
+    for bad in (loop, {(1, 2): 3}, object()):
+        with pytest.raises((ValueError, TypeError)) as slow_error:
+            s._JSON_ENCODER.encode(bad)
+        with pytest.raises(type(slow_error.value), match=str(slow_error.value)[:20]):
+            fast(bad)
+    assert fast([1, [2]]) == "[1,[2]]"  # a refused value leaves nothing behind
+    strict = json.JSONEncoder(allow_nan=False)
+    with pytest.raises(ValueError, match="Out of range"):
+        s.one_shot_encoder(strict)(float("nan"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[[1,2],{"a":null},{}]',
+        ' {"a": 1}',
+        '{"a": 1} \n',
+        '"x"',
+        "1.5",
+        "NaN",
+        '{"a":1}x',
+        "",
+        "[1,",
+    ],
+)
+def test_the_one_shot_decoder_reads_and_refuses_as_json_does(text) -> None:
+    import json
+
+    decoder = json.JSONDecoder()
+    fast = s.one_shot_decoder(decoder)
+    try:
+        expected: Any = decoder.decode(text)
+    except json.JSONDecodeError as exc:
+        with pytest.raises(json.JSONDecodeError) as caught:
+            fast(text)
+        assert (caught.value.msg, caught.value.pos) == (exc.msg, exc.pos)
+        return
+    got = fast(text)
+    assert got == expected or (got != got and expected != expected)  # NaN
+
+
+def test_accept_content_lists_are_checked_alike_however_often() -> None:
+    body = dumps([1], "json")[1]
+    for _ in range(3):
+        assert decode(body, "application/json", None, ["json"]) == [1]
+        with pytest.raises(ContentDisallowed, match="accept_content"):
+            decode(body, "application/json", None, ["yaml"])
+    with pytest.raises(ValueError, match="unknown serializer 'jsn' in accept_content"):
+        decode(body, "application/json", None, ["jsn"])
