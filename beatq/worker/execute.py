@@ -182,7 +182,7 @@ class Executor:
         begun = self.begin(delivery, then)
         if isinstance(begun, Outcome):
             return begun
-        message, task, request = begun.message, begun.task, begun.request
+        task, request = begun.task, begun.request
         if begun.held is not None:
             until_wall(begun.held, START_LEAD)
         began = time.perf_counter()
@@ -198,9 +198,11 @@ class Executor:
                         value = run_here(run)
                 finally:
                     task.leave_run(running)
+            elif begun.soft or begun.hard:
+                with time_limits(begun.soft, begun.hard):
+                    value = self._run_body(task, request)
             else:
-                with time_limits(begun.soft, begun.hard), self._body(message.id):
-                    value = task.run_in(request)
+                value = self._run_body(task, request)
         except Exception as exc:
             return self.ended(begun, exc, time.perf_counter() - began)
         return self.succeeded(begun, value, time.perf_counter() - began)
@@ -248,9 +250,10 @@ class Executor:
                 ev.encode(ev.TASK_RECEIVED, fields, now),
                 ev.encode(ev.TASK_STARTED, self._fields(message), now),
             ]
-        if (not acks_late and not acked) or task.option("track_started"):
+        track_started = task.option("track_started")
+        if (not acks_late and not acked) or track_started:
             started = None
-            if task.option("track_started") and not _ignores(message, task):
+            if track_started and not _ignores(message, task):
                 started = self._state(message, states.STARTED, {"hostname": self.hostname})
             self._finish(() if acks_late or acked else [claim], started, events=early)
         elif early:
@@ -496,8 +499,10 @@ class Executor:
             state = self._state(message, states.SUCCESS, value, None, children, runtime)
             plan.results.append(state)
         joins = [j for j in (self._join(message),) if j is not None] + plan.joins
-        events = self._event(
-            ev.TASK_SUCCEEDED, message, result=ev.short_repr(value), runtime=runtime
+        events = (
+            self._event(ev.TASK_SUCCEEDED, message, result=ev.short_repr(value), runtime=runtime)
+            if self.events_on  # the value's repr is made for the event alone
+            else None
         )
         self._finish_joins(ack, plan.results, plan.send, joins, events)
 
@@ -528,8 +533,10 @@ class Executor:
             joins += tail_joins(self.app, extra, chain[-1], root_of(message), self.result_ttl)
         if status == states.REVOKED and event == ev.TASK_FAILED:
             event = ev.TASK_REVOKED
-        tb_text = tb[-ev.TRACEBACK_MAX :] if tb else None
-        events = self._event(event, message, exception=ev.short_repr(exc), traceback=tb_text)
+        events = None
+        if self.events_on:  # the exception's repr is made for the event alone
+            tb_text = tb[-ev.TRACEBACK_MAX :] if tb else None
+            events = self._event(event, message, exception=ev.short_repr(exc), traceback=tb_text)
         self._finish_joins(ack, results, send, joins, events)
 
     def _expire(self, claim: Claim, message: Message, task: Task) -> None:
@@ -665,12 +672,13 @@ class Executor:
         others = [c for c in ack if c is not claim]  # the next one, acknowledged with this
         self._fail(others, message, task, request, exc, None, event=event)
 
-    @contextlib.contextmanager
-    def _body(self, task_id: str) -> Iterator[None]:
+    def _run_body(self, task: Task, request: Request) -> Any:
+        """`task.run_in(request)`, its thread known meanwhile (`interrupt`)."""
+        task_id = request.id
         with self.bodies_lock:
             self.bodies[task_id] = threading.get_ident()
         try:
-            yield
+            return task.run_in(request)
         finally:
             with self.bodies_lock:
                 self.bodies.pop(task_id, None)
