@@ -138,6 +138,25 @@ def test_a_chain_and_a_link_are_one_trace_from_the_send_to_the_last_run(
     assert child_of(run_callback, publish_callback)
 
 
+def _chord_chain(found: list[Span], body_id: str) -> list[Span] | None:
+    """`found` once it holds the body's run and publish, the unlock's run and publish
+    and the member run that sent it; else None."""
+    by_id = {s["span_id"]: s for s in found}
+    body = [
+        s
+        for s in found
+        if s["name"] in ("beatq.run", "beatq.publish")
+        and s["attributes"].get("messaging.message.id") == body_id
+    ]
+    publish = next((s for s in body if s["name"] == "beatq.publish"), None)
+    if len(body) < 2 or publish is None:
+        return None
+    unlock_run = by_id.get(publish.get("parent_id"))
+    unlock_publish = unlock_run and by_id.get(unlock_run.get("parent_id"))
+    member_run = unlock_publish and by_id.get(unlock_publish.get("parent_id"))
+    return found if member_run else None
+
+
 def test_a_chord_body_runs_in_the_trace_of_its_header(app, start_worker, traced) -> None:
     from tests.proj.canvas_guide import gc_tsum
     from tests.proj.tasks import add
@@ -148,19 +167,10 @@ def test_a_chord_body_runs_in_the_trace_of_its_header(app, start_worker, traced)
         result = chord([add.s(i, i) for i in range(3)], gc_tsum.s()).apply_async()
     assert result.get(timeout=scaled(15)) == 6
     trace_id = f"{root.get_span_context().trace_id:032x}"
-    found = wait_for(
-        lambda: (
-            (s := spans())
-            and any(
-                x["name"] == "beatq.run"
-                and x["attributes"].get("messaging.message.id") == result.id
-                for x in s
-            )
-            and s
-        ),
-        20,
-        "the chord body's run span",
-    )
+    # each span is written as it ends, from the worker's threads: the body can run (and its
+    # span be written) before the thread that sent it ends its publish span, and a parent
+    # ends after its children; so wait for the whole chain, member run to body run
+    found = wait_for(lambda: _chord_chain(spans(), result.id), 20, "the chord's spans")
     body_run = one(found, "beatq.run", result.id)
     body_publish = one(found, "beatq.publish", result.id)
     assert body_run["trace_id"] == trace_id and child_of(body_run, body_publish)

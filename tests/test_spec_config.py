@@ -17,7 +17,7 @@ import pytest
 
 from beatq import Beatq
 from beatq.exceptions import ConfigurationError
-from tests.conftest import ROOT, WorkerProcess, scaled, wait_ready
+from tests.conftest import ROOT, WorkerProcess, scaled, wait_for, wait_ready
 from tests.proj import journal
 
 
@@ -80,7 +80,8 @@ def test_worker_concurrency_sets_the_pool_size_when_c_is_not_given(app, env, tmp
     worker = WorkerProcess(argv, {**env, **settings}, tmp_path / "conc.log")
     try:
         wait_ready(app.broker, "conc", lambda: worker.process.poll() is None, worker.log)
-        assert "pool threads, concurrency 3," in worker.log()
+        # the banner may be written after the worker's first heartbeat
+        wait_for(lambda: "pool threads, concurrency 3," in worker.log(), scaled(10), "the banner")
         results = [dl_span.delay(scaled(1), f"s{i}") for i in range(4)]
         assert sorted(r.get(timeout=scaled(10)) for r in results) == ["s0", "s1", "s2", "s3"]
     finally:
