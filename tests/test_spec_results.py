@@ -198,3 +198,31 @@ def test_callbacks_of_a_retried_task_run_once_for_its_outcome_never_for_a_retry(
     time.sleep(0.3)  # a second run of either would land within this
     assert journal("errback") == [f"old:{failing.id}"], "the errback: once, for the failure"
     assert journal("cv_seen") == ["linked:1"], "the link: once, with the final value"
+
+
+def test_retry_backoff_true_doubles_from_one_second_jittered_below_each_wait_by_default(
+    monkeypatch,
+):
+    """Celery's defaults: `retry_backoff=True` waits 1, 2, 4, ... s, capped at
+    `retry_backoff_max` (600 s), and `retry_jitter` (on by default) picks a wait between 0
+    and that."""
+    import beatq.context
+    from beatq import Beatq
+
+    # an app of this test's own, kept out of current_app
+    monkeypatch.setattr(beatq.context, "_current", list(beatq.context._current))
+    local = Beatq("backoff", broker=f"memory://backoff-{uuid.uuid4().hex[:8]}")
+
+    @local.task(retry_backoff=True, retry_jitter=False)
+    def plain():
+        pass
+
+    @local.task(retry_backoff=True)
+    def jittered():
+        pass
+
+    assert [plain.backoff(n) for n in range(4)] == [1, 2, 4, 8]
+    assert plain.backoff(20) == 600, "capped at retry_backoff_max"
+    waits = [jittered.backoff(3) for _ in range(50)]
+    assert all(0 <= w <= 8 for w in waits) and len(set(waits)) > 1
+    local.close()
