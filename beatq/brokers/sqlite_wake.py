@@ -159,6 +159,7 @@ def wake_of(db_path: str) -> Wake | None:
     """This process's Wake for the file, or None where waits poll (see the docstring)."""
     if _futex is None:
         return None
+    db_path = os.path.realpath(db_path)  # one wake file whichever link names the file
     with _wakes_lock:
         if db_path not in _wakes:
             try:

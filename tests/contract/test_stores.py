@@ -258,12 +258,18 @@ def test_sqlite_wait_result_across_processes_wakes_within_the_poll_interval(
     backend.close()
 
 
+@pytest.mark.parametrize("named", ["same", "link"])
 def test_sqlite_a_waiter_in_another_process_is_woken_by_the_commit_not_its_poll(
-    tmp_path: Path,
+    tmp_path: Path, named: str
 ) -> None:
     """The waiter polls once a minute here: it returns in time only if the commit wakes it
-    (sqlite_wake), and a waiter killed with its slot marked leaves nothing stuck."""
+    (sqlite_wake), and a waiter killed with its slot marked leaves nothing stuck. `link`:
+    the waiter names the file through a symbolic link (SQLite follows it)."""
     url = f"sqlite:///{tmp_path / 'wake.db'}"
+    waiter_url = url
+    if named == "link":
+        (tmp_path / "link.db").symlink_to(tmp_path / "wake.db")
+        waiter_url = f"sqlite:///{tmp_path / 'link.db'}"
     backend = connect(url)
     backend.ping()
     ctx = multiprocessing.get_context("spawn")
@@ -277,7 +283,7 @@ def test_sqlite_a_waiter_in_another_process_is_woken_by_the_commit_not_its_poll(
     wake_file = tmp_path / "wake.db-wake"
     marked = lambda: wake_file.exists() and 1 in wake_file.read_bytes()[FLAGS : FLAGS + SLOTS]  # noqa: E731
     wait_for(marked, 30, "the first waiter's mark")
-    proc = ctx.Process(target=_await_result, args=(url, ready, results, "wake-only"))
+    proc = ctx.Process(target=_await_result, args=(waiter_url, ready, results, "wake-only"))
     proc.start()
     assert ready.wait(60)
     os.kill(killed.pid, signal.SIGKILL)  # its slot's mark stays set: committers wake for nothing
