@@ -32,21 +32,42 @@ def _binary(name: str) -> str:
 class Cluster:
     """MASTERS masters and one replica of each, their files in `folder`."""
 
-    def __init__(self, folder: Path, masters: int = MASTERS) -> None:
+    def __init__(self, folder: Path, masters: int = MASTERS, tls: bool = False) -> None:
+        """`tls`: every node speaks TLS only, to clients and to each other, with a
+        certificate signed by a CA of the test's own (tests/test_redis_tls.py makes them)."""
         self.folder = folder
+        self.tls = tls
         self.ports = [free_port() for _ in range(masters * 2)]
         self.bus_ports = {port: free_port() for port in self.ports}
         self.servers: dict[int, subprocess.Popen[bytes]] = {}
 
     def url(self) -> str:
         """A redis+cluster:// URL naming two of the nodes (either finds the rest)."""
-        return f"redis+cluster://127.0.0.1:{self.ports[0]},127.0.0.1:{self.ports[1]}/"
+        hosts = f"127.0.0.1:{self.ports[0]},127.0.0.1:{self.ports[1]}"
+        if self.tls:
+            return f"rediss+cluster://{hosts}/?ssl_ca_certs={self.folder / 'ca.crt'}"
+        return f"redis+cluster://{hosts}/"
+
+    def client(self, port: int) -> redis.Redis:
+        tls = {"ssl": True, "ssl_ca_certs": str(self.folder / "ca.crt")} if self.tls else {}
+        return redis.Redis(port=port, socket_timeout=1, **tls)
 
     def _server(self, port: int) -> None:
         folder = self.folder / str(port)
         folder.mkdir(parents=True, exist_ok=True)
+        if self.tls:
+            listen = [
+                *("--port", "0", "--tls-port", str(port), "--tls-cluster", "yes"),
+                *("--tls-replication", "yes", "--tls-auth-clients", "no"),
+                *("--tls-cert-file", str(self.folder / "server.crt")),
+                *("--tls-key-file", str(self.folder / "server.key")),
+                *("--tls-ca-cert-file", str(self.folder / "ca.crt")),
+            ]
+        else:
+            listen = ["--port", str(port)]
         args = [
-            *("--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder)),
+            *listen,
+            *("--bind", "127.0.0.1", "--dir", str(folder)),
             *("--save", "", "--appendonly", "no", "--daemonize", "no"),
             *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
             *("--cluster-port", str(self.bus_ports[port])),
@@ -69,6 +90,10 @@ class Cluster:
             raise
 
     def _start(self) -> None:
+        if self.tls:
+            from tests.test_redis_tls import make_certificates
+
+            make_certificates(self.folder)
         for port in self.ports:
             self._server(port)
         for port in self.ports:
@@ -82,6 +107,7 @@ class Cluster:
                 "--cluster-replicas",
                 "1",
                 "--cluster-yes",
+                *(["--tls", "--cacert", str(self.folder / "ca.crt")] if self.tls else []),
             ],
             check=True,
             stdout=subprocess.DEVNULL,
@@ -92,7 +118,7 @@ class Cluster:
 
     def _answers(self, port: int) -> bool:
         try:
-            with redis.Redis(port=port, socket_timeout=1) as client:
+            with self.client(port) as client:
                 return bool(client.ping())
         except redis.ConnectionError:
             return False
@@ -104,7 +130,7 @@ class Cluster:
             if process.poll() is not None:
                 continue
             try:
-                with redis.Redis(port=port, socket_timeout=1) as client:
+                with self.client(port) as client:
                     info = client.execute_command("CLUSTER", "INFO")
                     if isinstance(info, bytes):
                         info = info.decode()
@@ -128,7 +154,7 @@ class Cluster:
         for port, process in self.servers.items():
             if process.poll() is not None:
                 continue
-            with redis.Redis(port=port, socket_timeout=1) as client:
+            with self.client(port) as client:
                 slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
                 for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
                     if start <= slot <= end:
@@ -137,7 +163,7 @@ class Cluster:
 
     def replica_of(self, master: int) -> int:
         """The port of `master`'s replica."""
-        with redis.Redis(port=master, socket_timeout=1) as client:
+        with self.client(master) as client:
             info = client.info("replication")
         return int(info["slave0"]["port"])
 

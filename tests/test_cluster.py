@@ -14,7 +14,7 @@ import redis
 
 from beatq.brokers import Outgoing, connect
 from beatq.brokers.cluster import ClusterBackend
-from beatq.exceptions import ConfigurationError
+from beatq.exceptions import BrokerAccessDenied, ConfigurationError
 from tests.conftest import CLUSTER, scaled
 from tests.contract.conftest import in_thread
 
@@ -118,3 +118,24 @@ def test_a_run_dispatched_again_after_its_settlement_was_lost_is_not_sent_again(
     cb.client.hdel(cb.keys.beat_settled, "e")  # the settlement lost with a failed master
     assert dispatch("m3") == "sent"  # settled again, and its message not sent twice
     assert [c.id for c in cb.claim(["bq"], 10, 30).claims] == ["m1"]
+
+
+def test_rediss_cluster_speaks_tls_to_every_node(tmp_path) -> None:
+    from tests.clusters import Cluster
+
+    cluster = Cluster(tmp_path, tls=True)
+    cluster.start()
+    try:
+        b = connect(cluster.url(), {"global_keyprefix": "tls"})
+        try:
+            queues = [f"t{i}" for i in range(6)]
+            b.send([Outgoing(q, f"id-{q}", b"body") for q in queues])
+            assert len({cluster.master_of(b.unit(q).msgs) for q in queues}) > 1
+            assert [c.id for c in b.claim(queues, 10, 30).claims] == [f"id-{q}" for q in queues]
+        finally:
+            b.close()
+        bad = cluster.url().partition("?")[0]  # no CA named: the certificate is not trusted
+        with pytest.raises(BrokerAccessDenied, match="ssl_ca_certs"):
+            connect(bad).ping()
+    finally:
+        cluster.stop()

@@ -233,17 +233,29 @@ def _errors(url: str) -> Iterator[None]:
             "key under beatq's key prefix, pub/sub and scripting: ~PREFIX* &* +@all -@dangerous)"
         ) from exc
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        if isinstance(exc.__cause__, ssl.SSLCertVerificationError):
-            raise BrokerAccessDenied(
-                f"Redis at {shown_url(url)}: TLS certificate not trusted "
-                f"({exc.__cause__.verify_message}); name the CA that signed it with "
-                "?ssl_ca_certs=/path/to/ca.crt in the broker URL"
-            ) from exc
+        _refuse_untrusted(url, exc)
         raise BrokerError(f"Redis at {shown_url(url)} is unreachable: {exc}") from exc
     except (ClusterError, AskError, TryAgainError, RedisClusterException) as exc:
         # a Redis Cluster without a master for a slot, or out of reach (a mistake of
         # beatq's own, a cross-slot call, is a plain ResponseError and stays one)
+        _refuse_untrusted(url, exc)
         raise BrokerError(f"Redis Cluster at {shown_url(url)}: {exc}") from exc
+
+
+def _refuse_untrusted(url: str, exc: BaseException) -> None:
+    """BrokerAccessDenied when `exc` comes of a TLS certificate this client does not
+    trust (a cause of its cause, through a cluster client's errors)."""
+    cause = exc.__cause__
+    for _ in range(8):  # a few links: the chain is short, and nothing forbids a loop
+        if cause is None or isinstance(cause, ssl.SSLCertVerificationError):
+            break
+        cause = cause.__cause__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        raise BrokerAccessDenied(
+            f"Redis at {shown_url(url)}: TLS certificate not trusted "
+            f"({cause.verify_message}); name the CA that signed it with "
+            "?ssl_ca_certs=/path/to/ca.crt in the broker URL"
+        ) from exc
 
 
 # The byte stored between a message's queue and its body: its delivery property.
