@@ -40,7 +40,8 @@ def test_claims_a_busy_worker_holds_past_the_visibility_timeout_are_never_redeli
     # sent before it starts: its first claim takes the long task and the three behind it
     busy = start_worker(*pool, extra_env=fast)
     started("long")
-    assert claimed(app) >= {r.id for r in waiting}, "the three held, claimed and not started"
+    ids = {r.id for r in waiting}
+    wait_for(lambda: claimed(app) >= ids, 5, "the three held, claimed and not started")
     # An idle worker on the same queue claims all along, so an expired claim would be its.
     idle = start_worker("-P", "solo", extra_env=fast)
     time.sleep(3 * visibility)  # three visibilities with the three claims held, not started
@@ -99,7 +100,7 @@ def test_a_task_that_expires_while_it_waits_in_a_busy_worker_is_not_run(
     app.broker.send(outgoing)
     long, doomed, fine = (AsyncResult(m.id, app=app) for m in outgoing)
     started("long")
-    assert claimed(app) >= {doomed.id, fine.id}, "claimed behind the long one"
+    wait_for(lambda: claimed(app) >= {doomed.id, fine.id}, 5, "the two claimed behind it")
     assert time.time() < expires, "claimed before they expire (else this proves nothing)"
     wait_for(lambda: time.time() > expires + 0.1, 5, "the expiry to pass")
     record("release", "long")
@@ -130,7 +131,8 @@ def test_a_cold_stop_puts_back_at_once_what_runs_and_what_waits_in_the_buffer(
     worker = start_worker(*pool)  # its first claim takes all four
     started("cut")
     # the running one was acknowledged as it started; the three wait, claimed
-    assert claimed(app) == {r.id for r in waiting}
+    ids = {r.id for r in waiting}
+    wait_for(lambda: claimed(app) == ids, 5, "the three claimed behind it")
     worker.signal(signal.SIGTERM)
     wait_for(lambda: "SIGTERM received" in worker.log(), 5, "the first signal")
     worker.signal(signal.SIGTERM)
@@ -193,7 +195,8 @@ def test_kill9_of_a_prefork_parent_runs_what_waited_in_its_child_once(app, start
     behind = [sleep.delay(0.01, f"q{i}") for i in range(3)]
     first = start_worker("-P", "prefork", "-c", "1", extra_env=visibility)
     started("long")
-    assert claimed(app) >= {r.id for r in behind}, "taken, not started"
+    ids = {r.id for r in behind}
+    wait_for(lambda: claimed(app) >= ids, 5, "the three taken, not started")
     os.kill(first.pid, signal.SIGKILL)
     first.wait(5)
     start_worker("-P", "solo", extra_env=visibility)
