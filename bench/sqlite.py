@@ -54,6 +54,8 @@ if FILE:
     from beatq import Beatq
 
     app = Beatq("bench_sqlite", broker=f"sqlite:///{FILE}.beatq.sqlite3")
+    # --crowd: a beat sends one no-op every 0.2 s beside the workers
+    app.conf.beat_schedule = {"tick": {"task": "bench.sqlite.noop", "schedule": 0.2}}
 
     @app.task(ignore_result=True)
     def noop() -> None:
@@ -277,6 +279,32 @@ def report(runs: list[dict[str, dict[str, float]]], loads: list[float]) -> str:
     return "\n".join(lines)
 
 
+def crowd_run(mod, n: int, env: dict[str, str], tmp: Path, rep: int) -> dict[str, float]:
+    """beatq alone, several processes on one file: 2 `worker -P solo` and a beat (a no-op
+    every 0.2 s) running while this process enqueues n; enqueue rate, drain rate (first
+    send to the last task done) and the lines of their logs that say the file was locked."""
+    beatq = str(BIN / "beatq")
+    argvs = [[beatq, "-A", "bench.sqlite", "worker", "-P", "solo", "-l", "warning"]] * 2
+    argvs.append([beatq, "-A", "bench.sqlite", "beat", "-l", "warning"])
+    procs = [Worker(argv, env, tmp / f"crowd-{rep}-{i}.log") for i, argv in enumerate(argvs)]
+    try:
+        mod.ping.delay().get(timeout=60)  # the workers are up
+        t0 = time.perf_counter()
+        for _ in range(n):
+            mod.noop.delay()
+        enqueue = n / (time.perf_counter() - t0)
+        if mod.ping.delay().get(timeout=60 + n / 200) != 1:
+            raise BenchError("crowd: wrong sentinel result")
+        drain = n / (time.perf_counter() - t0)
+        for proc in procs:
+            proc.check()
+    finally:
+        for proc in procs:
+            proc.stop()
+    locked = sum(p.log.read_text(errors="replace").count("locked") for p in procs)
+    return {"enqueue": enqueue, "drain": drain, "locked": float(locked)}
+
+
 def update_readme(readme: Path, text: str, source: str) -> None:
     body = readme.read_text()
     pattern = re.compile(r"(<!-- sqlite-bench:begin -->\n).*?(<!-- sqlite-bench:end -->)", re.S)
@@ -297,6 +325,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     parser.add_argument("--from", dest="source", type=Path, help="no run: the table of this JSON")
     parser.add_argument("--readme", type=Path, help="replace the marked block of this file")
+    parser.add_argument(
+        "--crowd", action="store_true", help="only beatq: 2 workers + a beat + this client"
+    )
     args = parser.parse_args()
     if args.source:
         saved = json.loads(args.source.read_text())
@@ -308,6 +339,8 @@ def main() -> int:
     if args.quick:
         args.n, args.k, args.repeat = 1000, 50, 1
     sys.path.insert(0, str(ROOT))
+    if args.crowd:
+        return crowd(args.n, args.repeat)
     runs: list[dict[str, dict[str, float]]] = []
     loads = []
     with tempfile.TemporaryDirectory(prefix="bench-sqlite-") as tmp:
@@ -339,6 +372,23 @@ def main() -> int:
         args.json.write_text(json.dumps({"runs": runs, "loads": loads}, indent=1))
     if args.readme:
         update_readme(args.readme, text, args.json.name if args.json else "a run")
+    return 0
+
+
+def crowd(n: int, repeat: int) -> int:
+    figures: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-sqlite-crowd-") as tmp:
+        for rep in range(repeat):
+            os.environ["BENCH_SQLITE_FILE"] = str(Path(tmp) / f"crowd{rep}")
+            sys.modules.pop("bench.sqlite", None)
+            mod = importlib.import_module("bench.sqlite")
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            load = os.getloadavg()[0]
+            figures.append({**crowd_run(mod, n, env, Path(tmp), rep), "load": load})
+            print(json.dumps({k: round(v, 2) for k, v in figures[-1].items()}), flush=True)
+            mod.app.close()
+    for key, fmt in (("enqueue", ",.0f"), ("drain", ",.0f"), ("locked", ".0f")):
+        print(f"{key}: {spread([f[key] for f in figures], fmt)}")
     return 0
 
 
