@@ -54,8 +54,6 @@ if FILE:
     from beatq import Beatq
 
     app = Beatq("bench_sqlite", broker=f"sqlite:///{FILE}.beatq.sqlite3")
-    # --crowd: a beat sends one no-op every 0.2 s beside the workers
-    app.conf.beat_schedule = {"tick": {"task": "bench.sqlite.noop", "schedule": 0.2}}
 
     @app.task(ignore_result=True)
     def noop() -> None:
@@ -285,7 +283,10 @@ def crowd_run(mod, n: int, env: dict[str, str], tmp: Path, rep: int) -> dict[str
     send to the last task done) and the lines of their logs that say the file was locked."""
     beatq = str(BIN / "beatq")
     argvs = [[beatq, "-A", "bench.sqlite", "worker", "-P", "solo", "-l", "warning"]] * 2
-    argvs.append([beatq, "-A", "bench.sqlite", "beat", "-l", "warning"])
+    schedule = tmp / f"crowd-{rep}.yaml"  # the beat's own file (not the repository's example)
+    tick = '{task: bench.sqlite.noop, every: "0.2s"}'
+    schedule.write_text(f"timezone: UTC\nschedules:\n  tick: {tick}\n")
+    argvs.append([beatq, "-A", "bench.sqlite", "beat", "-s", str(schedule), "-l", "warning"])
     procs = [Worker(argv, env, tmp / f"crowd-{rep}-{i}.log") for i, argv in enumerate(argvs)]
     try:
         mod.ping.delay().get(timeout=60)  # the workers are up
