@@ -181,18 +181,22 @@ def test_higher_priority_sent_while_busy_runs_before_lower_work_held(
     long = held.apply_async(("long", scaled(30)))
     request.addfinalizer(lambda: record("release", "long"))  # a failed test lets it go too
     start_worker(*POOLS[pool])  # default prefetch: claims ahead while busy
-    wait_for(lambda: runs("long:start"), 10, "the long task to start")
+    wait_for(lambda: runs("long:start"), scaled(10), "the long task to start")
     low = [ordered.delay(f"low{i}") for i in range(4)]
     if pool != "solo":  # solo claims nothing while it runs
-        wait_for(lambda: app.broker.queue_length("celery") <= 1, 5, "claims ahead")
+        wait_for(lambda: app.broker.queue_length("celery") <= 1, scaled(5), "claims ahead")
     high = [ordered.apply_async((f"high{i}",), priority=9) for i in range(3)]
     mid = ordered.apply_async(("mid",), priority=4)
     assert runs("long:end") == [], "sent while the long task ran"
     if pool != "solo":
         # the busy worker looks for higher priorities every URGENT_EVERY (0.1 s): it takes
-        # the high ones and gives back as many low ones; the long task ends after that look
+        # the high ones and gives back as many low ones; the long task ends after the look
+        # that took the last of them (a look between two sends takes the first alone, and
+        # one released then ran low0 before the next look took high1). `mid` may stay in
+        # the queue: the worker holds no more than its prefetch, all high by then
         def taken() -> bool:
-            return any(m.id == high[0].id and m.state == "claimed" for m in stored_messages(app))
+            claimed = {m.id for m in stored_messages(app) if m.state == "claimed"}
+            return {r.id for r in high} <= claimed
 
         wait_for(taken, scaled(5), "the busy worker to take the high-priority work ahead")
     record("release", "long")
