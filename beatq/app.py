@@ -11,7 +11,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from . import discovery, signals, signing, timezones
@@ -467,7 +467,7 @@ class Beatq:
         if eta is not None:
             eta_ts = self._eta_timestamp(eta) if isinstance(eta, datetime) else float(eta)
         elif countdown is not None:
-            eta_ts = time.time() + _seconds(countdown)
+            eta_ts = time.time() + timezones.seconds_from_now(countdown, "countdown")
         else:
             eta_ts = None
         expires = options.pop("expires") if "expires" in options else opt("expires")
@@ -977,10 +977,6 @@ def _sent_event(message: Message) -> bytes:
 
 def _no_option(name: str) -> None:
     return None
-
-
-def _seconds(value: float | timedelta) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 def _lookup_route(router: Any, name: str, args: Any, kwargs: Any) -> str | None:

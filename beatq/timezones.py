@@ -47,12 +47,29 @@ def format_time(ts: float, zone: tzinfo) -> str:
     return dt.isoformat(sep=" ", timespec="milliseconds")
 
 
+# Seconds from now beyond which a number is taken for an instant sent by mistake: a POSIX
+# timestamp (1.7e9 today) given as `countdown=`/`expires=` would mean some 56 years ahead.
+LONGEST_DELAY = 1e9  # about 31.7 years
+
+
+def seconds_from_now(value: float | timedelta, name: str) -> float:
+    """`countdown=`/`expires=` given as seconds from now (or a timedelta), checked: a
+    number that reads as an instant is refused, naming what to pass instead."""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds > LONGEST_DELAY:
+        years = seconds / (365.25 * 86400)
+        raise ValueError(
+            f"{name}={value!r} is seconds from now, {years:.0f} years ahead: it looks like a "
+            f"POSIX timestamp; pass {'eta' if name == 'countdown' else name}=datetime(...) "
+            "for an instant, or the seconds from now"
+        )
+    return seconds
+
+
 def expiry_timestamp(expires: float | timedelta | datetime | None, zone: tzinfo) -> float | None:
     """`expires` as seconds from now, a timedelta or a datetime, turned into an instant."""
     if expires is None:
         return None
     if isinstance(expires, datetime):
         return to_timestamp(expires, zone)
-    if isinstance(expires, timedelta):
-        expires = expires.total_seconds()
-    return time.time() + float(expires)
+    return time.time() + seconds_from_now(expires, "expires")

@@ -155,6 +155,32 @@ def test_result_cls_makes_the_handle_of_that_class(app):
     assert [m.id for m in stored_messages(app)] == [result.id]
 
 
+def test_a_timestamp_given_as_seconds_from_now_is_refused_and_nothing_is_sent(app):
+    """countdown= and expires= count seconds from now, as in Celery: time.time() + 60 there
+    would mean 56 years ahead (a task never run, or never expiring). Such a number is
+    refused naming the fix; a year of seconds is still a countdown."""
+    import time
+    from datetime import timedelta
+
+    from beatq import messages
+    from tests.proj.tasks import add
+
+    with pytest.raises(ValueError, match=r"countdown=.* looks like a POSIX timestamp; pass eta="):
+        add.apply_async((1, 1), countdown=time.time() + 60)
+    with pytest.raises(ValueError, match=r"expires=.* years ahead.*pass expires=datetime"):
+        add.apply_async((1, 1), expires=time.time() + 60)
+    with pytest.raises(ValueError, match="expires="):
+        add.apply_async((1, 1), expires=timedelta(days=20_000))
+    assert stored_messages(app) == []
+    year = 365 * 86400
+    sent = add.apply_async((1, 1), countdown=year, expires=2 * year)
+    (stored,) = stored_messages(app)
+    assert (stored.id, stored.state) == (sent.id, "delayed")
+    message = messages.decode(stored.body, None)
+    assert time.time() + year - 60 < message.eta < time.time() + year + 60
+    assert time.time() + 2 * year - 60 < message.expires < time.time() + 2 * year + 60
+
+
 # -- priority: higher first within a queue (RabbitMQ's order), on every backend -----------------
 def runs(prefix: str) -> list[str]:
     return [r for r in journal("runs") if r.startswith(prefix)]
