@@ -47,6 +47,16 @@ def format_time(ts: float, zone: tzinfo) -> str:
     return dt.isoformat(sep=" ", timespec="milliseconds")
 
 
+def format_entry_time(ts: float, zone: tzinfo, own: tzinfo) -> str:
+    """`ts` in the app's `zone` (every logged time is, SPEC 4), followed by the entry's
+    `own` wall clock when its zone is another: `2026-11-24 08:30:00.000+00:00 (16:30:00
+    Asia/Shanghai)`."""
+    shown = format_time(ts, zone)
+    if str(own) == str(zone):
+        return shown
+    return f"{shown} ({datetime.fromtimestamp(ts, own):%H:%M:%S} {own})"
+
+
 # Seconds from now beyond which a number is taken for an instant sent by mistake: a POSIX
 # timestamp (1.7e9 today) given as `countdown=`/`expires=` would mean some 56 years ahead.
 LONGEST_DELAY = 1e9  # about 31.7 years

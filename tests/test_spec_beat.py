@@ -106,14 +106,20 @@ def test_the_beat_logs_every_time_in_the_app_zone_with_its_offset(app, env, tmp_
     from tests.test_cli import assert_log_times
 
     env["BEATQ_TEST_TIMEZONE"] = "Asia/Shanghai"  # the beat's environment (start_beat's env)
-    # a file without a zone: its entries are in the app's (one with a zone of its own
-    # prints its runs in that zone, as `schedule list` does)
+    # a file without a zone: its entries are in the app's; one with a zone of its own is
+    # logged in the app's too, its own wall clock beside
     path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump({"schedules": {"tick": tick()}}))
+    path.write_text(yaml.safe_dump({"schedules": {"tick": tick(), "own": tick(timezone="UTC")}}))
     beat = start_beat(path, "-l", "debug")
     wait_for(lambda: len(slots(app, "tick")) >= 2, 5, "two runs")
+    wait_for(lambda: slots(app, "own"), 5, "a run of the entry with a zone of its own")
     log = beat.log()
     assert "INFO" in assert_log_times(log, "Asia/Shanghai", "+08:00")
     named = [m for line in log.splitlines() for m in ISO_TIME.finditer(line.split("] ", 1)[-1])]
     assert named, f"the beat's lines name no time at all:\n{log}"
     assert {m.group(1) for m in named} == {"+08:00"}, f"times not in +08:00:\n{log}"
+    own = re.search(r"for entry 'own', run of (\S+ \S+) \((\d\d:\d\d:\d\d) UTC\)", log)
+    assert own, f"the entry in UTC is not logged with its own clock:\n{log}"
+    instant = datetime.fromisoformat(own.group(1))
+    assert instant.utcoffset() == timedelta(hours=8)
+    assert instant.astimezone(timezone.utc).strftime("%H:%M:%S") == own.group(2)

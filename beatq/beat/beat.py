@@ -44,7 +44,7 @@ from ..exceptions import BrokerError, LeaseLost, ScheduleError
 from ..messages import Message
 from ..metrics import Metrics
 from ..timeline import beat_timeline
-from ..timezones import format_time
+from ..timezones import format_entry_time
 from ..wakeup import nap_until, tighten_timer_slack
 from .entries import Entry
 from .history import (
@@ -673,8 +673,8 @@ class Beat:
                 "beat: backfill of entry %r starts at %s, but its history covers from %s on "
                 "only: the slots before are left out (they may have run)",
                 entry.name,
-                format_time(start, entry.zone),
-                format_time(since, entry.zone),
+                self._at(start, entry),
+                self._at(since, entry),
             )
             start = since
         slots: list[float] = []
@@ -748,7 +748,7 @@ class Beat:
                         entry.task,
                         entry.name,
                         request.kind,
-                        format_time(slot, entry.zone),
+                        self._at(slot, entry),
                         message.id,
                     )
                 if outcome == "done" or last:
@@ -934,7 +934,6 @@ class Beat:
         if outcome == "lost":
             raise LeaseLost(f"dispatch of {entry.name!r} refused: another beat holds the lease")
         self._push(entry.name, next_run)
-        zone = entry.zone
         if outcome == "sent":
             self.records[entry.name] = update
             if send:
@@ -956,7 +955,7 @@ class Beat:
                     "beat: sent %s for entry %r, run of %s (%.1f ms %s), id %s",
                     entry.task,
                     entry.name,
-                    format_time(slot, zone),
+                    self._at(slot, entry),
                     abs(sent_at - slot) * 1000,
                     "late" if sent_at >= slot else "ahead, to start at it",
                     task_id,
@@ -968,17 +967,21 @@ class Beat:
             log.warning(
                 "beat: entry %r skipped its run of %s: the previous run %s is unfinished",
                 entry.name,
-                format_time(slot, zone),
+                self._at(slot, entry),
                 busy,
             )
         elif outcome == "paused":
             record.settled = slot
             self._remember(entry, slot, reason=PAUSED)
             log.info(
-                "beat: entry %r is paused; run of %s skipped", entry.name, format_time(slot, zone)
+                "beat: entry %r is paused; run of %s skipped", entry.name, self._at(slot, entry)
             )
         else:
             record.settled = max(record.settled or 0.0, slot)
+
+    def _at(self, ts: float, entry: Entry) -> str:
+        """A run's instant as the log shows it: in the app's zone, and the entry's own."""
+        return format_entry_time(ts, self.app.timezone, entry.zone)
 
     # -- events ------------------------------------------------------------------------------
     def _event(self, type_: str, **fields: Any) -> None:
