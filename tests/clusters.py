@@ -97,8 +97,14 @@ class Cluster:
         for port in self.ports:
             self._server(port)
         for port in self.ports:
-            wait_for(lambda p=port: self._answers(p), 10, f"cluster node on port {port}")
-        subprocess.run(
+            wait_for(
+                lambda p=port: self._answers(p) or self.servers[p].poll() is not None,
+                10,
+                f"cluster node on port {port}",
+            )
+            if self.servers[port].poll() is not None:  # its port was taken meanwhile
+                raise AssertionError(f"cluster node on port {port} exited at start")
+        created = subprocess.run(
             [
                 _binary("redis-cli"),
                 "--cluster",
@@ -109,11 +115,12 @@ class Cluster:
                 "--cluster-yes",
                 *(["--tls", "--cacert", str(self.folder / "ca.crt")] if self.tls else []),
             ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             timeout=60,
         )
+        if created.returncode != 0:
+            raise AssertionError(f"redis-cli --cluster create failed:\n{created.stdout.decode()}")
         wait_for(self.ok, 30, "the cluster to agree on its slots")
 
     def _answers(self, port: int) -> bool:

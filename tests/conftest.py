@@ -196,8 +196,12 @@ def cluster_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         pytest.skip("needs a Redis Cluster, which --backends leaves out")
     from tests.clusters import Cluster
 
-    cluster = Cluster(tmp_path_factory.mktemp("cluster"))
-    cluster.start()
+    try:
+        cluster = Cluster(tmp_path_factory.mktemp("cluster"))
+        cluster.start()
+    except AssertionError:  # a free port taken meanwhile by another process: new ones
+        cluster = Cluster(tmp_path_factory.mktemp("cluster"))
+        cluster.start()
     request.config.stash[CLUSTER] = cluster
     yield cluster.url()
     cluster.stop()
