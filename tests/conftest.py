@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -122,6 +123,22 @@ def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.01)
+
+
+def steady(read: Callable[[], object], ok: Callable[[Any], bool], quiet: float):
+    """A condition for `wait_for`: true once `read()` has returned the same value for
+    `quiet` seconds and `ok(value)` holds (a busy worker's looks for more urgent work, every
+    URGENT_EVERY, have taken all they will)."""
+    seen: dict[str, Any] = {"value": None, "since": None}
+
+    def check() -> bool:
+        value, now = read(), time.monotonic()
+        if seen["since"] is None or value != seen["value"]:
+            seen["value"], seen["since"] = value, now
+            return False
+        return ok(value) and now - seen["since"] >= quiet
+
+    return check
 
 
 class RedisServer:

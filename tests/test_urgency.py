@@ -13,7 +13,7 @@ import time
 import pytest
 
 from beatq.worker.worker import Worker
-from tests.conftest import scaled, wait_for
+from tests.conftest import scaled, steady, wait_for
 from tests.proj import journal, record
 
 POOLS = {
@@ -52,10 +52,11 @@ def test_urgent_work_sent_while_busy_runs_before_the_normal_work_held(
     # solo claims nothing while it runs a task
     holds_normal = pool != "solo" or normal_sent == "before start"
     if holds_normal:
-        # how many it takes ahead depends on how the sends and its claims interleave;
-        # at least three fit beside the long task with the default prefetch
+        # how many it takes ahead depends on how the sends and its claims interleave: a
+        # wait woken by normal0 claims it; a top-up that found none yet (normal1 not sent)
+        # claims no more while the pool is busy (Handoff.dry), so at least one is held
         wait_for(
-            lambda: app.broker.queue_length("celery") <= 1,
+            lambda: app.broker.queue_length("celery") <= 3,
             5,
             "the busy worker to claim normal tasks ahead",
         )
@@ -65,10 +66,16 @@ def test_urgent_work_sent_while_busy_runs_before_the_normal_work_held(
         # a worker holding less urgent claims looks for more urgent work every
         # URGENT_EVERY (0.1 s): it takes urgent tasks and gives back as many normal ones.
         # Urgent work sent within that look's interval before a slot frees may still
-        # find a held normal task ahead of it, so the long task ends only after a look.
+        # find a held normal task ahead of it (a look between two sends took urgent0
+        # alone, and normal0 ran before the next look took urgent1), so the long task
+        # ends only once the looks have taken all they will: no change for several looks.
         wait_for(
-            lambda: app.broker.queue_length("priority.high") < 4,
-            scaled(5),
+            steady(
+                lambda: tuple(map(app.broker.queue_length, ["priority.high", "celery"])),
+                lambda lengths: lengths[0] < 4,
+                scaled(5 * Worker.URGENT_EVERY),
+            ),
+            5,
             "the busy worker to take the urgent tasks ahead",
         )
     elif holds_normal:
