@@ -14,7 +14,7 @@ import redis
 
 from beatq.brokers import Outgoing, connect
 from beatq.brokers.cluster import ClusterBackend
-from beatq.exceptions import BrokerAccessDenied, ConfigurationError
+from beatq.exceptions import BrokerAccessDenied, BrokerError, ConfigurationError
 from tests.conftest import CLUSTER, scaled
 from tests.contract.conftest import in_thread
 
@@ -84,6 +84,29 @@ def test_a_wait_over_queues_on_different_shards_wakes_on_any(cluster, cb: Cluste
         assert done["at"] - sent_at < scaled(1.0), "woken by the send, not the timeout"
 
 
+def test_a_publish_that_meets_a_shard_out_of_reach_fails_to_its_caller(
+    cb: ClusterBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finish without a token that sends (a client's publish of a group with its
+    results) is not left to the background retries, which would send again what reached
+    the healthy shard each time and hide the failure: it raises, and nothing is pending."""
+    sent: list[str] = []
+    real_send = cb.send
+
+    def send_or_fail(messages, events=()):
+        real_send([m for m in messages if m.queue == "up"])
+        sent.extend(m.id for m in messages if m.queue == "up")
+        if any(m.queue == "down" for m in messages):
+            raise BrokerError("the shard of queue 'down' is out of reach")
+
+    monkeypatch.setattr(cb, "send", send_or_fail)
+    with pytest.raises(BrokerError, match="out of reach"):
+        cb.finish(send=[Outgoing("up", "m-up", b"body"), Outgoing("down", "m-down", b"body")])
+    assert sent == ["m-up"]
+    assert cb.later.pending == [] and cb.later.thread is None  # no retry left behind
+    assert cb.queue_length("up") == 1
+
+
 def test_interrupt_wait_ends_a_wait_over_several_queues(cb: ClusterBackend) -> None:
     queues = ["ia", "ib", "ic"]
     cb.wait(queues, 0.01)
@@ -118,6 +141,33 @@ def test_a_run_dispatched_again_after_its_settlement_was_lost_is_not_sent_again(
     cb.client.hdel(cb.keys.beat_settled, "e")  # the settlement lost with a failed master
     assert dispatch("m3") == "sent"  # settled again, and its message not sent twice
     assert [c.id for c in cb.claim(["bq"], 10, 30).claims] == ["m1"]
+
+
+def test_a_skip_entry_whose_queue_is_out_of_reach_holds_up_no_other_run(
+    cb: ClusterBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """overlap: skip asks the entry's queue whether its last run is still there; when that
+    shard cannot answer, the run counts as overlapping (skipped, said in the log) and the
+    batch's other runs are dispatched: one shard in a failover stops no other entry."""
+    from beatq.brokers import BeatDispatch
+
+    token = cb.acquire_lease("beat", "me", 30)
+    assert token is not None
+    down = cb.unit("down").msgs
+    real = cb.routes.command
+
+    def command(key, *args, **kwargs):
+        if key == down:
+            raise redis.ConnectionError("Connection refused")
+        return real(key, *args, **kwargs)
+
+    monkeypatch.setattr(cb.routes, "command", command)
+    runs = [
+        BeatDispatch("skip", 100.0, 101.0, b"{}", [Outgoing("down", "s1", b"x")], "s0"),
+        BeatDispatch("other", 100.0, 101.0, b"{}", [Outgoing("up", "o1", b"x")]),
+    ]
+    assert cb.beat_dispatch_many("beat", "me", token, runs) == ["busy", "sent"]
+    assert [c.id for c in cb.claim(["up"], 10, 30).claims] == ["o1"]
 
 
 def test_rediss_cluster_speaks_tls_to_every_node(tmp_path) -> None:

@@ -497,8 +497,14 @@ class ClusterBackend(RedisBackend):
     ) -> None:
         """As `Delivery.finish`; one that meets a shard out of reach is made again in the
         background (cluster_finishes.py): a worker's pool threads go on taking the work
-        of the other shards' queues meanwhile."""
+        of the other shards' queues meanwhile. Not a finish that sends without a token
+        (a client's publish of a group or chord with its results): made again it would
+        send again what reached the shards that answered, so it is made now and its
+        BrokerError goes to the caller (whose publish retry policy applies)."""
         parent = super().finish
+        if send and not token:
+            parent(ack, results, send, join, events, token)
+            return
         self.later.run(lambda: parent(ack, results, send, join, events, token))
 
     def settle(self, step: Finish) -> None:
@@ -607,9 +613,21 @@ class ClusterBackend(RedisBackend):
             return ""
         for queue in dict.fromkeys(m.queue for m in send):
             u = self.unit(queue)
-            with _errors(self.url):
-                if self.routes.command(u.msgs, "HEXISTS", u.msgs, busy_id):
-                    return "\x01"
+            try:
+                with _errors(self.url):
+                    if self.routes.command(u.msgs, "HEXISTS", u.msgs, busy_id):
+                        return "\x01"
+            except BrokerError as exc:
+                # whether the last run is unfinished cannot be told: it counts as unfinished
+                # (overlap: skip runs no two at once), and the other runs of the batch go on
+                log.warning(
+                    "queue %r is out of reach (%s): its entry's run counts as overlapping "
+                    "its last one, %s",
+                    queue,
+                    exc,
+                    busy_id,
+                )
+                return "\x01"
         return busy_id
 
     def beat_dispatch_many(
