@@ -105,9 +105,15 @@ def proxy(redis_url: str):
     p.close()
 
 
-def behind(proxy: Proxy, redis_url: str) -> dict[str, str]:
-    """A worker's env: its broker through the proxy (the journal is a file)."""
-    return {"BEATQ_BROKER_URL": proxy.url}
+def behind(proxy: Proxy, redis_url: str, visibility: float | None = None) -> dict[str, str]:
+    """A worker's env: its broker through the proxy (the journal is a file). `visibility`:
+    its claims' timeout, for a test that waits for a claim whose reply the cut lost (the
+    call ran on the server, its answer never came back): that claim's messages come back
+    when it expires, which at the default 60 s outlasts the test's waits."""
+    env = {"BEATQ_BROKER_URL": proxy.url}
+    if visibility is not None:
+        env["BEATQ_TEST_VISIBILITY"] = str(visibility)
+    return env
 
 
 def errors(worker) -> int:
@@ -136,7 +142,7 @@ def test_idle_worker_survives_a_cut_and_serves_after_restore(app, start_worker, 
 def test_tasks_queued_across_a_cut_are_not_lost(app, start_worker, proxy, redis_url):
     from tests.proj.tasks import add, dl_nap
 
-    worker = start_worker("-P", "solo", extra_env=behind(proxy, redis_url))
+    worker = start_worker("-P", "solo", extra_env=behind(proxy, redis_url, visibility=5))
     running = dl_nap.delay(0.5, "across")
     queued = [add.delay(i, i) for i in range(5)]
     wait_for(lambda: "across:start" in journal("naps"), 5, "the task to start")
@@ -146,8 +152,8 @@ def test_tasks_queued_across_a_cut_are_not_lost(app, start_worker, proxy, redis_
     wait_for(lambda: errors(worker) >= 1, 5, "the failed store to be logged")
     proxy.restore()
 
-    assert running.get(timeout=scaled(10)) == "across"
-    assert [r.get(timeout=scaled(10)) for r in queued] == [0, 2, 4, 6, 8]
+    assert running.get(timeout=scaled(20)) == "across"
+    assert [r.get(timeout=scaled(20)) for r in queued] == [0, 2, 4, 6, 8]
     assert journal("naps") == ["across:start", "across:end"]
     # logged as the store that waited goes through: maybe just after the results are read
     wait_for(lambda: "broker connection restored" in worker.log(), scaled(10), "the restore logged")
