@@ -663,20 +663,8 @@ class ClusterBackend(RedisBackend):
         busy_id: str | None = None,
         record: tuple[str, bytes, int] | None = None,
     ) -> str:
-        entry, data, maxlen = record if record is not None else ("", b"", 0)
-        args = [
-            "run",
-            self.keys.prefix,
-            f"{holder}|{token}",
-            request_id,
-            repr(float(slot)),
-            "1" if last else "",
-            self._busy(busy_id, send),
-            entry,
-            data,
-            max(int(maxlen), 1),
-            *_flatten(send),
-        ]
+        busy = self._busy(busy_id, send)
+        args = self._run_args(holder, token, request_id, slot, last, send, busy, record)
         keys = [*self._schedule_keys(lease), self.keys.beat_held]
         marks = self._marks(f"request:{request_id}|{float(slot)!r}", send)
         with _errors(self.url):

@@ -856,20 +856,7 @@ class RedisBackend(Backend):
         busy_id: str | None = None,
         record: tuple[str, bytes, int] | None = None,
     ) -> str:
-        entry, data, maxlen = record if record is not None else ("", b"", 0)
-        args = [
-            "run",
-            self.keys.prefix,
-            f"{holder}|{token}",
-            request_id,
-            repr(float(slot)),
-            "1" if last else "",
-            busy_id or "",
-            entry,
-            data,
-            max(int(maxlen), 1),
-            *_flatten(send),
-        ]
+        args = self._run_args(holder, token, request_id, slot, last, send, busy_id or "", record)
         need = self.replication.beat
         if not need:
             reply = self._run("schedules", self._schedule_keys(lease), args)
@@ -879,6 +866,33 @@ class RedisBackend(Backend):
         outcome = reply.decode() if isinstance(reply, bytes) else str(reply)
         self._confirm(lease, holder, token, [outcome], acked, need)
         return outcome
+
+    def _run_args(
+        self,
+        holder: str,
+        token: int,
+        request_id: str,
+        slot: float,
+        last: bool,
+        send: Sequence[Outgoing],
+        busy: str,
+        record: tuple[str, bytes, int] | None,
+    ) -> list[Any]:
+        """The arguments of lua/schedules.lua's `run` (a trigger's or backfill's slot)."""
+        entry, data, maxlen = record if record is not None else ("", b"", 0)
+        return [
+            "run",
+            self.keys.prefix,
+            f"{holder}|{token}",
+            request_id,
+            repr(float(slot)),
+            "1" if last else "",
+            busy,
+            entry,
+            data,
+            max(int(maxlen), 1),
+            *_flatten(send),
+        ]
 
     def beat_entry(self, name: str) -> EntryState | None:
         k = self.keys

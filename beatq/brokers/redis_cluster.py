@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
@@ -36,6 +36,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..exceptions import ConfigurationError
 from .redis_calls import Calls, _missing
+from .urls import user_and_hosts
 
 SCHEMES = ("redis+cluster", "rediss+cluster")
 DEFAULT_PORT = 6379
@@ -75,24 +76,9 @@ def parse(url: str, shown: str) -> ClusterUrl:
     """Read a redis+cluster:// URL; one ConfigurationError naming what is wrong (`shown`
     is the URL with its password masked, for the message)."""
     parts = urlsplit(url)
-    users, at, hosts = parts.netloc.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, secret = users.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
-    nodes = []
-    for item in hosts.split(","):
-        host, colon, port = item.strip().rpartition(":")
-        if not colon:
-            host, port = item.strip(), str(DEFAULT_PORT)
-        host = host.strip("[]")
-        if not host or not port.isdigit():
-            raise ConfigurationError(
-                f"broker URL {shown}: {item.strip()!r} is not a node's host:port; write "
-                f"{parts.scheme}://host1:7000,host2:7001,host3:7002/"
-            )
-        nodes.append((host, int(port)))
+    username, password, nodes = user_and_hosts(
+        parts, DEFAULT_PORT, shown, "a node", f"{parts.scheme}://host1:7000,host2:7001,host3:7002/"
+    )
     if parts.path.strip("/") not in ("", "0"):
         raise ConfigurationError(
             f"broker URL {shown}: a Redis Cluster has database 0 only; end the URL with "

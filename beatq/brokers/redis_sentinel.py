@@ -40,6 +40,7 @@ from redis.sentinel import (
 )
 
 from ..exceptions import ConfigurationError
+from .urls import user_and_hosts
 
 log = logging.getLogger("beatq.broker")
 
@@ -80,24 +81,13 @@ def parse(url: str, shown: str) -> SentinelUrl:
     """Read a sentinel:// URL; one ConfigurationError naming what is wrong (`shown` is the
     URL with its password masked, for the message)."""
     parts = urlsplit(url)
-    users, at, hosts = parts.netloc.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, secret = users.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
-    sentinels = []
-    for item in hosts.split(","):
-        host, colon, port = item.strip().rpartition(":")
-        if not colon:
-            host, port = item.strip(), str(DEFAULT_PORT)
-        host = host.strip("[]")
-        if not host or not port.isdigit():
-            raise ConfigurationError(
-                f"broker URL {shown}: {item.strip()!r} is not a sentinel's host:port; write "
-                "sentinel://host1:26379,host2:26379,host3:26379/MASTER_NAME"
-            )
-        sentinels.append((host, int(port)))
+    username, password, sentinels = user_and_hosts(
+        parts,
+        DEFAULT_PORT,
+        shown,
+        "a sentinel",
+        "sentinel://host1:26379,host2:26379,host3:26379/MASTER_NAME",
+    )
     path = [p for p in parts.path.split("/") if p]
     if not path or len(path) > 2:
         raise ConfigurationError(

@@ -9,7 +9,9 @@ the same backend show the same text.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
+
+from ..exceptions import ConfigurationError
 
 MASK = "***"
 
@@ -57,3 +59,29 @@ def reported(value: object) -> str | None:
     """A URL another process reported (a heartbeat's), masked here again: a process of
     another version may not have masked it as this one does."""
     return shown_url(value) if isinstance(value, str) else None
+
+
+def user_and_hosts(
+    parts: SplitResult, default_port: int, shown: str, what: str, example: str
+) -> tuple[str | None, str | None, list[tuple[str, int]]]:
+    """The user, password and `host:port` list of a URL naming several hosts
+    (`sentinel://`, `redis+cluster://`); one ConfigurationError for a host that is not
+    one, naming `what` a host is and an `example` URL (`shown`: the URL, password masked)."""
+    users, at, hosts = parts.netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = users.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    found = []
+    for item in hosts.split(","):
+        host, colon, port = item.strip().rpartition(":")
+        if not colon:
+            host, port = item.strip(), str(default_port)
+        host = host.strip("[]")
+        if not host or not port.isdigit():
+            raise ConfigurationError(
+                f"broker URL {shown}: {item.strip()!r} is not {what}'s host:port; write {example}"
+            )
+        found.append((host, int(port)))
+    return username, password, found
