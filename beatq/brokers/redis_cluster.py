@@ -174,6 +174,9 @@ class Routes:
                 self.refresh(force=True)
             except (RedisConnectionError, RedisTimeoutError):
                 self.refresh()
+                if self.owner(key) == node:
+                    # a map read within REFRESH_EVERY may predate the replica's promotion
+                    self.refresh(force=True)
                 if attempt == ATTEMPTS - 1 or self.owner(key) == node:
                     raise
         raise AssertionError("unreachable")
