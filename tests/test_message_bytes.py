@@ -1,0 +1,196 @@
+"""A message's bytes as they go out, pinned: what one encode writes for each set of header
+fields, and that each message of an `apply_many` batch is byte for byte the message its
+own fields encode to, for every option a call may give (serializers, compression,
+signing, eta and expiry in the app's zone, links, headers, priorities)."""
+
+from __future__ import annotations
+
+import zlib
+from datetime import datetime, timedelta
+
+import pytest
+
+from beatq import Beatq, messages
+from beatq.messages import Message, decode, read_header
+from beatq.serializers import short_name
+from beatq.signing import signer_for
+
+SENT = 1732465798.123456
+KEY = "key-" + "1" * 28
+
+
+@pytest.mark.parametrize(
+    "fields, header",
+    [
+        (
+            {"id": "a", "task": "t.add"},
+            '{"id":"a","sent":1732465798.123456,"task":"t.add","eta":null,"expires":null,'
+            '"retries":0,"parent":null,"root":null,"group":null,"queue":"celery",'
+            '"priority":null,"v":1,"ct":"application/json","ce":null}',
+        ),
+        (
+            {"id": "b", "task": "t.add", "eta": 1732465801.5, "expires": 1732465861.25},
+            '{"id":"b","task":"t.add","eta":1732465801.5,"expires":1732465861.25,"retries":0,'
+            '"parent":null,"root":null,"group":null,"queue":"celery","priority":null,'
+            '"sent":1732465798.123456,"v":1,"ct":"application/json","ce":null}',
+        ),
+        (
+            {"id": "c", "task": "t.add", "expires": 1732465861.25, "requeued": 2},
+            '{"id":"c","task":"t.add","eta":null,"expires":1732465861.25,"retries":0,'
+            '"parent":null,"root":null,"group":null,"queue":"celery","priority":null,'
+            '"sent":1732465798.123456,"v":1,"ct":"application/json","ce":null,"requeued":2}',
+        ),
+        (
+            {
+                "id": "d\u00fc",
+                "task": 'odd "name" \u00fc\n',
+                "eta": 1732465801,
+                "queue": "q\\1",
+                "priority": 3,
+                "retries": 2,
+                "parent": "p1",
+                "root": "r1",
+                "group": "g1",
+            },
+            '{"id":"d\\u00fc","task":"odd \\"name\\" \\u00fc\\n","eta":1732465801,'
+            '"expires":null,"retries":2,"parent":"p1","root":"r1","group":"g1",'
+            '"queue":"q\\\\1","priority":3,"sent":1732465798.123456,"v":1,'
+            '"ct":"application/json","ce":null}',
+        ),
+    ],
+)
+def test_the_header_written_is_byte_for_byte_as_pinned(fields, header) -> None:
+    for _ in range(2):  # the second finds what the first kept (messages._FIXED_HEADERS)
+        message = Message(**fields, args=[1, "\u00fc"], kwargs={"k": None})
+        message.sent = SENT
+        body = message.encode()
+        assert body == header.encode() + b'\n[[1,"\xc3\xbc"],{"k":null},{}]'
+
+
+def test_a_compressed_signed_body_is_as_pinned() -> None:
+    message = Message(id="e", task="t.add", eta=1732465801.5, args=[1], options={"x": 1})
+    message.sent = SENT
+    body = message.encode("json", "zlib", signer_for(KEY))
+    head, _, payload = body.partition(b"\n")
+    assert head.startswith(b'{"sig":"') and head[8 + 64 :].startswith(b'","id":"e","task"')
+    assert head.endswith(b'"ct":"application/json","ce":"zlib"}')
+    assert zlib.decompress(payload) == b'[[1],{},{"x":1}]'
+
+
+def _batch_app(monkeypatch, **conf) -> tuple[Beatq, list]:
+    app = Beatq("bytes", broker="memory://message-bytes")
+    app.conf.update(timezone="Europe/Paris", **conf)
+    sent: list = []
+    monkeypatch.setattr(app.broker, "send", lambda messages, events=(): sent.extend(messages))
+    return app, sent
+
+
+def _encoded_alone(body: bytes, signer) -> bytes:
+    """The body one message of these fields, this id and this send time encodes to."""
+    message = decode(body, None)
+    return message.encode(short_name(message.content_type), message.content_encoding, signer)
+
+
+LONE = ((3, "\ud800 lone"), {})  # a lone surrogate: the JSON payload is written in ASCII
+CALLS = [
+    (1, "a"),
+    ((2.5, "\u00fc"), {"n": {"deep": [1, None]}}),
+    LONE,
+    ([], {"only": "kwargs"}),
+    (4, "d"),
+]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"eta": 1732465801.5},
+        {"countdown": 30, "expires": 600},
+        {"eta": datetime(2031, 1, 2, 3, 4, 5, 678901), "expires": datetime(2031, 1, 2, 4)},
+        {"eta": datetime(2031, 1, 2, 3, 4, 5) - timedelta(days=1), "priority": 7},
+        {"queue": "other", "priority": 200, "time_limit": 5, "soft_time_limit": 2},
+        {"headers": {"h": 1}, "acks_late": True, "ignore_result": True},
+        {"compression": "zlib", "eta": 1732465801.5},
+        {"compression": "gzip"},
+        {"serializer": "pickle", "expires": 60.5},
+        {"serializer": "yaml"},
+        {"serializer": "msgpack", "eta": 1732465801.5},
+        {"link": "t.after", "link_error": "t.failed"},
+    ],
+)
+@pytest.mark.parametrize("signed", [False, True])
+def test_each_message_of_a_batch_is_the_message_its_fields_encode_to(
+    monkeypatch, options, signed
+) -> None:
+    if options.get("serializer") == "msgpack":
+        pytest.importorskip("msgpack")
+    app, sent = _batch_app(monkeypatch, **({"security_key": KEY} if signed else {}))
+
+    @app.task(name="t.add", typing=False)
+    def add(*args, **kwargs):
+        return None
+
+    @app.task(name="t.after")
+    def after(*args):
+        return None
+
+    for key in ("link", "link_error"):  # a task name here stands for its signature
+        if key in options:
+            options = {**options, key: app.signature(options[key], (1,))}
+    calls = CALLS
+    if options.get("serializer") in ("yaml", "msgpack"):  # they write no lone surrogate
+        calls = [c for c in CALLS if c != LONE]
+    messages._FIXED_HEADERS.clear()
+    results = add.apply_many(calls, **options)
+    assert [r.id for r in results] == [o.id for o in sent] and len(sent) == len(calls)
+    signer = app.signer
+    first = decode(sent[0].body, None)
+    for outgoing, call in zip(sent, calls, strict=True):
+        assert outgoing.body.startswith(b'{"sig":"') == signed
+        assert _encoded_alone(outgoing.body, signer) == outgoing.body
+        got = decode(outgoing.body, None)
+        args, kwargs = call if isinstance(call[-1], dict) and len(call) == 2 else (call, {})
+        if options.get("serializer") in (None, "json", "pickle", "msgpack"):
+            assert got.args == list(args) and got.kwargs == kwargs
+        # everything but the id, the arguments and the send time is the first message's
+        for name in ("task", "options", "queue", "eta", "expires", "retries", "priority"):
+            assert getattr(got, name) == getattr(first, name), name
+        assert (got.content_type, got.content_encoding) == (
+            first.content_type,
+            first.content_encoding,
+        )
+        assert (outgoing.queue, outgoing.eta, outgoing.priority) == (
+            sent[0].queue,
+            sent[0].eta,
+            sent[0].priority,
+        )
+        assert outgoing.ack_at_claim == sent[0].ack_at_claim
+    assert len({o.id for o in sent}) == len(sent)
+
+
+def test_a_batch_sends_what_the_same_calls_sent_one_by_one_send(monkeypatch) -> None:
+    app, sent = _batch_app(monkeypatch)
+
+    @app.task(name="t.add")
+    def add(x, y=0):
+        return None
+
+    options = {"eta": 1732465801.5, "expires": 7200, "priority": 3, "headers": {"h": "v"}}
+    add.apply_many([(1,), ((2,), {"y": 3})], **options)
+    add.apply_async((1,), **options)
+    add.apply_async((2,), {"y": 3}, **options)
+    batch, alone = sent[:2], sent[2:]
+    for one, two in zip(batch, alone, strict=True):
+        a, b = read_header(one.body), read_header(two.body)
+        assert a.pop("id") != b.pop("id")
+        assert abs(a.pop("sent") - b.pop("sent")) < 5
+        assert abs(a.pop("expires") - b.pop("expires")) < 5  # relative: from each send
+        assert a == b
+        assert one.body.partition(b"\n")[2] == two.body.partition(b"\n")[2]
+        assert (one.queue, one.eta, one.ack_at_claim, one.priority) == (
+            two.queue,
+            two.eta,
+            two.ack_at_claim,
+            two.priority,
+        )
