@@ -594,35 +594,29 @@ class Beatq:
         The options are worked out once, for the first call; the others copy its message
         with their own id and arguments (a router that looks at the arguments, or a
         given task_id, makes every call its own)."""
-        outgoing = []
+        outgoing: list[Outgoing] = []
         events: list[bytes] | None = [] if self.conf.task_send_sent_event else None
         routes = self.conf.task_routes
         routers = routes if isinstance(routes, (list, tuple)) else [routes]
         each = "task_id" in options or any(callable(r) for r in routers)
         each = each or bool(signals.before_task_publish.receivers)  # one signal per message
-        first: Message | None = None
-        signer = self.signer
-        ack_at_claim = False
-        for args, kwargs in calls:
-            if first is None or each:
-                message, body = self.build_message(task.name, args, kwargs, task, **options)
-                first = message
-                ack_at_claim = self.ack_at_claim(message, task)
-            else:
-                message = first.again(list(args or ()), dict(kwargs or {}))
-                body = message.encode(first.content_type, first.content_encoding, signer)
-            outgoing.append(
-                Outgoing(
-                    message.queue,
-                    message.id,
-                    body,
-                    message.eta,
-                    ack_at_claim,
-                    message.priority or 0,
-                )
-            )
+        for args, kwargs in calls if each else calls[:1]:
+            message, body = self.build_message(task.name, args, kwargs, task, **options)
+            outgoing.append(self.outgoing(message, body, task))
             if events is not None:
                 events.append(_sent_event(message))
+        if not each and len(calls) > 1:
+            first, o = message, outgoing[0]
+            rest = calls[1:]
+            for (id_, sent, body), (args, kwargs) in zip(
+                first.copies(rest, self.signer), rest, strict=True
+            ):
+                outgoing.append(Outgoing(o.queue, id_, body, o.eta, o.ack_at_claim, o.priority))
+                if events is not None:
+                    copy = first.again(list(args or ()), dict(kwargs or {}), id_)
+                    copy.sent, copy.content_type = sent, first.content_type
+                    copy.content_encoding = first.content_encoding
+                    events.append(_sent_event(copy))
         self.publish(outgoing, *self._retry_options(options), events=events or ())
         results = [AsyncResult(o.id, app=self, task_name=task.name) for o in outgoing]
         if self._ignores(options, task):

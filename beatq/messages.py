@@ -39,7 +39,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -55,10 +55,11 @@ _HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"))  # made once: json.dum
 # value or error, three Python frames less
 _loads_header = serializers.one_shot_decoder(json.JSONDecoder())
 
-# The header of a message without an eta or expiry, bar its id and send time, encoded once
-# per set of values (task, queue, ...): a batch's copies, and a task sent again and again,
-# find theirs here. Cleared when full, so per-call values (a parent id) cannot grow it.
-_FIXED_HEADERS: dict[tuple[Any, ...], str] = {}
+# The header of a message, bar its id and send time, encoded once per set of values (task,
+# queue, eta, ...) as the two runs of members around "sent" (see Message._header_parts): a
+# task sent again and again finds its own here. Cleared when full, so per-call values (a
+# parent id, an eta) cannot grow it.
+_FIXED_HEADERS: dict[tuple[Any, ...], tuple[str, str]] = {}
 _FIXED_HEADERS_MAX = 1024
 
 
@@ -70,6 +71,20 @@ def new_id() -> str:
     b[8] = b[8] & 0x3F | 0x80
     h = b.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def new_ids(n: int) -> list[str]:
+    """`n` ids as new_id makes them, from one read of the system's random source."""
+    raw = bytearray(os.urandom(16 * n))
+    for at in range(6, 16 * n, 16):  # version 4, then the RFC 4122 variant (as new_id)
+        raw[at] = raw[at] & 0x0F | 0x40
+        raw[at + 2] = raw[at + 2] & 0x3F | 0x80
+    h = raw.hex()
+    return [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-"
+        f"{h[i + 20 : i + 32]}"
+        for i in range(0, 32 * n, 32)
+    ]
 
 
 class MessageError(ValueError):
@@ -117,10 +132,11 @@ class Message:
             header["requeued"] = self.requeued
         return header
 
-    def again(self, args: list[Any], kwargs: dict[str, Any]) -> Message:
-        """The same call options with a new id and these arguments (a batch of calls)."""
+    def again(self, args: list[Any], kwargs: dict[str, Any], id: str | None = None) -> Message:
+        """The same call options with a new id (`id`, else a fresh one) and these
+        arguments (a batch of calls)."""
         return Message(
-            new_id(),
+            id or new_id(),
             self.task,
             args,
             kwargs,
@@ -152,11 +168,52 @@ class Message:
         body = self._header_json().encode() + b"\n" + payload
         return body if signer is None else signer.sign(body)
 
+    def copies(
+        self,
+        calls: Sequence[tuple[Iterable[Any] | None, Mapping[str, Any] | None]],
+        signer: Signer | None = None,
+    ) -> list[tuple[str, float, bytes]]:
+        """Id, send time and body of a copy of this message (encoded already) for each
+        (args, kwargs) of `calls`: a fresh id, these arguments, all else this message's.
+
+        Each body is byte for byte what `again(args, kwargs, id).encode(...)` with this
+        message's content type and encoding makes at that send time; what the copies
+        share (the header bar id and time, the payload's options) is encoded once."""
+        before, after = self._header_parts()
+        payload = serializers.payload_encoder(
+            self.options, self.content_type, self.content_encoding
+        )
+        sign = None if signer is None else signer.sign
+        now = time.time
+        out = []
+        for id_, (args, kwargs) in zip(new_ids(len(calls)), calls, strict=True):
+            sent = now()
+            # a fresh id is hex digits and dashes: JSON writes it as it is, quoted
+            head = f'{{"id":"{id_}"{before}"sent":{sent!r}{after}}}'.encode()
+            body = head + b"\n" + payload(list(args or ()), dict(kwargs or {}))
+            out.append((id_, sent, body if sign is None else sign(body)))
+        return out
+
     def _header_json(self) -> str:
-        if self.eta is not None or self.expires is not None or self.requeued:
-            return _HEADER_ENCODER.encode(self.header())
+        before, after = self._header_parts()
+        sent = self.sent
+        sent_text = repr(sent) if type(sent) is float else _HEADER_ENCODER.encode(sent)
+        return f'{{"id":{_HEADER_ENCODER.encode(self.id)}{before}"sent":{sent_text}{after}}}'
+
+    def _header_parts(self) -> tuple[str, str]:
+        """The header's members but its id and send time, as the two runs of text that go
+        between the id and "sent", and between the send time and the closing brace.
+
+        Two layouts, both kept as they always were: a message without an eta, an expiry
+        or a requeue count puts "sent" right after "id"; any other keeps header()'s order
+        (the send time after the priority)."""
         key = (
             self.task,
+            self.eta,
+            type(self.eta),  # 1 == 1.0, but JSON writes them apart
+            self.expires,
+            type(self.expires),
+            self.requeued,
             self.retries,
             self.parent,
             self.root,
@@ -166,15 +223,26 @@ class Message:
             self.content_type,
             self.content_encoding,
         )
-        fixed = _FIXED_HEADERS.get(key)
-        if fixed is None:
+        parts = _FIXED_HEADERS.get(key)
+        if parts is None:
             header = self.header()
-            del header["id"], header["sent"]
-            fixed = _HEADER_ENCODER.encode(header)[1:-1]  # the members, without the braces
+            names = list(header)
+            at = names.index("sent")
+            if self.eta is None and self.expires is None and not self.requeued:
+                rest = self._members(header, names[1:at] + names[at + 1 :])
+                parts = (",", "," + rest)
+            else:
+                mid = self._members(header, names[1:at])
+                parts = ("," + mid + ",", "," + self._members(header, names[at + 1 :]))
             if len(_FIXED_HEADERS) >= _FIXED_HEADERS_MAX:
                 _FIXED_HEADERS.clear()
-            _FIXED_HEADERS[key] = fixed
-        return f'{{"id":{_HEADER_ENCODER.encode(self.id)},"sent":{self.sent!r},{fixed}}}'
+            _FIXED_HEADERS[key] = parts
+        return parts
+
+    @staticmethod
+    def _members(header: dict[str, Any], names: list[str]) -> str:
+        """The JSON members of `header` named, in that order, without braces."""
+        return _HEADER_ENCODER.encode({name: header[name] for name in names})[1:-1]
 
 
 def requeued_body(body: bytes, count: int, signer: Signer | None = None) -> bytes:

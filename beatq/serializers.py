@@ -657,6 +657,29 @@ def encode(
     return ctype, name, compress(data, name)
 
 
+def payload_encoder(
+    options: Any, serializer: str = "json", compression: str | None = None
+) -> Callable[[Any, Any], bytes]:
+    """`encode([args, kwargs, options], serializer, compression)`'s data for many args and
+    kwargs beside the same `options`: the same bytes, the same errors. JSON uncompressed
+    (the default) writes `options` once; any other serializer or compression encodes the
+    whole each time."""
+    if _lookup(serializer) != "json" or not (compression is None or compression in _NO_COMPRESSION):
+        return lambda args, kwargs: encode([args, kwargs, options], serializer, compression)[2]
+    # what the C encoder writes for a list: its items' texts between "[" "," and "]"
+    tail = "," + _json_encode(options) + "]"
+    encode_json = _json_encode
+
+    def encode_one(args: Any, kwargs: Any) -> bytes:
+        text = encode_json([args, kwargs])
+        try:
+            return (text[:-1] + tail).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: the whole in ASCII, as _json_dumps
+            return _json_dumps([args, kwargs, options])
+
+    return encode_one
+
+
 def decode(
     data: bytes,
     content_type: str,

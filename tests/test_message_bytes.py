@@ -5,12 +5,14 @@ signing, eta and expiry in the app's zone, links, headers, priorities)."""
 
 from __future__ import annotations
 
+import json
 import zlib
 from datetime import datetime, timedelta
 
 import pytest
 
 from beatq import Beatq, messages
+from beatq import events as ev
 from beatq.messages import Message, decode, read_header
 from beatq.serializers import short_name
 from beatq.signing import signer_for
@@ -193,4 +195,29 @@ def test_a_batch_sends_what_the_same_calls_sent_one_by_one_send(monkeypatch) -> 
             two.eta,
             two.ack_at_claim,
             two.priority,
+        )
+
+
+def test_the_task_sent_events_of_a_batch_are_each_messages_own(monkeypatch) -> None:
+    app = Beatq("bytes", broker="memory://message-bytes-events")
+    app.conf.update(task_send_sent_event=True)
+    sent: list = []
+    events: list = []
+
+    def send(messages, events_=()):
+        sent.extend(messages)
+        events.extend(events_)
+
+    monkeypatch.setattr(app.broker, "send", send)
+
+    @app.task(name="t.add")
+    def add(x, y=0):
+        return None
+
+    add.apply_many([(1,), ((2,), {"y": 3}), (4,)], eta=1732465801.5)
+    assert len(events) == len(sent) == 3
+    for outgoing, event in zip(sent, events, strict=True):
+        message = decode(outgoing.body, None)
+        assert json.loads(event) == json.loads(
+            ev.encode(ev.TASK_SENT, ev.sent_fields(message), message.sent)
         )

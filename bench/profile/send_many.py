@@ -15,6 +15,7 @@ rate and the server's CPU µs a task (INFO). Without --url: a private redis-serv
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import time
@@ -35,22 +36,23 @@ sys.path.insert(0, opts.tree)
 sys.path.insert(1, str(ROOT))
 
 from beatq import Beatq  # noqa: E402
-
 from bench.core import own_redis  # noqa: E402
 
 
-def send(task, n: int, chunk: int) -> tuple[float, float]:
-    """CPU and wall seconds of sending n tasks in chunks of `chunk`."""
+def send(task, n: int, chunk: int) -> tuple[float, float, float]:
+    """CPU, system CPU and wall seconds of sending n tasks in chunks of `chunk`."""
     base = time.time() + 3600
     steps = max(1, n // chunk)
     c0, t0 = time.process_time(), time.perf_counter()
+    s0 = resource.getrusage(resource.RUSAGE_SELF).ru_stime
     sent = 0
     for i in range(steps):
         k = chunk if i < steps - 1 else n - sent
         due = base + 600 * i / steps
         task.apply_many([(due,)] * k, eta=due)
         sent += k
-    return time.process_time() - c0, time.perf_counter() - t0
+    sys_s = resource.getrusage(resource.RUSAGE_SELF).ru_stime - s0
+    return time.process_time() - c0, sys_s, time.perf_counter() - t0
 
 
 def server_s(app) -> float:
@@ -92,11 +94,12 @@ def main(url: str) -> None:
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(30)
         return
-    cpu, rate, server = [], [], []
+    cpu, system, rate, server = [], [], [], []
     for _ in range(opts.repeat):
         reset()
         s0 = server_s(app)
-        c, wall = send(late, opts.n, opts.chunk)
+        c, sys_s, wall = send(late, opts.n, opts.chunk)
+        system.append(sys_s / opts.n * 1e6)
         server.append((server_s(app) - s0) / opts.n * 1e6)
         cpu.append(c / opts.n * 1e6)
         rate.append(opts.n / wall)
@@ -104,7 +107,8 @@ def main(url: str) -> None:
     def cell(vals: list[float], fmt: str) -> str:
         return f"{statistics.median(vals):{fmt}} [{min(vals):{fmt}}-{max(vals):{fmt}}]"
 
-    print(f"client {cell(cpu, '.2f')} µs CPU a task; {cell(rate, ',.0f')} tasks/s", end="")
+    print(f"client {cell(cpu, '.2f')} µs CPU a task (system {cell(system, '.2f')}); ", end="")
+    print(f"{cell(rate, ',.0f')} tasks/s", end="")
     print(f"; server {cell(server, '.2f')} µs a task" if url.startswith("redis") else "")
 
 
