@@ -80,6 +80,7 @@ from .redis import (
     _flatten,
     _member,
     _ms,
+    _send_args,
     banded,
     check_url,
     shown_url,
@@ -327,7 +328,7 @@ class ClusterBackend(RedisBackend):
             self._register(grouped)
             for queue, batch in grouped.items():
                 u = self.unit(queue)
-                self._run("send", [u.msgs, u.delayed], [u.prefix, *_flatten(batch)])
+                self._run("send", [u.msgs, u.delayed], [u.prefix, *_send_args(batch)])
         if events:
             self.add_events(events)
 

@@ -338,6 +338,29 @@ def _flatten(messages: Sequence[Outgoing]) -> list[Any]:
     return args
 
 
+def _send_args(messages: Sequence[Outgoing]) -> list[Any]:
+    """The arguments of lua/send.lua for `messages`, in order: runs of those sharing a
+    stored queue name and an eta (a batch of one call is one run), each as its queue, its
+    eta ('' for none) and its length, then an id and a stored value per message (see
+    `_stored`, prefixed here with "queue\\n" as the store keeps it: the script copies
+    nothing)."""
+    args: list[Any] = []
+    queue: str | None = None
+    eta: float | None = None
+    count_at = 0
+    head = b""
+    for m in messages:
+        name = banded(m.queue, m.priority) if m.priority else m.queue
+        if name != queue or m.eta != eta:
+            queue, eta = name, m.eta
+            args += [name, "" if eta is None else repr(float(eta)), 0]
+            count_at = len(args) - 1
+            head = name.encode() + b"\n"
+        args[count_at] += 1
+        args += [m.id, head + (ACK_AT_CLAIM if m.ack_at_claim else ACK_AFTER) + m.body]
+    return args
+
+
 class RedisBackend(Backend):
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         options = dict(options or {})
@@ -384,7 +407,7 @@ class RedisBackend(Backend):
     def send(self, messages: Sequence[Outgoing], events: Sequence[bytes] = ()) -> None:
         if messages:
             k = self.keys
-            keys, args = [k.msgs, k.delayed], [k.prefix, *_flatten(messages)]
+            keys, args = [k.msgs, k.delayed], [k.prefix, *_send_args(messages)]
             need = self.replication.sends
             if not need:
                 self._run("send", keys, args, events)

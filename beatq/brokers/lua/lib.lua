@@ -63,10 +63,10 @@ end
 -- once, not once a message).
 local NOW, FIRST = '\nnow', '\nfirst'
 
--- Store one message's body, or delay it until `eta`. True when it is ready: the caller
--- puts its id at the tail of its queue (and wakes the queue).
-local function store(prefix, msgs, delayed, woken, queue, id, body, eta)
-  local stored = queue .. '\n' .. body
+-- Store one message as `stored` ("queue\n", its delivery property byte, its body), or
+-- delay it until `eta`. True when it is ready: the caller puts its id at the tail of its
+-- queue (and wakes the queue).
+local function store_as(prefix, msgs, delayed, woken, queue, id, stored, eta)
   if redis.call('HSETNX', msgs, id, stored) == 0 then
     -- an id stored again replaces its message: out of its queue and off its eta first,
     -- or it would be taken twice (a fresh id, the usual case, skips this)
@@ -97,6 +97,11 @@ local function store(prefix, msgs, delayed, woken, queue, id, body, eta)
   end
   woken[FIRST] = first
   return false
+end
+
+-- `store_as` for a body not yet prefixed with its queue's name.
+local function store(prefix, msgs, delayed, woken, queue, id, body, eta)
+  return store_as(prefix, msgs, delayed, woken, queue, id, queue .. '\n' .. body, eta)
 end
 
 -- Store one message: ready at the tail of its queue, or delayed until `eta`.

@@ -1,7 +1,17 @@
--- KEYS: msgs, delayed   ARGV: prefix, then (queue, id, body, eta) per message
+-- KEYS: msgs, delayed
+-- ARGV: prefix, then runs of messages sharing a stored queue name and an eta (redis.py,
+-- `_send_args`): the queue, the eta ('' for none), the run's length n, then n pairs of an id
+-- and its stored value ("queue\n", the delivery property byte, the body).
 -- The ready ones are pushed with one LPUSH per queue (1,000 ids at a time), in order.
 local prefix, msgs, delayed = ARGV[1], KEYS[1], KEYS[2]
 local woken, ready, queues = {}, {}, {}
+local runs = {}  -- {queue, eta, index of its first id in ARGV, of its last}
+local i = 2
+while i <= #ARGV do
+  local last = i + 1 + 2 * tonumber(ARGV[i + 2])
+  runs[#runs + 1] = {ARGV[i], ARGV[i + 1], i + 3, last}
+  i = last + 2
+end
 
 local function ready_at_tail(queue, id)
   if not ready[queue] then
@@ -13,16 +23,18 @@ local function ready_at_tail(queue, id)
   return #ids
 end
 
--- The usual batch: fresh ids, each sent once. Then nothing is replaced, and what `store`
+-- The usual batch: fresh ids, each sent once. Then nothing is replaced, and what `store_as`
 -- does one message at a time is done with one HSET and one ZADD (1,000 arguments at a
 -- time): the same keys, values and wake-ups. False, having written nothing, for any other.
 local function stored_fresh()
   local ids, seen = {}, {}
-  for i = 3, #ARGV, 4 do
-    local id = ARGV[i]
-    if seen[id] then return false end
-    seen[id] = true
-    ids[#ids + 1] = id
+  for _, run in ipairs(runs) do
+    for j = run[3], run[4], 2 do
+      local id = ARGV[j]
+      if seen[id] then return false end
+      seen[id] = true
+      ids[#ids + 1] = id
+    end
   end
   for j = 1, #ids, 1000 do
     for _, found in ipairs(redis.call('HMGET', msgs, unpack(ids, j, math.min(j + 999, #ids)))) do
@@ -30,10 +42,8 @@ local function stored_fresh()
     end
   end
   local fields, etas, now, first = {}, {}, nil, nil
-  for i = 2, #ARGV, 4 do
-    local queue, id, eta = ARGV[i], ARGV[i + 1], ARGV[i + 3]
-    fields[#fields + 1] = id
-    fields[#fields + 1] = queue .. '\n' .. ARGV[i + 2]
+  for _, run in ipairs(runs) do
+    local queue, eta = run[1], run[2]
     local delay = false
     if eta ~= '' then
       local at = tonumber(eta)
@@ -44,8 +54,6 @@ local function stored_fresh()
           local head = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
           first = head[2] and tonumber(head[2]) or false
         end
-        etas[#etas + 1] = eta
-        etas[#etas + 1] = id
         -- a new earliest eta: wake a worker so it shortens its wait
         if not first or at < first then
           wake(prefix, queue, woken)
@@ -53,7 +61,17 @@ local function stored_fresh()
         end
       end
     end
-    if not delay then ready_at_tail(queue, id) end
+    for j = run[3], run[4], 2 do
+      local id = ARGV[j]
+      fields[#fields + 1] = id
+      fields[#fields + 1] = ARGV[j + 1]
+      if delay then
+        etas[#etas + 1] = eta
+        etas[#etas + 1] = id
+      else
+        ready_at_tail(queue, id)
+      end
+    end
   end
   for j = 1, #fields, 1000 do
     redis.call('HSET', msgs, unpack(fields, j, math.min(j + 999, #fields)))
@@ -66,14 +84,17 @@ end
 
 if not stored_fresh() then
   local place = {}
-  for i = 2, #ARGV, 4 do
-    local queue, id = ARGV[i], ARGV[i + 1]
-    if place[id] then  -- sent earlier in this batch: that copy is replaced, as by a later send
-      ready[place[id][1]][place[id][2]] = false
-      place[id] = nil
-    end
-    if store(prefix, msgs, delayed, woken, queue, id, ARGV[i + 2], ARGV[i + 3]) then
-      place[id] = {queue, ready_at_tail(queue, id)}
+  for _, run in ipairs(runs) do
+    local queue, eta = run[1], run[2]
+    for j = run[3], run[4], 2 do
+      local id = ARGV[j]
+      if place[id] then  -- sent earlier in this batch: that copy is replaced, as by a later send
+        ready[place[id][1]][place[id][2]] = false
+        place[id] = nil
+      end
+      if store_as(prefix, msgs, delayed, woken, queue, id, ARGV[j + 1], eta) then
+        place[id] = {queue, ready_at_tail(queue, id)}
+      end
     end
   end
 end
