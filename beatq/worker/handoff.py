@@ -200,6 +200,17 @@ class Handoff:
             self.buffer.clear()
             yield rest
 
+    def take_held(self, now: float) -> Delivery | None:
+        """The buffer's head if its eta is after `now` (claimed ahead of it, see
+        Worker._hand_ahead), taken off the buffer; None otherwise or when stopping."""
+        with self.lock:
+            if self.stopping.is_set() or not self.buffer:
+                return None
+            eta = self.buffer[0].eta()
+            if eta is None or eta <= now:
+                return None
+            return self.buffer.popleft()
+
     # -- a pool slot -----------------------------------------------------------------------
     def peek(self) -> Delivery | None:
         """The delivery taken next, if known (the solo pool lets the finish of a task

@@ -58,8 +58,35 @@ def _child(
     queued: deque[tuple[int, Delivery]] = deque()  # handed over, not started: in order
     done = 0  # tasks run, for recycle
     sent = _poller(conn)
+    ending: list[str] = []  # what `receive` read last: "gone" (the pipe closed) or "stop"
+
+    def receive() -> bool:
+        """Queue whatever the parent sent meanwhile, without waiting; False once it said
+        stop or its end of the pipe closed (`ending` says which)."""
+        while not ending and sent(0.0):
+            try:
+                item = conn.recv()
+            except EOFError:
+                ending.append("gone")
+                break
+            if item is None:
+                ending.append("stop")
+                break
+            seq, claim, acked = item
+            queued.append((seq, Delivery(claim, acked)))
+        return not ending
+
+    def following() -> list[Delivery]:
+        """What this child runs next, in order, with what the parent sent meanwhile (not
+        what it took back; it may take more back at any time: one acknowledged and then
+        taken back runs once, in the child it is handed to, whose acknowledgement changes
+        nothing)."""
+        receive()
+        floor = board[FLOOR]
+        return [delivery for seq, delivery in queued if seq >= floor]
+
     while True:
-        if not queued:
+        if not queued and not ending:
             if not sent(IDLE_AFTER):
                 executor.flush_events()  # no next task at once: send the events held back
             # A parent killed with SIGKILL never says goodbye, and the pipe stays open (other
@@ -67,17 +94,11 @@ def _child(
             while not sent(1.0):
                 if os.getppid() != parent:
                     return
-        while sent(0.0):  # whatever the parent sent meanwhile, without waiting
-            try:
-                item = conn.recv()
-            except EOFError:
-                return
-            if item is None:
+        if not receive():
+            if ending == ["stop"]:  # what was handed before the word ran already
                 executor.flush_events()
                 signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
-                return
-            seq, claim, acked = item
-            queued.append((seq, Delivery(claim, acked)))
+            return
         seq, delivery = queued.popleft()
         if not delivery.acked and os.getppid() != parent:
             # Orphaned (its parent was killed) while claims waited here: they come back to
@@ -94,7 +115,7 @@ def _child(
             then = None  # this child's last task: the next runs in another, acked there
         outcome = None
         try:
-            outcome = executor.execute(delivery, then)
+            outcome = executor.execute(delivery, then, following)
         except BaseException:
             log.exception("child failed while running %s", delivery.id)
         if then is not None and outcome is not None and outcome.then_acked:
@@ -245,6 +266,11 @@ class PreforkPool(Pool):
     QUEUED = 2  # claims that wait in a busy child behind its running task
     QUEUE_BODY_MAX = 32 * 1024  # bytes: a bigger message waits for an idle child here
     STEAL_AFTER = 0.01  # seconds a task runs before a sibling takes what waits behind it
+    # Handed ahead of their eta (hand_ahead), beyond QUEUED: at most this many claims wait
+    # in one child, and this many bytes of their bodies, which sit in its pipe while the
+    # child waits for the first one's instant (a full pipe would stall the parent).
+    AHEAD_COUNT = 64
+    AHEAD_BYTES = 32 * 1024
 
     def __init__(
         self,
@@ -310,6 +336,34 @@ class PreforkPool(Pool):
                 self.parked.append(delivery)
             else:
                 self._hand(child, delivery)
+
+    def hand_ahead(self, delivery: Delivery) -> bool:
+        """Hand `delivery` (claimed ahead of its eta) to the child holding least, beyond
+        QUEUED, if one has room (AHEAD_COUNT, AHEAD_BYTES): a chunk sharing one eta is in
+        the children before it, and none of its tasks waits for the parent at its instant."""
+        size = len(delivery.claim.body)
+        with self.lock:
+            if self.stopping:
+                return False
+            best = None
+            for child in self.children:
+                handed = child.handed
+                if len(handed) >= self.AHEAD_COUNT:
+                    continue
+                if size + sum(len(h.delivery.claim.body) for h in handed) > self.AHEAD_BYTES:
+                    continue
+                if best is None or len(handed) < len(best.handed):
+                    best = child
+            if best is None:
+                return False
+            delivery.ahead = True
+            self.active[delivery.id] = (delivery, time.time())
+            self._hand(best, delivery)
+            return True
+
+    def ahead_room(self) -> int:
+        """How many more claims `hand_ahead` may take, at most (bytes aside)."""
+        return sum(max(0, self.AHEAD_COUNT - len(c.handed)) for c in self.children)
 
     def _hand(self, child: _Child, delivery: Delivery) -> None:
         """With the lock: numbers and sends in one step, so the child gets them in order.

@@ -61,6 +61,8 @@ from .throttle import Throttle
 
 log = logging.getLogger("beatq.worker")
 
+AHEAD_CLAIM = 100  # claims taken ahead of their eta in one round trip (_hand_ahead), at most
+
 POOLS: dict[str, type[Pool]] = {
     "solo": SoloPool,
     "threads": ThreadPool,
@@ -344,6 +346,8 @@ class Worker:
                     turn = throttle.next_due()
                     if turn is not None:
                         wait = min(wait, max(turn, 0.001))
+                if not handoff.slots.count and self._hand_ahead(broker):
+                    continue
                 if not handoff.reserve(timeout=wait):  # or nudged: the buffer runs low
                     self._top_up(broker)
                     continue
@@ -436,6 +440,53 @@ class Worker:
         if not self._hold(claimed, count):
             handoff.dry = True  # wait for the next claim
 
+    def _hand_ahead(self, broker: Any) -> bool:
+        """No pool slot is free: hand the pool what waits at the buffer's head for its eta
+        (claimed ahead of it, see AHEAD), beyond its slots (Pool.hand_ahead), and claim more
+        of what falls due within AHEAD while the pool has room, AHEAD_CLAIM at most in one
+        round trip. A chunk of tasks sharing one eta is then in the pool before its
+        instant, and none waits at it for the parent to hand it over. True if it handed any.
+        Not under rate limits: a limited task waits for its turn in the worker."""
+        handoff = self.handoff
+        if self.throttle.on or not self.pool.ahead_room():
+            return False
+        handed = False
+        while not self.stopping.is_set():
+            delivery = handoff.take_held(time.time())
+            if delivery is None:
+                room = min(self.pool.ahead_room(), AHEAD_CLAIM)
+                if handoff.buffer or not handed or not room:
+                    break
+                # the buffer ran out of held claims: the next ones due, if any
+                try:
+                    claimed = broker.claim(self.queues, room, self.visibility, False, AHEAD)
+                except BrokerError as exc:
+                    log.error("could not claim ahead (%s); retrying", exc)
+                    break
+                if not self._hold(self._trim_ready(claimed)):
+                    break
+                continue
+            if handoff.is_revoked(delivery):
+                self._skip_revoked(delivery)
+                continue
+            if not self.pool.hand_ahead(delivery):
+                handoff.put([delivery], before=True)
+                break
+            handed = True
+        return handed
+
+    def _trim_ready(self, claimed: Claimed) -> Claimed:
+        """A claim of `_hand_ahead` that found ready messages (sent since: they come
+        before any held one) keeps a batch of them, as any claim, and puts the rest back."""
+        now = time.time()
+        ready = [c for c in claimed.claims if (Delivery(c).eta() or 0.0) <= now]
+        if len(ready) <= self.batch:
+            return claimed
+        extra = {c.id for c in ready[self.batch :]}
+        self._release([c for c in claimed.claims if c.id in extra])
+        kept = [c for c in claimed.claims if c.id not in extra]
+        return Claimed(kept, claimed.next_eta, claimed.acked)
+
     def _fill(self, broker: Any) -> bool:
         """Claim a batch into the buffer; when there is none, wait for work. True if filled."""
         self.handoff.dry = False
@@ -514,8 +565,11 @@ class Worker:
             return
         taken = self.pool.withdraw()
         handoff.put(taken, before=True)
-        for _ in taken:
-            handoff.give_back()
+        for delivery in taken:
+            if delivery.ahead:  # it held no slot (_hand_ahead); from the buffer it takes one
+                delivery.ahead = False
+            else:
+                handoff.give_back()
 
     def _look_up(self, broker: Any) -> None:
         """While less urgent claims wait (buffer or pool), look for more urgent work, at

@@ -1,0 +1,99 @@
+"""Tasks due together (a chunk sent with one eta) start without waiting on each other.
+
+A prefork worker hands such a chunk to its children ahead of the eta, beyond its slots
+(Pool.hand_ahead), and a child acknowledges those it will start within GROUP_HORIZON in
+one round trip as the first of them starts (Executor._due_with); a task that runs long
+is acknowledged on its own, so what waits behind it stays claimed, not acknowledged.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from beatq.worker.delivery import Delivery
+from beatq.worker.execute import GROUP_HORIZON, Executor
+from tests.conftest import scaled, stored_messages, wait_for
+from tests.proj import journal
+
+
+def _acks(broker) -> list[list[str]]:
+    """The ids each `finish` of `broker` acknowledges, one list a call that acknowledges."""
+    acks: list[list[str]] = []
+    real = broker.finish
+
+    def finish(ack=(), *args, **kwargs):
+        if ack:
+            acks.append(sorted(c.id for c in ack))
+        return real(ack, *args, **kwargs)
+
+    broker.finish = finish
+    return acks
+
+
+def _run_in_order(executor: Executor, deliveries: list[Delivery]) -> None:
+    """As a prefork child runs what it was handed: each with the next and the rest."""
+    for i, delivery in enumerate(deliveries):
+        rest = deliveries[i + 1 :]
+        then = rest[0] if rest else None
+        outcome = executor.execute(delivery, then, lambda rest=rest: rest)
+        if then is not None and outcome.then_acked:
+            then.acked = True
+
+
+@pytest.mark.backends("redis", "sqlite", "memory")
+def test_quick_tasks_due_together_are_acknowledged_in_one_round_trip(app) -> None:
+    from tests.proj.tasks import quiet
+
+    broker = app.broker
+    executor = Executor(app, "test-host")
+    quiet.delay(0)  # its run shows the executor the task is quick
+    executor.execute(Delivery(broker.claim(["celery"], 1, 30).claims[0]))
+    quiet.apply_many([(i,) for i in range(1, 6)])
+    claims = broker.claim(["celery"], 5, 30).claims
+    acks = _acks(broker)
+    _run_in_order(executor, [Delivery(c) for c in claims])
+    assert acks == [sorted(c.id for c in claims)], "all five as the first starts"
+    assert [int(x) for x in journal("quiet")] == [0, 1, 2, 3, 4, 5]
+    assert not [m for m in stored_messages(app) if m.state == "claimed"]
+
+
+@pytest.mark.backends("redis", "sqlite", "memory")
+def test_a_task_seen_to_run_long_acknowledges_only_itself_as_it_starts(app) -> None:
+    """Those behind a long task are not acknowledged at its start: a worker killed while
+    it runs would lose them (they come back, claimed and not acknowledged)."""
+    from tests.proj.tasks import dl_span
+
+    broker = app.broker
+    executor = Executor(app, "test-host")
+    long = GROUP_HORIZON * 2
+    dl_span.delay(long, "seen")
+    executor.execute(Delivery(broker.claim(["celery"], 1, 30).claims[0]))
+    dl_span.apply_many([(long, f"t{i}") for i in range(3)])
+    claims = broker.claim(["celery"], 3, 30).claims
+    acks = _acks(broker)
+    _run_in_order(executor, [Delivery(c) for c in claims])
+    assert acks == [[c.id] for c in claims], "each on its own (the next by the finish before)"
+
+
+@pytest.mark.backends("redis", "sqlite")
+def test_a_chunk_sharing_one_eta_is_claimed_whole_ahead_beyond_the_prefetch(app, start_worker):
+    """A prefork worker of 2 slots (prefetch multiplier 1) claims a chunk of 20 tasks sharing
+    one eta ahead of it, all of it (its children hold them): none waits at the eta for a
+    slot to free and a claim. Seen as the 20 claimed at once just before the eta; up to
+    three tries, as a loaded host may claim some only after the first ones start."""
+    from tests.proj.tasks import quiet
+
+    start_worker("-P", "prefork", "-c", "2", "--prefetch-multiplier", "1")
+    most = 0
+    for attempt in range(3):
+        eta = time.time() + scaled(1.0)
+        quiet.apply_many([(attempt * 100 + i,) for i in range(20)], eta=eta)
+        time.sleep(max(0.0, eta - 0.1 - time.time()))  # claimed AHEAD (20 ms) of the eta
+        while time.time() < eta:
+            most = max(most, sum(m.state == "claimed" for m in stored_messages(app)))
+        wait_for(lambda n=attempt: len(journal("quiet")) == 20 * (n + 1), scaled(10), "to run")
+        if most == 20:
+            break
+    assert most == 20, "claimed at once before the eta, at most"
