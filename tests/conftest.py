@@ -347,7 +347,10 @@ def stored_messages(app) -> list[Stored]:
         return found
     if kind == "SqliteBackend":
         with broker.db.read() as conn:
-            rows = conn.execute("SELECT id, queue, state, body FROM messages").fetchall()
+            rows = conn.execute(
+                "SELECT id, queue, CASE state WHEN 0 THEN 'ready' WHEN 1 THEN 'delayed' "
+                "ELSE 'claimed' END, body FROM messages"
+            ).fetchall()
         return [Stored(*row) for row in rows]
     with broker.store.lock:
         return [Stored(i, m.queue, m.state, m.body) for i, m in broker.store.messages.items()]

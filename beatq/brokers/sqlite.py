@@ -2,12 +2,12 @@
 
 The embedded default: no server, and several processes of one host share the file.
 Tables (sqlite_db.SCHEMA): `messages` holds every message not yet acknowledged with its
-state (ready, delayed until `eta`, claimed until `deadline`), its delivery property
-`ack_at_claim` and, while ready, its place `seq` in its queue; `results` and `states`
-the final and the latest non-final task states; `chords` and `chord_members` the chord
-joins; `dead_letters`; `leases` (with the last fencing token); `beat_entries` and
-`beat_paused`; `workers`; `events` (the capped event stream), `revoked`, `control` (the control
-channel) and `replies`.
+state (ready, delayed until `at`, claimed until `at`), its `flags` (the delivery property
+`ack_at_claim`, redelivered) and, while ready, its place (`seq`, `n`) in its queue;
+`results` and `states` the final and the latest non-final task states; `chords` and
+`chord_members` the chord joins; `dead_letters`; `leases` (with the last fencing token);
+`beat_entries` and `beat_paused`; `workers`; `events` (the capped event stream),
+`revoked`, `control` (the control channel) and `replies`.
 
 Leases and beat entries follow the rules of rows.py, over `_Rows` (one transaction).
 Every operation of the interface is one transaction, so it is atomic as a Redis script
@@ -39,7 +39,20 @@ from .records import (
 from .roles import Backend, Finish, Take, forget_elsewhere, new_token
 from .rows import LeaseRow, RowBeatState
 from .schedule_rows import RowSchedules
-from .sqlite_db import Database, is_relative, path_of
+from .sqlite_db import (
+    ACK_AT_CLAIM,
+    DELAYED,
+    DUE_LANE,
+    HEAD_BAND,
+    READY,
+    REDELIVERED,
+    TAIL_END,
+    Database,
+    is_relative,
+    offset_of,
+    path_of,
+    priority_of,
+)
 from .urls import shown_url
 
 log = logging.getLogger("beatq.broker")
@@ -59,102 +72,60 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
         yield items[i : i + CHUNK]
 
 
-# A ready message's `seq` orders its queue, lowest first, in three bands: the due lane
-# (delayed messages that fell due, earliest eta first; why: claim.lua) from DUE_LANE up,
-# then the head (messages put back: expired claims, releases) down from 0, then the tail
-# (messages sent) up from 1.
-DUE_LANE = -(2**40)
-HEAD_BAND = -(2**39)  # the lowest a head reaches (a message released 2**39 times at once)
-# Priorities. The three bands of a message of priority p lie PRIORITY_STEP * p lower (its
-# `offset`): a claim's ORDER BY seq takes a higher priority first with no column, index or
-# query of its own, and a queue never sent a priority numbers its messages as before. A
-# priority's numbers span [offset + DUE_LANE, offset + TAIL_END); a claimed or delayed
-# message keeps its offset in `seq`, so it goes back to its priority's bands.
-PRIORITY_STEP = 2**42
-TAIL_END = 2**41
-
-
-def _offset(priority: int) -> int:
-    return -priority * PRIORITY_STEP
-
-
-def _priority(seq: int) -> int:
-    """The priority whose numbers hold `seq`."""
-    return -((seq - DUE_LANE) // PRIORITY_STEP)
-
-
-# One message as one statement: ready at the tail of its queue, or delayed until its eta.
-PUT_ONE = (
-    "INSERT OR REPLACE INTO messages (id, queue, body, state, seq, eta, ack_at_claim) "
-    "SELECT ?1, ?2, ?3, ?4, CASE ?4 WHEN 'ready' THEN 1 + MAX(0, COALESCE(("
-    "SELECT MAX(seq) FROM messages WHERE state = 'ready' AND queue = ?2), 0)) ELSE 0 END, ?5, ?6"
-)
-# The same for a message of a priority: ?7 its offset, ?8 and ?9 its numbers' bounds.
-PUT_ONE_PRIORITY = (
-    "INSERT OR REPLACE INTO messages (id, queue, body, state, seq, eta, ack_at_claim) "
-    "SELECT ?1, ?2, ?3, ?4, CASE ?4 WHEN 'ready' THEN 1 + MAX(?7, COALESCE(("
-    "SELECT MAX(seq) FROM messages WHERE state = 'ready' AND queue = ?2 "
-    "AND seq >= ?8 AND seq < ?9), ?7)) ELSE ?7 END, ?5, ?6"
+# Every statement names a state by its number (READY 0, DELAYED 1, CLAIMED 2), as the
+# partial indexes do: a parameter would keep the planner from them.
+# One message as one statement, which reads nothing: ready at its priority's tail (the
+# row number orders the tail), or delayed until its eta.
+PUT = (
+    "INSERT OR REPLACE INTO messages (id, queue, state, seq, at, flags, body) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
 # The earliest deadline of a claim and eta of a delayed message (each from its index).
 NEXT_TIMES = (
-    "SELECT (SELECT MIN(deadline) FROM messages WHERE state = 'claimed'), "
-    "(SELECT MIN(eta) FROM messages WHERE state = 'delayed')"
+    "SELECT (SELECT MIN(at) FROM messages WHERE state = 2), "
+    "(SELECT MIN(at) FROM messages WHERE state = 1)"
 )
 
 # A live claim's message goes; a stale claim's (delivered again since) stays.
-ACK = "DELETE FROM messages WHERE id = ? AND state = 'claimed' AND token = ?"
+ACK = "DELETE FROM messages WHERE n = ? AND state = 2 AND token = ?"
+
+
+def _row(m: Outgoing, now: float) -> tuple[Any, ...]:
+    """The values of PUT for `m`."""
+    flags = ACK_AT_CLAIM if m.ack_at_claim else 0
+    offset = offset_of(m.priority) if m.priority else 0
+    if m.eta is not None and m.eta > now:
+        return (m.id, m.queue, DELAYED, offset, m.eta, flags, m.body)
+    return (m.id, m.queue, READY, offset + 1, None, flags, m.body)
 
 
 def _put(conn: sqlite3.Connection, messages: Iterable[Outgoing], now: float) -> None:
     """Store messages: delayed until their eta, or ready at the tail of their queue."""
-    tails: dict[tuple[str, int], int] = {}
-    rows: list[tuple[Any, ...]] = []
-    for m in messages:
-        if m.eta is not None and m.eta > now:
-            seq = _offset(m.priority) if m.priority else 0
-            rows.append((m.id, m.queue, m.body, "delayed", seq, m.eta, m.ack_at_claim))
-            continue
-        key = (m.queue, m.priority)
-        if key not in tails:
-            if m.priority:
-                tails[key] = _last(conn, m.queue, _offset(m.priority), tail=True)
-            else:
-                last = conn.execute(
-                    "SELECT MAX(seq) FROM messages WHERE state = 'ready' AND queue = ?",
-                    (m.queue,),
-                ).fetchone()[0]
-                tails[key] = max(last or 0, 0)
-        tails[key] += 1
-        rows.append((m.id, m.queue, m.body, "ready", tails[key], None, m.ack_at_claim))
-    conn.executemany(
-        "INSERT OR REPLACE INTO messages (id, queue, body, state, seq, eta, ack_at_claim) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
+    conn.executemany(PUT, [_row(m, now) for m in messages])
 
 
-def _last(conn: sqlite3.Connection, queue: str, offset: int, tail: bool) -> int:
-    """The last number of a priority's tail (`offset`: that priority's), or of its due
-    lane, for a message to follow (the offset + 0, or + DUE_LANE, when there is none)."""
-    low, high = (
-        (offset + HEAD_BAND, offset + TAIL_END) if tail else (offset + DUE_LANE, offset + HEAD_BAND)
-    )
+def _token(claim: Claim) -> tuple[int, str]:
+    """The row number and the stored token of a claim's delivery (its `token` is both);
+    a claim of no delivery (no token) matches no row."""
+    n, _, token = claim.token.partition(".")
+    return (int(n) if n.isdigit() else -1), token
+
+
+def _due_lane_end(conn: sqlite3.Connection, queue: str, offset: int) -> int:
+    """The last number of a priority's due lane (`offset`: that priority's), for a
+    message to follow (offset + DUE_LANE when there is none)."""
     last = conn.execute(
-        "SELECT MAX(seq) FROM messages WHERE state = 'ready' AND queue = ? "
-        "AND seq >= ? AND seq < ?",
-        (queue, low, high),
+        "SELECT MAX(seq) FROM messages WHERE state = 0 AND queue = ? AND seq >= ? AND seq < ?",
+        (queue, offset + DUE_LANE, offset + HEAD_BAND),
     ).fetchone()[0]
-    floor = offset if tail else offset + DUE_LANE
-    return floor if last is None else max(last, floor)
+    return offset + DUE_LANE if last is None else last
 
 
 def _due(conn: sqlite3.Connection, until: float) -> list[tuple[str, str, int]]:
     """(id, queue, seq) of the delayed messages due by `until`, earliest first."""
     return conn.execute(
-        "SELECT id, queue, seq FROM messages WHERE state = 'delayed' AND eta <= ? "
-        "ORDER BY eta LIMIT ?",
+        "SELECT id, queue, seq FROM messages WHERE state = 1 AND at <= ? ORDER BY at LIMIT ?",
         (until, RESTORE_LIMIT),
     ).fetchall()
 
@@ -174,21 +145,20 @@ def _to_due(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, int]]) -> N
 def _make_ready(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, int]], due: bool) -> None:
     by_queue: dict[tuple[str, int], list[str]] = {}
     for id_, queue, seq in rows:
-        by_queue.setdefault((queue, _priority(seq or 0)), []).append(id_)
+        by_queue.setdefault((queue, priority_of(seq or 0)), []).append(id_)
     for (queue, priority), ids in by_queue.items():
-        offset = _offset(priority)
+        offset = offset_of(priority)
         if due:  # after the last of the due lane
-            start = _last(conn, queue, offset, tail=False) + 1
-        else:  # before the first of the head (or tail)
+            start = _due_lane_end(conn, queue, offset) + 1
+        else:  # before the first of the head (or the tail, numbered 1)
             first = conn.execute(
-                "SELECT MIN(seq) FROM messages WHERE state = 'ready' AND queue = ? "
+                "SELECT MIN(seq) FROM messages WHERE state = 0 AND queue = ? "
                 "AND seq >= ? AND seq < ?",
                 (queue, offset + HEAD_BAND, offset + TAIL_END),
             ).fetchone()[0]
             start = offset + min(1 if first is None else first - offset, 1) - len(ids)
         conn.executemany(
-            "UPDATE messages SET state = 'ready', seq = ?, eta = NULL, deadline = NULL, "
-            "token = NULL WHERE id = ?",
+            "UPDATE messages SET state = 0, seq = ?, at = NULL, token = NULL WHERE id = ?",
             [(start + i, id_) for i, id_ in enumerate(ids)],
         )
 
@@ -198,15 +168,15 @@ def _wake_probe(queues: Sequence[str], above: bool = False) -> str:
     `above`: one more queue and a number follow the queues' parameters: that queue counts
     only with a message numbered below it (of a priority above another)."""
     marks = _marks(len(queues))
-    ready = f"EXISTS (SELECT 1 FROM messages WHERE state = 'ready' AND queue IN ({marks}))"
+    ready = f"EXISTS (SELECT 1 FROM messages WHERE state = 0 AND queue IN ({marks}))"
     if above:
         # a search of its own: one OR inside a single EXISTS scans every ready message
-        more = "EXISTS (SELECT 1 FROM messages WHERE state = 'ready' AND queue = ? AND seq < ?)"
+        more = "EXISTS (SELECT 1 FROM messages WHERE state = 0 AND queue = ? AND seq < ?)"
         ready = f"({ready} OR {more})" if queues else more
     return (
         f"SELECT {ready}, "
-        "(SELECT MIN(eta) FROM messages WHERE state = 'delayed'), "
-        "(SELECT MIN(deadline) FROM messages WHERE state = 'claimed')"
+        "(SELECT MIN(at) FROM messages WHERE state = 1), "
+        "(SELECT MIN(at) FROM messages WHERE state = 2)"
     )
 
 
@@ -369,15 +339,7 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
     # -- queue ---------------------------------------------------------------------------
     def send(self, messages: Sequence[Outgoing], events: Sequence[bytes] = ()) -> None:
         if len(messages) == 1 and not events:  # delay(): one statement, no transaction
-            m = messages[0]
-            delayed = m.eta is not None and m.eta > time.time()
-            state, eta = ("delayed", m.eta) if delayed else ("ready", None)
-            row = (m.id, m.queue, m.body, state, eta, m.ack_at_claim)
-            if m.priority:
-                at = _offset(m.priority)
-                self.db.write_one(PUT_ONE_PRIORITY, (*row, at, at + HEAD_BAND, at + TAIL_END))
-            else:
-                self.db.write_one(PUT_ONE, row)
+            self.db.write_one(PUT, _row(messages[0], time.time()))
         elif messages or events:
             with self.db.write() as conn:
                 _put(conn, messages, time.time())
@@ -397,7 +359,7 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
         if above is None:
             probe = conn.execute(_wake_probe(queues), list(queues))
         else:  # a busy worker's look for more urgent work: usually none, and no write
-            params = [*queues[:-1], queues[-1], _offset(above) + DUE_LANE]
+            params = [*queues[:-1], queues[-1], offset_of(above) + DUE_LANE]
             probe = conn.execute(_wake_probe(queues[:-1], above=True), params)
         ready, eta, deadline = probe.fetchone()
         early = None if eta is None else eta - ahead
@@ -431,14 +393,14 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
             first_deadline, next_eta = conn.execute(NEXT_TIMES).fetchone()
             if first_deadline is not None and first_deadline <= now:
                 expired = conn.execute(
-                    "SELECT id, queue, seq FROM messages WHERE state = 'claimed' "
-                    "AND deadline <= ? ORDER BY deadline LIMIT ?",
+                    "SELECT id, queue, seq FROM messages WHERE state = 2 AND at <= ? "
+                    "ORDER BY at LIMIT ?",
                     (now, RESTORE_LIMIT),
                 ).fetchall()
                 # Expired claims go back to the head, marked delivered before; due messages
                 # (earliest first) to the due lane.
                 conn.executemany(
-                    "UPDATE messages SET redelivered = 1 WHERE id = ?",
+                    f"UPDATE messages SET flags = flags | {REDELIVERED} WHERE id = ?",
                     [(row[0],) for row in expired],
                 )
                 _to_head(conn, expired)
@@ -457,7 +419,8 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
                     moved = True
                     # held by their worker until their eta (see Delivery.claim)
                     conn.executemany(
-                        "UPDATE messages SET ack_at_claim = 0 WHERE id = ? AND eta > ?",
+                        f"UPDATE messages SET flags = flags & ~{ACK_AT_CLAIM} "
+                        "WHERE id = ? AND at > ?",
                         [(row[0], now) for row in soon],
                     )
                     _to_due(conn, soon)
@@ -467,26 +430,23 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
                     if ask.above is not None and place == len(queues):
                         # only priorities above `above`: numbers below its due lane
                         rows = conn.execute(
-                            "SELECT rowid, id, body, ack_at_claim, redelivered, seq "
-                            "FROM messages WHERE state = 'ready' AND queue = ? AND seq < ? "
-                            "ORDER BY seq LIMIT ?",
-                            (queue, _offset(ask.above) + DUE_LANE, count - len(claims)),
+                            "SELECT n, id, body, flags, seq FROM messages "
+                            "WHERE state = 0 AND queue = ? AND seq < ? ORDER BY seq, n LIMIT ?",
+                            (queue, offset_of(ask.above) + DUE_LANE, count - len(claims)),
                         ).fetchall()
                     else:
                         rows = conn.execute(
-                            "SELECT rowid, id, body, ack_at_claim, redelivered, seq "
-                            "FROM messages WHERE state = 'ready' AND queue = ? "
-                            "ORDER BY seq LIMIT ?",
+                            "SELECT n, id, body, flags, seq FROM messages "
+                            "WHERE state = 0 AND queue = ? ORDER BY seq, n LIMIT ?",
                             (queue, count - len(claims)),
                         ).fetchall()
                     held = rows
-                    if rows and not claims and ask.ack_first and rows[0][3]:
-                        conn.execute("DELETE FROM messages WHERE rowid = ?", (rows[0][0],))
+                    if rows and not claims and ask.ack_first and rows[0][3] & ACK_AT_CLAIM:
+                        conn.execute("DELETE FROM messages WHERE n = ?", (rows[0][0],))
                         acked, held = True, rows[1:]
                     if held:
                         conn.executemany(
-                            "UPDATE messages SET state = 'claimed', deadline = ?, token = ? "
-                            "WHERE rowid = ?",
+                            "UPDATE messages SET state = 2, at = ?, token = ? WHERE n = ?",
                             [(deadline, token, row[0]) for row in held],
                         )
                     claims += [
@@ -494,16 +454,16 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
                             id_,
                             queue,
                             body,
-                            token,
-                            bool(r),
-                            _priority(seq) if seq < DUE_LANE else 0,
+                            f"{n}.{token}",  # see _token
+                            bool(flags & REDELIVERED),
+                            priority_of(seq) if seq < DUE_LANE else 0,
                         )
-                        for _, id_, body, _, r, seq in rows
+                        for n, id_, body, flags, seq in rows
                     ]
             if moved:  # the next eta of those still delayed
-                next_eta = conn.execute(
-                    "SELECT MIN(eta) FROM messages WHERE state = 'delayed'"
-                ).fetchone()[0]
+                next_eta = conn.execute("SELECT MIN(at) FROM messages WHERE state = 1").fetchone()[
+                    0
+                ]
         if ask.above is None:
             self.busy = len(claims) >= count
         return Claimed(claims, next_eta, acked)
@@ -520,9 +480,8 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
             with self.db.write() as conn:
                 deadline = time.time() + visibility
                 conn.executemany(
-                    "UPDATE messages SET deadline = ? "
-                    "WHERE id = ? AND state = 'claimed' AND token = ?",
-                    [(deadline, c.id, c.token) for c in claims],
+                    "UPDATE messages SET at = ? WHERE n = ? AND state = 2 AND token = ?",
+                    [(deadline, *_token(c)) for c in claims],
                 )
 
     def release(self, claims: Sequence[Claim]) -> None:
@@ -531,21 +490,22 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
                 back = []
                 for c in claims:
                     row = conn.execute(
-                        "SELECT state = 'claimed' AND token IS ? FROM messages WHERE id = ?",
-                        (c.token, c.id),
+                        "SELECT n = ? AND state = 2 AND token IS ? FROM messages WHERE id = ?",
+                        (*_token(c), c.id),
                     ).fetchone()
                     # put back, it is acknowledged by its worker (see Delivery.release)
                     if row is None:  # acknowledged already: stored again, body and all
                         conn.execute(
-                            "INSERT INTO messages (id, queue, body, state) "
-                            "VALUES (?, ?, ?, 'claimed')",
+                            "INSERT INTO messages (id, queue, body, state, seq) "
+                            "VALUES (?, ?, ?, 2, 0)",
                             (c.id, c.queue, c.body),
                         )
                     elif not row[0]:
                         continue  # delivered again meanwhile: its new holder has it
-                    back.append((c.id, c.queue, _offset(c.priority)))
+                    back.append((c.id, c.queue, offset_of(c.priority)))
                 conn.executemany(
-                    "UPDATE messages SET ack_at_claim = 0 WHERE id = ?", [(b[0],) for b in back]
+                    f"UPDATE messages SET flags = flags & ~{ACK_AT_CLAIM} WHERE id = ?",
+                    [(b[0],) for b in back],
                 )
                 _to_head(conn, back)
 
@@ -557,7 +517,7 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
     def queue_length(self, queue: str) -> int:
         with self.db.read() as conn:
             return conn.execute(
-                "SELECT COUNT(*) FROM messages WHERE state = 'ready' AND queue = ?", (queue,)
+                "SELECT COUNT(*) FROM messages WHERE state = 0 AND queue = ?", (queue,)
             ).fetchone()[0]
 
     def purge(self, queues: Sequence[str]) -> int:
@@ -566,15 +526,14 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
             return 0
         with self.db.write() as conn:
             cursor = conn.execute(
-                f"DELETE FROM messages WHERE state = 'ready' AND queue IN ({_marks(len(names))})",
+                f"DELETE FROM messages WHERE state = 0 AND queue IN ({_marks(len(names))})",
                 names,
             )
             return cursor.rowcount
 
     def scheduled(self, limit: int = 100) -> list[tuple[float, Claim]]:
         rows = self._select(
-            "SELECT eta, id, queue, body FROM messages WHERE state = 'delayed' "
-            "ORDER BY eta, id LIMIT ?",
+            "SELECT at, id, queue, body FROM messages WHERE state = 1 ORDER BY at, id LIMIT ?",
             (limit,),
         )
         return [(eta, Claim(id_, queue, body)) for eta, id_, queue, body in rows]
@@ -584,7 +543,7 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
         ack, join = step.ack, step.join
         alone = not (step.results or step.send or join or step.events)
         if len(ack) == 1 and step.token is None and alone:  # an early ack: one statement
-            self.db.write_one(ACK, (ack[0].id, ack[0].token))
+            self.db.write_one(ACK, _token(ack[0]))
             return
         with self.db.write() as conn:
             now = time.time()
@@ -595,7 +554,7 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
                 )
                 if done.rowcount == 0:
                     return
-            conn.executemany(ACK, [(c.id, c.token) for c in ack])
+            conn.executemany(ACK, [_token(c) for c in ack])
             for r in step.results:
                 if r.final:
                     conn.execute("DELETE FROM states WHERE task_id = ?", (r.task_id,))
@@ -690,10 +649,7 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
     # -- dead letters ----------------------------------------------------------------------
     def dead_letter(self, claim: Claim, reason: str) -> None:
         with self.db.write() as conn:
-            held = conn.execute(
-                "DELETE FROM messages WHERE id = ? AND state = 'claimed' AND token = ?",
-                (claim.id, claim.token),
-            )
+            held = conn.execute(ACK, _token(claim))
             if (
                 held.rowcount != 1
                 and conn.execute("SELECT 1 FROM messages WHERE id = ?", (claim.id,)).fetchone()

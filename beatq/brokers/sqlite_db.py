@@ -34,7 +34,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -43,29 +43,64 @@ from . import sqlite_wake
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 11  # every statement is IF NOT EXISTS: a newer version only adds
-# Columns added to tables of older versions (CREATE TABLE IF NOT EXISTS leaves them out).
-ADDED_COLUMNS = [
-    ("messages", "token", "TEXT"),  # version 3
-    ("messages", "ack_at_claim", "INTEGER NOT NULL DEFAULT 0"),  # version 5
-    ("messages", "redelivered", "INTEGER NOT NULL DEFAULT 0"),  # version 8
+SCHEMA_VERSION = 12  # every statement is IF NOT EXISTS: a newer version only adds,
+# except version 12's new `messages` (see _set_old_messages_aside).
+# Columns added to the messages table of versions before 12, put in before it is copied.
+OLD_COLUMNS = [
+    ("token", "TEXT"),  # version 3
+    ("ack_at_claim", "INTEGER NOT NULL DEFAULT 0"),  # version 5
+    ("redelivered", "INTEGER NOT NULL DEFAULT 0"),  # version 8
 ]
+# The states of a message, and the bits of its `flags`.
+READY, DELAYED, CLAIMED = 0, 1, 2
+ACK_AT_CLAIM = 1  # the sender's word: see records.Outgoing
+REDELIVERED = 2  # put back as its claim expired: see records.Claim
+# A ready message's `seq` orders its queue, lowest first, in three bands: the due lane
+# (delayed messages that fell due, earliest eta first; why: claim.lua) from DUE_LANE up,
+# then the head (messages put back: expired claims, releases) down from 0, then the tail
+# (messages sent) all at 1, in the order of their row number `n`.
+DUE_LANE = -(2**40)
+HEAD_BAND = -(2**39)  # the lowest a head reaches (a message released 2**39 times at once)
+# Priorities. The three bands of a message of priority p lie PRIORITY_STEP * p lower (its
+# `offset`): a claim's ORDER BY seq takes a higher priority first with no column, index or
+# query of its own, and a queue never sent a priority numbers its messages as before. A
+# priority's numbers span [offset + DUE_LANE, offset + TAIL_END); a claimed or delayed
+# message keeps its offset in `seq`, so it goes back to its priority's bands.
+PRIORITY_STEP = 2**42
+TAIL_END = 2**41
+
+
+def offset_of(priority: int) -> int:
+    return -priority * PRIORITY_STEP
+
+
+def priority_of(seq: int) -> int:
+    """The priority whose numbers hold `seq`."""
+    return -((seq - DUE_LANE) // PRIORITY_STEP)
+
+
+def tail_of(seq: int) -> int:
+    """The tail's number of `seq`'s priority: where a message sent at that priority goes."""
+    return offset_of(priority_of(seq)) + 1
+
+
 SCHEMA = """
+-- version 12: the row number orders a queue's tail (a send is one INSERT that reads
+-- nothing), states and flags are small integers, one time column
 CREATE TABLE IF NOT EXISTS messages (
-    id       TEXT PRIMARY KEY,
-    queue    TEXT NOT NULL,
-    body     BLOB NOT NULL,
-    state    TEXT NOT NULL CHECK (state IN ('ready', 'delayed', 'claimed')),
-    seq      INTEGER NOT NULL DEFAULT 0,  -- place in the queue while ready, lowest first
-    eta      REAL,                        -- while delayed
-    deadline REAL,                        -- while claimed: the visibility timeout
-    token    TEXT,                        -- while claimed: the delivery's token
-    ack_at_claim INTEGER NOT NULL DEFAULT 0,  -- the sender's word: see records.Outgoing
-    redelivered INTEGER NOT NULL DEFAULT 0  -- put back as its claim expired: see Claim
+    n      INTEGER PRIMARY KEY,     -- the rowid: a new message's is above every stored one
+    id     TEXT NOT NULL UNIQUE,
+    queue  TEXT NOT NULL,
+    state  INTEGER NOT NULL,        -- READY, DELAYED or CLAIMED
+    seq    INTEGER NOT NULL,        -- place in the queue while ready: (seq, n), lowest first
+    at     REAL,                    -- the eta while delayed, the deadline while claimed
+    token  TEXT,                    -- while claimed: the delivery's token
+    flags  INTEGER NOT NULL DEFAULT 0,  -- ACK_AT_CLAIM | REDELIVERED
+    body   BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, seq) WHERE state = 'ready';
-CREATE INDEX IF NOT EXISTS messages_delayed ON messages (eta) WHERE state = 'delayed';
-CREATE INDEX IF NOT EXISTS messages_claimed ON messages (deadline) WHERE state = 'claimed';
+CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, seq) WHERE state = 0;
+CREATE INDEX IF NOT EXISTS messages_delayed ON messages (at) WHERE state = 1;
+CREATE INDEX IF NOT EXISTS messages_claimed ON messages (at) WHERE state = 2;
 
 CREATE TABLE IF NOT EXISTS results (   -- final states (SUCCESS, FAILURE, REVOKED)
     task_id TEXT PRIMARY KEY,
@@ -409,6 +444,50 @@ class _Use:
             self.db.committed()
 
 
+def _set_old_messages_aside(conn: sqlite3.Connection) -> bool:
+    """Rename the messages table of a file of a version before 12 to `messages_old`,
+    with the columns later versions added and without its indexes (their names are the
+    new table's); True if there was one."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(messages)")}
+    if not columns or "n" in columns:
+        return False
+    for column, kind in OLD_COLUMNS:
+        if column not in columns:
+            conn.execute(f"ALTER TABLE messages ADD COLUMN {column} {kind}")
+    for index in ("messages_ready", "messages_delayed", "messages_claimed"):
+        conn.execute(f"DROP INDEX IF EXISTS {index}")
+    conn.execute("ALTER TABLE messages RENAME TO messages_old")
+    return True
+
+
+_OLD_STATES = {"ready": READY, "delayed": DELAYED, "claimed": CLAIMED}
+
+
+def _copy_old_messages(conn: sqlite3.Connection) -> None:
+    """Every message of `messages_old` into the new table, as it was: its state, its
+    time, its token and flags; a message of a tail (numbered from 1 up then) at its
+    tail's number, the row numbers given in the old order."""
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        for id_, queue, body, state, seq, eta, deadline, token, ack, again in conn.execute(
+            "SELECT id, queue, body, state, seq, eta, deadline, token, ack_at_claim, "
+            "redelivered FROM messages_old ORDER BY seq, rowid"
+        ):
+            state = _OLD_STATES[state]
+            if state != DELAYED and seq >= tail_of(seq):
+                seq = tail_of(seq)
+            at = eta if state == DELAYED else deadline if state == CLAIMED else None
+            flags = (ACK_AT_CLAIM if ack else 0) | (REDELIVERED if again else 0)
+            yield id_, queue, state, seq, at, token, flags, body
+
+    conn.executemany(
+        "INSERT INTO messages (id, queue, state, seq, at, token, flags, body) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        rows(),
+    )
+    conn.execute("DROP TABLE messages_old")
+
+
 class Database:
     """One SQLite file, used from any thread and any process."""
 
@@ -509,13 +588,12 @@ class Database:
         conn.execute("BEGIN IMMEDIATE")
         try:
             if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                old = _set_old_messages_aside(conn)
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
-                for table, column, kind in ADDED_COLUMNS:
-                    columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-                    if column not in columns:
-                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                if old:
+                    _copy_old_messages(conn)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:

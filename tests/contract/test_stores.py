@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gzip
 import multiprocessing
 import os
 import signal
@@ -298,26 +299,28 @@ def test_sqlite_a_waiter_in_another_process_is_woken_by_the_commit_not_its_poll(
     backend.close()
 
 
-def test_sqlite_a_file_of_the_previous_schema_is_migrated_in_place(tmp_path: Path) -> None:
+def test_sqlite_a_file_of_schema_4_is_migrated_in_place(tmp_path: Path) -> None:
     """A file written before messages carried their delivery property (schema version 4):
     its messages are kept, claimed as acknowledged by their worker, and new ones carry it."""
     from beatq.brokers import sqlite_db
 
     path = tmp_path / "old.db"
-    old_schema = sqlite_db.SCHEMA.replace(
-        "    token    TEXT,                        -- while claimed: the delivery's token\n"
-        "    ack_at_claim INTEGER NOT NULL DEFAULT 0,  -- the sender's word: see records.Outgoing\n"
-        "    redelivered INTEGER NOT NULL DEFAULT 0  -- put back as its claim expired: see Claim\n",
-        "    token    TEXT                         -- while claimed: the delivery's token\n",
-    )
-    assert "ack_at_claim" not in old_schema and "redelivered" not in old_schema
     with sqlite3.connect(path) as raw:
-        raw.executescript(old_schema)
-        raw.execute(
-            "INSERT INTO messages (id, queue, body, state, seq) VALUES ('old', 'q', x'7b7d', "
-            "'ready', 1)"
+        raw.executescript(
+            """
+            CREATE TABLE messages (
+                id TEXT PRIMARY KEY, queue TEXT NOT NULL, body BLOB NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('ready', 'delayed', 'claimed')),
+                seq INTEGER NOT NULL DEFAULT 0, eta REAL, deadline REAL, token TEXT
+            );
+            CREATE INDEX messages_ready ON messages (queue, seq) WHERE state = 'ready';
+            CREATE INDEX messages_delayed ON messages (eta) WHERE state = 'delayed';
+            CREATE INDEX messages_claimed ON messages (deadline) WHERE state = 'claimed';
+            INSERT INTO messages (id, queue, body, state, seq)
+                VALUES ('old', 'q', x'7b7d', 'ready', 1);
+            PRAGMA user_version = 4;
+            """
         )
-        raw.execute("PRAGMA user_version = 4")
     raw.close()
     backend = connect(f"sqlite:///{path}")
     try:
@@ -329,6 +332,46 @@ def test_sqlite_a_file_of_the_previous_schema_is_migrated_in_place(tmp_path: Pat
         backend.close()
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA user_version").fetchone()[0] == sqlite_db.SCHEMA_VERSION
+    raw.close()
+
+
+def test_sqlite_a_file_of_schema_11_is_upgraded_with_every_message_kept(tmp_path: Path) -> None:
+    """A real schema-11 file (tests/data/sqlite_v11.py made it with the code of then):
+    in q, p1 (priority 5, acknowledged at claim), h1 (put back to the head), then r1, r2,
+    r3 as sent; in w, w1 claimed for an hour and w2 whose claim expired; in d, d1 delayed
+    for years and d2 due; x1 a dead letter; t1's result. Each comes out as it went in, in
+    its order, and a message sent after the upgrade goes behind them."""
+    from beatq.brokers import sqlite_db
+
+    path = tmp_path / "v11.db"
+    path.write_bytes(gzip.decompress((ROOT / "tests/data/sqlite_v11.db.gz").read_bytes()))
+    backend = connect(f"sqlite:///{path}")
+    try:
+        backend.send([Outgoing("q", "r4", b'{"r": 4}')])
+        assert backend.queue_length("q") == 6
+        claimed = backend.claim(["q"], 10, 30, ack_first=True)
+        assert [c.id for c in claimed.claims] == ["p1", "h1", "r1", "r2", "r3", "r4"]
+        assert claimed.acked and claimed.claims[0].priority == 5
+        assert claimed.claims[3].body == b'{"r": 2}'
+        backend.finish(ack=claimed.claims[1:])
+        assert backend.queue_length("q") == 0 and backend.claim(["q"], 1, 30).claims == []
+
+        again = backend.claim(["w"], 10, 30)
+        assert [(c.id, c.redelivered) for c in again.claims] == [("w2", True)]
+        [(eta, delayed)] = backend.scheduled()
+        assert delayed.id == "d1" and eta > time.time() + 10**7
+        assert [c.id for c in backend.claim(["d"], 10, 30).claims] == ["d2"]
+        assert [(d.id, d.reason) for d in backend.dead_letters()] == [("x1", "bad body")]
+        assert backend.get_result("t1") == b'{"status": "SUCCESS"}'
+        assert backend.requeue_dead() == ["x1"]
+        assert [c.body for c in backend.claim(["x"], 1, 30).claims] == [b"not json"]
+    finally:
+        backend.close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == sqlite_db.SCHEMA_VERSION
+        assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        left = raw.execute("SELECT id, state FROM messages ORDER BY id").fetchall()
+        assert left == [("d1", 1), ("d2", 2), ("w1", 2), ("w2", 2), ("x1", 2)]
     raw.close()
 
 
