@@ -607,18 +607,21 @@ class Beatq:
                 events.append(_sent_event(message))
         if not each and len(calls) > 1:
             first, o = message, outgoing[0]
+            queue, eta, ack_at_claim, priority = o.queue, o.eta, o.ack_at_claim, o.priority
             rest = calls[1:]
-            for (id_, sent, body), (args, kwargs) in zip(
-                first.copies(rest, self.signer), rest, strict=True
-            ):
-                outgoing.append(Outgoing(o.queue, id_, body, o.eta, o.ack_at_claim, o.priority))
-                if events is not None:
+            copies = first.copies(rest, self.signer)
+            outgoing += [
+                Outgoing(queue, id_, body, eta, ack_at_claim, priority) for id_, body in copies
+            ]
+            if events is not None:
+                for (id_, _), (args, kwargs) in zip(copies, rest, strict=True):
                     copy = first.again(list(args or ()), dict(kwargs or {}), id_)
-                    copy.sent, copy.content_type = sent, first.content_type
+                    copy.sent, copy.content_type = first.sent, first.content_type
                     copy.content_encoding = first.content_encoding
                     events.append(_sent_event(copy))
         self.publish(outgoing, *self._retry_options(options), events=events or ())
-        results = [AsyncResult(o.id, app=self, task_name=task.name) for o in outgoing]
+        name = task.name
+        results = [AsyncResult(o.id, self, name) for o in outgoing]
         if self._ignores(options, task):
             for result in results:
                 result.ignored = True

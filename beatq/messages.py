@@ -87,6 +87,19 @@ def new_ids(n: int) -> list[str]:
     ]
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _scalars(args: Any, kwargs: Any) -> bool:
+    """Whether `args` (a list or tuple) and `kwargs` (a mapping) hold only strings, numbers,
+    booleans and None: what every serializer writes the same way each time."""
+    return (
+        type(args) in (list, tuple)
+        and all(type(value) in _SCALARS for value in args)
+        and (not kwargs or all(type(value) in _SCALARS for value in kwargs.values()))
+    )
+
+
 class MessageError(ValueError):
     """The body is not a beatq message (corrupt header or wrong version)."""
 
@@ -172,33 +185,49 @@ class Message:
         self,
         calls: Sequence[tuple[Iterable[Any] | None, Mapping[str, Any] | None]],
         signer: Signer | None = None,
-    ) -> list[tuple[str, float, bytes]]:
-        """Id, send time and body of a copy of this message (encoded already) for each
-        (args, kwargs) of `calls`: a fresh id, these arguments, all else this message's.
+    ) -> list[tuple[str, bytes]]:
+        """Id and body of a copy of this message (encoded already) for each (args, kwargs)
+        of `calls`: a fresh id, these arguments, all else this message's, its send time too
+        (the copies go out with it, in one step).
 
         Each body is byte for byte what `again(args, kwargs, id).encode(...)` with this
-        message's content type and encoding makes at that send time; what the copies
-        share (the header bar id and time, the payload's options) is encoded once."""
+        message's send time, content type and encoding makes; what the copies share (the
+        header bar the id, the payload's options) is encoded once."""
         before, after = self._header_parts()
+        # a fresh id is hex digits and dashes: JSON writes it as it is, quoted
+        rest = f'"{before}"sent":{self._sent_text()}{after}}}\n'
         payload = serializers.payload_encoder(
             self.options, self.content_type, self.content_encoding
         )
         sign = None if signer is None else signer.sign
-        now = time.time
         out = []
+        last: Any = None  # the arguments `data` was encoded from
+        last_kwargs: Any = None
+        same: bool | None = None  # whether they encode alike every time (None: not known)
+        data = b""
         for id_, (args, kwargs) in zip(new_ids(len(calls)), calls, strict=True):
-            sent = now()
-            # a fresh id is hex digits and dashes: JSON writes it as it is, quoted
-            head = f'{{"id":"{id_}"{before}"sent":{sent!r}{after}}}'.encode()
-            body = head + b"\n" + payload(list(args or ()), dict(kwargs or {}))
-            out.append((id_, sent, body if sign is None else sign(body)))
+            # calls given as one object ([(x,)] * n) encode once, when what they hold
+            # cannot differ from one encode to the next
+            if args is not last or kwargs is not last_kwargs:
+                last, last_kwargs, same = args, kwargs, None
+                data = payload(list(args or ()), dict(kwargs or {}))
+            elif same is None:
+                same = _scalars(args, kwargs)
+            if same is False:
+                data = payload(list(args or ()), dict(kwargs or {}))
+            body = f'{{"id":"{id_}{rest}'.encode() + data
+            out.append((id_, body if sign is None else sign(body)))
         return out
+
+    def _sent_text(self) -> str:
+        """The send time as JSON writes it (repr, for the float it always is)."""
+        sent = self.sent
+        return repr(sent) if type(sent) is float else _HEADER_ENCODER.encode(sent)
 
     def _header_json(self) -> str:
         before, after = self._header_parts()
-        sent = self.sent
-        sent_text = repr(sent) if type(sent) is float else _HEADER_ENCODER.encode(sent)
-        return f'{{"id":{_HEADER_ENCODER.encode(self.id)}{before}"sent":{sent_text}{after}}}'
+        sent = self._sent_text()
+        return f'{{"id":{_HEADER_ENCODER.encode(self.id)}{before}"sent":{sent}{after}}}'
 
     def _header_parts(self) -> tuple[str, str]:
         """The header's members but its id and send time, as the two runs of text that go

@@ -11,6 +11,7 @@ import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from . import signals, states
@@ -146,6 +147,9 @@ TASK_DEFAULTS: dict[str, str | None] = {
 
 
 _UNSET = object()
+# the keyword arguments of an apply_many call given as args alone: one object for them
+# all (Message.copies encodes calls given as one object once), read-only
+_NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
 
 # A task option's setting, read from app.conf: each of TASK_DEFAULTS' settings is read as
 # it is stored (none has an old name or an environment override: conf.Settings.__getitem__
@@ -572,10 +576,19 @@ class Task:
             ):
                 pairs.append((call[0], call[1]))
             else:
-                pairs.append((call, {}))
-        if self.typing:
+                pairs.append((call, _NO_KWARGS))
+        if self.typing and type(self).check_call is not Task.check_call:
             for args, kwargs in pairs:
                 self.check_call(args, kwargs)
+        elif self.typing:
+            fits = self._fits
+            if fits is None:
+                fits = self._fits = _Fits.of(self)
+            low, high = fits.low, fits.high
+            for args, kwargs in pairs:
+                # check_call's own first test, without a call a message
+                if kwargs or type(args) not in (list, tuple) or not low <= len(args) <= high:
+                    self.check_call(args, kwargs)
         return self.app.send_many(self, pairs, **options)
 
     def check_call(

@@ -221,3 +221,68 @@ def test_the_task_sent_events_of_a_batch_are_each_messages_own(monkeypatch) -> N
         assert json.loads(event) == json.loads(
             ev.encode(ev.TASK_SENT, ev.sent_fields(message), message.sent)
         )
+
+
+class _Ticking:
+    """Encodes (JSON, as an iterable) to what it holds the n-th time it is read."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def __iter__(self):
+        self.reads += 1
+        return iter([self.reads])
+
+
+def test_calls_given_as_one_object_encode_as_each_call_would(monkeypatch) -> None:
+    app, sent = _batch_app(monkeypatch)
+
+    @app.task(name="t.add", typing=False)
+    def add(*args, **kwargs):
+        return None
+
+    call = (1.5, "x", None, True)  # scalars: encoded once for every copy
+    add.apply_many([call] * 4 + [(call, {"k": 2})] * 2, eta=1732465801.5)
+    payloads = [o.body.partition(b"\n")[2] for o in sent]
+    assert (
+        payloads == [b'[[1.5,"x",null,true],{},{}]'] * 4 + [b'[[1.5,"x",null,true],{"k":2},{}]'] * 2
+    )
+    sent.clear()
+    ticking = (_Ticking(),)  # what it holds differs each time: encoded for each call
+    add.apply_many([ticking] * 3)
+    assert [o.body.partition(b"\n")[2] for o in sent] == [
+        b"[[[1]],{},{}]",
+        b"[[[2]],{},{}]",
+        b"[[[3]],{},{}]",
+    ]
+
+
+def test_apply_many_checks_each_call_with_the_tasks_own_check_call(monkeypatch) -> None:
+    app, sent = _batch_app(monkeypatch)
+    checked: list = []
+
+    class Checked(app.Task):
+        def check_call(self, args=None, kwargs=None):
+            checked.append((tuple(args), dict(kwargs or {})))
+            super().check_call(args, kwargs)
+
+    @app.task(name="t.add", base=Checked)
+    def add(x, y=0):
+        return None
+
+    add.apply_many([(1,), ((2,), {"y": 3})])
+    assert checked == [((1,), {}), ((2,), {"y": 3})] and len(sent) == 2
+    with pytest.raises(TypeError, match="cannot take these arguments"):
+        add.apply_many([(1,), (1, 2, 3)])
+
+    @app.task(name="t.plain")
+    def plain(x, y=0):
+        return None
+
+    bad_calls = ([(1, 2, 3)], [((), {"z": 1})], [((1,), {"z": 1})], [()], [iter([])])
+    for bad in bad_calls:
+        with pytest.raises(TypeError, match="task 't.plain' cannot take these arguments"):
+            plain.apply_many(bad)
+    sent.clear()
+    plain.apply_many([(1,), [1, 2], ((), {"x": 1}), iter([5])])
+    assert len(sent) == 4
