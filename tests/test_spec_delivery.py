@@ -6,14 +6,19 @@
   them ahead of time, and they hold up no ready work.
 - `expires`: a task not started by then is not run, even when it was claimed before then
   and waited in a busy worker (the check is at its start, not at its claim).
+- At most once: a worker paused past its visibility timeout, whose buffered claims went to
+  another worker and ran there, does not run them again when it resumes.
 
 Real worker processes through the CLI, on Redis and SQLite.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
@@ -237,3 +242,53 @@ def test_ctrl_c_stops_as_sigterm_does_finishing_what_runs(app, start_worker):
     assert "warm shutdown" in worker.log()
     assert runs("warm", "end") == [f"warm:end:{worker.pid}"]
     assert after.state == "PENDING" and app.broker.queue_length("celery") == 1
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants (a prefork worker's pool), parents first."""
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found += _tree(int(child))
+    return found
+
+
+@BOTH
+@pytest.mark.parametrize("pool", [["-P", "solo"], ["-P", "prefork", "-c", "1"]], ids=lambda p: p[1])
+def test_a_worker_paused_past_its_visibility_timeout_does_not_run_what_ran_elsewhere(
+    app, start_worker, pool, request
+):
+    from tests.proj.tasks import held, sleep
+
+    visibility = scaled(1)
+    fast = {"BEATQ_TEST_VISIBILITY": str(visibility)}
+    long = held.apply_async(("long", scaled(30)))
+    request.addfinalizer(lambda: record("release", "long"))
+    waiting = [sleep.delay(0.01, f"b{i}") for i in range(2)]
+    paused = start_worker(*pool, extra_env=fast)  # its first claim takes all three
+    started("long")
+    ids = {r.id for r in waiting}
+    wait_for(lambda: claimed(app) >= ids, 5, "the two held, claimed and not started")
+    stopped = _tree(paused.pid)
+    for pid in stopped:  # the whole worker: no heartbeat renews its claims
+        os.kill(pid, signal.SIGSTOP)
+    request.addfinalizer(lambda: [os.kill(p, signal.SIGCONT) for p in stopped])
+    time.sleep(2 * visibility)
+    record("release", "long")  # it ends as soon as its worker resumes
+    other = start_worker("-P", "solo", extra_env=fast)
+    assert [r.get(timeout=scaled(10)) for r in waiting] == ["b0", "b1"], "redelivered, run"
+    for pid in reversed(stopped):
+        os.kill(pid, signal.SIGCONT)
+
+    assert long.get(timeout=scaled(10)) == "long"
+    # Done with what it holds once it runs a task sent now, alone: its claims of b0 and b1
+    # may be several (a claim it had sent before its pause can run in Redis meanwhile).
+    other.stop()
+    assert sleep.delay(0.01, "after").get(timeout=scaled(10)) == "after"
+    for tag in ("b0", "b1"):
+        assert runs(tag) == [f"{tag}:start:{other.pid}"], f"{tag} ran once, where redelivered"
+    assert len(runs("after")) == 1
+    assert paused.log().count("not run here") >= 2, paused.log()
+    assert "was delivered again" in paused.log()
+    assert claimed(app) == set() and app.broker.queue_length("celery") == 0
+    assert paused.process.poll() is None

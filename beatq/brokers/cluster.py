@@ -85,11 +85,12 @@ from .redis import (
     check_url,
     shown_url,
     split_stored,
+    stale_ids,
     unbanded,
 )
 from .redis_calls import SPIN
 from .replication import Replication
-from .roles import Finish, Results, Take, forget_elsewhere, new_token
+from .roles import NONE_STALE, Finish, Results, Take, forget_elsewhere, new_token
 
 log = logging.getLogger("beatq.broker")
 
@@ -495,7 +496,7 @@ class ClusterBackend(RedisBackend):
         join: ChordJoin | None = None,
         events: Sequence[bytes] = (),
         token: str | None = None,
-    ) -> None:
+    ) -> frozenset[str]:
         """As `Delivery.finish`; one that meets a shard out of reach is made again in the
         background (cluster_finishes.py): a worker's pool threads go on taking the work
         of the other shards' queues meanwhile. Not a finish that sends without a token
@@ -504,11 +505,10 @@ class ClusterBackend(RedisBackend):
         BrokerError goes to the caller (whose publish retry policy applies)."""
         parent = super().finish
         if send and not token:
-            parent(ack, results, send, join, events, token)
-            return
-        self.later.run(lambda: parent(ack, results, send, join, events, token))
+            return parent(ack, results, send, join, events, token)
+        return self.later.run(lambda: parent(ack, results, send, join, events, token))
 
-    def settle(self, step: Finish) -> None:
+    def settle(self, step: Finish) -> frozenset[str]:
         # Steps whose retry doubles nothing (see the module's docstring): the results;
         # the chord's count and its unlock; messages to queues other than the acknowledged
         # ones, each once per finish token; then, per queue, the acknowledgement with the
@@ -527,14 +527,16 @@ class ClusterBackend(RedisBackend):
             else:
                 self.send(elsewhere)
         self._register(acked)
+        stale = NONE_STALE
         for queue, batch in acked.items():
             u = self.unit(queue)
             args: list[Any] = [u.prefix, step.token or "", _ms(TOKEN_TTL), len(batch)]
             args += [*map(_member, batch), 0, "", "", 0, 0, "", "", "", ""]
             args += _flatten(there.get(queue, ()))
-            self._run("finish", [u.msgs, u.unacked, u.delayed], args)
+            stale |= stale_ids(self._run("finish", [u.msgs, u.unacked, u.delayed], args))
         if step.events:
             self.add_events(step.events)
+        return stale
 
     def _join(self, join: ChordJoin) -> None:
         """Count a chord member; send the chord's unlock message once it is complete (see

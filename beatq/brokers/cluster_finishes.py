@@ -40,15 +40,16 @@ class LaterFinishes:
         os.register_at_fork(after_in_child=self._reset)  # a child has none of these
 
     def _reset(self) -> None:
-        self.pending: list[Callable[[], None]] = []
+        self.pending: list[Callable[[], object]] = []
         self.trying = 0  # finishes taken out of `pending` by the thread, being made
         self.lock = threading.Condition()
         self.thread: threading.Thread | None = None
 
-    def run(self, finish: Callable[[], None]) -> None:
-        """Make `finish`; if the cluster cannot take it now, again later (see above)."""
+    def run(self, finish: Callable[[], frozenset[str]]) -> frozenset[str]:
+        """Make `finish`; if the cluster cannot take it now, again later (see above). What
+        it returns (the stale acknowledgements, see Store.finish), none when left for later."""
         try:
-            finish()
+            return finish()
         except BrokerAccessDenied:
             raise  # turned away, not out of reach: made again it fails the same way
         except BrokerError as exc:
@@ -62,6 +63,7 @@ class LaterFinishes:
                     )
                     self.thread.start()
                 self.lock.notify_all()
+        return frozenset()
 
     def _loop(self) -> None:
         delay = FIRST_DELAY

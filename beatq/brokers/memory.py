@@ -29,7 +29,16 @@ from urllib.parse import urlsplit
 
 from ..exceptions import BrokerError
 from .records import ChordJoin, Claim, Claimed, DeadLetter, EntryState, Outgoing
-from .roles import Backend, Finish, Take, forget_elsewhere, new_token
+from .roles import (
+    EXPIRED_KEPT,
+    NONE_STALE,
+    Backend,
+    Finish,
+    Take,
+    expired_key,
+    forget_elsewhere,
+    new_token,
+)
 from .rows import LeaseRow, RowBeatState
 from .schedule_rows import RowSchedules, ScheduleTables, TableRows
 
@@ -211,6 +220,8 @@ class _Store:
         for id_ in reversed(expired):
             msg = self.messages[id_]
             msg.redelivered = True
+            # remembered a day: its late acknowledgement is stale (see settle)
+            self.keep("tokens", expired_key(id_, msg.token), _Expiring(b"", now + EXPIRED_KEPT))
             self.make_ready(id_, msg, head=True)
         for id_ in due:
             msg = self.messages[id_]
@@ -428,17 +439,20 @@ class MemoryBackend(RowBeatState, RowSchedules, Backend):
             return [(eta, Claim(id_, m.queue, m.body)) for eta, id_, m in first]
 
     # -- finishing -------------------------------------------------------------------------
-    def settle(self, step: Finish) -> None:
+    def settle(self, step: Finish) -> frozenset[str]:
         with self._locked() as s:
             now = time.time()
             s.sweep(now)
             if step.token is not None:
                 if s.alive("tokens", step.token, now):
-                    return
+                    return NONE_STALE
                 s.keep("tokens", step.token, _Expiring(b"", now + TOKEN_TTL))
+            stale = NONE_STALE
             for c in step.ack:
                 if s.held(c) is not None:
                     s.drop(c.id)
+                elif c.id in s.messages or s.alive("tokens", expired_key(c.id, c.token), now):
+                    stale = stale | {c.id}  # delivered again (else acknowledged already)
             results = step.results
             for r in results:
                 if r.final:
@@ -454,6 +468,7 @@ class MemoryBackend(RowBeatState, RowSchedules, Backend):
                 s.finals.notify_all()
             s.work.notify_all()
             s.add_events(step.events, self.event_max_len)
+            return stale
 
     # -- results ---------------------------------------------------------------------------
     def get_result(self, task_id: str) -> bytes | None:

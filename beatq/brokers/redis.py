@@ -14,6 +14,8 @@ Keys (prefix `beatq`, or the transport option `global_keyprefix`):
     {p}:delayed     zset    id by eta
     {p}:unacked     zset    "id|token" of each claim by its deadline (the visibility timeout)
     {p}:redelivered set     ids put back as their claim expired, until claimed again
+    {p}:expired     zset    "id|token" of each expired claim, kept a day: its late
+                            acknowledgement is stale (see Store.finish, lua/finish.lua)
     {p}:r:{id}      list    the final result of a task (one element; waiters BLMOVE on it)
     {p}:s:{id}      string  the latest non-final state (STARTED, RETRY)
     {p}:chord:{g}   set     finished members of chord g; {p}:chord:{g}:fired once complete
@@ -103,7 +105,7 @@ from .records import (
 from .redis_calls import SPIN, Calls, _missing
 from .redis_sentinel import SentinelLoginRefused, SentinelUrl, is_sentinel
 from .replication import Replication
-from .roles import Backend, Finish, Plan, Take, forget_elsewhere, new_token
+from .roles import NONE_STALE, Backend, Finish, Plan, Take, forget_elsewhere, new_token
 from .urls import shown_url
 
 MAX_BLOCK = 5.0  # seconds: the longest a blocking read waits before asking again
@@ -307,6 +309,13 @@ def _split(stored: bytes) -> tuple[str, bytes, int]:
 def _member(claim: Claim) -> str:
     """A claim as the unacked set holds it: its delivery, not just its message."""
     return f"{claim.id}|{claim.token}"
+
+
+def stale_ids(reply: Any) -> frozenset[str]:
+    """The message ids of the stale claims lua/finish.lua returns ("id|token" each)."""
+    if not reply:
+        return NONE_STALE
+    return frozenset((m.decode() if isinstance(m, bytes) else m).rpartition("|")[0] for m in reply)
 
 
 def _ms(seconds: float) -> int:
@@ -545,7 +554,7 @@ class RedisBackend(Backend):
         return out
 
     # -- finishing -------------------------------------------------------------------------
-    def settle(self, step: Finish) -> None:
+    def settle(self, step: Finish) -> frozenset[str]:
         k, ack, join = self.keys, step.ack, step.join
         args: list[Any] = [k.prefix, step.token or "", _ms(TOKEN_TTL), len(ack)]
         args += map(_member, ack)
@@ -558,7 +567,8 @@ class RedisBackend(Backend):
         else:
             args += [join.group, join.member, join.size, _ms(join.ttl), *_flatten([join.unlock])]
         args += _flatten(step.send)
-        self._run("finish", [k.msgs, k.unacked, k.delayed], args, step.events)
+        stale = self._run("finish", [k.msgs, k.unacked, k.delayed], args, step.events)
+        return stale_ids(stale)
 
     # -- results ---------------------------------------------------------------------------
     def get_result(self, task_id: str) -> bytes | None:

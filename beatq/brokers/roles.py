@@ -80,6 +80,15 @@ class Finish:
     token: str | None = None
 
 
+NONE_STALE: frozenset[str] = frozenset()  # what `finish` returns as a rule
+EXPIRED_KEPT = 86400.0  # seconds an expired claim is remembered (stale acks, see `finish`)
+
+
+def expired_key(id_: str, token: str) -> str:
+    """An expired claim's key where a store keeps its finish tokens (those are hex)."""
+    return f"expired:{id_}|{token}"
+
+
 @dataclass(slots=True)
 class Take:
     """What a claim asks for (the arguments of `Delivery.claim`)."""
@@ -319,7 +328,7 @@ class Delivery(Store):
         join: ChordJoin | None = None,
         events: Sequence[bytes] = (),
         token: str | None = None,
-    ) -> None:
+    ) -> frozenset[str]:
         """In one atomic step and in this order: acknowledge `ack` (the messages are gone
         for good; a claim whose token is no longer the message's acknowledges nothing),
         store `results`, count the chord member `join`, send `send`. Any part may be
@@ -332,17 +341,25 @@ class Delivery(Store):
 
         Results kept in another store (`results`) are stored there first, then the rest
         here: a task's result is never missing once its message is acknowledged.
+
+        Returns the ids of the `ack` claims that were stale: their claim had expired (a
+        worker paused past its visibility timeout) and the message was delivered again,
+        whether it waits, is held by another worker or was run and acknowledged there.
+        A worker must not start such a message: it is another delivery's now. A claim
+        whose acknowledgement went through in an earlier try of this call (its reply
+        lost) is not stale. Empty as a rule.
         """
         if results and self._results is not None:
             self._results.store_results(results)
             results = ()
             if not (ack or send or join or events):
-                return
-        self.settle(Finish(ack, results, send, join, events, token))
+                return NONE_STALE
+        return self.settle(Finish(ack, results, send, join, events, token))
 
     @abc.abstractmethod
-    def settle(self, step: Finish) -> None:
-        """`finish` in this store, results included: what each store implements."""
+    def settle(self, step: Finish) -> frozenset[str]:
+        """`finish` in this store, results included: what each store implements, with
+        the ids of the stale acknowledgements (see `finish`)."""
 
     # -- dead letters --------------------------------------------------------------------
     @abc.abstractmethod

@@ -36,7 +36,16 @@ from .records import (
     RunRequest,
     Topology,
 )
-from .roles import Backend, Finish, Take, forget_elsewhere, new_token
+from .roles import (
+    EXPIRED_KEPT,
+    NONE_STALE,
+    Backend,
+    Finish,
+    Take,
+    expired_key,
+    forget_elsewhere,
+    new_token,
+)
 from .rows import LeaseRow, RowBeatState
 from .schedule_rows import RowSchedules
 from .sqlite_db import (
@@ -110,6 +119,22 @@ def _token(claim: Claim) -> tuple[int, str]:
     a claim of no delivery (no token) matches no row."""
     n, _, token = claim.token.partition(".")
     return (int(n) if n.isdigit() else -1), token
+
+
+def _stale(conn: sqlite3.Connection, missed: Sequence[Claim], now: float) -> frozenset[str]:
+    """Of the claims whose acknowledgement deleted nothing, the stale ones (Store.finish):
+    the message is stored still (waiting, or another worker's), or the claim expired (the
+    message may be gone, run elsewhere). Neither: it was acknowledged already. A statement
+    here commits or raises (no reply to lose)."""
+    return frozenset(
+        c.id
+        for c in missed
+        if conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE id = ?) "
+            "OR EXISTS (SELECT 1 FROM finish_tokens WHERE token = ? AND expires > ?)",
+            (c.id, expired_key(c.id, c.token), now),
+        ).fetchone()[0]
+    )
 
 
 def _due_lane_end(conn: sqlite3.Connection, queue: str, offset: int) -> int:
@@ -392,8 +417,8 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
             # and due messages are looked for only when there are some.
             first_deadline, next_eta = conn.execute(NEXT_TIMES).fetchone()
             if first_deadline is not None and first_deadline <= now:
-                expired = conn.execute(
-                    "SELECT id, queue, seq FROM messages WHERE state = 2 AND at <= ? "
+                rows = conn.execute(
+                    "SELECT id, queue, seq, n, token FROM messages WHERE state = 2 AND at <= ? "
                     "ORDER BY at LIMIT ?",
                     (now, RESTORE_LIMIT),
                 ).fetchall()
@@ -401,9 +426,18 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
                 # (earliest first) to the due lane.
                 conn.executemany(
                     f"UPDATE messages SET flags = flags | {REDELIVERED} WHERE id = ?",
-                    [(row[0],) for row in expired],
+                    [(row[0],) for row in rows],
                 )
-                _to_head(conn, expired)
+                # each expired claim remembered a day: its late acknowledgement is stale
+                # (see `settle`), beside the finish tokens (a key that expires)
+                conn.executemany(
+                    "INSERT OR IGNORE INTO finish_tokens (token, expires) VALUES (?, ?)",
+                    [
+                        (expired_key(id_, f"{n}.{token}"), now + EXPIRED_KEPT)
+                        for id_, _, _, n, token in rows
+                    ],
+                )
+                _to_head(conn, [row[:3] for row in rows])
             moved = next_eta is not None and next_eta <= now  # delayed messages made ready
             if moved:
                 _to_due(conn, _due(conn, now))
@@ -539,12 +573,14 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
         return [(eta, Claim(id_, queue, body)) for eta, id_, queue, body in rows]
 
     # -- finishing -------------------------------------------------------------------------
-    def settle(self, step: Finish) -> None:
+    def settle(self, step: Finish) -> frozenset[str]:
         ack, join = step.ack, step.join
         alone = not (step.results or step.send or join or step.events)
         if len(ack) == 1 and step.token is None and alone:  # an early ack: one statement
-            self.db.write_one(ACK, _token(ack[0]))
-            return
+            if self.db.write_one(ACK, _token(ack[0])):
+                return NONE_STALE
+            with self.db.read() as conn:
+                return _stale(conn, ack, time.time())
         with self.db.write() as conn:
             now = time.time()
             if step.token is not None:
@@ -553,8 +589,9 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
                     (step.token, now + TOKEN_TTL),
                 )
                 if done.rowcount == 0:
-                    return
-            conn.executemany(ACK, [_token(c) for c in ack])
+                    return NONE_STALE
+            missed = [c for c in ack if not conn.execute(ACK, _token(c)).rowcount]
+            stale = _stale(conn, missed, now) if missed else NONE_STALE
             for r in step.results:
                 if r.final:
                     conn.execute("DELETE FROM states WHERE task_id = ?", (r.task_id,))
@@ -568,6 +605,7 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
             _put(conn, step.send, now)
             self._add_events(conn, step.events, None)
             self._sweep(conn, now)
+        return stale
 
     def _join(self, conn: sqlite3.Connection, join: ChordJoin, now: float) -> bool:
         """Count the member; True for the one call that completes the chord."""

@@ -57,6 +57,8 @@ log = logging.getLogger("beatq.worker")
 REJECTED = "REJECTED"  # outcomes beyond the task states, for metrics
 IGNORED = "IGNORED"  # raise Ignore, or Task.replace
 DEAD_LETTERED = "DEAD_LETTERED"
+STALE = "STALE"  # its claim expired before it started, and it was delivered again
+STALE_KEPT = 1000  # stale acknowledgements remembered for their `begin` (see _finish)
 # Seconds ahead of its eta that a worker claims a delayed message (a beat's run is sent
 # that early, see Beat.early); the pool holds it, decoded, and starts it at its instant
 # (by this host's clock, AHEAD at most), so the wake-up, the claim and the decode are
@@ -155,6 +157,9 @@ class Executor:
         self.pending_lock = threading.Lock()
         self.warned_acked: set[str] = set()  # see _acked_by_sender
         self.runtimes: dict[str, float] = {}  # task name -> its runs' seconds (see _ran)
+        # (id, token) of claims whose acknowledgement came back stale, until their `begin`
+        # reads it (one acknowledged by the finish before it, `then`); insertion-ordered
+        self.stale: dict[tuple[str, str], None] = {}
         self.requeue_max = int(conf.worker_requeue_max)
 
     # -- the steps -------------------------------------------------------------------------
@@ -279,6 +284,8 @@ class Executor:
         acks_late = message.options.get("acks_late", task.option("acks_late"))
         if acks_late and acked:
             self._acked_by_sender(message.task)
+        if acked and self._was_stale(claim):  # acknowledged by the finish before it
+            return self._not_run_stale(message)
         early: list[bytes] = []
         if self.events_on:  # sent with the early acknowledgement: no round trip of their own
             now = time.time()
@@ -299,6 +306,8 @@ class Executor:
             self._finish(ack_now, started, events=early)
             for later in group:  # acknowledged: each starts without a round trip of its own
                 later.acked = True
+            if self._was_stale(claim):
+                return self._not_run_stale(message)
         elif early:
             retrying(lambda: self.app.broker.add_events(early))
         # what this task's finish acknowledges: itself if late, the next one if early
@@ -439,6 +448,23 @@ class Executor:
                 group.append(delivery)
             ahead += seen + RUN_OVERHEAD
         return group
+
+    def _was_stale(self, claim: Claim) -> bool:
+        """Whether the store refused `claim`'s acknowledgement as stale (see `_stale`)."""
+        if not self.stale:  # as a rule
+            return False
+        return self.stale.pop((claim.id, claim.token), False) is None
+
+    def _not_run_stale(self, message: Message) -> Outcome:
+        """A message whose claim expired before it started: it was delivered again, and
+        that delivery runs it. Acknowledged as it starts, a task runs at most once."""
+        log.warning(
+            "Task %s[%s] not run here: it was delivered again (acknowledged as it starts, "
+            "it runs at most once)",
+            message.task,
+            message.id,
+        )
+        return Outcome(message.task, STALE)
 
     def _acked_at_start(self, then: Delivery | None) -> list[Claim]:
         """[then's claim] if it is a task acknowledged as it starts (not late, no STARTED
@@ -848,15 +874,35 @@ class Executor:
             held, self.pending = self.pending, []
         try:
             events = [*held, *events]
-            retrying(lambda: self.app.broker.finish(ack, results, send, join, events, token))
+            stale = retrying(
+                lambda: self.app.broker.finish(ack, results, send, join, events, token)
+            )
         except BaseException:
             with self.pending_lock:
                 self.pending[:0] = held
             raise
+        if stale:
+            self._stale(ack, stale)
         if send and self.app.tracing is not None:  # beatq.otel: their publish spans end
             self.app.tracing.published(send)
         if send and signals.after_task_publish.receivers:
             announce_published(send)
+
+    def _stale(self, ack: Any, stale: frozenset[str]) -> None:
+        """Note the claims of `ack` whose acknowledgement the store refused as stale: one
+        acknowledged as its task starts is not run (`begin` reads the note); one
+        acknowledged after its run (acks_late) ran here while it was delivered again."""
+        for claim in ack:
+            if claim.id in stale:
+                self.stale[(claim.id, claim.token)] = None
+                log.warning(
+                    "message %s was delivered again: its claim expired (was this worker "
+                    "paused past its visibility timeout?), so its acknowledgement here "
+                    "was refused",
+                    claim.id,
+                )
+        while len(self.stale) > STALE_KEPT:  # an acks_late one's note is never read
+            del self.stale[next(iter(self.stale))]
 
     def flush_events(self) -> None:
         """Send the events held back (see `_finish`) in a round trip of their own; the

@@ -340,7 +340,8 @@ def test_a_stale_claim_neither_acks_renews_releases_nor_dead_letters(b: Backend)
     (fresh,) = wait_for(lambda: b.claim(["q"], 1, 0.2).claims, 3, "the redelivery")
     assert fresh.id == stale.id and fresh.token != stale.token
     b.renew([fresh], 30)  # the new holder keeps it
-    b.finish(ack=[stale], results=[ResultWrite("m", b"SUCCESS", 60)])
+    refused = b.finish(ack=[stale], results=[ResultWrite("m", b"SUCCESS", 60)])
+    assert refused == {"m"}, "told: its worker must not start it"
     b.renew([stale], 0.05)
     b.dead_letter(stale, "stale")
     b.release([stale])
@@ -348,7 +349,7 @@ def test_a_stale_claim_neither_acks_renews_releases_nor_dead_letters(b: Backend)
     assert b.dead_letters() == [] and b.queue_length("q") == 0
     time.sleep(0.3)  # past the stale renewal: had it counted, the message would be back
     assert b.claim(["q"], 10, 30).claims == [], "still held by its new holder, once"
-    b.finish(ack=[fresh])
+    assert b.finish(ack=[fresh]) == set()
     time.sleep(0.1)
     assert b.claim(["q"], 10, 30).claims == [] and b.queue_length("q") == 0
 
@@ -365,7 +366,7 @@ def test_a_stale_ack_of_a_message_back_in_its_queue_leaves_it_there(
         b.send([out("other", "q2")])
         assert ids(b.claim(["q2"], 1, 30).claims) == ["other"]  # puts the expired claim back
     assert b.queue_length("q") == 1
-    b.finish(ack=[stale])
+    assert b.finish(ack=[stale]) == {"m"}
     b.dead_letter(stale, "stale")
     assert b.queue_length("q") == 1 and b.dead_letters() == []
     (again,) = b.claim(["q"], 1, 30).claims
@@ -479,3 +480,25 @@ def test_dead_letters_keep_reason_and_body_and_can_be_requeued(b: Backend) -> No
     assert b.requeue_dead() == ["d1", "d3"]
     assert b.dead_letters() == [] and b.queue_length("q") == 2
     assert b.requeue_dead() == []
+
+
+def test_a_stale_ack_is_told_so_after_the_redelivery_ran_and_was_acknowledged(
+    b: Backend,
+) -> None:
+    """A worker paused past its visibility timeout resumes after its message was run and
+    acknowledged elsewhere (gone from the store): its acknowledgement at the task's start
+    is still refused as stale, so it does not run the task a second time. A live claim's
+    acknowledgement made twice (a retry after a lost reply) is not stale."""
+    b.send([out("m")])
+    (stale,) = b.claim(["q"], 1, 0.2).claims
+    (fresh,) = wait_for(lambda: b.claim(["q"], 1, 0.2).claims, 3, "the redelivery")
+    assert fresh.id == stale.id == "m"
+    assert b.finish(ack=[fresh]) == set()  # run there, acknowledged as it started
+    assert b.finish(ack=[stale]) == {"m"}
+    assert b.finish(ack=[stale], results=[ResultWrite("m", b"SUCCESS", 60)]) == {"m"}
+    b.send([out("n")])
+    (live,) = b.claim(["q"], 1, 30).claims
+    assert live.id == "n"
+    assert b.finish(ack=[live]) == set()
+    assert b.finish(ack=[live]) == set(), "acknowledged already, by this claim"
+    assert b.finish(ack=[stale, live], token=uuid.uuid4().hex) == {"m"}

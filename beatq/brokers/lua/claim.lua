@@ -62,7 +62,18 @@ local function requeue(zset, members, due)
       list[#list + 1] = ids[i]
     end
   end
-  if not due then redis.call('SADD', redelivered, unpack(ids)) end
+  if not due then
+    redis.call('SADD', redelivered, unpack(ids))
+    -- Each expired claim is remembered a day: its worker, paused past its visibility
+    -- timeout, is told its acknowledgement is stale even once the message was run and
+    -- acknowledged elsewhere (finish.lua), and does not run it a second time.
+    local expired, marks = prefix .. ':expired', {}
+    redis.call('ZREMRANGEBYSCORE', expired, '-inf', now)
+    for i, member in ipairs(members) do
+      marks[2 * i - 1], marks[2 * i] = now + 86400, member
+    end
+    redis.call('ZADD', expired, unpack(marks))
+  end
   for _, queue in ipairs(queues) do
     if due then
       redis.call('LPUSH', dkey(prefix, queue), unpack(by_queue[queue]))

@@ -7,16 +7,25 @@
 -- In this order: acknowledge, store results (a final one wakes its waiters), count the
 -- chord member (the one that completes the header sends the unlock message), send.
 -- A finish whose token was seen already (a retry after a lost reply) does nothing.
+-- Returns the acknowledged claims that were stale (see Store.finish), as a rule none.
 local msgs, unacked, delayed = KEYS[1], KEYS[2], KEYS[3]
 local prefix = ARGV[1]
 if ARGV[2] ~= '' and not redis.call('SET', prefix .. ':done:' .. ARGV[2], '1', 'NX', 'PX', ARGV[3]) then
-  return 0
+  return {}
 end
+local stale = {}
 local i = 4
 local n_ack = tonumber(ARGV[i])
 for j = i + 1, i + n_ack do
-  -- only a live claim acknowledges: a stale one's message was delivered again
-  if redis.call('ZREM', unacked, ARGV[j]) == 1 then redis.call('HDEL', msgs, id_of(ARGV[j])) end
+  -- Only a live claim acknowledges. One that is not: its message was delivered again
+  -- (stored still, or its claim's expiry remembered by claim.lua: run and acknowledged
+  -- elsewhere), or this claim acknowledged it in a try whose reply was lost.
+  if redis.call('ZREM', unacked, ARGV[j]) == 1 then
+    redis.call('HDEL', msgs, id_of(ARGV[j]))
+  elseif redis.call('HEXISTS', msgs, id_of(ARGV[j])) == 1
+      or redis.call('ZSCORE', prefix .. ':expired', ARGV[j]) then
+    stale[#stale + 1] = ARGV[j]
+  end
 end
 i = i + n_ack + 1
 local n_results = tonumber(ARGV[i])
@@ -48,4 +57,4 @@ i = i + 8
 for j = i, #ARGV, 4 do
   send_one(prefix, msgs, delayed, woken, ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3])
 end
-return 1
+return stale
