@@ -259,6 +259,35 @@ def test_sqlite_wait_result_across_processes_wakes_within_the_poll_interval(
     backend.close()
 
 
+def test_sqlite_a_waiter_without_futexes_is_woken_by_a_commit_of_its_own_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where waits poll (no futex), a commit of another thread of the process wakes the
+    waiter at once (sqlite_db._Changes), however slow its poll: here once a minute."""
+    from beatq.brokers import sqlite_db, sqlite_wake
+
+    monkeypatch.setattr(sqlite_wake, "_futex", None)
+    monkeypatch.setattr(sqlite_db, "FAST_FOR", 0.0)
+    monkeypatch.setattr(sqlite_db, "POLL_SLOW", 60.0)
+    backend = connect(f"sqlite:///{tmp_path / 'local.db'}")
+    backend.ping()
+    woke: list[tuple[bytes | None, float]] = []
+    waiter = threading.Thread(
+        target=lambda: woke.append((backend.wait_result("local", 30), time.time()))
+    )
+    waiter.start()
+    try:
+        wait_for(lambda: backend.db.changes.waiters, 10, "the waiter asleep")
+        finished = time.time()
+        backend.finish(results=[ResultWrite("local", b"SUCCESS", 60)])
+        waiter.join(scaled(5))
+        assert woke and woke[0][0] == b"SUCCESS"
+        assert woke[0][1] - finished < scaled(1.0), "woken by a poll, not by the commit"
+    finally:
+        waiter.join(40)
+        backend.close()
+
+
 @pytest.mark.parametrize("named", ["same", "link"])
 def test_sqlite_a_waiter_in_another_process_is_woken_by_the_commit_not_its_poll(
     tmp_path: Path, named: str
