@@ -77,7 +77,11 @@ PRIME_AHEAD = 0.0003
 # ahead of its start by that much, such a message is lost, not run, if the whole worker
 # dies in between (an orphaned child still runs what it acknowledged: see prefork).
 GROUP_HORIZON = 0.02
-GROUP_LEAD = 0.003  # seconds before their instant that such a group is acknowledged
+# Seconds before their instant that such a group is acknowledged: on a loaded 2-core
+# host a child's wake-up and the round trip after it each came a scheduler slice late
+# (1-3 ms), both children and the parent waking at once; 3 ms left the first start
+# 0.4-1.9 ms late (p50), 8 ms 0.07-0.5 (bench/eta.py --trace).
+GROUP_LEAD = 0.008
 GROUP_MAX = 64
 RUN_OVERHEAD = 0.0001
 

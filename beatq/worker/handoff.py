@@ -200,16 +200,18 @@ class Handoff:
             self.buffer.clear()
             yield rest
 
-    def take_held(self, now: float) -> Delivery | None:
-        """The buffer's head if its eta is after `now` (claimed ahead of it, see
-        Worker._hand_ahead), taken off the buffer; None otherwise or when stopping."""
+    def take_held(self, now: float, most: int) -> list[Delivery]:
+        """Up to `most` deliveries off the buffer's head whose etas are after `now`
+        (claimed ahead of them, see Worker._hand_ahead); none when stopping."""
+        taken: list[Delivery] = []
         with self.lock:
-            if self.stopping.is_set() or not self.buffer:
-                return None
-            eta = self.buffer[0].eta()
-            if eta is None or eta <= now:
-                return None
-            return self.buffer.popleft()
+            buffer = self.buffer
+            while buffer and len(taken) < most and not self.stopping.is_set():
+                eta = buffer[0].eta()
+                if eta is None or eta <= now:
+                    break
+                taken.append(buffer.popleft())
+        return taken
 
     # -- a pool slot -----------------------------------------------------------------------
     def peek(self) -> Delivery | None:

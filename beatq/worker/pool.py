@@ -81,12 +81,13 @@ class Pool(abc.ABC):
         self.on_done(delivery, outcome)
         return after
 
-    def hand_ahead(self, delivery: Delivery) -> bool:
-        """Take `delivery`, claimed ahead of its eta, beyond the pool's slots, so that it
-        waits for its instant where it will run rather than behind the tasks before it
-        (`delivery.ahead` is set: its finish frees no slot). False where the pool cannot
-        (only prefork can: its children hold what they are handed, each in order)."""
-        return False
+    def hand_ahead(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Take `deliveries`, claimed ahead of their eta, beyond the pool's slots, so that
+        each waits for its instant where it will run rather than behind the tasks before
+        it (`delivery.ahead` is set: its finish frees no slot); the rest, in order, that
+        it could not take. Only prefork takes any: its children hold what they are
+        handed, each in order."""
+        return deliveries
 
     def ahead_room(self) -> int:
         """How many more claims `hand_ahead` may take, at most."""

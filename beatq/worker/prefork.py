@@ -72,8 +72,8 @@ def _child(
             if item is None:
                 ending.append("stop")
                 break
-            seq, claim, acked = item
-            queued.append((seq, Delivery(claim, acked)))
+            for seq, claim, acked in item if type(item) is list else [item]:
+                queued.append((seq, Delivery(claim, acked)))
         return not ending
 
     def following() -> list[Delivery]:
@@ -337,43 +337,57 @@ class PreforkPool(Pool):
             else:
                 self._hand(child, delivery)
 
-    def hand_ahead(self, delivery: Delivery) -> bool:
-        """Hand `delivery` (claimed ahead of its eta) to the child holding least, beyond
-        QUEUED, if one has room (AHEAD_COUNT, AHEAD_BYTES): a chunk sharing one eta is in
-        the children before it, and none of its tasks waits for the parent at its instant."""
-        size = len(delivery.claim.body)
+    def hand_ahead(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Hand `deliveries` (claimed ahead of their eta) each to the child holding least,
+        beyond QUEUED, while one has room (AHEAD_COUNT, AHEAD_BYTES), in one pipe message
+        a child: a chunk sharing one eta is in the children before it, and none of its
+        tasks waits for the parent at its instant. The rest, in order, are returned."""
         with self.lock:
             if self.stopping:
-                return False
-            best = None
-            for child in self.children:
-                handed = child.handed
-                if len(handed) >= self.AHEAD_COUNT:
-                    continue
-                if size + sum(len(h.delivery.claim.body) for h in handed) > self.AHEAD_BYTES:
-                    continue
-                if best is None or len(handed) < len(best.handed):
-                    best = child
-            if best is None:
-                return False
-            delivery.ahead = True
-            self.active[delivery.id] = (delivery, time.time())
-            self._hand(best, delivery)
-            return True
+                return deliveries
+            count = {c: len(c.handed) for c in self.children}
+            size = {c: sum(len(h.delivery.claim.body) for h in c.handed) for c in self.children}
+            given: dict[_Child, list[Delivery]] = {}
+            taken = 0
+            for delivery in deliveries:
+                body = len(delivery.claim.body)
+                room = [
+                    c
+                    for c in self.children
+                    if count[c] < self.AHEAD_COUNT and size[c] + body <= self.AHEAD_BYTES
+                ]
+                if not room:
+                    break
+                child = min(room, key=count.__getitem__)
+                count[child] += 1
+                size[child] += body
+                given.setdefault(child, []).append(delivery)
+                taken += 1
+            now = time.time()
+            for child, batch in given.items():
+                for delivery in batch:
+                    delivery.ahead = True
+                    self.active[delivery.id] = (delivery, now)
+                self._hand(child, *batch)
+            return deliveries[taken:]
 
     def ahead_room(self) -> int:
         """How many more claims `hand_ahead` may take, at most (bytes aside)."""
         return sum(max(0, self.AHEAD_COUNT - len(c.handed)) for c in self.children)
 
-    def _hand(self, child: _Child, delivery: Delivery) -> None:
-        """With the lock: numbers and sends in one step, so the child gets them in order.
-        The child is sent the claim, not the decoded message: it decodes it itself."""
-        child.seq += 1
-        child.handed.append(_Handed(child.seq, delivery))
+    def _hand(self, child: _Child, *deliveries: Delivery) -> None:
+        """With the lock: numbers and sends in one step, so the child gets them in order;
+        several in one message (a list). The child is sent the claims, not the decoded
+        messages: it decodes them itself."""
+        items = []
+        for delivery in deliveries:
+            child.seq += 1
+            child.handed.append(_Handed(child.seq, delivery))
+            items.append((child.seq, delivery.claim, delivery.acked))
         try:
-            child.conn.send((child.seq, delivery.claim, delivery.acked))
+            child.conn.send(items[0] if len(items) == 1 else items)
         except OSError:  # the child died meanwhile: its sentinel tells, and gives it back
-            log.warning("could not hand %s to child %s", delivery.id, child.process.pid)
+            log.warning("could not hand %s to child %s", deliveries[0].id, child.process.pid)
 
     def running(self) -> list[tuple[Delivery, float]]:
         now, wall = time.monotonic(), time.time()

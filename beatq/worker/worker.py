@@ -452,8 +452,8 @@ class Worker:
             return False
         handed = False
         while not self.stopping.is_set():
-            delivery = handoff.take_held(time.time())
-            if delivery is None:
+            run = handoff.take_held(time.time(), AHEAD_CLAIM)
+            if not run:
                 room = min(self.pool.ahead_room(), AHEAD_CLAIM)
                 if handoff.buffer or not handed or not room:
                     break
@@ -466,13 +466,14 @@ class Worker:
                 if not self._hold(self._trim_ready(claimed)):
                     break
                 continue
-            if handoff.is_revoked(delivery):
+            for delivery in [d for d in run if handoff.is_revoked(d)]:
+                run.remove(delivery)
                 self._skip_revoked(delivery)
-                continue
-            if not self.pool.hand_ahead(delivery):
-                handoff.put([delivery], before=True)
+            rest = self.pool.hand_ahead(run)
+            handed = handed or len(rest) < len(run)
+            if rest:
+                handoff.put(rest, before=True)
                 break
-            handed = True
         return handed
 
     def _trim_ready(self, claimed: Claimed) -> Claimed:
