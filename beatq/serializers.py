@@ -650,6 +650,8 @@ def encode(
 
     ``encoding`` is the canonical compression name, or None when uncompressed.
     """
+    if serializer == "json" and compression is None:  # the default, in fewer steps
+        return "application/json", None, _json_dumps(obj)
     ctype, data = dumps(obj, serializer)
     if compression is None or compression in _NO_COMPRESSION:
         return ctype, None, data

@@ -99,3 +99,19 @@ def test_a_header_is_read_as_json_reads_it_whatever_its_encoding(encoding) -> No
     assert read_header(head + b"\n[[],{},{}]") == header
     with pytest.raises(messages.MessageError, match="corrupt message header"):
         read_header(b'{"v": 1, "id": "x"} trailing\n[]')
+
+
+def test_ids_made_many_at_once_are_random_version_4_uuids() -> None:
+    from beatq.messages import new_ids
+
+    assert new_ids(0) == [] and len(new_ids(1)) == 1
+    ids = [i for _ in range(200) for i in new_ids(100)]
+    assert len(set(ids)) == len(ids) == 20_000
+    for value in ids[:2000]:
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # every hex digit but the version's is random: each of the 16 shows at each place
+    for place in [p for p in range(36) if p not in (8, 13, 14, 18, 23)]:
+        seen = {value[place] for value in ids}
+        assert seen == (set("89ab") if place == 19 else set("0123456789abcdef")), place
