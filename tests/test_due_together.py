@@ -97,3 +97,23 @@ def test_a_chunk_sharing_one_eta_is_claimed_whole_ahead_beyond_the_prefetch(app,
         if most == 20:
             break
     assert most == 20, "claimed at once before the eta, at most"
+
+
+def test_a_prefork_child_runs_the_task_it_started_behind_ones_not_yet_reported() -> None:
+    """A child reports a chunk's outcomes a few at a time (prefork.REPORT_MAX): what the
+    parent still holds as handed may begin with tasks that have finished. The running one
+    (whose hard time limit the parent enforces) is the one the board says it started."""
+    import multiprocessing
+
+    from beatq.brokers import Claim
+    from beatq.worker.prefork import DONE, STARTED, _Child, _Handed
+
+    board = multiprocessing.get_context("fork").Array("d", [-1.0, 0.0, 0.0, 0.0, -1.0])
+    child = _Child(None, None, board)
+    child.handed.extend(
+        _Handed(seq, Delivery(Claim(f"m{seq}", "celery", b""))) for seq in (1, 2, 3)
+    )
+    board[STARTED], board[DONE] = 2, 1
+    running = child.running()
+    assert running is not None and running.handed.seq == 2
+    assert child.waiting() is child.handed[2]

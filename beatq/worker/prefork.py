@@ -36,6 +36,11 @@ from .recycle import Recycle
 log = logging.getLogger("beatq.worker")
 
 LIMITS_EVERY = 0.05  # seconds between two looks at the children's time limits
+# A child running a chunk of ETA tasks acknowledged together (Executor._due_with) reports
+# what became of them in one message when the next does not start at once, or at this
+# many: the parent then wakes a few times a chunk, not once a task, while the chunk's
+# tasks want both cores. Which have finished the board says at once (DONE).
+REPORT_MAX = 16
 ORPHAN_EVERY = 0.2  # seconds between two looks of a child at whether its parent lives
 
 
@@ -85,8 +90,16 @@ def _child(
         floor = board[FLOOR]
         return [delivery for seq, delivery in queued if seq >= floor]
 
+    reports: list[tuple[int, Outcome | None]] = []  # finished, not yet told the parent
+
+    def report() -> None:
+        if reports:
+            conn.send(reports[0] if len(reports) == 1 else list(reports))
+            reports.clear()
+
     while True:
         if not queued and not ending:
+            report()
             if not sent(IDLE_AFTER):
                 executor.flush_events()  # no next task at once: send the events held back
             # A parent killed with SIGKILL never says goodbye, and the pipe stays open (other
@@ -95,6 +108,7 @@ def _child(
                 if os.getppid() != parent:
                     return
         if not receive():
+            report()
             if ending == ["stop"]:  # what was handed before the word ran already
                 executor.flush_events()
                 signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
@@ -120,14 +134,30 @@ def _child(
             log.exception("child failed while running %s", delivery.id)
         if then is not None and outcome is not None and outcome.then_acked:
             then.acked = True
-        conn.send((seq, outcome))  # the parent counts it (metrics)
+        reports.append((seq, outcome))  # the parent counts it (metrics)
+        board[DONE] = seq
+        if len(reports) >= REPORT_MAX or not _starts_next(delivery, queued, board):
+            report()
         done += 1
         why = recycle and recycle.due(done)
         if why:  # retire: the parent replaces this child and re-hands what waits here
+            report()
             log.info("child process %s %s: replaced", os.getpid(), why)
             executor.flush_events()
             signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
             return
+
+
+def _starts_next(ran: Delivery, queued: deque[tuple[int, Delivery]], board: Any) -> bool:
+    """In the child: whether, after the ETA task `ran`, the next one starts at once with no
+    round trip (acknowledged already and due), so its report may wait for the next's."""
+    if ran.eta() is None or not queued:
+        return False
+    seq, delivery = queued[0]
+    if seq < board[FLOOR] or not delivery.acked:
+        return False
+    eta = delivery.eta()
+    return eta is None or eta <= time.time()
 
 
 def _die_with(parent: int) -> None:
@@ -160,7 +190,7 @@ def _poller(conn: Connection) -> Callable[[float], bool]:
     return sent
 
 
-STARTED, FLOOR, SINCE, LIMIT = 0, 1, 2, 3  # a child's board: see _Child
+STARTED, FLOOR, SINCE, LIMIT, DONE = 0, 1, 2, 3, 4  # a child's board: see _Child
 
 
 def _begin(board: Any, seq: int) -> bool:
@@ -211,13 +241,14 @@ class _Child:
     the number of the claim it started last, the lowest number it may still start
     (what the parent took back lies below), when it started (monotonic clock) and the
     hard time limit of its task, which the child reads as it decodes the message (0
-    until then, or for none)."""
+    until then, or for none), and the number of the claim it finished last (its report
+    may follow, REPORT_MAX)."""
 
     def __init__(self, process: Any, conn: Connection, board: Any) -> None:
         self.process = process
         self.conn = conn
         self.board = board
-        self.handed: deque[_Handed] = deque()  # not reported finished; the first runs
+        self.handed: deque[_Handed] = deque()  # not reported finished, in order
         self.seq = 0
         self.idle_since: float | None = None  # when autoscale saw it idle first (monotonic)
         self.killed: BaseException | None = None  # why the parent killed it, if it did
@@ -226,11 +257,14 @@ class _Child:
         """The delivery this child runs now, since when, and its limit, if any."""
         with self.board.get_lock():
             started, since, limit = self.board[STARTED], self.board[SINCE], self.board[LIMIT]
-        try:
-            first = self.handed[0]  # read without the pool's lock: it may empty meanwhile
-        except IndexError:
-            return None
-        return _Running(first, since, limit) if first.seq == started else None
+        # read without the pool's lock: it may change meanwhile; what ran before it may be
+        # ahead of it, not yet reported (REPORT_MAX)
+        for handed in list(self.handed):
+            if handed.seq == started:
+                return _Running(handed, since, limit)
+            if handed.seq > started:
+                break
+        return None
 
     def waiting(self) -> _Handed | None:
         """The first claim handed over that the child has not started."""
@@ -296,7 +330,7 @@ class PreforkPool(Pool):
 
     def _spawn(self) -> _Child:
         parent_conn, child_conn = self.ctx.Pipe()
-        board = self.ctx.Array("d", [-1.0, 0.0, 0.0, 0.0])
+        board = self.ctx.Array("d", [-1.0, 0.0, 0.0, 0.0, -1.0])
         process = self.ctx.Process(
             target=_child,
             args=(self.executor, child_conn, board, self.crowded, self.recycle),
@@ -415,10 +449,11 @@ class PreforkPool(Pool):
                 child, died = key.data
                 if not died:
                     try:
-                        seq, outcome = child.conn.recv()
+                        item = child.conn.recv()
                     except (EOFError, OSError):
                         continue  # its sentinel tells
-                    self._free(child, seq, outcome)
+                    for seq, outcome in item if type(item) is list else [item]:
+                        self._free(child, seq, outcome)
                 elif not self.stopping and child in self.children:
                     self._replace(child, WorkerLostError("the child process died"))
             self._balance()
@@ -596,14 +631,16 @@ class PreforkPool(Pool):
             self.children.append(self._spawn())
         try:
             while child.conn.poll():
-                seq, outcome = child.conn.recv()
-                self._free(child, seq, outcome)
+                item = child.conn.recv()
+                for seq, outcome in item if type(item) is list else [item]:
+                    self._free(child, seq, outcome)
         except (EOFError, OSError):
             pass
         child.conn.close()
         with self.lock:
-            started = child.board[STARTED]
-            lost = [h for h in child.handed if h.seq <= started]
+            started, finished = child.board[STARTED], child.board[DONE]
+            ended = [h for h in child.handed if h.seq <= finished]  # reports not sent
+            lost = [h for h in child.handed if finished < h.seq <= started]
             again = [h for h in child.handed if h.seq > started]
             child.handed.clear()
         code = child.process.exitcode
@@ -614,6 +651,8 @@ class PreforkPool(Pool):
             child.process.pid,
             code,
         )
+        for handed in ended:  # finished and stored: what became of each is not known here
+            self._done(handed.delivery, None)
         for handed in lost:
             outcome = self.executor.fail_lost(handed.delivery.claim, child.killed or reason)
             self._done(handed.delivery, outcome)
