@@ -418,10 +418,11 @@ class Executor:
         self, message: Message, held: float | None, following: list[Delivery]
     ) -> list[Delivery]:
         """Those of `following` (what this thread runs next, in order) to acknowledge with
-        `message` as it starts (see GROUP_HORIZON): due by its instant, acknowledged at their
-        start, of tasks whose runs this process has seen, and starting within the horizon
-        by those runs."""
-        if self.events_on or not following:
+        `message` as it starts (see GROUP_HORIZON): ETA tasks, as it is, due by its instant,
+        acknowledged at their start, of tasks whose runs this process has seen, and
+        starting within the horizon by those runs. Tasks sent with no eta are acknowledged
+        each just before it starts, as before (a drain's next by the finish before it)."""
+        if self.events_on or not following or message.eta is None:
             return []
         due = held if held is not None else time.time()
         seen = self.runtimes.get(message.task)
@@ -438,7 +439,7 @@ class Executor:
                 later = delivery.message(self.accept)
             except DECODE_ERRORS:
                 break
-            if later.eta is not None and later.eta > due:
+            if later.eta is None or later.eta > due:
                 break
             task = self.app.tasks.get(later.task)
             if task is None or task.option("track_started"):
