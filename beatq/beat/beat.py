@@ -27,7 +27,6 @@ import logging
 import os
 import random
 import socket
-import threading
 import time
 import uuid
 from collections import deque
@@ -43,6 +42,7 @@ from ..brokers.urls import process_urls
 from ..exceptions import BrokerError, LeaseLost, ScheduleError
 from ..messages import Message
 from ..metrics import Metrics
+from ..stop_event import StopEvent
 from ..timeline import beat_timeline
 from ..timezones import format_entry_time
 from ..wakeup import nap_until, tighten_timer_slack
@@ -165,7 +165,7 @@ class Beat:
         self.ttl = float(lease_ttl or app.conf.beat_lease_ttl)
         self.clock = clock
         self.lease = LeaderLease(app.broker, LEASE_NAME, self.holder, self.ttl)
-        self.stopping = threading.Event()
+        self.stopping = StopEvent()  # set by `beatq beat`'s signal handler: see stop_event.py
         self.entries: dict[str, Entry] = {}
         self.records: dict[str, EntryRecord] = {}  # per entry: settled, counters, last task
         # (send at, -push number, version, name, run at): of runs sent at one instant, the

@@ -27,6 +27,7 @@ from collections.abc import Callable, Container, Iterator, Sequence
 
 from ..brokers import Claim
 from ..calling import MAX_PRIORITY
+from ..stop_event import StopEvent
 from .delivery import Delivery
 from .throttle import Throttle
 
@@ -96,7 +97,7 @@ class Handoff:
         self,
         slots: int,
         revoked: Container[str],
-        stopping: threading.Event,
+        stopping: StopEvent,
         low: int,
         queues: Sequence[str] = (),
         throttle: Throttle | None = None,

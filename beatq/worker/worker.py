@@ -47,6 +47,7 @@ from ..brokers.urls import process_urls
 from ..calling import MAX_PRIORITY
 from ..exceptions import BrokerError, ConfigurationError
 from ..metrics import Metrics
+from ..stop_event import StopEvent
 from ..timeline import worker_timeline
 from .asyncio_pool import DEFAULT_CONCURRENCY, AsyncioPool
 from .autoscale import Autoscale, parse_autoscale
@@ -172,7 +173,7 @@ class Worker:
         self.ack_first: frozenset[str] = frozenset()  # see _acked_at_start
         self.held: dict[str, Claim] = {}  # claimed and not yet finished: renewed by heartbeat
         self.held_lock = threading.Lock()
-        self.stopping = threading.Event()
+        self.stopping = StopEvent()  # set by the signal handlers: see stop_event.py
         self.signals = 0
         self.waiting = False  # the main thread is blocked on the broker's wake-up
         self.failures = 0  # broker calls failed in a row in the consumer loop
