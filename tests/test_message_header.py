@@ -115,3 +115,40 @@ def test_ids_made_many_at_once_are_random_version_4_uuids() -> None:
     for place in [p for p in range(36) if p not in (8, 13, 14, 18, 23)]:
         seen = {value[place] for value in ids}
         assert seen == (set("89ab") if place == 19 else set("0123456789abcdef")), place
+
+
+def test_a_forked_child_makes_ids_of_its_own() -> None:
+    import os
+
+    new_id()  # the pool filled in the parent
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, then out at once
+        try:
+            os.write(write, " ".join(new_id() for _ in range(3)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = pipe.read().split()
+    os.waitpid(pid, 0)
+    parent = [new_id() for _ in range(3)]
+    assert len(child) == 3 and not set(child) & set(parent)
+
+
+def test_threads_taking_ids_at_once_never_share_one() -> None:
+    import threading
+
+    taken: list[list[str]] = [[] for _ in range(4)]
+
+    def take(into: list[str]) -> None:
+        for _ in range(5_000):
+            into.append(new_id())
+
+    threads = [threading.Thread(target=take, args=(t,)) for t in taken]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [i for t in taken for i in t]
+    assert len(set(every)) == len(every) == 20_000

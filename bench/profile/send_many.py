@@ -9,6 +9,7 @@ hour ahead, as bench/eta.py's waiting run sends them. Prints the client's CPU µ
 rate and the server's CPU µs a task (INFO). Without --url: a private redis-server of its own
 (never the shared one). --profile: cProfile of one repeat instead, by own time.
 --measure K: send K tasks once, print K (for callgrind, as hot_cpu.py's --measure).
+--distinct: each call its own arguments (due, i) instead of one tuple for all (bench/eta.py's).
 --tree DIR: the beatq to measure (default this checkout), for two trees side by side.
 """
 
@@ -31,6 +32,9 @@ parser.add_argument("--chunk", type=int, default=100)
 parser.add_argument("--repeat", type=int, default=5)
 parser.add_argument("--profile", action="store_true")
 parser.add_argument("--measure", type=int, default=None)
+parser.add_argument(
+    "--distinct", action="store_true", help="each call its own args (due, i), not one object"
+)
 opts = parser.parse_args()
 sys.path.insert(0, opts.tree)
 sys.path.insert(1, str(ROOT))
@@ -49,7 +53,8 @@ def send(task, n: int, chunk: int) -> tuple[float, float, float]:
     for i in range(steps):
         k = chunk if i < steps - 1 else n - sent
         due = base + 600 * i / steps
-        task.apply_many([(due,)] * k, eta=due)
+        calls = [(due, j) for j in range(k)] if opts.distinct else [(due,)] * k
+        task.apply_many(calls, eta=due)
         sent += k
     sys_s = resource.getrusage(resource.RUSAGE_SELF).ru_stime - s0
     return time.process_time() - c0, sys_s, time.perf_counter() - t0
@@ -67,7 +72,7 @@ def main(url: str) -> None:
     app = Beatq("sendmany", broker=url)
 
     @app.task(ignore_result=True)
-    def late(eta: float) -> None:
+    def late(eta: float, n: int = 0) -> None:
         return None
 
     def reset() -> None:
