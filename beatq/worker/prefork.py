@@ -375,9 +375,11 @@ class PreforkPool(Pool):
         """Hand `deliveries` (claimed ahead of their eta) each to the child holding least,
         beyond QUEUED, while one has room (AHEAD_COUNT, AHEAD_BYTES), in one pipe message
         a child: a chunk sharing one eta is in the children before it, and none of its
-        tasks waits for the parent at its instant. The rest, in order, are returned."""
+        tasks waits for the parent at its instant. The rest, in order, are returned. None
+        while a claim is parked: it waits for a child with nothing handed, which claims
+        handed ahead would keep from coming (it waited seconds so, under a backlog)."""
         with self.lock:
-            if self.stopping:
+            if self.stopping or self.parked:
                 return deliveries
             count = {c: len(c.handed) for c in self.children}
             size = {c: sum(len(h.delivery.claim.body) for h in c.handed) for c in self.children}
@@ -407,6 +409,8 @@ class PreforkPool(Pool):
 
     def ahead_room(self) -> int:
         """How many more claims `hand_ahead` may take, at most (bytes aside)."""
+        if self.parked:
+            return 0
         return sum(max(0, self.AHEAD_COUNT - len(c.handed)) for c in self.children)
 
     def _hand(self, child: _Child, *deliveries: Delivery) -> None:

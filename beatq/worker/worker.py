@@ -464,7 +464,7 @@ class Worker:
                 except BrokerError as exc:
                     log.error("could not claim ahead (%s); retrying", exc)
                     break
-                if not self._hold(self._trim_ready(claimed)):
+                if not self._hold(claimed) or self._behind(claimed):
                     break
                 continue
             for delivery in [d for d in run if handoff.is_revoked(d)]:
@@ -477,17 +477,14 @@ class Worker:
                 break
         return handed
 
-    def _trim_ready(self, claimed: Claimed) -> Claimed:
-        """A claim of `_hand_ahead` that found ready messages (sent since: they come
-        before any held one) keeps a batch of them, as any claim, and puts the rest back."""
+    @staticmethod
+    def _behind(claimed: Claimed) -> bool:
+        """Whether a claim of `_hand_ahead` found work due already (the broker gives what
+        is due first): the worker is behind, and no more is claimed ahead; what it found
+        waits in the buffer for a slot, as any claim's (given back, a due ETA message
+        would wait behind every other due one: seconds, under a backlog)."""
         now = time.time()
-        ready = [c for c in claimed.claims if (Delivery(c).eta() or 0.0) <= now]
-        if len(ready) <= self.batch:
-            return claimed
-        extra = {c.id for c in ready[self.batch :]}
-        self._release([c for c in claimed.claims if c.id in extra])
-        kept = [c for c in claimed.claims if c.id not in extra]
-        return Claimed(kept, claimed.next_eta, claimed.acked)
+        return any((Delivery(c).eta() or 0.0) <= now for c in claimed.claims)
 
     def _fill(self, broker: Any) -> bool:
         """Claim a batch into the buffer; when there is none, wait for work. True if filled."""
