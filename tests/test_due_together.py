@@ -119,3 +119,41 @@ def test_a_prefork_child_runs_the_task_it_started_behind_ones_not_yet_reported()
     running = child.running()
     assert running is not None and running.handed.seq == 2
     assert child.waiting() is child.handed[2]
+
+
+def test_a_parked_claim_goes_to_the_first_idle_child_before_later_ones() -> None:
+    """Children holding claims handed ahead park what is submitted meanwhile; the first
+    child with nothing handed takes the claim parked first, not the one submitted then
+    (handed past it, a parked claim waited seconds under a stream of ETA tasks)."""
+    import multiprocessing
+    import threading
+
+    from beatq.brokers import Claim
+    from beatq.worker.handoff import Handoff
+    from beatq.worker.prefork import PreforkPool, _Child, _Handed
+
+    class Pipe:
+        def __init__(self) -> None:
+            self.sent: list = []
+
+        def send(self, item) -> None:
+            self.sent.append(item)
+
+    ctx = multiprocessing.get_context("fork")
+    handoff = Handoff(6, set(), threading.Event(), low=1)
+    pool = PreforkPool(None, 2, lambda d, o: None, handoff)  # type: ignore[arg-type]
+    pool.children = [
+        _Child(None, Pipe(), ctx.Array("d", [-1.0, 0.0, 0.0, 0.0, -1.0])) for _ in range(2)
+    ]
+    for child in pool.children:  # each holds more than QUEUED
+        for seq in range(1, 5):
+            child.handed.append(_Handed(seq, Delivery(Claim(f"held{seq}", "celery", b""))))
+        child.seq = 4
+    first, then = (Delivery(Claim(id_, "celery", b"x")) for id_ in ("first", "then"))
+    pool.submit(first)
+    assert list(pool.parked) == [first]
+    idle = pool.children[1]
+    idle.handed.clear()  # its tasks reported finished
+    pool.submit(then)
+    assert [item[1].id for item in idle.conn.sent] == ["first"]
+    assert list(pool.parked) == [then]

@@ -363,13 +363,29 @@ class PreforkPool(Pool):
             self.active[delivery.id] = (delivery, time.time())
             child = min(self.children, key=lambda c: len(c.handed))
             # A big message waits here for an idle child: sent to a busy one it could
-            # fill the pipe, and the parent would wait until that child's task ends.
-            if child.handed and (
-                len(child.handed) > self.queued or len(delivery.claim.body) > self.QUEUE_BODY_MAX
+            # fill the pipe, and the parent would wait until that child's task ends. One
+            # parked before goes first: handed past it, a stream of claims kept it parked
+            # for seconds while children held claims handed ahead (hand_ahead).
+            if self.parked or (
+                child.handed
+                and (
+                    len(child.handed) > self.queued
+                    or len(delivery.claim.body) > self.QUEUE_BODY_MAX
+                )
             ):
                 self.parked.append(delivery)
+                self._unpark()
             else:
                 self._hand(child, delivery)
+
+    def _unpark(self) -> None:
+        """With the lock: the parked claims, first come first, to children with nothing
+        handed."""
+        for child in self.children:
+            if not self.parked:
+                return
+            if not child.handed:
+                self._hand(child, self.parked.popleft())
 
     def hand_ahead(self, deliveries: list[Delivery]) -> list[Delivery]:
         """Hand `deliveries` (claimed ahead of their eta) each to the child holding least,
