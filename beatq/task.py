@@ -566,17 +566,15 @@ class Task:
         **options: Any,
     ) -> list[AsyncResult]:
         """Send many calls of this task in one round trip; each item is args, or (args, kwargs)."""
-        pairs = []
-        for call in calls:
-            if (
-                isinstance(call, tuple)
-                and len(call) == 2
-                and isinstance(call[1], Mapping)
-                and isinstance(call[0], (list, tuple))
-            ):
-                pairs.append((call[0], call[1]))
-            else:
-                pairs.append((call, _NO_KWARGS))
+        pairs = [
+            (call[0], call[1])
+            if isinstance(call, tuple)
+            and len(call) == 2
+            and isinstance(call[1], Mapping)
+            and isinstance(call[0], (list, tuple))
+            else (call, _NO_KWARGS)
+            for call in calls
+        ]
         if self.typing and type(self).check_call is not Task.check_call:
             for args, kwargs in pairs:
                 self.check_call(args, kwargs)

@@ -354,6 +354,7 @@ def _send_args(messages: Sequence[Outgoing]) -> list[Any]:
     `_stored`, prefixed here with "queue\\n" as the store keeps it: the script copies
     nothing)."""
     args: list[Any] = []
+    add = args.append
     queue: str | None = None
     eta: float | None = None
     count_at = 0
@@ -361,12 +362,16 @@ def _send_args(messages: Sequence[Outgoing]) -> list[Any]:
     for m in messages:
         name = banded(m.queue, m.priority) if m.priority else m.queue
         if name != queue or m.eta != eta:
+            if args:  # the run before is complete: its length
+                args[count_at] = (len(args) - count_at) // 2
             queue, eta = name, m.eta
             args += [name, "" if eta is None else repr(float(eta)), 0]
             count_at = len(args) - 1
             head = name.encode() + b"\n"
-        args[count_at] += 1
-        args += [m.id, head + (ACK_AT_CLAIM if m.ack_at_claim else ACK_AFTER) + m.body]
+        add(m.id)
+        add(head + (ACK_AT_CLAIM if m.ack_at_claim else ACK_AFTER) + m.body)
+    if args:
+        args[count_at] = (len(args) - count_at) // 2
     return args
 
 
