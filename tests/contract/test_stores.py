@@ -367,7 +367,7 @@ def test_sqlite_a_file_of_schema_4_is_migrated_in_place(tmp_path: Path) -> None:
 def test_sqlite_a_file_of_schema_11_is_upgraded_with_every_message_kept(tmp_path: Path) -> None:
     """A real schema-11 file (tests/data/sqlite_v11.py made it with the code of then):
     in q, p1 (priority 5, acknowledged at claim), h1 (put back to the head), then r1, r2,
-    r3 as sent; in w, w1 claimed for an hour and w2 whose claim expired; in d, d1 delayed
+    r3 as sent; in w, w1 claimed for years and w2 whose claim expired; in d, d1 delayed
     for years and d2 due; x1 a dead letter; t1's result. Each comes out as it went in, in
     its order, and a message sent after the upgrade goes behind them."""
     from beatq.brokers import sqlite_db

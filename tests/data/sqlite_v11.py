@@ -36,7 +36,7 @@ with tempfile.TemporaryDirectory() as tmp:
     )
     b.release(head.claims)  # h1 back at the head of q
     b.send([Outgoing("w", "w1", b'{"w": 1}'), Outgoing("w", "w2", b'{"w": 2}')])
-    b.claim(["w"], 1, 3600)  # w1: claimed for an hour
+    b.claim(["w"], 1, 10**8)  # w1: claimed for years
     b.claim(["w"], 1, 0.01)  # w2: its claim expires at once
     b.send([Outgoing("d", "d1", b'{"d": 1}', eta=now + 10**8)])  # delayed for years
     b.send([Outgoing("d", "d2", b'{"d": 2}', eta=now + 1)])  # due by the time a test runs
