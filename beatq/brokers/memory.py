@@ -463,6 +463,8 @@ class MemoryBackend(RowBeatState, RowSchedules, Backend):
             if step.join is not None and s.join(step.join, now):
                 s.put(step.join.unlock, now)
             for m in step.send:
+                if m.id in stale:  # sent in a stale one's stead (see lua/finish.lua)
+                    continue
                 s.put(m, now)
             if any(r.final for r in results):
                 s.finals.notify_all()

@@ -345,9 +345,10 @@ class Delivery(Store):
         Returns the ids of the `ack` claims that were stale: their claim had expired (a
         worker paused past its visibility timeout) and the message was delivered again,
         whether it waits, is held by another worker or was run and acknowledged there.
-        A worker must not start such a message: it is another delivery's now. A claim
-        whose acknowledgement went through in an earlier try of this call (its reply
-        lost) is not stale. Empty as a rule.
+        A worker must not start such a message: it is another delivery's now, and a
+        message of `send` with the id of a stale one (a retry, a rate-limited task put
+        back) is not sent. A claim whose acknowledgement went through in an earlier try
+        of this call (its reply lost) is not stale. Empty as a rule.
         """
         if results and self._results is not None:
             self._results.store_results(results)

@@ -602,7 +602,8 @@ class SqliteBackend(RowBeatState, RowSchedules, Backend):
                 )
             if join is not None and self._join(conn, join, now):
                 _put(conn, [join.unlock], now)
-            _put(conn, step.send, now)
+            # not a message sent in a stale one's stead (see lua/finish.lua)
+            _put(conn, [m for m in step.send if m.id not in stale] if stale else step.send, now)
             self._add_events(conn, step.events, None)
             self._sweep(conn, now)
         return stale

@@ -502,3 +502,18 @@ def test_a_stale_ack_is_told_so_after_the_redelivery_ran_and_was_acknowledged(
     assert b.finish(ack=[live]) == set()
     assert b.finish(ack=[live]) == set(), "acknowledged already, by this claim"
     assert b.finish(ack=[stale, live], token=uuid.uuid4().hex) == {"m"}
+
+
+def test_a_message_sent_in_a_stale_ones_stead_is_not_sent(b: Backend) -> None:
+    """A task retried (or a rate-limited one put back) sends its message again, by its id,
+    with its acknowledgement: when that acknowledgement is stale, the message is another
+    delivery's, and the copy would run it twice."""
+    b.send([out("m")])
+    (stale,) = b.claim(["q"], 1, 0.2).claims
+    (fresh,) = wait_for(lambda: b.claim(["q"], 1, 30).claims, 3, "the redelivery")
+    again = out("m", body=b"retry", eta=time.time() + 0.2)
+    assert b.finish(ack=[stale], send=[again, out("other")], token=uuid.uuid4().hex) == {"m"}
+    assert [c.id for _, c in b.scheduled()] == [], "the retry of a stale claim is not sent"
+    assert ids(b.claim(["q"], 10, 30).claims) == ["other"], "the rest of the finish is"
+    assert b.finish(ack=[fresh], send=[again]) == set()
+    assert [c.id for _, c in b.scheduled()] == ["m"], "the live one's retry is sent"

@@ -7,13 +7,15 @@
 -- In this order: acknowledge, store results (a final one wakes its waiters), count the
 -- chord member (the one that completes the header sends the unlock message), send.
 -- A finish whose token was seen already (a retry after a lost reply) does nothing.
--- Returns the acknowledged claims that were stale (see Store.finish), as a rule none.
+-- Returns the acknowledged claims that were stale (see Store.finish), as a rule none; a
+-- message sent in their stead (a retry, a rate-limited one put back: the same id) is not
+-- sent, as that message is another delivery's now.
 local msgs, unacked, delayed = KEYS[1], KEYS[2], KEYS[3]
 local prefix = ARGV[1]
 if ARGV[2] ~= '' and not redis.call('SET', prefix .. ':done:' .. ARGV[2], '1', 'NX', 'PX', ARGV[3]) then
   return {}
 end
-local stale = {}
+local stale, replaced = {}, {}
 local i = 4
 local n_ack = tonumber(ARGV[i])
 for j = i + 1, i + n_ack do
@@ -25,6 +27,7 @@ for j = i + 1, i + n_ack do
   elseif redis.call('HEXISTS', msgs, id_of(ARGV[j])) == 1
       or redis.call('ZSCORE', prefix .. ':expired', ARGV[j]) then
     stale[#stale + 1] = ARGV[j]
+    replaced[id_of(ARGV[j])] = true
   end
 end
 i = i + n_ack + 1
@@ -55,6 +58,8 @@ if group ~= '' then
 end
 i = i + 8
 for j = i, #ARGV, 4 do
-  send_one(prefix, msgs, delayed, woken, ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3])
+  if not replaced[ARGV[j + 1]] then
+    send_one(prefix, msgs, delayed, woken, ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3])
+  end
 end
 return stale
