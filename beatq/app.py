@@ -594,6 +594,7 @@ class Beatq:
         The options are worked out once, for the first call; the others copy its message
         with their own id and arguments (a router that looks at the arguments, or a
         given task_id, makes every call its own)."""
+        result_cls = options.pop("result_cls", None)  # the handles' class, as send_task's
         outgoing: list[Outgoing] = []
         events: list[bytes] | None = [] if self.conf.task_send_sent_event else None
         routes = self.conf.task_routes
@@ -621,7 +622,10 @@ class Beatq:
                     events.append(_sent_event(copy))
         self.publish(outgoing, *self._retry_options(options), events=events or ())
         name = task.name
-        results = [AsyncResult(o.id, self, name) for o in outgoing]
+        if result_cls is None:
+            results = [AsyncResult(o.id, self, name) for o in outgoing]
+        else:
+            results = [result_cls(o.id, app=self, task_name=name) for o in outgoing]
         if self._ignores(options, task):
             for result in results:
                 result.ignored = True

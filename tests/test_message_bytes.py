@@ -286,3 +286,21 @@ def test_apply_many_checks_each_call_with_the_tasks_own_check_call(monkeypatch) 
     sent.clear()
     plain.apply_many([(1,), [1, 2], ((), {"x": 1}), iter([5])])
     assert len(sent) == 4
+
+
+def test_apply_many_makes_its_handles_of_result_cls(monkeypatch) -> None:
+    from beatq.result import AsyncResult
+
+    class Mine(AsyncResult):
+        pass
+
+    app, sent = _batch_app(monkeypatch)
+
+    @app.task(name="t.add")
+    def add(x):
+        return None
+
+    results = add.apply_many([(1,), (2,), (3,)], result_cls=Mine)
+    assert [type(r) for r in results] == [Mine] * 3
+    assert [r.id for r in results] == [o.id for o in sent]
+    assert all("result_cls" not in decode(o.body, None).options for o in sent)
