@@ -23,36 +23,17 @@ class Delivery:
     `acked`: the message was acknowledged already, in its claim or by the finish of the
     task that ran before it in the same thread or child, so it starts without an
     acknowledgement of its own. The flag travels with the claim rather than beside it.
-
-    `ahead`: the pool holds it beyond its slots, handed over ahead of its eta (see
-    Pool.hand_ahead): its finish frees no slot.
     """
 
-    __slots__ = ("claim", "acked", "ahead", "signed", "_message", "_error", "_name", "_eta")
+    __slots__ = ("claim", "acked", "signed", "_message", "_error", "_name")
 
     def __init__(self, claim: Claim, acked: bool = False) -> None:
         self.claim = claim
         self.acked = acked
-        self.ahead = False
         self.signed = False  # its signature was checked and holds (Executor._refusal)
         self._message: Message | None = None
         self._error: Exception | None = None
         self._name: str | None = None
-        self._eta: float | None | bool = False  # False: not read yet
-
-    def eta(self) -> float | None:
-        """Its eta (POSIX seconds), from the header alone, read once; None for none, or
-        for a body whose header does not read (it is dead-lettered where it runs)."""
-        if self._eta is False:
-            if self._message is not None:
-                self._eta = self._message.eta
-            else:
-                try:
-                    eta = messages.read_header(self.claim.body).get("eta")
-                except messages.MessageError:
-                    eta = None
-                self._eta = float(eta) if isinstance(eta, (int, float)) else None
-        return self._eta  # type: ignore[return-value]
 
     @property
     def name(self) -> str:

@@ -69,21 +69,6 @@ STALE_KEPT = 1000  # stale acknowledgements remembered for their `begin` (see _f
 AHEAD = 0.02
 START_LEAD = 0.001
 PRIME_AHEAD = 0.0003
-# Tasks due together (a chunk sent with one eta, handed to a prefork child ahead of it)
-# are acknowledged in one round trip as the first of them starts, rather than each by
-# the finish before it: those this child will start within GROUP_HORIZON seconds by the
-# runtimes it has seen (RUN_OVERHEAD added per task), GROUP_MAX at most, and only tasks
-# acknowledged as they start (not acks_late, no STARTED state, events off). Acknowledged
-# ahead of its start by that much, such a message is lost, not run, if the whole worker
-# dies in between (an orphaned child still runs what it acknowledged: see prefork).
-GROUP_HORIZON = 0.02
-# Seconds before their instant that such a group is acknowledged: on a loaded 2-core
-# host a child's wake-up and the round trip after it each came a scheduler slice late
-# (1-3 ms), both children and the parent waking at once; 3 ms left the first start
-# 0.4-1.9 ms late (p50), 8 ms 0.07-0.5 (bench/eta.py --trace).
-GROUP_LEAD = 0.008
-GROUP_MAX = 64
-RUN_OVERHEAD = 0.0001
 
 
 class Begun(NamedTuple):
@@ -160,25 +145,19 @@ class Executor:
         self.pending: list[bytes] = []
         self.pending_lock = threading.Lock()
         self.warned_acked: set[str] = set()  # see _acked_by_sender
-        self.runtimes: dict[str, float] = {}  # task name -> its runs' seconds (see _ran)
         # (id, token) of claims whose acknowledgement came back stale, until their `begin`
         # reads it (one acknowledged by the finish before it, `then`); insertion-ordered
         self.stale: dict[tuple[str, str], None] = {}
         self.requeue_max = int(conf.worker_requeue_max)
 
     # -- the steps -------------------------------------------------------------------------
-    def execute(
-        self,
-        delivery: Delivery,
-        then: Delivery | None = None,
-        following: Callable[[], list[Delivery]] | None = None,
-    ) -> Outcome:
+    def execute(self, delivery: Delivery, then: Delivery | None = None) -> Outcome:
         """Run one claimed message to its end (see `_execute`). Never raises for a bad
         message or a failing task: a message the worker itself fails on (beyond what
         decode checks, e.g. a link whose arguments are not a list) is dead-lettered with
         the error rather than left claimed, to run again after every visibility timeout."""
         try:
-            return self._execute(delivery, then, following)
+            return self._execute(delivery, then)
         except Exception as exc:
             return self.salvage(delivery, exc)
 
@@ -195,12 +174,7 @@ class Executor:
         self._dead_letter(delivery.claim, reason)
         return Outcome("?", DEAD_LETTERED)
 
-    def _execute(
-        self,
-        delivery: Delivery,
-        then: Delivery | None = None,
-        following: Callable[[], list[Delivery]] | None = None,
-    ) -> Outcome:
+    def _execute(self, delivery: Delivery, then: Delivery | None = None) -> Outcome:
         """Run one claimed message to its end.
 
         Returns what became of it, for the worker's metrics. `delivery.acked`: it was
@@ -209,14 +183,13 @@ class Executor:
         it starts, this task's finish acknowledges it (one round trip less) and the
         outcome says `then_acked`; set `then.acked` before running it. Each message is
         decoded once, whether for `then` or to run it. An async task runs on this
-        thread's event loop (loops.py). `following`: what this thread runs after it, in
-        order, for an acknowledgement of those due with it in one round trip (GROUP_MAX)."""
-        begun = self.begin(delivery, then, following)
+        thread's event loop (loops.py)."""
+        begun = self.begin(delivery, then)
         if isinstance(begun, Outcome):
             return begun
         task, request = begun.task, begun.request
         if begun.held is not None:
-            until_wall(begun.held, GROUP_LEAD)
+            until_wall(begun.held, START_LEAD)
         began = time.perf_counter()
         try:
             if task.is_async:  # signals and hooks in this thread's context, as `ended`
@@ -236,19 +209,10 @@ class Executor:
             else:
                 value = self._run_body(task, request)
         except Exception as exc:
-            runtime = time.perf_counter() - began
-            self._ran(task.name, runtime)
-            return self.ended(begun, exc, runtime)
-        runtime = time.perf_counter() - began
-        self._ran(task.name, runtime)
-        return self.succeeded(begun, value, runtime)
+            return self.ended(begun, exc, time.perf_counter() - began)
+        return self.succeeded(begun, value, time.perf_counter() - began)
 
-    def begin(
-        self,
-        delivery: Delivery,
-        then: Delivery | None = None,
-        following: Callable[[], list[Delivery]] | None = None,
-    ) -> Begun | Outcome:
+    def begin(self, delivery: Delivery, then: Delivery | None = None) -> Begun | Outcome:
         """The steps before a task's own code: decode (or dead-letter), hold it until its
         eta if claimed ahead, refuse it expired, acknowledge it early (unless acks_late),
         its events and STARTED state. What is to run (`Begun`; wait until `held` if set),
@@ -275,12 +239,7 @@ class Executor:
         # claimed ahead of its instant (see AHEAD): held until then
         held = message.eta if message.eta is not None and message.eta > time.time() else None
         if held is not None:
-            lead = START_LEAD
-            if following is not None and not self.events_on:
-                self._read_ahead(following())  # not at its instant: the group's decode
-                if self._due_with(message, held, following()):
-                    lead = GROUP_LEAD
-            until_wall(held - lead, AHEAD, self.app.broker.prime, PRIME_AHEAD)
+            until_wall(held - START_LEAD, AHEAD, self.app.broker.prime, PRIME_AHEAD)
         self.processed += 1
         if message.expires is not None and time.time() > message.expires:
             self._expire(claim, message, task)
@@ -303,13 +262,7 @@ class Executor:
             started = None
             if track_started and not _ignores(message, task):
                 started = self._state(message, states.STARTED, {"hostname": self.hostname})
-            group: list[Delivery] = []
-            if not (acks_late or acked or track_started) and following is not None:
-                group = self._due_with(message, held, following())
-            ack_now = [] if acks_late or acked else [claim, *(d.claim for d in group)]
-            self._finish(ack_now, started, events=early)
-            for later in group:  # acknowledged: each starts without a round trip of its own
-                later.acked = True
+            self._finish(() if acks_late or acked else [claim], started, events=early)
             if self._was_stale(claim):
                 return self._not_run_stale(message)
         elif early:
@@ -392,68 +345,6 @@ class Executor:
             _then(later, task, request, states.FAILURE, exc, ExceptionInfo())
             return Outcome(message.task, states.FAILURE, runtime, folded)
 
-    def _ran(self, name: str, runtime: float) -> None:
-        """Remember how long task `name` ran: half way to a longer run, a fifth of the way
-        to a shorter one (a task that ran long once is not taken for a quick one soon
-        after; one preempted once, on a busy host, not for a slow one)."""
-        seen = self.runtimes.get(name)
-        if seen is None:
-            self.runtimes[name] = runtime
-        else:
-            self.runtimes[name] = seen + (runtime - seen) * (0.5 if runtime > seen else 0.2)
-
-    def _read_ahead(self, following: list[Delivery]) -> None:
-        """Decode what may be acknowledged with a held task (`_due_with`) while it waits
-        for its eta, GROUP_MAX at most: each is decoded once (Delivery), so the
-        acknowledgement at its instant does not wait on it."""
-        for delivery in following[:GROUP_MAX]:
-            if self._refusal(delivery) is not None:
-                return
-            try:
-                delivery.message(self.accept)
-            except DECODE_ERRORS:
-                return
-
-    def _due_with(
-        self, message: Message, held: float | None, following: list[Delivery]
-    ) -> list[Delivery]:
-        """Those of `following` (what this thread runs next, in order) to acknowledge with
-        `message` as it starts (see GROUP_HORIZON): ETA tasks, as it is, due by its instant,
-        acknowledged at their start, of tasks whose runs this process has seen, and
-        starting within the horizon by those runs. Tasks sent with no eta are acknowledged
-        each just before it starts, as before (a drain's next by the finish before it)."""
-        if self.events_on or not following or message.eta is None:
-            return []
-        due = held if held is not None else time.time()
-        seen = self.runtimes.get(message.task)
-        if seen is None:
-            return []
-        ahead = seen + RUN_OVERHEAD  # seconds until the next one starts
-        group = []
-        for delivery in following:
-            if len(group) >= GROUP_MAX or ahead > GROUP_HORIZON:
-                break
-            if self._refusal(delivery) is not None:
-                break
-            try:
-                later = delivery.message(self.accept)
-            except DECODE_ERRORS:
-                break
-            if later.eta is None or later.eta > due:
-                break
-            task = self.app.tasks.get(later.task)
-            if task is None or task.option("track_started"):
-                break
-            if later.options.get("acks_late", task.option("acks_late")):
-                break
-            seen = self.runtimes.get(later.task)
-            if seen is None:
-                break
-            if not delivery.acked:  # one acknowledged in its claim runs all the same
-                group.append(delivery)
-            ahead += seen + RUN_OVERHEAD
-        return group
-
     def _was_stale(self, claim: Claim) -> bool:
         """Whether the store refused `claim`'s acknowledgement as stale (see `_stale`)."""
         if not self.stale:  # as a rule
@@ -475,7 +366,7 @@ class Executor:
         """[then's claim] if it is a task acknowledged as it starts (not late, no STARTED
         state, no events: those ride on its own acknowledgement) and due now (one held
         until its eta is acknowledged just before it starts)."""
-        if then is None or then.acked or self.events_on:
+        if then is None or self.events_on:
             return []
         if self._refusal(then) is not None:
             return []  # it is dead-lettered when its turn comes

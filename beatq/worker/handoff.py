@@ -201,19 +201,6 @@ class Handoff:
             self.buffer.clear()
             yield rest
 
-    def take_held(self, now: float, most: int) -> list[Delivery]:
-        """Up to `most` deliveries off the buffer's head whose etas are after `now`
-        (claimed ahead of them, see Worker._hand_ahead); none when stopping."""
-        taken: list[Delivery] = []
-        with self.lock:
-            buffer = self.buffer
-            while buffer and len(taken) < most and not self.stopping.is_set():
-                eta = buffer[0].eta()
-                if eta is None or eta <= now:
-                    break
-                taken.append(buffer.popleft())
-        return taken
-
     # -- a pool slot -----------------------------------------------------------------------
     def peek(self) -> Delivery | None:
         """The delivery taken next, if known (the solo pool lets the finish of a task

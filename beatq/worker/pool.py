@@ -72,26 +72,11 @@ class Pool(abc.ABC):
         it), so the worker's main thread is not woken to hand it over: one wake-up less a
         task."""
         self.active.pop(delivery.id, None)
-        if delivery.ahead:  # it held no slot (hand_ahead): none to give back or follow
-            self.on_done(delivery, outcome)
-            return None
         after = self.handoff.follow(self.free, self._start) if follow else None
         if after is None:
             self.handoff.give_back()
         self.on_done(delivery, outcome)
         return after
-
-    def hand_ahead(self, deliveries: list[Delivery]) -> list[Delivery]:
-        """Take `deliveries`, claimed ahead of their eta, beyond the pool's slots, so that
-        each waits for its instant where it will run rather than behind the tasks before
-        it (`delivery.ahead` is set: its finish frees no slot); the rest, in order, that
-        it could not take. Only prefork takes any: its children hold what they are
-        handed, each in order."""
-        return deliveries
-
-    def ahead_room(self) -> int:
-        """How many more claims `hand_ahead` may take, at most."""
-        return 0
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for running tasks to finish; False if some still run after `timeout`."""

@@ -36,11 +36,6 @@ from .recycle import Recycle
 log = logging.getLogger("beatq.worker")
 
 LIMITS_EVERY = 0.05  # seconds between two looks at the children's time limits
-# A child running a chunk of ETA tasks acknowledged together (Executor._due_with) reports
-# what became of them in one message when the next does not start at once, or at this
-# many: the parent then wakes a few times a chunk, not once a task, while the chunk's
-# tasks want both cores. Which have finished the board says at once (DONE).
-REPORT_MAX = 16
 ORPHAN_EVERY = 0.2  # seconds between two looks of a child at whether its parent lives
 
 
@@ -63,43 +58,8 @@ def _child(
     queued: deque[tuple[int, Delivery]] = deque()  # handed over, not started: in order
     done = 0  # tasks run, for recycle
     sent = _poller(conn)
-    ending: list[str] = []  # what `receive` read last: "gone" (the pipe closed) or "stop"
-
-    def receive() -> bool:
-        """Queue whatever the parent sent meanwhile, without waiting; False once it said
-        stop or its end of the pipe closed (`ending` says which)."""
-        while not ending and sent(0.0):
-            try:
-                item = conn.recv()
-            except EOFError:
-                ending.append("gone")
-                break
-            if item is None:
-                ending.append("stop")
-                break
-            for seq, claim, acked in item if type(item) is list else [item]:
-                queued.append((seq, Delivery(claim, acked)))
-        return not ending
-
-    def following() -> list[Delivery]:
-        """What this child runs next, in order, with what the parent sent meanwhile (not
-        what it took back; it may take more back at any time: one acknowledged and then
-        taken back runs once, in the child it is handed to, whose acknowledgement changes
-        nothing)."""
-        receive()
-        floor = board[FLOOR]
-        return [delivery for seq, delivery in queued if seq >= floor]
-
-    reports: list[tuple[int, Outcome | None]] = []  # finished, not yet told the parent
-
-    def report() -> None:
-        if reports:
-            conn.send(reports[0] if len(reports) == 1 else list(reports))
-            reports.clear()
-
     while True:
-        if not queued and not ending:
-            report()
+        if not queued:
             if not sent(IDLE_AFTER):
                 executor.flush_events()  # no next task at once: send the events held back
             # A parent killed with SIGKILL never says goodbye, and the pipe stays open (other
@@ -107,12 +67,17 @@ def _child(
             while not sent(1.0):
                 if os.getppid() != parent:
                     return
-        if not receive():
-            report()
-            if ending == ["stop"]:  # what was handed before the word ran already
+        while sent(0.0):  # whatever the parent sent meanwhile, without waiting
+            try:
+                item = conn.recv()
+            except EOFError:
+                return
+            if item is None:
                 executor.flush_events()
                 signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
-            return
+                return
+            seq, claim, acked = item
+            queued.append((seq, Delivery(claim, acked)))
         seq, delivery = queued.popleft()
         if not delivery.acked and os.getppid() != parent:
             # Orphaned (its parent was killed) while claims waited here: they come back to
@@ -129,35 +94,19 @@ def _child(
             then = None  # this child's last task: the next runs in another, acked there
         outcome = None
         try:
-            outcome = executor.execute(delivery, then, following)
+            outcome = executor.execute(delivery, then)
         except BaseException:
             log.exception("child failed while running %s", delivery.id)
         if then is not None and outcome is not None and outcome.then_acked:
             then.acked = True
-        reports.append((seq, outcome))  # the parent counts it (metrics)
-        board[DONE] = seq
-        if len(reports) >= REPORT_MAX or not _starts_next(delivery, queued, board):
-            report()
+        conn.send((seq, outcome))  # the parent counts it (metrics)
         done += 1
         why = recycle and recycle.due(done)
         if why:  # retire: the parent replaces this child and re-hands what waits here
-            report()
             log.info("child process %s %s: replaced", os.getpid(), why)
             executor.flush_events()
             signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
             return
-
-
-def _starts_next(ran: Delivery, queued: deque[tuple[int, Delivery]], board: Any) -> bool:
-    """In the child: whether, after the ETA task `ran`, the next one starts at once with no
-    round trip (acknowledged already and due), so its report may wait for the next's."""
-    if ran.eta() is None or not queued:
-        return False
-    seq, delivery = queued[0]
-    if seq < board[FLOOR] or not delivery.acked:
-        return False
-    eta = delivery.eta()
-    return eta is None or eta <= time.time()
 
 
 def _die_with(parent: int) -> None:
@@ -190,7 +139,7 @@ def _poller(conn: Connection) -> Callable[[float], bool]:
     return sent
 
 
-STARTED, FLOOR, SINCE, LIMIT, DONE = 0, 1, 2, 3, 4  # a child's board: see _Child
+STARTED, FLOOR, SINCE, LIMIT = 0, 1, 2, 3  # a child's board: see _Child
 
 
 def _begin(board: Any, seq: int) -> bool:
@@ -241,14 +190,13 @@ class _Child:
     the number of the claim it started last, the lowest number it may still start
     (what the parent took back lies below), when it started (monotonic clock) and the
     hard time limit of its task, which the child reads as it decodes the message (0
-    until then, or for none), and the number of the claim it finished last (its report
-    may follow, REPORT_MAX)."""
+    until then, or for none)."""
 
     def __init__(self, process: Any, conn: Connection, board: Any) -> None:
         self.process = process
         self.conn = conn
         self.board = board
-        self.handed: deque[_Handed] = deque()  # not reported finished, in order
+        self.handed: deque[_Handed] = deque()  # not reported finished; the first runs
         self.seq = 0
         self.idle_since: float | None = None  # when autoscale saw it idle first (monotonic)
         self.killed: BaseException | None = None  # why the parent killed it, if it did
@@ -257,14 +205,11 @@ class _Child:
         """The delivery this child runs now, since when, and its limit, if any."""
         with self.board.get_lock():
             started, since, limit = self.board[STARTED], self.board[SINCE], self.board[LIMIT]
-        # read without the pool's lock: it may change meanwhile; what ran before it may be
-        # ahead of it, not yet reported (REPORT_MAX)
-        for handed in list(self.handed):
-            if handed.seq == started:
-                return _Running(handed, since, limit)
-            if handed.seq > started:
-                break
-        return None
+        try:
+            first = self.handed[0]  # read without the pool's lock: it may empty meanwhile
+        except IndexError:
+            return None
+        return _Running(first, since, limit) if first.seq == started else None
 
     def waiting(self) -> _Handed | None:
         """The first claim handed over that the child has not started."""
@@ -300,11 +245,6 @@ class PreforkPool(Pool):
     QUEUED = 2  # claims that wait in a busy child behind its running task
     QUEUE_BODY_MAX = 32 * 1024  # bytes: a bigger message waits for an idle child here
     STEAL_AFTER = 0.01  # seconds a task runs before a sibling takes what waits behind it
-    # Handed ahead of their eta (hand_ahead), beyond QUEUED: at most this many claims wait
-    # in one child, and this many bytes of their bodies, which sit in its pipe while the
-    # child waits for the first one's instant (a full pipe would stall the parent).
-    AHEAD_COUNT = 64
-    AHEAD_BYTES = 32 * 1024
 
     def __init__(
         self,
@@ -330,7 +270,7 @@ class PreforkPool(Pool):
 
     def _spawn(self) -> _Child:
         parent_conn, child_conn = self.ctx.Pipe()
-        board = self.ctx.Array("d", [-1.0, 0.0, 0.0, 0.0, -1.0])
+        board = self.ctx.Array("d", [-1.0, 0.0, 0.0, 0.0])
         process = self.ctx.Process(
             target=_child,
             args=(self.executor, child_conn, board, self.crowded, self.recycle),
@@ -363,85 +303,23 @@ class PreforkPool(Pool):
             self.active[delivery.id] = (delivery, time.time())
             child = min(self.children, key=lambda c: len(c.handed))
             # A big message waits here for an idle child: sent to a busy one it could
-            # fill the pipe, and the parent would wait until that child's task ends. One
-            # parked before goes first: handed past it, a stream of claims kept it parked
-            # for seconds while children held claims handed ahead (hand_ahead).
-            if self.parked or (
-                child.handed
-                and (
-                    len(child.handed) > self.queued
-                    or len(delivery.claim.body) > self.QUEUE_BODY_MAX
-                )
+            # fill the pipe, and the parent would wait until that child's task ends.
+            if child.handed and (
+                len(child.handed) > self.queued or len(delivery.claim.body) > self.QUEUE_BODY_MAX
             ):
                 self.parked.append(delivery)
-                self._unpark()
             else:
                 self._hand(child, delivery)
 
-    def _unpark(self) -> None:
-        """With the lock: the parked claims, first come first, to children with nothing
-        handed."""
-        for child in self.children:
-            if not self.parked:
-                return
-            if not child.handed:
-                self._hand(child, self.parked.popleft())
-
-    def hand_ahead(self, deliveries: list[Delivery]) -> list[Delivery]:
-        """Hand `deliveries` (claimed ahead of their eta) each to the child holding least,
-        beyond QUEUED, while one has room (AHEAD_COUNT, AHEAD_BYTES), in one pipe message
-        a child: a chunk sharing one eta is in the children before it, and none of its
-        tasks waits for the parent at its instant. The rest, in order, are returned. None
-        while a claim is parked: it waits for a child with nothing handed, which claims
-        handed ahead would keep from coming (it waited seconds so, under a backlog)."""
-        with self.lock:
-            if self.stopping or self.parked:
-                return deliveries
-            count = {c: len(c.handed) for c in self.children}
-            size = {c: sum(len(h.delivery.claim.body) for h in c.handed) for c in self.children}
-            given: dict[_Child, list[Delivery]] = {}
-            taken = 0
-            for delivery in deliveries:
-                body = len(delivery.claim.body)
-                room = [
-                    c
-                    for c in self.children
-                    if count[c] < self.AHEAD_COUNT and size[c] + body <= self.AHEAD_BYTES
-                ]
-                if not room:
-                    break
-                child = min(room, key=count.__getitem__)
-                count[child] += 1
-                size[child] += body
-                given.setdefault(child, []).append(delivery)
-                taken += 1
-            now = time.time()
-            for child, batch in given.items():
-                for delivery in batch:
-                    delivery.ahead = True
-                    self.active[delivery.id] = (delivery, now)
-                self._hand(child, *batch)
-            return deliveries[taken:]
-
-    def ahead_room(self) -> int:
-        """How many more claims `hand_ahead` may take, at most (bytes aside)."""
-        if self.parked:
-            return 0
-        return sum(max(0, self.AHEAD_COUNT - len(c.handed)) for c in self.children)
-
-    def _hand(self, child: _Child, *deliveries: Delivery) -> None:
-        """With the lock: numbers and sends in one step, so the child gets them in order;
-        several in one message (a list). The child is sent the claims, not the decoded
-        messages: it decodes them itself."""
-        items = []
-        for delivery in deliveries:
-            child.seq += 1
-            child.handed.append(_Handed(child.seq, delivery))
-            items.append((child.seq, delivery.claim, delivery.acked))
+    def _hand(self, child: _Child, delivery: Delivery) -> None:
+        """With the lock: numbers and sends in one step, so the child gets them in order.
+        The child is sent the claim, not the decoded message: it decodes it itself."""
+        child.seq += 1
+        child.handed.append(_Handed(child.seq, delivery))
         try:
-            child.conn.send(items[0] if len(items) == 1 else items)
+            child.conn.send((child.seq, delivery.claim, delivery.acked))
         except OSError:  # the child died meanwhile: its sentinel tells, and gives it back
-            log.warning("could not hand %s to child %s", deliveries[0].id, child.process.pid)
+            log.warning("could not hand %s to child %s", delivery.id, child.process.pid)
 
     def running(self) -> list[tuple[Delivery, float]]:
         now, wall = time.monotonic(), time.time()
@@ -469,11 +347,10 @@ class PreforkPool(Pool):
                 child, died = key.data
                 if not died:
                     try:
-                        item = child.conn.recv()
+                        seq, outcome = child.conn.recv()
                     except (EOFError, OSError):
                         continue  # its sentinel tells
-                    for seq, outcome in item if type(item) is list else [item]:
-                        self._free(child, seq, outcome)
+                    self._free(child, seq, outcome)
                 elif not self.stopping and child in self.children:
                     self._replace(child, WorkerLostError("the child process died"))
             self._balance()
@@ -651,16 +528,14 @@ class PreforkPool(Pool):
             self.children.append(self._spawn())
         try:
             while child.conn.poll():
-                item = child.conn.recv()
-                for seq, outcome in item if type(item) is list else [item]:
-                    self._free(child, seq, outcome)
+                seq, outcome = child.conn.recv()
+                self._free(child, seq, outcome)
         except (EOFError, OSError):
             pass
         child.conn.close()
         with self.lock:
-            started, finished = child.board[STARTED], child.board[DONE]
-            ended = [h for h in child.handed if h.seq <= finished]  # reports not sent
-            lost = [h for h in child.handed if finished < h.seq <= started]
+            started = child.board[STARTED]
+            lost = [h for h in child.handed if h.seq <= started]
             again = [h for h in child.handed if h.seq > started]
             child.handed.clear()
         code = child.process.exitcode
@@ -671,8 +546,6 @@ class PreforkPool(Pool):
             child.process.pid,
             code,
         )
-        for handed in ended:  # finished and stored: what became of each is not known here
-            self._done(handed.delivery, None)
         for handed in lost:
             outcome = self.executor.fail_lost(handed.delivery.claim, child.killed or reason)
             self._done(handed.delivery, outcome)

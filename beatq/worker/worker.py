@@ -62,8 +62,6 @@ from .throttle import Throttle
 
 log = logging.getLogger("beatq.worker")
 
-AHEAD_CLAIM = 100  # claims taken ahead of their eta in one round trip (_hand_ahead), at most
-
 POOLS: dict[str, type[Pool]] = {
     "solo": SoloPool,
     "threads": ThreadPool,
@@ -347,8 +345,6 @@ class Worker:
                     turn = throttle.next_due()
                     if turn is not None:
                         wait = min(wait, max(turn, 0.001))
-                if not handoff.slots.count and self._hand_ahead(broker):
-                    continue
                 if not handoff.reserve(timeout=wait):  # or nudged: the buffer runs low
                     self._top_up(broker)
                     continue
@@ -441,51 +437,6 @@ class Worker:
         if not self._hold(claimed, count):
             handoff.dry = True  # wait for the next claim
 
-    def _hand_ahead(self, broker: Any) -> bool:
-        """No pool slot is free: hand the pool what waits at the buffer's head for its eta
-        (claimed ahead of it, see AHEAD), beyond its slots (Pool.hand_ahead), and claim more
-        of what falls due within AHEAD while the pool has room, AHEAD_CLAIM at most in one
-        round trip. A chunk of tasks sharing one eta is then in the pool before its
-        instant, and none waits at it for the parent to hand it over. True if it handed any.
-        Not under rate limits: a limited task waits for its turn in the worker."""
-        handoff = self.handoff
-        if self.throttle.on or not self.pool.ahead_room():
-            return False
-        handed = False
-        while not self.stopping.is_set():
-            run = handoff.take_held(time.time(), AHEAD_CLAIM)
-            if not run:
-                room = min(self.pool.ahead_room(), AHEAD_CLAIM)
-                if handoff.buffer or not handed or not room:
-                    break
-                # the buffer ran out of held claims: the next ones due, if any
-                try:
-                    claimed = broker.claim(self.queues, room, self.visibility, False, AHEAD)
-                except BrokerError as exc:
-                    log.error("could not claim ahead (%s); retrying", exc)
-                    break
-                if not self._hold(claimed) or self._behind(claimed):
-                    break
-                continue
-            for delivery in [d for d in run if handoff.is_revoked(d)]:
-                run.remove(delivery)
-                self._skip_revoked(delivery)
-            rest = self.pool.hand_ahead(run)
-            handed = handed or len(rest) < len(run)
-            if rest:
-                handoff.put(rest, before=True)
-                break
-        return handed
-
-    @staticmethod
-    def _behind(claimed: Claimed) -> bool:
-        """Whether a claim of `_hand_ahead` found work due already (the broker gives what
-        is due first): the worker is behind, and no more is claimed ahead; what it found
-        waits in the buffer for a slot, as any claim's (given back, a due ETA message
-        would wait behind every other due one: seconds, under a backlog)."""
-        now = time.time()
-        return any((Delivery(c).eta() or 0.0) <= now for c in claimed.claims)
-
     def _fill(self, broker: Any) -> bool:
         """Claim a batch into the buffer; when there is none, wait for work. True if filled."""
         self.handoff.dry = False
@@ -564,11 +515,8 @@ class Worker:
             return
         taken = self.pool.withdraw()
         handoff.put(taken, before=True)
-        for delivery in taken:
-            if delivery.ahead:  # it held no slot (_hand_ahead); from the buffer it takes one
-                delivery.ahead = False
-            else:
-                handoff.give_back()
+        for _ in taken:
+            handoff.give_back()
 
     def _look_up(self, broker: Any) -> None:
         """While less urgent claims wait (buffer or pool), look for more urgent work, at
