@@ -593,8 +593,10 @@ class Beatq:
 
         The options are worked out once, for the first call; the others copy its message
         with their own id and arguments (a router that looks at the arguments, or a
-        given task_id, makes every call its own)."""
+        given task_id, makes every call its own). Sent from inside a running task, the
+        results are that task's children, as send_task's (`add_to_parent=False`: not)."""
         result_cls = options.pop("result_cls", None)  # the handles' class, as send_task's
+        add_to_parent = options.pop("add_to_parent", True)
         outgoing: list[Outgoing] = []
         events: list[bytes] | None = [] if self.conf.task_send_sent_event else None
         routes = self.conf.task_routes
@@ -629,6 +631,9 @@ class Beatq:
         if self._ignores(options, task):
             for result in results:
                 result.ignored = True
+        if add_to_parent and message.parent is not None:
+            for result in results:
+                add_child(result)
         return results
 
     def ack_at_claim(self, message: Message, task: Task | None = None) -> bool:

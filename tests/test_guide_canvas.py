@@ -33,6 +33,7 @@ from tests.proj.canvas_guide import (
     gc_replace_group,
     gc_spawn,
     gc_spawn_group,
+    gc_spawn_many,
     gc_tsum,
 )
 from tests.proj.tasks import CustomError, add, echo, fail, mul, quiet, res_tracked
@@ -396,6 +397,9 @@ def test_children_are_what_a_task_sent(worker):
     assert spawned.get(timeout=T) == 3
     children = spawned.children
     assert [c.get(timeout=T) for c in children] == [0, 2, 4]
+    many = gc_spawn_many.delay(3)
+    assert many.get(timeout=T) == 3
+    assert [c.get(timeout=T) for c in many.children] == [0, 2, 4], "apply_many's too"
     grouped = gc_spawn_group.delay(3)
     assert grouped.get(timeout=T) == 3
     (inner,) = grouped.children

@@ -100,6 +100,16 @@ def gc_spawn(n):
 
 
 @app.task
+def gc_spawn_many(n):
+    """Sends n adds in one apply_many, and one more not counted (add_to_parent=False)."""
+    from .tasks import add
+
+    add.apply_many([(i, i) for i in range(n)])
+    add.apply_many([(n, n)], add_to_parent=False)
+    return n
+
+
+@app.task
 def gc_spawn_group(n):
     """Applies a group from inside the task: one child, the group's result."""
     from .tasks import add
