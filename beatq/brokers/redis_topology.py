@@ -133,7 +133,6 @@ def _agreed(heard: list[Answer]) -> tuple[str | None, list[Answer]]:
 
 def sentinel_view(watchers: list[redis.Redis], service: str) -> SentinelView:
     """Ask every sentinel in `watchers` about `service`, at once."""
-    now = time.time()
 
     def ask(watcher: redis.Redis) -> Answer | str:
         try:
@@ -145,6 +144,9 @@ def sentinel_view(watchers: list[redis.Redis], service: str) -> SentinelView:
 
     with ThreadPoolExecutor(max(1, len(watchers)), thread_name_prefix="beatq-sentinel") as pool:
         answers = list(pool.map(ask, watchers))
+    # after the answers: a role's age is counted when its sentinel answers, and taken from
+    # an instant before that (one slow sentinel, a timeout) it put the failover seconds early
+    now = time.time()
     heard = [a for a in answers if not isinstance(a, str)]
     master, newest = _agreed(heard)
     epoch = max((int(m.get("config-epoch", 0)) for m, _ in heard), default=None)
