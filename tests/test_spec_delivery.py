@@ -18,7 +18,6 @@ import os
 import signal
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
@@ -26,8 +25,24 @@ from beatq.exceptions import TaskRevokedError
 from tests.conftest import scaled, stored_messages, wait_for
 from tests.proj import journal, record
 from tests.test_delivery import claimed, runs, started
+from tests.test_pools import children_of
 
 BOTH = pytest.mark.backends("redis", "sqlite")
+
+
+def busy_holding(start_worker, pool, request, n):
+    """A worker (`pool`) with a 1 s visibility timeout running a long held task, and `n`
+    quick ones sent before it started, claimed behind it (its first claim takes them all).
+    The worker, the long task's result, the quick ones', and the visibility."""
+    from tests.proj.tasks import held, sleep
+
+    visibility = scaled(1)
+    long = held.apply_async(("long", scaled(30)))
+    request.addfinalizer(lambda: record("release", "long"))
+    waiting = [sleep.delay(0.01, f"b{i}") for i in range(n)]
+    worker = start_worker(*pool, extra_env={"BEATQ_TEST_VISIBILITY": str(visibility)})
+    started("long")
+    return worker, long, waiting, visibility
 
 
 @BOTH
@@ -35,16 +50,8 @@ BOTH = pytest.mark.backends("redis", "sqlite")
 def test_claims_a_busy_worker_holds_past_the_visibility_timeout_are_never_redelivered(
     app, start_worker, pool, request
 ):
-    from tests.proj.tasks import held, sleep
-
-    visibility = scaled(1)
+    busy, long, waiting, visibility = busy_holding(start_worker, pool, request, 3)
     fast = {"BEATQ_TEST_VISIBILITY": str(visibility)}
-    long = held.apply_async(("long", scaled(30)))
-    request.addfinalizer(lambda: record("release", "long"))
-    waiting = [sleep.delay(0.01, f"b{i}") for i in range(3)]
-    # sent before it starts: its first claim takes the long task and the three behind it
-    busy = start_worker(*pool, extra_env=fast)
-    started("long")
     ids = {r.id for r in waiting}
     wait_for(lambda: claimed(app) >= ids, 5, "the three held, claimed and not started")
     # An idle worker on the same queue claims all along, so an expired claim would be its.
@@ -244,32 +251,18 @@ def test_ctrl_c_stops_as_sigterm_does_finishing_what_runs(app, start_worker):
     assert after.state == "PENDING" and app.broker.queue_length("celery") == 1
 
 
-def _tree(pid: int) -> list[int]:
-    """`pid` and its descendants (a prefork worker's pool), parents first."""
-    found = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            found += _tree(int(child))
-    return found
-
-
 @BOTH
 @pytest.mark.parametrize("pool", [["-P", "solo"], ["-P", "prefork", "-c", "1"]], ids=lambda p: p[1])
 def test_a_worker_paused_past_its_visibility_timeout_does_not_run_what_ran_elsewhere(
     app, start_worker, pool, request
 ):
-    from tests.proj.tasks import held, sleep
+    from tests.proj.tasks import sleep
 
-    visibility = scaled(1)
+    paused, long, waiting, visibility = busy_holding(start_worker, pool, request, 2)
     fast = {"BEATQ_TEST_VISIBILITY": str(visibility)}
-    long = held.apply_async(("long", scaled(30)))
-    request.addfinalizer(lambda: record("release", "long"))
-    waiting = [sleep.delay(0.01, f"b{i}") for i in range(2)]
-    paused = start_worker(*pool, extra_env=fast)  # its first claim takes all three
-    started("long")
     ids = {r.id for r in waiting}
     wait_for(lambda: claimed(app) >= ids, 5, "the two held, claimed and not started")
-    stopped = _tree(paused.pid)
+    stopped = [paused.pid, *children_of(paused.pid)]
     for pid in stopped:  # the whole worker: no heartbeat renews its claims
         os.kill(pid, signal.SIGSTOP)
     request.addfinalizer(lambda: [os.kill(p, signal.SIGCONT) for p in stopped])

@@ -347,9 +347,11 @@ class Executor:
 
     def _was_stale(self, claim: Claim) -> bool:
         """Whether the store refused `claim`'s acknowledgement as stale (see `_stale`)."""
-        if not self.stale:  # as a rule
+        key = (claim.id, claim.token)
+        if key not in self.stale:  # as a rule (empty)
             return False
-        return self.stale.pop((claim.id, claim.token), False) is None
+        del self.stale[key]
+        return True
 
     def _not_run_stale(self, message: Message) -> Outcome:
         """A message whose claim expired before it started: it was delivered again, and
