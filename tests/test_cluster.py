@@ -189,3 +189,39 @@ def test_rediss_cluster_speaks_tls_to_every_node(tmp_path) -> None:
             connect(bad).ping()
     finally:
         cluster.stop()
+
+
+def test_a_new_leader_leads_at_once_while_a_queues_shard_refuses_the_outbox(
+    cluster, cb: ClusterBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run left in the outbox for a queue whose shard refuses writes (full: maxmemory)
+    holds up no leader: the next one takes the lease and keeps it (its acquisition
+    stands), the outbox waits, said once, and goes at a renewal once the shard takes it."""
+    from beatq.brokers import BeatDispatch
+
+    home = cluster.master_of(cb.keys.prefix)
+    queue = next(
+        f"full{i}" for i in range(200) if cluster.master_of(cb.unit(f"full{i}").msgs) != home
+    )
+    cb.send([Outgoing(queue, "warm", b"x")])  # its name noted, its unit made
+    token = cb.acquire_lease("beat", "one", 30)
+    assert token is not None
+    node = cluster.client(cluster.master_of(cb.unit(queue).msgs))
+    node.config_set("maxmemory", 1)  # noeviction: every write refused (OOM)
+    try:
+        run = BeatDispatch("e", 100.0, 101.0, b"{}", [Outgoing(queue, "m1", b"x")])
+        assert cb.beat_dispatch("beat", "one", token, run) == "sent"  # settled, in the outbox
+        assert cb.client.zcard(cb.keys.beat_held) == 1
+        cb.release_lease("beat", "one", token)
+        token2 = cb.acquire_lease("beat", "two", 30)
+        assert token2 == token + 1
+        assert cb.get_lease("beat").holder == "two"
+        assert cb.renew_lease("beat", "two", token2, 30)  # still refused: waits, said once
+        assert caplog.text.count("wait in its outbox") == 1, caplog.text
+        assert cb.client.zcard(cb.keys.beat_held) == 1
+    finally:
+        node.config_set("maxmemory", 0)
+        node.close()
+    assert cb.renew_lease("beat", "two", token2, 30)
+    assert cb.client.zcard(cb.keys.beat_held) == 0
+    assert [c.id for c in cb.claim([queue], 10, 30).claims] == ["warm", "m1"]

@@ -277,6 +277,8 @@ class ClusterBackend(RedisBackend):
         self.known: set[str] = set()  # queue names registered on {home} by this process
         self.down: dict[str, float] = {}  # queue -> until when claims leave it out
         self.later = LaterFinishes()  # finishes a shard out of reach could not take yet
+        self.outbox_waits: set[str] = set()  # queues whose runs wait in the outbox (said)
+        self.outbox_stuck = False  # the outbox could not be read or emptied (said)
         self.keep_results_in(ClusterResults(url, base, self.routes))
 
     # -- units -------------------------------------------------------------------------------
@@ -651,7 +653,7 @@ class ClusterBackend(RedisBackend):
         unsent = [m.id for run, o in zip(runs, outcomes) if o != "sent" for m in run.send]
         self._drop_marks(unsent)
         if "sent" in outcomes:
-            self.send_outbox()
+            self._send_outbox_now()
         return outcomes
 
     def schedule_run(
@@ -674,7 +676,7 @@ class ClusterBackend(RedisBackend):
             reply = self.routes.fcall("schedules", keys, args, before=marks)
         outcome = reply.decode() if isinstance(reply, bytes) else str(reply)
         if outcome == "sent":
-            self.send_outbox()
+            self._send_outbox_now()
         else:
             self._drop_marks([m.id for m in send])
         return outcome
@@ -728,9 +730,14 @@ class ClusterBackend(RedisBackend):
         for queue, pairs in bound.items():
             try:
                 self.send_once([m for m, _ in pairs], [mark for _, mark in pairs])
-            except BrokerError as exc:
-                log.warning("the beat's runs for queue %r wait in its outbox: %s", queue, exc)
+            except (BrokerError, redis.RedisError) as exc:  # out of reach, or refusing writes
+                if queue not in self.outbox_waits:  # said once while it lasts
+                    self.outbox_waits.add(queue)
+                    log.warning("the beat's runs for queue %r wait in its outbox: %s", queue, exc)
                 continue
+            if queue in self.outbox_waits:
+                self.outbox_waits.discard(queue)
+                log.warning("the beat's runs for queue %r left its outbox", queue)
             done += [m.id.encode() for m, _ in pairs]
         if done:
             marks = [self._mark_key(i.decode()) for i in done]
@@ -749,16 +756,32 @@ class ClusterBackend(RedisBackend):
                     raise BrokerError(f"Redis Cluster at {shown_url(self.url)}: {reply}")
         return len(done)
 
+    def _send_outbox_now(self) -> None:
+        """`send_outbox` after a step that stands whether the outbox goes or not (a lease
+        taken or renewed, runs settled): what it cannot send now waits for the lease's
+        next renewal, said once while it lasts. Raising here would make the beat take
+        the step for failed: a lease taken would go unused until it expired."""
+        try:
+            self.send_outbox()
+        except (BrokerError, redis.RedisError) as exc:
+            if not self.outbox_stuck:
+                self.outbox_stuck = True
+                log.warning("the beat's outbox waits for the lease's next renewal: %s", exc)
+            return
+        if self.outbox_stuck:
+            self.outbox_stuck = False
+            log.warning("the beat's outbox is read again")
+
     def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
         token = super().acquire_lease(name, holder, ttl)
         if token is not None:
-            self.send_outbox()  # what a leader before left unsent, before anything new
+            self._send_outbox_now()  # what a leader before left unsent, before anything new
         return token
 
     def renew_lease(self, name: str, holder: str, token: int, ttl: float) -> bool:
         renewed = super().renew_lease(name, holder, token, ttl)
         if renewed:
-            self.send_outbox()
+            self._send_outbox_now()
         return renewed
 
     # -- events, on {home} -------------------------------------------------------------------
