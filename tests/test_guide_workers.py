@@ -226,6 +226,17 @@ def test_an_invalid_rate_limit_is_refused_where_the_task_is_declared(app) -> Non
         def fine() -> None: ...
 
 
+def test_worker_settings_from_an_included_module_and_celeryd_init_count(app, start_worker) -> None:
+    # a Celery project sets worker settings in a module it includes, or per worker in a
+    # celeryd_init receiver: both are in place before the worker sizes its pool
+    w = start_worker(
+        "-P", "threads", extra_env={"BEATQ_TEST_INCLUDE": "tests.proj.worker_settings"}
+    )
+    stats = app.control.inspect(timeout=scaled(10)).stats()[w.name]
+    assert stats["pool"] == {"implementation": "threads", "max-concurrency": 3}
+    assert stats["prefetch_count"] == 15
+
+
 # -- the command line -------------------------------------------------------------------------
 def beatq(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess:
     return subprocess.run(

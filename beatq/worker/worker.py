@@ -108,8 +108,18 @@ class Worker:
         max_memory_per_child: int | None = None,
         autoscale: str | None = None,
     ) -> None:
-        conf = app.conf
         self.app = app
+        self.hostname = hostname or default_hostname()
+        # As Celery's worker: the modules of `include` and `imports` first, then celeryd_init,
+        # and only then the settings are read, so what either sets counts (a pool sized
+        # before them would ignore a worker_concurrency set there)
+        app.import_modules()
+        if signals.celeryd_init.receivers:
+            given = {"queues": queues, "pool": pool, "concurrency": concurrency}
+            signals.celeryd_init.send(
+                sender=self.hostname, instance=self, conf=app.conf, options=given
+            )
+        conf = app.conf
         self.queues = list(queues or [conf.task_default_queue])
         self.pool_name = pool or conf.worker_pool
         if self.pool_name not in POOLS:
@@ -163,7 +173,6 @@ class Worker:
         # worker holds what it runs and `prefetch` more, whatever the pool.
         self.queued = min(PreforkPool.QUEUED, multiplier - 1) if self.pool_name == "prefork" else 0
         self.batch = max(1, self.prefetch - self.concurrency * self.queued)  # claimed at once
-        self.hostname = hostname or default_hostname()
         options = conf.broker_transport_options or {}
         self.visibility = float(options.get("visibility_timeout", 60.0))
         self.heartbeat_interval = min(float(conf.worker_heartbeat_interval), self.visibility / 4)
@@ -208,13 +217,6 @@ class Worker:
     # -- running -----------------------------------------------------------------------------
     def run(self) -> int:
         """Run until stopped by a signal (or `stop`); the process exit status."""
-        if signals.celeryd_init.receivers:
-            options = {"queues": self.queues, "pool": self.pool_name}
-            options["concurrency"] = self.concurrency
-            signals.celeryd_init.send(
-                sender=self.hostname, instance=self, conf=self.app.conf, options=options
-            )
-        self.app.import_modules()
         signals.worker_init.send(sender=self)  # after the task modules, as Celery's loader
         self.throttle.load(self.app.tasks)
         self.ack_first = self._acked_at_start()
