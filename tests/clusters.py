@@ -174,6 +174,67 @@ class Cluster:
             info = client.info("replication")
         return int(info["slave0"]["port"])
 
+    def slot_owner(self, slot: int) -> int:
+        """The port of the master that serves `slot` now."""
+        for port, process in self.servers.items():
+            if process.poll() is not None:
+                continue
+            with self.client(port) as client:
+                for start, end, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                    if start <= slot <= end:
+                        return int(master[1])
+        raise AssertionError(f"no live node knows who serves slot {slot}")
+
+    def masters(self) -> list[int]:
+        """The ports of the live masters."""
+        found = []
+        for port, process in self.servers.items():
+            if process.poll() is None:
+                with self.client(port) as client:
+                    if client.info("replication")["role"] == "master":
+                        found.append(port)
+        return found
+
+    def _id(self, port: int) -> str:
+        with self.client(port) as client:
+            found = client.execute_command("CLUSTER", "MYID")
+        return found.decode() if isinstance(found, bytes) else str(found)
+
+    def begin_migration(self, slot: int, to: int) -> int:
+        """Mark `slot` IMPORTING on master `to` and MIGRATING on its master now, as
+        `redis-cli --cluster reshard` does first; the port of the source."""
+        source = self.slot_owner(slot)
+        with self.client(to) as target:
+            target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", self._id(source))
+        with self.client(source) as node:
+            node.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", self._id(to))
+        return source
+
+    def migrate_keys(self, slot: int, source: int, to: int, count: int = 1000) -> int:
+        """MIGRATE up to `count` keys of `slot` from `source` to `to`; how many moved."""
+        with self.client(source) as node:
+            keys = node.execute_command("CLUSTER", "GETKEYSINSLOT", slot, count)
+            if keys:
+                node.execute_command("MIGRATE", "127.0.0.1", to, "", 0, 5000, "KEYS", *keys)
+        return len(keys)
+
+    def end_migration(self, slot: int, source: int, to: int) -> None:
+        """Give `slot` to `to` on every master (the target first, then the source, as
+        redis-cli does), and wait until the cluster is ok."""
+        owner = self._id(to)
+        for port in [to, source, *(p for p in self.masters() if p not in (to, source))]:
+            with self.client(port) as node:
+                node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", owner)
+        wait_for(self.ok, 30, "the cluster to agree on its slots")
+
+    def move_slot(self, slot: int, to: int) -> int:
+        """Move `slot` and its keys to master `to` at once; the port of its old master."""
+        source = self.begin_migration(slot, to)
+        while self.migrate_keys(slot, source, to):
+            pass
+        self.end_migration(slot, source, to)
+        return source
+
     def kill(self, port: int) -> None:
         """kill -9 the node on `port`."""
         process = self.servers[port]

@@ -66,14 +66,35 @@ SCRIPTS = (
 )
 
 
-def library() -> tuple[str, str]:
-    """The library's name and its source: lib.lua, then each script as a function."""
+# On a Redis Cluster, the first thing each function does (see `library`).
+GUARD = """local stable = redis.pcall('EXISTS', KEYS[1] .. ':~a', KEYS[1] .. ':~b')
+if type(stable) == 'table' and stable.err then
+  return redis.error_reply('TRYAGAIN the slot of ' .. KEYS[1] .. ' is being migrated (' ..
+    stable.err .. ')')
+end
+"""
+
+
+def library(guarded: bool = False) -> tuple[str, str]:
+    """The library's name and its source: lib.lua, then each script as a function.
+
+    `guarded` (a Redis Cluster): each function first asks whether its slot is being
+    migrated, and answers TRYAGAIN without touching anything when it is. During a
+    migration Redis refuses, inside a script, any command on a key of the slot that is
+    not there (moved already, or never made), and the script stops with its earlier
+    writes kept: a claim that popped a message and then touched a list it had emptied
+    would lose the message. The question is an EXISTS of two keys that never exist:
+    on the slot's source node, a missing key of a migrating slot is refused; on its
+    target, a command of several keys missing some is; on a slot at rest, it answers 0.
+    A slot cannot begin or end a migration while a script runs, so a function that
+    passed the guard is never refused later on."""
     folder = resources.files("beatq.brokers") / "lua"
     parts = [(folder / "lib.lua").read_text()]
+    guard = GUARD if guarded else ""
     for name in SCRIPTS:
         # A script reads KEYS and ARGV as EVAL gives them; a function gets them as arguments.
         body = (folder / f"{name}.lua").read_text()
-        parts.append(f"local function {name}(KEYS, ARGV)\n{body}\nend")
+        parts.append(f"local function {name}(KEYS, ARGV)\n{guard}{body}\nend")
     code = "\n".join(parts)
     lib = "beatq_" + hashlib.sha1(code.encode()).hexdigest()[:12]
     register = [f"redis.register_function('{lib}_{name}', {name})" for name in SCRIPTS]
@@ -88,10 +109,10 @@ RESPIN = 1.0  # seconds it then sleeps on them, before it tries spinning again
 class Calls:
     """FCALLs of the library and plain commands, each thread on its own connection."""
 
-    def __init__(self, client: redis.Redis, spin: float = SPIN) -> None:
+    def __init__(self, client: redis.Redis, spin: float = SPIN, guarded: bool = False) -> None:
         self.client = client
         self.spin = spin
-        self.lib, self.source = library()
+        self.lib, self.source = library(guarded)
         self.local = threading.local()
         # One item per call awaiting its reply, blocking calls aside (append and pop are
         # atomic: no lock is taken on the way). A forked child has none of the parent's

@@ -13,9 +13,14 @@ the slot of the call's first key, each thread over a connection of its own to ea
 BLPOP and a FCALL in one round trip. Which master serves a slot is redis-py's map
 (`RedisCluster.nodes_manager`), copied here slot by slot as calls need it and dropped
 when a node answers MOVED, says the cluster is down, or cannot be reached: then the map
-is read again from the cluster, and a call the server refused (MOVED, TRYAGAIN,
-CLUSTERDOWN) is made again on the slot's new master. A call whose node went away
-mid-way is not made again unless its slot has a new master: whether it ran is unknown.
+is read again from the cluster. A command the cluster refused is made again: after
+MOVED or CLUSTERDOWN on the slot's master as the map now says; after ASK (its slot is
+being migrated and its keys are not on the source) on the node the ASK names, after an
+ASKING, for that command only; after TRYAGAIN (a slot being migrated, its keys on both
+sides) after a pause. Of several commands in one round trip, only those refused are
+made again: a refused command did not run (see `Routes._many`). A call whose node went
+away mid-way is not made again unless its slot has a new master: whether it ran is
+unknown.
 """
 
 from __future__ import annotations
@@ -30,17 +35,24 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import AskError, ClusterDownError, ResponseError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..exceptions import ConfigurationError
-from .redis_calls import Calls, _missing
+from .redis_calls import Calls, _missing, library
 from .urls import user_and_hosts
 
 SCHEMES = ("redis+cluster", "rediss+cluster")
 DEFAULT_PORT = 6379
-ATTEMPTS = 4  # calls refused by the cluster (MOVED, TRYAGAIN, CLUSTERDOWN), made again
+ATTEMPTS = 4  # calls refused by the cluster (MOVED, CLUSTERDOWN) or lost, made again
+MIGRATING_FOR = 30.0  # seconds a call refused by a slot in migration (ASK, TRYAGAIN) retries
 REFRESH_EVERY = 0.25  # seconds: the slot map is read again at most this often on errors
 
 
@@ -123,6 +135,7 @@ class Routes:
         self.lock = threading.Lock()
         self.refreshed = 0.0
         self.quiet_all = False
+        self.lib = library(guarded=True)[0]  # beatq's function library, as each node has it
 
     # -- the map ---------------------------------------------------------------------------
     def owner(self, key: str) -> str:
@@ -136,14 +149,17 @@ class Routes:
 
     def at(self, key: str) -> Calls:
         """The calls of the master that serves `key`."""
-        name = self.owner(key)
+        return self.calls_of(self.owner(key))
+
+    def calls_of(self, name: str) -> Calls:
+        """The calls of the node at `name` ("host:port")."""
         calls = self.nodes.get(name)
         if calls is None:
             with self.lock:
                 calls = self.nodes.get(name)
                 if calls is None:
                     host, _, port = name.rpartition(":")
-                    calls = Calls(self.node_client(host, int(port)), self.spin)
+                    calls = Calls(self.node_client(host, int(port)), self.spin, guarded=True)
                     self.nodes[name] = calls
         if self.quiet_all and not getattr(calls.local, "quiet", False):
             calls.quiet()
@@ -160,26 +176,79 @@ class Routes:
             self.owners = {}
             self.cluster.nodes_manager.initialize()
 
-    def _routed(self, key: str, call: Callable[[Calls], Any]) -> Any:
-        """`call(calls of key's master)`, made again where the cluster refused it."""
-        for attempt in range(ATTEMPTS):
-            node = self.owner(key)
+    # -- routing ---------------------------------------------------------------------------
+    def _one(self, key: str, command: tuple[Any, ...], blocking: bool = False) -> Any:
+        """`command` on the master of `key`'s slot, made again where the cluster refused
+        it; its reply."""
+        way: Way | None = None
+        while True:
+            name = self.owner(key) if way is None else way.node()
+            calls = self.calls_of(name)
             try:
-                return call(self.at(key))
-            except (AskError, TryAgainError, ClusterDownError) as exc:  # MOVED is an AskError
-                if attempt == ATTEMPTS - 1:
-                    raise RedisConnectionError(f"Redis Cluster refused the call: {exc}") from exc
-                if not isinstance(exc, AskError):
-                    time.sleep(0.05 * (attempt + 1))
-                self.refresh(force=True)
-            except (RedisConnectionError, RedisTimeoutError):
-                self.refresh()
-                if self.owner(key) == node:
-                    # a map read within REFRESH_EVERY may predate the replica's promotion
-                    self.refresh(force=True)
-                if attempt == ATTEMPTS - 1 or self.owner(key) == node:
+                if way is None or way.ask is None:
+                    return calls.command(*command, blocking=blocking)
+                reply = calls.pipeline([("ASKING",), command], blocking)[1]
+                if isinstance(reply, ResponseError):
+                    raise reply
+                return reply
+            except REFUSED as exc:
+                way = way or Way(self, key)
+                way.refused(exc)
+            except ResponseError as exc:
+                if not _missing(exc):
                     raise
-        raise AssertionError("unreachable")
+                way = way or Way(self, key)
+                way.count(exc)
+                calls.load()  # the node lacks the library (a new or restarted master)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                way = way or Way(self, key)
+                way.lost(name, exc)
+
+    def _many(
+        self, key: str, commands: Sequence[tuple[Any, ...]], blocking: bool = False
+    ) -> list[Any]:
+        """`commands` in one round trip to the master of `key`'s slot; their replies
+        (errors returned). Those the cluster refused are made again, in their order,
+        and only those: a command refused (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) did not
+        run (Redis checks a command's slot before it runs it, a transaction's at each
+        command it queues, and beatq's functions answer TRYAGAIN before they touch
+        anything: redis_calls.library), so what ran is never made twice."""
+        replies: list[Any] = [None] * len(commands)
+        todo = list(range(len(commands)))
+        way: Way | None = None
+        while todo:
+            name = self.owner(key) if way is None else way.node()
+            calls = self.calls_of(name)
+            sent = [commands[i] for i in todo]
+            asking = way is not None and way.ask is not None
+            try:
+                got = calls.pipeline(_asking(sent) if asking else sent, blocking)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                way = way or Way(self, key)
+                way.lost(name, exc)
+                continue
+            if asking:
+                got = _unasked(sent, got)
+            refused: list[int] = []
+            worst: ResponseError | None = None
+            for at, reply in zip(_units(sent), _by_unit(sent, got)):
+                why = _refusal(reply)
+                if why is None:
+                    for i, r in zip(at, reply):
+                        replies[todo[i]] = r
+                    continue
+                refused += at
+                worst = why if worst is None else _graver(worst, why)
+            if worst is None:
+                break
+            way = way or Way(self, key)
+            if _missing(worst):
+                way.count(worst)
+                calls.load()
+            else:
+                way.refused(worst)
+            todo = [todo[i] for i in refused]
+        return replies
 
     # -- calls -----------------------------------------------------------------------------
     def fcall(
@@ -192,7 +261,12 @@ class Routes:
     ) -> Any:
         """`Calls.fcall` on the master of `keys[0]` (every key of the call, and of the
         commands `before` and `then`, must be in its slot)."""
-        return self._routed(keys[0], lambda calls: calls.fcall(name, keys, args, then, before))
+        call = ("FCALL", f"{self.lib}_{name}", len(keys), *keys, *args)
+        if not then and not before:
+            return self._one(keys[0], call)
+        replies = self._many(keys[0], [*before, call, *then], blocking=bool(before))
+        _raise_first(replies)
+        return replies[len(before)]
 
     def fcall_many(
         self,
@@ -204,32 +278,21 @@ class Routes:
         """`Calls.fcall_many` on the master of the first call's first key (all of them
         in its slot), after the commands `before` in the same round trip; the calls'
         replies."""
-        if not before:
-            return self._routed(calls[0][0][0], lambda node: node.fcall_many(name, calls, spin))
-
-        def call(node: Calls) -> list[Any]:
-            made = [("FCALL", f"{node.lib}_{name}", len(k), *k, *a) for k, a in calls]
-            commands = [*before, *made]
-            replies = node.pipeline(commands, blocking=not spin)
-            if _missing(replies[len(before)]):  # then none of the calls ran
-                node.load()
-                replies = node.pipeline(commands, blocking=not spin)
-            for reply in replies:
-                if isinstance(reply, ResponseError):
-                    raise reply
-            return replies[len(before) :]
-
-        return self._routed(calls[0][0][0], call)
+        made = [("FCALL", f"{self.lib}_{name}", len(k), *k, *a) for k, a in calls]
+        replies = self._many(calls[0][0][0], [*before, *made], blocking=not spin)
+        _raise_first(replies)
+        return replies[len(before) :]
 
     def command(self, key: str, *args: Any, blocking: bool = False) -> Any:
         """One command on the master of `key`."""
-        return self._routed(key, lambda calls: calls.command(*args, blocking=blocking))
+        return self._one(key, args, blocking)
 
     def pipeline(
         self, key: str, commands: list[tuple[Any, ...]], blocking: bool = False
     ) -> list[Any]:
-        """Commands in one round trip to the master of `key` (errors returned)."""
-        return self._routed(key, lambda calls: calls.pipeline(commands, blocking))
+        """Commands in one round trip to the master of `key` (errors returned; those the
+        cluster refused made again, see `_many`)."""
+        return self._many(key, commands, blocking)
 
     def fresh_client(self, key: str, timeout: float) -> redis.Redis:
         """A client of its own to the master of `key`, as the map was last read (no lock
@@ -248,3 +311,136 @@ class Routes:
             calls.client.close()
             calls.client.connection_pool.disconnect()
         self.cluster.close()
+
+
+# Answers of a node that did not run the command (MovedError is an AskError).
+REFUSED = (AskError, TryAgainError, ClusterDownError)
+
+
+class Way:
+    """Where one call goes next after the cluster refused it, and how long it may keep
+    trying: MOVED or CLUSTERDOWN (the map read again; ATTEMPTS times at most), ASK (the
+    node named, with ASKING, for this call only; the map is left be) and TRYAGAIN (a
+    pause, growing from 5 ms to 200 ms), for up to MIGRATING_FOR seconds in all."""
+
+    def __init__(self, routes: Routes, key: str) -> None:
+        self.routes = routes
+        self.key = key
+        self.attempts = 0
+        self.pause = 0.005
+        self.since = time.monotonic()
+        self.ask: str | None = None  # "host:port" the next try goes to with ASKING
+
+    def node(self) -> str:
+        return self.ask if self.ask is not None else self.routes.owner(self.key)
+
+    def count(self, exc: BaseException) -> None:
+        self.attempts += 1
+        if self.attempts >= ATTEMPTS:
+            raise RedisConnectionError(f"Redis Cluster refused the call: {exc}") from exc
+
+    def refused(self, exc: ResponseError) -> None:
+        self.ask = None
+        if isinstance(exc, MovedError) or isinstance(exc, ClusterDownError):
+            self.count(exc)
+            if isinstance(exc, ClusterDownError):
+                time.sleep(0.05 * self.attempts)
+            self.routes.refresh(force=True)
+            return
+        # a slot being migrated: ASK, TRYAGAIN
+        if time.monotonic() - self.since > MIGRATING_FOR:
+            raise RedisConnectionError(
+                f"Redis Cluster: the slot of {self.key!r} ({key_slot(self.key.encode())}) "
+                f"has been in a migration for over {MIGRATING_FOR:g} s ({exc}); finish the "
+                "migration, or undo a stalled one (redis-cli --cluster fix)"
+            ) from exc
+        if isinstance(exc, AskError):
+            self.ask = f"{exc.host}:{exc.port}"
+        else:
+            time.sleep(self.pause)
+            self.pause = min(self.pause * 2, 0.2)
+
+    def lost(self, name: str, exc: Exception) -> None:
+        """The connection to `name` failed mid-call: made again only on a new master of
+        the slot (whether it ran there is unknown), else raised."""
+        asked, self.ask = self.ask, None
+        routes = self.routes
+        routes.refresh()
+        if routes.owner(self.key) == name:
+            # a map read within REFRESH_EVERY may predate the replica's promotion
+            routes.refresh(force=True)
+        self.attempts += 1
+        if asked is not None or self.attempts >= ATTEMPTS or routes.owner(self.key) == name:
+            raise exc
+
+
+def _raise_first(replies: list[Any]) -> None:
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise reply
+
+
+def _refusal(replies: list[Any]) -> ResponseError | None:
+    """The refusal among one unit's replies (a command, or a MULTI ... EXEC, refused as a
+    whole when any of its commands was), or a missing library's error, or None."""
+    found = None
+    for reply in replies:
+        if isinstance(reply, REFUSED):
+            found = reply if found is None else _graver(found, reply)
+        elif found is None and isinstance(reply, ResponseError) and _missing(reply):
+            found = reply
+    return found
+
+
+GRAVITY = (MovedError, ClusterDownError, AskError, TryAgainError, ResponseError)
+
+
+def _graver(a: ResponseError, b: ResponseError) -> ResponseError:
+    """Of two refusals, the one to act on first (MOVED before ASK before TRYAGAIN)."""
+    rank = [next(i for i, kind in enumerate(GRAVITY) if isinstance(e, kind)) for e in (a, b)]
+    return a if rank[0] <= rank[1] else b
+
+
+def _units(commands: Sequence[tuple[Any, ...]]) -> list[list[int]]:
+    """The indexes of `commands`, one list per unit: a command, or MULTI to its EXEC."""
+    units: list[list[int]] = []
+    block: list[int] | None = None
+    for i, command in enumerate(commands):
+        word = str(command[0]).upper() if command else ""
+        if block is not None:
+            block.append(i)
+            if word in ("EXEC", "DISCARD"):
+                units.append(block)
+                block = None
+        elif word == "MULTI":
+            block = [i]
+        else:
+            units.append([i])
+    if block is not None:
+        units.append(block)
+    return units
+
+
+def _by_unit(commands: Sequence[tuple[Any, ...]], replies: list[Any]) -> list[list[Any]]:
+    return [[replies[i] for i in unit] for unit in _units(commands)]
+
+
+def _asking(commands: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """`commands` each after an ASKING (a transaction: once, before its MULTI; the flag
+    holds until its EXEC)."""
+    out: list[tuple[Any, ...]] = []
+    for unit in _units(commands):
+        out.append(("ASKING",))
+        out += [commands[i] for i in unit]
+    return out
+
+
+def _unasked(commands: Sequence[tuple[Any, ...]], replies: list[Any]) -> list[Any]:
+    """The replies of `_asking(commands)` less those of the ASKINGs."""
+    out: list[Any] = []
+    at = 0
+    for unit in _units(commands):
+        at += 1  # the ASKING's
+        out += replies[at : at + len(unit)]
+        at += len(unit)
+    return out

@@ -1,0 +1,73 @@
+"""redis+cluster:// while slots move between masters (issue 24): calls made after the
+map of slots was read, on a slot that moved since (MOVED) or is moving (ASK, TRYAGAIN).
+A real 3-master cluster (tests/clusters.py); slots are moved as `redis-cli --cluster
+reshard` moves them (CLUSTER SETSLOT IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from redis.crc import key_slot
+
+from beatq.brokers import BeatDispatch, Outgoing, ResultWrite, connect
+from beatq.brokers.cluster import ClusterBackend
+from tests.conftest import CLUSTER
+
+
+@pytest.fixture
+def cluster(request: pytest.FixtureRequest, cluster_url: str):
+    return request.config.stash[CLUSTER]
+
+
+@pytest.fixture
+def cb(cluster_url: str):
+    found = connect(cluster_url, {"global_keyprefix": f"bqm-{uuid.uuid4().hex[:12]}"})
+    assert isinstance(found, ClusterBackend)
+    yield found
+    found.close()
+
+
+def another_master(cluster, slot: int) -> int:
+    return next(p for p in sorted(cluster.masters()) if p != cluster.slot_owner(slot))
+
+
+def test_pipelined_reads_follow_a_slot_moved_since_the_map_was_read(cluster, cb) -> None:
+    """A result read (two commands in one round trip) and the dead letters (likewise)
+    after their slots moved to another master: each command is made again there."""
+    task_id = f"t-{uuid.uuid4().hex}"
+    cb.store_results([ResultWrite(task_id, b"meta", 60)])
+    assert cb.get_result(task_id) == b"meta"  # the map of the result's slot is read
+    cb.send([Outgoing("mv-dead", "d1", b"body")])
+    claim = cb.claim(["mv-dead"], 1, 30).claims[0]
+    cb.dead_letter(claim, "bad")
+    assert [d.id for d in cb.dead_letters()] == ["d1"]
+
+    for key in (cb.results._keys(task_id)[1], cb.unit("mv-dead").msgs):
+        slot = key_slot(key.encode())
+        cluster.move_slot(slot, another_master(cluster, slot))
+
+    assert cb.get_result(task_id) == b"meta"
+    assert [d.id for d in cb.dead_letters()] == ["d1"]
+
+
+def test_the_beats_dispatch_and_events_follow_home_moved_since_the_map_was_read(
+    cluster, cb
+) -> None:
+    """The beat's dispatch (its marks, then the dispatches, in one round trip) and the
+    events (XADDs in one round trip) after `{home}` moved: each lands once."""
+    token = cb.acquire_lease("beat", "me", 30)
+    assert token is not None
+    run = BeatDispatch("e", 100.0, 101.0, b"{}", [Outgoing("mv-beat", "m1", b"x")])
+    assert cb.beat_dispatch_many("beat", "me", token, [run]) == ["sent"]
+    cb.add_events([b"e1"])
+
+    slot = key_slot(cb.keys.prefix.encode())
+    cluster.move_slot(slot, another_master(cluster, slot))
+
+    cb.add_events([b"e2", b"e3"])
+    run = BeatDispatch("e", 200.0, 201.0, b"{}", [Outgoing("mv-beat", "m2", b"x")])
+    assert cb.beat_dispatch_many("beat", "me", token, [run]) == ["sent"]
+    assert [e for _, e in cb.recent_events()] == [b"e1", b"e2", b"e3"]
+    assert [c.id for c in cb.claim(["mv-beat"], 10, 30).claims] == ["m1", "m2"]
