@@ -225,3 +225,20 @@ def test_a_new_leader_leads_at_once_while_a_queues_shard_refuses_the_outbox(
     assert cb.renew_lease("beat", "two", token2, 30)
     assert cb.client.zcard(cb.keys.beat_held) == 0
     assert [c.id for c in cb.claim([queue], 10, 30).claims] == ["warm", "m1"]
+
+
+def test_a_retry_sent_to_another_queue_keeps_its_claim_live_until_acknowledged(
+    cb: ClusterBackend,
+) -> None:
+    """A finish whose retry goes to another queue (another slot) asks first whether the
+    claim is stale, and keeps it live from then to its acknowledgement: the retry is not
+    sent for a claim that goes stale between the two (and runs twice)."""
+    cb.send([Outgoing("pa", "m", b"x")])
+    (claim,) = cb.claim(["pa"], 1, 0.3).claims
+    assert cb._stale_claims({"pa": [claim]}) == frozenset()  # the finish's first step
+    time.sleep(0.5)  # past the claim's visibility timeout
+    assert cb.claim(["pa"], 10, 30).claims == [], "kept live: not delivered again"
+    retry = Outgoing("pb", "m", b"retry")
+    assert cb.finish(ack=[claim], send=[retry], token=uuid.uuid4().hex) == frozenset()
+    assert [c.id for c in cb.claim(["pb"], 10, 30).claims] == ["m"]
+    assert cb.queue_length("pa") == 0

@@ -27,7 +27,11 @@ What needs two units is done in steps whose retry is idempotent:
   other than the acknowledged ones, each under a mark (the finish's token and the
   message id) a retry finds (`send_once`); then, per queue, acknowledges with the
   messages bound for that queue in the same call (a task's retry, by its own id, goes
-  where the message it replaces is acknowledged). A worker killed between two steps
+  where the message it replaces is acknowledged). A retry bound for another queue than
+  its claim's goes out only once the claim's queue said the claim is not stale, and
+  that call keeps the claim live until its acknowledgement (lua/check_claims.lua: one
+  round trip more, for such a finish only), so none is sent in a stale claim's stead
+  (Store.finish), as on one Redis. A worker killed between two steps
   has its message delivered again and run again, as after a kill mid-task; no step,
   made again, doubles anything;
 - the beat's dispatch settles the run (fenced, on {home}) and puts its messages in an
@@ -95,6 +99,7 @@ from .roles import NONE_STALE, Finish, Results, Take, forget_elsewhere, new_toke
 log = logging.getLogger("beatq.broker")
 
 DOWN_FOR = 1.0  # seconds a queue whose master could not be reached is left out of claims
+PINNED = 60.0  # seconds a finish's claims stay live from its check to its acknowledgement
 
 
 def unit_prefix(base: str, tag: str) -> str:
@@ -521,15 +526,28 @@ class ClusterBackend(RedisBackend):
         if step.join is not None:
             self._join(step.join)
         acked = by_queue(step.ack, lambda c: c.queue)
-        there = by_queue(step.send, lambda m: m.queue)
-        elsewhere = [m for m in step.send if m.queue not in acked]
+        send, stale = step.send, NONE_STALE
+        if step.ack and send:
+            # A message sent by the id of a claim (a retry, a task put back) to another
+            # queue goes before that claim's acknowledgement: asked first whether the
+            # claim is stale, it is not sent in a stale one's stead (see Store.finish).
+            # Messages of ids of their own (callbacks) go whatever the claims, as on one
+            # Redis: no round trip is added for them.
+            queue_of = {c.id: c.queue for c in step.ack}
+            moved = {m.id for m in send if queue_of.get(m.id, m.queue) != m.queue}
+            if moved:
+                stale = self._stale_claims(
+                    by_queue([c for c in step.ack if c.id in moved], lambda c: c.queue)
+                )
+                send = [m for m in send if m.id not in stale]
+        there = by_queue(send, lambda m: m.queue)
+        elsewhere = [m for m in send if m.queue not in acked]
         if elsewhere:
             if step.token:
                 self.send_once(elsewhere, [f"{step.token}:{m.id}" for m in elsewhere])
             else:
                 self.send(elsewhere)
         self._register(acked)
-        stale = NONE_STALE
         for queue, batch in acked.items():
             u = self.unit(queue)
             args: list[Any] = [u.prefix, step.token or "", _ms(TOKEN_TTL), len(batch)]
@@ -538,6 +556,16 @@ class ClusterBackend(RedisBackend):
             stale |= stale_ids(self._run("finish", [u.msgs, u.unacked, u.delayed], args))
         if step.events:
             self.add_events(step.events)
+        return stale
+
+    def _stale_claims(self, acked: Mapping[str, Sequence[Claim]]) -> frozenset[str]:
+        """The ids of the stale claims of `acked` (by queue), asked of each queue's slot;
+        the live ones kept live PINNED seconds at least (lua/check_claims.lua)."""
+        stale = NONE_STALE
+        for queue, batch in acked.items():
+            u = self.unit(queue)
+            keys = [u.unacked, u.msgs, f"{u.prefix}:expired"]
+            stale |= stale_ids(self._run("check_claims", keys, [PINNED, *map(_member, batch)]))
         return stale
 
     def _join(self, join: ChordJoin) -> None:

@@ -63,6 +63,7 @@ SCRIPTS = (
     "purge",
     "send_once",
     "chord_join",
+    "check_claims",
 )
 
 

@@ -519,3 +519,18 @@ def test_a_message_sent_in_a_stale_ones_stead_is_not_sent(b: Backend) -> None:
     assert ids(b.claim(["q"], 10, 30).claims) == ["other"], "the rest of the finish is"
     assert b.finish(ack=[fresh], send=[again]) == set()
     assert [c.id for _, c in b.scheduled()] == ["m"], "the live one's retry is sent"
+
+
+def test_a_retry_of_a_stale_claim_sent_to_another_queue_is_not_sent(b: Backend) -> None:
+    """As above, the retry sent to another queue (retry(queue=...)): on a Redis Cluster
+    another queue is another slot, which a finish sends to before it acknowledges."""
+    b.send([out("m")])
+    (stale,) = b.claim(["q"], 1, 0.2).claims
+    (fresh,) = wait_for(lambda: b.claim(["q"], 1, 30).claims, 3, "the redelivery")
+    again = out("m", "q2", body=b"retry")
+    token = uuid.uuid4().hex
+    assert b.finish(ack=[stale], send=[again, out("o1", "q2")], token=token) == {"m"}
+    assert b.finish(ack=[stale], send=[again, out("o2", "q2")]) == {"m"}  # with no token
+    assert ids(b.claim(["q2"], 10, 30).claims) == ["o1", "o2"], "the rest is sent"
+    assert b.finish(ack=[fresh], send=[again], token=uuid.uuid4().hex) == set()
+    assert ids(b.claim(["q2"], 10, 30).claims) == ["m"], "the live one's retry is sent"
