@@ -6,6 +6,9 @@ reshard` moves them (CLUSTER SETSLOT IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE)
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 import uuid
 
 import pytest
@@ -13,7 +16,8 @@ from redis.crc import key_slot
 
 from beatq.brokers import BeatDispatch, Outgoing, ResultWrite, connect
 from beatq.brokers.cluster import ClusterBackend
-from tests.conftest import CLUSTER
+from beatq.exceptions import BrokerError
+from tests.conftest import CLUSTER, wait_for
 
 
 @pytest.fixture
@@ -71,3 +75,55 @@ def test_the_beats_dispatch_and_events_follow_home_moved_since_the_map_was_read(
     assert cb.beat_dispatch_many("beat", "me", token, [run]) == ["sent"]
     assert [e for _, e in cb.recent_events()] == [b"e1", b"e2", b"e3"]
     assert [c.id for c in cb.claim(["mv-beat"], 10, 30).claims] == ["m1", "m2"]
+
+
+def sockets_to(port: int) -> int:
+    """How many TCP sockets of this process are connected to `port` on the loopback."""
+    mine = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/self/fd/{fd}")
+            if link.startswith("socket:["):
+                mine.add(link[8:-1])
+    count = 0
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        with open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in mine:
+                    count += 1
+    return count
+
+
+def test_a_master_replaced_by_its_replica_keeps_no_connection_of_ours(cluster, cb) -> None:
+    """kill -9 of a master that two threads talked to: once its replica took its
+    slots, the backend holds no connection to it (no calls, no socket left open)."""
+    queue = "mv-gone"
+    cb.send([Outgoing(queue, "a", b"x")])
+    other = threading.Thread(target=lambda: cb.queue_length(queue))  # a connection of its own
+    other.start()
+    other.join()
+    master = cluster.master_of(cb.unit(queue).msgs)
+    replica = cluster.replica_of(master)
+    name = f"127.0.0.1:{master}"
+    assert name in cb.routes.nodes and sockets_to(master) == 2
+    try:
+        cluster.kill(master)
+        wait_for(lambda: cluster.master_of(cb.unit(queue).msgs) == replica, 20, "promotion")
+        wait_for(lambda: _sends(cb, queue), 10, "a send through the new master")
+        wait_for(
+            lambda: name not in cb.routes.nodes and sockets_to(master) == 0,
+            5,
+            "the old master's connections closed",
+        )
+        assert [c.id for c in cb.claim([queue], 10, 30).claims][-1] == "b"
+    finally:
+        cluster.restart(master)
+
+
+def _sends(cb: ClusterBackend, queue: str) -> bool:
+    try:
+        cb.send([Outgoing(queue, "b", b"x")])
+    except BrokerError:
+        return False
+    return True

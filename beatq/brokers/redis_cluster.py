@@ -52,6 +52,7 @@ from .urls import user_and_hosts
 SCHEMES = ("redis+cluster", "rediss+cluster")
 DEFAULT_PORT = 6379
 ATTEMPTS = 4  # calls refused by the cluster (MOVED, CLUSTERDOWN) or lost, made again
+RETIRE_AFTER = 2.0  # seconds a node no longer in the map keeps its connections (replies due)
 MIGRATING_FOR = 30.0  # seconds a call refused by a slot in migration (ASK, TRYAGAIN) retries
 REFRESH_EVERY = 0.25  # seconds: the slot map is read again at most this often on errors
 
@@ -135,6 +136,7 @@ class Routes:
         self.lock = threading.Lock()
         self.refreshed = 0.0
         self.quiet_all = False
+        self.retiring: list[threading.Timer] = []  # closing the calls of nodes gone
         self.lib = library(guarded=True)[0]  # beatq's function library, as each node has it
 
     # -- the map ---------------------------------------------------------------------------
@@ -174,7 +176,22 @@ class Routes:
         with self.lock:
             self.refreshed = now
             self.owners = {}
-            self.cluster.nodes_manager.initialize()
+            manager = self.cluster.nodes_manager
+            manager.initialize()
+            named = {nodes[0].name for nodes in manager.slots_cache.values() if nodes}
+            for name in [n for n in self.nodes if n not in named]:
+                self._retire(self.nodes.pop(name))
+
+    def _retire(self, calls: Calls) -> None:
+        """Close the connections of a node the map no longer names as a master (it
+        left the cluster, its address changed, a replica took its place), RETIRE_AFTER
+        seconds from now: a reply on its way from it meanwhile is still read (cut off,
+        its call would be made again on the slot's new master, and run twice). No call
+        is sent there from now on."""
+        timer = threading.Timer(RETIRE_AFTER, _close, (calls,))
+        timer.daemon = True
+        self.retiring = [t for t in self.retiring if t.is_alive()] + [timer]
+        timer.start()
 
     # -- routing ---------------------------------------------------------------------------
     def _one(self, key: str, command: tuple[Any, ...], blocking: bool = False) -> Any:
@@ -307,10 +324,18 @@ class Routes:
         self.quiet_all = True
 
     def disconnect(self) -> None:
+        for timer in self.retiring:  # closed now (closing twice does no harm)
+            timer.cancel()
+            _close(*timer.args)
+        self.retiring = []
         for calls in list(self.nodes.values()):
-            calls.client.close()
-            calls.client.connection_pool.disconnect()
+            _close(calls)
         self.cluster.close()
+
+
+def _close(calls: Calls) -> None:
+    calls.client.close()
+    calls.client.connection_pool.disconnect()
 
 
 # Answers of a node that did not run the command (MovedError is an AskError).
