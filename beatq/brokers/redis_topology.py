@@ -193,6 +193,23 @@ def _ranges(slots: Any) -> tuple[tuple[int, int], ...]:
     return tuple((int(a), int(b)) for a, b in slots)
 
 
+def _master_shard(
+    cluster: redis.RedisCluster,
+    node_client: Callable[[str, int], redis.Redis],
+    host: str,
+    port: int,
+) -> Shard:
+    """`server_shard` of the master at host:port, over the cluster client's own
+    connections to it (kept between reads, closed with the cluster client); a master
+    the cluster client does not know yet, over a client of its own, closed after."""
+    where = f"{host}:{port}"
+    node = cluster.get_node(host=host, port=port)
+    if node is not None and node.redis_connection is not None:
+        return server_shard(node.redis_connection, where)
+    with node_client(host, port) as client:
+        return server_shard(client, where)
+
+
 def cluster_shards(
     cluster: redis.RedisCluster,
     node_client: Callable[[str, int], redis.Redis],
@@ -200,7 +217,9 @@ def cluster_shards(
 ) -> tuple[Shard, ...]:
     """Every shard of `cluster`: its slot ranges, the `queues` (name -> slot) it holds, its
     master's INFO (version, replicas and their lag), and the replicas only the cluster
-    lists (failed, loading) as it says. A master that does not answer is said so."""
+    lists (failed, loading) as it says. A master that does not answer is said so. The
+    masters are asked over the connections `cluster` keeps (the dashboard reads this
+    every 2 s)."""
     found = []
     for shard in cluster.execute_command("CLUSTER SHARDS"):
         shard = {_text(k): v for k, v in shard.items()}
@@ -217,8 +236,7 @@ def cluster_shards(
         head = masters[0]
         where = f"{head.get('ip')}:{head.get('port')}"
         try:
-            with node_client(head.get("ip", ""), int(head.get("port", 0))) as client:
-                seen = server_shard(client, where)
+            seen = _master_shard(cluster, node_client, head.get("ip", ""), int(head.get("port", 0)))
         except (RedisError, OSError) as exc:
             seen = Shard(Node(where, "master", f"unreachable: {exc}"))
         known = {r.address for r in seen.replicas} | {where}
