@@ -6,8 +6,13 @@ The cb contract suite runs on the cluster too (tests/contract, kind "cluster").
 
 from __future__ import annotations
 
+import gc
+import logging
+import os
+import threading
 import time
 import uuid
+import weakref
 
 import pytest
 import redis
@@ -15,7 +20,7 @@ import redis
 from beatq.brokers import Outgoing, connect
 from beatq.brokers.cluster import ClusterBackend
 from beatq.exceptions import BrokerAccessDenied, BrokerError, ConfigurationError
-from tests.conftest import CLUSTER, scaled
+from tests.conftest import CLUSTER, scaled, wait_for
 from tests.contract.conftest import in_thread
 
 
@@ -242,3 +247,45 @@ def test_a_retry_sent_to_another_queue_keeps_its_claim_live_until_acknowledged(
     assert cb.finish(ack=[claim], send=[retry], token=uuid.uuid4().hex) == frozenset()
     assert [c.id for c in cb.claim(["pb"], 10, 30).claims] == ["m"]
     assert cb.queue_length("pa") == 0
+
+
+def test_backends_made_and_closed_leave_no_thread_nor_fork_hook_behind(
+    cluster_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that makes and drops many cluster backends does not grow: closing one
+    ends its threads (finishes made again later, waits over several queues) and leaves
+    no fork hook (os.register_at_fork has no undo) keeping it alive."""
+    registered: list[dict] = []
+    real = os.register_at_fork
+
+    def counted(**hooks) -> None:
+        registered.append(hooks)
+        real(**hooks)
+
+    monkeypatch.setattr(os, "register_at_fork", counted)
+    # the log capture would keep the retried finish's exception, its frames, the backend
+    monkeypatch.setattr(logging.getLogger("beatq.broker"), "disabled", True)
+    before = {t.ident for t in threading.enumerate()}
+    gone: list[weakref.ref] = []
+    for _ in range(10):
+        b = connect(cluster_url, {"global_keyprefix": f"bqt-{uuid.uuid4().hex[:12]}"})
+        assert isinstance(b, ClusterBackend)
+        tries: list[int] = []
+
+        def finish(tries: list[int] = tries) -> frozenset[str]:
+            tries.append(1)
+            if len(tries) == 1:  # meets a shard out of reach once, then lands
+                raise BrokerError("a shard is out of reach")
+            return frozenset()
+
+        b.later.run(finish)  # made again in the backend's thread
+        wait_for(lambda b=b, t=tries: len(t) == 2 and not b.later.trying, 5, "the finish")
+        b.send([Outgoing("la", "m", b"x")])
+        b.wait(["la", "lb", "lc"], 0.01)  # a wait over queues on several shards: threads
+        b.close()
+        gone += [weakref.ref(b), weakref.ref(b.later)]
+        del b, finish
+    wait_for(lambda: {t.ident for t in threading.enumerate()} <= before, 10, "the threads to end")
+    assert registered == [], "a fork hook registered per backend"
+    gc.collect()
+    assert [r for r in gone if r() is not None] == [], "closed backends kept alive"

@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 from ..exceptions import BrokerAccessDenied, BrokerError
@@ -33,17 +34,18 @@ CLOSE_WAIT = 5.0  # seconds `close` gives the pending finishes
 
 
 class LaterFinishes:
-    """Finishes (as calls) to make again until they land, in a thread of this process."""
+    """Finishes (as calls) to make again until they land, in a thread of this process
+    (started when one is left for later, ended by `close`)."""
 
     def __init__(self) -> None:
         self._reset()
-        os.register_at_fork(after_in_child=self._reset)  # a child has none of these
+        _LIVE.add(self)  # a forked child has none of these (one fork hook for all)
 
     def _reset(self) -> None:
         self.pending: list[Callable[[], object]] = []
         self.trying = 0  # finishes taken out of `pending` by the thread, being made
         self.lock = threading.Condition()
-        self.thread: threading.Thread | None = None
+        self.thread: threading.Thread | None = None  # the one that makes them; None: none
 
     def run(self, finish: Callable[[], frozenset[str]]) -> frozenset[str]:
         """Make `finish`; if the cluster cannot take it now, again later (see above). What
@@ -66,11 +68,14 @@ class LaterFinishes:
         return frozenset()
 
     def _loop(self) -> None:
+        me = threading.current_thread()
         delay = FIRST_DELAY
         while True:
             with self.lock:
-                while not self.pending:
+                while not self.pending and self.thread is me:
                     self.lock.wait()
+                if self.thread is not me:  # closed (or forked): this thread's work ends
+                    return
                 batch, self.pending = self.pending, []
                 self.trying = len(batch)
             failed = []
@@ -82,26 +87,44 @@ class LaterFinishes:
                 except Exception:  # a bug: said, not made again forever
                     log.exception("a finish left for later failed")
             with self.lock:
-                self.pending[:0] = failed
+                if self.thread is me:  # else given up by `close`
+                    self.pending[:0] = failed
                 self.trying = 0
                 self.lock.notify_all()
-            if failed:
-                time.sleep(delay)
-                delay = min(delay * 2, MAX_DELAY)
-            else:
+                if failed:
+                    self.lock.wait(delay)  # woken early by `close`
+                    delay = min(delay * 2, MAX_DELAY)
+            if not failed:
                 log.warning("%d finish(es) left for later have landed", len(batch))
                 delay = FIRST_DELAY
 
     def close(self, wait: float = CLOSE_WAIT) -> None:
-        """Give the pending finishes up to `wait` seconds to land."""
+        """Give the pending finishes up to `wait` seconds to land, then end the thread
+        (those still pending are given up: their messages are delivered again)."""
         end = time.monotonic() + wait
         with self.lock:
             while (self.pending or self.trying) and time.monotonic() < end:
                 self.lock.wait(max(end - time.monotonic(), 0.0))
             left = len(self.pending) + self.trying
+            self.pending = []
+            thread, self.thread = self.thread, None
+            self.lock.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(end - time.monotonic(), 0.0) + 1.0)  # a finish under way ends
         if left:
             log.error(
                 "%d finish(es) could not reach the cluster: their messages will be "
                 "delivered again after their visibility timeout",
                 left,
             )
+
+
+_LIVE: weakref.WeakSet[LaterFinishes] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for later in list(_LIVE):
+        later._reset()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -31,6 +31,7 @@ import select
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
@@ -117,9 +118,9 @@ class Calls:
         self.local = threading.local()
         # One item per call awaiting its reply, blocking calls aside (append and pop are
         # atomic: no lock is taken on the way). A forked child has none of the parent's
-        # other threads, nor their calls.
+        # other threads, nor their calls (one fork hook for every Calls: _after_fork).
         self.waiting: list[None] = []
-        os.register_at_fork(after_in_child=self.waiting.clear)
+        _LIVE.add(self)
 
     def _connection(self) -> Connection:
         local = self.local
@@ -311,6 +312,17 @@ class Calls:
         except BaseException:
             self._drop(conn)
             raise
+
+
+_LIVE: weakref.WeakSet[Calls] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for calls in list(_LIVE):
+        calls.waiting.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _packed(conn: Connection, commands: Sequence[tuple[Any, ...]]) -> list[bytes]:
