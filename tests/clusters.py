@@ -210,10 +210,14 @@ class Cluster:
             node.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", self._id(to))
         return source
 
-    def migrate_keys(self, slot: int, source: int, to: int, count: int = 1000) -> int:
-        """MIGRATE up to `count` keys of `slot` from `source` to `to`; how many moved."""
+    def migrate_keys(
+        self, slot: int, source: int, to: int, count: int = 1000, first: bytes = b""
+    ) -> int:
+        """MIGRATE up to `count` keys of `slot` from `source` to `to`, those whose name
+        holds `first` before the others; how many moved."""
         with self.client(source) as node:
-            keys = node.execute_command("CLUSTER", "GETKEYSINSLOT", slot, count)
+            keys = node.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+            keys = sorted(keys, key=lambda k: first not in k)[:count] if first else keys[:count]
             if keys:
                 node.execute_command("MIGRATE", "127.0.0.1", to, "", 0, 5000, "KEYS", *keys)
         return len(keys)
