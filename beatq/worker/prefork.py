@@ -216,15 +216,19 @@ class _Child:
         started = self.board[STARTED]
         return next((h for h in self.handed if h.seq > started), None)
 
-    def withdraw(self, handed: _Handed) -> bool:
-        """Take back `handed` if it is the first the child has not started (the child
-        skips it); False if the child started it meanwhile."""
+    def withdraw(self, handed: _Handed) -> list[_Handed]:
+        """Take back `handed` and what waits here before it, in order (the child skips
+        them: it starts none below FLOOR); [] if the child started `handed` meanwhile.
+        In one step: taken one at a time, the next could start between two."""
         with self.board.get_lock():
-            if self.waiting() is not handed:
-                return False
+            started = self.board[STARTED]
+            if handed.seq <= started or handed not in self.handed:
+                return []
             self.board[FLOOR] = handed.seq + 1
-        self.handed.remove(handed)
-        return True
+        taken = [h for h in self.handed if started < h.seq <= handed.seq]
+        for h in taken:
+            self.handed.remove(h)
+        return taken
 
 
 class PreforkPool(Pool):
@@ -476,11 +480,24 @@ class PreforkPool(Pool):
                 del self.parked[i]
                 return delivery
         for child in self.children:
-            waiting = child.waiting()  # only the first not started can be taken back
-            if waiting is None or (task_id is not None and waiting.delivery.id != task_id):
+            waiting = child.waiting()
+            if waiting is None:
                 continue
-            if child.withdraw(waiting):
-                return waiting.delivery
+            target = waiting
+            if task_id is not None:
+                later = (h for h in child.handed if h.seq >= waiting.seq)
+                target = next((h for h in later if h.delivery.id == task_id), None)
+                if target is None:
+                    continue
+            # What waits here is taken back whole, `target` with it wherever it waits,
+            # and the others are handed again in their order (numbered anew, so the
+            # child runs them after its task as it would have).
+            taken = child.withdraw(child.handed[-1])
+            for handed in taken:
+                if handed is not target:
+                    self._hand(child, handed.delivery)
+            if target in taken:
+                return target.delivery
         return None
 
     def withdraw(self) -> list[Delivery]:
