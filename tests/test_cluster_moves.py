@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 import uuid
 
 import pytest
 from redis.crc import key_slot
 
-from beatq.brokers import BeatDispatch, Outgoing, ResultWrite, connect
+from beatq.brokers import BeatDispatch, Outgoing, ResultWrite, connect, redis_cluster
 from beatq.brokers.cluster import ClusterBackend
 from beatq.exceptions import BrokerError
 from tests.conftest import CLUSTER, wait_for
@@ -127,3 +128,44 @@ def _sends(cb: ClusterBackend, queue: str) -> bool:
     except BrokerError:
         return False
     return True
+
+
+def test_calls_on_a_slot_being_migrated_follow_ask_and_wait_for_its_end(
+    cluster, cb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A result's slot mid-migration, its keys on the target already: a read follows ASK
+    there; a write (a function) waits until the migration ends, then lands once; a
+    migration left half done fails the call after MIGRATING_FOR with an error that says
+    so, instead of hanging or running the function on half the keys."""
+    task_id = f"t-{uuid.uuid4().hex}"
+    cb.store_results([ResultWrite(task_id, b"first", 60)])
+    assert cb.get_result(task_id) == b"first"
+    slot = key_slot(cb.results._keys(task_id)[1].encode())
+    to = another_master(cluster, slot)
+    source = cluster.begin_migration(slot, to)
+    try:
+        while cluster.migrate_keys(slot, source, to):
+            pass
+        assert cb.get_result(task_id) == b"first"  # on the target, through ASK
+
+        monkeypatch.setattr(redis_cluster, "MIGRATING_FOR", 0.5)
+        with pytest.raises(BrokerError, match=r"in a migration for over 0.5 s.*--cluster fix"):
+            cb.store_results([ResultWrite(task_id, b"second", 60)])
+        monkeypatch.setattr(redis_cluster, "MIGRATING_FOR", 30.0)
+
+        done: dict[str, float] = {}
+
+        def store() -> None:
+            cb.store_results([ResultWrite(task_id, b"third", 60)])
+            done["at"] = time.monotonic()
+
+        writer = threading.Thread(target=store)
+        writer.start()
+        time.sleep(0.5)
+        assert not done, "a function ran on a slot being migrated"
+        ended_at = time.monotonic()
+    finally:
+        cluster.end_migration(slot, source, to)
+    writer.join(10)
+    assert done["at"] >= ended_at
+    assert cb.get_result(task_id) == b"third"
