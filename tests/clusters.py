@@ -211,12 +211,20 @@ class Cluster:
         return source
 
     def migrate_keys(
-        self, slot: int, source: int, to: int, count: int = 1000, first: bytes = b""
+        self,
+        slot: int,
+        source: int,
+        to: int,
+        count: int = 1000,
+        first: bytes = b"",
+        unless: bytes = b"",
     ) -> int:
         """MIGRATE up to `count` keys of `slot` from `source` to `to`, those whose name
-        holds `first` before the others; how many moved."""
+        holds `first` before the others, none whose name holds `unless`; how many moved."""
         with self.client(source) as node:
-            keys = node.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+            keys = node.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 10000)
+            if unless:
+                keys = [k for k in keys if unless not in k]
             keys = sorted(keys, key=lambda k: first not in k)[:count] if first else keys[:count]
             if keys:
                 node.execute_command("MIGRATE", "127.0.0.1", to, "", 0, 5000, "KEYS", *keys)

@@ -34,12 +34,16 @@ def cluster(request: pytest.FixtureRequest, cluster_url: str):
 
 
 def migrate_slowly(
-    cluster, slot: int, to: int, batch: int, pause: float, first: bytes = b""
+    cluster, slot: int, to: int, batch: int, pause: float, first: bytes = b"", mine: bytes = b""
 ) -> tuple[int, int]:
-    """Move `slot` to master `to`, `batch` keys at a time (those whose name holds
+    """Move `slot` to master `to`: the keys not under prefix `mine` (other tests' in a
+    shared slot, `{home}`) at once, then `batch` keys at a time (those whose name holds
     `first` first) with `pause` seconds between; (the port of its old master, how many
     keys moved)."""
     source = cluster.begin_migration(slot, to)
+    if mine:
+        while cluster.migrate_keys(slot, source, to, 1000, unless=mine):
+            pass
     moved = 0
     while count := cluster.migrate_keys(slot, source, to, batch, first):
         moved += count
@@ -128,7 +132,8 @@ def test_the_beats_slot_moves_under_two_running_beats(
     # lease's 1.5 s, which a leader renews every 0.5 s
     lease = app.broker.keys.lease("beat").encode()
     to = another_master(cluster, slot)
-    _, moved = migrate_slowly(cluster, slot, to, batch=1, pause=0.05, first=lease)
+    mine = f"{app.broker.base}:".encode()
+    _, moved = migrate_slowly(cluster, slot, to, batch=1, pause=0.05, first=lease, mine=mine)
     assert moved > 0
     last = max(slots(app, "all"))
     wait_for(lambda: max(slots(app, "all")) >= last + 2, 10, "runs after the migration")
