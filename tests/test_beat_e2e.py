@@ -192,6 +192,24 @@ def test_two_beats_and_two_worker_beats_send_each_slot_once(
 
 
 @BOTH
+def test_a_beat_setting_made_in_an_included_module_counts(app, env, tmp_path) -> None:
+    # beat_lease_ttl set in a module the app includes (tests/proj/included_settings.py: 9 s,
+    # the default 4 s): the beat reads its settings after importing it
+    path = write_schedule(
+        tmp_path / "s.yaml",
+        {"tick": {"task": "tests.proj.tasks.add", "every": "1h", "args": [1, 1]}},
+    )
+    env = {**env, "BEATQ_TEST_INCLUDE": "tests.proj.included_settings"}
+    beat = WorkerProcess(
+        ["-A", "tests.proj", "beat", "-s", str(path), "-l", "info"], env, tmp_path / "b.log"
+    )
+    try:
+        lease = wait_for(lambda: app.broker.get_lease("beat"), 60, "the beat to lead")
+        assert 4.0 < lease.remaining <= 9.0, lease
+    finally:
+        beat.stop()
+
+
 def test_kill9_of_the_leader_a_standby_takes_over_within_the_lease(app, tmp_path, start_beat):
     path = write_schedule(tmp_path / "s.yaml", {"latest": tick(), "all": tick(catchup="all")})
     first = start_beat(path, ttl=1.5)

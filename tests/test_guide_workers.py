@@ -230,7 +230,7 @@ def test_worker_settings_from_an_included_module_and_celeryd_init_count(app, sta
     # a Celery project sets worker settings in a module it includes, or per worker in a
     # celeryd_init receiver: both are in place before the worker sizes its pool
     w = start_worker(
-        "-P", "threads", extra_env={"BEATQ_TEST_INCLUDE": "tests.proj.worker_settings"}
+        "-P", "threads", extra_env={"BEATQ_TEST_INCLUDE": "tests.proj.included_settings"}
     )
     stats = app.control.inspect(timeout=scaled(10)).stats()[w.name]
     assert stats["pool"] == {"implementation": "threads", "max-concurrency": 3}

@@ -160,6 +160,8 @@ class Beat:
         metrics: Metrics | None = None,
     ) -> None:
         self.app = app
+        # the modules of `include` and `imports` first: a beat_* setting made there counts
+        app.import_modules()
         self.patterns = list(app.conf.beat_schedule_files if files is None else files)
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.ttl = float(lease_ttl or app.conf.beat_lease_ttl)

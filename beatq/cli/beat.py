@@ -73,6 +73,7 @@ def beat(
     if ctx.invoked_subcommand is not None:
         return
     app = get_app(ctx, loglevel, default_level="INFO", logfile=logfile and expand(logfile))
+    app.import_modules()  # first: the project's settings count, the command line's over them
     check_start(app)
     lock = Pidfile(expand(pidfile)) if pidfile else None
     if lock is not None:

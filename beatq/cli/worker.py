@@ -135,6 +135,7 @@ def worker(
     node = expand(hostname) if hostname else default_hostname()
     logfile = expand(logfile, node) if logfile else None
     app = get_app(ctx, loglevel, default_level="INFO", logfile=logfile)
+    app.import_modules()  # first: the project's settings count, the command line's over them
     check_start(app)
     if send_events:
         app.conf.worker_send_task_events = True
