@@ -210,7 +210,7 @@ def test_higher_priority_sent_while_busy_runs_before_lower_work_held(
     wait_for(lambda: runs("long:start"), scaled(10), "the long task to start")
     low = [ordered.delay(f"low{i}") for i in range(4)]
     if pool != "solo":  # solo claims nothing while it runs
-        # at least low0, claimed by the wait it woke (see test_urgency: Handoff.dry)
+        # at least low0, claimed by the wait it woke (see test_urgency: Handoff.dried)
         wait_for(lambda: app.broker.queue_length("celery") <= 3, 5, "claims ahead")
     high = [ordered.apply_async((f"high{i}",), priority=9) for i in range(3)]
     mid = ordered.apply_async(("mid",), priority=4)

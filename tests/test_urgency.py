@@ -54,7 +54,7 @@ def test_urgent_work_sent_while_busy_runs_before_the_normal_work_held(
     if holds_normal:
         # how many it takes ahead depends on how the sends and its claims interleave: a
         # wait woken by normal0 claims it; a top-up that found none yet (normal1 not sent)
-        # claims no more while the pool is busy (Handoff.dry), so at least one is held
+        # puts the next off a while (Handoff.dried), so at least one is held
         wait_for(
             lambda: app.broker.queue_length("celery") <= 3,
             5,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Container, Iterator, Sequence
 
@@ -30,6 +31,10 @@ from ..calling import MAX_PRIORITY
 from ..stop_event import StopEvent
 from .delivery import Delivery
 from .throttle import Throttle
+
+# Seconds a top-up that found nothing puts the next off, at first and at most (it doubles).
+DRY_FIRST = 0.1
+DRY_MOST = 2.0
 
 # A claim's rank: its queue's place in -Q, then its priority, in one number (lower first).
 PRIORITIES = MAX_PRIORITY + 1
@@ -82,8 +87,11 @@ class Handoff:
     `slots`: how many deliveries the pool may hold at once (running, or waiting in a
     prefork child). `revoked`: the ids of revoked tasks (read, never written, here).
     `stopping`: once set, nothing more is handed over. `low`: when the buffer falls to
-    this many while the pool is busy, the main thread is woken to claim more (a top-up),
-    unless the last top-up found nothing (`dry`).
+    this many while the pool is busy, the main thread is woken to claim more (a top-up);
+    one that found nothing is tried again DRY_FIRST later, then twice as long after each
+    that finds nothing again, DRY_MOST at most, until one finds work or the buffer runs
+    out (`dried`, `refilled`): work sent meanwhile is claimed ahead within that time, not
+    a claim round trip for nothing a task.
 
     `free` arguments below ask the pool whether a task submitted now would start at
     once; they are called only when the buffer runs low. `queues`: the worker's `-Q`, the
@@ -110,7 +118,8 @@ class Handoff:
         self.revoked = revoked
         self.stopping = stopping
         self.low = low
-        self.dry = False
+        self.dry_until = 0.0  # no top-up before this (monotonic clock): see `dried`
+        self.dry_for = 0.0  # seconds the last top-up that found nothing put it off
         self.lock = threading.Lock()
 
     # -- the worker's main thread ------------------------------------------------------------
@@ -188,8 +197,18 @@ class Handoff:
         return delivery.id in self.revoked
 
     def runs_low(self) -> bool:
-        """Whether a top-up is due: the buffer at its low mark, the last top-up not dry."""
-        return not self.dry and len(self.buffer) <= self.low
+        """Whether a top-up is due: the buffer at its low mark, and not put off (`dried`)."""
+        return len(self.buffer) <= self.low and time.monotonic() >= self.dry_until
+
+    def dried(self) -> None:
+        """A top-up found nothing: the next is put off DRY_FIRST, or twice as long as the
+        last put off, DRY_MOST at most (a busy worker's queues may stay empty for hours)."""
+        self.dry_for = min(max(DRY_FIRST, 2 * self.dry_for), DRY_MOST)
+        self.dry_until = time.monotonic() + self.dry_for
+
+    def refilled(self) -> None:
+        """A claim found work, or the buffer ran out: top-ups are due at the low mark."""
+        self.dry_for = self.dry_until = 0.0
 
     @contextlib.contextmanager
     def frozen(self) -> Iterator[list[Claim]]:
@@ -241,6 +260,6 @@ class Handoff:
         if not self.buffer:
             return None
         delivery = self.buffer.popleft()
-        if len(self.buffer) <= self.low and not self.dry and not free():
+        if self.runs_low() and not free():
             self.slots.nudge()  # the main thread tops the buffer up (Worker._top_up)
         return delivery

@@ -434,14 +434,16 @@ class Worker:
         try:
             claimed = broker.claim(self.queues, count, self.visibility, (), AHEAD)
         except BrokerError as exc:
-            log.error("could not claim more (%s); retrying once the buffer is empty", exc)
+            log.error("could not claim more (%s); retrying", exc)
             claimed = Claimed([], None)
-        if not self._hold(claimed, count):
-            handoff.dry = True  # wait for the next claim
+        if self._hold(claimed, count):
+            handoff.refilled()
+        else:
+            handoff.dried()  # tried again a little later (Handoff.dried)
 
     def _fill(self, broker: Any) -> bool:
         """Claim a batch into the buffer; when there is none, wait for work. True if filled."""
-        self.handoff.dry = False
+        self.handoff.refilled()
         ack_first = bool(self.ack_first) and self.pool.free() and not self.throttle.on
         claimed = broker.claim(self.queues, self.batch, self.visibility, ack_first, AHEAD)
         # Said as soon as the broker answers, not after the wait for work that follows.
