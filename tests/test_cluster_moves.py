@@ -169,3 +169,23 @@ def test_calls_on_a_slot_being_migrated_follow_ask_and_wait_for_its_end(
     writer.join(10)
     assert done["at"] >= ended_at
     assert cb.get_result(task_id) == b"third"
+
+
+def test_of_a_round_trip_only_the_commands_refused_are_made_again(cluster, cb) -> None:
+    """A slot mid-migration, one key still on the source, one on the target: of two
+    INCRs in one round trip, the first runs on the source, the second is refused (ASK)
+    and made again on the target alone; neither runs twice."""
+    here, there = f"{cb.keys.prefix}:n:here", f"{cb.keys.prefix}:n:there"
+    cb.routes.pipeline(here, [("SET", here, 1), ("SET", there, 1)])
+    slot = key_slot(here.encode())
+    to = another_master(cluster, slot)
+    source = cluster.begin_migration(slot, to)
+    try:
+        while cluster.migrate_keys(slot, source, to, unless=here.encode()):
+            pass
+        assert cb.routes.pipeline(here, [("INCR", here), ("INCR", there)]) == [2, 2]
+    finally:
+        while cluster.migrate_keys(slot, source, to):
+            pass
+        cluster.end_migration(slot, source, to)
+    assert cb.routes.pipeline(here, [("GET", here), ("GET", there)]) == [b"2", b"2"]
