@@ -44,7 +44,7 @@ def cb(cluster_url: str):
         ("redis+cluster://127.0.0.1:x/", {}, "not a node's host:port"),
         ("redis+cluster://127.0.0.1:7000/?sockt_timeout=1", {}, "socket_timeout"),
         ("redis+cluster://127.0.0.1:7000/", {"global_keyprefix": "a{b}"}, "without braces"),
-        ("redis+cluster://127.0.0.1:7000/", {"min_replicas": 1}, "not served on a Redis Cluster"),
+        ("redis+cluster://127.0.0.1:7000/", {"beat_min_replicas": -1}, "beat_min_replicas=-1"),
         ("redis+cluster://127.0.0.1:7000/", {"min_replica": 1}, "did you mean 'min_replicas'"),
         ("redis-cluster://127.0.0.1:7000/", {}, r"beatq names redis\+cluster://"),
     ],

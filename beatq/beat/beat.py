@@ -39,7 +39,7 @@ from .. import events as ev
 from ..app import Beatq
 from ..brokers import BeatDispatch, Outgoing
 from ..brokers.urls import process_urls
-from ..exceptions import BrokerError, LeaseLost, ScheduleError
+from ..exceptions import BrokerError, LeaseLost, NotReplicated, ScheduleError
 from ..messages import Message
 from ..metrics import Metrics
 from ..stop_event import StopEvent
@@ -222,15 +222,35 @@ class Beat:
         )
         tighten_timer_slack()  # this thread's naps before a run (see _sleep)
         failures = 0
+        unreplicated = False  # said that no replica confirms the lease (once while it lasts)
         self.started_at = time.time()
         self.presence.start()
         try:
             while not self.stopping.is_set():
                 try:
                     if not self.lease.held:
-                        if not self.lease.acquire():
+                        try:
+                            if not self.lease.acquire():
+                                self.stopping.wait(self.standby_poll)
+                                continue
+                        except NotReplicated as exc:
+                            if not unreplicated:
+                                unreplicated = True
+                                log.error(
+                                    "beat %s cannot lead: %s. It keeps trying, and leads "
+                                    "once a replica confirms the lease; a broker without "
+                                    "replicas needs broker_transport_options="
+                                    "{'beat_min_replicas': 0} (the beat then leads without "
+                                    "the failover promises: README, 'What beatq promises "
+                                    "across a failover')",
+                                    self.holder,
+                                    exc,
+                                )
                             self.stopping.wait(self.standby_poll)
                             continue
+                        if unreplicated:
+                            unreplicated = False
+                            log.warning("beat %s: a replica confirmed the lease", self.holder)
                         self._lead()
                     elif failures:
                         # still leading after the broker failed: runs taken off the heap

@@ -41,6 +41,15 @@ What needs two units is done in steps whose retry is idempotent:
   bound for a shard out of reach waits for the next time). A run dispatched again
   because its settlement was lost with a failed master is not sent again: its mark is in
   its queue's slot.
+
+Replicas (replication.py, cluster_replicas.py). A send with `min_replicas` waits for
+replicas of its queue's master in its round trip. The beat (`beat_min_replicas`, 1 by
+default on a cluster) takes its lease, and counts a dispatch, once that many replicas of
+{home}'s master have it, with a WAIT in the same round trip; the outbox is sent only
+then (a dispatch no replica confirmed makes the leader step down: LeaseLost, and the
+next leader sends it). The outbox forgets a run once that many replicas of its queue's
+master have the run and its mark (written in one script, they replicate together), so
+a failover of that shard loses neither: the outbox sends it again, or finds its mark.
 """
 
 from __future__ import annotations
@@ -58,8 +67,8 @@ from redis.backoff import ExponentialBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from ..exceptions import BrokerError, ConfigurationError
-from . import redis_cluster, redis_topology
+from ..exceptions import BrokerError, ConfigurationError, NotReplicated
+from . import cluster_replicas, redis_cluster, redis_topology
 from .cluster_finishes import LaterFinishes
 from .records import (
     BeatDispatch,
@@ -100,6 +109,7 @@ log = logging.getLogger("beatq.broker")
 
 DOWN_FOR = 1.0  # seconds a queue whose master could not be reached is left out of claims
 PINNED = 60.0  # seconds a finish's claims stay live from its check to its acknowledgement
+OUTBOX_WAIT = 0.1  # seconds the outbox's send waits for replicas; else asked again later
 
 
 def unit_prefix(base: str, tag: str) -> str:
@@ -252,13 +262,8 @@ class ClusterBackend(RedisBackend):
             )
         self.base = base
         self.keys = RedisKeys(unit_prefix(base, "home"))
-        self.replication = Replication.read(options, False, shown)
-        if self.replication.sends or self.replication.beat:
-            raise ConfigurationError(
-                f"broker {shown}: min_replicas and beat_min_replicas are not served on a "
-                "Redis Cluster yet; remove them (a master's replica is promoted when it "
-                "fails; writes it had not copied are lost, see README 'Running past one Redis')"
-            )
+        # a master that fails has a replica promoted: the beat waits for one by default
+        self.replication = Replication.read(options, True, shown)
         connection = {
             "socket_timeout": options.pop("socket_timeout", MAX_BLOCK + 5.0),
             "socket_connect_timeout": options.pop("socket_connect_timeout", 5.0),
@@ -330,30 +335,119 @@ class ClusterBackend(RedisBackend):
 
     # -- queue -------------------------------------------------------------------------------
     def send(self, messages: Sequence[Outgoing], events: Sequence[bytes] = ()) -> None:
-        """Atomic per queue, each queue in the order its first message came."""
+        """Atomic per queue, each queue in the order its first message came. With
+        `min_replicas`, each queue's send waits for that many replicas of its master in
+        its round trip; NotReplicated once every queue's is made, naming those short."""
+        short: list[tuple[str, int]] = []  # (what, replicas that have it) of each short
         if messages:
             grouped = by_queue(messages, lambda m: m.queue)
             self._register(grouped)
+            need = self.replication.sends
             for queue, batch in grouped.items():
                 u = self.unit(queue)
-                self._run("send", [u.msgs, u.delayed], [u.prefix, *_send_args(batch)])
+                keys, args = [u.msgs, u.delayed], [u.prefix, *_send_args(batch)]
+                if not need:
+                    self._run("send", keys, args)
+                    continue
+                _, acked = self._waited("send", keys, args, need)
+                if acked < need:
+                    where = f"{len(batch)} to queue {queue!r} (master {self._master(u.msgs)})"
+                    short.append((where, acked))
         if events:
             self.add_events(events)
+        if short:
+            what = f"message(s) sent ({', '.join(w for w, _ in short)})"
+            acked = min(n for _, n in short)
+            raise self._not_replicated(what, acked, self.replication.sends, "min_replicas")
 
-    def send_once(self, messages: Sequence[Outgoing], marks: Sequence[str]) -> None:
+    def send_once(self, messages: Sequence[Outgoing], marks: Sequence[str], need: int = 0) -> bool:
         """Send each message unless its mark (one per message) was seen within a day
-        (see lua/send_once.lua)."""
+        (see lua/send_once.lua); with `need`, whether that many replicas of each queue's
+        master have them (and their marks) within OUTBOX_WAIT."""
         grouped = by_queue(zip(messages, marks), lambda pair: pair[0].queue)
         self._register(grouped)
+        confirmed = True
         for queue, pairs in grouped.items():
             flat: list[Any] = []
             for message, mark in pairs:
                 flat += [*_flatten([message]), mark]
-            self._send_once(queue, flat)
+            confirmed = self._send_once(queue, flat, need) and confirmed
+        return confirmed
 
-    def _send_once(self, queue: str, flat: list[Any]) -> None:
+    def _send_once(self, queue: str, flat: list[Any], need: int = 0) -> bool:
         u = self.unit(queue)
-        self._run("send_once", [u.msgs, u.delayed], [u.prefix, _ms(TOKEN_TTL), *flat])
+        keys, args = [u.msgs, u.delayed], [u.prefix, _ms(TOKEN_TTL), *flat]
+        if not need:
+            self._run("send_once", keys, args)
+            return True
+        _, acked = self._waited("send_once", keys, args, need, wait=OUTBOX_WAIT)
+        return acked >= need
+
+    # -- replicas (replication.py; cluster_replicas.py) --------------------------------------
+    def _waited(
+        self,
+        name: str,
+        keys: list[str],
+        args: list[Any],
+        need: int,
+        events: Sequence[bytes] = (),
+        wait: float | None = None,
+    ) -> tuple[Any, int]:
+        """Call script `name` and WAIT for `need` replicas of its slot's master in the
+        same round trip (`wait` seconds at most, min_replicas_timeout by default): its
+        reply and how many replicas have it."""
+        replies, acked = self._fcalls(name, [(keys, args)], need=need, wait=wait)
+        if events:
+            self.add_events(events)
+        return replies[0], acked
+
+    def _fcalls(
+        self,
+        name: str,
+        calls: list[tuple[list[str], list[Any]]],
+        before: Sequence[tuple[Any, ...]] = (),
+        need: int = 0,
+        wait: float | None = None,
+    ) -> tuple[list[Any], int]:
+        """The commands `before`, then script `name` once per (keys, args), then WAIT
+        for `need` replicas, in one round trip to the master of the first call's slot
+        (every key in it); the calls' replies and how many replicas have them."""
+        key = calls[0][0][0]
+        lib = self.routes.lib
+        made = [("FCALL", f"{lib}_{name}", len(k), *k, *a) for k, a in calls]
+        timeout = self.replication.timeout_ms if wait is None else _ms(wait)
+        with _errors(self.url):
+            replies, acked = cluster_replicas.waited(
+                self.routes, key, [*before, *made], need, timeout
+            )
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        return replies[len(before) :], acked
+
+    def _master(self, key: str) -> str:
+        """Where the master of `key`'s slot is, as last read ("?" when unknown)."""
+        try:
+            return self.routes.owner(key)
+        except Exception:  # the map could not be read: said in the message, not raised
+            return "?"
+
+    def _release_held(self) -> None:
+        """On a cluster the runs held until a replica has them are the outbox's."""
+        self._send_outbox_now()
+
+    def _not_replicated(
+        self, what: str, acked: int, need: int, option: str = "beat_min_replicas"
+    ) -> NotReplicated:
+        if option == "beat_min_replicas":  # the beat's writes are on {home}
+            what += f" on {{home}}'s master {self._master(self.keys.prefix)}"
+        return NotReplicated(
+            f"Redis Cluster at {shown_url(self.url)}: {what} reached {acked} of the {need} "
+            f"replica(s) asked for within {self.replication.timeout:g}s ({option}); the "
+            "master has it and loses it only if it fails before a replica copies it. Check "
+            "the replicas' links (INFO replication; a master with no replica never "
+            f"confirms), or set {option}=0 / raise min_replicas_timeout"
+        )
 
     def take(self, ask: Take, before: Sequence[tuple[Any, ...]] = ()) -> Claimed:
         self._register(ask.queues)
@@ -674,13 +768,21 @@ class ClusterBackend(RedisBackend):
             args[6] = self._busy(run.busy_id, run.send)
             calls.append((keys, args))
             marks += self._marks(f"beat:{run.entry}|{run.slot!r}", run.send)
-        with _errors(self.url):
-            # the marks first: a replica never has a run in the outbox without its mark
-            replies = self.routes.fcall_many("beat_dispatch", calls, spin=False, before=marks)
+        # the marks first: a replica never has a run in the outbox without its mark
+        need = self.replication.beat
+        if need:
+            replies, acked = self._fcalls("beat_dispatch", calls, marks, need)
+        else:
+            with _errors(self.url):
+                replies = self.routes.fcall_many("beat_dispatch", calls, spin=False, before=marks)
         outcomes = [r.decode() if isinstance(r, bytes) else str(r) for r in replies]
         unsent = [m.id for run, o in zip(runs, outcomes) if o != "sent" for m in run.send]
         self._drop_marks(unsent)
-        if "sent" in outcomes:
+        if need:
+            # the outbox is sent once `need` replicas of {home}'s master have the runs
+            # settled; else the leader steps down and the next one sends it (_confirm)
+            self._confirm(lease, holder, token, outcomes, acked, need)
+        elif "sent" in outcomes:
             self._send_outbox_now()
         return outcomes
 
@@ -700,13 +802,19 @@ class ClusterBackend(RedisBackend):
         args = self._run_args(holder, token, request_id, slot, last, send, busy, record)
         keys = [*self._schedule_keys(lease), self.keys.beat_held]
         marks = self._marks(f"request:{request_id}|{float(slot)!r}", send)
-        with _errors(self.url):
-            reply = self.routes.fcall("schedules", keys, args, before=marks)
-        outcome = reply.decode() if isinstance(reply, bytes) else str(reply)
-        if outcome == "sent":
-            self._send_outbox_now()
+        need = self.replication.beat
+        if need:
+            (reply,), acked = self._fcalls("schedules", [(keys, args)], marks, need)
         else:
+            with _errors(self.url):
+                reply = self.routes.fcall("schedules", keys, args, before=marks)
+        outcome = reply.decode() if isinstance(reply, bytes) else str(reply)
+        if outcome != "sent":
             self._drop_marks([m.id for m in send])
+        if need:
+            self._confirm(lease, holder, token, [outcome], acked, need)
+        elif outcome == "sent":
+            self._send_outbox_now()
         return outcome
 
     def _marks(self, run: str, send: Sequence[Outgoing]) -> list[tuple[Any, ...]]:
@@ -755,13 +863,25 @@ class ClusterBackend(RedisBackend):
             ack = body[:1] == ACK_AT_CLAIM
             message = Outgoing(queue, id_.decode(), body[1:], due, ack, priority)
             bound[queue].append((message, mark.decode() if mark else f"beat:{id_.decode()}"))
+        need = self.replication.beat
         for queue, pairs in bound.items():
             try:
-                self.send_once([m for m, _ in pairs], [mark for _, mark in pairs])
+                confirmed = self.send_once([m for m, _ in pairs], [k for _, k in pairs], need)
             except (BrokerError, redis.RedisError) as exc:  # out of reach, or refusing writes
                 if queue not in self.outbox_waits:  # said once while it lasts
                     self.outbox_waits.add(queue)
                     log.warning("the beat's runs for queue %r wait in its outbox: %s", queue, exc)
+                continue
+            if not confirmed:  # sent: kept until a replica of the queue's master has them
+                if queue not in self.outbox_waits:
+                    self.outbox_waits.add(queue)
+                    log.warning(
+                        "the beat's runs for queue %r are sent and wait in its outbox until "
+                        "%d replica(s) of the queue's master (%s) have them (beat_min_replicas)",
+                        queue,
+                        need,
+                        self._master(self.unit(queue).msgs),
+                    )
                 continue
             if queue in self.outbox_waits:
                 self.outbox_waits.discard(queue)
@@ -801,14 +921,18 @@ class ClusterBackend(RedisBackend):
             log.warning("the beat's outbox is read again")
 
     def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
+        # with beat_min_replicas, the lease is taken once that many replicas of {home}'s
+        # master have it, then the outbox is sent (RedisBackend: _release_held)
         token = super().acquire_lease(name, holder, ttl)
-        if token is not None:
+        if token is not None and not self.replication.beat:
             self._send_outbox_now()  # what a leader before left unsent, before anything new
         return token
 
     def renew_lease(self, name: str, holder: str, token: int, ttl: float) -> bool:
+        # with beat_min_replicas, the outbox is sent only when replicas confirmed the
+        # renewal (a master cut off from its replicas may be an old one)
         renewed = super().renew_lease(name, holder, token, ttl)
-        if renewed:
+        if renewed and not self.replication.beat:
             self._send_outbox_now()
         return renewed
 

@@ -4,18 +4,19 @@ Redis replicates asynchronously: a write the master acknowledged and lost in a c
 before any replica copied it is gone after a failover. `WAIT n ms` after a write returns
 how many replicas have it. beatq uses it in two places:
 
-- the beat, behind Sentinel (or whenever `beat_min_replicas` > 0): its lease is taken,
-  and its dispatches count, only once `beat_min_replicas` replicas have them. A
-  dispatched message is held unseen by workers until then (lua/lib.lua, hold_one). So a
-  fencing token never goes backwards on a promoted replica, and a run's message is never
-  run from a master whose settlement of that run a new master might lack.
+- the beat, behind Sentinel and on a Redis Cluster (or whenever `beat_min_replicas` >
+  0): its lease is taken, and its dispatches count, only once `beat_min_replicas`
+  replicas have them (on a cluster: of {home}'s master). A dispatched message is held
+  unseen by workers until then (lua/lib.lua, hold_one; on a cluster, in the outbox). So
+  a fencing token never goes backwards on a promoted replica, and a run's message is
+  never run from a master whose settlement of that run a new master might lack.
 - sends, when `min_replicas` > 0: `send` returns once that many replicas have the
-  message, or raises NotReplicated.
+  message (on a cluster: of each queue's master), or raises NotReplicated.
 
 Options (broker_transport_options):
     min_replicas          replicas a send waits for (0, the default: none)
     beat_min_replicas     replicas the beat's lease and dispatches wait for (default: 1
-                          behind Sentinel, else min_replicas)
+                          behind Sentinel and on a Redis Cluster, else min_replicas)
     min_replicas_timeout  seconds a WAIT waits for them (default 1.0)
 """
 
@@ -42,11 +43,12 @@ class Replication:
         return max(1, int(self.timeout * 1000))
 
     @classmethod
-    def read(cls, options: dict[str, Any], sentinel: bool, shown: str) -> Replication:
-        """Take the options out of `options` (transport options of broker `shown`);
-        ConfigurationError naming the option for a value that makes no sense."""
+    def read(cls, options: dict[str, Any], fails_over: bool, shown: str) -> Replication:
+        """Take the options out of `options` (transport options of broker `shown`, which
+        `fails_over` to a replica by itself: Sentinel, a Redis Cluster); ConfigurationError
+        naming the option for a value that makes no sense."""
         sends = _count(options.pop("min_replicas", 0), "min_replicas", shown)
-        beat_default = max(sends, 1) if sentinel else sends
+        beat_default = max(sends, 1) if fails_over else sends
         beat = _count(options.pop("beat_min_replicas", beat_default), "beat_min_replicas", shown)
         timeout = options.pop("min_replicas_timeout", TIMEOUT)
         if (
