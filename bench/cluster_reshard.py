@@ -8,8 +8,9 @@ fast as it can. After --warmup seconds, redis-cli moves all the slots of the que
 to another master (`--cluster-from`, `--cluster-to`, `--cluster-slots` all of them,
 `--cluster-yes`); --after seconds later the sends stop. Printed per run: the reshard's
 time and slots, the tasks sent and run (twice, never), the longest gap between two runs
-of the queue while the reshard ran, and the lines of the worker's log that say ERROR or
-Traceback; then medians [min-max] over the runs.
+of the queue while the reshard ran, how many times the nodes were asked for the map of
+slots meanwhile (CLUSTER SLOTS: the worker's and this process's clients), and the lines
+of the worker's log that say ERROR or Traceback; then medians [min-max] over the runs.
 
     .venv/bin/python bench/cluster_reshard.py [--repeat 3] [--warmup 2] [--after 2]
 """
@@ -42,9 +43,20 @@ def main() -> None:
     parser.add_argument("--after", type=float, default=2.0)
     opts = parser.parse_args()
     results = [one_run(opts.warmup, opts.after) for _ in range(opts.repeat)]
-    for name in ("reshard_s", "gap_s", "sent"):
+    for name in ("reshard_s", "gap_s", "sent", "map_reads"):
         values = [r[name] for r in results]
         print(f"{name}: median {statistics.median(values):.3f} [{min(values)}-{max(values)}]")
+
+
+def map_reads(cluster: Cluster) -> int:
+    """How many times the nodes were asked for the map of slots (CLUSTER SLOTS)."""
+    total = 0
+    for port, process in cluster.servers.items():
+        if process.poll() is None:
+            with cluster.client(port) as node:
+                stats = node.info("commandstats").get("cmdstat_cluster|slots", {})
+                total += int(stats.get("calls", 0))
+    return total
 
 
 def one_run(warmup: float, after: float) -> dict[str, float]:
@@ -96,6 +108,7 @@ def one_run(warmup: float, after: float) -> dict[str, float]:
                 for start, end, master, *_ in node.execute_command("CLUSTER", "SLOTS")
                 if int(master[1]) == source
             )
+        reads = map_reads(cluster)
         began = time.time()
         done = subprocess.run(
             [
@@ -108,6 +121,7 @@ def one_run(warmup: float, after: float) -> dict[str, float]:
             timeout=600,
         )
         ended = time.time()
+        reads = map_reads(cluster) - reads
         if done.returncode != 0:
             raise SystemExit(f"redis-cli failed:\n{done.stdout.decode()[-2000:]}")
         time.sleep(after)
@@ -135,6 +149,7 @@ def one_run(warmup: float, after: float) -> dict[str, float]:
             "twice": sum(1 for n in counts.values() if n > 1),
             "lost": len(set(sent) - set(counts)),
             "gap_s": round(gap, 3),
+            "map_reads": reads,
             "troubles": len(troubles),
             "moved": moved_to == target,
         }

@@ -11,11 +11,11 @@ The hot paths call the beatq function library (redis_calls.py) on the master tha
 the slot of the call's first key, each thread over a connection of its own to each node
 (`Routes`): redis-py's `RedisCluster` takes a pool lock per command, and cannot hold a
 BLPOP and a FCALL in one round trip. Which master serves a slot is redis-py's map
-(`RedisCluster.nodes_manager`), copied here slot by slot as calls need it and dropped
-when a node answers MOVED, says the cluster is down, or cannot be reached: then the map
-is read again from the cluster. A command the cluster refused is made again: after
-MOVED or CLUSTERDOWN on the slot's master as the map now says; after ASK (its slot is
-being migrated and its keys are not on the source) on the node the ASK names, after an
+(`RedisCluster.nodes_manager`), copied here slot by slot as calls need it. A command the
+cluster refused is made again: after MOVED on the master the answer names (the map is
+read again too, at most every REFRESH_EVERY s); after CLUSTERDOWN, or a node out of
+reach, on the slot's master as the map read again says; after ASK (its slot is being
+migrated and its keys are not on the source) on the node the ASK names, after an
 ASKING, for that command only; after TRYAGAIN (a slot being migrated, its keys on both
 sides) after a pause. Of several commands in one round trip, only those refused are
 made again: a refused command did not run (see `Routes._many`). A call whose node went
@@ -182,6 +182,14 @@ class Routes:
             for name in [n for n in self.nodes if n not in named]:
                 self._retire(self.nodes.pop(name))
 
+    def moved(self, slot: int, name: str) -> None:
+        """A node answered MOVED: `slot` is served by the master at `name` ("host:port")
+        now. The map is read again too (at most every REFRESH_EVERY s: a reshard moves
+        thousands of slots, and each would cost a read of the whole map), but the node's
+        word stands for this slot: the node the map is read from may not know yet."""
+        self.refresh()
+        self.owners[slot] = name
+
     def _retire(self, calls: Calls) -> None:
         """Close the connections of a node the map no longer names as a master (it
         left the cluster, its address changed, a replica took its place), RETIRE_AFTER
@@ -210,7 +218,7 @@ class Routes:
                 return reply
             except REFUSED as exc:
                 way = way or Way(self, key)
-                way.refused(exc)
+                way.refused(exc, name)
             except ResponseError as exc:
                 if not _missing(exc):
                     raise
@@ -263,7 +271,7 @@ class Routes:
                 way.count(worst)
                 calls.load()
             else:
-                way.refused(worst)
+                way.refused(worst, name)
             todo = [todo[i] for i in refused]
         return replies
 
@@ -364,12 +372,16 @@ class Way:
         if self.attempts >= ATTEMPTS:
             raise RedisConnectionError(f"Redis Cluster refused the call: {exc}") from exc
 
-    def refused(self, exc: ResponseError) -> None:
+    def refused(self, exc: ResponseError, name: str) -> None:
+        """`exc` is the answer of the node at `name`."""
         self.ask = None
-        if isinstance(exc, MovedError) or isinstance(exc, ClusterDownError):
+        if isinstance(exc, MovedError):  # the slot's owner, as the node that gave it up says
             self.count(exc)
-            if isinstance(exc, ClusterDownError):
-                time.sleep(0.05 * self.attempts)
+            self.routes.moved(exc.slot_id, f"{exc.host or name.rpartition(':')[0]}:{exc.port}")
+            return
+        if isinstance(exc, ClusterDownError):
+            self.count(exc)
+            time.sleep(0.05 * self.attempts)
             self.routes.refresh(force=True)
             return
         # a slot being migrated: ASK, TRYAGAIN
@@ -380,7 +392,7 @@ class Way:
                 "migration, or undo a stalled one (redis-cli --cluster fix)"
             ) from exc
         if isinstance(exc, AskError):
-            self.ask = f"{exc.host}:{exc.port}"
+            self.ask = f"{exc.host or name.rpartition(':')[0]}:{exc.port}"
         else:
             time.sleep(self.pause)
             self.pause = min(self.pause * 2, 0.2)
