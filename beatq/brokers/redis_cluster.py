@@ -372,8 +372,10 @@ class Way:
         if self.attempts >= ATTEMPTS:
             raise RedisConnectionError(f"Redis Cluster refused the call: {exc}") from exc
 
-    def refused(self, exc: ResponseError, name: str) -> None:
-        """`exc` is the answer of the node at `name`."""
+    def refused(self, exc: ResponseError, name: str = "") -> None:
+        """`exc` is the answer of the node at `name` (by default, where this call went
+        last: `node()`)."""
+        name = name or self.node()
         self.ask = None
         if isinstance(exc, MovedError):  # the slot's owner, as the node that gave it up says
             self.count(exc)
