@@ -124,12 +124,12 @@ def test_the_beats_slot_moves_under_two_running_beats(
     start_beat,  # noqa: F811 (the fixture imported above)
 ):
     path = write_schedule(tmp_path / "s.yaml", {"all": tick(catchup="all")})
-    beats = [start_beat(path, ttl=1.5), start_beat(path, ttl=1.5)]
+    beats = [start_beat(path, ttl=3.0), start_beat(path, ttl=3.0)]
     wait_for(lambda: len(slots(app, "all")) >= 2, 10, "two runs")
     leader = wait_for(lambda: leader_pid(app), 10, "a leader")
     slot = key_slot(app.broker.keys.prefix.encode())
     # a key at a time, the lease first, 50 ms apart: the keys split for well under the
-    # lease's 1.5 s, which a leader renews every 0.5 s
+    # lease's 3 s, which a leader renews every second
     lease = app.broker.keys.lease("beat").encode()
     to = another_master(cluster, slot)
     mine = f"{app.broker.base}:".encode()
