@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import time
 import uuid
 from collections import Counter
@@ -103,7 +104,8 @@ def test_a_cold_stop_puts_back_what_did_not_finish_and_nothing_that_did(
     done = {id_ for id_ in tags if AsyncResult(id_, app=app).state == "SUCCESS"}
     back = {m.id for m in stored_messages(app) if m.state == "ready"}
     assert sorted(tags[i] for i in done & back) == [], "finished, and put back"
-    assert claimed(app) == set(), "no claim left to expire"
+    left = sorted(tags[i] for i in claimed(app))
+    assert left == [], f"left claimed, to expire: {worker.log()}"
     assert done >= quick
     assert back == set(tags) - done, "what did not finish is back in its queue at once"
     assert {"long0", "long1"} <= {tags[i] for i in back}
@@ -115,6 +117,37 @@ def test_a_cold_stop_puts_back_what_did_not_finish_and_nothing_that_did(
         assert AsyncResult(id_, app=app).get(timeout=scaled(10)) == tag
     again = sorted(tag for tag in map(tags.get, quick) if len(runs(tag)) > 1)
     assert again == [], "done, and run again"
+
+
+@pytest.mark.backends("sqlite")
+def test_a_second_signal_while_the_warm_stop_hands_back_still_puts_it_all_back(
+    app, start_worker, broker_url, request
+):
+    """The first SIGTERM takes back the two tasks waiting behind a prefork child's task,
+    to return them to their queue, and the store is slow to take them (another process
+    holds its write lock); the second comes meanwhile. As the worker exits, all three are
+    back in their queue: none is left claimed until the visibility timeout."""
+    from tests.proj.tasks import held, sleep
+
+    held.delay("long", scaled(30))
+    request.addfinalizer(lambda: record("release", "long"))
+    waiting = {sleep.delay(0, f"w{i}").id for i in range(2)}
+    worker = start_worker("-P", "prefork", "-c", "1")  # its first claim takes all three
+    started("long")
+    wait_for(lambda: claimed(app) == waiting, 5, "the two waiting in its child")
+    other = sqlite3.connect(broker_url.removeprefix("sqlite:///"), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the write lock, as a busy writer holds it
+    try:
+        worker.signal(signal.SIGTERM)
+        wait_for(lambda: "SIGTERM received" in worker.log(), 5, "the first signal")
+        worker.signal(signal.SIGTERM)
+        wait_for(lambda: "stopping now" in worker.log(), 5, "the second signal")
+    finally:
+        other.rollback()
+        other.close()
+    assert worker.wait(10) == 0
+    assert claimed(app) == set(), "left claimed, until the visibility timeout"
+    assert app.broker.queue_length("celery") == 3
 
 
 # -- revocation --------------------------------------------------------------------------------

@@ -182,6 +182,8 @@ class Worker:
         self.held_lock = threading.Lock()
         self.stopping = StopEvent()  # set by the signal handlers: see stop_event.py
         self.signals = 0
+        self.handing_back = False  # a warm stop puts what waits back in its queue (_hand_back)
+        self.cold = False  # a second signal came: stopping at once
         self.waiting = False  # the main thread is blocked on the broker's wake-up
         self.failures = 0  # broker calls failed in a row in the consumer loop
         self.started_at = time.time()
@@ -261,7 +263,7 @@ class Worker:
         try:
             self._consume()
             self._stop_beat(beat_thread)
-            self._release(self.pool.recall() + self._unbuffer() + self._unthrottle_all())
+            self._hand_back()
             log.info(
                 "worker %s: warm shutdown, waiting for %d running task(s)",
                 self.hostname,
@@ -592,14 +594,32 @@ class Worker:
                 if not self.app.broker.interrupt_wait():
                     raise _StopWaiting()
             return
+        if self.cold:
+            return  # stopping at once already: a third signal would cut the stop short
+        self.cold = True
         log.warning("worker %s: %s received, stopping now", self.hostname, name)
         self.stopping.set()
         self._shutting_down(name, "Cold")
-        raise ColdShutdown()
+        if not self.handing_back:
+            raise ColdShutdown()
+        # else raised as the warm stop's hand-back ends (see _hand_back)
 
     def _shutting_down(self, sig: str, how: str) -> None:
         if signals.worker_shutting_down.receivers:
             signals.worker_shutting_down.send(sender=self.hostname, sig=sig, how=how, exitcode=0)
+
+    def _hand_back(self) -> None:
+        """A warm stop: what the pool and the buffer hold and have not started goes back
+        to its queue. A second signal meanwhile stops at once as it ends: cut short, the
+        claims taken back and not yet returned would be claimed still, by no one, until
+        their visibility timeout."""
+        self.handing_back = True
+        try:
+            self._release(self.pool.recall() + self._unbuffer() + self._unthrottle_all())
+        finally:
+            self.handing_back = False
+        if self.cold:
+            raise ColdShutdown()
 
     def _cold_stop(self) -> None:
         self.stopping.set()
