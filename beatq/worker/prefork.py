@@ -308,8 +308,13 @@ class PreforkPool(Pool):
             child = min(self.children, key=lambda c: len(c.handed))
             # A big message waits here for an idle child: sent to a busy one it could
             # fill the pipe, and the parent would wait until that child's task ends.
-            if child.handed and (
-                len(child.handed) > self.queued or len(delivery.claim.body) > self.QUEUE_BODY_MAX
+            # While any claim is parked, those after it park too: they go in order.
+            if self.parked or (
+                child.handed
+                and (
+                    len(child.handed) > self.queued
+                    or len(delivery.claim.body) > self.QUEUE_BODY_MAX
+                )
             ):
                 self.parked.append(delivery)
             else:
@@ -489,13 +494,14 @@ class PreforkPool(Pool):
                 target = next((h for h in later if h.delivery.id == task_id), None)
                 if target is None:
                     continue
-            # What waits here is taken back whole, `target` with it wherever it waits,
-            # and the others are handed again in their order (numbered anew, so the
-            # child runs them after its task as it would have).
+            # What waits here is taken back whole, `target` with it wherever it waits.
+            # The others wait first in line for the next idle child (they came before
+            # anything parked: see submit), not sent to this one again: the busy child
+            # reads its pipe only between tasks and the copies it is to skip are still in
+            # it, so each recall would add as many again until a send blocked, with the
+            # pool's lock held, in the thread that renews the worker's claims.
             taken = child.withdraw(child.handed[-1])
-            for handed in taken:
-                if handed is not target:
-                    self._hand(child, handed.delivery)
+            self.parked.extendleft(reversed([h.delivery for h in taken if h is not target]))
             if target in taken:
                 return target.delivery
         return None
