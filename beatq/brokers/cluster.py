@@ -287,8 +287,10 @@ class ClusterBackend(RedisBackend):
         self.known: set[str] = set()  # queue names registered on {home} by this process
         self.down: dict[str, float] = {}  # queue -> until when claims leave it out
         self.later = LaterFinishes()  # finishes a shard out of reach could not take yet
-        self.outbox_waits: set[str] = set()  # queues whose runs wait in the outbox (said)
-        self.outbox_stuck = False  # the outbox could not be read or emptied (said)
+        # queue -> why its runs wait in the outbox, as last said (said again if it changes:
+        # an outage said once must not hide a different error behind it)
+        self.outbox_waits: dict[str, str] = {}
+        self.outbox_stuck: str | None = None  # why the outbox could not be read or emptied
         self.keep_results_in(ClusterResults(url, base, self.routes))
 
     # -- units -------------------------------------------------------------------------------
@@ -537,7 +539,7 @@ class ClusterBackend(RedisBackend):
                     pipe.lpush(stop, 1).expire(stop, 60)
                     pipe.execute()
                 done = True
-            except (redis.ConnectionError, redis.TimeoutError, OSError, KeyError):
+            except (redis.RedisError, OSError, KeyError):  # in a signal handler: never raise
                 continue
         return done
 
@@ -868,13 +870,14 @@ class ClusterBackend(RedisBackend):
             try:
                 confirmed = self.send_once([m for m, _ in pairs], [k for _, k in pairs], need)
             except (BrokerError, redis.RedisError) as exc:  # out of reach, or refusing writes
-                if queue not in self.outbox_waits:  # said once while it lasts
-                    self.outbox_waits.add(queue)
-                    log.warning("the beat's runs for queue %r wait in its outbox: %s", queue, exc)
+                why = f"{type(exc).__name__}: {exc}"
+                if self.outbox_waits.get(queue) != why:  # said once while it lasts
+                    self.outbox_waits[queue] = why
+                    log.warning("the beat's runs for queue %r wait in its outbox: %s", queue, why)
                 continue
             if not confirmed:  # sent: kept until a replica of the queue's master has them
-                if queue not in self.outbox_waits:
-                    self.outbox_waits.add(queue)
+                if self.outbox_waits.get(queue) != "replicas":
+                    self.outbox_waits[queue] = "replicas"
                     log.warning(
                         "the beat's runs for queue %r are sent and wait in its outbox until "
                         "%d replica(s) of the queue's master (%s) have them (beat_min_replicas)",
@@ -883,8 +886,7 @@ class ClusterBackend(RedisBackend):
                         self._master(self.unit(queue).msgs),
                     )
                 continue
-            if queue in self.outbox_waits:
-                self.outbox_waits.discard(queue)
+            if self.outbox_waits.pop(queue, None) is not None:
                 log.warning("the beat's runs for queue %r left its outbox", queue)
             done += [m.id.encode() for m, _ in pairs]
         if done:
@@ -912,12 +914,13 @@ class ClusterBackend(RedisBackend):
         try:
             self.send_outbox()
         except (BrokerError, redis.RedisError) as exc:
-            if not self.outbox_stuck:
-                self.outbox_stuck = True
-                log.warning("the beat's outbox waits for the lease's next renewal: %s", exc)
+            why = f"{type(exc).__name__}: {exc}"
+            if self.outbox_stuck != why:  # said again only if the reason changes
+                self.outbox_stuck = why
+                log.warning("the beat's outbox waits for the lease's next renewal: %s", why)
             return
-        if self.outbox_stuck:
-            self.outbox_stuck = False
+        if self.outbox_stuck is not None:
+            self.outbox_stuck = None
             log.warning("the beat's outbox is read again")
 
     def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
