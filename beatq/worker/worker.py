@@ -186,6 +186,7 @@ class Worker:
         self.cold = False  # a second signal came: stopping at once
         self.waiting = False  # the main thread is blocked on the broker's wake-up
         self.failures = 0  # broker calls failed in a row in the consumer loop
+        self.top_up_failing = False  # the last claim ahead failed (said once: _top_up)
         self.started_at = time.time()
         self.pool: Pool
         self.beat = beat  # an embedded Beat (worker -B), run in a thread of its own
@@ -436,8 +437,12 @@ class Worker:
         try:
             claimed = broker.claim(self.queues, count, self.visibility, (), AHEAD)
         except BrokerError as exc:
-            log.error("could not claim more (%s); retrying", exc)
+            if not self.top_up_failing:  # said once while it lasts: tried again every 2 s
+                self.top_up_failing = True
+                log.error("could not claim more (%s); retrying", exc)
             claimed = Claimed([], None)
+        else:
+            self.top_up_failing = False
         if self._hold(claimed, count):
             handoff.refilled()
         else:
