@@ -20,8 +20,11 @@ script that touches another slot, so a mistake fails loudly.
 
 What needs two units is done in steps whose retry is idempotent:
 - a claim over several queues takes queue by queue, in the order given (the urgency
-  order); a wait over several queues blocks on each queue's wake-up list in a thread of
-  its own (`Waits`); an expired claim goes back as its own queue is next claimed from;
+  order), passing over a queue whose slot is mid-migration (BRIEF: it is asked again at
+  the next claim, and waited for only when no other queue answered); a wait over
+  several queues blocks on each queue's wake-up list in a thread of its own (`Waits`),
+  asking a slot mid-migration again until it answers; an expired claim goes back as its
+  own queue is next claimed from;
 - a finish stores the results (their slots); counts the chord member (the chord's slot,
   which keeps the unlock message until it is sent); sends the messages bound for queues
   other than the acknowledged ones, each under a mark (the finish's token and the
@@ -38,9 +41,9 @@ What needs two units is done in steps whose retry is idempotent:
   outbox there, each with the mark of its run's (entry, slot), in one round trip; the
   outbox is then sent (`send_once`) and emptied. A new leader, and every leader as it
   renews its lease, sends what the outbox holds before dispatching anything new (what is
-  bound for a shard out of reach waits for the next time). A run dispatched again
-  because its settlement was lost with a failed master is not sent again: its mark is in
-  its queue's slot.
+  bound for a shard out of reach, or a slot mid-migration, waits for the next time). A
+  run dispatched again because its settlement was lost with a failed master is not sent
+  again: its mark is in its queue's slot.
 
 Replicas (replication.py, cluster_replicas.py). A send with `min_replicas` waits for
 replicas of its queue's master in its round trip. The beat (`beat_min_replicas`, 1 by
@@ -57,6 +60,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -108,6 +112,7 @@ from .roles import NONE_STALE, Finish, Results, Take, forget_elsewhere, new_toke
 log = logging.getLogger("beatq.broker")
 
 DOWN_FOR = 1.0  # seconds a queue whose master could not be reached is left out of claims
+BRIEF = 0.02  # seconds a call with other slots to call waits for a slot mid-migration
 PINNED = 60.0  # seconds a finish's claims stay live from its check to its acknowledgement
 OUTBOX_WAIT = 0.1  # seconds the outbox's send waits for replicas; else asked again later
 
@@ -205,15 +210,35 @@ class Waits:
             self.pid = os.getpid()  # a forked child makes its own
         return self.pool
 
-    def _blpop(self, wake: str, interrupt: str, block: float) -> bool:
-        return self.routes.command(wake, "BLPOP", wake, interrupt, block, blocking=True) is not None
+    def _blpop(self, wake: str, interrupt: str, block: float, ended: threading.Event) -> bool:
+        """BLPOP on one queue's lists. Its slot mid-migration holds up no other queue's
+        wait: it is asked again, after a pause growing from 5 to 200 ms, until the wait
+        ends (`ended`, or `block`); once it answers again, True (what was sent meanwhile
+        may wait in the queue, its wake-up taken by an earlier wait)."""
+        end = time.monotonic() + block
+        pause, met = 0.005, False
+        while True:
+            try:
+                with self.routes.hurried(BRIEF):
+                    found = self.routes.command(
+                        wake, "BLPOP", wake, interrupt, 0.001 if met else block, blocking=True
+                    )
+            except redis_cluster.Migrating:
+                met = True
+                left = end - time.monotonic()
+                if left <= 0 or ended.wait(min(pause, left)):
+                    return False
+                pause = min(pause * 2, 0.2)
+                continue
+            return met or found is not None
 
     def wait(self, lists: Sequence[tuple[str, str]], block: float) -> bool:
         """Block up to `block` seconds on each (wake-up, interrupt) pair; True when one
         was pushed. A queue whose master cannot be reached is left to the others."""
         end = time.monotonic() + block
         pool = self._pool(2 * len(lists))  # room for BLPOPs of a wait before, ending
-        pending = {pool.submit(self._blpop, wake, stop, block): stop for wake, stop in lists}
+        ended = threading.Event()
+        pending = {pool.submit(self._blpop, wake, stop, block, ended): stop for wake, stop in lists}
         woken = False
         while pending and not woken:
             left = end - time.monotonic() + 1.0  # the BLPOPs end by themselves by then
@@ -226,6 +251,7 @@ class Waits:
                 pending.pop(future)
                 if future.exception() is None and future.result():
                     woken = True
+        ended.set()  # ends the waits on slots mid-migration
         if pending:  # end the BLPOPs still blocked
             for stop in pending.values():
                 try:
@@ -456,24 +482,42 @@ class ClusterBackend(RedisBackend):
         token = new_token()
         if len(ask.queues) == 1:
             return self._take_one(ask, before, token)
+        # a queue whose slot is mid-migration is passed over (BRIEF), the others claimed
+        # at once; when no other answered, there is nothing else to do: wait for it
+        found = self._take_each(ask, token, hurry=True)
+        return found if found is not None else self._take_each(ask, token, hurry=False)
+
+    def _take_each(self, ask: Take, token: str, hurry: bool) -> Claimed | None:
+        """`ask`, queue by queue in its order (the urgency order); a queue out of reach
+        left out (DOWN_FOR), one mid-migration passed over when `hurry`. None when only
+        queues mid-migration could have answered."""
         claims: list[Claim] = []
         acked, next_eta = False, None
         aheads = [0.0, ask.ahead] if ask.ahead > 0 else [0.0]
         reached = False
+        migrating: set[str] = set()
         for ahead in aheads:  # early messages only when none of the queues has any due
             for i, queue in enumerate(ask.queues):
                 if len(claims) >= ask.count:
                     break
-                if self.down.get(queue, 0.0) > time.monotonic():
+                if self.down.get(queue, 0.0) > time.monotonic() or queue in migrating:
                     continue
                 last = i == len(ask.queues) - 1
                 above = ask.above if last else None
                 first = ask.ack_first and not claims
                 one = Take([queue], ask.count - len(claims), ask.visibility, first, ahead, above)
                 try:
-                    got = self._take_one(one, (), token)
+                    if hurry:
+                        with self.routes.hurried(BRIEF):
+                            got = self._take_one(one, (), token)
+                    else:
+                        got = self._take_one(one, (), token)
                 except BrokerError as exc:
-                    self._left_out(queue, exc)
+                    if hurry and isinstance(exc.__cause__, redis_cluster.Migrating):
+                        log.debug("queue %r passed over in this claim: %s", queue, exc)
+                        migrating.add(queue)  # did not run: claimed from when it answers
+                    else:
+                        self._left_out(queue, exc)
                     continue
                 reached = True
                 if got.claims and not claims:
@@ -484,6 +528,8 @@ class ClusterBackend(RedisBackend):
             if claims:
                 break
         if not reached:
+            if migrating:
+                return None
             raise BrokerError(f"Redis Cluster at {shown_url(self.url)}: no queue's master answers")
         return Claimed(claims, next_eta, acked)
 
@@ -842,8 +888,9 @@ class ClusterBackend(RedisBackend):
     def send_outbox(self) -> int:
         """Send the messages the beat's dispatches left in the outbox (each once, by its
         run's mark), then empty it of them; how many were sent. Those bound for a queue
-        whose shard is out of reach stay for the next time (the lease's renewal), and
-        the others go: a shard in a failover holds up no other queue's runs."""
+        whose shard is out of reach, or whose slot is mid-migration, stay for the next
+        time (the lease's renewal), and the others go: a shard in a failover, or a slot
+        being migrated, holds up neither the other queues' runs nor the renewal."""
         k = self.keys
         with _errors(self.url):
             held = self.client.zrange(k.beat_held, 0, -1, withscores=True)
@@ -868,10 +915,17 @@ class ClusterBackend(RedisBackend):
         need = self.replication.beat
         for queue, pairs in bound.items():
             try:
-                confirmed = self.send_once([m for m, _ in pairs], [k for _, k in pairs], need)
+                # a slot mid-migration holds up neither the other queues nor the lease
+                with self.routes.hurried(BRIEF):
+                    confirmed = self.send_once([m for m, _ in pairs], [k for _, k in pairs], need)
             except (BrokerError, redis.RedisError) as exc:  # out of reach, or refusing writes
                 why = f"{type(exc).__name__}: {exc}"
-                if self.outbox_waits.get(queue) != why:  # said once while it lasts
+                if isinstance(exc.__cause__, redis_cluster.Migrating):
+                    why = "migrating"  # a reshard's usual step: said at info level
+                    if self.outbox_waits.get(queue) != why:
+                        self.outbox_waits[queue] = why
+                        log.info("the beat's runs for queue %r wait in its outbox: %s", queue, exc)
+                elif self.outbox_waits.get(queue) != why:  # said once while it lasts
                     self.outbox_waits[queue] = why
                     log.warning("the beat's runs for queue %r wait in its outbox: %s", queue, why)
                 continue
@@ -886,8 +940,10 @@ class ClusterBackend(RedisBackend):
                         self._master(self.unit(queue).msgs),
                     )
                 continue
-            if self.outbox_waits.pop(queue, None) is not None:
-                log.warning("the beat's runs for queue %r left its outbox", queue)
+            was = self.outbox_waits.pop(queue, None)
+            if was is not None:
+                level = logging.INFO if was == "migrating" else logging.WARNING
+                log.log(level, "the beat's runs for queue %r left its outbox", queue)
             done += [m.id.encode() for m, _ in pairs]
         if done:
             marks = [self._mark_key(i.decode()) for i in done]

@@ -17,17 +17,19 @@ read again too, at most every REFRESH_EVERY s); after CLUSTERDOWN, or a node out
 reach, on the slot's master as the map read again says; after ASK (its slot is being
 migrated and its keys are not on the source) on the node the ASK names, after an
 ASKING, for that command only; after TRYAGAIN (a slot being migrated, its keys on both
-sides) after a pause. Of several commands in one round trip, only those refused are
-made again: a refused command did not run (see `Routes._many`). A call whose node went
-away mid-way is not made again unless its slot has a new master: whether it ran is
-unknown.
+sides) after a pause, for MIGRATING_FOR s, or for less inside `Routes.hurried` (a caller
+with other work to do, which then leaves that slot for later: `Migrating`). Of several
+commands in one round trip, only those refused are made again: a refused command did
+not run (see `Routes._many`). A call whose node went away mid-way is not made again
+unless its slot has a new master: whether it ran is unknown.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -55,6 +57,12 @@ ATTEMPTS = 4  # calls refused by the cluster (MOVED, CLUSTERDOWN) or lost, made 
 RETIRE_AFTER = 2.0  # seconds a node no longer in the map keeps its connections (replies due)
 MIGRATING_FOR = 30.0  # seconds a call refused by a slot in migration (ASK, TRYAGAIN) retries
 REFRESH_EVERY = 0.25  # seconds: the slot map is read again at most this often on errors
+
+
+class Migrating(RedisConnectionError):
+    """A call's slot answered TRYAGAIN (being migrated, its keys on both sides) for
+    longer than the call may wait (MIGRATING_FOR, or less: `Routes.hurried`). The call
+    did not run."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +145,7 @@ class Routes:
         self.refreshed = 0.0
         self.quiet_all = False
         self.retiring: list[threading.Timer] = []  # closing the calls of nodes gone
+        self.local = threading.local()  # .patience: this thread's, inside `hurried`
         self.lib = library(guarded=True)[0]  # beatq's function library, as each node has it
 
     # -- the map ---------------------------------------------------------------------------
@@ -200,6 +209,19 @@ class Routes:
         timer.daemon = True
         self.retiring = [t for t in self.retiring if t.is_alive()] + [timer]
         timer.start()
+
+    @contextlib.contextmanager
+    def hurried(self, patience: float) -> Iterator[None]:
+        """Within the block, this thread's calls refused with TRYAGAIN (their slot mid-
+        migration) try again for `patience` seconds at most, then raise `Migrating`: for
+        a caller with other slots to call meanwhile (a claim over several queues, the
+        beat's outbox), which comes back to this one later."""
+        before = getattr(self.local, "patience", MIGRATING_FOR)
+        self.local.patience = min(before, patience)
+        try:
+            yield
+        finally:
+            self.local.patience = before
 
     # -- routing ---------------------------------------------------------------------------
     def _one(self, key: str, command: tuple[Any, ...], blocking: bool = False) -> Any:
@@ -354,7 +376,8 @@ class Way:
     """Where one call goes next after the cluster refused it, and how long it may keep
     trying: MOVED or CLUSTERDOWN (the map read again; ATTEMPTS times at most), ASK (the
     node named, with ASKING, for this call only; the map is left be) and TRYAGAIN (a
-    pause, growing from 5 ms to 200 ms), for up to MIGRATING_FOR seconds in all."""
+    pause, growing from 5 ms to 200 ms), for up to MIGRATING_FOR seconds in all, or the
+    thread's patience (`Routes.hurried`) for TRYAGAIN."""
 
     def __init__(self, routes: Routes, key: str) -> None:
         self.routes = routes
@@ -363,6 +386,7 @@ class Way:
         self.pause = 0.005
         self.since = time.monotonic()
         self.ask: str | None = None  # "host:port" the next try goes to with ASKING
+        self.patience: float = getattr(routes.local, "patience", MIGRATING_FOR)
 
     def node(self) -> str:
         return self.ask if self.ask is not None else self.routes.owner(self.key)
@@ -387,17 +411,21 @@ class Way:
             self.routes.refresh(force=True)
             return
         # a slot being migrated: ASK, TRYAGAIN
-        if time.monotonic() - self.since > MIGRATING_FOR:
-            raise RedisConnectionError(
-                f"Redis Cluster: the slot of {self.key!r} ({key_slot(self.key.encode())}) "
-                f"has been in a migration for over {MIGRATING_FOR:g} s ({exc}); finish the "
-                "migration, or undo a stalled one (redis-cli --cluster fix)"
+        waited = time.monotonic() - self.since
+        where = f"the slot of {self.key!r} ({key_slot(self.key.encode())})"
+        if waited > MIGRATING_FOR:
+            raise Migrating(
+                f"Redis Cluster: {where} has been in a migration for over {MIGRATING_FOR:g} s "
+                f"({exc}); finish the migration, or undo a stalled one (redis-cli --cluster fix)"
             ) from exc
         if isinstance(exc, AskError):
             self.ask = f"{exc.host or name.rpartition(':')[0]}:{exc.port}"
-        else:
-            time.sleep(self.pause)
-            self.pause = min(self.pause * 2, 0.2)
+            return
+        if self.patience < MIGRATING_FOR and waited + self.pause > self.patience:
+            # a caller with other slots to call leaves this one for later
+            raise Migrating(f"Redis Cluster: {where} is being migrated ({exc})") from exc
+        time.sleep(self.pause)
+        self.pause = min(self.pause * 2, 0.2)
 
     def lost(self, name: str, exc: Exception) -> None:
         """The connection to `name` failed mid-call: made again only on a new master of
