@@ -227,6 +227,12 @@ def cluster_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 CLUSTER = pytest.StashKey["object"]()
 
 
+@pytest.fixture
+def cluster(request: pytest.FixtureRequest, cluster_url: str):
+    """The tests.clusters.Cluster behind `cluster_url` (its nodes, to kill, pause, move slots)."""
+    return request.config.stash[CLUSTER]
+
+
 def delete_keys(redis_url: str, prefix: str) -> None:
     """Delete the keys under `prefix` (a store this suite created), and only them."""
     client = redis.Redis.from_url(redis_url)

@@ -20,13 +20,8 @@ import redis
 from beatq.brokers import Outgoing, connect
 from beatq.brokers.cluster import ClusterBackend
 from beatq.exceptions import BrokerAccessDenied, BrokerError, ConfigurationError
-from tests.conftest import CLUSTER, scaled, wait_for
+from tests.conftest import scaled, wait_for
 from tests.contract.conftest import in_thread
-
-
-@pytest.fixture
-def cluster(request: pytest.FixtureRequest, cluster_url: str):
-    return request.config.stash[CLUSTER]
 
 
 @pytest.fixture

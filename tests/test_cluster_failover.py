@@ -21,7 +21,7 @@ import pytest
 from beatq.brokers.redis import split_stored
 from beatq.exceptions import BrokerError
 from beatq.messages import decode
-from tests.conftest import CLUSTER, scaled, wait_for
+from tests.conftest import scaled, wait_for
 from tests.proj import journal
 from tests.test_beat_e2e import (  # noqa: F401 (start_beat: a fixture)
     OUT,
@@ -34,11 +34,6 @@ from tests.test_beat_e2e import (  # noqa: F401 (start_beat: a fixture)
 )
 
 pytestmark = pytest.mark.backends("cluster")
-
-
-@pytest.fixture
-def cluster(request: pytest.FixtureRequest, cluster_url: str):
-    return request.config.stash[CLUSTER]
 
 
 def spread(app, cluster, count: int = 3) -> list[str]:

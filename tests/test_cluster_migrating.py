@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 from redis.crc import key_slot
 
-from tests.conftest import CLUSTER, scaled, wait_for
+from tests.conftest import scaled, wait_for
 from tests.proj import journal
 from tests.test_beat_e2e import (  # noqa: F401 (start_beat: a fixture)
     assert_each_slot_once,
@@ -31,11 +31,6 @@ from tests.test_beat_e2e import (  # noqa: F401 (start_beat: a fixture)
 from tests.test_cluster_failover import dispatched
 
 pytestmark = pytest.mark.backends("cluster")
-
-
-@pytest.fixture
-def cluster(request: pytest.FixtureRequest, cluster_url: str):
-    return request.config.stash[CLUSTER]
 
 
 def apart(app, cluster, avoid: int = 0) -> tuple[str, str]:

@@ -18,12 +18,7 @@ from redis.crc import key_slot
 from beatq.brokers import BeatDispatch, Outgoing, ResultWrite, connect, redis_cluster
 from beatq.brokers.cluster import ClusterBackend
 from beatq.exceptions import BrokerError
-from tests.conftest import CLUSTER, wait_for
-
-
-@pytest.fixture
-def cluster(request: pytest.FixtureRequest, cluster_url: str):
-    return request.config.stash[CLUSTER]
+from tests.conftest import wait_for
 
 
 @pytest.fixture

@@ -24,16 +24,11 @@ import redis
 from beatq.brokers import BeatDispatch, Outgoing, connect
 from beatq.brokers.cluster import ClusterBackend
 from beatq.exceptions import LeaseLost, NotReplicated
-from tests.conftest import CLUSTER, scaled, wait_for
+from tests.conftest import scaled, wait_for
 
 pytestmark = pytest.mark.backends("cluster")
 
 TIMEOUT = 0.5  # min_replicas_timeout of these tests' backends
-
-
-@pytest.fixture
-def cluster(request: pytest.FixtureRequest, cluster_url: str):
-    return request.config.stash[CLUSTER]
 
 
 @pytest.fixture

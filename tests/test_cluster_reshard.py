@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 from redis.crc import key_slot
 
-from tests.conftest import CLUSTER, wait_for
+from tests.conftest import wait_for
 from tests.proj import journal
 from tests.test_beat_e2e import (  # noqa: F401 (start_beat: a fixture)
     assert_each_slot_once,
@@ -26,11 +26,6 @@ from tests.test_beat_e2e import (  # noqa: F401 (start_beat: a fixture)
 )
 
 pytestmark = pytest.mark.backends("cluster")
-
-
-@pytest.fixture
-def cluster(request: pytest.FixtureRequest, cluster_url: str):
-    return request.config.stash[CLUSTER]
 
 
 def migrate_slowly(

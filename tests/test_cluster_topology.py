@@ -5,15 +5,8 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
-
 from beatq.brokers import Outgoing, connect
-from tests.conftest import CLUSTER, wait_for
-
-
-@pytest.fixture
-def cluster(request: pytest.FixtureRequest, cluster_url: str):
-    return request.config.stash[CLUSTER]
+from tests.conftest import wait_for
 
 
 def connections_named(cluster, name: str) -> set[tuple[int, str]]:
