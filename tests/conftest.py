@@ -11,6 +11,7 @@ runs the suite with no Redis at all. Tasks journal their side effects to files
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -225,12 +227,32 @@ def cluster_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 
 
 CLUSTER = pytest.StashKey["object"]()
+LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d) ")
+
+
+def logged_at(line: str) -> float:
+    """When a beatq log line was written (its leading timestamp), POSIX seconds."""
+    stamp = LOG_TIME.match(line)
+    assert stamp, line
+    return datetime.fromisoformat(stamp.group(1)).timestamp()
 
 
 @pytest.fixture
 def cluster(request: pytest.FixtureRequest, cluster_url: str):
     """The tests.clusters.Cluster behind `cluster_url` (its nodes, to kill, pause, move slots)."""
     return request.config.stash[CLUSTER]
+
+
+@pytest.fixture
+def cb(cluster_url: str):
+    """A ClusterBackend of its own on `cluster_url`, under a key prefix of its own."""
+    from beatq.brokers import connect
+    from beatq.brokers.cluster import ClusterBackend
+
+    found = connect(cluster_url, {"global_keyprefix": f"bqc-{uuid.uuid4().hex[:12]}"})
+    assert isinstance(found, ClusterBackend)
+    yield found
+    found.close()
 
 
 def delete_keys(redis_url: str, prefix: str) -> None:

@@ -24,14 +24,6 @@ from tests.conftest import scaled, wait_for
 from tests.contract.conftest import in_thread
 
 
-@pytest.fixture
-def cb(cluster_url: str):
-    found = connect(cluster_url, {"global_keyprefix": f"bqt-{uuid.uuid4().hex[:12]}"})
-    assert isinstance(found, ClusterBackend)
-    yield found
-    found.close()
-
-
 @pytest.mark.parametrize(
     ("url", "options", "says"),
     [

@@ -14,14 +14,13 @@ import re
 import signal
 import threading
 import time
-from datetime import datetime
 
 import pytest
 
 from beatq.brokers.redis import split_stored
 from beatq.exceptions import BrokerError
 from beatq.messages import decode
-from tests.conftest import scaled, wait_for
+from tests.conftest import logged_at, scaled, wait_for
 from tests.proj import journal
 from tests.test_beat_e2e import (  # noqa: F401 (start_beat: a fixture)
     OUT,
@@ -170,9 +169,9 @@ def test_beat_through_kill9_of_its_slots_master_and_of_its_leader(
         for line in beat.log().splitlines():
             took = LEADS.search(line)
             if took:
-                moments.append((_when(line), 0, int(took.group(1)), i))
+                moments.append((logged_at(line), 0, int(took.group(1)), i))
             elif "beat: sent " in line:
-                moments.append((_when(line), 1, 0, i))
+                moments.append((logged_at(line), 1, 0, i))
     tokens = [token for _, kind, token, _ in sorted(moments) if kind == 0]
     assert len(tokens) >= 2 and tokens == sorted(set(tokens)), tokens  # never backwards
     leader = None
@@ -184,13 +183,6 @@ def test_beat_through_kill9_of_its_slots_master_and_of_its_leader(
 
 
 LEADS = re.compile(r"is the leader now \(token (\d+)\)")
-LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d) ")
-
-
-def _when(line: str) -> float:
-    stamp = LOG_TIME.match(line)
-    assert stamp, line
-    return datetime.fromisoformat(stamp.group(1)).timestamp()
 
 
 def dispatched(app, queue: str) -> list[tuple[float, float]]:

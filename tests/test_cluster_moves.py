@@ -15,18 +15,10 @@ import uuid
 import pytest
 from redis.crc import key_slot
 
-from beatq.brokers import BeatDispatch, Outgoing, ResultWrite, connect, redis_cluster
+from beatq.brokers import BeatDispatch, Outgoing, ResultWrite, redis_cluster
 from beatq.brokers.cluster import ClusterBackend
 from beatq.exceptions import BrokerError
 from tests.conftest import wait_for
-
-
-@pytest.fixture
-def cb(cluster_url: str):
-    found = connect(cluster_url, {"global_keyprefix": f"bqm-{uuid.uuid4().hex[:12]}"})
-    assert isinstance(found, ClusterBackend)
-    yield found
-    found.close()
 
 
 def another_master(cluster, slot: int) -> int:

@@ -18,7 +18,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -35,7 +34,7 @@ from beatq.exceptions import (
     LeaseLost,
     NotReplicated,
 )
-from tests.conftest import ROOT, WorkerProcess, point_app, scaled, wait_for
+from tests.conftest import ROOT, WorkerProcess, logged_at, point_app, scaled, wait_for
 from tests.journal import journal
 from tests.sentinels import DOWN_AFTER_MS, MASTER_PASSWORD, SENTINEL_PASSWORD, Topology
 from tests.test_beat_e2e import slots, tick
@@ -298,14 +297,7 @@ class Client:
             self.stopping.wait(0.02)
 
 
-LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d) ")
 SENT = re.compile(r"beat: sent tests\.proj\.tasks\.beat_run for entry '(\w+)'.*, id ([\w-]+)")
-
-
-def _when(line: str) -> float:
-    stamp = LOG_TIME.match(line)
-    assert stamp, line
-    return datetime.fromisoformat(stamp.group(1)).timestamp()
 
 
 def test_failover_under_load_keeps_every_promise(
@@ -426,7 +418,7 @@ def test_failover_under_load_keeps_every_promise(
     for i, beat in enumerate(beats):
         for line in beat.log_path.read_text(errors="replace").splitlines():
             found = SENT.search(line)
-            if found and _when(line) < stopped_at - 2.0:
+            if found and logged_at(line) < stopped_at - 2.0:
                 assert found.group(2) not in sent_ids, f"two beats sent {found.group(2)}"
                 sent_ids[found.group(2)] = i
     assert set(sent_ids) <= {r["id"] for r in journal("beat_runs")}
@@ -436,9 +428,9 @@ def test_failover_under_load_keeps_every_promise(
     for i, beat in enumerate(beats):
         for line in beat.log_path.read_text(errors="replace").splitlines():
             if "is the leader now" in line:
-                moments.append((_when(line), 0, i))
+                moments.append((logged_at(line), 0, i))
             elif SENT.search(line):
-                moments.append((_when(line), 1, i))
+                moments.append((logged_at(line), 1, i))
     leader = None
     for when, kind, i in sorted(moments):
         if kind == 0:
